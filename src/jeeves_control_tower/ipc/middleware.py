@@ -1,0 +1,213 @@
+"""The middleware contract and the compiled chain the bus runs.
+
+A middleware has ``before(ctx, message)`` and ``after(ctx, message, result, error)``; either
+may be a plain method or a coroutine function. ``before`` hooks run in registration order,
+``after`` hooks in reverse, so the first middleware added is the outermost.
+
+- ``before`` returns the message to carry on with (possibly a replacement) or ``None`` to
+  abort the message (``ctx.outcome == "aborted"``).
+- ``after`` runs for every middleware whose ``before`` was called, whatever happened next; it
+  sees the result and the error, and **its return value becomes the result**. An exception
+  raised inside ``after`` is logged and ignored.
+
+A middleware may also implement the :class:`HandlerHook` pair to observe each handler run
+(the tracing middleware opens a child span per subscriber this way).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "CompiledChain",
+    "HandlerHook",
+    "Middleware",
+    "MiddlewareContext",
+    "new_message_id",
+]
+
+_id_prefix = os.urandom(6).hex()
+_id_counter = itertools.count(1)
+
+
+def new_message_id() -> str:
+    """A process-unique, cluster-unique-in-practice message id (random prefix + counter)."""
+    return f"{_id_prefix}-{next(_id_counter):x}"
+
+
+class MiddlewareContext:
+    """What middleware knows about one message in flight.
+
+    The reference fields ``message``, ``message_type``, ``timestamp`` and ``metadata`` are
+    always available; ``timestamp``, ``metadata`` and ``message_id`` are created on first
+    read so that a chain that never reads them costs nothing. The bus also sets
+    ``pattern`` ("publish" / "send" / "query"), ``handlers`` (names of the handlers the
+    message reached) and, before the ``after`` hooks run, ``outcome`` ("ok", "error",
+    "timeout", "no_handler", "aborted").
+
+    One context belongs to one message and is only touched from the event loop thread.
+    """
+
+    __slots__ = (
+        "message",
+        "message_type",
+        "pattern",
+        "outcome",
+        "handlers",
+        "started",
+        "_time",
+        "_timestamp",
+        "_metadata",
+        "_message_id",
+    )
+
+    def __init__(
+        self,
+        message: Any,
+        message_type: str,
+        timestamp: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+        *,
+        pattern: str = "publish",
+        message_id: str | None = None,
+    ) -> None:
+        self.message = message
+        self.message_type = message_type
+        self.pattern = pattern
+        self.outcome = "ok"
+        self.handlers: list[str] = []
+        self.started = time.perf_counter()
+        self._time = time.time()
+        self._timestamp = timestamp
+        self._metadata = metadata
+        self._message_id = message_id
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the message entered the bus (UTC)."""
+        if self._timestamp is None:
+            self._timestamp = datetime.fromtimestamp(self._time, tz=timezone.utc)
+        return self._timestamp
+
+    @timestamp.setter
+    def timestamp(self, value: datetime) -> None:
+        self._timestamp = value
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form per-message storage shared by all middleware."""
+        if self._metadata is None:
+            self._metadata = {}
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self._metadata = value
+
+    @property
+    def message_id(self) -> str:
+        """The message's id: taken from a ``message_id`` attribute of the message when it has
+        a non-empty string one, generated otherwise."""
+        if self._message_id is None:
+            own = getattr(self.message, "message_id", None)
+            self._message_id = own if isinstance(own, str) and own else new_message_id()
+        return self._message_id
+
+    @message_id.setter
+    def message_id(self, value: str) -> None:
+        self._message_id = value
+
+    def __repr__(self) -> str:
+        return (
+            f"MiddlewareContext(pattern={self.pattern!r}, message_type={self.message_type!r},"
+            f" outcome={self.outcome!r})"
+        )
+
+
+@runtime_checkable
+class Middleware(Protocol):
+    """Middleware protocol (methods may also be plain, non-async functions)."""
+
+    async def before(self, ctx: MiddlewareContext, message: Any) -> Any | None:
+        """Called before the handler(s). Return ``None`` to abort, or the (possibly
+        replaced) message to continue with."""
+        ...
+
+    async def after(
+        self, ctx: MiddlewareContext, message: Any, result: Any, error: Exception | None
+    ) -> Any | None:
+        """Called after the handler(s) with their result and error; the return value becomes
+        the result."""
+        ...
+
+
+@runtime_checkable
+class HandlerHook(Protocol):
+    """Optional per-handler observation, implemented by middleware that wants it.
+
+    ``handler_start`` runs inside the handler's own copy of the context (anything it sets
+    in context variables, such as the current span, is seen by that handler only) right
+    before the handler starts; its return value is handed to ``handler_end`` when the
+    handler has finished, failed, timed out or been cancelled. Both must be fast and must
+    not raise (the bus logs and ignores it if they do).
+    """
+
+    def handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any: ...
+
+    def handler_end(self, ctx: MiddlewareContext, token: Any, error: BaseException | None) -> None: ...
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+@dataclass(frozen=True)
+class CompiledChain:
+    """A middleware list compiled once when it changes, never per message."""
+
+    middlewares: tuple[Any, ...]
+    befores: tuple[tuple[Any, bool], ...]
+    afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
+    hooks: tuple[Any, ...]
+
+    @classmethod
+    def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
+        if not middlewares:
+            return None
+        befores = []
+        afters = []
+        hooks = []
+        for mw in middlewares:
+            before = getattr(mw, "before", None)
+            after = getattr(mw, "after", None)
+            befores.append((before, _is_async(before)) if before is not None else (None, False))
+            afters.append(
+                (after, _is_async(after), type(mw).__name__)
+                if after is not None
+                else (None, False, type(mw).__name__)
+            )
+            if callable(getattr(mw, "handler_start", None)) and callable(
+                getattr(mw, "handler_end", None)
+            ):
+                hooks.append(mw)
+        return cls(tuple(middlewares), tuple(befores), tuple(reversed(afters)), tuple(hooks))
+
+
+def validate_middleware(middleware: Any) -> None:
+    """Raise ``TypeError`` unless ``middleware`` has a callable ``before`` or ``after``."""
+    before = getattr(middleware, "before", None)
+    after = getattr(middleware, "after", None)
+    if before is None and after is None:
+        raise TypeError(
+            f"middleware {type(middleware).__name__} has neither a 'before' nor an 'after' hook"
+        )
+    for name, hook in (("before", before), ("after", after)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"middleware {type(middleware).__name__}.{name} is not callable")

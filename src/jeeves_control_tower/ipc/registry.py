@@ -1,0 +1,118 @@
+"""The service registry: descriptors, their admission slots, and change notifications."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..types import ServiceDescriptor
+from .admission import Admission
+
+__all__ = ["RegistryObserver", "ServiceGone", "ServiceRegistry"]
+
+
+class ServiceGone(Exception):
+    """The service was unregistered while a dispatch waited for it."""
+
+
+class RegistryObserver(Protocol):
+    """Told about every registry change; methods must be fast and must not raise."""
+
+    def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
+        """Registered, or its load, queue depth, capacity or health changed."""
+
+    def service_removed(self, service: ServiceDescriptor) -> None: ...
+
+
+class ServiceRegistry:
+    """Services by name, each with an :class:`Admission` that enforces ``max_concurrent``.
+
+    ``current_load`` of a descriptor is kept equal to the slots in use. Event-loop-thread
+    only.
+    """
+
+    def __init__(
+        self,
+        max_queue: int | None,
+        on_error: Callable[[Any, BaseException], None],
+    ) -> None:
+        self._services: dict[str, ServiceDescriptor] = {}
+        self._admission: dict[str, Admission] = {}
+        self._max_queue = max_queue
+        self._observers: tuple[RegistryObserver, ...] = ()
+        self._on_error = on_error
+
+    def add_observer(self, observer: RegistryObserver) -> None:
+        self._observers += (observer,)
+        for name, svc in self._services.items():
+            self._notify(svc, self._admission[name].queue_depth)
+
+    def add(self, descriptor: ServiceDescriptor) -> bool:
+        if descriptor.name in self._services:
+            return False
+        self._services[descriptor.name] = descriptor
+        descriptor.current_load = 0
+        admission = Admission(lambda: descriptor.max_concurrent, self._max_queue)
+        admission.on_change = lambda: self._load_changed(descriptor, admission)
+        self._admission[descriptor.name] = admission
+        self._notify(descriptor, 0)
+        return True
+
+    def remove(self, name: str) -> ServiceDescriptor | None:
+        descriptor = self._services.pop(name, None)
+        if descriptor is None:
+            return None
+        admission = self._admission.pop(name)
+        admission.close(ServiceGone(f"service {name!r} was unregistered"))
+        for obs in self._observers:
+            try:
+                obs.service_removed(descriptor)
+            except Exception as exc:
+                self._on_error(obs, exc)
+        return descriptor
+
+    def get(self, name: str) -> ServiceDescriptor | None:
+        return self._services.get(name)
+
+    def admission(self, name: str) -> Admission:
+        return self._admission[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._services
+
+    def values(self) -> list[ServiceDescriptor]:
+        return list(self._services.values())
+
+    def queue_depth(self, name: str) -> int:
+        adm = self._admission.get(name)
+        return adm.queue_depth if adm is not None else 0
+
+    def set_health(self, name: str, healthy: bool) -> bool:
+        svc = self._services.get(name)
+        if svc is None:
+            return False
+        svc.healthy = bool(healthy)
+        self._notify(svc, self._admission[name].queue_depth)
+        return True
+
+    def set_capacity(self, name: str, max_concurrent: int) -> bool:
+        svc = self._services.get(name)
+        if svc is None:
+            return False
+        if not isinstance(max_concurrent, int) or isinstance(max_concurrent, bool) or max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
+        svc.max_concurrent = max_concurrent
+        self._admission[name].refill()
+        return True
+
+    def _load_changed(self, descriptor: ServiceDescriptor, admission: Admission) -> None:
+        descriptor.current_load = admission.in_use
+        if self._observers and self._services.get(descriptor.name) is descriptor:
+            self._notify(descriptor, admission.queue_depth)
+
+    def _notify(self, descriptor: ServiceDescriptor, queue_depth: int) -> None:
+        for obs in self._observers:
+            try:
+                obs.service_changed(descriptor, queue_depth)
+            except Exception as exc:
+                self._on_error(obs, exc)
