@@ -8,6 +8,8 @@ from .commbus import (
     InMemoryCommBus,
     NoHandlerError,
     QueryAbortedError,
+    Transport,
+    TransportError,
     get_commbus,
     reset_commbus,
 )
@@ -51,6 +53,8 @@ __all__ = [
     "Query",
     "QueryAbortedError",
     "RemoteDispatcher",
+    "Transport",
+    "TransportError",
     "RetryPolicy",
     "get_commbus",
     "get_message_type",

@@ -32,6 +32,8 @@ __all__ = [
     "InMemoryCommBus",
     "NoHandlerError",
     "QueryAbortedError",
+    "Transport",
+    "TransportError",
     "get_commbus",
     "reset_commbus",
 ]
@@ -43,6 +45,12 @@ class NoHandlerError(ValueError):
 
 class QueryAbortedError(ValueError):
     """A middleware's ``before`` hook returned ``None`` for a query."""
+
+
+class TransportError(RuntimeError):
+    """A transport could not accept a publish or send (broker down and buffer full, say).
+
+    Raised to the caller: a message that did not leave is never dropped silently."""
 
 
 @runtime_checkable
@@ -60,6 +68,26 @@ class CommBusProtocol(Protocol):
     def register_handler(self, message_type: str, handler: HandlerFunc) -> None: ...
 
     def has_handler(self, message_type: str) -> bool: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Carries the bus's messages to a broker (see :meth:`InMemoryCommBus.attach_transport`).
+
+    The bus calls these with the message's context after the ``before`` hooks ran
+    (``ctx.direction == "out"``; ``ctx.headers`` holds what middleware put on the wire).
+    Messages arriving from the broker are handed back with
+    :meth:`InMemoryCommBus.deliver_local`. ``publish`` returns once the broker accepted
+    the event; ``send`` once the command is durably queued; ``query`` returns the remote
+    handler's result or raises (``asyncio.TimeoutError``, :class:`NoHandlerError`, or the
+    remote error).
+    """
+
+    async def publish(self, ctx: MiddlewareContext, message: Any) -> None: ...
+
+    async def send(self, ctx: MiddlewareContext, message: Any) -> None: ...
+
+    async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any: ...
 
 
 class _Handler:
@@ -121,6 +149,7 @@ class InMemoryCommBus:
         self._handlers: dict[str, _Handler] = {}
         self._middlewares: list[Any] = []
         self._chain: CompiledChain | None = None
+        self._transport: Transport | None = None
         self.telemetry: Any = None
         instrument = telemetry.pop("instrument", None)
         if instrument is not False:
@@ -182,16 +211,71 @@ class InMemoryCommBus:
         """Append ``middleware`` to the chain (it becomes the innermost)."""
         validate_middleware(middleware)
         self._middlewares.append(middleware)
-        self._chain = CompiledChain.build(self._middlewares)
+        self._rebuild_chain()
 
     def remove_middleware(self, middleware: Any) -> bool:
         """Remove ``middleware`` from the chain; ``True`` if it was there."""
         for i, mw in enumerate(self._middlewares):
             if mw is middleware:
                 del self._middlewares[i]
-                self._chain = CompiledChain.build(self._middlewares)
+                self._rebuild_chain()
                 return True
         return False
+
+    def _rebuild_chain(self) -> None:
+        chain = CompiledChain.build(self._middlewares)
+        if chain is None and self._transport is not None:
+            chain = CompiledChain.empty()  # a transport needs a context per message
+        self._chain = chain
+
+    # ------------------------------------------------------------------ transport
+
+    @property
+    def transport(self) -> Transport | None:
+        return self._transport
+
+    def attach_transport(self, transport: Transport) -> None:
+        """Route this bus's publish/send/query through ``transport`` (one at a time).
+
+        From now on the application's messages go out through the transport; what the
+        transport receives from the broker it delivers with :meth:`deliver_local`. Local
+        subscriptions and handlers stay where they are: the transport watches
+        :meth:`get_registered_types` (and :meth:`has_handler`) to know what to consume.
+        """
+        if self._transport is not None and self._transport is not transport:
+            raise ValueError("a transport is already attached; detach it first")
+        self._transport = transport
+        self._rebuild_chain()
+
+    def detach_transport(self) -> None:
+        """Go back to in-process delivery."""
+        self._transport = None
+        self._rebuild_chain()
+
+    async def deliver_local(
+        self,
+        pattern: str,
+        message: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> tuple[str, Any]:
+        """Deliver a message that arrived from a broker to this process's handlers.
+
+        Runs the middleware chain with ``ctx.direction == "in"`` and ``ctx.headers`` set to
+        ``headers``. Returns ``(outcome, result)``: outcome as in ``ctx.outcome``; for a
+        query the handler's exceptions (and :class:`NoHandlerError`) propagate so the
+        transport can send them back; for publish and send they are logged, as locally.
+        """
+        if pattern not in ("publish", "send", "query"):
+            raise ValueError(f"unknown pattern {pattern!r}")
+        chain = self._chain or CompiledChain.empty()
+        ctx = MiddlewareContext(message, get_message_type(message), pattern=pattern, message_id=message_id)
+        ctx.direction = "in"
+        ctx.headers = headers
+        result = await self._run_ctx(ctx, message, chain, timeout)
+        return ctx.outcome, result
 
     @property
     def middlewares(self) -> tuple[Any, ...]:
@@ -409,6 +493,19 @@ class InMemoryCommBus:
         timeout: float | None,
     ) -> Any:
         ctx = MiddlewareContext(message, message_type, pattern=pattern)
+        if self._transport is not None:
+            ctx.direction = "out"
+        return await self._run_ctx(ctx, message, chain, timeout)
+
+    async def _run_ctx(
+        self,
+        ctx: MiddlewareContext,
+        message: Any,
+        chain: CompiledChain,
+        timeout: float | None,
+    ) -> Any:
+        pattern = ctx.pattern
+        message_type = ctx.message_type
         result: Any = None
         error: BaseException | None = None
         called = 0
@@ -455,6 +552,8 @@ class InMemoryCommBus:
         if error is not None:
             if pattern == "query" or not isinstance(error, Exception):
                 raise error
+            if isinstance(error, TransportError):
+                raise error  # the message never left: fail loudly, never drop it
             if not handled:
                 self._logger.error(
                     "message_failed",
@@ -483,6 +582,23 @@ class InMemoryCommBus:
         Sets ``ctx.outcome``; handler errors of a publish or send are logged and kept off
         the exception path (the ``after`` hooks see them as ``error``)."""
         message_type = ctx.message_type
+        transport = self._transport
+        if ctx.direction == "out" and transport is not None:
+            ctx.handlers.append(f"transport:{type(transport).__name__}")
+            if pattern == "query":
+                assert timeout is not None
+                return await transport.query(ctx, message, timeout)
+            try:
+                if pattern == "publish":
+                    return await transport.publish(ctx, message)
+                return await transport.send(ctx, message)
+            except TransportError:
+                raise
+            except Exception as exc:
+                raise TransportError(
+                    f"{pattern} {message_type!r} was not accepted by the transport:"
+                    f" {type(exc).__name__}: {exc}"
+                ) from exc
         if pattern == "publish":
             subs = self._subscribers.get(message_type)
             if not subs:

@@ -52,6 +52,12 @@ class MiddlewareContext:
     message reached) and, before the ``after`` hooks run, ``outcome`` ("ok", "error",
     "timeout", "no_handler", "aborted").
 
+    ``direction`` says where the message is going: ``"local"`` (no transport: produced and
+    handled here), ``"out"`` (the application produced it and a transport carries it to
+    a broker) or ``"in"`` (a transport delivered it from a broker to local handlers).
+    ``headers`` are the wire headers: middleware adds to them on the way out (a
+    ``traceparent``, say) and reads them on the way in.
+
     One context belongs to one message and is only touched from the event loop thread.
     """
 
@@ -59,6 +65,8 @@ class MiddlewareContext:
         "message",
         "message_type",
         "pattern",
+        "direction",
+        "headers",
         "outcome",
         "handlers",
         "started",
@@ -81,6 +89,8 @@ class MiddlewareContext:
         self.message = message
         self.message_type = message_type
         self.pattern = pattern
+        self.direction = "local"
+        self.headers: dict[str, str] | None = None
         self.outcome = "ok"
         self.handlers: list[str] = []
         self.started = time.perf_counter()
@@ -176,6 +186,10 @@ class CompiledChain:
     befores: tuple[tuple[Any, bool], ...]
     afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
     hooks: tuple[Any, ...]
+
+    @classmethod
+    def empty(cls) -> CompiledChain:
+        return cls((), (), (), ())
 
     @classmethod
     def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
