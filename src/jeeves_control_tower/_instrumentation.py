@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+_MISSING = (
+    "telemetry needs the observability extra: pip install 'jeeves-control-tower[observability]'"
+)
+
 
 def _load() -> Any:
     try:
@@ -24,9 +28,7 @@ def auto_instrument_bus(bus: Any, *, explicit: bool, **options: Any) -> Any:
     obs = _load()
     if obs is None or not hasattr(obs, "instrument_bus"):
         if explicit or options:
-            raise ImportError(
-                "telemetry needs the observability extra: pip install 'jeeves-control-tower[observability]'"
-            )
+            raise ImportError(_MISSING)
         return None
     return obs.instrument_bus(bus, **options)
 
@@ -36,8 +38,6 @@ def auto_instrument_coordinator(coordinator: Any, *, explicit: bool, **options: 
     obs = _load()
     if obs is None or not hasattr(obs, "instrument_coordinator"):
         if explicit or options:
-            raise ImportError(
-                "telemetry needs the observability extra: pip install 'jeeves-control-tower[observability]'"
-            )
+            raise ImportError(_MISSING)
         return None
     return obs.instrument_coordinator(coordinator, **options)

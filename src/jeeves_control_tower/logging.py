@@ -12,7 +12,7 @@ from typing import Any
 
 from .types import LoggerProtocol
 
-__all__ = ["NullLogger", "StdlibLoggerAdapter", "ensure_logger", "default_logger"]
+__all__ = ["NullLogger", "StdlibLoggerAdapter", "default_logger", "ensure_logger"]
 
 
 def _render(message: str, fields: dict[str, Any]) -> str:
@@ -21,7 +21,11 @@ def _render(message: str, fields: dict[str, Any]) -> str:
     parts = []
     for key, value in fields.items():
         try:
-            text = repr(value) if isinstance(value, str) and (" " in value or not value) else str(value)
+            text = (
+                repr(value)
+                if isinstance(value, str) and (" " in value or not value)
+                else str(value)
+            )
         except Exception:  # a hostile __str__ must not break logging
             text = f"<unprintable {type(value).__name__}>"
         parts.append(f"{key}={text}")
@@ -35,7 +39,7 @@ class StdlibLoggerAdapter:
     under ``record.fields``. Logging never raises into the caller.
     """
 
-    __slots__ = ("_logger", "_bound")
+    __slots__ = ("_bound", "_logger")
 
     def __init__(
         self,
@@ -61,19 +65,19 @@ class StdlibLoggerAdapter:
         except Exception:  # logging must never break the message path
             pass
 
-    def debug(self, message: str, **fields: Any) -> None:
+    def debug(self, message: str, /, **fields: Any) -> None:
         self._log(_stdlib_logging.DEBUG, message, fields)
 
-    def info(self, message: str, **fields: Any) -> None:
+    def info(self, message: str, /, **fields: Any) -> None:
         self._log(_stdlib_logging.INFO, message, fields)
 
-    def warning(self, message: str, **fields: Any) -> None:
+    def warning(self, message: str, /, **fields: Any) -> None:
         self._log(_stdlib_logging.WARNING, message, fields)
 
-    def error(self, message: str, **fields: Any) -> None:
+    def error(self, message: str, /, **fields: Any) -> None:
         self._log(_stdlib_logging.ERROR, message, fields)
 
-    def exception(self, message: str, **fields: Any) -> None:
+    def exception(self, message: str, /, **fields: Any) -> None:
         fields.setdefault("exc_info", True)
         self._log(_stdlib_logging.ERROR, message, fields)
 
@@ -84,16 +88,16 @@ class StdlibLoggerAdapter:
 class NullLogger:
     """A logger that drops everything."""
 
-    def debug(self, message: str, **fields: Any) -> None:
+    def debug(self, message: str, /, **fields: Any) -> None:
         pass
 
-    def info(self, message: str, **fields: Any) -> None:
+    def info(self, message: str, /, **fields: Any) -> None:
         pass
 
-    def warning(self, message: str, **fields: Any) -> None:
+    def warning(self, message: str, /, **fields: Any) -> None:
         pass
 
-    def error(self, message: str, **fields: Any) -> None:
+    def error(self, message: str, /, **fields: Any) -> None:
         pass
 
     def bind(self, **fields: Any) -> NullLogger:

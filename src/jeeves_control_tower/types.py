@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -38,18 +38,18 @@ class LoggerProtocol(Protocol):
     :func:`jeeves_control_tower.logging.ensure_logger`, so passing it is still fine.
     """
 
-    def debug(self, message: str, **fields: Any) -> Any: ...
+    def debug(self, message: str, /, **fields: Any) -> Any: ...
 
-    def info(self, message: str, **fields: Any) -> Any: ...
+    def info(self, message: str, /, **fields: Any) -> Any: ...
 
-    def warning(self, message: str, **fields: Any) -> Any: ...
+    def warning(self, message: str, /, **fields: Any) -> Any: ...
 
-    def error(self, message: str, **fields: Any) -> Any: ...
+    def error(self, message: str, /, **fields: Any) -> Any: ...
 
     def bind(self, **fields: Any) -> Any: ...
 
 
-class SchedulingPriority(str, Enum):
+class SchedulingPriority(StrEnum):
     """Dispatch priority. When a service is full, waiting dispatches are admitted in this
     order (REALTIME first), first-in first-out within one priority."""
 
@@ -151,12 +151,7 @@ class DispatchTarget:
                     f"DispatchTarget.priority must be a SchedulingPriority, got {self.priority!r}"
                 ) from None
         t = self.timeout_seconds
-        if (
-            not isinstance(t, (int, float))
-            or isinstance(t, bool)
-            or not math.isfinite(t)
-            or t <= 0
-        ):
+        if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
             raise ValueError(f"DispatchTarget.timeout_seconds must be a positive number, got {t!r}")
         for name in ("retry_count", "max_retries"):
             v = getattr(self, name)
@@ -186,7 +181,9 @@ class RequestContext:
         if not isinstance(self.tags, dict):
             raise ValueError(f"RequestContext.tags must be a dict, got {type(self.tags).__name__}")
         if len(self.tags) > MAX_TAGS:
-            raise ValueError(f"RequestContext.tags holds {len(self.tags)} entries; at most {MAX_TAGS}")
+            raise ValueError(
+                f"RequestContext.tags holds {len(self.tags)} entries; at most {MAX_TAGS}"
+            )
         for k, v in self.tags.items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise ValueError("RequestContext.tags keys and values must be strings")
@@ -225,7 +222,7 @@ class RequestContext:
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _dt_to_str(value: datetime | None) -> str | None:

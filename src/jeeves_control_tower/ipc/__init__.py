@@ -34,10 +34,10 @@ from .middleware import HandlerHook, Middleware, MiddlewareContext
 from .retry import RetryPolicy
 
 __all__ = [
-    "Command",
     "CommBusCoordinator",
     "CommBusCoordinatorProtocol",
     "CommBusProtocol",
+    "Command",
     "DispatchHandler",
     "DispatchObserver",
     "DynamicEvent",
@@ -53,9 +53,9 @@ __all__ = [
     "Query",
     "QueryAbortedError",
     "RemoteDispatcher",
+    "RetryPolicy",
     "Transport",
     "TransportError",
-    "RetryPolicy",
     "get_commbus",
     "get_message_type",
     "reset_commbus",

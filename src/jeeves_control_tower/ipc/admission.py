@@ -26,7 +26,7 @@ class Admission:
     effect at once (a lowered capacity drains as running attempts finish).
     """
 
-    __slots__ = ("_capacity", "_max_queue", "in_use", "_waiters", "_live", "_seq", "on_change")
+    __slots__ = ("_capacity", "_live", "_max_queue", "_seq", "_waiters", "in_use", "on_change")
 
     def __init__(
         self,

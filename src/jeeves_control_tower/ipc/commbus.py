@@ -150,6 +150,7 @@ class InMemoryCommBus:
         self._middlewares: list[Any] = []
         self._chain: CompiledChain | None = None
         self._transport: Transport | None = None
+        self._registration_listeners: tuple[Callable[[], None], ...] = ()
         self.telemetry: Any = None
         instrument = telemetry.pop("instrument", None)
         if instrument is not False:
@@ -178,7 +179,8 @@ class InMemoryCommBus:
         _check_name(event_type, "event_type")
         _check_handler(handler)
         entry = _Handler(handler)
-        self._subscribers[event_type] = self._subscribers.get(event_type, ()) + (entry,)
+        self._subscribers[event_type] = (*self._subscribers.get(event_type, ()), entry)
+        self._registrations_changed()
 
         def unsubscribe() -> None:
             current = self._subscribers.get(event_type)
@@ -189,6 +191,7 @@ class InMemoryCommBus:
                 self._subscribers[event_type] = remaining
             else:
                 del self._subscribers[event_type]
+            self._registrations_changed()
 
         return unsubscribe
 
@@ -202,10 +205,40 @@ class InMemoryCommBus:
         if message_type in self._handlers:
             raise ValueError(f"a handler is already registered for {message_type!r}")
         self._handlers[message_type] = _Handler(handler)
+        self._registrations_changed()
 
     def unregister_handler(self, message_type: str) -> bool:
         """Remove the handler of ``message_type``; ``True`` if there was one."""
-        return self._handlers.pop(message_type, None) is not None
+        removed = self._handlers.pop(message_type, None) is not None
+        if removed:
+            self._registrations_changed()
+        return removed
+
+    def add_registration_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener()`` after every change of the subscribers or handlers.
+
+        For transports, which consume from the broker what is registered here. The listener
+        runs synchronously inside ``subscribe``/``register_handler``/...; it must be fast
+        (schedule async work, don't do it); its exceptions are logged and ignored. Returns
+        a function that removes the listener."""
+        _check_handler(listener)
+        self._registration_listeners += (listener,)
+
+        def remove() -> None:
+            self._registration_listeners = tuple(
+                x for x in self._registration_listeners if x is not listener
+            )
+
+        return remove
+
+    def _registrations_changed(self) -> None:
+        for listener in self._registration_listeners:
+            try:
+                listener()
+            except Exception as exc:
+                self._logger.error(
+                    "registration_listener_failed", error_type=type(exc).__name__, error=str(exc)
+                )
 
     def add_middleware(self, middleware: Middleware) -> None:
         """Append ``middleware`` to the chain (it becomes the innermost)."""
@@ -271,7 +304,9 @@ class InMemoryCommBus:
         if pattern not in ("publish", "send", "query"):
             raise ValueError(f"unknown pattern {pattern!r}")
         chain = self._chain or CompiledChain.empty()
-        ctx = MiddlewareContext(message, get_message_type(message), pattern=pattern, message_id=message_id)
+        ctx = MiddlewareContext(
+            message, get_message_type(message), pattern=pattern, message_id=message_id
+        )
         ctx.direction = "in"
         ctx.headers = headers
         result = await self._run_ctx(ctx, message, chain, timeout)
@@ -301,6 +336,7 @@ class InMemoryCommBus:
         self._handlers.clear()
         self._middlewares.clear()
         self._chain = None
+        self._registrations_changed()
 
     # ------------------------------------------------------------------ publish
 
@@ -671,7 +707,7 @@ class InMemoryCommBus:
         tokens: list[Any],
         error: BaseException | None,
     ) -> None:
-        for hook, token in zip(reversed(hooks), reversed(tokens)):
+        for hook, token in zip(reversed(hooks), reversed(tokens), strict=True):
             try:
                 hook.handler_end(ctx, token, error)
             except Exception as exc:

@@ -69,7 +69,9 @@ class CommBusCoordinatorProtocol(Protocol):
 class RemoteDispatcher(Protocol):
     """Carries a dispatch to a service whose handler lives in another process."""
 
-    async def dispatch(self, target: DispatchTarget, envelope: Envelope, deadline: float) -> Envelope:
+    async def dispatch(
+        self, target: DispatchTarget, envelope: Envelope, deadline: float
+    ) -> Envelope:
         """``deadline`` is on the event loop's clock (``loop.time()``)."""
         ...
 
@@ -174,7 +176,9 @@ class CommBusCoordinator:
             raise TypeError(f"expected a ServiceDescriptor, got {type(descriptor).__name__}")
         added = self._registry.add(descriptor)
         if added:
-            self._logger.info("service_registered", service=descriptor.name, type=descriptor.service_type)
+            self._logger.info(
+                "service_registered", service=descriptor.name, type=descriptor.service_type
+            )
         return added
 
     def unregister_service(self, service_name: str) -> bool:
@@ -293,7 +297,7 @@ class CommBusCoordinator:
             raise
         finally:
             duration = time.perf_counter() - started
-            for obs, token in zip(observers, tokens):
+            for obs, token in zip(observers, tokens, strict=True):
                 try:
                     obs.dispatch_end(token, target, outcome, attempts[0], error, duration)
                 except Exception as exc:
@@ -331,7 +335,9 @@ class CommBusCoordinator:
             error: BaseException | None = None
             result: Any = None
             try:
-                result = await self._attempt(handler, is_async, envelope, deadline, target, attempt, tokens)
+                result = await self._attempt(
+                    handler, is_async, envelope, deadline, target, attempt, tokens
+                )
             except _Ended as ended:
                 self._record(envelope, target, attempt, "timeout", began, None)
                 ended.attempts = attempt
@@ -342,7 +348,8 @@ class CommBusCoordinator:
                 admission.release()
             if error is None and not isinstance(result, Envelope):
                 error = TypeError(
-                    f"handler of service {name!r} returned {type(result).__name__}, expected Envelope"
+                    f"handler of service {name!r} returned {type(result).__name__},"
+                    " expected Envelope"
                 )
             if error is None:
                 self._record(result, target, attempt, "ok", began, None)
@@ -364,7 +371,12 @@ class CommBusCoordinator:
             await asyncio.sleep(delay)
 
     def _retry_or_end(
-        self, target: DispatchTarget, attempt: int, error: BaseException, deadline: float, now: float
+        self,
+        target: DispatchTarget,
+        attempt: int,
+        error: BaseException,
+        deadline: float,
+        now: float,
     ) -> _Ended | None:
         described = f"{type(error).__name__}: {error}"
         name = target.service_name
@@ -393,7 +405,8 @@ class CommBusCoordinator:
         except TimeoutError:
             ended = _Ended(
                 "timeout",
-                f"service {name!r} timed out after {target.timeout_seconds}s waiting for a free slot",
+                f"service {name!r} timed out after {target.timeout_seconds}s"
+                " waiting for a free slot",
                 TimeoutError("dispatch deadline expired"),
             )
             ended.attempts = attempt
@@ -419,7 +432,9 @@ class CommBusCoordinator:
         try:
             if observers:
                 context = copy_context()
-                attempt_tokens = context.run(self._attempt_start, observers, tokens, target, attempt)
+                attempt_tokens = context.run(
+                    self._attempt_start, observers, tokens, target, attempt
+                )
                 result = start_in(context, handler, is_async, envelope)
             else:
                 result = start(handler, is_async, envelope)
@@ -444,7 +459,7 @@ class CommBusCoordinator:
                 error = exc
             raise
         finally:
-            for obs, token, atoken in zip(observers, tokens or (), attempt_tokens):
+            for obs, token, atoken in zip(observers, tokens or (), attempt_tokens, strict=False):
                 try:
                     obs.attempt_end(token, atoken, error)
                 except Exception as exc:
@@ -458,7 +473,7 @@ class CommBusCoordinator:
         attempt: int,
     ) -> list[Any]:
         out = []
-        for obs, token in zip(observers, tokens or ()):
+        for obs, token in zip(observers, tokens or (), strict=False):
             try:
                 out.append(obs.attempt_start(token, target, attempt))
             except Exception as exc:
@@ -489,7 +504,12 @@ class CommBusCoordinator:
     def _terminate(self, envelope: Envelope, target: DispatchTarget, ended: _Ended) -> Envelope:
         envelope.terminate(ended.reason)
         envelope.errors.append(
-            {"service": target.service_name, "method": target.method, "outcome": ended.outcome, "reason": ended.reason}
+            {
+                "service": target.service_name,
+                "method": target.method,
+                "outcome": ended.outcome,
+                "reason": ended.reason,
+            }
         )
         self._logger.warning(
             "dispatch_ended",
@@ -545,18 +565,17 @@ class CommBusCoordinator:
         if not service.healthy:
             return {"error": f"service {service_name!r} is unhealthy"}
         query = DynamicQuery(query_type, dict(payload), service_name)
+        what = f"query {query_type!r} to service {service_name!r}"
         try:
             return {"result": await self._bus.query(query, timeout=timeout_seconds)}
         except NoHandlerError:
             return {"error": f"no handler for query {query_type!r} (service {service_name!r})"}
         except QueryAbortedError:
-            return {"error": f"query {query_type!r} to service {service_name!r} was aborted by middleware"}
+            return {"error": f"{what} was aborted by middleware"}
         except TimeoutError:
-            return {
-                "error": f"query {query_type!r} to service {service_name!r} timed out after {timeout_seconds}s"
-            }
+            return {"error": f"{what} timed out after {timeout_seconds}s"}
         except Exception as exc:
-            return {"error": f"query {query_type!r} to service {service_name!r} failed: {type(exc).__name__}: {exc}"}
+            return {"error": f"{what} failed: {type(exc).__name__}: {exc}"}
 
     async def send_query(self, query: Any, timeout: float | None = None) -> Any:
         """Send a typed query via the bus; exceptions as for :meth:`InMemoryCommBus.query`."""

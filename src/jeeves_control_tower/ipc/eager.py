@@ -26,9 +26,11 @@ class Resume:
     variables (its span, for instance) whichever task drives it.
     """
 
-    __slots__ = ("coro", "pending", "context")
+    __slots__ = ("context", "coro", "pending")
 
-    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any, context: Context | None = None) -> None:
+    def __init__(
+        self, coro: Coroutine[Any, Any, Any], pending: Any, context: Context | None = None
+    ) -> None:
         self.coro = coro
         self.pending = pending
         self.context = context

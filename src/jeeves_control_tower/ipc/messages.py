@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Command",
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 #: A subscriber or handler: sync or async, one argument (the message).
-HandlerFunc = Callable[[Any], Union[Any, Awaitable[Any]]]
+HandlerFunc = Callable[[Any], Any | Awaitable[Any]]
 
 
 @runtime_checkable
@@ -59,7 +59,7 @@ def get_message_type(message: Any) -> str:
     non-empty string, else its class name."""
     dynamic = getattr(message, "message_type", None)
     if dynamic.__class__ is str and dynamic:
-        return dynamic  # type: ignore[no-any-return]
+        return dynamic
     return type(message).__name__
 
 

@@ -22,7 +22,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
@@ -62,18 +62,18 @@ class MiddlewareContext:
     """
 
     __slots__ = (
-        "message",
-        "message_type",
-        "pattern",
-        "direction",
-        "headers",
-        "outcome",
-        "handlers",
-        "started",
+        "_message_id",
+        "_metadata",
         "_time",
         "_timestamp",
-        "_metadata",
-        "_message_id",
+        "direction",
+        "handlers",
+        "headers",
+        "message",
+        "message_type",
+        "outcome",
+        "pattern",
+        "started",
     )
 
     def __init__(
@@ -103,7 +103,7 @@ class MiddlewareContext:
     def timestamp(self) -> datetime:
         """When the message entered the bus (UTC)."""
         if self._timestamp is None:
-            self._timestamp = datetime.fromtimestamp(self._time, tz=timezone.utc)
+            self._timestamp = datetime.fromtimestamp(self._time, tz=UTC)
         return self._timestamp
 
     @timestamp.setter
@@ -171,7 +171,9 @@ class HandlerHook(Protocol):
 
     def handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any: ...
 
-    def handler_end(self, ctx: MiddlewareContext, token: Any, error: BaseException | None) -> None: ...
+    def handler_end(
+        self, ctx: MiddlewareContext, token: Any, error: BaseException | None
+    ) -> None: ...
 
 
 def _is_async(fn: Any) -> bool:

@@ -99,7 +99,11 @@ class ServiceRegistry:
         svc = self._services.get(name)
         if svc is None:
             return False
-        if not isinstance(max_concurrent, int) or isinstance(max_concurrent, bool) or max_concurrent < 1:
+        if (
+            not isinstance(max_concurrent, int)
+            or isinstance(max_concurrent, bool)
+            or max_concurrent < 1
+        ):
             raise ValueError(f"max_concurrent must be an int >= 1, got {max_concurrent!r}")
         svc.max_concurrent = max_concurrent
         self._admission[name].refill()

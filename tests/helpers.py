@@ -1,0 +1,33 @@
+"""Test helpers shared across the suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ListLogger:
+    """A structlog-style logger that records (level, message, fields)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, str, dict[str, Any]]] = []
+
+    def _add(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        self.records.append((level, message, fields))
+
+    def debug(self, message: str, **fields: Any) -> None:
+        self._add("debug", message, fields)
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._add("info", message, fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self._add("warning", message, fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._add("error", message, fields)
+
+    def bind(self, **fields: Any) -> ListLogger:
+        return self
+
+    def messages(self, level: str | None = None) -> list[str]:
+        return [m for lv, m, _ in self.records if level is None or lv == level]
