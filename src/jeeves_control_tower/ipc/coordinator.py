@@ -335,9 +335,14 @@ class CommBusCoordinator:
             error: BaseException | None = None
             result: Any = None
             try:
-                result = await self._attempt(
-                    handler, is_async, envelope, deadline, target, attempt, tokens
-                )
+                if tokens is None:  # the unobserved fast path: no task, no timer unless needed
+                    result = start(handler, is_async, envelope)
+                    if result.__class__ is Resume:
+                        result = await self._until_deadline(result, deadline, target, attempt)
+                else:
+                    result = await self._attempt(
+                        handler, is_async, envelope, deadline, target, attempt, tokens
+                    )
             except _Ended as ended:
                 self._record(envelope, target, attempt, "timeout", began, None)
                 ended.attempts = attempt
@@ -439,20 +444,7 @@ class CommBusCoordinator:
             else:
                 result = start(handler, is_async, envelope)
             if result.__class__ is Resume:
-                timeout = asyncio.timeout_at(deadline)
-                try:
-                    async with timeout:
-                        result = await result
-                except TimeoutError as exc:
-                    if timeout.expired():
-                        error = exc
-                        raise _Ended(
-                            "timeout",
-                            f"service {target.service_name!r} timed out after"
-                            f" {target.timeout_seconds}s (attempt {attempt})",
-                            exc,
-                        ) from None
-                    raise
+                result = await self._until_deadline(result, deadline, target, attempt)
             return result
         except BaseException as exc:
             if error is None:
@@ -464,6 +456,25 @@ class CommBusCoordinator:
                     obs.attempt_end(token, atoken, error)
                 except Exception as exc:
                     self._observer_failed(obs, exc)
+
+    @staticmethod
+    async def _until_deadline(
+        resume: Resume, deadline: float, target: DispatchTarget, attempt: int
+    ) -> Any:
+        """Drive a suspended attempt; at the deadline cancel it and end ``timeout``."""
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                return await resume
+        except TimeoutError as exc:
+            if timeout.expired():
+                raise _Ended(
+                    "timeout",
+                    f"service {target.service_name!r} timed out after"
+                    f" {target.timeout_seconds}s (attempt {attempt})",
+                    exc,
+                ) from None
+            raise
 
     def _attempt_start(
         self,
