@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import copy_context
 from typing import Any, Protocol, runtime_checkable
 
@@ -373,7 +373,7 @@ class InMemoryCommBus:
         for sub in subs:
             try:
                 if sub.is_async:
-                    coro = sub.fn(event)
+                    coro: Coroutine[Any, Any, Any] = sub.fn(event)  # type: ignore[assignment]
                     try:
                         step = coro.send(None)
                     except StopIteration:
