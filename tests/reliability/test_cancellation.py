@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +43,8 @@ async def _cancel_after(coro: Any, iterations: int) -> None:
     task = asyncio.ensure_future(coro)
     await _steps(iterations)
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await task
-    except asyncio.CancelledError:
-        pass
     await _steps(3)
 
 
