@@ -56,7 +56,9 @@ class Query(Protocol):
 
 def get_message_type(message: Any) -> str:
     """The routing key of ``message``: its ``message_type`` attribute when that is a
-    non-empty string, else its class name."""
+    non-empty string, else its class name. ``None`` is not a message (``TypeError``)."""
+    if message is None:
+        raise TypeError("a message must not be None")
     dynamic = getattr(message, "message_type", None)
     if dynamic.__class__ is str and dynamic:
         return dynamic

@@ -1,0 +1,277 @@
+"""Hot-path benchmark: per-message cost of every bus pattern, side by side in one run.
+
+Measures, interleaved round by round so that machine noise hits every case alike:
+
+- the floor: a direct ``await handler(msg)``;
+- reference points: blinker and pyee delivering the same message to the same (sync) handler;
+- publish (1 and 10 subscribers), send, query (default timeout armed) and dispatch, with
+  telemetry off and with the built-in telemetry on (OpenTelemetry SDK + batch span
+  processor + Prometheus, into a private registry).
+
+Prints µs/message (median over rounds), the ratio to the floor and to blinker, the number of
+spans the batch processor dropped, and writes everything to ``benchmarks/results/hotpath.json``.
+
+Run: ``.venv/bin/python benchmarks/bench_hotpath.py [--rounds 7] [--messages 20000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.logging import NullLogger
+from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
+
+RESULTS = Path(__file__).parent / "results" / "hotpath.json"
+
+#: The issue's targets in µs (telemetry off, telemetry on); None = report only.
+TARGETS: dict[str, tuple[float | None, float | None]] = {
+    "publish_1": (1.5, 25.0),
+    "publish_10": (5.0, None),
+    "send": (1.5, 25.0),
+    "query": (2.0, 25.0),
+    "dispatch": (5.0, 30.0),
+}
+
+
+class Ev:
+    category = "event"
+
+
+class Cmd:
+    category = "command"
+
+
+class Ask:
+    category = "query"
+
+
+Loop = Callable[[int], Awaitable[None]]
+
+
+class Telemetry:
+    """The built-in telemetry wired to a private registry and an SDK provider that exports
+    into a counter (so the benchmark measures our cost, not an exporter's)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+        from prometheus_client import CollectorRegistry
+
+        outer = self
+        self.exported = 0
+        self.ended = 0
+
+        class CountingExporter(SpanExporter):
+            def export(self, spans: Sequence[Any]) -> SpanExportResult:
+                outer.exported += len(spans)
+                return SpanExportResult.SUCCESS
+
+        class EndCounter:
+            def on_start(self, span: Any, parent_context: Any = None) -> None:
+                pass
+
+            def on_end(self, span: Any) -> None:
+                outer.ended += 1
+
+            def shutdown(self) -> None:
+                pass
+
+            def force_flush(self, timeout_millis: int = 30000) -> bool:
+                return True
+
+        self.provider = TracerProvider()
+        # Sized for bursts of a busy bus: see README "Sizing the batch span processor".
+        self.provider.add_span_processor(
+            BatchSpanProcessor(
+                CountingExporter(), max_queue_size=65536, max_export_batch_size=2048
+            )
+        )
+        self.provider.add_span_processor(EndCounter())  # type: ignore[arg-type]
+        self.registry = CollectorRegistry()
+
+    def options(self) -> dict[str, Any]:
+        return {"tracer_provider": self.provider, "registry": self.registry}
+
+    def dropped(self) -> int:
+        self.provider.force_flush()
+        return self.ended - self.exported
+
+
+def build_cases(telemetry: Telemetry | None) -> dict[str, Loop]:
+    opts: dict[str, Any] = telemetry.options() if telemetry else {"instrument": False}
+    bus1 = InMemoryCommBus(logger=NullLogger(), **opts)
+    bus10 = InMemoryCommBus(logger=NullLogger(), **opts)
+
+    async def handler(msg: Any) -> int:
+        return 1
+
+    envelope = Envelope(request_context=RequestContext(request_id="r", capability="c"))
+
+    async def dispatch_handler(env: Envelope) -> Envelope:
+        return env
+
+    bus1.subscribe("Ev", handler)
+    bus1.register_handler("Cmd", handler)
+    bus1.register_handler("Ask", handler)
+    for _ in range(10):
+        bus10.subscribe("Ev", handler)
+    coordinator = CommBusCoordinator(NullLogger(), bus1, **opts)
+    coordinator.register_service(ServiceDescriptor(name="svc", service_type="worker"))
+    coordinator.register_handler("svc", dispatch_handler)
+    target = DispatchTarget(service_name="svc", method="run")
+    ev, cmd, ask = Ev(), Cmd(), Ask()
+
+    async def publish_1(n: int) -> None:
+        for _ in range(n):
+            await bus1.publish(ev)
+
+    async def publish_10(n: int) -> None:
+        for _ in range(n):
+            await bus10.publish(ev)
+
+    async def send(n: int) -> None:
+        for _ in range(n):
+            await bus1.send(cmd)
+
+    async def query(n: int) -> None:
+        for _ in range(n):
+            await bus1.query(ask)
+
+    async def dispatch(n: int) -> None:
+        history = envelope.processing_history
+        for _ in range(n):
+            await coordinator.dispatch(target, envelope)
+            history.clear()
+
+    return {
+        "publish_1": publish_1,
+        "publish_10": publish_10,
+        "send": send,
+        "query": query,
+        "dispatch": dispatch,
+    }
+
+
+def reference_cases() -> dict[str, Loop]:
+    import blinker
+    from pyee import EventEmitter
+
+    msg = Ev()
+
+    async def handler(m: Any) -> int:
+        return 1
+
+    def sync_handler(sender: Any, **kw: Any) -> int:
+        return 1
+
+    signal = blinker.Signal()
+    signal.connect(sync_handler)
+    emitter = EventEmitter()
+    emitter.on("ev", lambda m: 1)
+
+    async def floor(n: int) -> None:
+        for _ in range(n):
+            await handler(msg)
+
+    async def blinker_send(n: int) -> None:
+        send = signal.send
+        for _ in range(n):
+            send(msg)
+
+    async def pyee_emit(n: int) -> None:
+        emit = emitter.emit
+        for _ in range(n):
+            emit("ev", msg)
+
+    return {"floor": floor, "blinker": blinker_send, "pyee": pyee_emit}
+
+
+async def measure(cases: dict[str, Loop], rounds: int, messages: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in cases}
+    for loop in cases.values():  # warm-up
+        await loop(messages // 10)
+    for _ in range(rounds):
+        for name, loop in cases.items():
+            t0 = time.perf_counter()
+            await loop(messages)
+            samples[name].append((time.perf_counter() - t0) / messages * 1e6)
+    return {name: statistics.median(xs) for name, xs in samples.items()}
+
+
+async def run(rounds: int, messages: int) -> dict[str, Any]:
+    telemetry = Telemetry()
+    cases: dict[str, Loop] = dict(reference_cases())
+    cases.update({f"{k}/off": v for k, v in build_cases(None).items()})
+    cases.update({f"{k}/on": v for k, v in build_cases(telemetry).items()})
+    medians = await measure(cases, rounds, messages)
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "python": platform.python_version(),
+        "rounds": rounds,
+        "messages_per_round": messages,
+        "us_per_message": medians,
+        "spans_dropped": telemetry.dropped(),
+        "spans_ended": telemetry.ended,
+    }
+
+
+def report(result: dict[str, Any]) -> str:
+    us = result["us_per_message"]
+    floor, blink = us["floor"], us["blinker"]
+    lines = [
+        f"{'case':<12}{'off µs':>9}{'on µs':>9}{'off/floor':>11}{'off/blinker':>13}"
+        f"{'target off':>12}{'target on':>11}",
+    ]
+    for name, (t_off, t_on) in TARGETS.items():
+        off, on = us[f"{name}/off"], us[f"{name}/on"]
+        lines.append(
+            f"{name:<12}{off:>9.2f}{on:>9.2f}{off / floor:>11.1f}{off / blink:>13.2f}"
+            f"{_target(off, t_off):>12}{_target(on, t_on):>11}"
+        )
+    lines.append(
+        f"references: floor (await handler) {floor:.3f} µs, blinker {blink:.2f} µs,"
+        f" pyee {us['pyee']:.2f} µs"
+    )
+    lines.append(
+        f"spans: {result['spans_ended']} ended, {result['spans_dropped']} dropped by the batch"
+        " processor"
+    )
+    return "\n".join(lines)
+
+
+def _target(value: float, target: float | None) -> str:
+    if target is None:
+        return "report"
+    return f"{'ok' if value <= target else 'MISS'} ≤{target:g}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    result = asyncio.run(run(args.rounds, args.messages))
+    print(report(result))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
