@@ -23,7 +23,7 @@ import platform
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +208,7 @@ async def run(rounds: int, messages: int) -> dict[str, Any]:
     cases.update({f"{k}/on": v for k, v in build_cases(telemetry).items()})
     medians = await measure(cases, rounds, messages)
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "python": platform.python_version(),
         "rounds": rounds,
