@@ -14,16 +14,16 @@ class ListLogger:
     def _add(self, level: str, message: str, fields: dict[str, Any]) -> None:
         self.records.append((level, message, fields))
 
-    def debug(self, message: str, **fields: Any) -> None:
+    def debug(self, message: str, /, **fields: Any) -> None:
         self._add("debug", message, fields)
 
-    def info(self, message: str, **fields: Any) -> None:
+    def info(self, message: str, /, **fields: Any) -> None:
         self._add("info", message, fields)
 
-    def warning(self, message: str, **fields: Any) -> None:
+    def warning(self, message: str, /, **fields: Any) -> None:
         self._add("warning", message, fields)
 
-    def error(self, message: str, **fields: Any) -> None:
+    def error(self, message: str, /, **fields: Any) -> None:
         self._add("error", message, fields)
 
     def bind(self, **fields: Any) -> ListLogger:

@@ -447,8 +447,8 @@ class CommBusCoordinator:
                 result = await self._until_deadline(result, deadline, target, attempt)
             return result
         except BaseException as exc:
-            if error is None:
-                error = exc
+            # observers see what the attempt died of, not the internal end-of-dispatch signal
+            error = exc.error if isinstance(exc, _Ended) and exc.error is not None else exc
             raise
         finally:
             for obs, token, atoken in zip(observers, tokens or (), attempt_tokens, strict=False):

@@ -1,0 +1,145 @@
+"""DispatchMetrics: the coordinator's Prometheus metrics, as a dispatch/registry observer.
+
+Dispatch counters and latency (with a trace-id exemplar), retries, timeouts, in-flight
+dispatches, and the per-service gauges (load, capacity, queue depth, health) kept current
+from the registry's change notifications; a service that is unregistered is removed from
+the per-service gauges. Services past the label limit are folded into ``other`` in the
+dispatch metrics and are left out of the per-service gauges (a gauge cannot be summed
+meaningfully). Never raises: failures go to ``on_error``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from ..types import DispatchTarget, Envelope, ServiceDescriptor
+from ._context import recording_trace_id
+from ._guard import ErrorReporter
+from .bus_metrics import OnError
+from .metrics import OTHER, CommBusMetrics, get_metrics
+
+__all__ = ["DispatchMetrics"]
+
+_PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "service_healthy")
+
+
+class _ServiceGauges:
+    __slots__ = ("capacity", "healthy", "last_capacity", "last_healthy", "load", "queue")
+
+    def __init__(self, metrics: CommBusMetrics, name: str) -> None:
+        self.load = metrics.service_load.labels(name)
+        self.capacity = metrics.service_capacity.labels(name)
+        self.queue = metrics.service_queue_depth.labels(name)
+        self.healthy = metrics.service_healthy.labels(name)
+        self.last_capacity = -1
+        self.last_healthy: bool | None = None
+
+
+class DispatchMetrics:
+    """A :class:`~jeeves_control_tower.ipc.coordinator.DispatchObserver` recording the
+    ``commbus_dispatch_*``, ``commbus_service_*`` and ``commbus_services_registered``
+    metrics of one coordinator. Call its hooks from the coordinator's event loop only."""
+
+    def __init__(
+        self,
+        metrics: CommBusMetrics | None = None,
+        *,
+        registry: CollectorRegistry | None = None,
+        on_error: OnError | None = None,
+    ) -> None:
+        self.metrics = metrics if metrics is not None else get_metrics(registry)
+        self._on_error = on_error or ErrorReporter(counter=self.metrics.telemetry_errors)
+        self._inflight: Any = None
+        self._gauges: dict[str, _ServiceGauges] = {}
+        self._types: dict[str, str] = {}  # registered service -> service_type
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> int:
+        """Returns the trace id current at the start (the dispatch span's, when the tracer
+        runs first), for the exemplar."""
+        try:
+            if self._inflight is None:
+                self._inflight = self.metrics.inflight_for("dispatch")
+            self._inflight.inc()
+            return recording_trace_id()
+        except Exception as exc:
+            self._on_error("metrics", "dispatch_start", exc)
+            return 0
+
+    def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> None:
+        return None
+
+    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
+        return None
+
+    def dispatch_end(
+        self,
+        token: Any,
+        target: DispatchTarget,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        try:
+            metrics = self.metrics
+            metrics.inflight_for("dispatch").dec()
+            series = metrics.dispatch_series(target.service_name, target.method)
+            counter = series.outcomes.get(outcome)
+            if counter is None:
+                counter = series.outcomes[outcome] = metrics.dispatch_total.labels(
+                    series.service, series.method, outcome
+                )
+            counter.inc()
+            if token:
+                series.duration.observe(duration, {"trace_id": format(token, "032x")})
+            else:
+                series.duration.observe(duration)
+            if attempts > 1:
+                series.retries.inc(attempts - 1)
+            if outcome == "timeout":
+                series.timeouts.inc()
+        except Exception as exc:
+            self._on_error("metrics", "dispatch_end", exc)
+
+    # ------------------------------------------------------------------ registry
+
+    def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
+        try:
+            name = service.name
+            if name not in self._types:
+                self._types[name] = service.service_type
+                self.metrics.services_registered.labels(service.service_type).inc()
+            gauges = self._gauges.get(name)
+            if gauges is None:
+                if self.metrics.services(name) == OTHER:
+                    return
+                gauges = self._gauges[name] = _ServiceGauges(self.metrics, name)
+            gauges.load.set(service.current_load)
+            gauges.queue.set(queue_depth)
+            if service.max_concurrent != gauges.last_capacity:
+                gauges.capacity.set(service.max_concurrent)
+                gauges.last_capacity = service.max_concurrent
+            healthy = bool(service.healthy)
+            if healthy != gauges.last_healthy:
+                gauges.healthy.set(1 if healthy else 0)
+                gauges.last_healthy = healthy
+        except Exception as exc:
+            self._on_error("metrics", "service_changed", exc)
+
+    def service_removed(self, service: ServiceDescriptor) -> None:
+        try:
+            name = service.name
+            service_type = self._types.pop(name, None)
+            if service_type is not None:
+                self.metrics.services_registered.labels(service_type).dec()
+            if self._gauges.pop(name, None) is not None:
+                for attr in _PER_SERVICE:
+                    with contextlib.suppress(KeyError):
+                        getattr(self.metrics, attr).remove(name)
+        except Exception as exc:
+            self._on_error("metrics", "service_removed", exc)

@@ -1,0 +1,185 @@
+"""DispatchTracer: a ``dispatch {service}`` span (CLIENT) per dispatch and a
+``process {service}`` child span (SERVER) per attempt, so retries show as siblings.
+
+The dispatch span carries the service, method, priority, attempt count and outcome; a
+non-``ok`` outcome is an error (``error.type`` is ``timeout`` for a timeout, the exception
+class for a handler error, else the outcome itself: ``overloaded``, ``unknown_service``,
+``unhealthy``, ``no_handler``, ``cancelled``). The dispatch span is current for the whole
+dispatch and each attempt span inside its attempt (the coordinator runs ``attempt_start``
+in the attempt's own context copy), so the handler continues the trace. With no current
+span, a ``trace_id``/``span_id`` pair in the envelope's ``RequestContext`` (hex) is used as
+the remote parent. Never raises: failures go to ``on_error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TracerProvider,
+)
+
+from ..types import DispatchTarget, Envelope, RequestContext
+from ._guard import ErrorReporter
+from .bus_metrics import OnError
+from .semconv import (
+    DISPATCH_ATTEMPT,
+    DISPATCH_ATTEMPTS,
+    DISPATCH_METHOD,
+    DISPATCH_OUTCOME,
+    DISPATCH_PRIORITY,
+    DISPATCH_SERVICE,
+    ERROR_TYPE,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE,
+    MESSAGING_SYSTEM,
+    OP_PROCESS,
+    OP_SEND,
+    SYSTEM,
+    TIMEOUT,
+)
+from .tracing import get_tracer, set_error
+
+__all__ = ["DispatchTracer"]
+
+_CACHE_LIMIT = 4096
+
+
+def _remote_parent(rc: RequestContext) -> Context | None:
+    """A context whose span is the remote parent named by ``rc``, or ``None``."""
+    trace_hex, span_hex = rc.trace_id, rc.span_id
+    if not trace_hex or not span_hex or len(trace_hex) != 32 or len(span_hex) != 16:
+        return None
+    try:
+        parent = SpanContext(
+            int(trace_hex, 16), int(span_hex, 16), True, TraceFlags(TraceFlags.SAMPLED)
+        )
+    except ValueError:
+        return None
+    if not parent.is_valid:
+        return None
+    return trace.set_span_in_context(NonRecordingSpan(parent))
+
+
+class DispatchTracer:
+    """A :class:`~jeeves_control_tower.ipc.coordinator.DispatchObserver` emitting dispatch
+    spans. Add it before other observers so they see its span at ``dispatch_start``.
+    Event-loop-thread only."""
+
+    def __init__(
+        self, tracer_provider: TracerProvider | None = None, *, on_error: OnError | None = None
+    ) -> None:
+        self._tracer = get_tracer(tracer_provider)
+        self._on_error = on_error or ErrorReporter()
+        self._specs: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def _attributes(self, target: DispatchTarget) -> dict[str, Any]:
+        key = (target.service_name, target.method, target.priority.value)
+        attributes = self._specs.get(key)
+        if attributes is None:
+            attributes = {
+                MESSAGING_SYSTEM: SYSTEM,
+                MESSAGING_OPERATION_TYPE: OP_SEND,
+                MESSAGING_OPERATION_NAME: "dispatch",
+                MESSAGING_DESTINATION_NAME: key[0],
+                DISPATCH_SERVICE: key[0],
+                DISPATCH_METHOD: key[1],
+                DISPATCH_PRIORITY: key[2],
+            }
+            if len(self._specs) < _CACHE_LIMIT:
+                self._specs[key] = attributes
+        return attributes
+
+    def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any:
+        try:
+            parent = None
+            current = trace.get_current_span().get_span_context()
+            if not current.is_valid and envelope.request_context.trace_id:
+                parent = _remote_parent(envelope.request_context)
+            span = self._tracer.start_span(
+                f"dispatch {target.service_name}", parent, SpanKind.CLIENT, self._attributes(target)
+            )
+            recording = span.is_recording()
+            if not recording and span.get_span_context() == current:
+                return None  # a no-op tracer handed back the current span
+            context = trace.set_span_in_context(span, parent)
+            return (span, otel_context.attach(context), recording)
+        except Exception as exc:
+            self._on_error("tracing", "dispatch_start", exc)
+            return None
+
+    def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> Any:
+        if token is None or not token[2]:
+            return None
+        try:
+            name = target.service_name
+            span = self._tracer.start_span(
+                f"process {name}",
+                kind=SpanKind.SERVER,
+                attributes={
+                    MESSAGING_SYSTEM: SYSTEM,
+                    MESSAGING_OPERATION_TYPE: OP_PROCESS,
+                    MESSAGING_OPERATION_NAME: "process",
+                    MESSAGING_DESTINATION_NAME: name,
+                    DISPATCH_SERVICE: name,
+                    DISPATCH_METHOD: target.method,
+                    DISPATCH_ATTEMPT: attempt,
+                },
+            )  # the parent is the dispatch span, current in the copied context
+            otel_context.attach(trace.set_span_in_context(span))  # this attempt's copy only
+            return span
+        except Exception as exc:
+            self._on_error("tracing", "attempt_start", exc)
+            return None
+
+    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
+        if attempt_token is None:
+            return
+        try:
+            if error is not None and attempt_token.is_recording():
+                set_error(attempt_token, error)
+            attempt_token.end()
+        except Exception as exc:
+            self._on_error("tracing", "attempt_end", exc)
+
+    def dispatch_end(
+        self,
+        token: Any,
+        target: DispatchTarget,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        if token is None:
+            return
+        try:
+            span, context_token, recording = token
+            otel_context.detach(context_token)
+            if recording:
+                span.set_attribute(DISPATCH_ATTEMPTS, attempts)
+                span.set_attribute(DISPATCH_OUTCOME, outcome)
+                if outcome == "error" and error is not None:
+                    set_error(span, error)
+                elif outcome != "ok":
+                    span.set_attribute(ERROR_TYPE, TIMEOUT if outcome == "timeout" else outcome)
+                    span.set_status(Status(StatusCode.ERROR, f"dispatch {outcome}"))
+            span.end()
+        except Exception as exc:
+            self._on_error("tracing", "dispatch_end", exc)
+
+    def service_changed(self, service: Any, queue_depth: int) -> None:
+        return None
+
+    def service_removed(self, service: Any) -> None:
+        return None

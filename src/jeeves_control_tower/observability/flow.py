@@ -1,0 +1,338 @@
+"""FlowRecorder: the live message-flow feed behind ``/api/flow``, ``/api/services`` and
+``/api/stats`` (shapes in ``docs/endpoint.md``).
+
+It is a bus middleware (one record per publish/send/query) and a dispatch observer (one
+record per dispatch, plus per-service counts and a view of the registry). Records live in a
+ring buffer of ``capacity`` entries with consecutive sequence numbers, so memory is bounded
+under any load; payloads are kept only with ``record_payloads=True`` (a ``repr`` cut to 200
+characters).
+
+Thread-safety: hooks run on the event loop thread; the readers (:meth:`flow`,
+:meth:`services`, :meth:`stats`) may run on any thread (the HTTP server's). Every mutation
+and every snapshot happens under one short lock; descriptor fields are read from the live
+descriptor (single attribute reads, atomic under the GIL). The recorder never calls into
+the coordinator, so a busy event loop never stalls a reader.
+
+Never raises into the message path: failures, including a raising ``sink``, go to
+``on_error``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..ipc.middleware import MiddlewareContext
+from ..types import DispatchTarget, Envelope, ServiceDescriptor
+from ._context import recording_trace_id
+from ._guard import ErrorReporter
+from .semconv import TIMEOUT, error_type
+
+__all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
+
+OnError = Callable[[str, str, BaseException], None]
+#: (seq, time, pattern, type, targets, seconds, outcome, error_type, trace_id, payload)
+Record = tuple[Any, ...]
+
+DEFAULT_CAPACITY = 2000
+#: Most records one :meth:`FlowRecorder.flow` call returns.
+MAX_LIMIT = 1000
+_PAYLOAD_LIMIT = 200
+_BUS_PATTERNS = ("publish", "send", "query")
+_perf = time.perf_counter
+_now = time.time
+
+
+def _payload(message: Any) -> str:
+    try:
+        text = repr(message)
+    except Exception:
+        return f"<unrepresentable {type(message).__name__}>"
+    return text[:_PAYLOAD_LIMIT]
+
+
+class FlowRecorder:
+    """Bounded flow feed plus per-service dispatch statistics.
+
+    ``sink``, if given, is called with each record (as a dict, outside the lock, on the
+    event loop thread) after it was stored. ``max_services`` bounds the per-service tables.
+    """
+
+    def __init__(
+        self,
+        capacity: int = DEFAULT_CAPACITY,
+        *,
+        record_payloads: bool = False,
+        sink: Callable[[dict[str, Any]], Any] | None = None,
+        on_error: OnError | None = None,
+        max_services: int = 10_000,
+    ) -> None:
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
+            raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
+        self.capacity = capacity
+        self.record_payloads = record_payloads
+        self.sink = sink
+        self._on_error: OnError | None = on_error
+        self._fallback = ErrorReporter()
+        self._max_services = max_services
+        self._lock = threading.Lock()
+        self._records: deque[Record] = deque(maxlen=capacity)
+        self._seq = 0
+        self._messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
+        self._dispatch: dict[str, int] = {}
+        self._inflight = dict.fromkeys((*_BUS_PATTERNS, "dispatch"), 0)
+        self._services: dict[str, list[Any]] = {}  # name -> [descriptor, queue_depth]
+        self._stats: dict[str, list[float]] = {}  # name -> [req, err, timeouts, retries, secs]
+        self._started = _now()
+
+    def adopt_reporter(self, on_error: OnError) -> None:
+        """Report failures to ``on_error`` from now on, unless the recorder was given its own
+        (instrumentation calls this so failures are counted in its registry; with a shared
+        recorder the first instrumentation wins)."""
+        if self._on_error is None:
+            self._on_error = on_error
+
+    def _report(self, component: str, hook: str, exc: BaseException) -> None:
+        (self._on_error or self._fallback)(component, hook, exc)
+
+    @property
+    def last_seq(self) -> int:
+        """The newest sequence number assigned (0 before the first record)."""
+        return self._seq
+
+    # ------------------------------------------------------------------ recording
+
+    def _add(self, record: Record, counts: dict[str, int], outcome: str, pattern: str) -> None:
+        with self._lock:
+            self._seq += 1
+            record = (self._seq, *record)
+            self._records.append(record)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            self._inflight[pattern] -= 1
+        if self.sink is not None:
+            try:
+                self.sink(self._as_dict(record))
+            except Exception as exc:
+                self._report("flow_sink", "sink", exc)
+
+    def before(self, ctx: MiddlewareContext, message: Any) -> Any:
+        try:
+            with self._lock:
+                self._inflight[ctx.pattern] += 1
+        except Exception as exc:
+            self._report("flow", "before", exc)
+        return message
+
+    def after(
+        self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
+    ) -> Any:
+        try:
+            seconds = _perf() - ctx.started
+            pattern = ctx.pattern
+            outcome = ctx.outcome
+            record = (
+                _now() - seconds,
+                pattern,
+                ctx.message_type,
+                tuple(ctx.handlers),
+                seconds,
+                outcome,
+                error_type(error) if error is not None else None,
+                recording_trace_id(),
+                _payload(message) if self.record_payloads else None,
+            )
+            self._add(record, self._messages[pattern], outcome, pattern)
+        except Exception as exc:
+            self._report("flow", "after", exc)
+        return result
+
+    # ------------------------------------------------------------------ dispatch observer
+
+    def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> int:
+        try:
+            with self._lock:
+                self._inflight["dispatch"] += 1
+            return recording_trace_id()
+        except Exception as exc:
+            self._report("flow", "dispatch_start", exc)
+            return 0
+
+    def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> None:
+        return None
+
+    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
+        return None
+
+    def dispatch_end(
+        self,
+        token: Any,
+        target: DispatchTarget,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        try:
+            name = target.service_name
+            if outcome == "ok":
+                etype = None
+            elif outcome == "error" and error is not None:
+                etype = error_type(error)
+            else:
+                etype = TIMEOUT if outcome == "timeout" else outcome
+            record = (
+                _now() - duration,
+                "dispatch",
+                target.method,
+                (name,),
+                duration,
+                outcome,
+                etype,
+                token or 0,
+                None,
+            )
+            with self._lock:
+                stats = self._stats.get(name)
+                if (
+                    stats is None
+                    and name in self._services
+                    and len(self._stats) < self._max_services
+                ):
+                    stats = self._stats[name] = [0, 0, 0, 0, 0.0]
+                if stats is not None:
+                    stats[0] += 1
+                    if outcome == "timeout":
+                        stats[2] += 1
+                    elif outcome != "ok":
+                        stats[1] += 1
+                    stats[3] += max(0, attempts - 1)
+                    stats[4] += duration
+            self._add(record, self._dispatch, outcome, "dispatch")
+        except Exception as exc:
+            self._report("flow", "dispatch_end", exc)
+
+    def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
+        try:
+            with self._lock:
+                row = self._services.get(service.name)
+                if row is not None and row[0] is service:
+                    row[1] = queue_depth
+                elif row is not None or len(self._services) < self._max_services:
+                    self._services[service.name] = [service, queue_depth]
+        except Exception as exc:
+            self._report("flow", "service_changed", exc)
+
+    def service_removed(self, service: ServiceDescriptor) -> None:
+        try:
+            with self._lock:
+                self._services.pop(service.name, None)
+                self._stats.pop(service.name, None)
+        except Exception as exc:
+            self._report("flow", "service_removed", exc)
+
+    # ------------------------------------------------------------------ reading
+
+    def _as_dict(self, record: Record) -> dict[str, Any]:
+        seq, started, pattern, mtype, targets, seconds, outcome, etype, trace_id, payload = record
+        out: dict[str, Any] = {
+            "seq": seq,
+            "time": round(started, 6),
+            "pattern": pattern,
+            "message_type": mtype,
+            "targets": list(targets),
+            "duration_ms": round(seconds * 1000.0, 3),
+            "outcome": outcome,
+            "error_type": etype,
+            "trace_id": format(trace_id, "032x") if trace_id else None,
+        }
+        if self.record_payloads:
+            out["payload"] = payload
+        return out
+
+    def flow(self, after: int = 0, limit: int = 200) -> dict[str, Any]:
+        """``{"last_seq": N, "records": [...]}``: records with ``seq > after``, oldest
+        first, at most ``limit`` (1..1000; ``ValueError`` otherwise, or for ``after < 0``).
+        A client whose ``after`` exceeds ``last_seq`` is talking to a new recorder (the
+        process restarted) and should start again from 0."""
+        if not isinstance(after, int) or after < 0:
+            raise ValueError("after must be an int >= 0")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ValueError(f"limit must be an int within 1..{MAX_LIMIT}")
+        with self._lock:
+            last = self._seq
+            records = self._records
+            if records:
+                start = max(0, after + 1 - records[0][0])
+                chosen = list(itertools.islice(records, start, start + limit))
+            else:
+                chosen = []
+        return {"last_seq": last, "records": [self._as_dict(r) for r in chosen]}
+
+    def services(self) -> list[dict[str, Any]]:
+        """The registry as last reported, in registration order, with dispatch counts."""
+        with self._lock:
+            rows = [(d, q, list(self._stats.get(n, ()))) for n, (d, q) in self._services.items()]
+        out = []
+        for d, queue_depth, stats in rows:
+            requests, errors, timeouts, retries, seconds = stats or (0, 0, 0, 0, 0.0)
+            try:
+                metadata = dict(d.metadata)
+            except Exception:
+                metadata = {}
+            out.append(
+                {
+                    "name": d.name,
+                    "service_type": d.service_type,
+                    "version": d.version,
+                    "capabilities": list(d.capabilities),
+                    "healthy": bool(d.healthy),
+                    "current_load": d.current_load,
+                    "max_concurrent": d.max_concurrent,
+                    "queue_depth": queue_depth,
+                    "requests": int(requests),
+                    "errors": int(errors),
+                    "timeouts": int(timeouts),
+                    "retries": int(retries),
+                    "avg_latency_ms": round(seconds / requests * 1000.0, 3) if requests else 0.0,
+                    "metadata": metadata,
+                }
+            )
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Totals since the recorder was created (the ``/api/stats`` body)."""
+        with self._lock:
+            messages = {p: dict(c) for p, c in self._messages.items()}
+            dispatch = dict(self._dispatch)
+            inflight = dict(self._inflight)
+            descriptors = [row[0] for row in self._services.values()]
+            last = self._seq
+        return {
+            "uptime_seconds": round(_now() - self._started, 3),
+            "messages": messages,
+            "dispatch": dispatch,
+            "inflight": inflight,
+            "services": {
+                "registered": len(descriptors),
+                "healthy": sum(1 for d in descriptors if d.healthy),
+            },
+            "flow": {"last_seq": last, "capacity": self.capacity},
+        }
+
+
+_default: FlowRecorder | None = None
+_default_lock = threading.Lock()
+
+
+def default_flow() -> FlowRecorder:
+    """The process-wide recorder that instrumented buses and coordinators share unless
+    given their own."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = FlowRecorder()
+        return _default

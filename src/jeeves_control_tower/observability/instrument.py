@@ -1,0 +1,262 @@
+"""Wiring: :func:`instrument_bus` and :func:`instrument_coordinator`, and their handles.
+
+A bus or coordinator built with defaults calls these through
+``jeeves_control_tower._instrumentation``; they can also be called by hand on an object
+built with ``instrument=False``. Both are idempotent (a second call returns the live
+handle) and never set any global (tracer provider, registry).
+
+Defaults: the global tracer provider, ``prometheus_client.REGISTRY``, the process-wide
+:func:`~.flow.default_flow` recorder. A coordinator inherits whatever its bus was
+instrumented with unless told otherwise, and instruments *dispatch only*: its bus's
+messages are the bus's business (a bus built with ``instrument=False`` stays quiet; call
+:func:`instrument_bus` on it to change that).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
+from ..types import LoggerProtocol
+from ._guard import ErrorReporter
+from .bus_metrics import MetricsMiddleware
+from .dispatch_metrics import DispatchMetrics
+from .dispatch_tracing import DispatchTracer
+from .flow import FlowRecorder, default_flow
+from .metrics import DEFAULT_MAX_LABEL_VALUES, CommBusMetrics, get_metrics
+from .tracing import TracingMiddleware
+
+__all__ = ["BusTelemetry", "CoordinatorTelemetry", "instrument_bus", "instrument_coordinator"]
+
+_buses: weakref.WeakKeyDictionary[Any, BusTelemetry] = weakref.WeakKeyDictionary()
+_coordinators: weakref.WeakKeyDictionary[Any, CoordinatorTelemetry] = weakref.WeakKeyDictionary()
+
+
+class _Telemetry:
+    """What a handle exposes: the pieces it wired, and ``close()``."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None,
+        registry: CollectorRegistry | None,
+        metrics: CommBusMetrics | None,
+        flow: FlowRecorder | None,
+        reporter: ErrorReporter,
+        options: dict[str, Any],
+    ) -> None:
+        self.tracer_provider = tracer_provider  # None: the global provider
+        self.registry = registry  # None when metrics are off
+        self.metrics = metrics
+        self.flow = flow
+        self.errors = reporter
+        self.options = options
+        self.closed = False
+
+
+class BusTelemetry(_Telemetry):
+    """Handle of an instrumented bus; ``close()`` removes its middleware (idempotent).
+    It refers to its bus weakly, so that the registry of handles never keeps a bus alive."""
+
+    def __init__(self, bus: Any, middlewares: tuple[Any, ...], **kw: Any) -> None:
+        super().__init__(**kw)
+        self._bus = weakref.ref(bus)
+        self.middlewares = middlewares
+
+    @property
+    def bus(self) -> Any:
+        """The bus (``None`` once it was garbage-collected)."""
+        return self._bus()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        bus = self._bus()
+        if bus is None:
+            return
+        for mw in self.middlewares:
+            bus.remove_middleware(mw)
+        if _buses.get(bus) is self:
+            del _buses[bus]
+
+
+class _Fanout:
+    """One dispatch observer fanning out to the pieces: starts in order, ends in reverse,
+    so the tracer's span is still current when the others finish. ``close`` empties
+    ``parts`` (the coordinator has no ``remove_observer``); a dispatch already started
+    keeps the parts it started with, so its span is still ended and detached."""
+
+    def __init__(self, parts: tuple[Any, ...]) -> None:
+        self.parts = parts
+
+    def dispatch_start(self, target: Any, envelope: Any) -> tuple[tuple[Any, ...], list[Any]]:
+        parts = self.parts
+        return parts, [p.dispatch_start(target, envelope) for p in parts]
+
+    def attempt_start(self, token: Any, target: Any, attempt: int) -> list[Any]:
+        parts, tokens = token
+        return [p.attempt_start(t, target, attempt) for p, t in zip(parts, tokens, strict=True)]
+
+    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
+        parts, tokens = token
+        for i in range(len(parts) - 1, -1, -1):
+            parts[i].attempt_end(tokens[i], attempt_token[i], error)
+
+    def dispatch_end(
+        self, token: Any, target: Any, outcome: str, attempts: int, error: Any, duration: float
+    ) -> None:
+        parts, tokens = token
+        for i in range(len(parts) - 1, -1, -1):
+            parts[i].dispatch_end(tokens[i], target, outcome, attempts, error, duration)
+
+    def service_changed(self, service: Any, queue_depth: int) -> None:
+        for p in self.parts:
+            p.service_changed(service, queue_depth)
+
+    def service_removed(self, service: Any) -> None:
+        for p in self.parts:
+            p.service_removed(service)
+
+
+class CoordinatorTelemetry(_Telemetry):
+    """Handle of an instrumented coordinator (dispatch telemetry); ``bus`` is the bus's
+    handle, if the bus is instrumented. ``close()`` stops the dispatch telemetry only."""
+
+    def __init__(self, coordinator: Any, fanout: _Fanout, bus: BusTelemetry | None, **kw: Any):
+        super().__init__(**kw)
+        self._coordinator = weakref.ref(coordinator)
+        self.bus = bus
+        self._fanout = fanout
+
+    @property
+    def coordinator(self) -> Any:
+        """The coordinator (``None`` once it was garbage-collected)."""
+        return self._coordinator()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._fanout.parts = ()
+        coordinator = self._coordinator()
+        if coordinator is not None and _coordinators.get(coordinator) is self:
+            del _coordinators[coordinator]
+
+
+def _pieces(
+    tracer_provider: TracerProvider | None,
+    registry: CollectorRegistry | None,
+    flow: FlowRecorder | bool | None,
+    logger: LoggerProtocol | None,
+    max_label_values: int,
+    tracing: bool,
+    metrics: bool,
+) -> dict[str, Any]:
+    container = get_metrics(registry, max_label_values) if metrics else None
+    reporter = ErrorReporter(logger, container.telemetry_errors if container else None)
+    recorder = default_flow() if flow is None or flow is True else (flow or None)
+    if recorder is not None:
+        recorder.adopt_reporter(reporter)
+    return {
+        "tracer_provider": tracer_provider if tracing else None,
+        "registry": container.registry if container else None,
+        "metrics": container,
+        "flow": recorder,
+        "reporter": reporter,
+    }
+
+
+def instrument_bus(
+    bus: Any,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+    flow: FlowRecorder | bool | None = None,
+    logger: LoggerProtocol | None = None,
+    record_payloads: bool = False,
+    max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+    tracing: bool = True,
+    metrics: bool = True,
+) -> BusTelemetry:
+    """Add the tracing, metrics and flow middleware (in that order, tracing outermost) to
+    ``bus`` and return the handle. ``flow=False`` / ``tracing=False`` / ``metrics=False``
+    leave a piece out; ``record_payloads`` puts message ``repr``s on spans (the flow
+    recorder has its own switch). A bus that is already instrumented gets its live
+    handle back, unchanged."""
+    existing = _buses.get(bus)
+    if existing is not None and not existing.closed:
+        return existing
+    logger = logger if logger is not None else getattr(bus, "logger", None)
+    kw = _pieces(tracer_provider, registry, flow, logger, max_label_values, tracing, metrics)
+    on_error = kw["reporter"]
+    middlewares: list[Any] = []
+    if tracing:
+        middlewares.append(
+            TracingMiddleware(tracer_provider, record_payloads=record_payloads, on_error=on_error)
+        )
+    if kw["metrics"] is not None:
+        middlewares.append(MetricsMiddleware(kw["metrics"], on_error=on_error))
+    if kw["flow"] is not None:
+        middlewares.append(kw["flow"])
+    for mw in middlewares:
+        bus.add_middleware(mw)
+    options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
+    handle = BusTelemetry(bus, tuple(middlewares), options=options, **kw)
+    _buses[bus] = handle
+    if getattr(bus, "telemetry", None) is None:  # instrumented by hand: make it findable
+        bus.telemetry = handle
+    return handle
+
+
+def instrument_coordinator(
+    coordinator: Any,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    registry: CollectorRegistry | None = None,
+    flow: FlowRecorder | bool | None = None,
+    logger: LoggerProtocol | None = None,
+    record_payloads: bool = False,
+    max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+    tracing: bool = True,
+    metrics: bool = True,
+) -> CoordinatorTelemetry:
+    """Add dispatch telemetry (spans, metrics, flow records, registry gauges) to
+    ``coordinator`` and return the handle. Options left at ``None`` are inherited from the
+    coordinator's bus's telemetry when it has some. Never touches the bus."""
+    existing = _coordinators.get(coordinator)
+    if existing is not None and not existing.closed:
+        return existing
+    bus_handle = _buses.get(getattr(coordinator, "commbus", None))
+    if bus_handle is not None and bus_handle.closed:
+        bus_handle = None
+    reporter = None
+    if bus_handle is not None:
+        if registry is None or registry is bus_handle.registry:
+            reporter = bus_handle.errors  # one rate limit and one count for the pair
+        tracer_provider = tracer_provider or bus_handle.tracer_provider
+        registry = registry or bus_handle.registry
+        if flow is None:
+            flow = bus_handle.flow or False
+    logger = logger if logger is not None else getattr(coordinator, "logger", None)
+    kw = _pieces(tracer_provider, registry, flow, logger, max_label_values, tracing, metrics)
+    if reporter is not None:
+        kw["reporter"] = reporter
+    on_error = kw["reporter"]
+    parts: list[Any] = []
+    if tracing:
+        parts.append(DispatchTracer(tracer_provider, on_error=on_error))
+    if kw["metrics"] is not None:
+        parts.append(DispatchMetrics(kw["metrics"], on_error=on_error))
+    if kw["flow"] is not None:
+        parts.append(kw["flow"])
+    fanout = _Fanout(tuple(parts))
+    coordinator.add_observer(fanout)
+    options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
+    handle = CoordinatorTelemetry(coordinator, fanout, bus_handle, options=options, **kw)
+    _coordinators[coordinator] = handle
+    if getattr(coordinator, "telemetry", None) is None:
+        coordinator.telemetry = handle
+    return handle

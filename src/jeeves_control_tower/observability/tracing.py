@@ -1,0 +1,245 @@
+"""TracingMiddleware: one span per publish/send/query and one child span per handler run.
+
+Span names follow ``"{operation} {destination}"``: ``publish MemoryStored`` (PRODUCER),
+``send X`` (PRODUCER), ``query Y`` (CLIENT), and per handler ``process <type>`` (CONSUMER
+for publish/send, SERVER for query) whose parent is the producer span.
+
+With a transport: on the way out (``ctx.direction == "out"``) the producer span's context
+is injected into ``ctx.headers`` with the global propagator (W3C ``traceparent`` by
+default); on the way in (``"in"``) the span is ``receive <type>`` (CONSUMER, or SERVER for
+a query) with the context extracted from ``ctx.headers`` as its parent, and the handler
+spans are its children, so one trace spans processes. The producer span
+is made current for the duration of the message (attached in ``before``, detached in
+``after``; the bus runs both in the caller's context), so a handler that publishes or
+queries continues the same trace. Each handler span is current only inside its handler
+(attached in ``handler_start``, which the bus runs in the handler's own context copy).
+
+Cheap when nothing is sampled: attribute work is done only for recording spans, span names
+and attribute dicts are built once per ``(pattern, type[, handler])`` (bounded cache),
+and a no-op tracer costs no context switch. Payloads are recorded only with
+``record_payloads=True``. Never raises: failures go to ``on_error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from .. import __version__
+from ..ipc.middleware import MiddlewareContext
+from ._guard import ErrorReporter
+from .semconv import (
+    CODE_FUNCTION_NAME,
+    ERROR_TYPE,
+    MESSAGE_OUTCOME,
+    MESSAGE_PAYLOAD,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE,
+    MESSAGING_SYSTEM,
+    OP_PROCESS,
+    OP_RECEIVE,
+    OP_SEND,
+    SCHEMA_URL,
+    SYSTEM,
+    qualified_error_type,
+)
+
+__all__ = ["TracingMiddleware", "get_tracer", "payload_repr", "set_error"]
+
+OnError = Callable[[str, str, BaseException], None]
+Spec = tuple[str, SpanKind, dict[str, Any]]
+
+_KEY = "jeeves.otel"
+_CACHE_LIMIT = 4096
+_PAYLOAD_LIMIT = 1000
+_DEFAULT_KINDS = (SpanKind.PRODUCER, SpanKind.CONSUMER)
+_KINDS = {
+    "publish": (SpanKind.PRODUCER, SpanKind.CONSUMER),
+    "send": (SpanKind.PRODUCER, SpanKind.CONSUMER),
+    "query": (SpanKind.CLIENT, SpanKind.SERVER),
+}
+
+
+def _current_span_context() -> trace.SpanContext:
+    return trace.get_current_span().get_span_context()
+
+
+def get_tracer(tracer_provider: TracerProvider | None = None) -> trace.Tracer:
+    """This package's tracer from ``tracer_provider`` (default: the global provider,
+    resolved lazily, so a provider installed later is picked up)."""
+    return trace.get_tracer(
+        "jeeves_control_tower", __version__, tracer_provider, schema_url=SCHEMA_URL
+    )
+
+
+def set_error(span: Span, exc: BaseException) -> None:
+    """Mark a recording span failed: ``error.type``, the exception event, status ERROR."""
+    span.set_attribute(ERROR_TYPE, qualified_error_type(exc))
+    span.record_exception(exc)
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def payload_repr(message: Any) -> str:
+    """``repr(message)`` cut to 1000 characters; never raises."""
+    try:
+        text = repr(message)
+    except Exception:
+        return f"<unrepresentable {type(message).__name__}>"
+    return text if len(text) <= _PAYLOAD_LIMIT else text[:_PAYLOAD_LIMIT] + "..."
+
+
+class TracingMiddleware:
+    """Bus middleware emitting messaging spans. Add it first (outermost) so its span is
+    current while the other middleware and the handlers run. Event-loop-thread only, like
+    the bus."""
+
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        record_payloads: bool = False,
+        on_error: OnError | None = None,
+    ) -> None:
+        self._tracer = get_tracer(tracer_provider)
+        self._record_payloads = record_payloads
+        self._on_error = on_error or ErrorReporter()
+        self._producers: dict[tuple[str, str, bool], Spec] = {}
+        self._consumers: dict[tuple[str, str, str], Spec] = {}
+
+    # ------------------------------------------------------------------ producer span
+
+    def before(self, ctx: MiddlewareContext, message: Any) -> Any:
+        try:
+            self._start(ctx, message)
+        except Exception as exc:
+            self._on_error("tracing", "before", exc)
+        return message
+
+    def _start(self, ctx: MiddlewareContext, message: Any) -> None:
+        direction = ctx.direction
+        remote = None
+        if direction == "in" and ctx.headers:
+            remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
+        key = (ctx.pattern, ctx.message_type, direction == "in")
+        spec = self._producers.get(key)
+        if spec is None:
+            spec = self._producer_spec(key)
+        name, kind, attributes = spec
+        span = self._tracer.start_span(name, remote, kind, attributes)
+        if span.is_recording():
+            message_id = ctx.message_id
+            span.set_attribute(MESSAGING_MESSAGE_ID, message_id)
+            if self._record_payloads:
+                span.set_attribute(MESSAGE_PAYLOAD, payload_repr(message))
+            parent = trace.set_span_in_context(span, remote)
+            ctx.metadata[_KEY] = (span, otel_context.attach(parent), parent, message_id)
+        elif remote is not None or span.get_span_context() != _current_span_context():
+            # Sampled out: still make it current so nested messages inherit the decision.
+            parent = trace.set_span_in_context(span, remote)
+            ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
+        # else: a no-op tracer handed back the current span; nothing to switch.
+        if direction == "out":  # a transport carries it: put our context on the wire
+            if ctx.headers is None:
+                ctx.headers = {}
+            propagate.inject(ctx.headers)
+
+    def after(
+        self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
+    ) -> Any:
+        try:
+            entry = ctx.metadata.pop(_KEY, None)
+            if entry is not None:
+                self._finish(ctx, entry, error)
+        except Exception as exc:
+            self._on_error("tracing", "after", exc)
+        return result
+
+    def _finish(self, ctx: MiddlewareContext, entry: Any, error: BaseException | None) -> None:
+        span, token, parent, _ = entry
+        otel_context.detach(token)
+        if parent is not None:
+            outcome = ctx.outcome
+            if outcome != "ok":
+                span.set_attribute(MESSAGE_OUTCOME, outcome)
+            if error is not None:
+                set_error(span, error)
+            elif outcome != "ok" and ctx.pattern == "query":
+                # An aborted query raises QueryAbortedError to its caller after this hook.
+                span.set_attribute(ERROR_TYPE, outcome)
+                span.set_status(Status(StatusCode.ERROR, f"query {outcome}"))
+        span.end()
+
+    # ------------------------------------------------------------------ handler spans
+
+    def handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any:
+        try:
+            entry = ctx.metadata.get(_KEY)
+            if entry is None or entry[2] is None:
+                return None  # not recording: the handler inherits the producer's context
+            _, _, parent, message_id = entry
+            key = (ctx.pattern, ctx.message_type, handler_name)
+            spec = self._consumers.get(key)
+            if spec is None:
+                spec = self._consumer_spec(key)
+            name, kind, base = spec
+            attributes = dict(base)
+            attributes[MESSAGING_MESSAGE_ID] = message_id
+            span = self._tracer.start_span(name, parent, kind, attributes)
+            otel_context.attach(trace.set_span_in_context(span))  # this handler's copy only
+            return span
+        except Exception as exc:
+            self._on_error("tracing", "handler_start", exc)
+            return None
+
+    def handler_end(self, ctx: MiddlewareContext, token: Any, error: BaseException | None) -> None:
+        if token is None:
+            return
+        try:
+            if error is not None and token.is_recording():
+                set_error(token, error)
+            token.end()
+        except Exception as exc:
+            self._on_error("tracing", "handler_end", exc)
+
+    # ------------------------------------------------------------------ cached specs
+
+    def _producer_spec(self, key: tuple[str, str, bool]) -> Spec:
+        pattern, message_type, inbound = key
+        kinds = _KINDS.get(pattern, _DEFAULT_KINDS)
+        operation = "receive" if inbound else pattern
+        spec: Spec = (
+            f"{operation} {message_type}",
+            kinds[1] if inbound else kinds[0],
+            {
+                MESSAGING_SYSTEM: SYSTEM,
+                MESSAGING_OPERATION_TYPE: OP_RECEIVE if inbound else OP_SEND,
+                MESSAGING_OPERATION_NAME: operation,
+                MESSAGING_DESTINATION_NAME: message_type,
+            },
+        )
+        if len(self._producers) < _CACHE_LIMIT:
+            self._producers[key] = spec
+        return spec
+
+    def _consumer_spec(self, key: tuple[str, str, str]) -> Spec:
+        pattern, message_type, handler = key
+        spec: Spec = (
+            f"process {message_type}",
+            _KINDS.get(pattern, _DEFAULT_KINDS)[1],
+            {
+                MESSAGING_SYSTEM: SYSTEM,
+                MESSAGING_OPERATION_TYPE: OP_PROCESS,
+                MESSAGING_OPERATION_NAME: "process",
+                MESSAGING_DESTINATION_NAME: message_type,
+                CODE_FUNCTION_NAME: handler,
+            },
+        )
+        if len(self._consumers) < _CACHE_LIMIT:
+            self._consumers[key] = spec
+        return spec

@@ -1,0 +1,74 @@
+"""Messages, envelopes and an HTTP helper shared by the telemetry tests."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from jeeves_control_tower.ipc import CommBusCoordinator
+from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
+
+
+@dataclass
+class Stored:
+    item_id: str = "1"
+    secret: str = "s3cr3t"
+    category: str = "event"
+
+
+@dataclass
+class DoThing:
+    n: int = 1
+    category: str = "command"
+
+
+@dataclass
+class GetState:
+    key: str = "k"
+    category: str = "query"
+
+
+def envelope(rid: str = "r1", **kw: Any) -> Envelope:
+    return Envelope(request_context=RequestContext(request_id=rid, capability="run", **kw))
+
+
+def target(service: str = "svc", **kw: Any) -> DispatchTarget:
+    return DispatchTarget(service_name=service, method=kw.pop("method", "run"), **kw)
+
+
+def register(
+    c: CommBusCoordinator, name: str = "svc", handler: Any = None, **kw: Any
+) -> ServiceDescriptor:
+    d = ServiceDescriptor(name=name, service_type=kw.pop("service_type", "worker"), **kw)
+    assert c.register_service(d)
+    if handler is not None:
+        c.register_handler(name, handler)
+    return d
+
+
+async def echo(e: Envelope) -> Envelope:
+    return e
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> Response:
+    """A blocking request (deliberately: the server must answer without the event loop)."""
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return Response(r.status, dict(r.headers.items()), r.read())
+    except urllib.error.HTTPError as e:
+        with e:
+            return Response(e.code, dict(e.headers.items()), e.read())

@@ -1,0 +1,156 @@
+"""Wiring: what a bus or coordinator built with defaults gets, option inheritance,
+idempotence, switching pieces off, and ``close``."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, get_commbus, reset_commbus
+from jeeves_control_tower.observability import (
+    BusTelemetry,
+    CoordinatorTelemetry,
+    FlowRecorder,
+    MetricsMiddleware,
+    TracingMiddleware,
+    default_flow,
+    instrument_bus,
+    instrument_coordinator,
+)
+from jeeves_control_tower.types import Envelope
+
+from .conftest import Telemetry
+from .support import Stored, echo, envelope, register, target
+
+
+def test_defaults(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(tracer_provider=tel.provider)
+    handle = bus.telemetry
+    assert isinstance(handle, BusTelemetry)
+    assert handle.registry is REGISTRY and handle.flow is default_flow()
+    assert [type(m) for m in bus.middlewares] == [
+        TracingMiddleware,
+        MetricsMiddleware,
+        FlowRecorder,
+    ]
+    again = InMemoryCommBus(tracer_provider=tel.provider)  # same registry: no collision
+    assert again.telemetry.metrics is handle.metrics
+    handle.close()
+    again.telemetry.close()
+
+
+def test_instrument_false() -> None:
+    bus = InMemoryCommBus(instrument=False)
+    assert bus.telemetry is None and bus.middlewares == ()
+    coordinator = CommBusCoordinator(None, bus, instrument=False)
+    assert coordinator.telemetry is None
+
+
+async def test_coordinator_on_an_instrumented_bus_adds_no_bus_middleware(
+    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
+    assert len(bus.middlewares) == 3
+    handle = coordinator.telemetry
+    assert isinstance(handle, CoordinatorTelemetry)
+    assert handle.bus is bus.telemetry
+    assert handle.registry is tel.registry and handle.flow is tel.flow
+    assert handle.tracer_provider is tel.provider
+    register(coordinator, handler=echo)
+    await coordinator.dispatch(target(), envelope())
+    assert tel.span("dispatch svc")
+    assert tel.sample("commbus_dispatch_total", service="svc", method="run", outcome="ok") == 1
+
+
+async def test_coordinator_options_override_the_bus(tel: Telemetry, bus: InMemoryCommBus) -> None:
+    registry, flow = CollectorRegistry(), FlowRecorder()
+    coordinator = CommBusCoordinator(None, bus, registry=registry, flow=flow)
+    register(coordinator, handler=echo)
+    await coordinator.dispatch(target(), envelope())
+    labels = {"service": "svc", "method": "run", "outcome": "ok"}
+    assert registry.get_sample_value("commbus_dispatch_total", labels) == 1
+    assert tel.sample("commbus_dispatch_total", **labels) is None
+    assert flow.last_seq == 1 and tel.flow.last_seq == 0
+
+
+async def test_coordinator_on_a_quiet_bus_instruments_dispatch_only(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(instrument=False)
+    coordinator = CommBusCoordinator(None, bus, **tel.options)
+    assert bus.middlewares == () and coordinator.telemetry.bus is None
+    bus.subscribe("Stored", lambda e: None)
+    register(coordinator, handler=echo)
+    await bus.publish(Stored())
+    await coordinator.dispatch(target(), envelope())
+    assert [s.name for s in tel.spans()] == ["process svc", "dispatch svc"]
+
+
+def test_instrumenting_twice_returns_the_live_handle(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(instrument=False)
+    first = instrument_bus(bus, **tel.options)
+    assert instrument_bus(bus, **tel.options) is first
+    assert bus.telemetry is first  # findable by serve(bus) and reset_commbus
+    assert len(bus.middlewares) == 3
+    coordinator = CommBusCoordinator(None, bus, instrument=False)
+    handle = instrument_coordinator(coordinator)
+    assert instrument_coordinator(coordinator) is handle
+    assert handle.registry is tel.registry  # inherited from the bus
+
+
+def test_pieces_can_be_left_out(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(instrument=False)
+    handle = instrument_bus(bus, tracer_provider=tel.provider, tracing=False, metrics=False)
+    assert [type(m) for m in bus.middlewares] == [FlowRecorder]
+    assert handle.metrics is None and handle.registry is None
+    quiet = InMemoryCommBus(registry=tel.registry, flow=False, tracing=False)
+    assert [type(m) for m in quiet.middlewares] == [MetricsMiddleware]
+    assert quiet.telemetry.flow is None
+
+
+async def test_close(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(**tel.options)
+    coordinator = CommBusCoordinator(None, bus)
+    register(coordinator, handler=echo)
+    bus.telemetry.close()
+    bus.telemetry.close()
+    assert bus.middlewares == ()
+    await bus.publish(Stored())
+    assert tel.spans() == []
+
+    gate = asyncio.Event()
+
+    async def slow(e: Envelope) -> Envelope:
+        await gate.wait()
+        return e
+
+    register(coordinator, "slow", handler=slow)
+    running = asyncio.ensure_future(coordinator.dispatch(target("slow"), envelope()))
+    await asyncio.sleep(0)
+    coordinator.telemetry.close()  # mid-dispatch: that dispatch still ends its span
+    gate.set()
+    await running
+    await coordinator.dispatch(target(), envelope())  # after close: nothing
+    assert [s.name for s in tel.spans()] == ["process slow", "dispatch slow"]
+    assert tel.flow.last_seq == 1
+    fresh = instrument_bus(bus, **tel.options)
+    assert fresh is not None and len(bus.middlewares) == 3
+
+
+def test_reset_commbus_closes_the_global_bus_telemetry() -> None:
+    bus = get_commbus()
+    assert bus.telemetry is not None and len(bus.middlewares) == 3
+    reset_commbus()
+    assert not bus.middlewares and bus.telemetry.closed
+
+
+def test_handles_do_not_keep_their_bus_or_coordinator_alive(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(**tel.options)
+    coordinator = CommBusCoordinator(None, bus)
+    handle = coordinator.telemetry
+    refs = [weakref.ref(bus), weakref.ref(coordinator)]
+    del bus, coordinator
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+    assert handle.coordinator is None
+    handle.close()  # harmless
