@@ -309,6 +309,7 @@ class InMemoryCommBus:
         )
         ctx.direction = "in"
         ctx.headers = headers
+        ctx.hooks = chain.hooks
         result = await self._run_ctx(ctx, message, chain, timeout)
         return ctx.outcome, result
 
@@ -414,7 +415,7 @@ class InMemoryCommBus:
         Returns the subscriber errors (already logged)."""
         errors: list[BaseException] = []
         pending: list[tuple[_Handler, Resume, Any]] = []
-        hooks = self._chain.hooks if ctx is not None and self._chain is not None else ()
+        hooks = ctx.hooks if ctx is not None else ()
         for sub in subs:
             if ctx is not None:
                 ctx.handlers.append(sub.name)
@@ -566,6 +567,7 @@ class InMemoryCommBus:
         timeout: float | None,
     ) -> Any:
         ctx = MiddlewareContext(message, message_type, pattern=pattern)
+        ctx.hooks = chain.hooks
         if self._transport is not None:
             ctx.direction = "out"
         return await self._run_ctx(ctx, message, chain, timeout)
@@ -695,7 +697,7 @@ class InMemoryCommBus:
                 return None
             raise NoHandlerError(f"no handler registered for query type {message_type!r}")
         ctx.handlers.append(handler.name)
-        hooks = chain.hooks
+        hooks = ctx.hooks
         tokens: Any = None
         context = None
         if hooks:

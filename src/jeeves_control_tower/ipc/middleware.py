@@ -58,6 +58,11 @@ class MiddlewareContext:
     ``headers`` are the wire headers: middleware adds to them on the way out (a
     ``traceparent``, say) and reads them on the way in.
 
+    ``hooks`` are the :class:`HandlerHook` middleware to be called around each handler run
+    of this message. A middleware with nothing to do for this message may drop itself from
+    it in ``before`` (an unsampled trace, say); when it is empty the handlers run without a
+    context copy, which keeps the unobserved path cheap.
+
     One context belongs to one message and is only touched from the event loop thread.
     """
 
@@ -69,6 +74,7 @@ class MiddlewareContext:
         "direction",
         "handlers",
         "headers",
+        "hooks",
         "message",
         "message_type",
         "outcome",
@@ -91,6 +97,7 @@ class MiddlewareContext:
         self.pattern = pattern
         self.direction = "local"
         self.headers: dict[str, str] | None = None
+        self.hooks: tuple[Any, ...] = ()
         self.outcome = "ok"
         self.handlers: list[str] = []
         self.started = time.perf_counter()

@@ -139,11 +139,14 @@ class TracingMiddleware:
                 span.set_attribute(MESSAGE_PAYLOAD, payload_repr(message))
             parent = trace.set_span_in_context(span, remote)
             ctx.metadata[_KEY] = (span, otel_context.attach(parent), parent, message_id)
-        elif remote is not None or span.get_span_context() != _current_span_context():
-            # Sampled out: still make it current so nested messages inherit the decision.
-            parent = trace.set_span_in_context(span, remote)
-            ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
-        # else: a no-op tracer handed back the current span; nothing to switch.
+        else:
+            # Not recording: no handler spans for this message, so leave its handler hooks.
+            ctx.hooks = tuple(h for h in ctx.hooks if h is not self)
+            if remote is not None or span.get_span_context() != _current_span_context():
+                # Sampled out: still make it current so nested messages inherit the decision.
+                parent = trace.set_span_in_context(span, remote)
+                ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
+            # else: a no-op tracer handed back the current span; nothing to switch.
         if direction == "out":  # a transport carries it: put our context on the wire
             if ctx.headers is None:
                 ctx.headers = {}
