@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: ``app.py`` lays out, ``data``/``graph`` shape, ``source`` fetches."""

@@ -1,0 +1,22 @@
+"""Fixtures for the dashboard tests: a live demo endpoint shared by the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from jeeves_control_tower.demo import DemoHandle, run_demo_in_background
+
+from ..demo.helpers import FAST, wait_for_traffic
+
+
+@pytest.fixture(scope="session")
+def live_demo() -> Iterator[DemoHandle]:
+    """A running demo (observability server included) that has produced every pattern."""
+    handle = run_demo_in_background(config=FAST)
+    try:
+        wait_for_traffic(handle.url)
+        yield handle
+    finally:
+        handle.stop()

@@ -1,0 +1,85 @@
+"""Polling a real endpoint: cursors, restarts, failures, bearer tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from dashboard.source import EndpointState, FetchError, fetch_json, poll
+from prometheus_client import CollectorRegistry
+
+from jeeves_control_tower.demo import DemoHandle
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.observability import FlowRecorder, serve
+from jeeves_control_tower.types import ServiceDescriptor
+
+DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
+
+
+def test_poll_advances_the_cursor_without_duplicates(live_demo: DemoHandle) -> None:
+    state = EndpointState(live_demo.url)
+    records = poll(state, [], keep=50_000, now=100.0)
+    assert state.up is True and state.last_ok == 100.0 and state.error == ""
+    assert len(state.services["services"]) == 9
+    assert records and state.cursor == max(r["seq"] for r in records)
+    again = poll(state, records, keep=50_000)
+    seqs = [r["seq"] for r in again]
+    assert len(seqs) == len(set(seqs)) and len(again) >= len(records)
+    assert state.cursor == max(seqs)
+
+
+def test_poll_trims_to_keep(live_demo: DemoHandle) -> None:
+    records = poll(EndpointState(live_demo.url), [], keep=25)
+    assert len(records) == 25
+
+
+def test_poll_marks_down_keeps_data_and_stamps_recovery(live_demo: DemoHandle) -> None:
+    state = EndpointState(DEAD)
+    kept = [{"endpoint": DEAD, "seq": 1, "time": 1.0}]
+    assert poll(state, kept, keep=10, now=50.0) is kept
+    assert state.up is False and state.down_since == 50.0 and "cannot reach" in state.error
+    poll(state, kept, keep=10, now=60.0)
+    assert state.down_since == 50.0  # still the start of the outage
+    state.url = live_demo.url  # the endpoint is back
+    poll(state, [], keep=10, now=70.0)
+    assert state.up is True and state.recovered_at == 70.0 and state.down_since is None
+
+
+def test_poll_restarts_the_cursor_when_the_endpoint_restarted(live_demo: DemoHandle) -> None:
+    state = EndpointState(live_demo.url, cursor=10**12, stats={"uptime_seconds": 10**9})
+    records = poll(state, [], keep=50_000)
+    assert records and state.cursor is not None and state.cursor < 10**12
+
+
+def test_fetch_json_errors(live_demo: DemoHandle) -> None:
+    with pytest.raises(FetchError, match="HTTP 404"):
+        fetch_json(live_demo.url, "/nope")
+    with pytest.raises(FetchError, match="did not return JSON"):
+        fetch_json(live_demo.url, "/metrics")
+    with pytest.raises(FetchError, match="HTTP 400"):
+        fetch_json(live_demo.url, "/api/flow?limit=0")
+
+
+@pytest.fixture
+def guarded() -> Iterator[str]:
+    """A real endpoint that wants a bearer token."""
+    registry = CollectorRegistry()
+    flow = FlowRecorder()
+    bus = InMemoryCommBus(registry=registry, flow=flow)
+    coordinator = CommBusCoordinator(None, bus, registry=registry, flow=flow)
+    coordinator.register_service(ServiceDescriptor("svc", "worker"))
+    server = serve(coordinator, token="s3cret")
+    try:
+        yield server.url
+    finally:
+        server.close()
+        coordinator.telemetry.close()
+        bus.telemetry.close()
+
+
+def test_bearer_token(guarded: str) -> None:
+    state = EndpointState(guarded)
+    poll(state, [], keep=10)
+    assert state.up is False and "HTTP 401" in state.error
+    poll(state, [], keep=10, token="s3cret")
+    assert state.up is True and state.services["services"][0]["name"] == "svc"
