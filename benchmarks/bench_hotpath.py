@@ -4,9 +4,14 @@ Measures, interleaved round by round so that machine noise hits every case alike
 
 - the floor: a direct ``await handler(msg)``;
 - reference points: blinker and pyee delivering the same message to the same (sync) handler;
-- publish (1 and 10 subscribers), send, query (default timeout armed) and dispatch, with
-  telemetry off and with the built-in telemetry on (OpenTelemetry SDK + batch span
-  processor + Prometheus, into a private registry).
+- publish (1 and 10 subscribers), send, query (default timeout armed) and dispatch in four
+  modes: ``off`` (``instrument=False``); ``on``, the built-in telemetry with an
+  OpenTelemetry SDK provider + batch span processor, every message sampled, Prometheus into
+  a private registry, the flow recorder; ``unsampled``, the same with the ``ALWAYS_OFF``
+  sampler; ``no_sdk``, the built-in telemetry with no tracer provider configured (metrics
+  and flow only: what ``get_commbus()`` costs out of the box).
+
+Handlers never suspend, so the figures are the bus's own overhead.
 
 Prints µs/message (median over rounds), the ratio to the floor and to blinker, the number of
 spans the batch processor dropped, and writes everything to ``benchmarks/results/hotpath.json``.
@@ -62,13 +67,14 @@ class Telemetry:
     """The built-in telemetry wired to a private registry and an SDK provider that exports
     into a counter (so the benchmark measures our cost, not an exporter's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sampled: bool = True) -> None:
         from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
         from opentelemetry.sdk.trace.export import (
             BatchSpanProcessor,
             SpanExporter,
             SpanExportResult,
         )
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
         from prometheus_client import CollectorRegistry
 
         outer = self
@@ -84,7 +90,7 @@ class Telemetry:
             def on_end(self, span: Any) -> None:
                 outer.ended += 1
 
-        self.provider = TracerProvider()
+        self.provider = TracerProvider(sampler=ALWAYS_ON if sampled else ALWAYS_OFF)
         # Sized for bursts of a busy bus: see README "Sizing the batch span processor".
         self.provider.add_span_processor(
             BatchSpanProcessor(CountingExporter(), max_queue_size=65536, max_export_batch_size=2048)
@@ -100,8 +106,7 @@ class Telemetry:
         return self.ended - self.exported
 
 
-def build_cases(telemetry: Telemetry | None) -> dict[str, Loop]:
-    opts: dict[str, Any] = telemetry.options() if telemetry else {"instrument": False}
+def build_cases(opts: dict[str, Any]) -> dict[str, Loop]:
     bus1 = InMemoryCommBus(logger=NullLogger(), **opts)
     bus10 = InMemoryCommBus(logger=NullLogger(), **opts)
 
@@ -201,11 +206,22 @@ async def measure(cases: dict[str, Loop], rounds: int, messages: int) -> dict[st
     return {name: statistics.median(xs) for name, xs in samples.items()}
 
 
+MODES = ("off", "on", "unsampled", "no_sdk")
+
+
 async def run(rounds: int, messages: int) -> dict[str, Any]:
+    from prometheus_client import CollectorRegistry
+
     telemetry = Telemetry()
+    modes: dict[str, dict[str, Any]] = {
+        "off": {"instrument": False},
+        "on": telemetry.options(),
+        "unsampled": Telemetry(sampled=False).options(),
+        "no_sdk": {"registry": CollectorRegistry()},
+    }
     cases: dict[str, Loop] = dict(reference_cases())
-    cases.update({f"{k}/off": v for k, v in build_cases(None).items()})
-    cases.update({f"{k}/on": v for k, v in build_cases(telemetry).items()})
+    for mode, opts in modes.items():
+        cases.update({f"{k}/{mode}": v for k, v in build_cases(opts).items()})
     medians = await measure(cases, rounds, messages)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -222,14 +238,13 @@ async def run(rounds: int, messages: int) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> str:
     us = result["us_per_message"]
     floor, blink = us["floor"], us["blinker"]
-    lines = [
-        f"{'case':<12}{'off µs':>9}{'on µs':>9}{'off/floor':>11}{'off/blinker':>13}"
-        f"{'target off':>12}{'target on':>11}",
-    ]
+    head = f"{'case':<12}" + "".join(f"{m + ' µs':>14}" for m in MODES)
+    lines = [head + f"{'off/floor':>11}{'off/blinker':>13}{'target off':>12}{'target on':>11}"]
     for name, (t_off, t_on) in TARGETS.items():
         off, on = us[f"{name}/off"], us[f"{name}/on"]
+        cells = "".join(f"{us[f'{name}/{m}']:>14.2f}" for m in MODES)
         lines.append(
-            f"{name:<12}{off:>9.2f}{on:>9.2f}{off / floor:>11.1f}{off / blink:>13.2f}"
+            f"{name:<12}{cells}{off / floor:>11.1f}{off / blink:>13.2f}"
             f"{_target(off, t_off):>12}{_target(on, t_on):>11}"
         )
     lines.append(
@@ -237,8 +252,8 @@ def report(result: dict[str, Any]) -> str:
         f" pyee {us['pyee']:.2f} µs"
     )
     lines.append(
-        f"spans: {result['spans_ended']} ended, {result['spans_dropped']} dropped by the batch"
-        " processor"
+        f"spans ('on' mode): {result['spans_ended']} ended, {result['spans_dropped']} dropped"
+        " by the batch processor"
     )
     return "\n".join(lines)
 

@@ -1,0 +1,491 @@
+"""Adapter benchmark: the bus over Redis and NATS next to the raw client, in one run.
+
+For each broker it measures, producer and consumer in this one process (one event loop,
+as the raw baselines), telemetry off:
+
+- **publish**: throughput (one ``await bus.publish`` after another: the adapters queue a
+  publish in order and return; raw: pipelined redis-py ``PUBLISH`` batches of 100 /
+  nats-py ``publish``) until the subscriber saw them all, and one-at-a-time latency from
+  publish to the subscriber (p50/p99);
+- **send** (durable): throughput (windows of 100 concurrent sends, consumer ``prefetch=100``;
+  raw: pipelined ``XADD`` -> ``XREADGROUP COUNT 100`` -> ``XACK`` / JetStream publish ->
+  pull ``fetch(100)`` -> ack) until all were handled, and one-at-a-time latency;
+- **query**: one-at-a-time round trip p50/p99 (raw: redis-py request/reply over two
+  Pub/Sub channels / nats-py ``request``).
+
+Targets (issue 5): publish throughput >= 70% of raw; query p50 within 1.3x of raw.
+Raw and adapter are measured alternately, round by round (medians of the throughput
+rounds; latency samples pooled), so machine noise hits both alike. Prints a table with the
+ratios (adapter / raw) and writes ``benchmarks/results/adapters.json``.
+
+Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick]`` (needs Redis on
+127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222, or JT_REDIS_URL/JT_NATS_URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.ipc.adapters import MessageRegistry
+from jeeves_control_tower.logging import NullLogger
+
+RESULTS = Path(__file__).parent / "results" / "adapters.json"
+REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
+PAYLOAD = "x" * 64
+
+
+@dataclass
+class Tick:
+    n: int
+    body: str = PAYLOAD
+    category: str = field(default="event", init=False)
+
+
+@dataclass
+class Work:
+    n: int
+    body: str = PAYLOAD
+    category: str = field(default="command", init=False)
+
+
+@dataclass
+class Ask:
+    n: int
+    body: str = PAYLOAD
+    category: str = field(default="query", init=False)
+
+
+REGISTRY = MessageRegistry()
+for _cls in (Tick, Work, Ask):
+    REGISTRY.register(_cls)
+RAW = json.dumps({"n": 1, "body": PAYLOAD}).encode()
+
+
+class Counter:
+    """Counts arrivals; ``wait(n)`` returns when ``n`` arrived."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._target = -1
+        self._event = asyncio.Event()
+
+    def hit(self, *_: Any) -> None:
+        self.n += 1
+        if self.n >= self._target > 0:
+            self._event.set()
+
+    async def wait(self, n: int, timeout: float = 60.0) -> None:
+        self._target = n
+        if self.n >= n:
+            return
+        self._event.clear()
+        await asyncio.wait_for(self._event.wait(), timeout)
+
+
+async def throughput(
+    n: int, window: int, one: Callable[[int], Awaitable[Any]], c: Counter
+) -> float:
+    """``window == 1``: one awaited call after another (a publish returns before it is
+    delivered); otherwise windows of ``window`` concurrent calls."""
+    start, base = time.perf_counter(), c.n
+    if window == 1:
+        for i in range(n):
+            await one(i)
+    else:
+        for i in range(0, n, window):
+            await asyncio.gather(*(one(j) for j in range(i, min(n, i + window))))
+    await c.wait(base + n)
+    return n / (time.perf_counter() - start)
+
+
+async def latency(n: int, one: Callable[[int], Awaitable[Any]], c: Counter | None) -> list[float]:
+    samples = []
+    for i in range(n):
+        base = c.n if c is not None else 0
+        start = time.perf_counter()
+        await one(i)
+        if c is not None:
+            await c.wait(base + 1)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def stats(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {
+        "p50_us": round(samples[len(samples) // 2] * 1e6, 1),
+        "p99_us": round(samples[int(len(samples) * 0.99)] * 1e6, 1),
+        "mean_us": round(statistics.fmean(samples) * 1e6, 1),
+    }
+
+
+# ---------------------------------------------------------------------- the two sides
+
+Op = Callable[[int], Awaitable[Any]]
+
+
+@dataclass
+class Side:
+    """What one client (raw or adapter) offers the runner: an operation per pattern, the
+    counter its consumer bumps, and how to close it."""
+
+    publish: Op
+    events: Counter
+    publish_window: int
+    send: Op
+    commands: Counter
+    send_window: int
+    query: Op
+    close: Callable[[], Awaitable[None]]
+
+
+async def adapter_side(kind: str) -> Side:
+    if kind == "redis":
+        from jeeves_control_tower.ipc.adapters.redis import RedisTransport as T
+
+        url, prefix = REDIS_URL, f"bench:{uuid.uuid4().hex[:8]}:"
+    else:
+        from jeeves_control_tower.ipc.adapters.nats import NatsTransport as T  # type: ignore[assignment]
+
+        url, prefix = NATS_URL, f"bench{uuid.uuid4().hex[:8]}"
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    events, commands = Counter(), Counter()
+    consumer.subscribe("Tick", events.hit)
+    consumer.register_handler("Work", commands.hit)
+    consumer.register_handler("Ask", lambda q: q.n)
+    opts = {"prefix": prefix, "registry": REGISTRY, "metrics": False, "logger": NullLogger()}
+    opts["prefetch"] = 100  # the raw consumers read 100 at a time too
+    tp = await T.connect(producer, url, **opts)
+    tc = await T.connect(consumer, url, **opts)
+    await tc.sync()
+
+    async def close() -> None:
+        await tp.close()
+        await tc.close()
+        await cleanup(kind, url, prefix)
+
+    return Side(
+        publish=lambda i: producer.publish(Tick(i)),  # returns before delivery: no window
+        events=events,
+        publish_window=1,
+        send=lambda i: producer.send(Work(i)),  # returns once stored: windows of 100
+        commands=commands,
+        send_window=100,
+        query=lambda i: producer.query(Ask(i)),
+        close=close,
+    )
+
+
+async def cleanup(kind: str, url: str, prefix: str) -> None:
+    if kind == "redis":
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url(url)
+        keys = [k async for k in r.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await r.delete(*keys)
+        await r.aclose()
+    else:
+        import nats
+
+        nc = await nats.connect(url)
+        for name in (f"{prefix}_commands", f"{prefix}_dead"):
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(name)
+        await nc.close()
+
+
+async def raw_redis_side() -> Side:
+    import redis.asyncio as aioredis
+
+    prefix = f"bench:{uuid.uuid4().hex[:8]}:"
+    pub, sub = aioredis.from_url(REDIS_URL), aioredis.from_url(REDIS_URL)
+    events, replies, commands = Counter(), Counter(), Counter()
+    ps = sub.pubsub()
+    await ps.subscribe(f"{prefix}evt", f"{prefix}req")
+    ps_rep = pub.pubsub()
+    await ps_rep.subscribe(f"{prefix}rep")
+    stream = f"{prefix}cmd"
+    await pub.xgroup_create(stream, "g", id="0", mkstream=True)
+
+    async def reader() -> None:
+        async for m in ps.listen():
+            if m["type"] != "message":
+                continue
+            if m["channel"] == f"{prefix}req".encode():
+                await sub.publish(f"{prefix}rep", m["data"])
+            else:
+                events.hit()
+
+    async def reply_reader() -> None:
+        async for m in ps_rep.listen():
+            if m["type"] == "message":
+                replies.hit()
+
+    async def consumer() -> None:
+        while True:
+            got = await sub.xreadgroup("g", "c", {stream: ">"}, count=100, block=1000)
+            for _, entries in got or ():
+                ids = [e[0] for e in entries]
+                for _ in ids:
+                    commands.hit()
+                await sub.xack(stream, "g", *ids)
+
+    tasks = [asyncio.create_task(t()) for t in (reader, reply_reader, consumer)]
+
+    async def batch(command: str, i: int) -> None:
+        """A pipeline of 100 commands: the raw client's way to throughput."""
+        pipe = pub.pipeline(transaction=False)
+        for _ in range(100):
+            if command == "publish":
+                pipe.publish(f"{prefix}evt", RAW)
+            else:
+                pipe.xadd(stream, {"f": RAW})
+        await pipe.execute()
+
+    async def query(i: int) -> None:
+        base = replies.n
+        await pub.publish(f"{prefix}req", RAW)
+        await replies.wait(base + 1)
+
+    async def close() -> None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ps.aclose()
+        await ps_rep.aclose()
+        await pub.delete(stream)
+        await pub.aclose()
+        await sub.aclose()
+
+    side = Side(
+        publish=lambda i: batch("publish", i),
+        events=events,
+        publish_window=-100,  # each call sends 100
+        send=lambda i: batch("xadd", i),
+        commands=commands,
+        send_window=-100,
+        query=query,
+        close=close,
+    )
+    side.publish_one = lambda i: pub.publish(f"{prefix}evt", RAW)  # type: ignore[attr-defined]
+    side.send_one = lambda i: pub.xadd(stream, {"f": RAW})  # type: ignore[attr-defined]
+    return side
+
+
+async def raw_nats_side() -> Side:
+    import nats
+    from nats.js.api import RetentionPolicy, StorageType
+
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    nc, nc2 = await nats.connect(NATS_URL), await nats.connect(NATS_URL)
+    events, commands = Counter(), Counter()
+
+    async def on_event(msg: Any) -> None:
+        events.hit()
+
+    async def on_request(msg: Any) -> None:
+        await msg.respond(msg.data)
+
+    await nc2.subscribe(f"{prefix}.evt", cb=on_event)
+    await nc2.subscribe(f"{prefix}.req", cb=on_request)
+    await nc2.flush()
+    js, js2 = nc.jetstream(), nc2.jetstream()
+    await js.add_stream(
+        name=f"{prefix}_raw",
+        subjects=[f"{prefix}.cmd"],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.FILE,
+    )
+    psub = await js2.pull_subscribe(f"{prefix}.cmd", durable="raw", stream=f"{prefix}_raw")
+
+    async def consumer() -> None:
+        while True:
+            try:
+                msgs = await psub.fetch(100, timeout=1)
+            except Exception:  # fetch timeouts and transient JetStream status replies
+                continue
+            for m in msgs:
+                await m.ack()
+                commands.hit()
+
+    task = asyncio.create_task(consumer())
+
+    async def close() -> None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await js.delete_stream(f"{prefix}_raw")
+        await nc.close()
+        await nc2.close()
+
+    return Side(
+        publish=lambda i: nc.publish(f"{prefix}.evt", RAW),
+        events=events,
+        publish_window=1,
+        send=lambda i: js.publish(f"{prefix}.cmd", RAW, timeout=30),
+        commands=commands,
+        send_window=100,
+        query=lambda i: nc.request(f"{prefix}.req", RAW, timeout=5),
+        close=close,
+    )
+
+
+async def measure_throughput(side: Side, pattern: str, n: int) -> float:
+    op, counter, window = (
+        (side.publish, side.events, side.publish_window)
+        if pattern == "publish"
+        else (side.send, side.commands, side.send_window)
+    )
+    if window < 0:  # each call carries -window messages
+        start, base = time.perf_counter(), counter.n
+        for i in range(n // -window):
+            await op(i)
+        await counter.wait(base + n)
+        return n / (time.perf_counter() - start)
+    return await throughput(n, window, op, counter)
+
+
+async def measure_latency(side: Side, pattern: str, n: int) -> list[float]:
+    if pattern == "query":
+        return await latency(n, side.query, None)
+    one = getattr(side, f"{pattern}_one", None) or (
+        side.publish if pattern == "publish" else side.send
+    )
+    return await latency(n, one, side.events if pattern == "publish" else side.commands)
+
+
+async def compare(kind: str, n: dict[str, int], rounds: int) -> dict[str, Any]:
+    """Raw and adapter measured alternately, round by round, so machine noise hits both."""
+    raw = await (raw_redis_side() if kind == "redis" else raw_nats_side())
+    adapter = await adapter_side(kind)
+    sides = {"raw": raw, "adapter": adapter}
+    tput: dict[str, dict[str, list[float]]] = {w: {"publish": [], "send": []} for w in sides}
+    lats: dict[str, dict[str, list[float]]] = {
+        w: {"publish": [], "send": [], "query": []} for w in sides
+    }
+    try:
+        for side in sides.values():  # warm-up
+            await measure_throughput(side, "publish", 1000)
+            await measure_latency(side, "query", 100)
+        for _ in range(rounds):
+            for who, side in sides.items():
+                for pattern, count in (("publish", n["pub"]), ("send", n["send"])):
+                    try:
+                        tput[who][pattern].append(await measure_throughput(side, pattern, count))
+                    except TimeoutError as exc:
+                        raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
+            for pattern in ("publish", "send", "query"):
+                for who, side in sides.items():
+                    count = n["query"] if pattern == "query" else n["lat"]
+                    try:
+                        lats[who][pattern] += await measure_latency(side, pattern, count // rounds)
+                    except TimeoutError as exc:
+                        raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
+    finally:
+        for side in sides.values():
+            await side.close()
+    out: dict[str, Any] = {}
+    for who in sides:
+        out[who] = {}
+        for pattern in ("publish", "send", "query"):
+            s = stats(lats[who][pattern])
+            t = statistics.median(tput[who][pattern]) if pattern != "query" else 1e6 / s["mean_us"]
+            out[who][pattern] = {"throughput": round(t), **s}
+    return out
+
+
+# ---------------------------------------------------------------------- report
+
+
+def ratios(adapter: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    return {
+        p: {
+            "throughput": round(adapter[p]["throughput"] / raw[p]["throughput"], 2),
+            "p50": round(adapter[p]["p50_us"] / raw[p]["p50_us"], 2),
+            "p99": round(adapter[p]["p99_us"] / raw[p]["p99_us"], 2),
+        }
+        for p in ("publish", "send", "query")
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    head = f"{'broker':6} {'pattern':8} {'':8} {'msg/s':>9} {'p50 µs':>9} {'p99 µs':>9}"
+    lines = [head, "-" * len(head)]
+    for kind, r in results["brokers"].items():
+        for p in ("publish", "send", "query"):
+            for who in ("raw", "adapter"):
+                x = r[who][p]
+                lines.append(
+                    f"{kind:6} {p:8} {who:8} {x['throughput']:>9} {x['p50_us']:>9} {x['p99_us']:>9}"
+                )
+            q = r["ratio"][p]
+            lines.append(
+                f"{'':6} {'':8} {'ratio':8} {q['throughput']:>9} {q['p50']:>9} {q['p99']:>9}"
+            )
+        t = r["targets"]
+        lines.append(
+            f"{kind}: publish throughput {t['publish_throughput_ratio']} (target >= 0.7:"
+            f" {'met' if t['publish_ok'] else 'MISSED'}), query p50 {t['query_p50_ratio']}x"
+            f" (target <= 1.3: {'met' if t['query_ok'] else 'MISSED'})"
+        )
+    return "\n".join(lines)
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    n = {"pub": 20_000, "send": 5_000, "query": 4_000, "lat": 1_000}
+    if quick:
+        n = {"pub": 5_000, "send": 1_000, "query": 500, "lat": 300}
+    brokers: dict[str, Any] = {}
+    rounds = 2 if quick else 3
+    for kind in ("redis", "nats"):
+        both = await compare(kind, n, rounds)
+        r = ratios(both["adapter"], both["raw"])
+        brokers[kind] = {
+            "raw": both["raw"],
+            "adapter": both["adapter"],
+            "ratio": r,
+            "targets": {
+                "publish_throughput_ratio": r["publish"]["throughput"],
+                "publish_ok": r["publish"]["throughput"] >= 0.7,
+                "query_p50_ratio": r["query"]["p50"],
+                "query_ok": r["query"]["p50"] <= 1.3,
+            },
+        }
+    return {
+        "generated_at": datetime.now(UTC).isoformat(),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "messages": n,
+        "rounds": rounds,
+        "brokers": brokers,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.quick))
+    print(table(results))
+    if not args.quick:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
