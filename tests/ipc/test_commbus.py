@@ -581,3 +581,96 @@ class TestIntrospectionAndSingleton:
         assert get_commbus() is a
         reset_commbus()
         assert get_commbus() is not a
+
+
+class TestFanOutTaskBinding:
+    """A started coroutine never moves to another task: what a subscriber binds to the
+    current task before its first suspension (asyncio.timeout, a TaskGroup) stays right."""
+
+    async def test_timeouts_inside_concurrent_subscribers(self, bus: InMemoryCommBus) -> None:
+        outcomes: list[str] = []
+
+        def make(name: str, delay: float) -> Any:
+            async def sub(_: Any) -> None:
+                try:
+                    async with asyncio.timeout(0.05):
+                        await asyncio.sleep(delay)
+                    outcomes.append(f"{name}:done")
+                except TimeoutError:
+                    outcomes.append(f"{name}:timeout")
+
+            return sub
+
+        bus.subscribe("MemoryStored", make("a", 1))
+        bus.subscribe("MemoryStored", make("b", 1))
+        bus.subscribe("MemoryStored", make("c", 0))
+        await asyncio.wait_for(bus.publish(MemoryStored("x")), 2)
+        assert sorted(outcomes) == ["a:timeout", "b:timeout", "c:done"]
+
+    async def test_task_group_inside_subscribers(self, bus: InMemoryCommBus) -> None:
+        done: list[int] = []
+
+        async def sub(_: Any) -> None:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(asyncio.sleep(0.01))
+            done.append(1)
+
+        for _ in range(3):
+            bus.subscribe("MemoryStored", sub)
+        await bus.publish(MemoryStored("x"))
+        assert done == [1, 1, 1]
+
+    async def test_current_task_is_stable_within_a_subscriber(self, bus: InMemoryCommBus) -> None:
+        stable: list[bool] = []
+
+        async def sub(_: Any) -> None:
+            me = asyncio.current_task()
+            await asyncio.sleep(0)
+            stable.append(asyncio.current_task() is me)
+
+        for _ in range(3):
+            bus.subscribe("MemoryStored", sub)
+        await bus.publish(MemoryStored("x"))
+        assert stable == [True, True, True]
+
+    async def test_sync_subscriber_returning_awaitable_after_a_suspended_one(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        seen: list[str] = []
+
+        async def slow(_: Any) -> None:
+            await asyncio.sleep(0.001)
+            seen.append("slow")
+
+        async def later() -> None:
+            await asyncio.sleep(0)
+            seen.append("later")
+
+        bus.subscribe("MemoryStored", slow)
+        bus.subscribe("MemoryStored", lambda e: later())
+        await bus.publish(MemoryStored("x"))
+        assert sorted(seen) == ["later", "slow"]
+
+
+async def test_clear_keeps_an_attached_transport(bus: InMemoryCommBus) -> None:
+    carried: list[str] = []
+
+    class Fake:
+        async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
+            carried.append(ctx.message_type)
+
+        async def send(self, ctx: MiddlewareContext, message: Any) -> None:
+            carried.append(ctx.message_type)
+
+        async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any:
+            return "remote"
+
+    bus.attach_transport(Fake())
+    bus.subscribe("MemoryStored", lambda e: carried.append("local"))
+    bus.clear()
+    await bus.publish(MemoryStored("x"))
+    assert carried == ["MemoryStored"]
+    assert await bus.query(GetState()) == "remote"
+    bus.detach_transport()
+    with pytest.raises(NoHandlerError):
+        await bus.query(GetState())

@@ -457,3 +457,83 @@ class TestMessaging:
         await coordinator.publish_event(GetSessionState("def"))
         assert [g.session_id for g in got] == ["abc"]
         assert await coordinator.send_query(GetSessionState("s1")) == {"session": "s1"}
+
+
+class _Recorder:
+    """A dispatch observer that records outcomes."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[tuple[str, int]] = []
+
+    def dispatch_start(self, target: Any, envelope: Any) -> None:
+        return None
+
+    def attempt_start(self, token: Any, target: Any, attempt: int) -> None:
+        return None
+
+    def attempt_end(self, token: Any, attempt_token: Any, error: Any) -> None:
+        pass
+
+    def dispatch_end(
+        self, token: Any, target: Any, outcome: str, attempts: int, error: Any, duration: float
+    ) -> None:
+        self.outcomes.append((outcome, attempts))
+
+    def service_changed(self, service: Any, queue_depth: int) -> None:
+        pass
+
+    def service_removed(self, service: Any) -> None:
+        pass
+
+
+class TestRemoteDispatch:
+    async def test_remote_result_and_remote_termination(self, bus: InMemoryCommBus) -> None:
+        class Remote:
+            async def dispatch(
+                self, target: DispatchTarget, envelope: Envelope, deadline: float
+            ) -> Envelope:
+                assert deadline > asyncio.get_running_loop().time()
+                if envelope.request_id == "bad":
+                    envelope.terminate("service 'svc' timed out (remote)")
+                    envelope.errors.append({"service": "svc", "outcome": "timeout"})
+                else:
+                    envelope.outputs["remote"] = True
+                return envelope
+
+        c = CommBusCoordinator(None, bus, remote=Remote(), instrument=False)
+        rec = _Recorder()
+        c.add_observer(rec)
+        register(c)  # registered, no local handler: goes to the remote
+        ok = await c.dispatch(target(), env("good"))
+        assert ok.outputs == {"remote": True} and not ok.terminated
+        bad = await c.dispatch(target(), env("bad"))
+        assert bad.termination_reason == "service 'svc' timed out (remote)"
+        assert len(bad.errors) == 1  # not terminated a second time here
+        assert rec.outcomes == [("ok", 1), ("timeout", 1)]
+
+
+def test_update_remote_service_notifies_observers(coordinator: CommBusCoordinator) -> None:
+    seen: list[tuple[str, int, int, int, bool]] = []
+
+    class Watch(_Recorder):
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            seen.append(
+                (
+                    service.name,
+                    service.current_load,
+                    service.max_concurrent,
+                    queue_depth,
+                    service.healthy,
+                )
+            )
+
+    coordinator.add_observer(Watch())
+    register(coordinator, "mirror", metadata={"remote": True})
+    assert coordinator.update_remote_service(
+        "mirror", current_load=3, max_concurrent=8, queue_depth=2, healthy=False
+    )
+    assert not coordinator.update_remote_service(
+        "ghost", current_load=0, max_concurrent=1, queue_depth=0, healthy=True
+    )
+    assert seen[-1] == ("mirror", 3, 8, 2, False)
+    assert coordinator.list_services(healthy_only=True) == []

@@ -16,8 +16,9 @@ uninstrumented path, as with a plain ``await``; don't rely on either behaviour.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from contextvars import copy_context
 from typing import Any, Protocol, runtime_checkable
 
@@ -336,7 +337,7 @@ class InMemoryCommBus:
         self._subscribers.clear()
         self._handlers.clear()
         self._middlewares.clear()
-        self._chain = None
+        self._rebuild_chain()  # an attached transport keeps its (empty) chain
         self._registrations_changed()
 
     # ------------------------------------------------------------------ publish
@@ -364,44 +365,7 @@ class InMemoryCommBus:
             except Exception as exc:
                 self._subscriber_failed(message_type, sub, exc)
             return
-        await self._fan_out_plain(event, message_type, subs)
-
-    async def _fan_out_plain(
-        self, event: Any, message_type: str, subs: tuple[_Handler, ...]
-    ) -> None:
-        """:meth:`_fan_out` without middleware: the same semantics, a tighter loop."""
-        pending: list[tuple[_Handler, Resume, Any]] | None = None
-        for sub in subs:
-            try:
-                if sub.is_async:
-                    coro: Coroutine[Any, Any, Any] = sub.fn(event)  # type: ignore[assignment]
-                    try:
-                        step = coro.send(None)
-                    except StopIteration:
-                        continue
-                    result: Any = Resume(coro, step)
-                else:
-                    result = start(sub.fn, False, event)
-                    if result.__class__ is not Resume:
-                        continue
-            except Exception as exc:
-                self._subscriber_failed(message_type, sub, exc)
-                continue
-            if pending is None:
-                pending = []
-            pending.append((sub, result, None))
-        if pending is None:
-            return
-        if len(pending) == 1:
-            sub, resume, _ = pending[0]
-            await self._finish_subscriber(message_type, sub, resume, None, (), None)
-            return
-        await asyncio.gather(
-            *[
-                self._finish_subscriber(message_type, sub, resume, None, (), None)
-                for sub, resume, _ in pending
-            ]
-        )
+        await self._fan_out(event, message_type, subs, None)
 
     async def _fan_out(
         self,
@@ -410,70 +374,90 @@ class InMemoryCommBus:
         subs: tuple[_Handler, ...],
         ctx: MiddlewareContext | None,
     ) -> list[BaseException]:
-        """Start every subscriber eagerly; drive the suspended ones concurrently.
+        """Run every subscriber of one publish, concurrently; return their errors (logged).
 
-        Returns the subscriber errors (already logged)."""
+        Subscribers start in order. While no started subscriber is suspended, the next one
+        runs eagerly in the publisher's task (most finish there without a task). Once one
+        has suspended it keeps the publisher's task, and every later async subscriber starts
+        in a task of its own: a started coroutine never moves to another task, because what
+        it bound to the current task (``asyncio.timeout``, a ``TaskGroup``) must stay right.
+        """
         errors: list[BaseException] = []
-        pending: list[tuple[_Handler, Resume, Any]] = []
         hooks = ctx.hooks if ctx is not None else ()
+        inline: tuple[_Handler, Any, Any] | None = None
+        tasks: list[asyncio.Task[BaseException | None]] = []
         for sub in subs:
+            context = None
+            tokens: Any = None
             if ctx is not None:
                 ctx.handlers.append(sub.name)
-            if hooks:
-                assert ctx is not None
-                context = copy_context()
-                tokens = context.run(self._hooks_start, hooks, ctx, sub.name)
-                try:
-                    result = start_in(context, sub.fn, sub.is_async, event)
-                except Exception as exc:
-                    self._subscriber_failed(message_type, sub, exc)
-                    errors.append(exc)
-                    self._hooks_end(hooks, ctx, tokens, exc)
-                    continue
-                if result.__class__ is Resume:
-                    pending.append((sub, result, tokens))
-                else:
-                    self._hooks_end(hooks, ctx, tokens, None)
-                continue
+                if hooks:
+                    context = copy_context()
+                    tokens = context.run(self._hooks_start, hooks, ctx, sub.name)
             try:
-                result = start(sub.fn, sub.is_async, event)
+                if inline is None:
+                    if context is not None:
+                        result = start_in(context, sub.fn, sub.is_async, event)
+                    else:
+                        result = start(sub.fn, sub.is_async, event)
+                    if result.__class__ is Resume:
+                        inline = (sub, result, tokens)
+                        continue
+                else:  # the publisher's task is taken: this one gets a task of its own
+                    awaitable = sub.fn(event)  # an async handler's coroutine: made, not started
+                    if sub.is_async or inspect.isawaitable(awaitable):
+                        tasks.append(
+                            asyncio.get_running_loop().create_task(
+                                self._finish_subscriber(
+                                    message_type, sub, awaitable, ctx, hooks, tokens
+                                ),
+                                context=context,
+                            )
+                        )
+                        continue
             except Exception as exc:
                 self._subscriber_failed(message_type, sub, exc)
                 errors.append(exc)
+                if hooks:
+                    assert ctx is not None
+                    self._hooks_end(hooks, ctx, tokens, exc)
                 continue
-            if result.__class__ is Resume:
-                pending.append((sub, result, None))
-        if not pending:
+            if hooks:
+                assert ctx is not None
+                self._hooks_end(hooks, ctx, tokens, None)
+        if inline is None and not tasks:
             return errors
-        if len(pending) == 1:
-            sub, resume, tokens = pending[0]
-            error = await self._finish_subscriber(message_type, sub, resume, ctx, hooks, tokens)
-            if error is not None:
-                errors.append(error)
-            return errors
-        tasks = [
-            asyncio.ensure_future(
-                self._finish_subscriber(message_type, sub, resume, ctx, hooks, tokens)
-            )
-            for sub, resume, tokens in pending
-        ]
-        for error in await asyncio.gather(*tasks):
-            if error is not None:
-                errors.append(error)
+        try:
+            if inline is not None:
+                sub, resume, tokens = inline
+                error = await self._finish_subscriber(message_type, sub, resume, ctx, hooks, tokens)
+                if error is not None:
+                    errors.append(error)
+            if tasks:
+                for error in await asyncio.gather(*tasks):
+                    if error is not None:
+                        errors.append(error)
+        except BaseException:
+            # Cancelled (or worse): take the subscriber tasks down with us, leave none behind.
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            raise
         return errors
 
     async def _finish_subscriber(
         self,
         message_type: str,
         sub: _Handler,
-        resume: Resume,
+        awaitable: Any,
         ctx: MiddlewareContext | None,
         hooks: tuple[Any, ...],
         tokens: Any,
     ) -> BaseException | None:
         error: BaseException | None = None
         try:
-            await resume
+            await awaitable
         except Exception as exc:
             self._subscriber_failed(message_type, sub, exc)
             error = exc

@@ -109,6 +109,7 @@ class _Ended(Exception):
         self.reason = reason
         self.error = error
         self.attempts = 0
+        self.envelope: Envelope | None = None  # already terminated elsewhere (remote)
 
 
 class CommBusCoordinator:
@@ -223,6 +224,26 @@ class CommBusCoordinator:
         if it grew."""
         return self._registry.set_capacity(service_name, max_concurrent)
 
+    def update_remote_service(
+        self,
+        service_name: str,
+        *,
+        current_load: int,
+        max_concurrent: int,
+        queue_depth: int,
+        healthy: bool,
+    ) -> bool:
+        """Set the load, capacity, queue depth and health of a service served by another
+        process (as reported by its heartbeats); telemetry observers are told at once.
+        ``False`` if it is not registered. For transports, not for local services."""
+        return self._registry.update_mirror(
+            service_name,
+            current_load=current_load,
+            max_concurrent=max_concurrent,
+            queue_depth=queue_depth,
+            healthy=healthy,
+        )
+
     def queue_depth(self, service_name: str) -> int:
         """Dispatches waiting for a slot of ``service_name`` right now."""
         return self._registry.queue_depth(service_name)
@@ -267,7 +288,7 @@ class CommBusCoordinator:
             try:
                 return (await self._dispatch(target, envelope, None))[0]
             except _Ended as ended:
-                return self._terminate(envelope, target, ended)
+                return ended.envelope or self._terminate(envelope, target, ended)
         return await self._dispatch_observed(target, envelope, observers)
 
     async def _dispatch_observed(
@@ -290,7 +311,7 @@ class CommBusCoordinator:
         except _Ended as ended:
             outcome, error = ended.outcome, ended.error or ended
             attempts[0] = ended.attempts
-            return self._terminate(envelope, target, ended)
+            return ended.envelope or self._terminate(envelope, target, ended)
         except BaseException as exc:
             outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
             error = exc
@@ -318,7 +339,17 @@ class CommBusCoordinator:
         handler = self._handlers.get(name)
         if handler is None:
             if self.remote is not None:
-                return await self.remote.dispatch(target, envelope, deadline), 1
+                remote = await self.remote.dispatch(target, envelope, deadline)
+                if remote.terminated:  # ended remotely: keep its reason, count its outcome
+                    last = remote.errors[-1] if remote.errors else {}
+                    outcome = last.get("outcome") if isinstance(last, dict) else None
+                    ended = _Ended(
+                        outcome if outcome in DISPATCH_OUTCOMES else "error",
+                        remote.termination_reason or "terminated remotely",
+                    )
+                    ended.attempts, ended.envelope = 1, remote
+                    raise ended
+                return remote, 1
             raise _Ended(
                 "no_handler",
                 f"service {name!r} has no local handler and no CommBus adapter is configured",

@@ -109,6 +109,19 @@ class ServiceRegistry:
         self._admission[name].refill()
         return True
 
+    def update_mirror(
+        self, name: str, *, current_load: int, max_concurrent: int, queue_depth: int, healthy: bool
+    ) -> bool:
+        """Overwrite a remote service's figures (it has no local slots) and tell observers."""
+        svc = self._services.get(name)
+        if svc is None:
+            return False
+        svc.current_load = current_load
+        svc.max_concurrent = max(1, max_concurrent)
+        svc.healthy = healthy
+        self._notify(svc, queue_depth)
+        return True
+
     def _load_changed(self, descriptor: ServiceDescriptor, admission: Admission) -> None:
         descriptor.current_load = admission.in_use
         if self._observers and self._services.get(descriptor.name) is descriptor:

@@ -1,7 +1,47 @@
 """Bridges from the bus to external message brokers.
 
-Each transport lives in its own subpackage and is imported only when used, so the optional
-client libraries (redis, nats-py) are never needed by the core.
+The shared machinery (wire codec, message registry, the :class:`BrokerTransport` base)
+is importable from here; each transport lives in its own subpackage and is imported only
+when used, so the optional client libraries (redis, nats-py) are never needed by the core::
+
+    from jeeves_control_tower.ipc.adapters.redis import RedisTransport
+    transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")
+
+``RedisTransport`` and ``NatsTransport`` are also reachable as attributes of this package
+(imported on first access).
 """
 
-__all__: list[str] = []
+from typing import Any
+
+from .base import BrokerTransport, TransportFeatures, redact_url
+from .codec import Frame, Reply, WireCodec
+from .inbound import RemoteError
+from .registry import MessageRegistry, WireError, default_registry, register_message
+from .services import RemoteServices
+
+__all__ = [
+    "BrokerTransport",
+    "Frame",
+    "MessageRegistry",
+    "RemoteError",
+    "RemoteServices",
+    "Reply",
+    "TransportFeatures",
+    "WireCodec",
+    "WireError",
+    "default_registry",
+    "redact_url",
+    "register_message",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisTransport":
+        from .redis import RedisTransport
+
+        return RedisTransport
+    if name == "NatsTransport":
+        from .nats import NatsTransport
+
+        return NatsTransport
+    raise AttributeError(name)

@@ -1,0 +1,334 @@
+"""What every broker transport shares; a transport only moves bytes.
+
+:class:`BrokerTransport` implements the bus's :class:`~jeeves_control_tower.ipc.Transport`
+protocol once for every broker: it encodes outgoing messages with the :class:`WireCodec`,
+injects the W3C trace context (``traceparent``) into the frame headers while the producer
+span is current, decodes what arrives (rejecting bad frames with a counted reason, never
+crashing the consumer), continues the producer's trace around local delivery, maps query
+replies to results or exceptions, and keeps the broker consumption in step with what is
+registered on the bus (through :meth:`InMemoryCommBus.add_registration_listener`).
+
+A transport subclass (Redis, NATS, later RabbitMQ) implements only these primitives:
+
+- ``_connect()`` / ``_disconnect()``;
+- ``_publish_frame(type, data)``, ``_send_frame(type, data, message_id)``,
+  ``_request(type, data, corr, timeout) -> bytes`` (raising ``asyncio.TimeoutError`` or
+  :class:`NoHandlerError`);
+- ``_start_consuming(pattern, type)`` / ``_stop_consuming(pattern, type)``, feeding what it
+  receives to :meth:`handle_event`, :meth:`handle_command` and :meth:`handle_query`.
+
+Telemetry "settings provider": ``transport.system`` is the ``messaging.system`` value
+(``redis``, ``nats``) and :meth:`destination` the broker-side name of a destination, so the
+tracing and metrics middleware can label spans and series without knowing the broker.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Self
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+from ...logging import ensure_logger
+from ..commbus import InMemoryCommBus
+from ..middleware import MiddlewareContext
+from ..middlewares.dedupe import DedupeMiddleware
+from .codec import WireCodec
+from .features import TransportFeatures, default_process_id, redact_url
+from .inbound import InboundMixin
+from .metrics import AdapterMetrics
+from .registry import MessageRegistry
+
+__all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
+
+InternalCallback = Callable[[Any], Awaitable[Any]]
+
+
+class BrokerTransport(InboundMixin, abc.ABC):
+    """Base of the broker transports; see the module docstring for the contract.
+
+    Lifecycle: ``await Transport.connect(bus, url, ...)`` connects, starts consuming what
+    the bus has registered, adds the dedupe middleware (``dedupe=True``) and attaches
+    itself to the bus; ``await transport.close()`` undoes all of it. Subscriptions and
+    handlers registered later are picked up automatically; ``await transport.sync()``
+    waits until the broker side caught up with them (a message published by another
+    process before that may be missed, as with any late subscriber).
+    """
+
+    system: ClassVar[str] = "broker"
+    features: ClassVar[TransportFeatures]
+
+    def __init__(
+        self,
+        bus: InMemoryCommBus,
+        *,
+        prefix: str = "jeeves",
+        registry: MessageRegistry | None = None,
+        codec_format: str = "json",
+        max_frame_bytes: int = 1 << 20,
+        logger: Any = None,
+        metrics_registry: Any = None,
+        metrics: bool = True,
+        dedupe: bool | DedupeMiddleware = True,
+        max_concurrency: int = 256,
+        process_id: str | None = None,
+    ) -> None:
+        if not isinstance(bus, InMemoryCommBus):
+            raise TypeError(f"bus must be an InMemoryCommBus, got {type(bus).__name__}")
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        self.bus = bus
+        self.prefix = prefix
+        self.process_id = process_id or default_process_id()
+        self.metrics = AdapterMetrics(self.system, metrics_registry, enabled=metrics)
+        self.codec = WireCodec(
+            registry,
+            format=codec_format,
+            max_frame_bytes=max_frame_bytes,
+            on_reject=self.metrics.rejected,
+        )
+        self.logger = ensure_logger(logger, f"jeeves_control_tower.adapters.{self.system}")
+        self.max_concurrency = max_concurrency
+        if dedupe is True:
+            self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
+        else:
+            self._dedupe = dedupe or None
+        self._internal: dict[tuple[str, str], InternalCallback] = {}
+        self._consuming: set[tuple[str, str]] = set()
+        self._refresh_lock = asyncio.Lock()
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._dirty = False
+        self._unlisten: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> Self:
+        """Connect, consume what the bus has registered, then attach to the bus."""
+        if self._started:
+            return self
+        self._started = True
+        await self._connect()
+        self._unlisten = self.bus.add_registration_listener(self._registrations_changed)
+        await self.refresh()
+        if self._dedupe is not None and self._dedupe not in self.bus.middlewares:
+            self.bus.add_middleware(self._dedupe)
+        self.bus.attach_transport(self)
+        return self
+
+    async def close(self) -> None:
+        """Detach from the bus, stop consuming, let running handlers finish (briefly),
+        and disconnect. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._unlisten is not None:
+            self._unlisten()
+        if self.bus.transport is self:
+            self.bus.detach_transport()
+        if self._dedupe is not None:
+            self.bus.remove_middleware(self._dedupe)
+        if self._refresh_task is not None:
+            self._refresh_task.cancel()
+        try:
+            await self._stop_all()
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5.0)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._disconnect()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def destination(self, pattern: str, message_type: str) -> str:
+        """The broker-side name (channel, stream, subject) ``pattern`` uses for a type."""
+        return f"{self.prefix}{pattern}:{message_type}"
+
+    # ------------------------------------------------------------------ consumption
+
+    def _wanted(self) -> set[tuple[str, str]]:
+        want = set(self._internal)
+        bus = self.bus
+        for t in bus.get_registered_types():
+            if bus.get_subscribers(t):
+                want.add(("publish", t))
+            if bus.has_handler(t):
+                want.add(("send", t))
+                want.add(("query", t))
+        return want
+
+    async def refresh(self) -> None:
+        """Bring broker consumption in line with the bus's registrations (and internal
+        endpoints). Runs automatically after each change; await it to be sure."""
+        async with self._refresh_lock:
+            while not self._closed:
+                self._dirty = False
+                want = self._wanted()
+                for key in sorted(self._consuming - want):
+                    self._consuming.discard(key)
+                    await self._stop_consuming(*key)
+                for key in sorted(want - self._consuming):
+                    await self._start_consuming(*key)
+                    self._consuming.add(key)
+                if not self._dirty:
+                    return
+
+    async def sync(self) -> None:
+        """Wait until every registration change so far is reflected on the broker."""
+        while self._refresh_task is not None and not self._refresh_task.done():
+            await asyncio.shield(self._refresh_task)
+        await self.refresh()
+
+    def _registrations_changed(self) -> None:
+        self._dirty = True
+        if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):
+            return
+        self._refresh_task = asyncio.get_running_loop().create_task(self._background_refresh())
+
+    async def _background_refresh(self) -> None:
+        delay = 0.05
+        while not self._closed:
+            try:
+                await self.refresh()
+                return
+            except Exception as exc:
+                self.logger.error(
+                    "transport_refresh_failed", error_type=type(exc).__name__, error=str(exc)
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _stop_all(self) -> None:
+        for key in sorted(self._consuming):
+            self._consuming.discard(key)
+            try:
+                await self._stop_consuming(*key)
+            except Exception as exc:
+                self.logger.warning("transport_stop_failed", error=str(exc))
+
+    # ------------------------------------------------------------------ internal endpoints
+
+    def add_internal_subscriber(self, event_type: str, callback: InternalCallback) -> None:
+        """Consume events of ``event_type`` into ``callback`` instead of the bus (for the
+        adapters' own traffic, such as service heartbeats)."""
+        self._internal[("publish", event_type)] = callback
+        self._registrations_changed()
+
+    def add_internal_handler(self, query_type: str, callback: InternalCallback) -> None:
+        """Answer queries of ``query_type`` with ``await callback(message)``."""
+        self._internal[("query", query_type)] = callback
+        self._registrations_changed()
+
+    def remove_internal(self, pattern: str, message_type: str) -> None:
+        if self._internal.pop((pattern, message_type), None) is not None:
+            self._registrations_changed()
+
+    async def publish_internal(self, message: Any) -> None:
+        """Publish outside the bus's middleware chain."""
+        ctx = MiddlewareContext(message, _type_of(message), pattern="publish")
+        await self.publish(ctx, message)
+
+    async def query_internal(self, message: Any, timeout: float) -> Any:
+        """Query outside the bus's middleware chain (trace context still propagates)."""
+        ctx = MiddlewareContext(message, _type_of(message), pattern="query")
+        return await self.query(ctx, message, timeout)
+
+    # ------------------------------------------------------------------ outgoing (Transport)
+
+    def _out_headers(self, ctx: MiddlewareContext) -> dict[str, str] | None:
+        headers = ctx.headers
+        if headers and "traceparent" in headers:
+            return headers  # the tracing middleware already put the producer span there
+        if not otel_context.get_current():
+            return headers or None  # no span and no baggage: nothing to propagate
+        headers = dict(headers) if headers else {}
+        propagate.inject(headers)
+        return headers or None
+
+    async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
+        """Hand an event to the broker; returns once the broker (or, while it is
+        unreachable, the bounded reconnect buffer) holds it."""
+        data = self.codec.encode(
+            message, pattern="publish", message_id=ctx.message_id, headers=self._out_headers(ctx)
+        )
+        await self._publish_frame(ctx.message_type, data)
+
+    async def send(self, ctx: MiddlewareContext, message: Any) -> None:
+        """Queue a command durably on the broker (see the transport for buffering)."""
+        mid = ctx.message_id
+        data = self.codec.encode(
+            message, pattern="send", message_id=mid, headers=self._out_headers(ctx)
+        )
+        await self._send_frame(ctx.message_type, data, mid)
+
+    async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any:
+        """Ask the one handler of the query's type in any process; its result, or
+        ``asyncio.TimeoutError``, :class:`NoHandlerError`, :class:`QueryAbortedError`,
+        :class:`RemoteError`."""
+        corr = self._new_corr()
+        data = self.codec.encode(
+            message,
+            pattern="query",
+            message_id=ctx.message_id,
+            headers=self._out_headers(ctx),
+            reply_to=self._reply_to(),
+            corr=corr or None,
+            ttl=round(timeout, 6),
+            ts=round(time.time(), 6),
+        )
+        raw = await self._request(ctx.message_type, data, corr, timeout)
+        return self._result_of(ctx.message_type, raw)
+
+    def _new_corr(self) -> str:
+        return ""
+
+    def _reply_to(self) -> str | None:
+        return None
+
+    # ------------------------------------------------------------------ to implement
+
+    @abc.abstractmethod
+    async def _connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _publish_frame(self, message_type: str, data: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _request(
+        self, message_type: str, data: bytes, corr: str, timeout: float
+    ) -> bytes: ...
+
+    @abc.abstractmethod
+    async def _start_consuming(self, pattern: str, message_type: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _stop_consuming(self, pattern: str, message_type: str) -> None: ...
+
+
+def _type_of(message: Any) -> str:
+    from ..messages import get_message_type
+
+    return get_message_type(message)

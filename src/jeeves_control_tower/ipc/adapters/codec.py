@@ -1,0 +1,334 @@
+"""The wire format every broker adapter speaks.
+
+A message frame is one JSON object (or MessagePack map), UTF-8, at most
+``max_frame_bytes`` (1 MiB by default)::
+
+    {"v": 1,                      # wire version; anything else is rejected
+     "id": "5f0c...-1a",          # message id: the same on every redelivery (dedupe key)
+     "type": "OrderPlaced",       # routing type (get_message_type of the message)
+     "class": "DynamicEvent",     # registered class name, only when it differs from type
+     "pattern": "publish",        # publish | send | query
+     "headers": {"traceparent": "00-...-01"},   # str -> str, optional
+     "payload": {...},            # the message's fields (registered class)
+     "reply_to": "...", "corr": "...",          # query only, transport-specific
+     "ttl": 2.5, "ts": 1764450000.1}            # query only: seconds left, send time
+
+A reply frame answers a query::
+
+    {"v": 1, "corr": "...", "ok": true, "result": <JSON>, "rclass": "Name"?}
+    {"v": 1, "corr": "...", "ok": false,
+     "error": {"kind": "no_handler|timeout|aborted|error|rejected", "type": "...",
+               "message": "..."}}
+
+Decoding is strict and total: every problem raises :class:`WireError` with a ``reason``
+(the ``commbus_wire_rejected_total`` label), never any other exception. An invalid
+``traceparent``/``tracestate`` is removed from the headers (and reported through
+``on_reject("bad_traceparent")``) while the message itself is still delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ..messages import get_message_type
+from .formats import Json, Msgpack, depth
+from .registry import MessageRegistry, WireError, default_registry
+
+__all__ = ["Frame", "Reply", "WireCodec", "WireError"]
+
+WIRE_VERSION = 1
+_PATTERNS = frozenset(("publish", "send", "query"))
+_TRACEPARENT = re.compile(
+    r"^(?!ff)[0-9a-f]{2}-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$"
+)
+_MAX_ID = 256
+_MAX_HEADER_KEY = 256
+_MAX_HEADER_VALUE = 8192
+_MAX_ERROR_TEXT = 2000
+
+
+@dataclasses.dataclass(slots=True)
+class Frame:
+    """A decoded message frame."""
+
+    id: str
+    type: str
+    pattern: str
+    message: Any
+    headers: dict[str, str] | None
+    reply_to: str | None = None
+    corr: str | None = None
+    ttl: float | None = None
+    ts: float | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Reply:
+    """A decoded reply frame: ``ok`` with ``result``, or an error ``kind``."""
+
+    corr: str | None
+    ok: bool
+    result: Any = None
+    kind: str = ""
+    error_type: str = ""
+    message: str = ""
+
+
+class WireCodec:
+    """Encodes outgoing messages and decodes incoming frames (see the module docstring).
+
+    ``on_reject(reason)`` is called for every rejection and every stripped traceparent
+    (the adapters count it in ``commbus_wire_rejected_total``); it must not raise.
+    """
+
+    def __init__(
+        self,
+        registry: MessageRegistry | None = None,
+        *,
+        format: str = "json",
+        max_frame_bytes: int = 1 << 20,
+        max_depth: int = 32,
+        max_headers: int = 64,
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        if format not in ("json", "msgpack"):
+            raise ValueError(f"format must be 'json' or 'msgpack', got {format!r}")
+        if max_frame_bytes < 1024 or max_depth < 2 or max_headers < 0:
+            raise ValueError("max_frame_bytes >= 1024, max_depth >= 2, max_headers >= 0")
+        self.registry = registry if registry is not None else default_registry
+        self._fmt: Any = Json() if format == "json" else Msgpack()
+        self.format = format
+        self._is_json = format == "json"
+        self.max_frame_bytes = max_frame_bytes
+        self.max_depth = max_depth
+        self.max_headers = max_headers
+        self._on_reject = on_reject
+
+    # ------------------------------------------------------------------ encode
+
+    def encode(
+        self,
+        message: Any,
+        *,
+        pattern: str,
+        message_id: str,
+        headers: dict[str, str] | None = None,
+        reply_to: str | None = None,
+        corr: str | None = None,
+        ttl: float | None = None,
+        ts: float | None = None,
+    ) -> bytes:
+        """One frame for ``message``; ``WireError`` when it cannot travel (class not
+        registered, a value JSON cannot carry, frame over the size limit)."""
+        name, payload = self.registry.to_payload(message)
+        mtype = get_message_type(message)
+        frame: dict[str, Any] = {
+            "v": WIRE_VERSION,
+            "id": message_id,
+            "type": mtype,
+            "pattern": pattern,
+            "payload": payload,
+        }
+        if name != mtype:
+            frame["class"] = name
+        if headers:
+            frame["headers"] = headers
+        if reply_to is not None:
+            frame["reply_to"] = reply_to
+        if corr is not None:
+            frame["corr"] = corr
+        if ttl is not None:
+            frame["ttl"] = ttl
+        if ts is not None:
+            frame["ts"] = ts
+        return self._dump(frame, f"{pattern} {mtype!r}")
+
+    def encode_reply(
+        self,
+        corr: str | None,
+        *,
+        result: Any = None,
+        kind: str = "",
+        error: BaseException | None = None,
+    ) -> bytes:
+        """A reply frame: the result when ``kind`` is empty, else the error. A result
+        that cannot be encoded becomes an ``error`` reply saying so."""
+        frame: dict[str, Any] = {"v": WIRE_VERSION, "corr": corr}
+        if not kind:
+            frame["ok"] = True
+            if self.registry.is_registered_object(result):
+                frame["rclass"], frame["result"] = self.registry.to_payload(result)
+            else:
+                frame["result"] = result
+            try:
+                return self._dump(frame, "reply")
+            except WireError as exc:
+                kind, error = "error", exc
+        text = str(error) if error is not None else kind
+        frame["ok"] = False
+        frame.pop("result", None)
+        frame.pop("rclass", None)
+        frame["error"] = {
+            "kind": kind,
+            "type": type(error).__name__ if error is not None else kind,
+            "message": text[:_MAX_ERROR_TEXT],
+        }
+        return self._dump(frame, "reply")
+
+    def _dump(self, frame: dict[str, Any], what: str) -> bytes:
+        try:
+            data: bytes = self._fmt.dumps(frame)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise WireError("unencodable", f"{what}: {exc}") from None
+        if len(data) > self.max_frame_bytes:
+            raise WireError(
+                "oversized", f"{what}: {len(data)} bytes > max_frame_bytes={self.max_frame_bytes}"
+            )
+        return data
+
+    # ------------------------------------------------------------------ decode
+
+    def _load(self, data: bytes) -> dict[str, Any]:
+        if data.__class__ is not bytes:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise WireError("malformed", f"frame must be bytes, got {type(data).__name__}")
+            data = bytes(data)
+        if len(data) > self.max_frame_bytes:
+            raise WireError(
+                "oversized", f"{len(data)} bytes > max_frame_bytes={self.max_frame_bytes}"
+            )
+        try:
+            obj = self._fmt.loads(data)
+        except RecursionError:
+            raise WireError("too_deep", "nesting exceeds the parser's limit") from None
+        except Exception as exc:
+            raise WireError("malformed", f"not a valid {self.format} frame: {exc}") from None
+        if obj.__class__ is not dict:
+            raise WireError("malformed", "a frame must be an object")
+        # Counting brackets is C-fast; only a frame that could be too deep is walked.
+        maybe_deep = not self._is_json or data.count(b"{") + data.count(b"[") > self.max_depth
+        if maybe_deep and depth(obj, self.max_depth + 1) > self.max_depth:
+            raise WireError("too_deep", f"nesting deeper than max_depth={self.max_depth}")
+        version = obj.get("v")
+        if version != WIRE_VERSION or type(version) is not int:
+            raise WireError("bad_version", f"unsupported wire version {version!r}")
+        return obj
+
+    def decode(self, data: bytes) -> Frame:
+        """The frame in ``data``; :class:`WireError` for anything wrong with it."""
+        try:
+            return self._decode(data)
+        except WireError as exc:
+            self._rejected(exc.reason)
+            raise
+        except Exception as exc:  # a gap in the checks above must still not crash a consumer
+            self._rejected("malformed")
+            raise WireError("malformed", f"unchecked {type(exc).__name__}: {exc}") from None
+
+    def _decode(self, data: bytes) -> Frame:
+        obj = self._load(data)
+        get = obj.get
+        fid: Any = get("id")
+        mtype: Any = get("type")
+        pattern = get("pattern")
+        if not _short_str(fid) or not _short_str(mtype):
+            raise WireError("malformed", "'id' and 'type' must be non-empty strings")
+        if type(pattern) is not str or pattern not in _PATTERNS:
+            raise WireError("malformed", f"'pattern' must be publish/send/query, got {pattern!r}")
+        reply_to = corr = ttl = ts = None
+        if pattern == "query":
+            reply_to, corr = get("reply_to"), get("corr")
+            if reply_to is not None and not _short_str(reply_to):
+                raise WireError("malformed", "'reply_to' must be a short string")
+            if corr is not None and not _short_str(corr):
+                raise WireError("malformed", "'corr' must be a short string")
+            ttl = _opt_number(get("ttl"), "ttl")
+            ts = _opt_number(get("ts"), "ts")
+        try:
+            raw_headers = get("headers")
+            headers = None if raw_headers is None else self._headers(raw_headers)
+            cls_name: Any = get("class", mtype)
+            if cls_name is not mtype and not _short_str(cls_name):
+                raise WireError("malformed", "'class' must be a non-empty string")
+            message = self.registry.from_payload(cls_name, get("payload"))
+            if cls_name is not mtype and get_message_type(message) != mtype:
+                raise WireError(
+                    "type_mismatch",
+                    f"payload builds a {get_message_type(message)!r}, frame says {mtype!r}",
+                )
+        except WireError as exc:
+            exc.frame_id, exc.reply_to, exc.corr = fid, reply_to, corr
+            raise
+        return Frame(fid, mtype, pattern, message, headers, reply_to, corr, ttl, ts)
+
+    def _headers(self, raw: Any) -> dict[str, str] | None:
+        if raw is None:
+            return None
+        if not isinstance(raw, dict) or len(raw) > self.max_headers:
+            raise WireError("bad_headers", f"headers must be an object of <= {self.max_headers}")
+        for k, v in raw.items():
+            if (
+                not isinstance(k, str)
+                or not isinstance(v, str)
+                or len(k) > _MAX_HEADER_KEY
+                or len(v) > _MAX_HEADER_VALUE
+            ):
+                raise WireError("bad_headers", f"header {str(k)[:40]!r} must be a short string")
+        tp = raw.get("traceparent")
+        if tp is not None and not _TRACEPARENT.match(tp):
+            raw.pop("traceparent")
+            raw.pop("tracestate", None)
+            self._rejected("bad_traceparent")
+        return raw or None
+
+    def decode_reply(self, data: bytes) -> Reply:
+        """The reply in ``data``; :class:`WireError` for anything wrong with it."""
+        try:
+            obj = self._load(data)
+            corr = obj.get("corr")
+            if corr is not None and not _short_str(corr):
+                raise WireError("malformed", "'corr' must be a short string")
+            if obj.get("ok") is True:
+                result = obj.get("result")
+                rclass = obj.get("rclass")
+                if rclass is not None:
+                    if not _short_str(rclass):
+                        raise WireError("malformed", "'rclass' must be a string")
+                    result = self.registry.from_payload(rclass, result)
+                return Reply(corr, True, result)
+            err = obj.get("error")
+            if obj.get("ok") is not False or not isinstance(err, dict):
+                raise WireError("malformed", "a reply needs ok=true or an error object")
+            kind: Any = err.get("kind")
+            etype: Any = err.get("type")
+            text: Any = err.get("message")
+            if not all(isinstance(x, str) for x in (kind, etype, text)):
+                raise WireError("malformed", "error kind/type/message must be strings")
+            return Reply(corr, False, None, kind, etype[:200], text[:_MAX_ERROR_TEXT])
+        except WireError as exc:
+            self._rejected(exc.reason)
+            raise
+        except Exception as exc:
+            self._rejected("malformed")
+            raise WireError("malformed", f"unchecked {type(exc).__name__}: {exc}") from None
+
+    def _rejected(self, reason: str) -> None:
+        if self._on_reject is not None:
+            with contextlib.suppress(Exception):  # metrics must never break decoding
+                self._on_reject(reason)
+
+
+def _short_str(value: Any) -> bool:
+    return type(value) is str and 0 < len(value) <= _MAX_ID
+
+
+def _opt_number(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or value != value or value < 0:
+        raise WireError("malformed", f"{name!r} must be a number >= 0")
+    return float(value)

@@ -1,0 +1,323 @@
+"""NatsTransport: the bus over NATS (``nats://``, ``tls://``, user/password or token).
+
+========  ==========================================  =====================================
+pattern   NATS                                        guarantee
+========  ==========================================  =====================================
+publish   core subject ``{prefix}.evt.{type}``         every process subscribed *now*;
+                                                      at-most-once; in order per producer
+send      JetStream work-queue stream                 exactly one process; at-least-once;
+          ``{prefix}_commands``, pull consumer per    durable (file storage)
+          type, explicit ack, redelivery after
+          ``ack_wait``, ``Nats-Msg-Id`` dedupe
+query     request/reply on ``{prefix}.qry.{type}``,   one process answers (queue group), or
+          queue group ``responders``                  NoHandlerError / TimeoutError
+========  ==========================================  =====================================
+
+``publish`` returns once the event is in the client's outgoing buffer (core NATS has no
+acknowledgement; ``await transport.flush()`` waits for a server round trip). ``send``
+returns once JetStream acknowledged the command (stored); while the server is
+unreachable it retries for up to ``send_timeout`` seconds (the same ``Nats-Msg-Id``, so
+the stream stores it once), then raises :class:`TransportError`. The client reconnects by
+itself, forever, and buffers outgoing bytes meanwhile (``buffer_bytes``, default 2 MiB;
+beyond that a publish raises :class:`TransportError`). Credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any, Self
+
+from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
+from ..base import BrokerTransport, TransportFeatures, redact_url
+from .commands import JetStreamConsumer
+from .subjects import token
+
+__all__ = ["NatsTransport"]
+
+_PENDING = 10_000
+_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+
+
+def _scrub(text: str) -> str:
+    return _CREDENTIALS.sub("//***@", text)
+
+
+class NatsTransport(BrokerTransport):
+    """``transport = await NatsTransport.connect(bus, "nats://localhost:4222")``.
+
+    Options: ``prefix`` (subject namespace, default ``"jeeves"``), ``ack_wait`` (seconds
+    before an unacknowledged command is redelivered, default 30), ``max_deliveries``,
+    ``prefetch``, ``send_timeout``, ``buffer_bytes``, ``connect_options`` (passed to
+    ``nats.connect``: ``user``, ``password``, ``token``, ``tls``...), and those of
+    :class:`BrokerTransport`.
+    """
+
+    system = "nats"
+    features = TransportFeatures("nats")
+
+    def __init__(
+        self,
+        bus: InMemoryCommBus,
+        url: str = "nats://localhost:4222",
+        *,
+        prefix: str = "jeeves",
+        ack_wait: float = 30.0,
+        max_deliveries: int = 10,
+        prefetch: int = 10,
+        send_timeout: float = 30.0,
+        buffer_bytes: int = 2 << 20,
+        connect_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        if not re.match(r"^[A-Za-z0-9_-]+$", prefix):
+            raise ValueError("a NATS prefix is one subject token: letters, digits, '_' or '-'")
+        super().__init__(bus, prefix=prefix, **options)
+        if ack_wait <= 0 or max_deliveries < 1 or prefetch < 1 or send_timeout <= 0:
+            raise ValueError("ack_wait, send_timeout > 0; max_deliveries, prefetch >= 1")
+        self._url = url
+        self.url = redact_url(url)
+        self.ack_wait = float(ack_wait)
+        self.max_deliveries = max_deliveries
+        self.prefetch = prefetch
+        self.send_timeout = float(send_timeout)
+        self._buffer_bytes = buffer_bytes
+        self._connect_options = dict(connect_options or {})
+        self.stream = f"{prefix}_commands"
+        self.dead_stream = f"{prefix}_dead"
+        self._nc: Any = None
+        self._js: Any = None
+        self._subs: dict[tuple[str, str], Any] = {}
+        self._consumers: dict[str, JetStreamConsumer] = {}
+        self._query_slots = asyncio.Semaphore(self.max_concurrency)
+
+    @classmethod
+    async def connect(
+        cls, bus: InMemoryCommBus, url: str = "nats://localhost:4222", **options: Any
+    ) -> Self:
+        """Build, connect and attach to ``bus`` in one call."""
+        return await cls(bus, url, **options).start()
+
+    def destination(self, pattern: str, message_type: str) -> str:
+        kind = {"publish": "evt", "send": "cmd", "query": "qry"}.get(pattern, pattern)
+        return f"{self.prefix}.{kind}.{token(message_type)}"
+
+    @property
+    def dead_letters(self) -> str:
+        """The dead-letter subject (stored in the ``{prefix}_dead`` stream)."""
+        return f"{self.prefix}.dead"
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Wait until the server has everything published so far."""
+        await self._nc.flush(timeout=timeout)
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connect(self) -> None:
+        from nats.aio.client import Client as NatsClient
+
+        options: dict[str, Any] = {
+            "name": self.process_id,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.25,
+            "connect_timeout": 2,
+            "pending_size": self._buffer_bytes,
+            "error_cb": self._on_error,
+            "disconnected_cb": self._on_disconnected,
+            "reconnected_cb": self._on_reconnected,
+        }
+        options.update(self._connect_options)
+        client = NatsClient()
+        try:
+            await client.connect(servers=[self._url], **options)
+        except Exception as exc:
+            with contextlib.suppress(Exception):  # a failed connect may hold a socket
+                await client.close()
+            raise TransportError(
+                f"cannot connect to {self.url}: {type(exc).__name__}: {_scrub(str(exc))}"
+            ) from None
+        self._nc = client
+        self._js = client.jetstream()
+        await self._ensure_streams()
+        self.logger.info("nats_connected", url=self.url, process=self.process_id)
+
+    async def _ensure_streams(self) -> None:
+        from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
+        from nats.js.errors import BadRequestError
+
+        for name, subjects, extra in (
+            (self.stream, [f"{self.prefix}.cmd.>"], {"retention": RetentionPolicy.WORK_QUEUE}),
+            (self.dead_stream, [self.dead_letters], {"max_msgs": 10_000}),
+        ):
+            try:
+                await self._js.add_stream(
+                    name=name,
+                    subjects=subjects,
+                    storage=StorageType.FILE,
+                    discard=DiscardPolicy.OLD,
+                    **extra,
+                )
+            except BadRequestError:
+                await self._js.stream_info(name)  # exists with another config: use it
+
+    async def _disconnect(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await self._nc.close()
+            except Exception as exc:  # closing while reconnecting: the socket is gone
+                self.logger.debug("nats_close_failed", error_type=type(exc).__name__)
+
+    async def _on_error(self, exc: Exception) -> None:
+        self.logger.warning("nats_error", error_type=type(exc).__name__, error=_scrub(str(exc)))
+
+    async def _on_disconnected(self) -> None:
+        if not self.closed:
+            self.logger.warning("nats_disconnected", url=self.url)
+
+    async def _on_reconnected(self) -> None:
+        self.metrics.reconnected()
+        self.logger.info("nats_reconnected", url=self.url)
+
+    # ------------------------------------------------------------------ outgoing
+
+    def _client(self) -> Any:
+        if self._nc is None or self.closed or self._nc.is_closed:
+            raise TransportError("the NATS transport is not connected")
+        return self._nc
+
+    async def _publish_frame(self, message_type: str, data: bytes) -> None:
+        import nats.errors
+
+        try:
+            await self._client().publish(self.destination("publish", message_type), data)
+        except nats.errors.Error as exc:
+            raise TransportError(f"publish not accepted: {type(exc).__name__}") from None
+
+    async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
+        import nats.errors
+
+        subject = self.destination("send", message_type)
+        headers = {"Nats-Msg-Id": message_id}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.send_timeout
+        backoff = 0.05
+        while True:
+            client = self._client()
+            remaining = deadline - loop.time()
+            try:
+                await self._js.publish(
+                    subject, data, headers=headers, timeout=max(0.05, min(5.0, remaining))
+                )
+                return
+            except nats.errors.NoRespondersError:
+                if client.is_connected:  # no stream listening: the server lost it
+                    await self._recreate_streams()
+            except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError):
+                pass
+            except nats.errors.Error as exc:
+                raise TransportError(f"send not accepted: {type(exc).__name__}") from None
+            if loop.time() + backoff >= deadline:
+                raise TransportError(
+                    f"send {message_type!r}: JetStream did not acknowledge within"
+                    f" {self.send_timeout}s (server unreachable?); not sent"
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    async def _recreate_streams(self) -> None:
+        try:
+            await self._ensure_streams()
+        except Exception as exc:
+            self.logger.debug("nats_stream_recreate_failed", error_type=type(exc).__name__)
+
+    async def _request(self, message_type: str, data: bytes, corr: str, timeout: float) -> bytes:
+        import nats.errors
+
+        subject = self.destination("query", message_type)
+        client = self._client()
+        if not client.is_connected:  # fail fast, as while Redis is down
+            raise TransportError(f"query {message_type!r} not sent: {self.url} is unreachable")
+        try:
+            msg = await client.request(subject, data, timeout=timeout)
+        except nats.errors.NoRespondersError:
+            raise NoHandlerError(
+                f"no process handles query type {message_type!r} on {self.url}"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise TimeoutError(f"query {message_type!r} timed out after {timeout}s") from None
+        except nats.errors.Error as exc:
+            raise TransportError(f"query {message_type!r} not sent: {type(exc).__name__}") from None
+        data_out: bytes = msg.data
+        return data_out
+
+    # ------------------------------------------------------------------ consuming
+
+    async def _start_consuming(self, pattern: str, message_type: str) -> None:
+        nc = self._client()
+        subject = self.destination(pattern, message_type)
+        # A subscriber that falls behind by more than _PENDING messages loses the excess
+        # (nats-py reports a slow consumer, logged): memory stays bounded.
+        if pattern == "publish":
+            self._subs[(pattern, message_type)] = await nc.subscribe(
+                subject, cb=self._on_event, pending_msgs_limit=_PENDING
+            )
+        elif pattern == "query":
+            self._subs[(pattern, message_type)] = await nc.subscribe(
+                subject, queue="responders", cb=self._on_query, pending_msgs_limit=_PENDING
+            )
+        elif pattern == "send":
+            consumer = JetStreamConsumer(
+                self._js,
+                stream=self.stream,
+                subject=subject,
+                durable=f"cmd_{token(message_type)}",
+                handle=self.handle_command,
+                dead_letter=self._dead_letter,
+                prefetch=self.prefetch,
+                ack_wait=self.ack_wait,
+                max_deliveries=self.max_deliveries,
+                metrics=self.metrics,
+                logger=self.logger,
+            )
+            self._consumers[message_type] = consumer
+            consumer.start()
+        if nc.is_connected:
+            await nc.flush(timeout=5)  # the server has registered the interest
+
+    async def _stop_consuming(self, pattern: str, message_type: str) -> None:
+        sub = self._subs.pop((pattern, message_type), None)
+        if sub is not None and self._nc is not None and not self._nc.is_closed:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:
+                self.logger.debug("nats_unsubscribe_failed", error_type=type(exc).__name__)
+        consumer = self._consumers.pop(message_type, None) if pattern == "send" else None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def _on_event(self, msg: Any) -> None:
+        await self.handle_event(msg.data)
+
+    async def _on_query(self, msg: Any) -> None:
+        await self._query_slots.acquire()  # back-pressure into the subscription
+        # Its own task: queries are answered concurrently, and a handler's
+        # asyncio.timeout binds to the task that runs it.
+        self.spawn(self._answer(msg))
+
+    async def _answer(self, msg: Any) -> None:
+        try:
+            _, _, reply = await self.handle_query(msg.data, has_return_address=bool(msg.reply))
+            if reply is not None and msg.reply:
+                await self._client().publish(msg.reply, reply)
+        except Exception as exc:
+            self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
+        finally:
+            self._query_slots.release()
+
+    async def _dead_letter(self, data: bytes, reason: str) -> None:
+        try:
+            await self._js.publish(self.dead_letters, data, headers={"Jeeves-Reason": reason})
+        except Exception as exc:
+            self.logger.error("nats_dead_letter_failed", error_type=type(exc).__name__)

@@ -1,0 +1,159 @@
+"""Broker helpers for tests: reach the shared brokers, or run a private one.
+
+Tests against the shared brokers (Redis on 6379, NATS on 4222, or ``JT_REDIS_URL`` /
+``JT_NATS_URL``) are skipped when the broker is unreachable, unless the ``CI``
+environment variable is set: in CI an unreachable broker fails the test.
+
+Fault tests never touch the shared brokers: :class:`RedisServer` and :class:`NatsServer`
+start a private broker process on a free port and stop it by its PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def _reachable(url: str) -> bool:
+    hostport = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require(url: str, what: str) -> str:
+    """``url`` if the broker answers; skip (outside CI) or fail (in CI) otherwise."""
+    if _reachable(url):
+        return url
+    message = f"{what} is not reachable at {url}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: broker tests must run)")
+    pytest.skip(message)
+
+
+def unique(tag: str) -> str:
+    """A name unique to one test (keeps tests from seeing each other's traffic)."""
+    return f"{tag}{uuid.uuid4().hex[:10]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"broker did not listen on {port} within {timeout}s")
+
+
+class _Server:
+    """A private broker process; ``restart`` keeps its port and data directory."""
+
+    binary = ""
+
+    def __init__(self) -> None:
+        if shutil.which(self.binary) is None:
+            message = f"{self.binary} is not installed"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix=f"jt-{self.binary}-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def args(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_port(self.port, self.proc)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def restart(self, sig: int = signal.SIGTERM) -> None:
+        self.stop(sig)
+        self.start()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> _Server:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisServer(_Server):
+    """``redis-server`` with an fsync-always AOF, so a restart loses nothing acknowledged."""
+
+    binary = "redis-server"
+
+    def __init__(self, password: str | None = None) -> None:
+        super().__init__()
+        self.password = password
+
+    def args(self) -> list[str]:
+        args = [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir,
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        return args
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+
+class NatsServer(_Server):
+    """``nats-server`` with JetStream on a private store directory."""
+
+    binary = "nats-server"
+
+    def args(self) -> list[str]:
+        return [self.binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.dir]
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"

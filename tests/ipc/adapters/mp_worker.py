@@ -1,0 +1,110 @@
+"""A separate OS process for the multi-process tests: ``python -m tests.ipc.adapters.mp_worker``.
+
+Arguments: ``ROLE TRANSPORT URL PREFIX [options as JSON]``. The worker connects a bus to
+the broker, prints ``{"ready": pid}`` once its registrations are in effect, reports what
+it handles as one JSON object per line on stdout, and shuts down cleanly when its stdin
+closes (or is killed by the test). Roles:
+
+- ``subscriber``: ``{"event": n}`` for each ``Happened``.
+- ``consumer``: ``{"handled": n}`` for each ``DoWork``; option ``hang_on`` makes it print
+  ``{"started": n}`` and hang on that command (to be killed mid-command), ``sleep`` slows
+  each command down.
+- ``responder``: answers ``Ask`` with ``n * 2`` inside an instrumented bus and prints the
+  spans it recorded (``{"spans": [...]}``) after each query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.logging import NullLogger
+from tests.conformance.messages import REGISTRY, Ask, DoWork
+
+
+def emit(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+async def connect(
+    kind: str, bus: InMemoryCommBus, url: str, prefix: str, opts: dict[str, Any]
+) -> Any:
+    common: dict[str, Any] = {"prefix": prefix, "registry": REGISTRY, "metrics": False}
+    common["logger"] = NullLogger()
+    if kind == "redis":
+        from jeeves_control_tower.ipc.adapters.redis import RedisTransport
+
+        return await RedisTransport.connect(
+            bus, url, min_idle=opts.get("redelivery", 30.0), **common
+        )
+    from jeeves_control_tower.ipc.adapters.nats import NatsTransport
+
+    return await NatsTransport.connect(bus, url, ack_wait=opts.get("redelivery", 30.0), **common)
+
+
+async def main(role: str, kind: str, url: str, prefix: str, opts: dict[str, Any]) -> None:
+    exporter: Any = None
+    if role == "responder":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from prometheus_client import CollectorRegistry
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        bus = InMemoryCommBus(tracer_provider=provider, registry=CollectorRegistry(), flow=False)
+    else:
+        bus = InMemoryCommBus(instrument=False)
+
+    if role == "subscriber":
+        bus.subscribe("Happened", lambda e: emit(event=e.n))
+    elif role == "consumer":
+
+        async def handle(cmd: DoWork) -> None:
+            if cmd.n == opts.get("hang_on"):
+                emit(started=cmd.n)
+                await asyncio.sleep(3600)
+            if opts.get("sleep"):
+                await asyncio.sleep(opts["sleep"])
+            emit(handled=cmd.n)
+
+        bus.register_handler("DoWork", handle)
+    elif role == "responder":
+
+        async def answer(q: Ask) -> int:
+            asyncio.get_running_loop().call_later(0.05, report_spans)
+            return q.n * 2
+
+        def report_spans() -> None:
+            spans = exporter.get_finished_spans()
+            emit(spans=[_span(s) for s in spans])
+
+        bus.register_handler("Ask", answer)
+
+    transport = await connect(kind, bus, url, prefix, opts)
+    await transport.sync()
+    emit(ready=os.getpid())
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
+    await transport.close()
+
+
+def _span(span: Any) -> dict[str, Any]:
+    ctx = span.get_span_context()
+    return {
+        "name": span.name,
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "parent": f"{span.parent.span_id:016x}" if span.parent is not None else None,
+    }
+
+
+if __name__ == "__main__":
+    _, role, kind, url, prefix, *rest = sys.argv
+    asyncio.run(main(role, kind, url, prefix, json.loads(rest[0]) if rest else {}))

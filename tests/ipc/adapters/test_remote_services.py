@@ -1,0 +1,192 @@
+"""Services registered in one process, listed and dispatched to from another."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.ipc.adapters.services import RemoteServices
+from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.logging import NullLogger
+from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
+from tests import brokers
+from tests.conformance.conftest import eventually, nats_cleanup
+from tests.conformance.messages import REGISTRY
+
+Node = tuple[CommBusCoordinator, RemoteServices]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("nats", marks=pytest.mark.nats),
+    ]
+)
+async def node(request: pytest.FixtureRequest) -> AsyncIterator[Callable[[], Awaitable[Node]]]:
+    """Makes a "process": a bus, a transport, a coordinator and its RemoteServices."""
+    made: list[tuple[Any, RemoteServices]] = []
+    if request.param == "redis":
+        from jeeves_control_tower.ipc.adapters.redis import RedisTransport as Transport
+
+        url = brokers.require(brokers.REDIS_URL, "Redis")
+        prefix = brokers.unique("jt:test:") + ":"
+    else:
+        from jeeves_control_tower.ipc.adapters.nats import NatsTransport as Transport  # type: ignore[assignment]
+
+        url = brokers.require(brokers.NATS_URL, "NATS")
+        prefix = brokers.unique("jttest")
+
+    async def make() -> Node:
+        bus = InMemoryCommBus(instrument=False)
+        transport = await Transport.connect(
+            bus, url, prefix=prefix, registry=REGISTRY, metrics=False
+        )
+        coordinator = CommBusCoordinator(
+            NullLogger(),
+            bus,
+            retry_policy=RetryPolicy(initial_delay=0.001, max_delay=0.01, jitter_floor=1.0),
+            instrument=False,
+        )
+        services = await RemoteServices(
+            coordinator, transport, interval=0.1, forget_after=1.0
+        ).start()
+        made.append((transport, services))
+        return coordinator, services
+
+    yield make
+    for transport, services in made:
+        await services.close()
+        await transport.close()
+    if request.param == "nats":
+        await nats_cleanup(url, prefix)
+
+
+def envelope() -> Envelope:
+    return Envelope(RequestContext(request_id="r1", capability="test"))
+
+
+async def serve(node: Node, name: str, handler: Any, max_concurrent: int = 4) -> None:
+    coordinator, services = node
+    coordinator.register_service(ServiceDescriptor(name, "worker", max_concurrent=max_concurrent))
+    coordinator.register_handler(name, handler)
+    await services.announce()
+
+
+async def test_a_remote_service_is_listed_with_load_and_health(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    a, b = await node(), await node()
+    release = asyncio.Event()
+
+    async def busy(env: Envelope) -> Envelope:
+        await release.wait()
+        return env
+
+    await serve(b, "flow", busy, max_concurrent=3)
+    await eventually(lambda: a[0].get_service("flow") is not None)
+    mirror = a[0].get_service("flow")
+    assert mirror is not None and mirror.healthy and mirror.metadata["remote"] is True
+    assert mirror.max_concurrent == 3 and mirror.service_type == "worker"
+    assert mirror.metadata["processes"] == [b[1].transport.process_id]
+
+    target = DispatchTarget("flow", "run", timeout_seconds=5)
+    running = [asyncio.create_task(b[0].dispatch(target, envelope())) for _ in range(2)]
+    await eventually(lambda: mirror.current_load == 2)  # B's load, seen from A
+    release.set()
+    await asyncio.gather(*running)
+    await eventually(lambda: mirror.current_load == 0)
+
+
+async def test_dispatch_reaches_the_handler_in_another_process(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    a, b = await node(), await node()
+    calls = 0
+
+    async def flaky(env: Envelope) -> Envelope:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("first attempt fails")
+        env.outputs["served_by"] = "b"
+        return env
+
+    await serve(b, "flow", flaky)
+    await eventually(lambda: a[0].get_service("flow") is not None)
+    result = await a[0].dispatch(
+        DispatchTarget("flow", "run", timeout_seconds=5, max_retries=2), envelope()
+    )
+    assert not result.terminated
+    assert result.outputs == {"served_by": "b"}
+    assert [h["outcome"] for h in result.processing_history] == ["error", "ok"]  # B's retries
+
+
+async def test_deadline_and_termination_reasons_cross_processes(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    a, b = await node(), await node()
+
+    async def slow(env: Envelope) -> Envelope:
+        await asyncio.sleep(5)
+        return env
+
+    async def broken(env: Envelope) -> Envelope:
+        raise ValueError("bad input")
+
+    await serve(b, "slow", slow)
+    await serve(b, "broken", broken)
+    await eventually(lambda: a[0].get_service("broken") is not None)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await a[0].dispatch(DispatchTarget("slow", "run", timeout_seconds=0.3), envelope())
+    assert loop.time() - started < 1.5
+    assert result.terminated and "timed out" in (result.termination_reason or "")
+    result = await a[0].dispatch(DispatchTarget("broken", "run", max_retries=1), envelope())
+    assert result.terminated and "failed after 2 attempt(s)" in (result.termination_reason or "")
+    assert "ValueError: bad input" in (result.termination_reason or "")
+
+
+async def test_silence_makes_a_service_unhealthy_and_heartbeats_revive_it(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    a, b = await node(), await node()
+    await serve(b, "flow", lambda env: env)
+    await eventually(lambda: a[0].get_service("flow") is not None)
+    assert b[1]._task is not None
+    b[1]._task.cancel()  # heartbeats stop (the process hangs, say)
+    mirror = a[0].get_service("flow")
+    assert mirror is not None
+    await eventually(lambda: not mirror.healthy, timeout=3)
+    result = await a[0].dispatch(DispatchTarget("flow", "run"), envelope())
+    assert result.terminated and "unhealthy" in (result.termination_reason or "")
+    await b[1].announce()  # heartbeats resume
+    await eventually(lambda: mirror.healthy, timeout=3)
+
+
+async def test_a_service_gone_everywhere_ends_no_handler_then_is_forgotten(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    a, b = await node(), await node()
+    await serve(b, "flow", lambda env: env)
+    await eventually(lambda: a[0].get_service("flow") is not None)
+    await b[1].close()  # goodbye: no process serves "flow" any more
+    mirror = a[0].get_service("flow")
+    assert mirror is not None
+    await eventually(lambda: not mirror.healthy, timeout=3)
+    a[0].set_service_health("flow", True)  # pretend A missed it: the dispatch still ends cleanly
+    result = await a[0].dispatch(DispatchTarget("flow", "run", timeout_seconds=2), envelope())
+    assert result.terminated and "no live handler" in (result.termination_reason or "")
+    await eventually(lambda: a[0].get_service("flow") is None, timeout=5)  # forget_after
+
+
+async def test_a_local_service_wins_over_a_remote_one(node: Callable[[], Awaitable[Node]]) -> None:
+    a, b = await node(), await node()
+    await serve(a, "flow", lambda env: env)
+    await serve(b, "flow", lambda env: env)
+    await asyncio.sleep(0.3)
+    service = a[0].get_service("flow")
+    assert service is not None and service.metadata.get("remote") is None
