@@ -328,6 +328,8 @@ async def test_noop_global_tracer_is_harmless() -> None:
 
 
 class _Transport:
+    system = "redis"
+
     def __init__(self) -> None:
         self.headers: list[dict[str, str] | None] = []
 
@@ -356,6 +358,7 @@ async def test_outgoing_messages_carry_traceparent(bus: InMemoryCommBus, tel: Te
             f"{span.context.span_id:016x}",
         )
         assert int(flags, 16) & 1  # sampled
+        assert attrs(span)["messaging.system"] == "redis"  # the broker carrying it
 
 
 async def test_incoming_messages_continue_the_remote_trace(
@@ -374,3 +377,16 @@ async def test_incoming_messages_continue_the_remote_trace(
     assert receive.parent is not None and receive.parent.is_remote
     assert f"{receive.parent.span_id:016x}" == span_id
     assert_child(tel.span("process Stored"), receive)
+
+
+async def test_incoming_spans_name_the_transport_system(
+    bus: InMemoryCommBus, tel: Telemetry
+) -> None:
+    bus.attach_transport(_Transport())
+    bus.subscribe("Stored", lambda e: None)
+    await bus.deliver_local("publish", Stored(), headers={})
+    assert attrs(tel.span("receive Stored"))["messaging.system"] == "redis"
+    assert attrs(tel.span("process Stored"))["messaging.system"] == "redis"
+    bus.detach_transport()
+    await bus.publish(Stored())
+    assert attrs(tel.span("publish Stored"))["messaging.system"] == "jeeves.commbus"

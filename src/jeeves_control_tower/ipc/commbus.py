@@ -311,6 +311,8 @@ class InMemoryCommBus:
         ctx.direction = "in"
         ctx.headers = headers
         ctx.hooks = chain.hooks
+        if self._transport is not None:
+            ctx.system = getattr(self._transport, "system", ctx.system)
         result = await self._run_ctx(ctx, message, chain, timeout)
         return ctx.outcome, result
 
@@ -554,6 +556,7 @@ class InMemoryCommBus:
         ctx.hooks = chain.hooks
         if self._transport is not None:
             ctx.direction = "out"
+            ctx.system = getattr(self._transport, "system", ctx.system)
         return await self._run_ctx(ctx, message, chain, timeout)
 
     async def _run_ctx(

@@ -58,6 +58,10 @@ class MiddlewareContext:
     ``headers`` are the wire headers: middleware adds to them on the way out (a
     ``traceparent``, say) and reads them on the way in.
 
+    ``system`` names the messaging system carrying the message (``messaging.system``):
+    ``"jeeves.commbus"`` in process, the transport's ``system`` (``"redis"``, ``"nats"``)
+    for a message going out to or coming in from a broker.
+
     ``hooks`` are the :class:`HandlerHook` middleware to be called around each handler run
     of this message. A middleware with nothing to do for this message may drop itself from
     it in ``before`` (an unsampled trace, say); when it is empty the handlers run without a
@@ -80,6 +84,7 @@ class MiddlewareContext:
         "outcome",
         "pattern",
         "started",
+        "system",
     )
 
     def __init__(
@@ -98,6 +103,7 @@ class MiddlewareContext:
         self.direction = "local"
         self.headers: dict[str, str] | None = None
         self.hooks: tuple[Any, ...] = ()
+        self.system = "jeeves.commbus"
         self.outcome = "ok"
         self.handlers: list[str] = []
         self.started = time.perf_counter()

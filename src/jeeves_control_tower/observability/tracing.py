@@ -46,7 +46,6 @@ from .semconv import (
     OP_RECEIVE,
     OP_SEND,
     SCHEMA_URL,
-    SYSTEM,
     qualified_error_type,
 )
 
@@ -109,8 +108,8 @@ class TracingMiddleware:
         self._tracer = get_tracer(tracer_provider)
         self._record_payloads = record_payloads
         self._on_error = on_error or ErrorReporter()
-        self._producers: dict[tuple[str, str, bool], Spec] = {}
-        self._consumers: dict[tuple[str, str, str], Spec] = {}
+        self._producers: dict[tuple[str, str, bool, str], Spec] = {}
+        self._consumers: dict[tuple[str, str, str, str], Spec] = {}
 
     # ------------------------------------------------------------------ producer span
 
@@ -126,7 +125,7 @@ class TracingMiddleware:
         remote = None
         if direction == "in" and ctx.headers:
             remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
-        key = (ctx.pattern, ctx.message_type, direction == "in")
+        key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
         spec = self._producers.get(key)
         if spec is None:
             spec = self._producer_spec(key)
@@ -186,7 +185,7 @@ class TracingMiddleware:
             if entry is None or entry[2] is None:
                 return None  # not recording: the handler inherits the producer's context
             _, _, parent, message_id = entry
-            key = (ctx.pattern, ctx.message_type, handler_name)
+            key = (ctx.pattern, ctx.message_type, handler_name, ctx.system)
             spec = self._consumers.get(key)
             if spec is None:
                 spec = self._consumer_spec(key)
@@ -212,15 +211,15 @@ class TracingMiddleware:
 
     # ------------------------------------------------------------------ cached specs
 
-    def _producer_spec(self, key: tuple[str, str, bool]) -> Spec:
-        pattern, message_type, inbound = key
+    def _producer_spec(self, key: tuple[str, str, bool, str]) -> Spec:
+        pattern, message_type, inbound, system = key
         kinds = _KINDS.get(pattern, _DEFAULT_KINDS)
         operation = "receive" if inbound else pattern
         spec: Spec = (
             f"{operation} {message_type}",
             kinds[1] if inbound else kinds[0],
             {
-                MESSAGING_SYSTEM: SYSTEM,
+                MESSAGING_SYSTEM: system,
                 MESSAGING_OPERATION_TYPE: OP_RECEIVE if inbound else OP_SEND,
                 MESSAGING_OPERATION_NAME: operation,
                 MESSAGING_DESTINATION_NAME: message_type,
@@ -230,13 +229,13 @@ class TracingMiddleware:
             self._producers[key] = spec
         return spec
 
-    def _consumer_spec(self, key: tuple[str, str, str]) -> Spec:
-        pattern, message_type, handler = key
+    def _consumer_spec(self, key: tuple[str, str, str, str]) -> Spec:
+        pattern, message_type, handler, system = key
         spec: Spec = (
             f"process {message_type}",
             _KINDS.get(pattern, _DEFAULT_KINDS)[1],
             {
-                MESSAGING_SYSTEM: SYSTEM,
+                MESSAGING_SYSTEM: system,
                 MESSAGING_OPERATION_TYPE: OP_PROCESS,
                 MESSAGING_OPERATION_NAME: "process",
                 MESSAGING_DESTINATION_NAME: message_type,
