@@ -78,10 +78,12 @@ class Transport(Protocol):
     The bus calls these with the message's context after the ``before`` hooks ran
     (``ctx.direction == "out"``; ``ctx.headers`` holds what middleware put on the wire).
     Messages arriving from the broker are handed back with
-    :meth:`InMemoryCommBus.deliver_local`. ``publish`` returns once the broker accepted
-    the event; ``send`` once the command is durably queued; ``query`` returns the remote
-    handler's result or raises (``asyncio.TimeoutError``, :class:`NoHandlerError`, or the
-    remote error).
+    :meth:`InMemoryCommBus.deliver_local`. ``publish`` returns once the event is queued, in
+    order, on the transport's connection; ``send`` once the command is durably stored by
+    the broker; ``query`` returns the remote handler's result or raises
+    (``asyncio.TimeoutError``, :class:`NoHandlerError`, or the remote error). A message that
+    cannot be accepted raises (:class:`TransportError`): nothing is dropped silently.
+    ``system`` (optional, e.g. ``"redis"``) names the broker in telemetry.
     """
 
     async def publish(self, ctx: MiddlewareContext, message: Any) -> None: ...
