@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ....types import LoggerProtocol
+from ..consumer import ConsumerLoop
 from ..inbound import ACK, REJECT, REQUEUE
 from ..metrics import AdapterMetrics
 
 __all__ = ["JetStreamConsumer"]
 
 
-class JetStreamConsumer:
+class JetStreamConsumer(ConsumerLoop):
     """Pulls one command type; :meth:`stop` lets the batch in hand finish."""
 
     def __init__(
@@ -44,6 +45,7 @@ class JetStreamConsumer:
         metrics: AdapterMetrics,
         logger: LoggerProtocol,
     ) -> None:
+        super().__init__()
         self._js = js
         self._stream = stream
         self.subject = subject
@@ -55,24 +57,6 @@ class JetStreamConsumer:
         self._max_deliveries = max_deliveries
         self._metrics = metrics
         self._logger = logger
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._reading = False
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        task = self._task
-        if task is None:
-            return
-        if self._reading:
-            task.cancel()  # unacknowledged fetched messages come back after ack_wait
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
     async def _subscribe(self) -> Any:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy

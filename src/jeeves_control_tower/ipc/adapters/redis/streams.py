@@ -26,6 +26,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ....types import LoggerProtocol
+from ..consumer import ConsumerLoop
 from ..inbound import ACK, REJECT
 from ..metrics import AdapterMetrics
 from .conn import UNREACHABLE, DedicatedConnection
@@ -45,7 +46,7 @@ def _fields(raw: Any) -> dict[bytes, bytes]:
     return dict(zip(raw[::2], raw[1::2], strict=False))
 
 
-class StreamConsumer:
+class StreamConsumer(ConsumerLoop):
     """Consumes one command stream; :meth:`stop` lets the batch in hand finish."""
 
     def __init__(
@@ -63,6 +64,7 @@ class StreamConsumer:
         metrics: AdapterMetrics,
         logger: LoggerProtocol,
     ) -> None:
+        super().__init__()
         self._client = client
         self._reads = DedicatedConnection(client)
         self._writer = writer
@@ -77,24 +79,8 @@ class StreamConsumer:
         self._max_deliveries = max_deliveries
         self._metrics = metrics
         self._logger = logger
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
-        self._reading = False
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        task = self._task
-        if task is None:
-            return
-        if self._reading:
-            task.cancel()  # nothing in hand: a half-read batch stays pending, reclaimable
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    async def _closed(self) -> None:
         await self._reads.close()
 
     async def _run(self) -> None:
