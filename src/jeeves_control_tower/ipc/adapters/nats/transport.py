@@ -134,7 +134,8 @@ class NatsTransport(BrokerTransport):
             await client.connect(servers=[self._url], **options)
         except Exception as exc:
             with contextlib.suppress(Exception):  # a failed connect may hold a socket
-                await client.close()
+                # bounded: after a failed TLS handshake nats-py's close() never returns
+                await asyncio.wait_for(client.close(), timeout=1.0)
             raise TransportError(
                 f"cannot connect to {self.url}: {type(exc).__name__}: {_scrub(str(exc))}"
             ) from None
