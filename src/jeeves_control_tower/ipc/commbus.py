@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextvars import copy_context
 from typing import Any, Protocol, runtime_checkable
 
@@ -546,20 +546,22 @@ class InMemoryCommBus:
 
     # ------------------------------------------------------------------ middleware path
 
-    async def _run_chain(
+    def _run_chain(
         self,
         pattern: str,
         message: Any,
         message_type: str,
         chain: CompiledChain,
         timeout: float | None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
+        # A plain function returning _run_ctx's coroutine, which the caller awaits at once
+        # (perf: one coroutine frame less per message than ``async def`` + ``await``).
         ctx = MiddlewareContext(message, message_type, pattern=pattern)
         ctx.hooks = chain.hooks
         if self._transport is not None:
             ctx.direction = "out"
             ctx.system = getattr(self._transport, "system", ctx.system)
-        return await self._run_ctx(ctx, message, chain, timeout)
+        return self._run_ctx(ctx, message, chain, timeout)
 
     async def _run_ctx(
         self,

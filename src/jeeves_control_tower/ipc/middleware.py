@@ -67,6 +67,9 @@ class MiddlewareContext:
     it in ``before`` (an unsampled trace, say); when it is empty the handlers run without a
     context copy, which keeps the unobserved path cheap.
 
+    ``trace_id`` is filled in by telemetry (``None`` until then): the trace id of the
+    recording span current while the ``after`` hooks run, ``0`` when none records.
+
     One context belongs to one message and is only touched from the event loop thread.
     """
 
@@ -85,6 +88,7 @@ class MiddlewareContext:
         "pattern",
         "started",
         "system",
+        "trace_id",
     )
 
     def __init__(
@@ -111,6 +115,10 @@ class MiddlewareContext:
         self._timestamp = timestamp
         self._metadata = metadata
         self._message_id = message_id
+        # Per-message cache for telemetry (perf): the trace id of the recording span current
+        # for this message's ``after`` hooks (0: none), looked up once by the first hook that
+        # needs it and shared with the others instead of one context lookup per hook.
+        self.trace_id: int | None = None
 
     @property
     def timestamp(self) -> datetime:

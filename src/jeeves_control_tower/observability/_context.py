@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.trace import get_current_span
 
-__all__ = ["exemplar", "recording_trace_id"]
+__all__ = ["exemplar", "message_trace_id", "recording_trace_id"]
 
 
 def recording_trace_id() -> int:
@@ -13,6 +15,17 @@ def recording_trace_id() -> int:
     if span.is_recording():
         return span.get_span_context().trace_id
     return 0
+
+
+def message_trace_id(ctx: Any) -> int:
+    """:func:`recording_trace_id` for a bus message's ``after`` hooks, looked up once per
+    message and kept in ``ctx.trace_id`` so the metrics and flow hooks share one lookup
+    (they run back to back in the same context, so they would see the same span)."""
+    trace_id: int | None = ctx.trace_id
+    if trace_id is None:
+        span = get_current_span()
+        trace_id = ctx.trace_id = span.get_span_context().trace_id if span.is_recording() else 0
+    return trace_id
 
 
 def exemplar(trace_id: int) -> dict[str, str] | None:

@@ -4,7 +4,9 @@ in-flight).
 Sync hooks only (the bus's fast path). Per message: one in-flight ``inc``/``dec``, one
 counter ``inc`` and one histogram ``observe`` on children bound once per
 ``(pattern, message_type, outcome)``; the observation carries the current trace id as an
-exemplar when a span is recording. Never raises: failures go to ``on_error``.
+exemplar when a span is recording. The children of a ``(pattern, message_type)`` are found
+with one dict lookup (a bounded cache keyed by the raw type, in front of the label limiter).
+Never raises: failures go to ``on_error``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from ..ipc.middleware import MiddlewareContext
-from ._context import recording_trace_id
+from ._context import message_trace_id
 from ._guard import ErrorReporter
-from .metrics import CommBusMetrics, get_metrics
+from .metrics import BusSeries, CommBusMetrics, get_metrics
 from .semconv import error_type
 
 __all__ = ["MetricsMiddleware"]
 
 OnError = Callable[[str, str, BaseException], None]
 _perf = time.perf_counter
+#: Most raw ``(pattern, message_type)`` keys cached per middleware; past it, the (bounded,
+#: folding) lookup in :class:`CommBusMetrics` is used for the new ones.
+_CACHE_LIMIT = 4096
 
 
 class MetricsMiddleware:
@@ -46,10 +51,31 @@ class MetricsMiddleware:
     ) -> None:
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self._on_error = on_error or ErrorReporter(counter=self.metrics.telemetry_errors)
+        self._inflight: dict[str, Any] = {}  # pattern -> bound in-flight gauge child
+        self._series: dict[tuple[str, str], tuple[BusSeries, Any]] = {}  # raw key -> children
+
+    def _inflight_child(self, pattern: str) -> Any:
+        child = self._inflight[pattern] = self.metrics.inflight_for(pattern)
+        return child
+
+    def _bind(self, key: tuple[str, str]) -> BusSeries:
+        """First message of ``key``: the in-flight ``dec`` and the lookups, in the order of
+        the uncached path, then the children are cached for the next messages."""
+        metrics = self.metrics
+        inflight = metrics.inflight_for(key[0])
+        inflight.dec()
+        series = metrics.bus_series(*key)
+        if len(self._series) < _CACHE_LIMIT:
+            self._series[key] = (series, inflight)
+        return series
 
     def before(self, ctx: MiddlewareContext, message: Any) -> Any:
         try:
-            self.metrics.inflight_for(ctx.pattern).inc()
+            pattern = ctx.pattern
+            child = self._inflight.get(pattern)
+            if child is None:
+                child = self._inflight_child(pattern)
+            child.inc()
         except Exception as exc:
             self._on_error("metrics", "before", exc)
         return message
@@ -65,18 +91,22 @@ class MetricsMiddleware:
 
     def _record(self, ctx: MiddlewareContext, error: BaseException | None) -> None:
         elapsed = _perf() - ctx.started
-        metrics = self.metrics
         pattern = ctx.pattern
-        metrics.inflight_for(pattern).dec()
-        series = metrics.bus_series(pattern, ctx.message_type)
+        key = (pattern, ctx.message_type)
+        bundle = self._series.get(key)
+        if bundle is None:
+            series = self._bind(key)
+        else:
+            series = bundle[0]
+            bundle[1].dec()
         outcome = ctx.outcome
         counter = series.outcomes.get(outcome)
         if counter is None:
-            counter = series.outcomes[outcome] = metrics.messages_total.labels(
+            counter = series.outcomes[outcome] = self.metrics.messages_total.labels(
                 pattern, series.message_type, outcome
             )
         counter.inc()
-        trace_id = recording_trace_id()
+        trace_id = message_trace_id(ctx)
         if trace_id:
             series.duration.observe(elapsed, {"trace_id": format(trace_id, "032x")})
         else:
@@ -85,6 +115,7 @@ class MetricsMiddleware:
             if series.timeouts is not None:
                 series.timeouts.inc()
         elif outcome == "error" and error is not None and ctx.handlers:
+            metrics = self.metrics
             errors = (
                 error.exceptions
                 if pattern == "publish" and isinstance(error, BaseExceptionGroup)

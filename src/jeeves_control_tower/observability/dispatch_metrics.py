@@ -19,15 +19,24 @@ from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import recording_trace_id
 from ._guard import ErrorReporter
 from .bus_metrics import OnError
-from .metrics import OTHER, CommBusMetrics, get_metrics
+from .metrics import OTHER, CommBusMetrics, DispatchSeries, get_metrics
 
 __all__ = ["DispatchMetrics"]
 
+_CACHE_LIMIT = 4096
 _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "service_healthy")
 
 
 class _ServiceGauges:
-    __slots__ = ("capacity", "healthy", "last_capacity", "last_healthy", "load", "queue")
+    __slots__ = (
+        "capacity",
+        "healthy",
+        "last_capacity",
+        "last_healthy",
+        "last_queue",
+        "load",
+        "queue",
+    )
 
     def __init__(self, metrics: CommBusMetrics, name: str) -> None:
         self.load = metrics.service_load.labels(name)
@@ -36,6 +45,7 @@ class _ServiceGauges:
         self.healthy = metrics.service_healthy.labels(name)
         self.last_capacity = -1
         self.last_healthy: bool | None = None
+        self.last_queue = -1
 
 
 class DispatchMetrics:
@@ -55,6 +65,7 @@ class DispatchMetrics:
         self._inflight: Any = None
         self._gauges: dict[str, _ServiceGauges] = {}
         self._types: dict[str, str] = {}  # registered service -> service_type
+        self._series: dict[tuple[str, str], DispatchSeries] = {}  # raw (service, method)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -87,8 +98,16 @@ class DispatchMetrics:
     ) -> None:
         try:
             metrics = self.metrics
-            metrics.inflight_for("dispatch").dec()
-            series = metrics.dispatch_series(target.service_name, target.method)
+            inflight = self._inflight
+            if inflight is None:
+                inflight = metrics.inflight_for("dispatch")
+            inflight.dec()
+            key = (target.service_name, target.method)
+            series = self._series.get(key)  # perf: one lookup, not two label limiters
+            if series is None:
+                series = metrics.dispatch_series(*key)
+                if len(self._series) < _CACHE_LIMIT:
+                    self._series[key] = series
             counter = series.outcomes.get(outcome)
             if counter is None:
                 counter = series.outcomes[outcome] = metrics.dispatch_total.labels(
@@ -120,7 +139,9 @@ class DispatchMetrics:
                     return
                 gauges = self._gauges[name] = _ServiceGauges(self.metrics, name)
             gauges.load.set(service.current_load)
-            gauges.queue.set(queue_depth)
+            if queue_depth != gauges.last_queue:  # perf: load changes on every dispatch, this not
+                gauges.queue.set(queue_depth)
+                gauges.last_queue = queue_depth
             if service.max_concurrent != gauges.last_capacity:
                 gauges.capacity.set(service.max_concurrent)
                 gauges.last_capacity = service.max_concurrent

@@ -20,6 +20,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
     NonRecordingSpan,
+    NoOpTracer,
+    ProxyTracer,
     SpanContext,
     SpanKind,
     Status,
@@ -83,6 +85,14 @@ class DispatchTracer:
         self._on_error = on_error or ErrorReporter()
         self._specs: dict[tuple[str, str, str], dict[str, Any]] = {}
 
+    def _is_noop(self) -> bool:
+        """True when spans would come from OpenTelemetry's no-op tracer (no SDK configured),
+        resolving a proxy tracer the way its ``start_span`` does."""
+        tracer = self._tracer
+        if type(tracer) is ProxyTracer:
+            tracer = getattr(tracer, "_tracer", tracer)
+        return type(tracer) is NoOpTracer
+
     def _attributes(self, target: DispatchTarget) -> dict[str, Any]:
         key = (target.service_name, target.method, target.priority.value)
         attributes = self._specs.get(key)
@@ -106,6 +116,8 @@ class DispatchTracer:
             current = trace.get_current_span().get_span_context()
             if not current.is_valid and envelope.request_context.trace_id:
                 parent = _remote_parent(envelope.request_context)
+            if parent is None and self._is_noop():
+                return None  # what the no-op tracer amounts to: it hands back the current span
             span = self._tracer.start_span(
                 f"dispatch {target.service_name}", parent, SpanKind.CLIENT, self._attributes(target)
             )

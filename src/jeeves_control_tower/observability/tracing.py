@@ -16,8 +16,8 @@ queries continues the same trace. Each handler span is current only inside its h
 
 Cheap when nothing is sampled: attribute work is done only for recording spans, span names
 and attribute dicts are built once per ``(pattern, type[, handler])`` (bounded cache),
-and a no-op tracer costs no context switch. Payloads are recorded only with
-``record_payloads=True``. Never raises: failures go to ``on_error``.
+and a no-op tracer (no SDK configured) costs no span and no context switch. Payloads are
+recorded only with ``record_payloads=True``. Never raises: failures go to ``on_error``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+from opentelemetry.trace import (
+    NoOpTracer,
+    ProxyTracer,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    TracerProvider,
+)
 
 from .. import __version__
 from ..ipc.middleware import MiddlewareContext
@@ -110,6 +118,27 @@ class TracingMiddleware:
         self._on_error = on_error or ErrorReporter()
         self._producers: dict[tuple[str, str, bool, str], Spec] = {}
         self._consumers: dict[tuple[str, str, str, str], Spec] = {}
+        # ctx.hooks without this middleware, for the last hooks tuple seen (the bus hands
+        # every message of a chain the same tuple), so dropping out costs no new tuple.
+        self._hooks_seen: tuple[Any, ...] | None = None
+        self._hooks_left: tuple[Any, ...] = ()
+
+    def _is_noop(self) -> bool:
+        """True when spans would come from OpenTelemetry's no-op tracer (no SDK configured):
+        it hands back the current span, so a message has nothing to start or switch. A
+        proxy tracer is resolved the way its ``start_span`` does it, so a provider set
+        later is picked up."""
+        tracer = self._tracer
+        if type(tracer) is ProxyTracer:
+            tracer = getattr(tracer, "_tracer", tracer)
+        return type(tracer) is NoOpTracer
+
+    def _leave_hooks(self, ctx: MiddlewareContext) -> None:
+        hooks = ctx.hooks
+        if hooks is not self._hooks_seen:
+            self._hooks_left = tuple(h for h in hooks if h is not self)
+            self._hooks_seen = hooks
+        ctx.hooks = self._hooks_left
 
     # ------------------------------------------------------------------ producer span
 
@@ -125,6 +154,16 @@ class TracingMiddleware:
         remote = None
         if direction == "in" and ctx.headers:
             remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
+        if remote is None and self._is_noop():
+            # What the no-op tracer amounts to (see the ``else`` branch below): the span it
+            # hands back is the current one, so there is nothing to switch and no handler
+            # span; skip creating it and comparing contexts (the path of a bus with no SDK).
+            self._leave_hooks(ctx)
+            if direction == "out":
+                if ctx.headers is None:
+                    ctx.headers = {}
+                propagate.inject(ctx.headers)
+            return
         key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
         spec = self._producers.get(key)
         if spec is None:
@@ -140,7 +179,7 @@ class TracingMiddleware:
             ctx.metadata[_KEY] = (span, otel_context.attach(parent), parent, message_id)
         else:
             # Not recording: no handler spans for this message, so leave its handler hooks.
-            ctx.hooks = tuple(h for h in ctx.hooks if h is not self)
+            self._leave_hooks(ctx)
             if remote is not None or span.get_span_context() != _current_span_context():
                 # Sampled out: still make it current so nested messages inherit the decision.
                 parent = trace.set_span_in_context(span, remote)
@@ -155,7 +194,9 @@ class TracingMiddleware:
         self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
     ) -> Any:
         try:
-            entry = ctx.metadata.pop(_KEY, None)
+            # Read the metadata dict only if someone made one (perf: the property creates it).
+            metadata = ctx._metadata
+            entry = metadata.pop(_KEY, None) if metadata else None
             if entry is not None:
                 self._finish(ctx, entry, error)
         except Exception as exc:
