@@ -27,6 +27,7 @@ __all__ = [
     "DispatchHandler",
     "DispatchObserver",
     "RemoteDispatcher",
+    "WholeDispatchObserver",
 ]
 
 #: A local dispatch handler: takes the envelope, returns the (processed) envelope.
@@ -98,6 +99,17 @@ class DispatchObserver(RegistryObserver, Protocol):
         error: BaseException | None,
         duration: float,
     ) -> None: ...
+
+
+class WholeDispatchObserver:
+    """Base for dispatch observers that only watch whole dispatches: the per-attempt hooks
+    of :class:`DispatchObserver` do nothing."""
+
+    def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> None:
+        return None
+
+    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
+        return None
 
 
 class _Ended(Exception):

@@ -15,6 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from ..ipc.coordinator import WholeDispatchObserver
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import recording_trace_id
 from ._guard import ErrorReporter
@@ -48,7 +49,7 @@ class _ServiceGauges:
         self.last_queue = -1
 
 
-class DispatchMetrics:
+class DispatchMetrics(WholeDispatchObserver):
     """A :class:`~jeeves_control_tower.ipc.coordinator.DispatchObserver` recording the
     ``commbus_dispatch_*``, ``commbus_service_*`` and ``commbus_services_registered``
     metrics of one coordinator. Call its hooks from the coordinator's event loop only."""
@@ -80,12 +81,6 @@ class DispatchMetrics:
         except Exception as exc:
             self._on_error("metrics", "dispatch_start", exc)
             return 0
-
-    def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> None:
-        return None
-
-    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
-        return None
 
     def dispatch_end(
         self,

@@ -26,6 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ..ipc.coordinator import WholeDispatchObserver
 from ..ipc.middleware import MiddlewareContext
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
@@ -55,7 +56,7 @@ def _payload(message: Any) -> str:
     return text[:_PAYLOAD_LIMIT]
 
 
-class FlowRecorder:
+class FlowRecorder(WholeDispatchObserver):
     """Bounded flow feed plus per-service dispatch statistics.
 
     ``sink``, if given, is called with each record (as a dict, outside the lock, on the
@@ -170,12 +171,6 @@ class FlowRecorder:
         except Exception as exc:
             self._report("flow", "dispatch_start", exc)
             return 0
-
-    def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> None:
-        return None
-
-    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
-        return None
 
     def dispatch_end(
         self,
