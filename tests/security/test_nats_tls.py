@@ -18,10 +18,9 @@ import pytest
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
+from tests.conformance.messages import REGISTRY
 from tests.helpers import ListLogger
-from tests.security.test_redis_tls import SECRET, _no_secret, make_certs
+from tests.security.tls import SECRET, exercise_patterns, make_certs, no_secret
 
 pytestmark = pytest.mark.nats
 
@@ -77,21 +76,11 @@ async def test_publish_send_and_query_work_over_tls(
     )
     try:
         assert SECRET not in t.url and "***" in t.url and t.url.startswith("tls://")
-        events: list[int] = []
-        commands: list[int] = []
-        bus.subscribe("Happened", lambda e: events.append(e.n))
-        bus.register_handler("DoWork", lambda c: commands.append(c.n))
-        bus.register_handler("Ask", lambda q: q.n * 2)
-        await t.sync()
-        for n in range(5):
-            await bus.publish(Happened(n))
-            await bus.send(DoWork(n))
-            assert await bus.query(Ask(n)) == n * 2
-        await eventually(lambda: events == list(range(5)) and sorted(commands) == list(range(5)))
+        await exercise_patterns(bus, t)
     finally:
         await t.close()  # the private server's store goes away with it
     assert "nats_connected" in logger.messages()
-    _no_secret(logger, caplog, t.url)
+    no_secret(logger, caplog, t.url)
 
 
 async def test_a_refused_login_over_tls_does_not_leak_the_password(
@@ -119,7 +108,7 @@ async def test_a_refused_login_over_tls_does_not_leak_the_password(
         )
     assert bus.transport is None
     assert "***" in str(info.value) and "Authorization" in str(info.value)
-    _no_secret(logger, caplog, info.value, repr(info.value))
+    no_secret(logger, caplog, info.value, repr(info.value))
     assert all(wrong not in f"{m} {f!r}" for _, m, f in logger.records)
     assert wrong not in str(info.value)
 
@@ -146,4 +135,4 @@ async def test_an_unverifiable_certificate_fails_fast_without_leaking_the_passwo
         )
     assert bus.transport is None
     assert "***" in str(info.value) and "CERTIFICATE_VERIFY_FAILED" in str(info.value)
-    _no_secret(logger, caplog, info.value, repr(info.value))
+    no_secret(logger, caplog, info.value, repr(info.value))

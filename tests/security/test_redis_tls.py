@@ -8,58 +8,20 @@ reaches redis-py through the URL's query string (``ssl_ca_certs=...``)."""
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
+from tests.conformance.messages import REGISTRY
 from tests.helpers import ListLogger
+from tests.security.tls import SECRET, exercise_patterns, make_certs, no_secret, unavailable
 
 pytestmark = pytest.mark.redis
-
-SECRET = "tls-s3cr3t-pw"
-
-
-def _unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set: the TLS tests must run)")
-    pytest.skip(message)
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_certs(directory: Path) -> dict[str, Path]:
-    """A throwaway CA and a server certificate for 127.0.0.1 / localhost, signed by it."""
-    if shutil.which("openssl") is None:
-        _unavailable("the openssl CLI is not installed")
-    _openssl(
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
-        "-days", "1", "-subj", "/CN=jt-test-ca", cwd=directory,
-    )  # fmt: skip
-    _openssl(
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-        "-subj", "/CN=127.0.0.1", cwd=directory,
-    )  # fmt: skip
-    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf",
-        cwd=directory,
-    )  # fmt: skip
-    return {name: directory / f"{name}.crt" for name in ("ca", "server")} | {
-        "key": directory / "server.key"
-    }
 
 
 class TlsRedisServer(brokers.RedisServer):
@@ -89,7 +51,7 @@ class TlsRedisServer(brokers.RedisServer):
             text = self.log.read_text(errors="replace")
             self.close()
             if "tls" in text.lower():
-                _unavailable(f"this redis-server has no TLS support: {text.strip()[-300:]}")
+                unavailable(f"this redis-server has no TLS support: {text.strip()[-300:]}")
             raise
 
     def tls_url(self, ca: Path | None) -> str:
@@ -108,17 +70,6 @@ def server(tmp_path: Path) -> Iterator[TlsRedisServer]:
         srv.close()
 
 
-def _no_secret(logger: ListLogger, caplog: pytest.LogCaptureFixture, *texts: Any) -> None:
-    assert logger.records, "nothing was logged: the check would prove nothing"
-    for level, message, fields in logger.records:
-        assert SECRET not in f"{level} {message} {fields!r}"
-    for record in caplog.records:
-        assert SECRET not in record.getMessage()
-        assert SECRET not in repr(record.args) and SECRET not in repr(record.__dict__)
-    for text in texts:
-        assert SECRET not in str(text)
-
-
 async def test_publish_send_and_query_work_over_tls(
     server: TlsRedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -132,21 +83,11 @@ async def test_publish_send_and_query_work_over_tls(
     )
     try:
         assert SECRET not in t.url and "***" in t.url and t.url.startswith("rediss://")
-        events: list[int] = []
-        commands: list[int] = []
-        bus.subscribe("Happened", lambda e: events.append(e.n))
-        bus.register_handler("DoWork", lambda c: commands.append(c.n))
-        bus.register_handler("Ask", lambda q: q.n * 2)
-        await t.sync()
-        for n in range(5):
-            await bus.publish(Happened(n))
-            await bus.send(DoWork(n))
-            assert await bus.query(Ask(n)) == n * 2
-        await eventually(lambda: events == list(range(5)) and sorted(commands) == list(range(5)))
+        await exercise_patterns(bus, t)
     finally:
         await t.close()
     assert "redis_connected" in logger.messages()
-    _no_secret(logger, caplog, t.url)
+    no_secret(logger, caplog, t.url)
 
 
 async def test_tls_is_really_used_and_failures_do_not_leak_the_password(
@@ -172,4 +113,4 @@ async def test_tls_is_really_used_and_failures_do_not_leak_the_password(
         assert "***" in str(info.value), name
     assert "CERTIFICATE_VERIFY_FAILED" in str(errors[1])
     logger.info("checked")  # the check below needs at least one record
-    _no_secret(logger, caplog, *errors, *(repr(e) for e in errors))
+    no_secret(logger, caplog, *errors, *(repr(e) for e in errors))
