@@ -26,6 +26,16 @@ def target(service: str = "svc", **kw: Any) -> DispatchTarget:
     return DispatchTarget(service_name=service, method="run", **kw)
 
 
+def gated(gate: asyncio.Event) -> Any:
+    """A dispatch handler that holds its slot until ``gate`` is set."""
+
+    async def handler(e: Envelope) -> Envelope:
+        await gate.wait()
+        return e
+
+    return handler
+
+
 def register(c: CommBusCoordinator, name: str = "svc", **kw: Any) -> ServiceDescriptor:
     d = ServiceDescriptor(name=name, service_type=kw.pop("service_type", "worker"), **kw)
     assert c.register_service(d)
@@ -265,12 +275,7 @@ class TestAdmission:
         c = CommBusCoordinator(None, bus, max_queue=1, instrument=False)
         register(c, max_concurrent=1)
         gate = asyncio.Event()
-
-        async def h(e: Envelope) -> Envelope:
-            await gate.wait()
-            return e
-
-        c.register_handler("svc", h)
+        c.register_handler("svc", gated(gate))
         t1 = asyncio.create_task(c.dispatch(target(), env("a")))
         t2 = asyncio.create_task(c.dispatch(target(), env("b")))
         await asyncio.sleep(0.01)
@@ -282,12 +287,7 @@ class TestAdmission:
     async def test_timeout_while_waiting_for_slot(self, coordinator: CommBusCoordinator) -> None:
         register(coordinator, max_concurrent=1)
         gate = asyncio.Event()
-
-        async def h(e: Envelope) -> Envelope:
-            await gate.wait()
-            return e
-
-        coordinator.register_handler("svc", h)
+        coordinator.register_handler("svc", gated(gate))
         blocker = asyncio.create_task(coordinator.dispatch(target(), env("a")))
         await asyncio.sleep(0)
         out = await coordinator.dispatch(target(timeout_seconds=0.05), env("b"))
@@ -319,12 +319,7 @@ class TestAdmission:
     async def test_unregister_fails_waiters(self, coordinator: CommBusCoordinator) -> None:
         register(coordinator, max_concurrent=1)
         gate = asyncio.Event()
-
-        async def h(e: Envelope) -> Envelope:
-            await gate.wait()
-            return e
-
-        coordinator.register_handler("svc", h)
+        coordinator.register_handler("svc", gated(gate))
         running = asyncio.create_task(coordinator.dispatch(target(), env("a")))
         waiting = asyncio.create_task(coordinator.dispatch(target(), env("b")))
         await asyncio.sleep(0.01)
@@ -337,12 +332,7 @@ class TestAdmission:
     async def test_capacity_can_grow_at_run_time(self, coordinator: CommBusCoordinator) -> None:
         register(coordinator, max_concurrent=1)
         gate = asyncio.Event()
-
-        async def h(e: Envelope) -> Envelope:
-            await gate.wait()
-            return e
-
-        coordinator.register_handler("svc", h)
+        coordinator.register_handler("svc", gated(gate))
         tasks = [asyncio.create_task(coordinator.dispatch(target(), env(str(i)))) for i in range(3)]
         await asyncio.sleep(0.01)
         assert coordinator.queue_depth("svc") == 2
