@@ -159,6 +159,37 @@ async def test_no_handler_aborted_and_timeout(bus: InMemoryCommBus, tel: Telemet
     assert messages(tel, "send", "DoThing", "aborted") == 1
 
 
+@pytest.mark.parametrize("pattern", ["publish", "send", "query"])
+async def test_a_cancelled_caller_is_its_own_outcome(
+    bus: InMemoryCommBus, tel: Telemetry, pattern: str
+) -> None:
+    inside = asyncio.Event()
+
+    async def handler(_: Any) -> None:
+        inside.set()
+        await asyncio.sleep(5)
+
+    message: Any = {"publish": Stored(), "send": DoThing(), "query": GetState()}[pattern]
+    name = type(message).__name__
+    if pattern == "publish":
+        bus.subscribe(name, handler)
+    else:
+        bus.register_handler(name, handler)
+    task = asyncio.ensure_future(getattr(bus, pattern)(message))
+    await inside.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert messages(tel, pattern, name, "cancelled") == 1
+    assert messages(tel, pattern, name, "error") is None
+    assert tel.sample("commbus_inflight_messages", pattern=pattern) == 0
+    span = tel.span(f"{pattern} {name}")
+    assert span.attributes is not None
+    assert span.attributes["jeeves.message.outcome"] == "cancelled"
+    assert span.attributes["error.type"] == "cancelled"
+    assert [r["outcome"] for r in tel.flow.flow()["records"]] == ["cancelled"]
+
+
 async def test_inflight_while_a_handler_runs(bus: InMemoryCommBus, tel: Telemetry) -> None:
     gate = asyncio.Event()
     inside = asyncio.Event()

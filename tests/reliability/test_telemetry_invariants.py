@@ -282,7 +282,7 @@ async def _run_mix(ops: list[Any], subscribers: int, cap: int) -> None:
             continue
         pattern = "query" if kind in ("query", "orphan") else kind
         if cancelled:
-            outcome = "error"  # the bus counts a cancelled message as an error
+            outcome = "cancelled"
         elif pattern == "query":
             outcome = QUERY_OUTCOMES.get(type(result), "ok")
             if outcome == "ok":

@@ -594,7 +594,13 @@ class InMemoryCommBus:
         except BaseException as exc:
             error = exc
             if ctx.outcome == "ok":
-                ctx.outcome = "timeout" if isinstance(exc, TimeoutError) else "error"
+                ctx.outcome = (
+                    "timeout"
+                    if isinstance(exc, TimeoutError)
+                    else "cancelled"
+                    if isinstance(exc, asyncio.CancelledError)
+                    else "error"
+                )
         skip = len(chain.afters) - called
         for after, is_async, name in chain.afters:
             if skip:

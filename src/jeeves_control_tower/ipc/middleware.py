@@ -50,7 +50,8 @@ class MiddlewareContext:
     read so that a chain that never reads them costs nothing. The bus also sets
     ``pattern`` ("publish" / "send" / "query"), ``handlers`` (names of the handlers the
     message reached) and, before the ``after`` hooks run, ``outcome`` ("ok", "error",
-    "timeout", "no_handler", "aborted").
+    "timeout", "no_handler", "aborted", or "cancelled" when the caller's task was cancelled
+    while the message was in flight).
 
     ``direction`` says where the message is going: ``"local"`` (no transport: produced and
     handled here), ``"out"`` (the application produced it and a transport carries it to

@@ -71,6 +71,19 @@ async def test_opens_after_threshold_and_fails_fast(
     assert len(cbus.calls) == 2  # type: ignore[attr-defined]
 
 
+async def test_a_cancelled_caller_is_not_a_handler_failure(
+    cbus: InMemoryCommBus, breaker: CircuitBreakerMiddleware
+) -> None:
+    for _ in range(3):  # more than failure_threshold
+        task = asyncio.ensure_future(cbus.query(Ask()))
+        await asyncio.sleep(0)  # the handler is inside its first await
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert breaker.state("Ask") == "closed"
+    assert await cbus.query(Ask()) == "ok"
+
+
 async def test_success_resets_count(
     cbus: InMemoryCommBus, breaker: CircuitBreakerMiddleware
 ) -> None:

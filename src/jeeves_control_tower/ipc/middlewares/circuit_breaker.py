@@ -1,10 +1,11 @@
 """Circuit breaker: stop calling a message type's handler after repeated failures.
 
-Per message type: ``failure_threshold`` consecutive failures open the circuit; while open,
-messages of that type fail fast with :class:`CircuitOpenError` (raised to a query's caller,
-logged for a publish or send). After ``reset_timeout`` seconds one probe is let through
-(half-open): its success closes the circuit, its failure opens it again. Types in
-``excluded_types`` are never broken.
+Per message type: ``failure_threshold`` consecutive failures open the circuit (a message
+no handler took, one a middleware aborted and one whose caller cancelled it are not
+failures); while open, messages of that type fail fast with :class:`CircuitOpenError`
+(raised to a query's caller, logged for a publish or send). After ``reset_timeout``
+seconds one probe is let through (half-open): its success closes the circuit, its failure
+opens it again. Types in ``excluded_types`` are never broken.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class CircuitBreakerMiddleware:
         mtype = ctx.message_type
         if mtype in self.excluded_types or isinstance(error, CircuitOpenError):
             return result
-        if ctx.outcome in ("aborted", "no_handler"):
+        if ctx.outcome in ("aborted", "no_handler", "cancelled"):
             self._end_probe(ctx, mtype)
             return result
         c = self._circuits.setdefault(mtype, _Circuit())
