@@ -4,6 +4,8 @@ Measures, interleaved round by round so that machine noise hits every case alike
 
 - the floor: a direct ``await handler(msg)``;
 - reference points: blinker and pyee delivering the same message to the same (sync) handler;
+- the SDK's own floor for the span model: one span, and the producer + handler span pair of
+  a send, made with the 'on' mode's provider and no bus code at all;
 - publish (1 and 10 subscribers), send, query (default timeout armed) and dispatch in four
   modes: ``off`` (``instrument=False``); ``on``, the built-in telemetry with an
   OpenTelemetry SDK provider + batch span processor, every message sampled, Prometheus into
@@ -194,6 +196,55 @@ def reference_cases() -> dict[str, Loop]:
     return {"floor": floor, "blinker": blinker_send, "pyee": pyee_emit}
 
 
+def span_floor_cases(provider: Any) -> dict[str, Loop]:
+    """What the span model of issue 3 costs in the SDK alone, with none of our code: the
+    producer span of a send plus its handler's child span, each with the attributes the
+    tracing middleware gives it, made current and ended, on ``provider`` (the 'on' mode's).
+    ``sdk_1span`` is the producer span only."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+
+    tracer = provider.get_tracer("bench_hotpath.floor")
+    producer = {
+        "messaging.system": "jeeves.commbus",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "send",
+        "messaging.destination.name": "Cmd",
+    }
+    consumer = {
+        **producer,
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "code.function.name": "bench.handler",
+    }
+    start, current = tracer.start_span, trace.set_span_in_context
+    attach, detach = otel_context.attach, otel_context.detach
+    producer_kind, consumer_kind = trace.SpanKind.PRODUCER, trace.SpanKind.CONSUMER
+
+    async def one(n: int) -> None:
+        for i in range(n):
+            span = start("send Cmd", None, producer_kind, producer)
+            span.set_attribute("messaging.message.id", str(i))
+            token = attach(current(span))
+            detach(token)
+            span.end()
+
+    async def two(n: int) -> None:
+        for i in range(n):
+            span = start("send Cmd", None, producer_kind, producer)
+            span.set_attribute("messaging.message.id", str(i))
+            parent = current(span)
+            token = attach(parent)
+            child = start("process Cmd", parent, consumer_kind, consumer)
+            child_token = attach(current(child))
+            detach(child_token)
+            child.end()
+            detach(token)
+            span.end()
+
+    return {"sdk_1span": one, "sdk_2spans": two}
+
+
 async def measure(cases: dict[str, Loop], rounds: int, messages: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for loop in cases.values():  # warm-up
@@ -220,6 +271,7 @@ async def run(rounds: int, messages: int) -> dict[str, Any]:
         "no_sdk": {"registry": CollectorRegistry()},
     }
     cases: dict[str, Loop] = dict(reference_cases())
+    cases.update(span_floor_cases(telemetry.provider))
     for mode, opts in modes.items():
         cases.update({f"{k}/{mode}": v for k, v in build_cases(opts).items()})
     medians = await measure(cases, rounds, messages)
@@ -250,6 +302,11 @@ def report(result: dict[str, Any]) -> str:
     lines.append(
         f"references: floor (await handler) {floor:.3f} µs, blinker {blink:.2f} µs,"
         f" pyee {us['pyee']:.2f} µs"
+    )
+    two = us["sdk_2spans"]
+    lines.append(
+        f"the SDK alone (same provider, no bus): 1 span {us['sdk_1span']:.2f} µs, the two spans"
+        f" of a send {two:.2f} µs; 'on' send = {us['send/on'] / two:.2f}x those two spans"
     )
     lines.append(
         f"spans ('on' mode): {result['spans_ended']} ended, {result['spans_dropped']} dropped"

@@ -95,6 +95,8 @@ def chromium(width: int = 1600, height: int = 1000) -> Iterator[Any]:
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(120)  # a stuck page fails the test instead of hanging it
+    driver.set_script_timeout(60)
     try:
         yield driver
     finally:

@@ -33,36 +33,72 @@ def page(live_demo: DemoHandle) -> Iterator[Any]:
 
 
 def _grid_texts(driver: Any, index: int) -> list[str]:
-    """Cell texts of the ``index``-th data grid (Glide keeps an accessible copy in the DOM)."""
-    from selenium.webdriver.common.by import By
-
-    grids = driver.find_elements(By.CSS_SELECTOR, GRID)
-    if len(grids) <= index:
-        return []
-    cells = grids[index].find_elements(By.CSS_SELECTOR, '[role="gridcell"], [role="columnheader"]')
-    return [c.get_attribute("textContent") or "" for c in cells]
+    """Cell texts of the ``index``-th data grid (Glide keeps an accessible copy in the DOM),
+    read in one script call: one round trip to the browser, however many cells (a call
+    per cell made each poll take minutes on a loaded machine)."""
+    texts = driver.execute_script(
+        "const grids = document.querySelectorAll(arguments[0]);"
+        "if (grids.length <= arguments[1]) return [];"
+        "return Array.from(grids[arguments[1]].querySelectorAll("
+        "'[role=\"gridcell\"], [role=\"columnheader\"]'), c => c.textContent || '');",
+        GRID,
+        index,
+    )
+    return [str(t) for t in texts or []]
 
 
 def _graph_texts(driver: Any) -> set[str]:
-    from selenium.webdriver.common.by import By
+    texts = driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]), t => t.textContent || '');",
+        f"{GRAPH} text",
+    )
+    return {str(t).strip() for t in texts or []}
 
-    return {t.text for t in driver.find_elements(By.CSS_SELECTOR, f"{GRAPH} text")}
+
+def _eventually(page: Any, check: Any, timeout: float = 60) -> None:
+    """Poll ``check(page)`` (which asserts) until it passes; re-raise its last failure.
+
+    The page is live: on a loaded machine the demo's traffic and the dashboard's refresh
+    take a while to show every pattern, so content is waited for, never sampled once."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    failure: list[AssertionError] = []
+
+    def passes(d: Any) -> bool:
+        try:
+            check(d)
+        except AssertionError as exc:
+            failure[:] = [exc]
+            return False
+        return True
+
+    try:
+        WebDriverWait(page, timeout, poll_frequency=1).until(passes)
+    except Exception:
+        if failure:
+            raise failure[0] from None
+        raise
 
 
 def test_page_renders_registry_and_flow(page: Any) -> None:
     from selenium.webdriver.common.by import By
 
     assert "Jeeves Control Tower" in page.title
-    assert not page.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
-    registry = _grid_texts(page, 0)
-    for name in ("flow_service", "embedder", "billing", "Load vs capacity", "Avg latency"):
-        assert name in registry, name
-    graph = _graph_texts(page)
-    assert {"execute_pipeline", "flow_service", "MemoryStored", "Indexer.on_memory_stored"} <= graph
-    latest = _grid_texts(page, 1)
-    assert {"publish", "send", "query", "dispatch"} <= set(latest)
-    metrics = [m.text for m in page.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')]
-    assert any(m.startswith("Healthy services") for m in metrics)
+
+    def rendered(d: Any) -> None:
+        assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
+        registry = _grid_texts(d, 0)
+        for name in ("flow_service", "embedder", "billing", "Load vs capacity", "Avg latency"):
+            assert name in registry, name
+        graph = _graph_texts(d)
+        wanted = {"execute_pipeline", "flow_service", "MemoryStored", "Indexer.on_memory_stored"}
+        assert wanted <= graph, wanted - graph
+        latest = _grid_texts(d, 1)
+        assert {"publish", "send", "query", "dispatch"} <= set(latest), latest
+        metrics = [m.text for m in d.find_elements(By.CSS_SELECTOR, '[data-testid="stMetric"]')]
+        assert any(m.startswith("Healthy services") for m in metrics), metrics
+
+    _eventually(page, rendered)
 
 
 def test_page_updates_live_without_reloading(page: Any) -> None:
@@ -70,5 +106,5 @@ def test_page_updates_live_without_reloading(page: Any) -> None:
 
     page.execute_script("window.__jeeves_marker = 42;")
     before = _grid_texts(page, 1)
-    WebDriverWait(page, 30).until(lambda d: _grid_texts(d, 1) and _grid_texts(d, 1) != before)
+    WebDriverWait(page, 90).until(lambda d: _grid_texts(d, 1) and _grid_texts(d, 1) != before)
     assert page.execute_script("return window.__jeeves_marker;") == 42
