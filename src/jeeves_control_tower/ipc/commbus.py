@@ -11,22 +11,27 @@ suspends is driven on (concurrently with the other subscribers of a publish, und
 timeout of a query) exactly as if it had been awaited in a task. Context variables a
 handler sets before its first suspension may be visible to the caller on the
 uninstrumented path, as with a plain ``await``; don't rely on either behaviour.
+
+This module holds the public API, registration and the transport seam; the delivery engine
+the bus inherits (chain, fan-out, handler runs) lives in :mod:`.delivery`, the transport
+protocol in :mod:`.transport`, the exceptions in :mod:`.errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
-import math
 from collections.abc import Callable, Coroutine
-from contextvars import copy_context
 from typing import Any, Protocol, runtime_checkable
 
 from ..logging import ensure_logger
 from ..types import LoggerProtocol
-from .eager import Resume, is_async_callable, start, start_in
+from .delivery import Delivery
+from .eager import Resume, start
+from .errors import NoHandlerError, QueryAbortedError, TransportError
+from .handlers import HandlerEntry, check_handler, check_name, check_timeout
 from .messages import HandlerFunc, get_message_type
 from .middleware import CompiledChain, Middleware, MiddlewareContext, validate_middleware
+from .transport import Transport
 
 __all__ = [
     "CommBusProtocol",
@@ -38,20 +43,6 @@ __all__ = [
     "get_commbus",
     "reset_commbus",
 ]
-
-
-class NoHandlerError(ValueError):
-    """A query has no handler registered for its type."""
-
-
-class QueryAbortedError(ValueError):
-    """A middleware's ``before`` hook returned ``None`` for a query."""
-
-
-class TransportError(RuntimeError):
-    """A transport could not accept a publish or send (broker down and buffer full, say).
-
-    Raised to the caller: a message that did not leave is never dropped silently."""
 
 
 @runtime_checkable
@@ -71,56 +62,7 @@ class CommBusProtocol(Protocol):
     def has_handler(self, message_type: str) -> bool: ...
 
 
-@runtime_checkable
-class Transport(Protocol):
-    """Carries the bus's messages to a broker (see :meth:`InMemoryCommBus.attach_transport`).
-
-    The bus calls these with the message's context after the ``before`` hooks ran
-    (``ctx.direction == "out"``; ``ctx.headers`` holds what middleware put on the wire).
-    Messages arriving from the broker are handed back with
-    :meth:`InMemoryCommBus.deliver_local`. ``publish`` returns once the event is queued, in
-    order, on the transport's connection; ``send`` once the command is durably stored by
-    the broker; ``query`` returns the remote handler's result or raises
-    (``asyncio.TimeoutError``, :class:`NoHandlerError`, or the remote error). A message that
-    cannot be accepted raises (:class:`TransportError`): nothing is dropped silently.
-    ``system`` (optional, e.g. ``"redis"``) names the broker in telemetry.
-    """
-
-    async def publish(self, ctx: MiddlewareContext, message: Any) -> None: ...
-
-    async def send(self, ctx: MiddlewareContext, message: Any) -> None: ...
-
-    async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any: ...
-
-
-class _Handler:
-    """A registered subscriber or handler, with what the hot path needs precomputed."""
-
-    __slots__ = ("fn", "is_async", "name")
-
-    def __init__(self, fn: HandlerFunc) -> None:
-        self.fn = fn
-        self.is_async = is_async_callable(fn)
-        self.name = _handler_name(fn)
-
-
-def _handler_name(fn: Any) -> str:
-    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
-    module = getattr(fn, "__module__", None)
-    return f"{module}.{name}" if module and name else str(name or repr(fn))
-
-
-def _check_name(value: Any, what: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
-
-
-def _check_handler(handler: Any) -> None:
-    if not callable(handler):
-        raise TypeError(f"handler must be callable, got {type(handler).__name__}")
-
-
-class InMemoryCommBus:
+class InMemoryCommBus(Delivery):
     """An asyncio message bus with three patterns and a middleware chain.
 
     - :meth:`publish`: fan-out to every subscriber of the event's type, concurrently. A
@@ -145,11 +87,11 @@ class InMemoryCommBus:
         ``instrument`` (``True`` by default when the observability extra is installed,
         ``False`` turns it off), ``tracer_provider``, ``registry``, ``flow``, ...
         """
-        _check_timeout(query_timeout, "query_timeout")
+        check_timeout(query_timeout, "query_timeout")
         self._query_timeout = float(query_timeout)
         self._logger = ensure_logger(logger, "jeeves_control_tower.ipc")
-        self._subscribers: dict[str, tuple[_Handler, ...]] = {}
-        self._handlers: dict[str, _Handler] = {}
+        self._subscribers: dict[str, tuple[HandlerEntry, ...]] = {}
+        self._handlers: dict[str, HandlerEntry] = {}
         self._middlewares: list[Any] = []
         self._chain: CompiledChain | None = None
         self._transport: Transport | None = None
@@ -179,9 +121,9 @@ class InMemoryCommBus:
         The same handler may subscribe twice and is then called twice. Returns a function
         that removes this subscription; calling it again does nothing.
         """
-        _check_name(event_type, "event_type")
-        _check_handler(handler)
-        entry = _Handler(handler)
+        check_name(event_type, "event_type")
+        check_handler(handler)
+        entry = HandlerEntry(handler)
         self._subscribers[event_type] = (*self._subscribers.get(event_type, ()), entry)
         self._registrations_changed()
 
@@ -203,11 +145,11 @@ class InMemoryCommBus:
 
         Raises ``ValueError`` when the type already has a handler.
         """
-        _check_name(message_type, "message_type")
-        _check_handler(handler)
+        check_name(message_type, "message_type")
+        check_handler(handler)
         if message_type in self._handlers:
             raise ValueError(f"a handler is already registered for {message_type!r}")
-        self._handlers[message_type] = _Handler(handler)
+        self._handlers[message_type] = HandlerEntry(handler)
         self._registrations_changed()
 
     def unregister_handler(self, message_type: str) -> bool:
@@ -224,7 +166,7 @@ class InMemoryCommBus:
         runs synchronously inside ``subscribe``/``register_handler``/...; it must be fast
         (schedule async work, don't do it); its exceptions are logged and ignored. Returns
         a function that removes the listener."""
-        _check_handler(listener)
+        check_handler(listener)
         self._registration_listeners += (listener,)
 
         def remove() -> None:
@@ -371,117 +313,6 @@ class InMemoryCommBus:
             return
         await self._fan_out(event, message_type, subs, None)
 
-    async def _fan_out(
-        self,
-        event: Any,
-        message_type: str,
-        subs: tuple[_Handler, ...],
-        ctx: MiddlewareContext | None,
-    ) -> list[BaseException]:
-        """Run every subscriber of one publish, concurrently; return their errors (logged).
-
-        Subscribers start in order. While no started subscriber is suspended, the next one
-        runs eagerly in the publisher's task (most finish there without a task). Once one
-        has suspended it keeps the publisher's task, and every later async subscriber starts
-        in a task of its own: a started coroutine never moves to another task, because what
-        it bound to the current task (``asyncio.timeout``, a ``TaskGroup``) must stay right.
-        """
-        errors: list[BaseException] = []
-        hooks = ctx.hooks if ctx is not None else ()
-        inline: tuple[_Handler, Any, Any] | None = None
-        tasks: list[asyncio.Task[BaseException | None]] = []
-        for sub in subs:
-            context = None
-            tokens: Any = None
-            if ctx is not None:
-                ctx.handlers.append(sub.name)
-                if hooks:
-                    context = copy_context()
-                    tokens = context.run(self._hooks_start, hooks, ctx, sub.name)
-            try:
-                if inline is None:
-                    if context is not None:
-                        result = start_in(context, sub.fn, sub.is_async, event)
-                    else:
-                        result = start(sub.fn, sub.is_async, event)
-                    if result.__class__ is Resume:
-                        inline = (sub, result, tokens)
-                        continue
-                else:  # the publisher's task is taken: this one gets a task of its own
-                    awaitable = sub.fn(event)  # an async handler's coroutine: made, not started
-                    if sub.is_async or inspect.isawaitable(awaitable):
-                        tasks.append(
-                            asyncio.get_running_loop().create_task(
-                                self._finish_subscriber(
-                                    message_type, sub, awaitable, ctx, hooks, tokens
-                                ),
-                                context=context,
-                            )
-                        )
-                        continue
-            except Exception as exc:
-                self._subscriber_failed(message_type, sub, exc)
-                errors.append(exc)
-                if hooks:
-                    assert ctx is not None
-                    self._hooks_end(hooks, ctx, tokens, exc)
-                continue
-            if hooks:
-                assert ctx is not None
-                self._hooks_end(hooks, ctx, tokens, None)
-        if inline is None and not tasks:
-            return errors
-        try:
-            if inline is not None:
-                sub, resume, tokens = inline
-                error = await self._finish_subscriber(message_type, sub, resume, ctx, hooks, tokens)
-                if error is not None:
-                    errors.append(error)
-            if tasks:
-                for error in await asyncio.gather(*tasks):
-                    if error is not None:
-                        errors.append(error)
-        except BaseException:
-            # Cancelled (or worse): take the subscriber tasks down with us, leave none behind.
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-            raise
-        return errors
-
-    async def _finish_subscriber(
-        self,
-        message_type: str,
-        sub: _Handler,
-        awaitable: Any,
-        ctx: MiddlewareContext | None,
-        hooks: tuple[Any, ...],
-        tokens: Any,
-    ) -> BaseException | None:
-        error: BaseException | None = None
-        try:
-            await awaitable
-        except Exception as exc:
-            self._subscriber_failed(message_type, sub, exc)
-            error = exc
-        except BaseException as exc:  # cancellation: end the hooks, then let it through
-            if hooks and ctx is not None:
-                self._hooks_end(hooks, ctx, tokens, exc)
-            raise
-        if hooks and ctx is not None:
-            self._hooks_end(hooks, ctx, tokens, error)
-        return error
-
-    def _subscriber_failed(self, message_type: str, sub: _Handler, exc: BaseException) -> None:
-        self._logger.error(
-            "subscriber_failed",
-            message_type=message_type,
-            handler=sub.name,
-            error_type=type(exc).__name__,
-            error=str(exc),
-        )
-
     # ------------------------------------------------------------------ send
 
     async def send(self, command: Any) -> None:
@@ -506,15 +337,6 @@ class InMemoryCommBus:
         except Exception as exc:
             self._send_failed(message_type, handler, exc)
 
-    def _send_failed(self, message_type: str, handler: _Handler, exc: BaseException) -> None:
-        self._logger.error(
-            "command_failed",
-            message_type=message_type,
-            handler=handler.name,
-            error_type=type(exc).__name__,
-            error=str(exc),
-        )
-
     # ------------------------------------------------------------------ query
 
     async def query(self, query: Any, timeout: float | None = None) -> Any:
@@ -530,7 +352,7 @@ class InMemoryCommBus:
         if timeout is None:
             timeout = self._query_timeout
         else:
-            _check_timeout(timeout, "timeout")
+            check_timeout(timeout, "timeout")
         message_type = get_message_type(query)
         chain = self._chain
         if chain is not None:
@@ -562,211 +384,6 @@ class InMemoryCommBus:
             ctx.direction = "out"
             ctx.system = getattr(self._transport, "system", ctx.system)
         return self._run_ctx(ctx, message, chain, timeout)
-
-    async def _run_ctx(
-        self,
-        ctx: MiddlewareContext,
-        message: Any,
-        chain: CompiledChain,
-        timeout: float | None,
-    ) -> Any:
-        pattern = ctx.pattern
-        message_type = ctx.message_type
-        result: Any = None
-        error: BaseException | None = None
-        called = 0
-        handled = False  # True once handler errors are our own to log (they already are)
-        try:
-            for before, is_async in chain.befores:
-                called += 1
-                if before is None:
-                    continue
-                out = before(ctx, message)
-                if is_async:
-                    out = await out
-                if out is None:
-                    ctx.outcome = "aborted"
-                    break
-                message = ctx.message = out
-            else:
-                handled = True
-                result = await self._deliver(pattern, ctx, message, chain, timeout)
-        except BaseException as exc:
-            error = exc
-            if ctx.outcome == "ok":
-                ctx.outcome = (
-                    "timeout"
-                    if isinstance(exc, TimeoutError)
-                    else "cancelled"
-                    if isinstance(exc, asyncio.CancelledError)
-                    else "error"
-                )
-        skip = len(chain.afters) - called
-        for after, is_async, name in chain.afters:
-            if skip:
-                skip -= 1
-                continue
-            if after is None:
-                continue
-            try:
-                out = after(ctx, message, result, error)
-                if is_async:
-                    out = await out
-                result = out
-            except Exception as exc:
-                self._logger.error(
-                    "middleware_after_failed",
-                    middleware=name,
-                    message_type=message_type,
-                    error_type=type(exc).__name__,
-                    error=str(exc),
-                )
-        if error is not None:
-            if pattern == "query" or not isinstance(error, Exception):
-                raise error
-            if isinstance(error, TransportError):
-                raise error  # the message never left: fail loudly, never drop it
-            if not handled:
-                self._logger.error(
-                    "message_failed",
-                    pattern=pattern,
-                    message_type=message_type,
-                    error_type=type(error).__name__,
-                    error=str(error),
-                )
-            return None
-        if ctx.outcome == "aborted":
-            self._logger.debug("message_aborted", pattern=pattern, message_type=message_type)
-            if pattern == "query":
-                raise QueryAbortedError(f"query {message_type!r} was aborted by middleware")
-        return result
-
-    async def _deliver(
-        self,
-        pattern: str,
-        ctx: MiddlewareContext,
-        message: Any,
-        chain: CompiledChain,
-        timeout: float | None,
-    ) -> Any:
-        """Run the handler(s) for one message that passed the ``before`` hooks.
-
-        Sets ``ctx.outcome``; handler errors of a publish or send are logged and kept off
-        the exception path (the ``after`` hooks see them as ``error``)."""
-        message_type = ctx.message_type
-        transport = self._transport
-        if ctx.direction == "out" and transport is not None:
-            ctx.handlers.append(f"transport:{type(transport).__name__}")
-            if pattern == "query":
-                assert timeout is not None
-                return await transport.query(ctx, message, timeout)
-            try:
-                if pattern == "publish":
-                    return await transport.publish(ctx, message)
-                return await transport.send(ctx, message)
-            except TransportError:
-                raise
-            except Exception as exc:
-                raise TransportError(
-                    f"{pattern} {message_type!r} was not accepted by the transport:"
-                    f" {type(exc).__name__}: {exc}"
-                ) from exc
-        if pattern == "publish":
-            subs = self._subscribers.get(message_type)
-            if not subs:
-                ctx.outcome = "no_handler"
-                return None
-            errors = await self._fan_out(message, message_type, subs, ctx)
-            if errors:
-                ctx.outcome = "error"
-                if len(errors) == 1:
-                    raise errors[0]
-                raise ExceptionGroup(
-                    f"{len(errors)} of {len(subs)} subscribers failed",
-                    [e for e in errors if isinstance(e, Exception)],
-                )
-            return None
-        handler = self._handlers.get(message_type)
-        if handler is None:
-            ctx.outcome = "no_handler"
-            if pattern == "send":
-                self._logger.warning("no_handler", pattern="send", message_type=message_type)
-                return None
-            raise NoHandlerError(f"no handler registered for query type {message_type!r}")
-        ctx.handlers.append(handler.name)
-        hooks = ctx.hooks
-        tokens: Any = None
-        context = None
-        if hooks:
-            context = copy_context()
-            tokens = context.run(self._hooks_start, hooks, ctx, handler.name)
-        error: BaseException | None = None
-        try:
-            if context is not None:
-                result = start_in(context, handler.fn, handler.is_async, message)
-            else:
-                result = start(handler.fn, handler.is_async, message)
-            if result.__class__ is Resume:
-                if timeout is not None:
-                    async with asyncio.timeout(timeout):
-                        result = await result
-                else:
-                    result = await result
-            return result
-        except BaseException as exc:
-            error = exc
-            if isinstance(exc, TimeoutError) and timeout is not None:
-                ctx.outcome = "timeout"
-            elif not isinstance(exc, asyncio.CancelledError):
-                ctx.outcome = "error"
-            if pattern == "send" and isinstance(exc, Exception):
-                self._send_failed(message_type, handler, exc)
-            raise
-        finally:
-            if hooks:
-                self._hooks_end(hooks, ctx, tokens, error)
-
-    def _hooks_start(self, hooks: tuple[Any, ...], ctx: MiddlewareContext, name: str) -> list[Any]:
-        tokens = []
-        for hook in hooks:
-            try:
-                tokens.append(hook.handler_start(ctx, name))
-            except Exception as exc:
-                tokens.append(None)
-                self._hook_failed(hook, "handler_start", exc)
-        return tokens
-
-    def _hooks_end(
-        self,
-        hooks: tuple[Any, ...],
-        ctx: MiddlewareContext,
-        tokens: list[Any],
-        error: BaseException | None,
-    ) -> None:
-        for hook, token in zip(reversed(hooks), reversed(tokens), strict=True):
-            try:
-                hook.handler_end(ctx, token, error)
-            except Exception as exc:
-                self._hook_failed(hook, "handler_end", exc)
-
-    def _hook_failed(self, hook: Any, where: str, exc: BaseException) -> None:
-        self._logger.error(
-            "middleware_hook_failed",
-            middleware=type(hook).__name__,
-            hook=where,
-            error_type=type(exc).__name__,
-            error=str(exc),
-        )
-
-
-def _check_timeout(value: Any, what: str) -> None:
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
 
 
 _global_bus: InMemoryCommBus | None = None

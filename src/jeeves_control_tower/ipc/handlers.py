@@ -1,0 +1,52 @@
+"""A registered handler and the argument checks of registration.
+
+Everything the hot path needs about a handler (is it async, its name for logs and spans)
+is computed once, when it is registered.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .eager import is_async_callable
+from .messages import HandlerFunc
+
+__all__ = ["HandlerEntry", "check_handler", "check_name", "check_timeout", "handler_name"]
+
+
+class HandlerEntry:
+    """A registered subscriber or handler, with what the hot path needs precomputed."""
+
+    __slots__ = ("fn", "is_async", "name")
+
+    def __init__(self, fn: HandlerFunc) -> None:
+        self.fn = fn
+        self.is_async = is_async_callable(fn)
+        self.name = handler_name(fn)
+
+
+def handler_name(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and name else str(name or repr(fn))
+
+
+def check_name(value: Any, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+
+
+def check_handler(handler: Any) -> None:
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, got {type(handler).__name__}")
+
+
+def check_timeout(value: Any, what: str) -> None:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
