@@ -283,3 +283,34 @@ def test_registry_used_by_default_round_trips() -> None:
     c = WireCodec(REGISTRY)
     out = c.decode(c.encode(Answer(1, "x"), pattern="send", message_id="m"))
     assert out.message == Answer(1, "x")
+
+
+def test_wire_counter_binds_each_child_once_and_never_raises() -> None:
+    from jeeves_control_tower.ipc.adapters.metrics import RECEIVED, SENT
+
+    reg = CollectorRegistry()
+    m = AdapterMetrics("redis", reg)
+    family = m._c["commbus_wire_messages"]
+    calls: list[tuple[str, ...]] = []
+    real_labels = family.labels
+
+    def counting_labels(*values: str) -> Any:
+        calls.append(values)
+        return real_labels(*values)
+
+    family.labels = counting_labels
+    for _ in range(3):
+        m.wire(SENT, "publish")
+        m.wire(RECEIVED, "reply")
+    assert calls == [("redis", SENT, "publish"), ("redis", RECEIVED, "reply")]
+    labels = {"transport": "redis", "direction": "sent", "pattern": "publish"}
+    assert reg.get_sample_value("commbus_wire_messages_total", labels) == 3
+
+    def broken(*values: str) -> Any:
+        raise RuntimeError("registry gone")
+
+    family.labels = broken
+    m.wire(SENT, "query")  # binding fails: counted nowhere, no exception
+    m._wire[SENT, "publish"] = lambda: 1 / 0
+    m.wire(SENT, "publish")  # a raising child: no exception either
+    AdapterMetrics("redis", enabled=False).wire(SENT, "publish")

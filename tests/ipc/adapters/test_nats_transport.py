@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -165,7 +166,206 @@ async def test_credentials_are_used_but_never_logged() -> None:
                 InMemoryCommBus(instrument=False),
                 url.replace("s3cr3t-pw", "wrong-pw"),
                 logger=logger,
-                connect_options={"max_reconnect_attempts": 0, "allow_reconnect": False},
             )
         assert "wrong-pw" not in str(info.value)
         assert all("s3cr3t" not in f"{m} {f}" for _, m, f in logger.records)
+
+
+class _AuthNats(brokers.NatsServer):
+    """A private ``nats-server`` that wants a user/password, or a token."""
+
+    def __init__(self, *auth: str) -> None:
+        super().__init__()
+        self.auth = list(auth)
+
+    def args(self) -> list[str]:
+        return [*super().args(), *self.auth]
+
+
+async def _connect_fails_fast(url: str, *, within: float, **options: Any) -> TransportError:
+    """``NatsTransport.connect`` with the default reconnect policy raises promptly."""
+    bus = InMemoryCommBus(instrument=False)
+    logger = ListLogger()
+    started = time.monotonic()
+    with pytest.raises(TransportError) as info:
+        # The outer timeout only keeps a regression (retrying forever) from hanging.
+        await asyncio.wait_for(
+            NatsTransport.connect(
+                bus, url, registry=REGISTRY, metrics=False, logger=logger, **options
+            ),
+            timeout=30,
+        )
+    assert time.monotonic() - started < within
+    assert bus.transport is None
+    return info.value
+
+
+async def test_first_connect_fails_fast_on_a_refused_login() -> None:
+    # Regression: with the default options (reconnect forever) nats-py retried a refused
+    # login forever and connect never returned.
+    with _AuthNats("--user", "app", "--pass", "right-pw") as server:
+        url = server.url.replace("nats://", "nats://app:wrong-pw@")
+        error = await _connect_fails_fast(url, within=5)
+        text = str(error)
+        assert f"127.0.0.1:{server.port}" in text and "***" in text
+        assert "Authorization" in text and "wrong-pw" not in text and "app:" not in text
+
+
+async def test_first_connect_fails_fast_on_a_wrong_token() -> None:
+    with _AuthNats("--auth", "right-token") as server:
+        error = await _connect_fails_fast(
+            server.url, within=5, connect_options={"token": "wrong-token"}
+        )
+        assert "Authorization" in str(error) and "wrong-token" not in str(error)
+
+
+async def test_first_connect_fails_fast_when_nothing_listens() -> None:
+    port = brokers.free_port()  # closed again at once: connections are refused
+    error = await _connect_fails_fast(f"nats://app:pw@127.0.0.1:{port}", within=5)
+    assert f"127.0.0.1:{port}" in str(error) and "ConnectionRefusedError" in str(error)
+    assert "pw" not in str(error).replace("***", "")
+
+
+async def test_first_connect_fails_fast_when_the_server_never_answers() -> None:
+    # Accepts the TCP connection, never sends INFO: bounded by connect_timeout.
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        error = await _connect_fails_fast(
+            f"nats://127.0.0.1:{port}", within=6, connect_options={"connect_timeout": 1}
+        )
+        assert f"127.0.0.1:{port}" in str(error) and "Timeout" in str(error)
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_after_the_first_connect_a_restart_is_survived_by_default() -> None:
+    # Fail-fast applies to the first connect only: the reconnect policy is restored.
+    with brokers.NatsServer() as server:
+        reg = CollectorRegistry()
+        pub, sub = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+        seen: list[int] = []
+        sub.subscribe("Happened", lambda e: seen.append(e.n))
+        opts: dict[str, Any] = {"registry": REGISTRY, "metrics_registry": reg}
+        tp = await NatsTransport.connect(pub, server.url, **opts)
+        ts = await NatsTransport.connect(sub, server.url, **opts)
+        try:
+            assert tp._nc.options["allow_reconnect"] is True
+            assert tp._nc.options["max_reconnect_attempts"] == -1
+            await pub.publish(Happened(1))
+            await eventually(lambda: seen == [1], timeout=10)
+            server.restart(signal.SIGKILL)
+            labels = {"transport": "nats"}
+            await eventually(
+                lambda: (
+                    (reg.get_sample_value("commbus_transport_reconnects_total", labels) or 0) >= 2
+                ),
+                timeout=30,
+            )
+            for _ in range(400):  # until the subscription is renewed on the new server
+                await pub.publish(Happened(2))
+                await tp.flush()
+                await asyncio.sleep(0.05)
+                if 2 in seen:
+                    break
+            assert seen[0] == 1 and set(seen[1:]) == {2}
+        finally:
+            await tp.close()
+            await ts.close()
+
+
+async def test_wire_messages_are_counted_per_direction_and_pattern(env: dict[str, Any]) -> None:
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    preg, creg = CollectorRegistry(), CollectorRegistry()  # one per process
+    events: list[int] = []
+    commands: list[int] = []
+    consumer.subscribe("Happened", lambda e: events.append(e.n))
+    consumer.register_handler("DoWork", lambda c: commands.append(c.n))
+    consumer.register_handler("Ask", lambda q: q.n)
+    tc = await env["connect"](consumer, metrics_registry=creg, logger=ListLogger())
+    await env["connect"](producer, metrics_registry=preg)
+    await tc.sync()
+    await env["raw"].publish(tc.destination("publish", "Happened"), b"junk")  # rejected
+    for i in range(7):
+        await producer.publish(Happened(i))
+    for i in range(4):
+        await producer.send(DoWork(i))
+    for i in range(3):
+        assert await producer.query(Ask(i)) == i
+    await eventually(lambda: len(events) == 7 and len(commands) == 4)
+
+    def wire(reg: CollectorRegistry, direction: str) -> dict[str, float]:
+        return {
+            p: reg.get_sample_value(
+                "commbus_wire_messages_total",
+                {"transport": "nats", "direction": direction, "pattern": p},
+            )
+            or 0.0
+            for p in ("publish", "send", "query", "reply")
+        }
+
+    rejected = {"transport": "nats", "reason": "malformed"}
+    await eventually(lambda: creg.get_sample_value("commbus_wire_rejected_total", rejected) == 1)
+    assert wire(preg, "sent") == {"publish": 7, "send": 4, "query": 3, "reply": 0}
+    assert wire(preg, "received") == {"publish": 0, "send": 0, "query": 0, "reply": 3}
+    assert wire(creg, "sent") == {"publish": 0, "send": 0, "query": 0, "reply": 3}
+    assert wire(creg, "received") == {"publish": 7, "send": 4, "query": 3, "reply": 0}
+
+
+async def test_events_go_straight_to_an_ordered_worker_bounded_as_documented(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The direct path (DirectClient.route -> OrderedPump) keeps the documented contract:
+    # in order per type, at most _PENDING waiting behind a slow subscriber, the excess
+    # dropped and reported as a slow consumer (logged), later events delivered again.
+    from jeeves_control_tower.ipc.adapters.nats import transport as nats_transport
+    from jeeves_control_tower.ipc.adapters.nats.client import DIRECT_SUPPORTED
+
+    assert DIRECT_SUPPORTED, "the installed nats-py lost the hook: events take the slow path"
+    monkeypatch.setattr(nats_transport, "_PENDING", 50)
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    gate = asyncio.Event()
+    seen: list[int] = []
+
+    async def on_event(e: Happened) -> None:
+        await gate.wait()
+        seen.append(e.n)
+
+    consumer.subscribe("Happened", on_event)
+    logger = ListLogger()
+    tc = await env["connect"](consumer, logger=logger)
+    tp = await env["connect"](producer)
+    assert tc._pumps["Happened"] is not None  # the direct path is in use
+    for i in range(200):
+        await producer.publish(Happened(i))
+    await tp.flush()
+    await eventually(lambda: any("nats_error" in m for _, m, _ in logger.records))
+    gate.set()
+    await eventually(lambda: len(seen) >= 50)
+    await asyncio.sleep(0.2)
+    assert 50 <= len(seen) < 200 and seen == sorted(seen)  # in order, excess dropped
+    assert any("SlowConsumer" in str(f) for _, m, f in logger.records if m == "nats_error")
+    await producer.publish(Happened(1000))
+    await eventually(lambda: seen[-1] == 1000)
+
+
+async def test_events_still_arrive_when_the_direct_path_is_unavailable(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another nats-py without the _process_msg hook: ordinary callback subscriptions.
+    from jeeves_control_tower.ipc.adapters.nats import client
+
+    monkeypatch.setattr(client, "DIRECT_SUPPORTED", False)
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    seen: list[int] = []
+    consumer.subscribe("Happened", lambda e: seen.append(e.n))
+    tc = await env["connect"](consumer)
+    await env["connect"](producer)
+    assert "Happened" not in tc._pumps
+    for i in range(20):
+        await producer.publish(Happened(i))
+    await eventually(lambda: seen == list(range(20)))

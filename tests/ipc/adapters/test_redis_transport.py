@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -75,7 +76,11 @@ async def test_hostile_frames_never_stop_a_consumer(env: dict[str, Any]) -> None
     await eventually(lambda: events == [1] and commands == [2])
     assert rejected(env["metrics"], "malformed") >= 6
     assert rejected(env["metrics"], "unknown_type") == 2
-    dead = await raw.xrange(t.dead_letters)
+    for _ in range(200):  # the acknowledgements follow the handlers: wait for them too
+        dead = await raw.xrange(t.dead_letters)
+        if len(dead) >= 5 and await raw.xlen(f"{p}cmd:DoWork") == 0:
+            break
+        await asyncio.sleep(0.05)
     assert len(dead) == 5 and {d[1][b"reason"] for d in dead} == {b"rejected"}
     assert await raw.xlen(f"{p}cmd:DoWork") == 0  # everything acknowledged and deleted
     assert "frame_rejected" in logger.messages("warning")
@@ -220,3 +225,62 @@ async def test_credentials_are_used_but_never_logged() -> None:
             await RedisTransport.connect(InMemoryCommBus(instrument=False), wrong, logger=logger)
         assert "wrong" not in str(info.value) and secret not in str(info.value)
         assert all(secret not in f"{m} {f}" for _, m, f in logger.records)
+
+
+async def test_first_connect_fails_fast_and_names_the_server_without_credentials() -> None:
+    # As NatsTransport: a refused connection or a refused password raises TransportError
+    # at once with the default options (no retrying the first connect).
+    secret = "s3cr3t-pw"
+    with brokers.RedisServer(password=secret) as server:
+        refused = f"redis://:{secret}@127.0.0.1:{brokers.free_port()}/0"
+        for url in (refused, server.url.replace(secret, "wrong-pw")):
+            bus = InMemoryCommBus(instrument=False)
+            started = time.monotonic()
+            with pytest.raises(TransportError) as info:
+                await asyncio.wait_for(
+                    RedisTransport.connect(bus, url, registry=REGISTRY, metrics=False),
+                    timeout=30,
+                )
+            assert time.monotonic() - started < 5, url
+            assert bus.transport is None
+            text = str(info.value)
+            assert "***" in text and "127.0.0.1:" in text
+            assert secret not in text and "wrong-pw" not in text
+
+
+async def test_wire_messages_are_counted_per_direction_and_pattern(env: dict[str, Any]) -> None:
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    preg, creg = CollectorRegistry(), CollectorRegistry()  # one per process
+    events: list[int] = []
+    commands: list[int] = []
+    consumer.subscribe("Happened", lambda e: events.append(e.n))
+    consumer.register_handler("DoWork", lambda c: commands.append(c.n))
+    consumer.register_handler("Ask", lambda q: q.n)
+    tc = await env["connect"](consumer, metrics_registry=creg, logger=ListLogger())
+    await env["connect"](producer, metrics_registry=preg)
+    await tc.sync()
+    await env["raw"].publish(tc.destination("publish", "Happened"), b"junk")  # rejected
+    for i in range(7):
+        await producer.publish(Happened(i))
+    for i in range(4):
+        await producer.send(DoWork(i))
+    for i in range(3):
+        assert await producer.query(Ask(i)) == i
+    await eventually(lambda: len(events) == 7 and len(commands) == 4)
+
+    def wire(reg: CollectorRegistry, direction: str) -> dict[str, float]:
+        return {
+            p: reg.get_sample_value(
+                "commbus_wire_messages_total",
+                {"transport": "redis", "direction": direction, "pattern": p},
+            )
+            or 0.0
+            for p in ("publish", "send", "query", "reply")
+        }
+
+    rejected = {"transport": "redis", "reason": "malformed"}
+    await eventually(lambda: creg.get_sample_value("commbus_wire_rejected_total", rejected) == 1)
+    assert wire(preg, "sent") == {"publish": 7, "send": 4, "query": 3, "reply": 0}
+    assert wire(preg, "received") == {"publish": 0, "send": 0, "query": 0, "reply": 3}
+    assert wire(creg, "sent") == {"publish": 0, "send": 0, "query": 0, "reply": 3}
+    assert wire(creg, "received") == {"publish": 7, "send": 4, "query": 3, "reply": 0}

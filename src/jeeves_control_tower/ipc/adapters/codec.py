@@ -100,9 +100,13 @@ class WireCodec:
         if max_frame_bytes < 1024 or max_depth < 2 or max_headers < 0:
             raise ValueError("max_frame_bytes >= 1024, max_depth >= 2, max_headers >= 0")
         self.registry = registry if registry is not None else default_registry
+        # The registry's own lookup tables (read-only here), for the per-message path.
+        self._by_name = self.registry._by_name
+        self._by_cls = self.registry._by_cls
         self._fmt: Any = Json() if format == "json" else Msgpack()
         self.format = format
         self._is_json = format == "json"
+        self._scan: Any = getattr(self._fmt, "_scan", None)
         self.max_frame_bytes = max_frame_bytes
         self.max_depth = max_depth
         self.max_headers = max_headers
@@ -124,7 +128,11 @@ class WireCodec:
     ) -> bytes:
         """One frame for ``message``; ``WireError`` when it cannot travel (class not
         registered, a value JSON cannot carry, frame over the size limit)."""
-        name, payload = self.registry.to_payload(message)
+        entry = self._by_cls.get(message.__class__)
+        if entry is not None:  # MessageRegistry.to_payload, inlined (the per-message path)
+            name, payload = entry.name, entry.encode(message)
+        else:
+            name, payload = self.registry.to_payload(message)  # raises: not registered
         mtype = get_message_type(message)
         frame: dict[str, Any] = {
             "v": WIRE_VERSION,
@@ -145,7 +153,17 @@ class WireCodec:
             frame["ttl"] = ttl
         if ts is not None:
             frame["ts"] = ts
-        return self._dump(frame, f"{pattern} {mtype!r}")
+        data: bytes
+        try:
+            data = self._fmt.dumps(frame)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise WireError("unencodable", f"{pattern} {mtype!r}: {exc}") from None
+        if len(data) > self.max_frame_bytes:
+            raise WireError(
+                "oversized",
+                f"{pattern} {mtype!r}: {len(data)} bytes > max_frame_bytes={self.max_frame_bytes}",
+            )
+        return data
 
     def encode_reply(
         self,
@@ -202,7 +220,20 @@ class WireCodec:
                 "oversized", f"{len(data)} bytes > max_frame_bytes={self.max_frame_bytes}"
             )
         try:
-            obj = self._fmt.loads(data)
+            obj = None
+            scan = self._scan
+            if scan is not None:  # Json.loads, inlined (the per-message path)
+                text = data.decode("utf-8")
+                try:
+                    obj, end = scan(text, 0)
+                    if end != len(text):
+                        obj = None
+                except RecursionError:
+                    raise
+                except Exception:
+                    obj = None
+            if obj is None:  # not JSON, or not the plain case: the format's own loads
+                obj = self._fmt.loads(data)
         except RecursionError:
             raise WireError("too_deep", "nesting exceeds the parser's limit") from None
         except Exception as exc:
@@ -235,9 +266,14 @@ class WireCodec:
         fid: Any = get("id")
         mtype: Any = get("type")
         pattern = get("pattern")
-        if not _short_str(fid) or not _short_str(mtype):
+        if not (
+            fid.__class__ is str
+            and 0 < len(fid) <= _MAX_ID
+            and mtype.__class__ is str
+            and 0 < len(mtype) <= _MAX_ID
+        ):
             raise WireError("malformed", "'id' and 'type' must be non-empty strings")
-        if type(pattern) is not str or pattern not in _PATTERNS:
+        if pattern.__class__ is not str or pattern not in _PATTERNS:
             raise WireError("malformed", f"'pattern' must be publish/send/query, got {pattern!r}")
         reply_to = corr = ttl = ts = None
         if pattern == "query":
@@ -254,7 +290,21 @@ class WireCodec:
             cls_name: Any = get("class", mtype)
             if cls_name is not mtype and not _short_str(cls_name):
                 raise WireError("malformed", "'class' must be a non-empty string")
-            message = self.registry.from_payload(cls_name, get("payload"))
+            payload = get("payload")
+            entry = self._by_name.get(cls_name)
+            if entry is not None and payload.__class__ is dict:
+                # MessageRegistry.from_payload, inlined (the per-message path)
+                try:
+                    message = entry.decode(payload)
+                except WireError:
+                    raise
+                except Exception as exc:
+                    raise WireError(
+                        "invalid_message",
+                        f"{cls_name!r} rejected its payload: {type(exc).__name__}: {exc}",
+                    ) from None
+            else:
+                message = self.registry.from_payload(cls_name, payload)  # says what is wrong
             if cls_name is not mtype and get_message_type(message) != mtype:
                 raise WireError(
                     "type_mismatch",

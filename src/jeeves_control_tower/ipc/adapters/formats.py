@@ -45,13 +45,27 @@ class Json:
         else:  # pragma: no cover - other interpreters
             encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_default)
             self._iterencode = lambda obj, _level: (encoder.encode(obj),)
-        self._decode = json.JSONDecoder(parse_constant=_reject_constant).decode
+        decoder = json.JSONDecoder(parse_constant=_reject_constant)
+        self._decode = decoder.decode
+        self._scan = decoder.scan_once  # type: ignore[attr-defined]  # set by __init__
 
     def dumps(self, obj: Any) -> bytes:
         return "".join(self._iterencode(obj, 0)).encode()
 
     def loads(self, data: bytes) -> Any:
-        return self._decode(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        # The decoder's own scanner on the whole text: what JSONDecoder.decode does minus
+        # its two whitespace regex passes. Anything else (surrounding whitespace, an
+        # error) goes through decode itself, so the accepted set and errors are the same.
+        try:
+            obj, end = self._scan(text, 0)
+        except RecursionError:
+            raise
+        except Exception:
+            return self._decode(text)
+        if end != len(text):
+            return self._decode(text)
+        return obj
 
 
 class Msgpack:

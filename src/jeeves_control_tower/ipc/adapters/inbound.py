@@ -2,8 +2,9 @@
 
 Nothing a broker hands in can crash a consumer: a frame that fails to decode is logged
 (``frame_rejected`` with its reason, never its contents) and counted in
-``commbus_wire_rejected_total``; a handler's exception is logged (publish, send) or sent
-back to the querying process as an error reply (query).
+``commbus_wire_rejected_total`` (one that decodes is counted in
+``commbus_wire_messages_total{direction="received"}``); a handler's exception is logged
+(publish, send) or sent back to the querying process as an error reply (query).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from opentelemetry import propagate
 from ...types import LoggerProtocol
 from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .codec import Frame, WireCodec, WireError
+from .metrics import RECEIVED, AdapterMetrics
 
 __all__ = [
     "ACK",
@@ -68,6 +70,7 @@ class InboundMixin:
 
     bus: InMemoryCommBus
     codec: WireCodec
+    metrics: AdapterMetrics
     logger: LoggerProtocol
     system: ClassVar[str]
     max_concurrency: int
@@ -101,6 +104,7 @@ class InboundMixin:
             self.codec._rejected(wrong.reason)
             self._reject(wrong, pattern)
             return None
+        self.metrics.wire(RECEIVED, pattern)
         return frame
 
     async def handle_event(self, data: bytes) -> None:
@@ -108,19 +112,21 @@ class InboundMixin:
         frame = self._decode(data, "publish")
         if frame is None:
             return
-        callback = self._internal.get(("publish", frame.type))
-        token = attach_trace(frame.headers)
+        headers = frame.headers
+        callback = self._internal.get(("publish", frame.type)) if self._internal else None
+        token = attach_trace(headers) if headers else None
         try:
             if callback is not None:
                 await callback(frame.message)
             else:
                 await self.bus.deliver_local(
-                    "publish", frame.message, headers=frame.headers, message_id=frame.id
+                    "publish", frame.message, headers=headers, message_id=frame.id
                 )
         except Exception as exc:
             self._failed("publish", frame, exc)
         finally:
-            detach_trace(token)
+            if token is not None:
+                detach_trace(token)
 
     async def handle_command(self, data: bytes) -> str:
         """Run one command frame; returns :data:`ACK`, :data:`REQUEUE` or :data:`REJECT`."""
@@ -155,6 +161,7 @@ class InboundMixin:
                 return None, None, None
             reply = self.codec.encode_reply(exc.corr, kind="rejected", error=exc)
             return exc.reply_to, exc.corr, reply
+        self.metrics.wire(RECEIVED, "query")
         ttl, ts = frame.ttl, frame.ts
         if ttl is not None and ts is not None and time.time() - ts > ttl + QUERY_CLOCK_SLACK:
             self.logger.debug("query_expired", transport=self.system, message_type=frame.type)
@@ -195,6 +202,7 @@ class InboundMixin:
         except WireError as exc:
             self._reject(exc, "reply")
             raise RemoteError(message_type, "WireError", f"undecodable reply: {exc}") from None
+        self.metrics.wire(RECEIVED, "reply")
         if reply.ok:
             return reply.result
         where = f"query {message_type!r} (remote {reply.error_type}: {reply.message})"

@@ -6,6 +6,17 @@
 | ``commbus_transport_reconnects_total`` | counter | ``transport`` |
 | ``commbus_transport_redeliveries_total`` | counter | ``transport`` (commands delivered again) |
 | ``commbus_transport_buffered_messages`` | gauge | ``transport`` (waiting for the broker) |
+| ``commbus_wire_messages_total`` | counter | ``transport``, ``direction``, ``pattern`` (below) |
+
+``commbus_wire_messages_total`` counts the frames that crossed the wire. ``direction`` is
+``sent`` (the broker client accepted the frame: a publish or send once the transport
+returned, a query request once the broker took it for a responder, a reply once handed to
+the broker) or ``received`` (a frame that arrived and decoded fine; a frame that fails to
+decode is counted in ``commbus_wire_rejected_total`` instead). ``pattern`` is ``publish``,
+``send``, ``query`` (the request) or ``reply`` (the answer to a query). The adapters' own
+traffic (service heartbeats, remote dispatch) is counted too. The child of each
+``(direction, pattern)`` is bound once; counting a frame is one dict lookup and one
+increment.
 
 ``prometheus_client`` is optional: without it every method is a no-op. The collectors are
 created in ``registry`` (default: ``prometheus_client.REGISTRY``) the first time a transport
@@ -18,7 +29,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-__all__ = ["AdapterMetrics"]
+__all__ = ["RECEIVED", "SENT", "AdapterMetrics"]
 
 _DECLARED = (
     (
@@ -40,7 +51,17 @@ _DECLARED = (
         "Messages held in memory while the broker is unreachable",
         ("transport",),
     ),
+    (
+        "counter",
+        "commbus_wire_messages",
+        "Frames that crossed the wire (sent: accepted by the broker client; received: decoded)",
+        ("transport", "direction", "pattern"),
+    ),
 )
+
+#: ``direction`` values of ``commbus_wire_messages_total``.
+SENT = "sent"
+RECEIVED = "received"
 
 
 def _collector(registry: Any, kind: str, name: str, doc: str, labels: tuple[str, ...]) -> Any:
@@ -63,6 +84,8 @@ class AdapterMetrics:
     def __init__(self, transport: str, registry: Any = None, *, enabled: bool = True) -> None:
         self.transport = transport
         self._c: dict[str, Any] = {}
+        # (direction, pattern) -> the bound child's ``inc`` (None: metrics off)
+        self._wire: dict[tuple[str, str], Any] = {}
         if not enabled:
             return
         try:
@@ -96,3 +119,29 @@ class AdapterMetrics:
         if c is not None:
             with contextlib.suppress(Exception):
                 c.labels(self.transport).inc(n)
+
+    def wire(self, direction: str, pattern: str) -> None:
+        """Count one frame in ``commbus_wire_messages_total`` (``direction`` is
+        :data:`SENT` or :data:`RECEIVED`). Never raises."""
+        try:
+            inc = self._wire[direction, pattern]
+        except KeyError:
+            inc = self._bind_wire(direction, pattern)
+        except Exception:  # an unhashable label: nothing to count
+            return
+        if inc is not None:
+            try:  # noqa: SIM105 - not contextlib.suppress: this runs for every frame
+                inc()
+            except Exception:
+                pass
+
+    def _bind_wire(self, direction: str, pattern: str) -> Any:
+        inc = None
+        c = self._c.get("commbus_wire_messages")
+        if c is not None:
+            try:
+                inc = c.labels(self.transport, direction, pattern).inc
+            except Exception:
+                inc = None
+        self._wire[direction, pattern] = inc
+        return inc

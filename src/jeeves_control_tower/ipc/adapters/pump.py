@@ -66,6 +66,18 @@ class OrderedPump:
     def pending(self) -> int:
         return len(self._queue)
 
+    def offer(self, frame: bytes) -> bool:
+        """Queue ``frame`` unless ``max_pending`` frames are waiting (then ``False``: the
+        caller drops it). For readers that cannot wait."""
+        if len(self._queue) >= self.max_pending:
+            return False
+        self._queue.append(frame)
+        if self._task is None:
+            self._task = self._spawn(self._run())
+        elif self._waiting:
+            self._wake.set()
+        return True
+
     def push(self, frame: bytes) -> Coroutine[Any, Any, None] | None:
         """Queue ``frame``; returns :meth:`wait_below` to await when the pump is full."""
         self._queue.append(frame)
@@ -77,15 +89,24 @@ class OrderedPump:
 
     async def _run(self) -> None:
         queue = self._queue
+        drained = self._drained
         while True:
             while queue:
-                if len(queue) < self.max_pending // 2:
-                    self._drained.set()
+                if not drained.is_set() and len(queue) < self.max_pending // 2:
+                    drained.set()
                 try:
                     result = start_in(copy_context(), self._handler, True, queue.popleft())
                     if result.__class__ is Resume:
                         await result
                 except Exception as exc:
+                    self._on_error(exc)
+                except asyncio.CancelledError as exc:
+                    # Raised by the handler itself (it awaited something that was
+                    # cancelled): a failed frame, not a stop. Letting it end the worker
+                    # would leave every later frame queued forever.
+                    task = asyncio.current_task()
+                    if task is None or task.cancelling():
+                        raise  # close() is stopping the worker
                     self._on_error(exc)
             self._drained.set()
             self._wake.clear()

@@ -14,6 +14,7 @@ Supported field annotations (anything else is accepted as any JSON value): ``Any
 from __future__ import annotations
 
 import dataclasses
+import operator
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -158,8 +159,32 @@ def _dataclass_entry(name: str, cls: type) -> _Entry:
     specs = {f.name: field_spec(hints.get(f.name, Any)) for f in fields}
     allowed = frozenset(specs)
 
-    def encode(obj: Any) -> dict[str, Any]:
-        return {n: getattr(obj, n) for n in names}
+    if len(names) >= 2:
+        values = operator.attrgetter(*names)  # a tuple of the fields, read in C
+
+        def encode(obj: Any) -> dict[str, Any]:
+            return dict(zip(names, values(obj), strict=True))
+
+    else:
+
+        def encode(obj: Any) -> dict[str, Any]:
+            return {n: getattr(obj, n) for n in names}
+
+    # Fields whose check is an exact type (str, int, bool, None) or nothing: the common
+    # case is checked in one pass and the payload itself becomes the keyword arguments.
+    simple = all(s is None or s.__class__ is type for s in specs.values())
+    exact = tuple((n, s) for n, s in specs.items() if s is not None)
+
+    def decode_simple(payload: dict[str, Any]) -> Any:
+        keys = payload.keys()
+        if keys <= allowed and required <= keys:
+            get = payload.get
+            for key, spec in exact:
+                if type(get(key)) is not spec:
+                    break  # a wrong type, or an omitted field with a default: the full check
+            else:
+                return cls(**payload)
+        return decode(payload)  # the full check: the instance, or the WireError
 
     def decode(payload: dict[str, Any]) -> Any:
         keys = payload.keys()
@@ -185,7 +210,7 @@ def _dataclass_entry(name: str, cls: type) -> _Entry:
             kwargs[key] = value
         return cls(**kwargs)
 
-    return _Entry(name, cls, encode, decode)
+    return _Entry(name, cls, encode, decode_simple if simple else decode)
 
 
 default_registry = MessageRegistry()

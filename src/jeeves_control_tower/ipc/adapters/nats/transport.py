@@ -17,9 +17,19 @@ query     request/reply on ``{prefix}.qry.{type}``,   one process answers (queue
 acknowledgement; ``await transport.flush()`` waits for a server round trip). ``send``
 returns once JetStream acknowledged the command (stored); while the server is
 unreachable it retries for up to ``send_timeout`` seconds (the same ``Nats-Msg-Id``, so
-the stream stores it once), then raises :class:`TransportError`. The client reconnects by
-itself, forever, and buffers outgoing bytes meanwhile (``buffer_bytes``, default 2 MiB;
-beyond that a publish raises :class:`TransportError`). Credentials are never logged.
+the stream stores it once), then raises :class:`TransportError`. ``connect`` fails fast: if
+the first connection cannot be made (refused, login refused, TLS error, no answer within
+``connect_timeout``, 2 s) it raises :class:`TransportError` naming the server (credentials
+replaced by ``***``) after one attempt (a refused TCP connection is tried twice). Once
+connected, the client reconnects by itself, forever, and buffers outgoing bytes meanwhile
+(``buffer_bytes``, default 2 MiB; beyond that a publish raises :class:`TransportError`).
+Credentials are never logged.
+
+Events skip nats-py's per-message ``Msg``/queue/task machinery: the client
+(:class:`~.client.DirectClient`) hands each event's bytes from its reading task to one
+:class:`~..pump.OrderedPump` per type, which decodes and delivers them in order, at most
+``_PENDING`` (10,000) waiting; beyond that they are dropped and reported as a slow consumer,
+as nats-py does. Queries and JetStream commands use nats-py's ordinary subscriptions.
 """
 
 from __future__ import annotations
@@ -27,10 +37,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
-from ..base import BrokerTransport, TransportFeatures, redact_url
+from ...middleware import MiddlewareContext
+from ..base import BrokerTransport, TransportFeatures, _current_otel_context, redact_url
+from ..metrics import SENT
+from ..pump import OrderedPump
+from .client import DirectClient
 from .commands import JetStreamConsumer
 from .subjects import token
 
@@ -87,8 +101,11 @@ class NatsTransport(BrokerTransport):
         self.stream = f"{prefix}_commands"
         self.dead_stream = f"{prefix}_dead"
         self._nc: Any = None
+        self._last_error: Exception | None = None
         self._js: Any = None
         self._subs: dict[tuple[str, str], Any] = {}
+        self._pumps: dict[str, OrderedPump] = {}
+        self._subjects: dict[str, str] = {}  # event type -> subject (publish hot path)
         self._consumers: dict[str, JetStreamConsumer] = {}
         self._query_slots = asyncio.Semaphore(self.max_concurrency)
 
@@ -115,7 +132,7 @@ class NatsTransport(BrokerTransport):
     # ------------------------------------------------------------------ connection
 
     async def _connect(self) -> None:
-        from nats.aio.client import Client as NatsClient
+        from .client import DirectClient
 
         options: dict[str, Any] = {
             "name": self.process_id,
@@ -127,18 +144,35 @@ class NatsTransport(BrokerTransport):
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnected,
             "reconnected_cb": self._on_reconnected,
+            # Every subject the transport uses is built from escaped tokens (subjects.py)
+            # and reply subjects come from the server's own MSG lines: nats-py's per-publish
+            # regex check of the subject can never fail here.
+            "skip_subject_validation": True,
         }
         options.update(self._connect_options)
-        client = NatsClient()
+        # nats-py treats a failed *first* connect like a lost connection: with reconnects
+        # allowed it retries a refused login, an unverifiable certificate or a dead
+        # address forever. The first connect is therefore made with reconnects off and
+        # one retry at most (nats-py's server pool needs max_reconnect_attempts >= 1 to
+        # ever give up on a refused TCP connection); the caller's reconnect policy is
+        # restored once connected, so a broker restart later is survived as before.
+        policy = {k: options[k] for k in ("allow_reconnect", "max_reconnect_attempts")}
+        options["allow_reconnect"] = False
+        options["max_reconnect_attempts"] = 1
+        connect_timeout = float(options.get("connect_timeout") or 2)
+        # Each step of nats-py's handshake is bounded by connect_timeout; this bounds the
+        # whole of it (TCP twice, INFO, TLS, CONNECT/PONG) so connect always returns.
+        deadline = 4 * connect_timeout + float(options.get("reconnect_time_wait") or 0) + 1
+        self._last_error = None
+        client = DirectClient()
         try:
-            await client.connect(servers=[self._url], **options)
+            await asyncio.wait_for(client.connect(servers=[self._url], **options), deadline)
         except Exception as exc:
             with contextlib.suppress(Exception):  # a failed connect may hold a socket
                 # bounded: after a failed TLS handshake nats-py's close() never returns
                 await asyncio.wait_for(client.close(), timeout=1.0)
-            raise TransportError(
-                f"cannot connect to {self.url}: {type(exc).__name__}: {_scrub(str(exc))}"
-            ) from None
+            raise TransportError(f"cannot connect to {self.url}: {self._why(exc)}") from None
+        client.options.update(policy)  # from now on: reconnect as configured
         self._nc = client
         self._js = client.jetstream()
         await self._ensure_streams()
@@ -170,11 +204,24 @@ class NatsTransport(BrokerTransport):
             except Exception as exc:  # closing while reconnecting: the socket is gone
                 self.logger.debug("nats_close_failed", error_type=type(exc).__name__)
 
+    def _why(self, exc: BaseException) -> str:
+        """What made the first connect fail, credentials scrubbed. nats-py reports a
+        server that refused every TCP attempt as ``NoServersError``; the error behind it
+        (passed to the error callback) is the useful one."""
+        import nats.errors
+
+        if isinstance(exc, TimeoutError):
+            return f"no answer within the connect timeout (TimeoutError: {_scrub(str(exc))})"
+        if isinstance(exc, nats.errors.NoServersError) and self._last_error is not None:
+            exc = self._last_error
+        return f"{type(exc).__name__}: {_scrub(str(exc))}"
+
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         self.logger.warning("nats_error", error_type=type(exc).__name__, error=_scrub(str(exc)))
 
     async def _on_disconnected(self) -> None:
-        if not self.closed:
+        if not self.closed and self._nc is not None:  # not a failed first connect
             self.logger.warning("nats_disconnected", url=self.url)
 
     async def _on_reconnected(self) -> None:
@@ -188,13 +235,48 @@ class NatsTransport(BrokerTransport):
             raise TransportError("the NATS transport is not connected")
         return self._nc
 
-    async def _publish_frame(self, message_type: str, data: bytes) -> None:
+    async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
+        """:meth:`BrokerTransport.publish` with the frame handed to nats-py in the same
+        coroutine (the per-event path: one coroutine less)."""
+        headers = ctx.headers
+        if headers or _current_otel_context():  # else: nothing to propagate
+            headers = self._out_headers(ctx)
+        data = self.codec.encode(
+            message, pattern="publish", message_id=ctx.message_id, headers=headers or None
+        )
+        message_type = ctx.message_type
+        subject = self._subjects.get(message_type)
+        if subject is None:
+            subject = self._subjects[message_type] = self.destination("publish", message_type)
+        nc = self._nc
+        if nc is None or self._closed:
+            raise TransportError("the NATS transport is not connected")
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            self._publish_failed(nc, exc)
+        self.metrics.wire(SENT, "publish")
+
+    def _publish_failed(self, nc: Any, exc: Exception) -> NoReturn:
         import nats.errors
 
-        try:
-            await self._client().publish(self.destination("publish", message_type), data)
-        except nats.errors.Error as exc:
+        if nc.is_closed:
+            raise TransportError("the NATS transport is not connected") from None
+        if isinstance(exc, nats.errors.Error):
             raise TransportError(f"publish not accepted: {type(exc).__name__}") from None
+        raise exc
+
+    async def _publish_frame(self, message_type: str, data: bytes) -> None:
+        subject = self._subjects.get(message_type)
+        if subject is None:
+            subject = self._subjects[message_type] = self.destination("publish", message_type)
+        nc = self._nc
+        if nc is None or self._closed:
+            raise TransportError("the NATS transport is not connected")
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            self._publish_failed(nc, exc)
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         import nats.errors
@@ -247,9 +329,11 @@ class NatsTransport(BrokerTransport):
                 f"no process handles query type {message_type!r} on {self.url}"
             ) from None
         except nats.errors.TimeoutError:
+            self.metrics.wire(SENT, "query")  # a responder got it and did not answer in time
             raise TimeoutError(f"query {message_type!r} timed out after {timeout}s") from None
         except nats.errors.Error as exc:
             raise TransportError(f"query {message_type!r} not sent: {type(exc).__name__}") from None
+        self.metrics.wire(SENT, "query")
         data_out: bytes = msg.data
         return data_out
 
@@ -261,9 +345,13 @@ class NatsTransport(BrokerTransport):
         # A subscriber that falls behind by more than _PENDING messages loses the excess
         # (nats-py reports a slow consumer, logged): memory stays bounded.
         if pattern == "publish":
-            self._subs[(pattern, message_type)] = await nc.subscribe(
-                subject, cb=self._on_event, pending_msgs_limit=_PENDING
-            )
+            sub = await nc.subscribe(subject, cb=self._on_event, pending_msgs_limit=_PENDING)
+            self._subs[(pattern, message_type)] = sub
+            # Events go straight from the reading task to one ordered worker per type
+            # (the same bound, _PENDING, beyond which they are dropped and reported).
+            pump = OrderedPump(self.handle_event, self.spawn, self._pump_failed, _PENDING)
+            if isinstance(nc, DirectClient) and nc.route(sub, pump.offer):
+                self._pumps[message_type] = pump
         elif pattern == "query":
             self._subs[(pattern, message_type)] = await nc.subscribe(
                 subject, queue="responders", cb=self._on_query, pending_msgs_limit=_PENDING
@@ -289,6 +377,11 @@ class NatsTransport(BrokerTransport):
 
     async def _stop_consuming(self, pattern: str, message_type: str) -> None:
         sub = self._subs.pop((pattern, message_type), None)
+        pump = self._pumps.pop(message_type, None) if pattern == "publish" else None
+        if sub is not None and isinstance(self._nc, DirectClient):
+            self._nc.unroute(sub)
+        if pump is not None:
+            await pump.close()
         if sub is not None and self._nc is not None and not self._nc.is_closed:
             try:
                 await sub.unsubscribe()
@@ -301,6 +394,9 @@ class NatsTransport(BrokerTransport):
     async def _on_event(self, msg: Any) -> None:
         await self.handle_event(msg.data)
 
+    def _pump_failed(self, exc: BaseException) -> None:
+        self.logger.error("event_delivery_failed", error_type=type(exc).__name__, error=str(exc))
+
     async def _on_query(self, msg: Any) -> None:
         await self._query_slots.acquire()  # back-pressure into the subscription
         # Its own task: queries are answered concurrently, and a handler's
@@ -312,6 +408,7 @@ class NatsTransport(BrokerTransport):
             _, _, reply = await self.handle_query(msg.data, has_return_address=bool(msg.reply))
             if reply is not None and msg.reply:
                 await self._client().publish(msg.reply, reply)
+                self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
         finally:

@@ -16,7 +16,9 @@ automatically pipelined writes). Reconnection is automatic on every connection; 
 Redis is unreachable, publishes and sends are buffered (``buffer_size``, default 10,000)
 and written on reconnect, or raise :class:`TransportError` when the buffer is full or
 ``buffer_size=0``. Queries fail at once with :class:`TransportError` while Redis is down.
-Credentials in the URL (or ``password=``) are used, never logged.
+Credentials in the URL (or ``password=``) are used, never logged. ``connect`` fails fast:
+a refused connection (tried twice), a refused password, a TLS error or no answer within
+``socket_timeout`` raises :class:`TransportError` naming the server without credentials.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from redis.exceptions import NoScriptError
 
 from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
+from ..metrics import SENT
 from ..pump import OrderedPump
 from .conn import UNREACHABLE
 from .mux import MuxConnection
@@ -212,6 +215,7 @@ class RedisTransport(BrokerTransport):
                     raise NoHandlerError(
                         f"no process handles query type {message_type!r} on {self.url}"
                     )
+                self.metrics.wire(SENT, "query")  # queued for a responder
                 return await future
         finally:
             self._pending.pop(corr, None)
@@ -285,6 +289,7 @@ class RedisTransport(BrokerTransport):
             self._writer_or_fail().submit_nowait(
                 "PUBLISH", reply_to, (corr or "").encode() + b" " + reply
             )
+            self.metrics.wire(SENT, "reply")
         except TransportError as exc:
             self.logger.warning("redis_reply_failed", error=str(exc))
 

@@ -1,0 +1,102 @@
+"""nats-py's client with a direct path for the transport's event subscriptions.
+
+nats-py hands every message of a callback subscription through a ``Msg`` object, an
+``asyncio.Queue`` and the subscription's own task before the callback sees it; for a
+small event that costs more than the rest of the client's work together. The transport
+only needs the payload bytes of an event, in order, so :class:`DirectClient` routes the
+messages of the subscriptions registered with :meth:`DirectClient.route` straight to a
+callable (the transport's :class:`~..pump.OrderedPump`), called inline by the reading
+task: it must not block. Everything else (queries, JetStream, request/reply) takes
+nats-py's ordinary path.
+
+The direct path needs nats-py's ``Client._process_msg(sid, subject, reply, data,
+headers)`` hook; :data:`DIRECT_SUPPORTED` is ``False`` when the installed nats-py does not
+have it in that shape, and the transport then uses ordinary callback subscriptions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+
+__all__ = ["DIRECT_SUPPORTED", "DirectClient"]
+
+Route = Callable[[bytes], bool]
+
+_EXPECTED = ["self", "sid", "subject", "reply", "data", "headers"]
+
+
+def _supported() -> bool:
+    try:
+        hook = Client._process_msg
+        return (
+            inspect.iscoroutinefunction(hook)
+            and list(inspect.signature(hook).parameters) == _EXPECTED
+        )
+    except Exception:  # pragma: no cover - another nats-py
+        return False
+
+
+#: Whether the installed nats-py has the hook the direct path overrides.
+DIRECT_SUPPORTED = _supported()
+
+
+class DirectClient(Client):
+    """``nats.aio.client.Client`` plus :meth:`route` (see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._routes: dict[int, Route] = {}
+
+    def route(self, sub: Subscription, deliver: Route) -> bool:
+        """Hand the payloads of ``sub`` (a subscription of this client) to ``deliver``
+        instead of its callback. ``deliver(data)`` returns ``False`` when it cannot take
+        the message (full): the message is dropped and reported as a slow consumer, as
+        nats-py does. Returns whether the direct path is in use."""
+        sid = getattr(sub, "_id", None)
+        queue = getattr(sub, "_pending_queue", None)
+        if (
+            not DIRECT_SUPPORTED
+            or type(sid) is not int
+            or self._subs.get(sid) is not sub
+            or queue is None
+        ):
+            return False
+        # Messages that arrived while subscribing went to the subscription's queue: they
+        # come first, so the order stays that of the server.
+        while not queue.empty():
+            msg = queue.get_nowait()
+            queue.task_done()
+            sub._pending_size -= len(msg.data)
+            deliver(msg.data)
+        self._routes[sid] = deliver
+        return True
+
+    def unroute(self, sub: Subscription) -> None:
+        """Back to the subscription's own callback (before unsubscribing it)."""
+        sid = getattr(sub, "_id", None)
+        if type(sid) is int:
+            self._routes.pop(sid, None)
+
+    async def _process_msg(
+        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
+    ) -> None:
+        deliver = self._routes.get(sid)
+        if deliver is None:
+            await super()._process_msg(sid, subject, reply, data, headers)
+            return
+        stats = self.stats
+        stats["in_msgs"] += 1
+        stats["in_bytes"] += len(data)
+        if not deliver(data):
+            from nats.errors import SlowConsumerError
+
+            sub = self._subs.get(sid)
+            if sub is not None:
+                error = SlowConsumerError(
+                    subject=subject.decode(), reply=reply.decode(), sid=sid, sub=sub
+                )
+                await self._error_cb(error)
