@@ -95,6 +95,7 @@ class InMemoryCommBus(Delivery):
         self._middlewares: list[Any] = []
         self._chain: CompiledChain | None = None
         self._transport: Transport | None = None
+        self._transport_label = ""
         self._registration_listeners: tuple[Callable[[], None], ...] = ()
         self.telemetry: Any = None
         instrument = telemetry.pop("instrument", None)
@@ -223,6 +224,7 @@ class InMemoryCommBus(Delivery):
         if self._transport is not None and self._transport is not transport:
             raise ValueError("a transport is already attached; detach it first")
         self._transport = transport
+        self._transport_label = f"transport:{type(transport).__name__}"
         self._rebuild_chain()
 
     def detach_transport(self) -> None:

@@ -38,6 +38,7 @@ class Delivery:
     _subscribers: dict[str, tuple[HandlerEntry, ...]]
     _handlers: dict[str, HandlerEntry]
     _transport: Transport | None
+    _transport_label: str  # "transport:<class name>", the handler name of an outgoing message
 
     async def _fan_out(
         self,
@@ -252,7 +253,7 @@ class Delivery:
         message_type = ctx.message_type
         transport = self._transport
         if ctx.direction == "out" and transport is not None:
-            ctx.handlers.append(f"transport:{type(transport).__name__}")
+            ctx.handlers.append(self._transport_label)
             if pattern == "query":
                 assert timeout is not None
                 return await transport.query(ctx, message, timeout)
