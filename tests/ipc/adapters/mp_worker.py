@@ -1,9 +1,11 @@
 """A separate OS process for the multi-process tests: ``python -m tests.ipc.adapters.mp_worker``.
 
-Arguments: ``ROLE TRANSPORT URL PREFIX [options as JSON]``. The worker connects a bus to
+Arguments: ``ROLES TRANSPORT URL PREFIX [options as JSON]``. The worker connects a bus to
 the broker, prints ``{"ready": pid}`` once its registrations are in effect, reports what
 it handles as one JSON object per line on stdout, and shuts down cleanly when its stdin
-closes (or is killed by the test). Roles:
+closes (or is killed by the test). ``ROLES`` is one role or several, comma-separated
+(``subscriber,consumer,responder``). With ``JT_WORKER_LOG=1`` in its environment the
+worker's transport logs to stderr (pytest shows it when a test fails). Roles:
 
 - ``subscriber``: ``{"event": n}`` for each ``Happened``.
 - ``consumer``: ``{"handled": n}`` for each ``DoWork``; option ``hang_on`` makes it print
@@ -19,11 +21,34 @@ import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
 from tests.conformance.messages import REGISTRY, Ask, DoWork
+
+
+class _StderrLogger:
+    """Logs to stderr (``JT_WORKER_LOG=1``: to see why a worker misbehaved)."""
+
+    def _log(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        sys.stderr.write(f"{time.time():.3f} worker {os.getpid()} {level} {message} {fields}\n")
+
+    def debug(self, message: str, /, **fields: Any) -> None:
+        self._log("debug", message, fields)
+
+    def info(self, message: str, /, **fields: Any) -> None:
+        self._log("info", message, fields)
+
+    def warning(self, message: str, /, **fields: Any) -> None:
+        self._log("warning", message, fields)
+
+    def error(self, message: str, /, **fields: Any) -> None:
+        self._log("error", message, fields)
+
+    def bind(self, **fields: Any) -> _StderrLogger:
+        return self
 
 
 def emit(**fields: Any) -> None:
@@ -35,7 +60,7 @@ async def connect(
     kind: str, bus: InMemoryCommBus, url: str, prefix: str, opts: dict[str, Any]
 ) -> Any:
     common: dict[str, Any] = {"prefix": prefix, "registry": REGISTRY, "metrics": False}
-    common["logger"] = NullLogger()
+    common["logger"] = _StderrLogger() if os.environ.get("JT_WORKER_LOG") else NullLogger()
     if kind == "redis":
         from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 
@@ -47,9 +72,9 @@ async def connect(
     return await NatsTransport.connect(bus, url, ack_wait=opts.get("redelivery", 30.0), **common)
 
 
-async def main(role: str, kind: str, url: str, prefix: str, opts: dict[str, Any]) -> None:
+async def main(roles: set[str], kind: str, url: str, prefix: str, opts: dict[str, Any]) -> None:
     exporter: Any = None
-    if role == "responder":
+    if "responder" in roles:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -62,9 +87,9 @@ async def main(role: str, kind: str, url: str, prefix: str, opts: dict[str, Any]
     else:
         bus = InMemoryCommBus(instrument=False)
 
-    if role == "subscriber":
+    if "subscriber" in roles:
         bus.subscribe("Happened", lambda e: emit(event=e.n))
-    elif role == "consumer":
+    if "consumer" in roles:
 
         async def handle(cmd: DoWork) -> None:
             if cmd.n == opts.get("hang_on"):
@@ -75,7 +100,7 @@ async def main(role: str, kind: str, url: str, prefix: str, opts: dict[str, Any]
             emit(handled=cmd.n)
 
         bus.register_handler("DoWork", handle)
-    elif role == "responder":
+    if "responder" in roles:
 
         async def answer(q: Ask) -> int:
             asyncio.get_running_loop().call_later(0.05, report_spans)
@@ -106,5 +131,6 @@ def _span(span: Any) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    _, role, kind, url, prefix, *rest = sys.argv
-    asyncio.run(main(role, kind, url, prefix, json.loads(rest[0]) if rest else {}))
+    _, roles, kind, url, prefix, *rest = sys.argv
+    options = json.loads(rest[0]) if rest else {}
+    asyncio.run(main(set(roles.split(",")), kind, url, prefix, options))
