@@ -50,6 +50,12 @@ from .subjects import token
 
 __all__ = ["NatsTransport"]
 
+#: How long one JetStream publish waits for its acknowledgement before it is sent again
+#: (same ``Nats-Msg-Id``: the server drops the duplicate). Short, because a send written
+#: into a socket whose server just died is never acknowledged: the retry after a
+#: reconnect must not wait long for it.
+_SEND_ATTEMPT_TIMEOUT = 1.0
+
 _PENDING = 10_000
 _CREDENTIALS = re.compile(r"//[^/@\s]*@")
 
@@ -291,7 +297,10 @@ class NatsTransport(BrokerTransport):
             remaining = deadline - loop.time()
             try:
                 await self._js.publish(
-                    subject, data, headers=headers, timeout=max(0.05, min(5.0, remaining))
+                    subject,
+                    data,
+                    headers=headers,
+                    timeout=max(0.05, min(_SEND_ATTEMPT_TIMEOUT, remaining)),
                 )
                 return
             except nats.errors.NoRespondersError:
