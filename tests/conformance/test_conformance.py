@@ -6,6 +6,7 @@ Where transports legitimately differ, the test reads ``harness.features``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -192,6 +193,46 @@ async def test_query_handler_error_reaches_the_caller(harness: Harness) -> None:
     if isinstance(info.value, RemoteError):
         assert info.value.remote_type == "KeyError"
         assert "boom" in str(info.value)
+
+
+async def test_a_handler_raising_cancelled_error_stops_nothing(harness: Harness) -> None:
+    # A handler that raises CancelledError itself (it awaited something that was
+    # cancelled) is a failed delivery. In process the caller sees it, as with a plain
+    # await; over a broker it is logged, and the consumer goes on with the next message.
+    a, b = await harness.bus(), await harness.bus()
+    events: list[int] = []
+    commands: list[int] = []
+
+    def on_event(e: Happened) -> None:
+        if e.n == 1:
+            raise asyncio.CancelledError
+        events.append(e.n)
+
+    def on_command(c: DoWork) -> None:
+        if c.n == 1:
+            raise asyncio.CancelledError
+        commands.append(c.n)
+
+    def on_query(q: Ask) -> int:
+        if q.n == 1:
+            raise asyncio.CancelledError
+        return q.n
+
+    b.subscribe("Happened", on_event)
+    b.register_handler("DoWork", on_command)
+    b.register_handler("Ask", on_query)
+    await harness.sync()
+    for i in range(4):
+        with contextlib.suppress(asyncio.CancelledError):
+            await a.publish(Happened(i))
+        with contextlib.suppress(asyncio.CancelledError):
+            await a.send(DoWork(i))
+    await eventually(lambda: events == [0, 2, 3] and commands == [0, 2, 3])
+    with pytest.raises(
+        asyncio.CancelledError if not harness.features.cross_process else RemoteError
+    ):
+        await a.query(Ask(1), timeout=5.0)
+    assert await a.query(Ask(2), timeout=5.0) == 2
 
 
 async def test_dynamic_events_and_queries_round_trip(harness: Harness) -> None:

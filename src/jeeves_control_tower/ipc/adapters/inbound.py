@@ -124,6 +124,9 @@ class InboundMixin:
                 )
         except Exception as exc:
             self._failed("publish", frame, exc)
+        except asyncio.CancelledError as exc:
+            _raise_if_stopping()
+            self._failed("publish", frame, exc)
         finally:
             if token is not None:
                 detach_trace(token)
@@ -141,6 +144,9 @@ class InboundMixin:
                 "send", frame.message, headers=frame.headers, message_id=frame.id
             )
         except Exception as exc:
+            self._failed("send", frame, exc)
+        except asyncio.CancelledError as exc:
+            _raise_if_stopping()
             self._failed("send", frame, exc)
         finally:
             detach_trace(token)
@@ -190,6 +196,9 @@ class InboundMixin:
             kind, error = "timeout", exc
         except Exception as exc:
             kind, error = "error", exc
+        except asyncio.CancelledError as exc:
+            _raise_if_stopping()
+            kind, error = "error", exc
         finally:
             detach_trace(token)
         reply = self.codec.encode_reply(frame.corr, result=result, kind=kind, error=error)
@@ -224,3 +233,14 @@ class InboundMixin:
             error_type=type(exc).__name__,
             error=str(exc),
         )
+
+
+def _raise_if_stopping() -> None:
+    """Inside ``except CancelledError``: re-raise when this task is being cancelled (the
+    consumer is stopping). Otherwise the handler raised ``CancelledError`` itself (it
+    awaited something that was cancelled): that is a failed delivery, to be logged like
+    any handler error, never a reason to end the consumer and strand every later
+    message of the type."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise
