@@ -67,6 +67,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from procstats import rss_mb  # benchmarks/procstats.py (run from this folder)
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
@@ -197,16 +198,6 @@ class PatternStats:
     errors: Counter[str] = field(default_factory=Counter)
     call: Histogram = field(default_factory=Histogram)  # the producer's await
     e2e: Histogram = field(default_factory=Histogram)  # call -> end of the handler
-
-
-def rss_mb() -> float:
-    """Current resident set size in MiB (from /proc, falling back to the peak)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * resource.getpagesize() / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def cpu_seconds() -> float:

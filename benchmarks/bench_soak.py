@@ -15,27 +15,18 @@ import argparse
 import asyncio
 import gc
 import json
-import resource
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from procstats import rss_mb  # benchmarks/procstats.py (run from this folder)
 
 from jeeves_control_tower.ipc import CommBusCoordinator, DynamicEvent, DynamicQuery, InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 
 RESULTS = Path(__file__).parent / "results" / "soak.json"
-
-
-def rss_mb() -> float:
-    """Current resident set size in MiB (from /proc, falling back to the peak)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * resource.getpagesize() / 2**20
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def telemetry_options() -> dict[str, Any]:

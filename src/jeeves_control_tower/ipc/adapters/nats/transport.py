@@ -250,18 +250,22 @@ class NatsTransport(BrokerTransport):
         data = self.codec.encode(
             message, pattern="publish", message_id=ctx.message_id, headers=headers or None
         )
-        message_type = ctx.message_type
+        subject, nc = self._event_route(ctx.message_type)
+        try:
+            await nc.publish(subject, data)
+        except Exception as exc:
+            self._publish_failed(nc, exc)
+        self.metrics.wire(SENT, "publish")
+
+    def _event_route(self, message_type: str) -> tuple[str, Any]:
+        """The (cached) subject of ``message_type``'s events and the live connection."""
         subject = self._subjects.get(message_type)
         if subject is None:
             subject = self._subjects[message_type] = self.destination("publish", message_type)
         nc = self._nc
         if nc is None or self._closed:
             raise TransportError("the NATS transport is not connected")
-        try:
-            await nc.publish(subject, data)
-        except Exception as exc:
-            self._publish_failed(nc, exc)
-        self.metrics.wire(SENT, "publish")
+        return subject, nc
 
     def _publish_failed(self, nc: Any, exc: Exception) -> NoReturn:
         import nats.errors
@@ -273,12 +277,7 @@ class NatsTransport(BrokerTransport):
         raise exc
 
     async def _publish_frame(self, message_type: str, data: bytes) -> None:
-        subject = self._subjects.get(message_type)
-        if subject is None:
-            subject = self._subjects[message_type] = self.destination("publish", message_type)
-        nc = self._nc
-        if nc is None or self._closed:
-            raise TransportError("the NATS transport is not connected")
+        subject, nc = self._event_route(message_type)
         try:
             await nc.publish(subject, data)
         except Exception as exc:
