@@ -190,3 +190,40 @@ async def test_a_local_service_wins_over_a_remote_one(node: Callable[[], Awaitab
     await asyncio.sleep(0.3)
     service = a[0].get_service("flow")
     assert service is not None and service.metadata.get("remote") is None
+
+
+async def test_heartbeats_still_in_flight_after_close_never_reach_the_application(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    from jeeves_control_tower.ipc import MiddlewareContext
+    from jeeves_control_tower.ipc.adapters.services import HEARTBEAT
+    from jeeves_control_tower.ipc.messages import DynamicEvent
+
+    coordinator, services = await node()
+    seen: list[str] = []
+
+    class Spy:
+        def before(self, ctx: MiddlewareContext, message: Any) -> Any:
+            seen.append(ctx.message_type)
+            return message
+
+        def after(
+            self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
+        ) -> Any:
+            return result
+
+    coordinator.commbus.add_middleware(Spy())
+    await services.close()  # the broker subscription goes a moment later
+    transport = services.transport
+    frame = transport.codec.encode(
+        DynamicEvent(HEARTBEAT, {"process": "elsewhere", "services": [], "bye": True}),
+        pattern="publish",
+        message_id="late-1",
+    )
+    await transport.handle_event(frame)  # what the broker may still deliver meanwhile
+    assert HEARTBEAT not in seen
+    # the application's own events of other types still flow
+    await transport.handle_event(
+        transport.codec.encode(DynamicEvent("app.event", {}), pattern="publish", message_id="a1")
+    )
+    assert seen == ["app.event"]

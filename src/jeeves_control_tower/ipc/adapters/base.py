@@ -100,6 +100,9 @@ class BrokerTransport(InboundMixin, abc.ABC):
         else:
             self._dedupe = dedupe or None
         self._internal: dict[tuple[str, str], InternalCallback] = {}
+        # Internal event types removed while still subscribed on the broker: frames of
+        # theirs still in flight are dropped, never handed to the application's bus.
+        self._retired_events: set[str] = set()
         self._consuming: set[tuple[str, str]] = set()
         self._refresh_lock = asyncio.Lock()
         self._refresh_task: asyncio.Task[None] | None = None
@@ -231,6 +234,7 @@ class BrokerTransport(InboundMixin, abc.ABC):
         """Consume events of ``event_type`` into ``callback`` instead of the bus (for the
         adapters' own traffic, such as service heartbeats)."""
         self._internal[("publish", event_type)] = callback
+        self._retired_events.discard(event_type)
         self._registrations_changed()
 
     def add_internal_handler(self, query_type: str, callback: InternalCallback) -> None:
@@ -239,7 +243,12 @@ class BrokerTransport(InboundMixin, abc.ABC):
         self._registrations_changed()
 
     def remove_internal(self, pattern: str, message_type: str) -> None:
+        """Stop consuming ``message_type`` for the adapters' own traffic. Events of it that
+        arrive before the broker subscription is gone are dropped (not delivered to the
+        bus); a query gets the bus's usual answer (no handler)."""
         if self._internal.pop((pattern, message_type), None) is not None:
+            if pattern == "publish":
+                self._retired_events.add(message_type)
             self._registrations_changed()
 
     async def publish_internal(self, message: Any) -> None:

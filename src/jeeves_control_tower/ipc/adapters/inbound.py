@@ -75,6 +75,7 @@ class InboundMixin:
     system: ClassVar[str]
     max_concurrency: int
     _internal: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]
+    _retired_events: set[str]
     _tasks: set[asyncio.Task[Any]]
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -114,6 +115,10 @@ class InboundMixin:
             return
         headers = frame.headers
         callback = self._internal.get(("publish", frame.type)) if self._internal else None
+        if callback is None and frame.type in self._retired_events:
+            if not self.bus.get_subscribers(frame.type):
+                self.logger.debug("retired_internal_event", message_type=frame.type)
+                return
         token = attach_trace(headers) if headers else None
         try:
             if callback is not None:
