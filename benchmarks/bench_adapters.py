@@ -240,7 +240,9 @@ async def raw_redis_side() -> Side:
     async def consumer() -> None:
         while True:
             got = await sub.xreadgroup("g", "c", {stream: ">"}, count=100, block=1000)
-            for _, entries in got or ():
+            # RESP2 (the default) answers [[stream, [(id, fields), ...]], ...]
+            assert isinstance(got, list)
+            for _, entries in got:
                 ids = [e[0] for e in entries]
                 for _ in ids:
                     commands.hit()

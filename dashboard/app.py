@@ -173,8 +173,10 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
     )
 
 
-def _health_colour(value: str) -> str:
-    return "color: #2e7d32" if value.endswith(" healthy") else "color: #c62828; font-weight: 600"
+def _health_colour(value: object) -> str:
+    """``value`` is a shown health ("● healthy" / "● unhealthy")."""
+    healthy = isinstance(value, str) and value.endswith(" healthy")
+    return "color: #2e7d32" if healthy else "color: #c62828; font-weight: 600"
 
 
 def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> alt.Chart:

@@ -92,18 +92,23 @@ def to_dot(edges: pd.DataFrame, max_edges: int = 80) -> str:
     sources: dict[str, tuple[str, str]] = {}
     targets: set[str] = set()
     body: list[str] = []
-    for row in top.itertuples(index=False):
+    for row, rate, error_share in zip(
+        top.itertuples(index=False),
+        top["rate"].astype(float),
+        top["error_share"].astype(float),
+        strict=True,
+    ):
         source_id = f"{row.pattern}:{row.message_type}"
         sources[source_id] = (str(row.pattern), str(row.message_type))
         target_id = f"to:{row.target}"
         targets.add(str(row.target))
-        width = 1.0 + 4.0 * float(row.rate) / peak
-        label = f"{float(row.rate):.1f}/s"
+        width = 1.0 + 4.0 * rate / peak
+        label = f"{rate:.1f}/s"
         if row.failed:
-            label += f" · {100.0 * float(row.error_share):.0f}% failed"
+            label += f" · {100.0 * error_share:.0f}% failed"
         body.append(
             f"  {_quote(source_id)} -> {_quote(target_id)} [penwidth={width:.2f},"
-            f" color={_quote(edge_colour(float(row.error_share)))}, label={_quote(label)}];"
+            f" color={_quote(edge_colour(error_share))}, label={_quote(label)}];"
         )
     for source_id, (pattern, message_type) in sorted(sources.items()):
         fill, border = PATTERN_STYLE.get(pattern, ("#eeeeee", "#757575"))

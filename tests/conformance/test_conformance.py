@@ -83,7 +83,11 @@ async def test_send_reaches_exactly_one_handler_across_processes(harness: Harnes
     handled: list[tuple[str, int]] = []
     buses = {"a": a} if a is b else {"a": a, "b": b, "c": c}
     for name, bus in buses.items():
-        bus.register_handler("DoWork", lambda cmd, name=name: handled.append((name, cmd.n)))
+
+        def handle(cmd: DoWork, name: str = name) -> None:
+            handled.append((name, cmd.n))
+
+        bus.register_handler("DoWork", handle)
     await harness.sync()
 
     await asyncio.gather(*(a.send(DoWork(i)) for i in range(60)))
@@ -147,7 +151,12 @@ async def test_query_reaches_exactly_one_handler(harness: Harness) -> None:
     calls: list[str] = []
     buses = {"a": a} if a is b else {"b": b, "c": c}
     for name, bus in buses.items():
-        bus.register_handler("Ask", lambda q, name=name: calls.append(name) or name)
+
+        def answer(q: Ask, name: str = name) -> str:
+            calls.append(name)
+            return name
+
+        bus.register_handler("Ask", answer)
     await harness.sync()
     results = [await a.query(Ask(i)) for i in range(20)]
     assert len(calls) == 20

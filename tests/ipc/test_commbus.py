@@ -400,11 +400,11 @@ class Recorder:
 
 
 class AsyncRecorder(Recorder):
-    async def before(self, ctx: MiddlewareContext, message: Any) -> Any:  # type: ignore[override]
+    async def before(self, ctx: MiddlewareContext, message: Any) -> Any:
         await asyncio.sleep(0)
         return super().before(ctx, message)
 
-    async def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:  # type: ignore[override]
+    async def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:
         await asyncio.sleep(0)
         return super().after(ctx, message, result, error)
 
@@ -414,7 +414,12 @@ class TestMiddleware:
         calls: list[str] = []
         bus.add_middleware(Recorder("a", calls))
         bus.add_middleware(AsyncRecorder("b", calls))
-        bus.register_handler("GetState", lambda q: calls.append("handler") or "r")
+
+        def handler(q: GetState) -> str:
+            calls.append("handler")
+            return "r"
+
+        bus.register_handler("GetState", handler)
         assert await bus.query(GetState()) == "r"
         assert calls == ["before:a", "before:b", "handler", "after:b:ok", "after:a:ok"]
 

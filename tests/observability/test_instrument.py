@@ -148,7 +148,7 @@ def test_handles_do_not_keep_their_bus_or_coordinator_alive(tel: Telemetry) -> N
     bus = InMemoryCommBus(**tel.options)
     coordinator = CommBusCoordinator(None, bus)
     handle = coordinator.telemetry
-    refs = [weakref.ref(bus), weakref.ref(coordinator)]
+    refs: list[weakref.ref[object]] = [weakref.ref(bus), weakref.ref(coordinator)]
     del bus, coordinator
     gc.collect()
     assert [r() for r in refs] == [None, None]

@@ -173,7 +173,9 @@ async def test_broker_killed_and_restarted_mid_stream_loses_no_command(kind: str
             # every command handled at least once, by the one consumer process, which
             # survived the outage and reconnected by itself (it handled the commands sent
             # after the restart)
-            handled = lambda: set(consumer.values("handled"))  # noqa: E731
+            def handled() -> set[int]:
+                return set(consumer.values("handled"))
+
             await _wait(
                 lambda: handled() >= set(range(total)),
                 lambda: f"never handled: {sorted(set(range(total)) - handled())}",
@@ -205,7 +207,10 @@ async def test_a_consumer_process_killed_mid_command_is_redelivered_to_another(
             assert await asyncio.wait_for(doomed.proc.wait(), PATIENCE) == -signal.SIGKILL
             for i in range(10, 20):
                 await producer.send(DoWork(i))
-            done = lambda: set(doomed.values("handled")) | set(survivor.values("handled"))  # noqa: E731
+
+            def done() -> set[int]:
+                return set(doomed.values("handled")) | set(survivor.values("handled"))
+
             await _wait(
                 lambda: done() >= set(range(20)),
                 lambda: f"never handled: {sorted(set(range(20)) - done())}",

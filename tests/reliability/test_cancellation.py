@@ -36,7 +36,8 @@ def _leftover_tasks() -> list[asyncio.Task[Any]]:
 
 def _armed_timers() -> int:
     loop = asyncio.get_running_loop()
-    return sum(1 for h in loop._scheduled if not h.cancelled())  # type: ignore[attr-defined]
+    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    return sum(1 for h in scheduled if not h.cancelled())
 
 
 async def _cancel_after(coro: Any, iterations: int) -> None:

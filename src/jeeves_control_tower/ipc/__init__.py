@@ -30,10 +30,18 @@ from .messages import (
     Query,
     get_message_type,
 )
-from .middleware import HandlerHook, Middleware, MiddlewareContext
+from .middleware import (
+    AfterMiddleware,
+    BeforeMiddleware,
+    HandlerHook,
+    Middleware,
+    MiddlewareContext,
+)
 from .retry import RetryPolicy
 
 __all__ = [
+    "AfterMiddleware",
+    "BeforeMiddleware",
     "CommBusCoordinator",
     "CommBusCoordinatorProtocol",
     "CommBusProtocol",

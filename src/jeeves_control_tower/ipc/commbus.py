@@ -30,7 +30,7 @@ from .eager import Resume, start
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
 from .messages import HandlerFunc, get_message_type
-from .middleware import CompiledChain, Middleware, MiddlewareContext, validate_middleware
+from .middleware import AnyMiddleware, CompiledChain, MiddlewareContext, validate_middleware
 from .transport import Transport
 
 __all__ = [
@@ -186,7 +186,7 @@ class InMemoryCommBus(Delivery):
                     "registration_listener_failed", error_type=type(exc).__name__, error=str(exc)
                 )
 
-    def add_middleware(self, middleware: Middleware) -> None:
+    def add_middleware(self, middleware: AnyMiddleware) -> None:
         """Append ``middleware`` to the chain (it becomes the innermost)."""
         validate_middleware(middleware)
         self._middlewares.append(middleware)

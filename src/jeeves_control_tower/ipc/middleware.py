@@ -26,6 +26,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
+    "AfterMiddleware",
+    "AnyMiddleware",
+    "BeforeMiddleware",
     "CompiledChain",
     "HandlerHook",
     "Middleware",
@@ -178,6 +181,26 @@ class Middleware(Protocol):
         """Called after the handler(s) with their result and error; the return value becomes
         the result."""
         ...
+
+
+class BeforeMiddleware(Protocol):
+    """A middleware with only a ``before`` hook, plain or ``async``: what
+    :meth:`~jeeves_control_tower.ipc.commbus.InMemoryCommBus.add_middleware` accepts besides
+    a full :class:`Middleware` (the bus skips the hook it lacks)."""
+
+    def before(self, ctx: MiddlewareContext, message: Any) -> Any: ...
+
+
+class AfterMiddleware(Protocol):
+    """A middleware with only an ``after`` hook, plain or ``async``."""
+
+    def after(
+        self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
+    ) -> Any: ...
+
+
+#: Anything ``add_middleware`` takes: a full middleware or one with a single hook.
+AnyMiddleware = Middleware | BeforeMiddleware | AfterMiddleware
 
 
 @runtime_checkable

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from tests import brokers
 from tests.conformance.conftest import eventually
 from tests.conformance.messages import Ask, DoWork, Happened
-from tests.ipc.adapters.cluster import KINDS, Cluster
+from tests.ipc.adapters.cluster import KINDS, Cluster, Worker
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,11 @@ async def test_publish_fans_out_to_every_process(cluster: Cluster) -> None:
     for i in range(100):
         await producer.publish(Happened(i))
     for worker in subscribers:
-        await eventually(lambda w=worker: len(w.values("event")) == 100, timeout=10)
+
+        def got_all(w: Worker = worker) -> bool:
+            return len(w.values("event")) == 100
+
+        await eventually(got_all, timeout=10)
         assert worker.values("event") == list(range(100))  # all, once each, in order
 
 
@@ -54,7 +58,10 @@ async def test_a_thousand_commands_are_handled_exactly_once_by_three_processes(
     producer = await cluster.bus()
     for start in range(0, 1000, 100):
         await asyncio.gather(*(producer.send(DoWork(i)) for i in range(start, start + 100)))
-    handled = lambda: [n for w in consumers for n in w.values("handled")]  # noqa: E731
+
+    def handled() -> list[int]:
+        return [n for w in consumers for n in w.values("handled")]
+
     await eventually(lambda: len(handled()) >= 1000, timeout=30)
     await asyncio.sleep(0.3)
     counts = Counter(handled())
@@ -74,8 +81,10 @@ async def test_a_cross_process_query_is_one_trace(cluster: Cluster) -> None:
     remote = responder.values("spans")[-1]
     local = exporter.get_finished_spans()
     query_span = next(s for s in local if s.name == "query Ask")
-    trace_id = f"{query_span.get_span_context().trace_id:032x}"
+    query_context = query_span.get_span_context()
+    assert query_context is not None
+    trace_id = f"{query_context.trace_id:032x}"
     assert remote and {s["trace_id"] for s in remote} == {trace_id}
-    entry = [s for s in remote if s["parent"] == f"{query_span.get_span_context().span_id:016x}"]
+    entry = [s for s in remote if s["parent"] == f"{query_context.span_id:016x}"]
     assert entry, f"no span in the responder is a child of the caller's span: {remote}"
     provider.shutdown()

@@ -115,10 +115,13 @@ class InboundMixin:
             return
         headers = frame.headers
         callback = self._internal.get(("publish", frame.type)) if self._internal else None
-        if callback is None and frame.type in self._retired_events:
-            if not self.bus.get_subscribers(frame.type):
-                self.logger.debug("retired_internal_event", message_type=frame.type)
-                return
+        if (
+            callback is None
+            and frame.type in self._retired_events
+            and not self.bus.get_subscribers(frame.type)
+        ):
+            self.logger.debug("retired_internal_event", message_type=frame.type)
+            return
         token = attach_trace(headers) if headers else None
         try:
             if callback is not None:
