@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 from jeeves_control_tower.ipc import (
     CommBusCoordinator,
     InMemoryCommBus,
-    MiddlewareContext,
     QueryAbortedError,
 )
 from jeeves_control_tower.ipc.retry import RetryPolicy
@@ -26,27 +24,7 @@ from jeeves_control_tower.types import (
     ServiceDescriptor,
 )
 
-
-@dataclass
-class Ev:
-    n: int
-    behaviour: str  # "ok" | "fail" | "slow"
-    message_type: str = "Ev"
-
-
-@dataclass
-class Q:
-    n: int
-    behaviour: str
-    message_type: str = "Q"
-
-
-class AbortOdd:
-    """Aborts every message whose n is divisible by 7."""
-
-    def before(self, ctx: MiddlewareContext, message: Any) -> Any:
-        return None if message.n % 7 == 0 else message
-
+from .workload import AbortSevens, Ev, Q, behave
 
 op = st.tuples(
     st.sampled_from(["publish", "query", "dispatch"]),
@@ -67,7 +45,7 @@ def test_random_mix_keeps_invariants(ops: list[Any], subscribers: int, cap: int)
 
 async def _run(ops: list[Any], subscribers: int, cap: int) -> None:
     bus = InMemoryCommBus(instrument=False, query_timeout=0.05)
-    bus.add_middleware(AbortOdd())
+    bus.add_middleware(AbortSevens())
     coord = CommBusCoordinator(
         NullLogger(),
         bus,
@@ -79,14 +57,6 @@ async def _run(ops: list[Any], subscribers: int, cap: int) -> None:
     seen: Counter[tuple[int, int]] = Counter()
     running = 0
     peak = 0
-
-    async def behave(behaviour: str) -> None:
-        if behaviour == "fail":
-            raise RuntimeError("injected")
-        if behaviour == "slow":
-            await asyncio.sleep(0.002)
-        if behaviour == "hang":
-            await asyncio.sleep(1)
 
     def make_sub(i: int) -> Any:
         async def sub(e: Ev) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -35,7 +34,6 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc import (
     CommBusCoordinator,
     InMemoryCommBus,
-    MiddlewareContext,
     NoHandlerError,
     QueryAbortedError,
 )
@@ -49,6 +47,8 @@ from jeeves_control_tower.types import (
     ServiceDescriptor,
 )
 
+from .workload import AbortSevens, Cmd, Ev, Orphan, Q, behave
+
 PATTERNS = ("publish", "send", "query")
 #: What a query's caller observed -> the outcome the bus must count.
 QUERY_OUTCOMES: dict[type, str] = {
@@ -57,48 +57,6 @@ QUERY_OUTCOMES: dict[type, str] = {
     RuntimeError: "error",
     TimeoutError: "timeout",
 }
-
-
-@dataclass
-class Ev:
-    n: int
-    behaviour: str  # "ok" | "fail" | "slow"
-    message_type: str = "Ev"
-
-
-@dataclass
-class Cmd:
-    n: int
-    behaviour: str
-    message_type: str = "Cmd"
-
-
-@dataclass
-class Q:
-    n: int
-    behaviour: str  # "ok" | "fail" | "slow" | "hang" (times out)
-    message_type: str = "Q"
-
-
-@dataclass
-class Orphan:
-    """A query nobody handles."""
-
-    n: int
-    behaviour: str = "ok"
-    message_type: str = "Orphan"
-
-
-class AbortSevens:
-    """Aborts every message whose n is divisible by 7."""
-
-    def before(self, ctx: MiddlewareContext, message: Any) -> Any:
-        return None if message.n % 7 == 0 else message
-
-    def after(
-        self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
-    ) -> Any:
-        return result
 
 
 class CountingProcessor(SpanProcessor):
@@ -173,15 +131,6 @@ class Instrumented:
 
     def close(self) -> None:
         self.provider.shutdown()
-
-
-async def behave(behaviour: str) -> None:
-    if behaviour == "fail":
-        raise RuntimeError("injected")
-    if behaviour == "slow":
-        await asyncio.sleep(0.002)
-    elif behaviour == "hang":
-        await asyncio.sleep(1)
 
 
 def _envelope(n: int, behaviour: str) -> Envelope:
