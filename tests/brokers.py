@@ -22,6 +22,8 @@ from typing import Any, Self
 
 import pytest
 
+from tests.helpers import stop_process
+
 REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
 
@@ -100,15 +102,8 @@ class _Server:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc, sig)
 
     def restart(self, sig: int = signal.SIGTERM) -> None:
         self.stop(sig)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from typing import Any
 
 
@@ -31,3 +34,16 @@ class ListLogger:
 
     def messages(self, level: str | None = None) -> list[str]:
         return [m for lv, m, _ in self.records if level is None or lv == level]
+
+
+def stop_process(
+    proc: subprocess.Popen[Any], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    """Send ``sig`` (if it still runs) and wait ``timeout`` seconds; then SIGKILL and wait."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from jeeves_control_tower.demo import run_demo_in_background
+from tests.helpers import stop_process
 
 from ..demo.helpers import FAST, get_json, wait_for_traffic, wait_until
 from .helpers import expressions, load_dashboard, require_tool, variable_queries
@@ -58,12 +59,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             wait_for_traffic(demo.url)
             yield url
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, timeout=15)
             log.close()
 
 
