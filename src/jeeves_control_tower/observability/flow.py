@@ -114,11 +114,15 @@ class FlowRecorder(WholeDispatchObserver):
             self._records.append(record)
             counts[outcome] = counts.get(outcome, 0) + 1
             self._inflight[pattern] -= 1
-        if self.sink is not None:
-            try:
-                self.sink(self._as_dict(record))
-            except Exception as exc:
-                self._report("flow_sink", "sink", exc)
+        sink = self.sink
+        if sink is not None:
+            self._to_sink(sink, record)
+
+    def _to_sink(self, sink: Callable[[dict[str, Any]], Any], record: Record) -> None:
+        try:
+            sink(self._as_dict(record))
+        except Exception as exc:
+            self._report("flow_sink", "sink", exc)
 
     def before(self, ctx: MiddlewareContext, message: Any) -> Any:
         try:
@@ -152,11 +156,9 @@ class FlowRecorder(WholeDispatchObserver):
                 self._records.append(record)
                 counts[outcome] = counts.get(outcome, 0) + 1
                 self._inflight[pattern] -= 1
-            if self.sink is not None:
-                try:
-                    self.sink(self._as_dict(record))
-                except Exception as exc:
-                    self._report("flow_sink", "sink", exc)
+            sink = self.sink
+            if sink is not None:
+                self._to_sink(sink, record)
         except Exception as exc:
             self._report("flow", "after", exc)
         return result
