@@ -20,9 +20,7 @@ import time
 import uuid
 from typing import Any, Self
 
-import pytest
-
-from tests.helpers import stop_process
+from tests.helpers import stop_process, unavailable
 
 REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
@@ -42,10 +40,7 @@ def require(url: str, what: str) -> str:
     """``url`` if the broker answers; skip (outside CI) or fail (in CI) otherwise."""
     if _reachable(url):
         return url
-    message = f"{what} is not reachable at {url}"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set: broker tests must run)")
-    pytest.skip(message)
+    unavailable(f"{what} is not reachable at {url}")
 
 
 def unique(tag: str) -> str:
@@ -79,10 +74,7 @@ class _Server:
 
     def __init__(self) -> None:
         if shutil.which(self.binary) is None:
-            message = f"{self.binary} is not installed"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            unavailable(f"{self.binary} is not installed")
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix=f"jt-{self.binary}-")
         self.proc: subprocess.Popen[bytes] | None = None

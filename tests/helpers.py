@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from typing import Any
+from typing import Any, NoReturn
+
+import pytest
 
 
 class ListLogger:
@@ -47,3 +49,11 @@ def stop_process(
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=timeout)
+
+
+def unavailable(message: str) -> NoReturn:
+    """A tool or broker a test needs is missing: skip locally, fail in CI (``CI`` set),
+    where every test must run for real."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: this test must run)")
+    pytest.skip(message)

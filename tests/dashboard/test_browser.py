@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from jeeves_control_tower.demo import DemoHandle
+from tests.helpers import unavailable
 
 from .browser import chromium, chromium_available, streamlit_server
 
@@ -21,9 +21,7 @@ GRID = '[data-testid="stDataFrame"] [role="grid"]'
 @pytest.fixture(scope="module")
 def page(live_demo: DemoHandle) -> Iterator[Any]:
     if not chromium_available():
-        if os.environ.get("CI"):
-            pytest.fail("chromium and chromedriver are required in CI")
-        pytest.skip("chromium / chromedriver not installed")
+        unavailable("chromium / chromedriver not installed")
     from selenium.webdriver.support.ui import WebDriverWait
 
     with streamlit_server(live_demo.url) as url, chromium() as driver:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.helpers import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "jeeves-commbus.json"
@@ -70,6 +69,4 @@ def require_tool(path: str) -> str:
     found = shutil.which(path)
     if found:
         return found
-    if os.environ.get("CI"):
-        pytest.fail(f"{path} is required in CI but is not installed")
-    pytest.skip(f"{path} is not installed")
+    unavailable(f"{path} is not installed")

@@ -18,8 +18,8 @@ from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 from tests import brokers
 from tests.conformance.messages import REGISTRY
-from tests.helpers import ListLogger
-from tests.security.tls import SECRET, exercise_patterns, make_certs, no_secret, unavailable
+from tests.helpers import ListLogger, unavailable
+from tests.security.tls import SECRET, exercise_patterns, make_certs, no_secret
 
 pytestmark = pytest.mark.redis
 

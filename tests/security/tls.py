@@ -3,7 +3,6 @@ pattern over a connected transport, and the check that the secret leaked nowhere
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,15 +13,9 @@ import pytest
 from jeeves_control_tower.ipc import InMemoryCommBus
 from tests.conformance.conftest import eventually
 from tests.conformance.messages import Ask, DoWork, Happened
-from tests.helpers import ListLogger
+from tests.helpers import ListLogger, unavailable
 
 SECRET = "tls-s3cr3t-pw"
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{message} (CI is set: the TLS tests must run)")
-    pytest.skip(message)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
