@@ -21,6 +21,7 @@ from ...types import LoggerProtocol
 from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .codec import Frame, WireCodec, WireError
 from .metrics import RECEIVED, AdapterMetrics
+from .pump import reraise_if_stopping
 
 __all__ = [
     "ACK",
@@ -133,7 +134,7 @@ class InboundMixin:
         except Exception as exc:
             self._failed("publish", frame, exc)
         except asyncio.CancelledError as exc:
-            _raise_if_stopping()
+            reraise_if_stopping()
             self._failed("publish", frame, exc)
         finally:
             if token is not None:
@@ -154,7 +155,7 @@ class InboundMixin:
         except Exception as exc:
             self._failed("send", frame, exc)
         except asyncio.CancelledError as exc:
-            _raise_if_stopping()
+            reraise_if_stopping()
             self._failed("send", frame, exc)
         finally:
             detach_trace(token)
@@ -205,7 +206,7 @@ class InboundMixin:
         except Exception as exc:
             kind, error = "error", exc
         except asyncio.CancelledError as exc:
-            _raise_if_stopping()
+            reraise_if_stopping()
             kind, error = "error", exc
         finally:
             detach_trace(token)
@@ -241,14 +242,3 @@ class InboundMixin:
             error_type=type(exc).__name__,
             error=str(exc),
         )
-
-
-def _raise_if_stopping() -> None:
-    """Inside ``except CancelledError``: re-raise when this task is being cancelled (the
-    consumer is stopping). Otherwise the handler raised ``CancelledError`` itself (it
-    awaited something that was cancelled): that is a failed delivery, to be logged like
-    any handler error, never a reason to end the consumer and strand every later
-    message of the type."""
-    task = asyncio.current_task()
-    if task is None or task.cancelling():
-        raise

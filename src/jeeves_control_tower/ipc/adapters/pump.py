@@ -19,7 +19,7 @@ from typing import Any
 
 from ..eager import Resume, start_in
 
-__all__ = ["OrderedPump"]
+__all__ = ["OrderedPump", "reraise_if_stopping"]
 
 Handler = Callable[[bytes], Coroutine[Any, Any, Any]]
 
@@ -101,12 +101,9 @@ class OrderedPump:
                 except Exception as exc:
                     self._on_error(exc)
                 except asyncio.CancelledError as exc:
-                    # Raised by the handler itself (it awaited something that was
-                    # cancelled): a failed frame, not a stop. Letting it end the worker
-                    # would leave every later frame queued forever.
-                    task = asyncio.current_task()
-                    if task is None or task.cancelling():
-                        raise  # close() is stopping the worker
+                    # Unless close() is stopping the worker, the handler raised it itself:
+                    # a failed frame. Ending the worker would strand every later frame.
+                    reraise_if_stopping()
                     self._on_error(exc)
             self._drained.set()
             self._wake.clear()
@@ -130,3 +127,14 @@ class OrderedPump:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+def reraise_if_stopping() -> None:
+    """Inside ``except CancelledError``: re-raise when this task is being cancelled (the
+    consumer is stopping). Otherwise the handler raised ``CancelledError`` itself (it
+    awaited something that was cancelled): that is a failed delivery, to be logged like
+    any handler error, never a reason to end the consumer and strand every later
+    message of the type."""
+    task = asyncio.current_task()
+    if task is None or task.cancelling():
+        raise
