@@ -679,3 +679,198 @@ async def test_clear_keeps_an_attached_transport(bus: InMemoryCommBus) -> None:
     bus.detach_transport()
     with pytest.raises(NoHandlerError):
         await bus.query(GetState())
+
+
+class Scoped(Recorder):
+    """A Recorder that only applies to the (pattern, direction) pairs it is given."""
+
+    def __init__(self, name: str, calls: list[str], scope: set[tuple[str, str]]) -> None:
+        super().__init__(name, calls)
+        self.scope = scope
+        self.asked: list[tuple[str, str]] = []
+
+    def applies_to(self, pattern: str, direction: str) -> bool:
+        self.asked.append((pattern, direction))
+        return (pattern, direction) in self.scope
+
+
+class Carrier:
+    """A transport that records what it carried and answers queries with ``answer``."""
+
+    system = "fake"
+
+    def __init__(self, answer: Any = "remote", fail: BaseException | None = None) -> None:
+        self.carried: list[tuple[str, str, str]] = []
+        self.answer = answer
+        self.fail = fail
+
+    async def _carry(self, ctx: MiddlewareContext) -> None:
+        self.carried.append((ctx.pattern, ctx.direction, ctx.system))
+        if self.fail is not None:
+            raise self.fail
+
+    async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
+        await self._carry(ctx)
+
+    async def send(self, ctx: MiddlewareContext, message: Any) -> None:
+        await self._carry(ctx)
+
+    async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any:
+        await self._carry(ctx)
+        return self.answer
+
+
+class TestMiddlewareScope:
+    async def test_a_middleware_sees_only_what_it_applies_to(self, bus: InMemoryCommBus) -> None:
+        calls: list[str] = []
+        scoped = Scoped("s", calls, {("query", "local")})
+        bus.add_middleware(scoped)
+        bus.add_middleware(Recorder("all", calls))
+        bus.subscribe("MemoryStored", lambda e: calls.append("sub"))
+        bus.register_handler("GetState", lambda q: "r")
+        await bus.publish(MemoryStored("x"))
+        assert calls == ["before:all", "sub", "after:all:ok"]
+        calls.clear()
+        assert await bus.query(GetState()) == "r"
+        assert calls == ["before:s", "before:all", "after:all:ok", "after:s:ok"]
+        # asked when compiled, never per message
+        asked = len(scoped.asked)
+        await bus.publish(MemoryStored("y"))
+        assert len(scoped.asked) == asked
+
+    async def test_no_applicable_middleware_takes_the_direct_path(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        calls: list[str] = []
+        bus.add_middleware(Scoped("s", calls, {("send", "in")}))
+        bus.subscribe("MemoryStored", lambda e: calls.append("sub"))
+        await bus.publish(MemoryStored("x"))
+        assert calls == ["sub"]
+        outcome, _ = await bus.deliver_local("send", DoThing(), message_id="m1")
+        assert outcome == "no_handler"
+        assert calls == ["sub", "before:s", "after:s:no_handler"]
+
+    async def test_a_transport_gets_the_direct_path_when_nothing_applies(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        calls: list[str] = []
+        bus.add_middleware(Scoped("s", calls, {("send", "in")}))
+        carrier = Carrier(answer=7)
+        bus.attach_transport(carrier)
+        await bus.publish(MemoryStored("x"))
+        await bus.send(DoThing())
+        assert await bus.query(GetState()) == 7
+        assert calls == []
+        assert carrier.carried == [
+            ("publish", "out", "fake"),
+            ("send", "out", "fake"),
+            ("query", "out", "fake"),
+        ]
+
+    @pytest.mark.parametrize("scoped", [False, True])
+    async def test_a_failing_transport_raises_transport_error_on_both_paths(
+        self, bus: InMemoryCommBus, scoped: bool
+    ) -> None:
+        from jeeves_control_tower.ipc import TransportError
+
+        calls: list[str] = []
+        scope = {("publish", "out"), ("send", "out")} if scoped else {("send", "in")}
+        bus.add_middleware(Scoped("s", calls, scope))
+        bus.attach_transport(Carrier(fail=ConnectionResetError("gone")))
+        with pytest.raises(TransportError, match="ConnectionResetError: gone"):
+            await bus.publish(MemoryStored("x"))
+        with pytest.raises(TransportError, match="was not accepted"):
+            await bus.send(DoThing())
+        assert calls == (
+            ["before:s", "after:s:error", "before:s", "after:s:error"] if scoped else []
+        )
+
+    async def test_attaching_a_transport_recompiles_for_out(self, bus: InMemoryCommBus) -> None:
+        calls: list[str] = []
+        bus.add_middleware(Scoped("s", calls, {("publish", "out")}))
+        bus.subscribe("MemoryStored", lambda e: calls.append("sub"))
+        await bus.publish(MemoryStored("x"))
+        assert calls == ["sub"]
+        bus.attach_transport(Carrier())
+        await bus.publish(MemoryStored("y"))
+        assert calls == ["sub", "before:s", "after:s:ok"]
+        bus.detach_transport()
+        await bus.publish(MemoryStored("z"))
+        assert calls == ["sub", "before:s", "after:s:ok", "sub"]
+
+    async def test_a_raising_applies_to_leaves_the_bus_unchanged(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        calls: list[str] = []
+        bus.add_middleware(Recorder("a", calls))
+
+        class Broken(Recorder):
+            def applies_to(self, pattern: str, direction: str) -> bool:
+                raise RuntimeError("no")
+
+        with pytest.raises(RuntimeError, match="no"):
+            bus.add_middleware(Broken("b", calls))
+        assert len(bus.middlewares) == 1
+        bus.subscribe("MemoryStored", lambda e: calls.append("sub"))
+        await bus.publish(MemoryStored("x"))
+        assert calls == ["before:a", "sub", "after:a:ok"]
+
+    def test_applies_to_must_be_callable(self, bus: InMemoryCommBus) -> None:
+        class NotCallable(Recorder):
+            applies_to = True
+
+        with pytest.raises(TypeError, match="applies_to is not callable"):
+            bus.add_middleware(NotCallable("x", []))
+
+
+class TestDeliverLocalDirect:
+    """``deliver_local`` with no middleware: the outcome it reports, and errors."""
+
+    async def test_publish_outcomes(self, lbus: InMemoryCommBus, log: ListLogger) -> None:
+        assert await lbus.deliver_local("publish", MemoryStored("x")) == ("no_handler", None)
+        seen: list[str] = []
+        lbus.subscribe("MemoryStored", lambda e: seen.append(e.item_id))
+        assert await lbus.deliver_local("publish", MemoryStored("a")) == ("ok", None)
+
+        async def boom(e: MemoryStored) -> None:
+            await asyncio.sleep(0)
+            raise ValueError("bad")
+
+        lbus.subscribe("MemoryStored", boom)
+        assert await lbus.deliver_local("publish", MemoryStored("b")) == ("error", None)
+        assert seen == ["a", "b"]
+        assert log.messages("error") == ["subscriber_failed"]
+
+    async def test_single_failing_subscriber(self, lbus: InMemoryCommBus) -> None:
+        lbus.subscribe("MemoryStored", lambda e: 1 / 0)
+        assert await lbus.deliver_local("publish", MemoryStored("a")) == ("error", None)
+
+    async def test_send_outcomes(self, lbus: InMemoryCommBus, log: ListLogger) -> None:
+        assert await lbus.deliver_local("send", DoThing()) == ("no_handler", None)
+
+        def handle(c: DoThing) -> None:
+            if c.n:
+                raise KeyError(c.n)
+
+        lbus.register_handler("DoThing", handle)
+        assert await lbus.deliver_local("send", DoThing(0)) == ("ok", None)
+        assert await lbus.deliver_local("send", DoThing(3)) == ("error", None)
+        assert log.messages("error") == ["command_failed"]
+        assert log.messages("warning") == ["no_handler"]
+
+    async def test_query_result_errors_and_timeout(self, lbus: InMemoryCommBus) -> None:
+        with pytest.raises(NoHandlerError):
+            await lbus.deliver_local("query", GetState())
+
+        async def answer(q: GetState) -> str:
+            await asyncio.sleep(0.5 if q.key == "slow" else 0)
+            if q.key == "bad":
+                raise LookupError(q.key)
+            return q.key * 2
+
+        lbus.register_handler("GetState", answer)
+        assert await lbus.deliver_local("query", GetState("ab")) == ("ok", "abab")
+        with pytest.raises(LookupError):
+            await lbus.deliver_local("query", GetState("bad"))
+        with pytest.raises(TimeoutError):
+            await lbus.deliver_local("query", GetState("slow"), timeout=0.01)

@@ -30,7 +30,13 @@ from .eager import Resume, start
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
 from .messages import HandlerFunc, get_message_type
-from .middleware import AnyMiddleware, CompiledChain, MiddlewareContext, validate_middleware
+from .middleware import (
+    PATTERNS,
+    AnyMiddleware,
+    CompiledChain,
+    MiddlewareContext,
+    validate_middleware,
+)
 from .transport import Transport
 
 __all__ = [
@@ -93,9 +99,16 @@ class InMemoryCommBus(Delivery):
         self._subscribers: dict[str, tuple[HandlerEntry, ...]] = {}
         self._handlers: dict[str, HandlerEntry] = {}
         self._middlewares: list[Any] = []
-        self._chain: CompiledChain | None = None
+        # The compiled chain of each pattern for messages produced here (direction "local",
+        # or "out" with a transport) and for messages a transport delivers ("in"); None:
+        # no middleware applies, the direct path.
+        self._publish_chain: CompiledChain | None = None
+        self._send_chain: CompiledChain | None = None
+        self._query_chain: CompiledChain | None = None
+        self._in_chains: dict[str, CompiledChain | None] = {}
         self._transport: Transport | None = None
         self._transport_label = ""
+        self._transport_system = "jeeves.commbus"
         self._registration_listeners: tuple[Callable[[], None], ...] = ()
         self.telemetry: Any = None
         instrument = telemetry.pop("instrument", None)
@@ -189,8 +202,9 @@ class InMemoryCommBus(Delivery):
     def add_middleware(self, middleware: AnyMiddleware) -> None:
         """Append ``middleware`` to the chain (it becomes the innermost)."""
         validate_middleware(middleware)
+        chains = self._compile([*self._middlewares, middleware])  # may raise: nothing changed
         self._middlewares.append(middleware)
-        self._rebuild_chain()
+        self._set_chains(*chains)
 
     def remove_middleware(self, middleware: Any) -> bool:
         """Remove ``middleware`` from the chain; ``True`` if it was there."""
@@ -202,10 +216,24 @@ class InMemoryCommBus(Delivery):
         return False
 
     def _rebuild_chain(self) -> None:
-        chain = CompiledChain.build(self._middlewares)
-        if chain is None and self._transport is not None:
-            chain = CompiledChain.empty()  # a transport needs a context per message
-        self._chain = chain
+        self._set_chains(*self._compile(self._middlewares))
+
+    def _compile(
+        self, middlewares: list[Any]
+    ) -> tuple[dict[str, CompiledChain | None], dict[str, CompiledChain | None]]:
+        chain = CompiledChain.build(middlewares)
+        direction = "local" if self._transport is None else "out"
+        own = {p: chain.scoped(p, direction) if chain else None for p in PATTERNS}
+        inbound = {p: chain.scoped(p, "in") if chain else None for p in PATTERNS}
+        return own, inbound
+
+    def _set_chains(
+        self, own: dict[str, CompiledChain | None], inbound: dict[str, CompiledChain | None]
+    ) -> None:
+        self._publish_chain = own["publish"]
+        self._send_chain = own["send"]
+        self._query_chain = own["query"]
+        self._in_chains = inbound
 
     # ------------------------------------------------------------------ transport
 
@@ -225,6 +253,7 @@ class InMemoryCommBus(Delivery):
             raise ValueError("a transport is already attached; detach it first")
         self._transport = transport
         self._transport_label = f"transport:{type(transport).__name__}"
+        self._transport_system = getattr(transport, "system", "jeeves.commbus")
         self._rebuild_chain()
 
     def detach_transport(self) -> None:
@@ -248,17 +277,18 @@ class InMemoryCommBus(Delivery):
         query the handler's exceptions (and :class:`NoHandlerError`) propagate so the
         transport can send them back; for publish and send they are logged, as locally.
         """
-        if pattern not in ("publish", "send", "query"):
+        if pattern not in PATTERNS:
             raise ValueError(f"unknown pattern {pattern!r}")
-        chain = self._chain or CompiledChain.empty()
-        ctx = MiddlewareContext(
-            message, get_message_type(message), pattern=pattern, message_id=message_id
-        )
+        chain = self._in_chains.get(pattern)
+        message_type = get_message_type(message)
+        if chain is None:  # no middleware wants to see it
+            return await self._deliver_direct(pattern, message, message_type, timeout)
+        ctx = MiddlewareContext(message, message_type, pattern=pattern, message_id=message_id)
         ctx.direction = "in"
         ctx.headers = headers
         ctx.hooks = chain.hooks
         if self._transport is not None:
-            ctx.system = getattr(self._transport, "system", ctx.system)
+            ctx.system = self._transport_system
         result = await self._run_ctx(ctx, message, chain, timeout)
         return ctx.outcome, result
 
@@ -285,7 +315,7 @@ class InMemoryCommBus(Delivery):
         self._subscribers.clear()
         self._handlers.clear()
         self._middlewares.clear()
-        self._rebuild_chain()  # an attached transport keeps its (empty) chain
+        self._rebuild_chain()
         self._registrations_changed()
 
     # ------------------------------------------------------------------ publish
@@ -297,9 +327,12 @@ class InMemoryCommBus(Delivery):
         raised. Cancelling the publisher cancels the subscribers still running.
         """
         message_type = get_message_type(event)
-        chain = self._chain
+        chain = self._publish_chain
         if chain is not None:
             await self._run_chain("publish", event, message_type, chain, None)
+            return
+        if self._transport is not None:
+            await self._to_transport("publish", event, message_type, None)
             return
         subs = self._subscribers.get(message_type)
         if not subs:
@@ -324,9 +357,12 @@ class InMemoryCommBus(Delivery):
         warning. Cancelling the sender cancels the handler.
         """
         message_type = get_message_type(command)
-        chain = self._chain
+        chain = self._send_chain
         if chain is not None:
             await self._run_chain("send", command, message_type, chain, None)
+            return
+        if self._transport is not None:
+            await self._to_transport("send", command, message_type, None)
             return
         handler = self._handlers.get(message_type)
         if handler is None:
@@ -356,9 +392,11 @@ class InMemoryCommBus(Delivery):
         else:
             check_timeout(timeout, "timeout")
         message_type = get_message_type(query)
-        chain = self._chain
+        chain = self._query_chain
         if chain is not None:
             return await self._run_chain("query", query, message_type, chain, timeout)
+        if self._transport is not None:
+            return await self._to_transport("query", query, message_type, timeout)
         handler = self._handlers.get(message_type)
         if handler is None:
             raise NoHandlerError(f"no handler registered for query type {message_type!r}")
@@ -384,7 +422,7 @@ class InMemoryCommBus(Delivery):
         ctx.hooks = chain.hooks
         if self._transport is not None:
             ctx.direction = "out"
-            ctx.system = getattr(self._transport, "system", ctx.system)
+            ctx.system = self._transport_system
         return self._run_ctx(ctx, message, chain, timeout)
 
 

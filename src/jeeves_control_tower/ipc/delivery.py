@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Coroutine
 from contextvars import copy_context
 from typing import Any
 
@@ -39,6 +40,7 @@ class Delivery:
     _handlers: dict[str, HandlerEntry]
     _transport: Transport | None
     _transport_label: str  # "transport:<class name>", the handler name of an outgoing message
+    _transport_system: str  # its ``system`` (messaging.system of what it carries)
 
     async def _fan_out(
         self,
@@ -254,20 +256,7 @@ class Delivery:
         transport = self._transport
         if ctx.direction == "out" and transport is not None:
             ctx.handlers.append(self._transport_label)
-            if pattern == "query":
-                assert timeout is not None
-                return await transport.query(ctx, message, timeout)
-            try:
-                if pattern == "publish":
-                    return await transport.publish(ctx, message)
-                return await transport.send(ctx, message)
-            except TransportError:
-                raise
-            except Exception as exc:
-                raise TransportError(
-                    f"{pattern} {message_type!r} was not accepted by the transport:"
-                    f" {type(exc).__name__}: {exc}"
-                ) from exc
+            return await self._through(transport, pattern, ctx, message, timeout)
         if pattern == "publish":
             subs = self._subscribers.get(message_type)
             if not subs:
@@ -322,6 +311,85 @@ class Delivery:
         finally:
             if hooks:
                 self._hooks_end(hooks, ctx, tokens, error)
+
+    def _to_transport(
+        self, pattern: str, message: Any, message_type: str, timeout: float | None
+    ) -> Coroutine[Any, Any, Any]:
+        """The direct path of a message going out when no middleware applies to it."""
+        transport = self._transport
+        assert transport is not None
+        ctx = MiddlewareContext(message, message_type, pattern=pattern)
+        ctx.direction = "out"
+        ctx.system = self._transport_system
+        return self._through(transport, pattern, ctx, message, timeout)
+
+    async def _through(
+        self,
+        transport: Transport,
+        pattern: str,
+        ctx: MiddlewareContext,
+        message: Any,
+        timeout: float | None,
+    ) -> Any:
+        """Hand a message to the transport: a query's outcome is the remote one (result or
+        exception); a publish or send the transport did not accept raises
+        :class:`TransportError` (never dropped silently)."""
+        if pattern == "query":
+            assert timeout is not None
+            return await transport.query(ctx, message, timeout)
+        try:
+            if pattern == "publish":
+                return await transport.publish(ctx, message)
+            return await transport.send(ctx, message)
+        except TransportError:
+            raise
+        except Exception as exc:
+            raise TransportError(
+                f"{pattern} {ctx.message_type!r} was not accepted by the transport:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _deliver_direct(
+        self, pattern: str, message: Any, message_type: str, timeout: float | None
+    ) -> tuple[str, Any]:
+        """A message from a transport that no middleware applies to, delivered as the
+        bus's own direct path does, plus the outcome :meth:`deliver_local` reports."""
+        if pattern == "publish":
+            subs = self._subscribers.get(message_type)
+            if not subs:
+                return "no_handler", None
+            if len(subs) == 1:
+                sub = subs[0]
+                try:
+                    result = start(sub.fn, sub.is_async, message)
+                    if result.__class__ is Resume:
+                        await result
+                except Exception as exc:
+                    self._subscriber_failed(message_type, sub, exc)
+                    return "error", None
+                return "ok", None
+            errors = await self._fan_out(message, message_type, subs, None)
+            return ("error" if errors else "ok"), None
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            if pattern == "send":
+                self._logger.warning("no_handler", pattern="send", message_type=message_type)
+                return "no_handler", None
+            raise NoHandlerError(f"no handler registered for query type {message_type!r}")
+        try:
+            result = start(handler.fn, handler.is_async, message)
+            if result.__class__ is Resume:
+                if timeout is not None:
+                    async with asyncio.timeout(timeout):
+                        result = await result
+                else:
+                    result = await result
+        except Exception as exc:
+            if pattern == "query":
+                raise
+            self._send_failed(message_type, handler, exc)
+            return "error", None
+        return "ok", result
 
     def _hooks_start(self, hooks: tuple[Any, ...], ctx: MiddlewareContext, name: str) -> list[Any]:
         tokens = []

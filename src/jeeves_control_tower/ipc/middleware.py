@@ -12,6 +12,15 @@ may be a plain method or a coroutine function. ``before`` hooks run in registrat
 
 A middleware may also implement the :class:`HandlerHook` pair to observe each handler run
 (the tracing middleware opens a child span per subscriber this way).
+
+A middleware that only concerns some messages may say so with ``applies_to(pattern,
+direction) -> bool`` (``pattern``: publish, send, query; ``direction``: local, out, in; see
+:class:`MiddlewareContext`). It is asked when the chain is compiled (when middleware is
+added or removed, or a transport attached), never per message, so its answer must depend
+only on its arguments and on configuration fixed while the middleware is on a bus. A
+message it does not apply to skips both its hooks, and a message no middleware applies to
+takes the bus's direct path (no context, no chain). Without ``applies_to`` a middleware
+sees every message.
 """
 
 from __future__ import annotations
@@ -20,8 +29,8 @@ import inspect
 import itertools
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -35,6 +44,9 @@ __all__ = [
     "MiddlewareContext",
     "new_message_id",
 ]
+
+PATTERNS = ("publish", "send", "query")
+DIRECTIONS = ("local", "out", "in")
 
 _id_prefix = os.urandom(6).hex()
 _id_counter = itertools.count(1)
@@ -227,21 +239,47 @@ def _is_async(fn: Any) -> bool:
 
 @dataclass(frozen=True)
 class CompiledChain:
-    """A middleware list compiled once when it changes, never per message."""
+    """A middleware list compiled once when it changes, never per message.
+
+    ``scopes`` holds, when some middleware has ``applies_to``, the chain of each
+    ``(pattern, direction)`` (``None`` where no middleware applies); see :meth:`scoped`.
+    """
 
     middlewares: tuple[Any, ...]
     befores: tuple[tuple[Any, bool], ...]
     afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
     hooks: tuple[Any, ...]
+    scopes: Mapping[tuple[str, str], CompiledChain | None] | None = None
 
     @classmethod
     def empty(cls) -> CompiledChain:
         return cls((), (), (), ())
 
+    def scoped(self, pattern: str, direction: str) -> CompiledChain | None:
+        """The chain a ``pattern`` message going ``direction`` runs (``None``: none)."""
+        if self.scopes is None:
+            return self
+        return self.scopes[pattern, direction]
+
     @classmethod
     def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
         if not middlewares:
             return None
+        chain = cls._compile(middlewares)
+        if not any(getattr(mw, "applies_to", None) is not None for mw in middlewares):
+            return chain
+        scopes: dict[tuple[str, str], CompiledChain | None] = {}
+        for pattern in PATTERNS:
+            for direction in DIRECTIONS:
+                sub = [mw for mw in middlewares if _applies(mw, pattern, direction)]
+                if len(sub) == len(middlewares):
+                    scopes[pattern, direction] = chain
+                else:
+                    scopes[pattern, direction] = cls._compile(sub) if sub else None
+        return replace(chain, scopes=scopes)
+
+    @classmethod
+    def _compile(cls, middlewares: Sequence[Any]) -> CompiledChain:
         befores = []
         afters = []
         hooks = []
@@ -261,6 +299,11 @@ class CompiledChain:
         return cls(tuple(middlewares), tuple(befores), tuple(reversed(afters)), tuple(hooks))
 
 
+def _applies(middleware: Any, pattern: str, direction: str) -> bool:
+    applies_to = getattr(middleware, "applies_to", None)
+    return applies_to is None or bool(applies_to(pattern, direction))
+
+
 def validate_middleware(middleware: Any) -> None:
     """Raise ``TypeError`` unless ``middleware`` has a callable ``before`` or ``after``."""
     before = getattr(middleware, "before", None)
@@ -269,6 +312,7 @@ def validate_middleware(middleware: Any) -> None:
         raise TypeError(
             f"middleware {type(middleware).__name__} has neither a 'before' nor an 'after' hook"
         )
-    for name, hook in (("before", before), ("after", after)):
+    applies_to = getattr(middleware, "applies_to", None)
+    for name, hook in (("before", before), ("after", after), ("applies_to", applies_to)):
         if hook is not None and not callable(hook):
             raise TypeError(f"middleware {type(middleware).__name__}.{name} is not callable")

@@ -60,6 +60,11 @@ class DedupeMiddleware:
         first = self._seen.get(message_id)
         return first is not None and self._clock() - first < self.ttl
 
+    def applies_to(self, pattern: str, direction: str) -> bool:
+        """Only ``patterns`` x ``directions`` messages pass through this middleware (the
+        bus skips it for the others; see :mod:`..middleware`)."""
+        return pattern in self.patterns and direction in self.directions
+
     def before(self, ctx: MiddlewareContext, message: Any) -> Any:
         if ctx.direction not in self.directions or ctx.pattern not in self.patterns:
             return message
