@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..logging import ensure_logger
 from ..types import LoggerProtocol
-from .delivery import Delivery
+from .delivery import Delivery, not_accepted
 from .eager import Resume, start
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
@@ -331,8 +331,14 @@ class InMemoryCommBus(Delivery):
         if chain is not None:
             await self._run_chain("publish", event, message_type, chain, None)
             return
-        if self._transport is not None:
-            await self._to_transport("publish", event, message_type, None)
+        transport = self._transport
+        if transport is not None:  # the direct path out: one coroutine, same errors
+            try:
+                await transport.publish(self._out_context("publish", event, message_type), event)
+            except TransportError:
+                raise
+            except Exception as exc:
+                raise not_accepted("publish", message_type, exc) from exc
             return
         subs = self._subscribers.get(message_type)
         if not subs:
@@ -361,8 +367,14 @@ class InMemoryCommBus(Delivery):
         if chain is not None:
             await self._run_chain("send", command, message_type, chain, None)
             return
-        if self._transport is not None:
-            await self._to_transport("send", command, message_type, None)
+        transport = self._transport
+        if transport is not None:
+            try:
+                await transport.send(self._out_context("send", command, message_type), command)
+            except TransportError:
+                raise
+            except Exception as exc:
+                raise not_accepted("send", message_type, exc) from exc
             return
         handler = self._handlers.get(message_type)
         if handler is None:
@@ -395,8 +407,10 @@ class InMemoryCommBus(Delivery):
         chain = self._query_chain
         if chain is not None:
             return await self._run_chain("query", query, message_type, chain, timeout)
-        if self._transport is not None:
-            return await self._to_transport("query", query, message_type, timeout)
+        transport = self._transport
+        if transport is not None:
+            ctx = self._out_context("query", query, message_type)
+            return await transport.query(ctx, query, timeout)
         handler = self._handlers.get(message_type)
         if handler is None:
             raise NoHandlerError(f"no handler registered for query type {message_type!r}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Coroutine
 from contextvars import copy_context
 from typing import Any
 
@@ -27,7 +26,14 @@ from .handlers import HandlerEntry
 from .middleware import CompiledChain, MiddlewareContext
 from .transport import Transport
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "not_accepted"]
+
+
+def not_accepted(pattern: str, message_type: str, exc: Exception) -> TransportError:
+    """What a publish or send raises when its transport failed with ``exc``."""
+    return TransportError(
+        f"{pattern} {message_type!r} was not accepted by the transport: {type(exc).__name__}: {exc}"
+    )
 
 
 class Delivery:
@@ -312,16 +318,12 @@ class Delivery:
             if hooks:
                 self._hooks_end(hooks, ctx, tokens, error)
 
-    def _to_transport(
-        self, pattern: str, message: Any, message_type: str, timeout: float | None
-    ) -> Coroutine[Any, Any, Any]:
-        """The direct path of a message going out when no middleware applies to it."""
-        transport = self._transport
-        assert transport is not None
+    def _out_context(self, pattern: str, message: Any, message_type: str) -> MiddlewareContext:
+        """The context of a message going out on the direct path (no middleware applies)."""
         ctx = MiddlewareContext(message, message_type, pattern=pattern)
         ctx.direction = "out"
         ctx.system = self._transport_system
-        return self._through(transport, pattern, ctx, message, timeout)
+        return ctx
 
     async def _through(
         self,
@@ -344,10 +346,7 @@ class Delivery:
         except TransportError:
             raise
         except Exception as exc:
-            raise TransportError(
-                f"{pattern} {ctx.message_type!r} was not accepted by the transport:"
-                f" {type(exc).__name__}: {exc}"
-            ) from exc
+            raise not_accepted(pattern, ctx.message_type, exc) from exc
 
     async def _deliver_direct(
         self, pattern: str, message: Any, message_type: str, timeout: float | None

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery
 from jeeves_control_tower.ipc.adapters import MessageRegistry, WireCodec, WireError
+from jeeves_control_tower.ipc.adapters.codec import Frame
 from jeeves_control_tower.ipc.adapters.metrics import AdapterMetrics
 from jeeves_control_tower.types import Envelope, RequestContext
 from tests.conformance.messages import REGISTRY, Answer, Level, Point, Rich
@@ -314,3 +315,105 @@ def test_wire_counter_binds_each_child_once_and_never_raises() -> None:
     m._wire[SENT, "publish"] = lambda: 1 / 0
     m.wire(SENT, "publish")  # a raising child: no exception either
     AdapterMetrics("redis", enabled=False).wire(SENT, "publish")
+
+
+# ---------------------------------------------------------------------- batch frames
+
+
+def event(n: int, **over: Any) -> bytes:
+    return frame(id=f"e{n}", type="Point", pattern="publish", payload={"x": n, "y": 0}, **over)
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+@pytest.mark.parametrize("count", [1, 2, 15, 16, 300])
+def test_a_batch_frame_carries_events_in_order(fmt: str, count: int) -> None:
+    c = codec(format=fmt)
+    frames = [
+        c.encode(Point(i, -i), pattern="publish", message_id=f"e{i}", headers={"traceparent": TP})
+        for i in range(count)
+    ]
+    batch = c.encode_batch(frames)
+    out = c.decode_events(batch)
+    assert all(isinstance(f, Frame) for f in out)
+    got = [(f.id, f.message, f.headers) for f in out if isinstance(f, Frame)]
+    assert got == [(f"e{i}", Point(i, -i), {"traceparent": TP}) for i in range(count)]
+    assert c.decode_events(frames[0]) == [c.decode(frames[0])]  # a lone frame is unwrapped
+
+
+def test_a_bad_frame_in_a_batch_is_rejected_alone_and_counted() -> None:
+    reg = CollectorRegistry()
+    c = codec(reg)
+    bad = [
+        frame(id="x1", type="Point", pattern="publish", payload={"x": "no", "y": 0}),
+        b'"not an object"',
+        frame(v=2, id="x3", type="Point", pattern="publish", payload={"x": 1, "y": 0}),
+    ]
+    out = c.decode_events(c.encode_batch([event(0), *bad, event(4)]))
+    kinds = [type(x).__name__ for x in out]
+    assert kinds == ["Frame", "WireError", "WireError", "WireError", "Frame"]
+    assert [x.reason for x in out if isinstance(x, WireError)] == [
+        "bad_field",
+        "malformed",
+        "bad_version",
+    ]
+    assert rejected(reg, "bad_field") == rejected(reg, "bad_version") == 1.0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"v":1,"batch":[]}',
+        b'{"v":1,"batch":{}}',
+        b'{"v":1,"batch":null}',
+        b'{"v":1,"batch":[1],"x":2}',
+        b'{"v":2,"batch":[]}',
+        b'{"v":1,"batch":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
+    ],
+)
+def test_a_malformed_batch_is_one_error(data: bytes) -> None:
+    reg = CollectorRegistry()
+    out = codec(reg).decode_events(data)
+    assert len(out) == 1 and isinstance(out[0], WireError)
+    assert out[0].reason in ("malformed", "bad_version", "too_deep")
+    assert not out[0].detail.startswith("unchecked")
+
+
+def test_max_depth_applies_to_each_frame_of_a_batch() -> None:
+    c = codec(max_depth=4)
+    ok: Any = [[1]]  # frame -> payload -> list -> list: depth 4
+    deep: Any = [[[1]]]
+    frames = [
+        frame(id=f"d{i}", type="Strict", pattern="publish", payload=p)
+        for i, p in enumerate(
+            [
+                {"n": 1, "ratio": 0.5, "flag": True, "mode": "a", "extra": ok},
+                {"n": 1, "ratio": 0.5, "flag": True, "mode": "a", "extra": deep},
+            ]
+        )
+    ]
+    single = [c.decode_events(f)[0] for f in frames]
+    batched = c.decode_events(c.encode_batch(frames))
+    for alone, inside in zip(single, batched, strict=True):  # the same verdict either way
+        assert type(alone) is type(inside)
+    assert isinstance(batched[1], WireError) and batched[1].reason == "too_deep"
+
+
+def test_commands_and_queries_never_come_in_batches() -> None:
+    c = codec()
+    with pytest.raises(WireError, match="batch frame carries events only"):
+        c.decode(c.encode_batch([frame(), frame()]))
+
+
+@FUZZ_WARNINGS
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, max_size=5))
+def test_fuzz_batches_only_ever_yield_frames_or_wire_errors(items: list[Any]) -> None:
+    c = codec()
+    for data in (
+        c.encode_batch([json.dumps(x).encode() for x in items] or [b"1"]),
+        json.dumps({"v": 1, "batch": items}).encode(),
+    ):
+        for item in c.decode_events(data):
+            assert isinstance(item, Frame | WireError)
+            if isinstance(item, WireError):
+                assert not item.detail.startswith("unchecked"), item.detail

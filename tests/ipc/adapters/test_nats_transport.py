@@ -316,6 +316,7 @@ async def test_events_go_straight_to_an_ordered_worker_bounded_as_documented(
     assert tc._pumps["Happened"] is not None  # the direct path is in use
     for i in range(200):
         await producer.publish(Happened(i))
+        await asyncio.sleep(0)  # one loop iteration per event: one NATS message each
     await tp.flush()
     await eventually(lambda: any("nats_error" in m for _, m, _ in logger.records))
     gate.set()
@@ -343,3 +344,56 @@ async def test_events_still_arrive_when_the_direct_path_is_unavailable(
     for i in range(20):
         await producer.publish(Happened(i))
     await eventually(lambda: seen == list(range(20)))
+    consumer.register_handler("Ask", lambda q: q.n * 2)  # queries: the callback path
+    await tc.sync()
+    assert await producer.query(Ask(21), timeout=5) == 42
+
+
+async def test_queries_run_at_most_max_concurrency_at_once_the_rest_wait_in_order(
+    env: dict[str, Any],
+) -> None:
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    running, peak, started = 0, 0, []
+
+    async def answer(q: Ask) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        started.append(q.n)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return q.n
+
+    consumer.register_handler("Ask", answer)
+    tc = await env["connect"](consumer, max_concurrency=2)
+    await env["connect"](producer)
+    await tc.sync()
+    results = await asyncio.gather(*(producer.query(Ask(i), timeout=5) for i in range(7)))
+    assert results == list(range(7))
+    assert peak == 2
+    assert started == list(range(7))  # the waiting ones in arrival order
+    assert tc._queries_running == 0 and not tc._query_backlog
+
+
+async def test_a_burst_of_events_travels_in_batch_frames_in_order(env: dict[str, Any]) -> None:
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    seen: list[int] = []
+    consumer.subscribe("Happened", lambda e: seen.append(e.n))
+    tc = await env["connect"](consumer)
+    tp = await env["connect"](producer)
+    await tc.sync()
+    before = tc._nc.stats["in_msgs"]
+    for i in range(1000):  # one loop iteration: batches of at most 256 events
+        await producer.publish(Happened(i, note="x" * 50))
+    await tp.flush()
+    await eventually(lambda: len(seen) == 1000)
+    assert seen == list(range(1000))
+    assert tc._nc.stats["in_msgs"] - before == 4
+    received = {"transport": "nats", "direction": "received", "pattern": "publish"}
+    assert env["metrics"].get_sample_value("commbus_wire_messages_total", received) == 1000
+    # events published right before close() still go out
+    for i in range(1000, 1010):
+        await producer.publish(Happened(i))
+    await tp.close()
+    await eventually(lambda: seen[-1] == 1009)
+    assert seen == list(range(1010))

@@ -54,3 +54,29 @@ async def test_close_still_stops_a_worker_inside_a_frame() -> None:
     await asyncio.sleep(0)
     assert handled == [] and errors == []
     assert pump.pending == 0
+
+
+async def test_offer_refuses_frames_beyond_the_byte_bound() -> None:
+    gate = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handler(frame: bytes) -> None:
+        await gate.wait()
+        handled.append(frame)
+
+    errors: list[BaseException] = []
+    pump = OrderedPump(
+        handler, asyncio.get_running_loop().create_task, errors.append, 100, max_pending_bytes=10
+    )
+    assert pump.offer(b"12345")
+    assert pump.offer(b"123456")  # 11 bytes queued: the next one is refused
+    assert not pump.offer(b"x")
+    await asyncio.sleep(0)  # the worker takes the first frame (and waits in its handler)
+    assert pump.offer(b"y")  # 6 bytes queued now
+    gate.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert handled == [b"12345", b"123456", b"y"]
+    assert pump.offer(b"0123456789")  # all taken: the bound is free again
+    await pump.close()
+    assert errors == []

@@ -13,6 +13,12 @@ A message frame is one JSON object (or MessagePack map), UTF-8, at most
      "reply_to": "...", "corr": "...",          # query only, transport-specific
      "ttl": 2.5, "ts": 1764450000.1}            # query only: seconds left, send time
 
+Events published together may travel as one *batch frame* (the adapters batch the events
+of one loop iteration; see :mod:`.batching`), each element a complete event frame as
+above; a consumer delivers them in order, rejecting a bad element on its own::
+
+    {"v": 1, "batch": [{"v": 1, "id": ..., "pattern": "publish", ...}, ...]}
+
 A reply frame answers a query::
 
     {"v": 1, "corr": "...", "ok": true, "result": <JSON>, "rclass": "Name"?}
@@ -24,6 +30,17 @@ Decoding is strict and total: every problem raises :class:`WireError` with a ``r
 (the ``commbus_wire_rejected_total`` label), never any other exception. An invalid
 ``traceparent``/``tracestate`` is removed from the headers (and reported through
 ``on_reject("bad_traceparent")``) while the message itself is still delivered.
+
+JSON is encoded and decoded with orjson when it is installed (the ``redis``/``nats``
+extras), else with the standard library. The stdlib path is the reference and orjson
+never changes an outcome: the same frames are accepted, with equal values, and rejected
+with the same ``reason``. Whatever orjson refuses, or may read or write differently
+(integers beyond 64 bits, lone surrogate escapes, numbers beyond the float range, NaN and
+Infinity, UUIDs, nesting the stdlib parser may not reach), goes through the stdlib path,
+whose result or error stands (see :mod:`.formats`). Decoding uses orjson only while
+``max_depth`` < :data:`~.formats.DEEP` (so every frame it accepts is shallow enough for
+the stdlib parser too), and a batch frame only when it has fewer than ``DEEP`` brackets
+(it is not walked as a whole).
 """
 
 from __future__ import annotations
@@ -35,7 +52,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..messages import get_message_type
-from .formats import Json, Msgpack, depth
+from .formats import BIG_NUMBER, DEEP, NUMERALS, Json, Msgpack, depth
 from .registry import MessageRegistry, WireError, default_registry
 
 __all__ = ["Frame", "Reply", "WireCodec", "WireError"]
@@ -49,6 +66,11 @@ _MAX_ID = 256
 _MAX_HEADER_KEY = 256
 _MAX_HEADER_VALUE = 8192
 _MAX_ERROR_TEXT = 2000
+# fixmap(2) "v" 1 "batch": the MessagePack batch frame up to its array header
+_MSGPACK_BATCH = b"\x82\xa1v\x01\xa5batch"
+_JSON_BATCH = b'{"v":1,"batch":['
+# How encode_batch starts a batch frame, by format (key: is JSON)
+_BATCH_PREFIX = {True: _JSON_BATCH, False: _MSGPACK_BATCH}
 
 
 @dataclasses.dataclass(slots=True)
@@ -107,6 +129,13 @@ class WireCodec:
         self.format = format
         self._is_json = format == "json"
         self._scan: Any = getattr(self._fmt, "_scan", None)
+        # Json.loads inlined in _load: orjson's loads (None: the stdlib scanner) and the
+        # stdlib path it falls back to. A frame orjson accepts and that is not too deep
+        # (walked) is shallow enough for the stdlib parser only if max_depth < DEEP.
+        self._fast_loads: Any = getattr(self._fmt, "_orjson_loads", None)
+        if max_depth >= DEEP:
+            self._fast_loads = None
+        self._stdlib_loads: Any = getattr(self._fmt, "stdlib_loads", None)
         self.max_frame_bytes = max_frame_bytes
         self.max_depth = max_depth
         self.max_headers = max_headers
@@ -165,6 +194,21 @@ class WireCodec:
             )
         return data
 
+    def encode_batch(self, frames: list[bytes]) -> bytes:
+        """One batch frame carrying ``frames`` (event frames made by :meth:`encode`, in
+        order), built without decoding them: ``{"v": 1, "batch": [frame, ...]}``. The
+        caller keeps it within ``max_frame_bytes``."""
+        if self._is_json:
+            return _JSON_BATCH + b",".join(frames) + b"]}"
+        n = len(frames)  # MessagePack: a map of two, the second value an array of n maps
+        if n < 16:
+            head = bytes((0x90 | n,))
+        elif n < 1 << 16:
+            head = b"\xdc" + n.to_bytes(2, "big")
+        else:
+            head = b"\xdd" + n.to_bytes(4, "big")
+        return _MSGPACK_BATCH + head + b"".join(frames)
+
     def encode_reply(
         self,
         corr: str | None,
@@ -210,7 +254,9 @@ class WireCodec:
 
     # ------------------------------------------------------------------ decode
 
-    def _load(self, data: bytes) -> dict[str, Any]:
+    def _load(self, data: bytes, walk: bool = True) -> dict[str, Any]:
+        """The frame object in ``data``, checked for size, syntax, version and (``walk``)
+        nesting depth; a batch's frames are checked one by one instead."""
         if data.__class__ is not bytes:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise WireError("malformed", f"frame must be bytes, got {type(data).__name__}")
@@ -219,21 +265,35 @@ class WireCodec:
             raise WireError(
                 "oversized", f"{len(data)} bytes > max_frame_bytes={self.max_frame_bytes}"
             )
+        brackets = -1
         try:
             obj = None
+            fast = self._fast_loads
             scan = self._scan
-            if scan is not None:  # Json.loads, inlined (the per-message path)
-                text = data.decode("utf-8")
-                try:
-                    obj, end = scan(text, 0)
-                    if end != len(text):
+            if fast is not None:  # Json.loads with orjson, inlined (the per-message path)
+                brackets = data.count(b"{") + data.count(b"[")
+                # Not walked below, a frame could be too deep for the stdlib parser; a
+                # 20-digit number may be an int orjson would turn into a float.
+                if (walk or brackets < DEEP) and BIG_NUMBER not in data.translate(NUMERALS):
+                    try:
+                        obj = fast(data)
+                    except Exception:  # orjson refuses more: the stdlib's verdict stands
+                        obj = self._stdlib_loads(data)
+                else:
+                    obj = self._stdlib_loads(data)
+            else:
+                if scan is not None:  # Json.loads, stdlib, inlined (the per-message path)
+                    text = data.decode("utf-8")
+                    try:
+                        obj, end = scan(text, 0)
+                        if end != len(text):
+                            obj = None
+                    except RecursionError:
+                        raise
+                    except Exception:
                         obj = None
-                except RecursionError:
-                    raise
-                except Exception:
-                    obj = None
-            if obj is None:  # not JSON, or not the plain case: the format's own loads
-                obj = self._fmt.loads(data)
+                if obj is None:  # not JSON, or not the plain case: the format's own loads
+                    obj = self._fmt.loads(data)
         except RecursionError:
             raise WireError("too_deep", "nesting exceeds the parser's limit") from None
         except Exception as exc:
@@ -241,7 +301,9 @@ class WireCodec:
         if obj.__class__ is not dict:
             raise WireError("malformed", "a frame must be an object")
         # Counting brackets is C-fast; only a frame that could be too deep is walked.
-        maybe_deep = not self._is_json or data.count(b"{") + data.count(b"[") > self.max_depth
+        if walk and self._is_json and brackets < 0:
+            brackets = data.count(b"{") + data.count(b"[")
+        maybe_deep = walk and (not self._is_json or brackets > self.max_depth)
         if maybe_deep and depth(obj, self.max_depth + 1) > self.max_depth:
             raise WireError("too_deep", f"nesting deeper than max_depth={self.max_depth}")
         version = obj.get("v")
@@ -260,8 +322,68 @@ class WireCodec:
             self._rejected("malformed")
             raise WireError("malformed", f"unchecked {type(exc).__name__}: {exc}") from None
 
+    def decode_events(self, data: bytes) -> list[Frame | WireError]:
+        """The frames of an event frame or of a batch frame (:meth:`encode_batch`), in
+        order; each problem is a :class:`WireError` in its place (counted like
+        :meth:`decode`'s). A batch that cannot be read at all is one error."""
+        try:
+            # A batch (recognised by how encode_batch starts it) is not walked as a whole:
+            # max_depth applies to each of its frames, checked below.
+            is_batch = data.__class__ is bytes and data.startswith(_BATCH_PREFIX[self._is_json])
+            obj = self._load(data, walk=not is_batch)
+            batch = obj.get("batch")
+            if batch is None:
+                if is_batch:
+                    raise WireError("malformed", "a batch frame is {'v': 1, 'batch': [frames]}")
+                return [self._frame(obj)]
+            if batch.__class__ is not list or not batch or len(obj) != 2:
+                raise WireError("malformed", "a batch frame is {'v': 1, 'batch': [frames]}")
+        except WireError as exc:
+            self._rejected(exc.reason)
+            return [exc]
+        except Exception as exc:
+            self._rejected("malformed")
+            return [WireError("malformed", f"unchecked {type(exc).__name__}: {exc}")]
+        out: list[Frame | WireError] = []
+        for item in batch:
+            try:
+                if item.__class__ is not dict:
+                    raise WireError("malformed", "a frame must be an object")
+                version = item.get("v")
+                if version != WIRE_VERSION or type(version) is not int:
+                    raise WireError("bad_version", f"unsupported wire version {version!r}")
+                if is_batch:
+                    self._check_depth(item)
+                out.append(self._frame(item))
+            except WireError as exc:
+                self._rejected(exc.reason)
+                out.append(exc)
+            except Exception as exc:
+                self._rejected("malformed")
+                out.append(WireError("malformed", f"unchecked {type(exc).__name__}: {exc}"))
+        return out
+
+    def _check_depth(self, frame: dict[str, Any]) -> None:
+        """``max_depth`` for one frame of a batch. Only the payload and the headers of a
+        frame are ever used (its other fields are checked scalars; unknown keys are
+        ignored), and the headers are checked flat: walking the payload is enough."""
+        payload = frame.get("payload")
+        if payload.__class__ is dict:
+            for value in payload.values():
+                if value.__class__ is dict or value.__class__ is list:
+                    if depth(payload, self.max_depth) + 1 > self.max_depth:
+                        raise WireError(
+                            "too_deep", f"nesting deeper than max_depth={self.max_depth}"
+                        )
+                    return
+
     def _decode(self, data: bytes) -> Frame:
         obj = self._load(data)
+        if "batch" in obj:
+            raise WireError("malformed", "a batch frame carries events only")
+        return self._frame(obj)
+
+    def _frame(self, obj: dict[str, Any]) -> Frame:
         get = obj.get
         fid: Any = get("id")
         mtype: Any = get("type")

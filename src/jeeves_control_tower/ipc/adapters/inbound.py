@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from contextvars import copy_context
 from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
@@ -19,6 +20,7 @@ from opentelemetry import propagate
 
 from ...types import LoggerProtocol
 from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
+from ..eager import Resume, start_in
 from .codec import Frame, WireCodec, WireError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
@@ -110,10 +112,34 @@ class InboundMixin:
         return frame
 
     async def handle_event(self, data: bytes) -> None:
-        """Deliver one event frame to the local subscribers (or an internal callback)."""
-        frame = self._decode(data, "publish")
-        if frame is None:
+        """Deliver the event frame (or each event of a batch frame, in order, each in its
+        own copy of the context) to the local subscribers or an internal callback."""
+        frames = self._decode_events(data)
+        if len(frames) == 1:
+            await self._deliver_event(frames[0])
             return
+        for frame in frames:
+            result = start_in(copy_context(), self._deliver_event, True, frame)
+            if result.__class__ is Resume:
+                await result
+
+    def _decode_events(self, data: bytes) -> list[Frame]:
+        """The event frames in ``data`` (one, or a batch); rejected ones are logged."""
+        frames = []
+        for item in self.codec.decode_events(data):
+            if isinstance(item, WireError):
+                self._reject(item, "publish")
+            elif item.pattern != "publish":
+                wrong = WireError("malformed", f"a {item.pattern} frame arrived as a publish")
+                self.codec._rejected(wrong.reason)
+                self._reject(wrong, "publish")
+            else:
+                frames.append(item)
+        if frames:
+            self.metrics.wire(RECEIVED, "publish", len(frames))
+        return frames
+
+    async def _deliver_event(self, frame: Frame) -> None:
         headers = frame.headers
         callback = self._internal.get(("publish", frame.type)) if self._internal else None
         if (

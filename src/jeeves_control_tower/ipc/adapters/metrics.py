@@ -7,13 +7,15 @@
 | ``commbus_transport_redeliveries_total`` | counter | ``transport`` (commands delivered again) |
 | ``commbus_transport_buffered_messages`` | gauge | ``transport`` (waiting for the broker) |
 | ``commbus_wire_messages_total`` | counter | ``transport``, ``direction``, ``pattern`` (below) |
+| ``commbus_transport_dropped_events_total`` | counter | ``transport`` (lost after publish) |
 
 ``commbus_wire_messages_total`` counts the frames that crossed the wire. ``direction`` is
 ``sent`` (the broker client accepted the frame: a publish or send once the transport
 returned, a query request once the broker took it for a responder, a reply once handed to
 the broker) or ``received`` (a frame that arrived and decoded fine; a frame that fails to
 decode is counted in ``commbus_wire_rejected_total`` instead). ``pattern`` is ``publish``,
-``send``, ``query`` (the request) or ``reply`` (the answer to a query). The adapters' own
+``send``, ``query`` (the request) or ``reply`` (the answer to a query); each event of a
+batch frame counts as one. The adapters' own
 traffic (service heartbeats, remote dispatch) is counted too. The child of each
 ``(direction, pattern)`` is bound once; counting a frame is one dict lookup and one
 increment.
@@ -56,6 +58,13 @@ _DECLARED = (
         "commbus_wire_messages",
         "Frames that crossed the wire (sent: accepted by the broker client; received: decoded)",
         ("transport", "direction", "pattern"),
+    ),
+    (
+        "counter",
+        "commbus_transport_dropped_events",
+        "Events accepted by publish and lost before the broker client took them"
+        " (the connection closed in the same loop iteration)",
+        ("transport",),
     ),
 )
 
@@ -108,6 +117,9 @@ class AdapterMetrics:
     def redelivered(self, n: int = 1) -> None:
         self._inc("commbus_transport_redeliveries", n)
 
+    def dropped(self, n: int = 1) -> None:
+        self._inc("commbus_transport_dropped_events", n)
+
     def buffered(self, delta: int) -> None:
         c = self._c.get("commbus_transport_buffered_messages")
         if c is not None and delta:
@@ -120,8 +132,8 @@ class AdapterMetrics:
             with contextlib.suppress(Exception):
                 c.labels(self.transport).inc(n)
 
-    def wire(self, direction: str, pattern: str) -> None:
-        """Count one frame in ``commbus_wire_messages_total`` (``direction`` is
+    def wire(self, direction: str, pattern: str, n: int = 1) -> None:
+        """Count ``n`` frames in ``commbus_wire_messages_total`` (``direction`` is
         :data:`SENT` or :data:`RECEIVED`). Never raises."""
         try:
             inc = self._wire[direction, pattern]
@@ -131,7 +143,7 @@ class AdapterMetrics:
             return
         if inc is not None:
             try:  # noqa: SIM105 - not contextlib.suppress: this runs for every frame
-                inc()
+                inc(n)
             except Exception:
                 pass
 

@@ -29,11 +29,14 @@ class OrderedPump:
 
     ``max_pending`` bounds the frames waiting behind a slow handler: ``push`` then
     returns an awaitable (:meth:`wait_below`) the reader should await before reading on,
-    so back-pressure reaches the broker instead of memory growing. The handler must
-    catch its own exceptions; anything that escapes is passed to ``on_error``.
+    so back-pressure reaches the broker instead of memory growing. :meth:`offer` (for
+    readers that cannot wait) also refuses a frame once ``max_pending_bytes`` are waiting
+    (a batch frame carries many events). The handler must catch its own exceptions;
+    anything that escapes is passed to ``on_error``.
     """
 
     __slots__ = (
+        "_bytes",
         "_drained",
         "_handler",
         "_on_error",
@@ -43,6 +46,7 @@ class OrderedPump:
         "_waiting",
         "_wake",
         "max_pending",
+        "max_pending_bytes",
     )
 
     def __init__(
@@ -51,6 +55,7 @@ class OrderedPump:
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         on_error: Callable[[BaseException], None],
         max_pending: int = 10_000,
+        max_pending_bytes: int = 64 << 20,
     ) -> None:
         self._handler = handler
         self._spawn = spawn
@@ -61,6 +66,8 @@ class OrderedPump:
         self._waiting = False
         self._task: asyncio.Task[Any] | None = None
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._bytes = 0  # of the frames queued
 
     @property
     def pending(self) -> int:
@@ -68,9 +75,10 @@ class OrderedPump:
 
     def offer(self, frame: bytes) -> bool:
         """Queue ``frame`` unless ``max_pending`` frames are waiting (then ``False``: the
-        caller drops it). For readers that cannot wait."""
-        if len(self._queue) >= self.max_pending:
+        caller drops it), or ``max_pending_bytes`` are. For readers that cannot wait."""
+        if len(self._queue) >= self.max_pending or self._bytes >= self.max_pending_bytes:
             return False
+        self._bytes += len(frame)
         self._queue.append(frame)
         if self._task is None:
             self._task = self._spawn(self._run())
@@ -80,6 +88,7 @@ class OrderedPump:
 
     def push(self, frame: bytes) -> Coroutine[Any, Any, None] | None:
         """Queue ``frame``; returns :meth:`wait_below` to await when the pump is full."""
+        self._bytes += len(frame)
         self._queue.append(frame)
         if self._task is None:
             self._task = self._spawn(self._run())
@@ -94,8 +103,10 @@ class OrderedPump:
             while queue:
                 if not drained.is_set() and len(queue) < self.max_pending // 2:
                     drained.set()
+                frame = queue.popleft()
+                self._bytes -= len(frame)
                 try:
-                    result = start_in(copy_context(), self._handler, True, queue.popleft())
+                    result = start_in(copy_context(), self._handler, True, frame)
                     if result.__class__ is Resume:
                         await result
                 except Exception as exc:
@@ -123,6 +134,7 @@ class OrderedPump:
         """Stop the worker; frames still queued are dropped (the reader is gone)."""
         task, self._task = self._task, None
         self._queue.clear()
+        self._bytes = 0
         self._drained.set()
         if task is not None:
             task.cancel()

@@ -6,8 +6,9 @@ small event that costs more than the rest of the client's work together. The tra
 only needs the payload bytes of an event, in order, so :class:`DirectClient` routes the
 messages of the subscriptions registered with :meth:`DirectClient.route` straight to a
 callable (the transport's :class:`~..pump.OrderedPump`), called inline by the reading
-task: it must not block. Everything else (queries, JetStream, request/reply) takes
-nats-py's ordinary path.
+task: it must not block. Query subscriptions are routed the same way with their reply
+subject (:meth:`DirectClient.route_with_reply`). Everything else (JetStream, the replies
+to this client's own requests) takes nats-py's ordinary path.
 
 The direct path needs nats-py's ``Client._process_msg(sid, subject, reply, data,
 headers)`` hook; :data:`DIRECT_SUPPORTED` is ``False`` when the installed nats-py does not
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -25,6 +27,8 @@ from nats.aio.subscription import Subscription
 __all__ = ["DIRECT_SUPPORTED", "DirectClient"]
 
 Route = Callable[[bytes], bool]
+#: A route that also gets the message's reply subject (queries)
+ReplyRoute = Callable[[bytes, str], bool]
 
 _EXPECTED = ["self", "sid", "subject", "reply", "data", "headers"]
 
@@ -50,12 +54,28 @@ class DirectClient(Client):
     def __init__(self) -> None:
         super().__init__()
         self._routes: dict[int, Route] = {}
+        self._reply_routes: dict[int, ReplyRoute] = {}
 
     def route(self, sub: Subscription, deliver: Route) -> bool:
         """Hand the payloads of ``sub`` (a subscription of this client) to ``deliver``
         instead of its callback. ``deliver(data)`` returns ``False`` when it cannot take
         the message (full): the message is dropped and reported as a slow consumer, as
         nats-py does. Returns whether the direct path is in use."""
+        return self._route(sub, deliver, lambda msg: deliver(msg.data), self._routes)
+
+    def route_with_reply(self, sub: Subscription, deliver: ReplyRoute) -> bool:
+        """:meth:`route` for requests: ``deliver(data, reply_subject)``."""
+        return self._route(
+            sub, deliver, lambda msg: deliver(msg.data, msg.reply), self._reply_routes
+        )
+
+    def _route(
+        self,
+        sub: Subscription,
+        deliver: Any,
+        replay: Callable[[Any], object],
+        routes: dict[int, Any],
+    ) -> bool:
         sid = getattr(sub, "_id", None)
         queue = getattr(sub, "_pending_queue", None)
         if (
@@ -71,8 +91,8 @@ class DirectClient(Client):
             msg = queue.get_nowait()
             queue.task_done()
             sub._pending_size -= len(msg.data)
-            deliver(msg.data)
-        self._routes[sid] = deliver
+            replay(msg)
+        routes[sid] = deliver
         return True
 
     def unroute(self, sub: Subscription) -> None:
@@ -80,18 +100,24 @@ class DirectClient(Client):
         sid = getattr(sub, "_id", None)
         if type(sid) is int:
             self._routes.pop(sid, None)
+            self._reply_routes.pop(sid, None)
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
     ) -> None:
         deliver = self._routes.get(sid)
-        if deliver is None:
-            await super()._process_msg(sid, subject, reply, data, headers)
-            return
+        if deliver is not None:
+            taken = deliver(data)
+        else:
+            with_reply = self._reply_routes.get(sid) if self._reply_routes else None
+            if with_reply is None:
+                await super()._process_msg(sid, subject, reply, data, headers)
+                return
+            taken = with_reply(data, reply.decode())
         stats = self.stats
         stats["in_msgs"] += 1
         stats["in_bytes"] += len(data)
-        if not deliver(data):
+        if not taken:
             from nats.errors import SlowConsumerError
 
             sub = self._subs.get(sid)

@@ -13,8 +13,12 @@ query     request/reply on ``{prefix}.qry.{type}``,   one process answers (queue
           queue group ``responders``                  NoHandlerError / TimeoutError
 ========  ==========================================  =====================================
 
-``publish`` returns once the event is in the client's outgoing buffer (core NATS has no
-acknowledgement; ``await transport.flush()`` waits for a server round trip). ``send``
+``publish`` returns once the event is queued, in order, for the client's outgoing buffer
+(core NATS has no acknowledgement; ``await transport.flush()`` waits for a server round
+trip). While connected, the events of one type published in one loop iteration travel as
+one batch frame (at most 256 events or 256 KiB; :mod:`..batching`), handed to the client
+at the end of that iteration; while reconnecting each event goes to the client's bounded
+buffer at once, so a full buffer raises :class:`TransportError` in ``publish``. ``send``
 returns once JetStream acknowledged the command (stored); while the server is
 unreachable it retries for up to ``send_timeout`` seconds (the same ``Nats-Msg-Id``, so
 the stream stores it once), then raises :class:`TransportError`. ``connect`` fails fast: if
@@ -25,11 +29,13 @@ connected, the client reconnects by itself, forever, and buffers outgoing bytes 
 (``buffer_bytes``, default 2 MiB; beyond that a publish raises :class:`TransportError`).
 Credentials are never logged.
 
-Events skip nats-py's per-message ``Msg``/queue/task machinery: the client
+Events and queries skip nats-py's per-message ``Msg``/queue/task machinery: the client
 (:class:`~.client.DirectClient`) hands each event's bytes from its reading task to one
 :class:`~..pump.OrderedPump` per type, which decodes and delivers them in order, at most
-``_PENDING`` (10,000) waiting; beyond that they are dropped and reported as a slow consumer,
-as nats-py does. Queries and JetStream commands use nats-py's ordinary subscriptions.
+``_PENDING`` (10,000) frames or 64 MiB waiting; beyond that they are dropped and reported
+as a slow consumer, as nats-py does. Each query starts in a task of its own straight from
+the reading task (at most ``max_concurrency`` at once, then ``_PENDING`` waiting in order).
+JetStream commands use nats-py's ordinary subscriptions.
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
+from collections.abc import Awaitable
 from typing import Any, NoReturn, Self
 
 from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
 from ...middleware import MiddlewareContext
 from ..base import BrokerTransport, TransportFeatures, _current_otel_context, redact_url
+from ..batching import EventBatcher
 from ..metrics import SENT
 from ..pump import OrderedPump
 from .client import DirectClient
@@ -57,6 +66,11 @@ __all__ = ["NatsTransport"]
 _SEND_ATTEMPT_TIMEOUT = 1.0
 
 _PENDING = 10_000
+
+#: Bounds of an event batch frame (see :mod:`..batching`): small enough that one frame
+#: never holds a consumer's pump for long, large enough to amortise a NATS message.
+_BATCH_FRAMES = 256
+_BATCH_BYTES = 256 << 10
 _CREDENTIALS = re.compile(r"//[^/@\s]*@")
 
 
@@ -112,8 +126,10 @@ class NatsTransport(BrokerTransport):
         self._subs: dict[tuple[str, str], Any] = {}
         self._pumps: dict[str, OrderedPump] = {}
         self._subjects: dict[str, str] = {}  # event type -> subject (publish hot path)
+        self._batcher: EventBatcher | None = None  # made once connected (server's max payload)
         self._consumers: dict[str, JetStreamConsumer] = {}
-        self._query_slots = asyncio.Semaphore(self.max_concurrency)
+        self._queries_running = 0
+        self._query_backlog: deque[tuple[bytes, str]] = deque()
 
     @classmethod
     async def connect(
@@ -133,6 +149,8 @@ class NatsTransport(BrokerTransport):
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has everything published so far."""
+        if self._batcher is not None:
+            await self._batcher.flush()
         await self._nc.flush(timeout=timeout)
 
     # ------------------------------------------------------------------ connection
@@ -180,6 +198,15 @@ class NatsTransport(BrokerTransport):
             raise TransportError(f"cannot connect to {self.url}: {self._why(exc)}") from None
         client.options.update(policy)  # from now on: reconnect as configured
         self._nc = client
+        self._batcher = EventBatcher(
+            self._send_event,
+            self.codec.encode_batch,
+            max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES),
+            max_frames=_BATCH_FRAMES,
+            spawn=self.spawn,
+            logger=self.logger,
+            on_dropped=self.metrics.dropped,
+        )
         self._js = client.jetstream()
         await self._ensure_streams()
         self.logger.info("nats_connected", url=self.url, process=self.process_id)
@@ -204,6 +231,8 @@ class NatsTransport(BrokerTransport):
                 await self._js.stream_info(name)  # exists with another config: use it
 
     async def _disconnect(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.flush()  # what was published before close() goes out
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.close()
@@ -242,46 +271,61 @@ class NatsTransport(BrokerTransport):
         return self._nc
 
     async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
-        """:meth:`BrokerTransport.publish` with the frame handed to nats-py in the same
-        coroutine (the per-event path: one coroutine less)."""
+        """:meth:`BrokerTransport.publish` with the frame queued in the same coroutine
+        (the per-event path: one coroutine less)."""
         headers = ctx.headers
         if headers or _current_otel_context():  # else: nothing to propagate
             headers = self._out_headers(ctx)
         data = self.codec.encode(
             message, pattern="publish", message_id=ctx.message_id, headers=headers or None
         )
-        subject, nc = self._event_route(ctx.message_type)
-        try:
-            await nc.publish(subject, data)
-        except Exception as exc:
-            self._publish_failed(nc, exc)
+        pending = self._queue_event(ctx.message_type, data)
+        if pending is not None:
+            await pending
         self.metrics.wire(SENT, "publish")
 
-    def _event_route(self, message_type: str) -> tuple[str, Any]:
-        """The (cached) subject of ``message_type``'s events and the live connection."""
+    async def _publish_frame(self, message_type: str, data: bytes) -> None:
+        pending = self._queue_event(message_type, data)
+        if pending is not None:
+            await pending
+
+    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
+        """Batch the frame while connected (see :mod:`..batching`); else send it on its own,
+        after what is batched for its subject, so that errors reach the publisher."""
         subject = self._subjects.get(message_type)
         if subject is None:
             subject = self._subjects[message_type] = self.destination("publish", message_type)
         nc = self._nc
         if nc is None or self._closed:
             raise TransportError("the NATS transport is not connected")
-        return subject, nc
+        batcher = self._batcher
+        if batcher is not None and nc.is_connected and batcher.fits(data):
+            return batcher.add(subject, data)
+        return self._send_alone(nc, subject, data)
+
+    async def _send_alone(self, nc: Any, subject: str, data: bytes) -> None:
+        if self._batcher is not None:
+            pending = self._batcher.take(subject)
+            if pending is not None:
+                await pending
+        await self._send_event((subject, data))
+
+    async def _send_event(self, item: tuple[str, bytes]) -> None:
+        """Hand one frame (an event or a batch of events) to nats-py."""
+        nc = self._nc
+        try:
+            await nc.publish(*item)
+        except Exception as exc:
+            self._publish_failed(nc, exc)
 
     def _publish_failed(self, nc: Any, exc: Exception) -> NoReturn:
         import nats.errors
 
-        if nc.is_closed:
+        if nc is None or nc.is_closed:
             raise TransportError("the NATS transport is not connected") from None
         if isinstance(exc, nats.errors.Error):
             raise TransportError(f"publish not accepted: {type(exc).__name__}") from None
         raise exc
-
-    async def _publish_frame(self, message_type: str, data: bytes) -> None:
-        subject, nc = self._event_route(message_type)
-        try:
-            await nc.publish(subject, data)
-        except Exception as exc:
-            self._publish_failed(nc, exc)
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         import nats.errors
@@ -361,9 +405,12 @@ class NatsTransport(BrokerTransport):
             if isinstance(nc, DirectClient) and nc.route(sub, pump.offer):
                 self._pumps[message_type] = pump
         elif pattern == "query":
-            self._subs[(pattern, message_type)] = await nc.subscribe(
+            sub = await nc.subscribe(
                 subject, queue="responders", cb=self._on_query, pending_msgs_limit=_PENDING
             )
+            self._subs[(pattern, message_type)] = sub
+            if isinstance(nc, DirectClient):  # straight from the reading task, as events
+                nc.route_with_reply(sub, self._offer_query)
         elif pattern == "send":
             consumer = JetStreamConsumer(
                 self._js,
@@ -406,21 +453,37 @@ class NatsTransport(BrokerTransport):
         self.logger.error("event_delivery_failed", error_type=type(exc).__name__, error=str(exc))
 
     async def _on_query(self, msg: Any) -> None:
-        await self._query_slots.acquire()  # back-pressure into the subscription
-        # Its own task: queries are answered concurrently, and a handler's
-        # asyncio.timeout binds to the task that runs it.
-        self.spawn(self._answer(msg))
+        """The callback of a query subscription when the direct path is not in use."""
+        if not self._offer_query(msg.data, msg.reply):
+            self.logger.warning("nats_query_dropped", reason="backlog full", pending=_PENDING)
 
-    async def _answer(self, msg: Any) -> None:
+    def _offer_query(self, data: bytes, reply: str) -> bool:
+        """Answer a query in a task of its own (queries are answered concurrently, and a
+        handler's ``asyncio.timeout`` binds to the task that runs it): at most
+        ``max_concurrency`` at once, then up to ``_PENDING`` wait in arrival order;
+        beyond that ``False`` (dropped, reported as a slow consumer)."""
+        if self._queries_running < self.max_concurrency:
+            self._queries_running += 1
+            self.spawn(self._answer(data, reply))
+            return True
+        if len(self._query_backlog) >= _PENDING:
+            return False
+        self._query_backlog.append((data, reply))
+        return True
+
+    async def _answer(self, data: bytes, reply_to: str) -> None:
         try:
-            _, _, reply = await self.handle_query(msg.data, has_return_address=bool(msg.reply))
-            if reply is not None and msg.reply:
-                await self._client().publish(msg.reply, reply)
+            _, _, reply = await self.handle_query(data, has_return_address=bool(reply_to))
+            if reply is not None and reply_to:
+                await self._client().publish(reply_to, reply)
                 self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
         finally:
-            self._query_slots.release()
+            if self._query_backlog and not self._closed:
+                self.spawn(self._answer(*self._query_backlog.popleft()))
+            else:
+                self._queries_running -= 1
 
     async def _dead_letter(self, data: bytes, reason: str) -> None:
         try:
