@@ -48,13 +48,13 @@ __all__ = [
 PATTERNS = ("publish", "send", "query")
 DIRECTIONS = ("local", "out", "in")
 
-_id_prefix = os.urandom(6).hex()
+_id_head = os.urandom(6).hex() + "-"
 _id_counter = itertools.count(1)
 
 
 def new_message_id() -> str:
     """A process-unique, cluster-unique-in-practice message id (random prefix + counter)."""
-    return f"{_id_prefix}-{next(_id_counter):x}"
+    return _id_head + str(next(_id_counter))
 
 
 class MiddlewareContext:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -417,3 +418,46 @@ def test_fuzz_batches_only_ever_yield_frames_or_wire_errors(items: list[Any]) ->
             assert isinstance(item, Frame | WireError)
             if isinstance(item, WireError):
                 assert not item.detail.startswith("unchecked"), item.detail
+
+
+@dataclass(slots=True)
+class Slotted:
+    n: int
+    tag: str = "t"
+    category: str = field(default="event", init=False)
+
+
+@dataclass
+class WithFactory:
+    n: int
+    items: list[int] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list, init=False)
+    category: str = field(default="event", init=False)
+
+
+def test_payloads_hold_the_init_fields_only_whatever_the_instance_carries() -> None:
+    registry = MessageRegistry()
+    for cls in (Slotted, WithFactory, Point):
+        registry.register(cls)
+    c = WireCodec(registry)
+    plain = WithFactory(1, [2])
+    plain.seen.append("x")  # an init=False field with a value
+    extra = WithFactory(3)
+    extra.note = "not a field"  # type: ignore[attr-defined]  # an attribute of the instance only
+    for message in (plain, extra, Slotted(4), Point(5, 6)):
+        data = c.encode(message, pattern="publish", message_id="m")
+        sent = json.loads(data)["payload"]
+        names = [f.name for f in dataclasses.fields(message) if f.init]
+        assert sorted(sent) == sorted(names)
+        decoded = c.decode(data).message
+        assert [getattr(decoded, n) for n in names] == [getattr(message, n) for n in names]
+
+
+def test_a_payload_without_an_optional_field_gets_its_default() -> None:
+    registry = MessageRegistry()
+    registry.register(WithFactory)
+    c = WireCodec(registry)
+    data = json.dumps(
+        {"v": 1, "id": "m", "type": "WithFactory", "pattern": "send", "payload": {"n": 1}}
+    ).encode()
+    assert c.decode(data).message == WithFactory(1)

@@ -38,9 +38,12 @@ with the same ``reason``. Whatever orjson refuses, or may read or write differen
 (integers beyond 64 bits, lone surrogate escapes, numbers beyond the float range, NaN and
 Infinity, UUIDs, nesting the stdlib parser may not reach), goes through the stdlib path,
 whose result or error stands (see :mod:`.formats`). Decoding uses orjson only while
-``max_depth`` < :data:`~.formats.DEEP` (so every frame it accepts is shallow enough for
-the stdlib parser too), and a batch frame only when it has fewer than ``DEEP`` brackets
-(it is not walked as a whole).
+``max_depth`` < :data:`~.formats.DEEP` (so every frame it accepts and the depth check
+passes is shallow enough for the stdlib parser too). One difference is left, on purpose:
+in a batch frame only what the codec uses of each element (payload, headers) is checked
+for depth, so an element with an unknown key nested between the stdlib parser's limit
+(~950 levels) and orjson's (1024) is judged on its own with orjson, where the stdlib
+parser would reject the whole batch as ``too_deep``.
 """
 
 from __future__ import annotations
@@ -136,6 +139,9 @@ class WireCodec:
         if max_depth >= DEEP:
             self._fast_loads = None
         self._stdlib_loads: Any = getattr(self._fmt, "stdlib_loads", None)
+        # Json.dumps_plain when orjson is in use (frames of flat scalars), else None
+        fmt = self._fmt
+        self._plain: Any = fmt.dumps_plain if isinstance(fmt, Json) and fmt.fast else None
         self.max_frame_bytes = max_frame_bytes
         self.max_depth = max_depth
         self.max_headers = max_headers
@@ -154,15 +160,17 @@ class WireCodec:
         corr: str | None = None,
         ttl: float | None = None,
         ts: float | None = None,
+        message_type: str | None = None,
     ) -> bytes:
-        """One frame for ``message``; ``WireError`` when it cannot travel (class not
-        registered, a value JSON cannot carry, frame over the size limit)."""
+        """One frame for ``message`` (``message_type``: its routing type when the caller
+        knows it); ``WireError`` when it cannot travel (class not registered, a value
+        JSON cannot carry, frame over the size limit)."""
         entry = self._by_cls.get(message.__class__)
         if entry is not None:  # MessageRegistry.to_payload, inlined (the per-message path)
             name, payload = entry.name, entry.encode(message)
         else:
             name, payload = self.registry.to_payload(message)  # raises: not registered
-        mtype = get_message_type(message)
+        mtype = message_type or get_message_type(message)
         frame: dict[str, Any] = {
             "v": WIRE_VERSION,
             "id": message_id,
@@ -184,7 +192,15 @@ class WireCodec:
             frame["ts"] = ts
         data: bytes
         try:
-            data = self._fmt.dumps(frame)
+            if (
+                self._plain is not None
+                and ttl is None
+                and _plain(payload)
+                and (headers is None or _plain(headers))
+            ):
+                data = self._plain(frame)  # the common case: flat scalars (see dumps_plain)
+            else:
+                data = self._fmt.dumps(frame)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
             raise WireError("unencodable", f"{pattern} {mtype!r}: {exc}") from None
         if len(data) > self.max_frame_bytes:
@@ -271,10 +287,8 @@ class WireCodec:
             fast = self._fast_loads
             scan = self._scan
             if fast is not None:  # Json.loads with orjson, inlined (the per-message path)
-                brackets = data.count(b"{") + data.count(b"[")
-                # Not walked below, a frame could be too deep for the stdlib parser; a
-                # 20-digit number may be an int orjson would turn into a float.
-                if (walk or brackets < DEEP) and BIG_NUMBER not in data.translate(NUMERALS):
+                # A 20-digit number may be an int orjson would turn into a float.
+                if BIG_NUMBER not in data.translate(NUMERALS):
                     try:
                         obj = fast(data)
                     except Exception:  # orjson refuses more: the stdlib's verdict stands
@@ -492,6 +506,17 @@ class WireCodec:
         if self._on_reject is not None:
             with contextlib.suppress(Exception):  # metrics must never break decoding
                 self._on_reject(reason)
+
+
+def _plain(values: dict[str, Any]) -> bool:
+    """Whether ``values`` holds only ``str``, ``int``, ``bool``, ``None`` and finite
+    ``float`` values (exact types): what :meth:`Json.dumps_plain` takes."""
+    for v in values.values():
+        c = v.__class__
+        if c is str or c is int or c is bool or v is None or (c is float and v - v == 0.0):
+            continue
+        return False
+    return True
 
 
 def _short_str(value: Any) -> bool:

@@ -162,13 +162,30 @@ def _dataclass_entry(name: str, cls: type) -> _Entry:
     if len(names) >= 2:
         values = operator.attrgetter(*names)  # a tuple of the fields, read in C
 
-        def encode(obj: Any) -> dict[str, Any]:
-            return dict(zip(names, values(obj), strict=True))
+        def by_attribute(obj: Any) -> dict[str, Any]:
+            return dict(zip(names, values(obj)))  # noqa: B905 - same length by construction
 
     else:
 
-        def encode(obj: Any) -> dict[str, Any]:
+        def by_attribute(obj: Any) -> dict[str, Any]:
             return {n: getattr(obj, n) for n in names}
+
+    encode = by_attribute
+    if "__slots__" not in cls.__dict__ and not any(_data_descriptor(cls, n) for n in names):
+        # Fields live in the instance's __dict__: copying it (in C) and dropping the
+        # fields that are not __init__ arguments is the fastest way to the payload. An
+        # instance whose __dict__ holds anything else, or lacks a field, takes the
+        # attribute path (same result, or the same AttributeError).
+        wanted = frozenset(names)
+        others = tuple(f.name for f in dataclasses.fields(cls) if not f.init)
+
+        def encode(obj: Any) -> dict[str, Any]:
+            payload: dict[str, Any] = obj.__dict__.copy()
+            for name in others:
+                payload.pop(name, None)
+            if payload.keys() == wanted:
+                return payload
+            return by_attribute(obj)
 
     # Fields whose check is an exact type (str, int, bool, None) or nothing: the common
     # case is checked in one pass and the payload itself becomes the keyword arguments.
@@ -176,12 +193,10 @@ def _dataclass_entry(name: str, cls: type) -> _Entry:
     exact = tuple((n, s) for n, s in specs.items() if s is not None)
 
     def decode_simple(payload: dict[str, Any]) -> Any:
-        keys = payload.keys()
-        if keys <= allowed and required <= keys:
-            get = payload.get
+        if payload.keys() == allowed:  # every field there, as encode sends them
             for key, spec in exact:
-                if type(get(key)) is not spec:
-                    break  # a wrong type, or an omitted field with a default: the full check
+                if payload[key].__class__ is not spec:
+                    break  # a wrong type: the full check says which
             else:
                 return cls(**payload)
         return decode(payload)  # the full check: the instance, or the WireError
@@ -211,6 +226,13 @@ def _dataclass_entry(name: str, cls: type) -> _Entry:
         return cls(**kwargs)
 
     return _Entry(name, cls, encode, decode_simple if simple else decode)
+
+
+def _data_descriptor(cls: type, name: str) -> bool:
+    """Whether reading ``name`` on an instance of ``cls`` goes through a class-level data
+    descriptor (a property, say) rather than the instance's __dict__."""
+    kind = type(getattr(cls, name, None))
+    return hasattr(kind, "__set__") or hasattr(kind, "__delete__")
 
 
 default_registry = MessageRegistry()

@@ -276,10 +276,15 @@ class NatsTransport(BrokerTransport):
         headers = ctx.headers
         if headers or _current_otel_context():  # else: nothing to propagate
             headers = self._out_headers(ctx)
+        message_type = ctx.message_type
         data = self.codec.encode(
-            message, pattern="publish", message_id=ctx.message_id, headers=headers or None
+            message,
+            pattern="publish",
+            message_id=ctx.message_id,
+            headers=headers or None,
+            message_type=message_type,
         )
-        pending = self._queue_event(ctx.message_type, data)
+        pending = self._queue_event(message_type, data)
         if pending is not None:
             await pending
         self.metrics.wire(SENT, "publish")
