@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery
 from jeeves_control_tower.ipc.adapters import MessageRegistry, WireCodec, WireError
-from jeeves_control_tower.ipc.adapters.codec import Frame
+from jeeves_control_tower.ipc.adapters.codec import Frame, Reply
 from jeeves_control_tower.ipc.adapters.metrics import AdapterMetrics
 from jeeves_control_tower.types import Envelope, RequestContext
 from tests.conformance.messages import REGISTRY, Answer, Level, Point, Rich
@@ -461,3 +461,20 @@ def test_a_payload_without_an_optional_field_gets_its_default() -> None:
         {"v": 1, "id": "m", "type": "WithFactory", "pattern": "send", "payload": {"n": 1}}
     ).encode()
     assert c.decode(data).message == WithFactory(1)
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+@pytest.mark.parametrize(
+    "value", [1, "é", None, 2.5, True, {"a": 1, "b": None}, [1, 2], {"x": [1.5]}]
+)
+def test_reply_results_round_trip_and_what_json_cannot_carry_is_an_error(
+    fmt: str, value: Any
+) -> None:
+    c = codec(format=fmt)
+    assert c.decode_reply(c.encode_reply(None, result=value)) == Reply(None, True, value)
+    assert c.decode_reply(c.encode_reply("c1", result=value)).corr == "c1"
+    if fmt == "json":  # (MessagePack has no integers beyond 64 bits)
+        assert c.decode_reply(c.encode_reply(None, result=2**70)).result == 2**70
+        for bad in (math.nan, {"a": math.inf}, [-math.inf]):
+            reply = c.decode_reply(c.encode_reply(None, result=bad))
+            assert not reply.ok and reply.kind == "error" and "unencodable" in reply.message

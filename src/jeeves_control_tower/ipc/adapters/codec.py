@@ -190,25 +190,13 @@ class WireCodec:
             frame["ttl"] = ttl
         if ts is not None:
             frame["ts"] = ts
-        data: bytes
-        try:
-            if (
-                self._plain is not None
-                and ttl is None
-                and _plain(payload)
-                and (headers is None or _plain(headers))
-            ):
-                data = self._plain(frame)  # the common case: flat scalars (see dumps_plain)
-            else:
-                data = self._fmt.dumps(frame)
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise WireError("unencodable", f"{pattern} {mtype!r}: {exc}") from None
-        if len(data) > self.max_frame_bytes:
-            raise WireError(
-                "oversized",
-                f"{pattern} {mtype!r}: {len(data)} bytes > max_frame_bytes={self.max_frame_bytes}",
-            )
-        return data
+        plain = (
+            _plain(payload)
+            and (headers is None or _plain(headers))
+            and (ttl is None or ttl - ttl == 0.0)
+            and (ts is None or ts - ts == 0.0)
+        )
+        return self._dump(frame, plain, pattern, mtype)
 
     def encode_batch(self, frames: list[bytes]) -> bytes:
         """One batch frame carrying ``frames`` (event frames made by :meth:`encode`, in
@@ -235,15 +223,19 @@ class WireCodec:
     ) -> bytes:
         """A reply frame: the result when ``kind`` is empty, else the error. A result
         that cannot be encoded becomes an ``error`` reply saying so."""
-        frame: dict[str, Any] = {"v": WIRE_VERSION, "corr": corr}
+        frame: dict[str, Any] = {"v": WIRE_VERSION}
+        if corr is not None:
+            frame["corr"] = corr
         if not kind:
             frame["ok"] = True
             if self.registry.is_registered_object(result):
                 frame["rclass"], frame["result"] = self.registry.to_payload(result)
+                plain = _plain(frame["result"])
             else:
                 frame["result"] = result
+                plain = _plain(frame)
             try:
-                return self._dump(frame, "reply")
+                return self._dump(frame, plain, "reply")
             except WireError as exc:
                 kind, error = "error", exc
         text = str(error) if error is not None else kind
@@ -255,16 +247,23 @@ class WireCodec:
             "type": type(error).__name__ if error is not None else kind,
             "message": text[:_MAX_ERROR_TEXT],
         }
-        return self._dump(frame, "reply")
+        return self._dump(frame, True, "reply")  # str values only
 
-    def _dump(self, frame: dict[str, Any], what: str) -> bytes:
+    def _dump(self, frame: dict[str, Any], plain: bool, what: str, mtype: str = "") -> bytes:
+        """``frame``'s bytes (``what``, ``mtype``: what it is, for the errors); ``plain``:
+        the caller checked that its values are flat scalars (see :func:`_plain`), so
+        orjson's output needs no scan."""
         try:
-            data: bytes = self._fmt.dumps(frame)
+            if plain and self._plain is not None:
+                data: bytes = self._plain(frame)
+            else:
+                data = self._fmt.dumps(frame)
         except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise WireError("unencodable", f"{what}: {exc}") from None
+            raise WireError("unencodable", f"{_what(what, mtype)}: {exc}") from None
         if len(data) > self.max_frame_bytes:
             raise WireError(
-                "oversized", f"{what}: {len(data)} bytes > max_frame_bytes={self.max_frame_bytes}"
+                "oversized",
+                f"{_what(what, mtype)}: {len(data)} bytes > max_frame_bytes={self.max_frame_bytes}",
             )
         return data
 
@@ -508,9 +507,16 @@ class WireCodec:
                 self._on_reject(reason)
 
 
-def _plain(values: dict[str, Any]) -> bool:
-    """Whether ``values`` holds only ``str``, ``int``, ``bool``, ``None`` and finite
-    ``float`` values (exact types): what :meth:`Json.dumps_plain` takes."""
+def _what(what: str, mtype: str) -> str:
+    return f"{what} {mtype!r}" if mtype else what
+
+
+def _plain(values: Any) -> bool:
+    """Whether ``values`` is a dict holding only ``str``, ``int``, ``bool``, ``None`` and
+    finite ``float`` values (exact types; for a frame, its ``payload`` and ``headers`` are
+    checked separately): what :meth:`Json.dumps_plain` takes without a scan."""
+    if values.__class__ is not dict:
+        return False
     for v in values.values():
         c = v.__class__
         if c is str or c is int or c is bool or v is None or (c is float and v - v == 0.0):
