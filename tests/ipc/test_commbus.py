@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -559,8 +560,11 @@ class TestMiddleware:
             pass
 
         bus.subscribe("MemoryStored", handler)
+        entered = datetime.now(UTC)
         await bus.publish(MemoryStored("x"))
+        await asyncio.sleep(0.2)
         ctx = got[0]
+        assert abs((ctx.timestamp - entered).total_seconds()) < 0.1  # entry time, read late
         assert ctx.pattern == "publish" and ctx.message_type == "MemoryStored"
         assert ctx.timestamp.tzinfo is not None and ctx.metadata == {}
         assert ctx.message_id and ctx.message_id == ctx.message_id
@@ -797,6 +801,33 @@ class TestMiddlewareScope:
         bus.detach_transport()
         await bus.publish(MemoryStored("z"))
         assert calls == ["sub", "before:s", "after:s:ok", "sub"]
+
+    async def test_contexts_name_the_system_carrying_the_message(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        seen: list[tuple[str, str]] = []
+
+        class Watch:
+            def before(self, ctx: MiddlewareContext, message: Any) -> Any:
+                seen.append((ctx.direction, ctx.system))
+                return message
+
+        bus.add_middleware(Watch())
+        bus.subscribe("MemoryStored", lambda e: None)
+        await bus.publish(MemoryStored("a"))
+        bus.attach_transport(Carrier())
+        await bus.publish(MemoryStored("b"))
+        await bus.deliver_local("publish", MemoryStored("c"))
+        bus.detach_transport()
+        await bus.publish(MemoryStored("d"))
+        await bus.deliver_local("publish", MemoryStored("e"))
+        assert seen == [
+            ("local", "jeeves.commbus"),
+            ("out", "fake"),
+            ("in", "fake"),
+            ("local", "jeeves.commbus"),
+            ("in", "jeeves.commbus"),
+        ]
 
     async def test_a_raising_applies_to_leaves_the_bus_unchanged(
         self, bus: InMemoryCommBus

@@ -259,9 +259,11 @@ class InMemoryCommBus(Delivery):
     def detach_transport(self) -> None:
         """Go back to in-process delivery."""
         self._transport = None
+        self._transport_label = ""
+        self._transport_system = "jeeves.commbus"
         self._rebuild_chain()
 
-    async def deliver_local(
+    def deliver_local(
         self,
         pattern: str,
         message: Any,
@@ -269,26 +271,33 @@ class InMemoryCommBus(Delivery):
         headers: dict[str, str] | None = None,
         message_id: str | None = None,
         timeout: float | None = None,
-    ) -> tuple[str, Any]:
-        """Deliver a message that arrived from a broker to this process's handlers.
+    ) -> Coroutine[Any, Any, tuple[str, Any]]:
+        """Deliver a message that arrived from a broker to this process's handlers:
+        ``outcome, result = await bus.deliver_local(...)``.
 
         Runs the middleware chain with ``ctx.direction == "in"`` and ``ctx.headers`` set to
         ``headers``. Returns ``(outcome, result)``: outcome as in ``ctx.outcome``; for a
         query the handler's exceptions (and :class:`NoHandlerError`) propagate so the
         transport can send them back; for publish and send they are logged, as locally.
+        An unknown ``pattern`` raises ``ValueError`` at the call. (A plain method returning
+        the coroutine: one coroutine frame less per message from a broker.)
         """
         if pattern not in PATTERNS:
             raise ValueError(f"unknown pattern {pattern!r}")
         chain = self._in_chains.get(pattern)
         message_type = get_message_type(message)
         if chain is None:  # no middleware wants to see it
-            return await self._deliver_direct(pattern, message, message_type, timeout)
-        ctx = MiddlewareContext(message, message_type, pattern=pattern, message_id=message_id)
-        ctx.direction = "in"
+            return self._deliver_direct(pattern, message, message_type, timeout)
+        ctx = MiddlewareContext(
+            message, message_type, None, None, pattern, message_id, "in", self._transport_system
+        )
         ctx.headers = headers
         ctx.hooks = chain.hooks
-        if self._transport is not None:
-            ctx.system = self._transport_system
+        return self._run_in(ctx, message, chain, timeout)
+
+    async def _run_in(
+        self, ctx: MiddlewareContext, message: Any, chain: CompiledChain, timeout: float | None
+    ) -> tuple[str, Any]:
         result = await self._run_ctx(ctx, message, chain, timeout)
         return ctx.outcome, result
 
@@ -432,11 +441,10 @@ class InMemoryCommBus(Delivery):
     ) -> Coroutine[Any, Any, Any]:
         # A plain function returning _run_ctx's coroutine, which the caller awaits at once
         # (perf: one coroutine frame less per message than ``async def`` + ``await``).
-        ctx = MiddlewareContext(message, message_type, pattern=pattern)
+        direction = "local" if self._transport is None else "out"
+        system = self._transport_system
+        ctx = MiddlewareContext(message, message_type, None, None, pattern, None, direction, system)
         ctx.hooks = chain.hooks
-        if self._transport is not None:
-            ctx.direction = "out"
-            ctx.system = self._transport_system
         return self._run_ctx(ctx, message, chain, timeout)
 
 

@@ -320,10 +320,8 @@ class Delivery:
 
     def _out_context(self, pattern: str, message: Any, message_type: str) -> MiddlewareContext:
         """The context of a message going out on the direct path (no middleware applies)."""
-        ctx = MiddlewareContext(message, message_type, pattern=pattern)
-        ctx.direction = "out"
-        ctx.system = self._transport_system
-        return ctx
+        system = self._transport_system
+        return MiddlewareContext(message, message_type, None, None, pattern, None, "out", system)
 
     async def _through(
         self,

@@ -92,7 +92,6 @@ class MiddlewareContext:
     __slots__ = (
         "_message_id",
         "_metadata",
-        "_time",
         "_timestamp",
         "direction",
         "handlers",
@@ -113,21 +112,22 @@ class MiddlewareContext:
         message_type: str,
         timestamp: datetime | None = None,
         metadata: dict[str, Any] | None = None,
-        *,
         pattern: str = "publish",
         message_id: str | None = None,
+        direction: str = "local",
+        system: str = "jeeves.commbus",
     ) -> None:
+        # (the bus passes every argument by position: a context is made per message)
         self.message = message
         self.message_type = message_type
         self.pattern = pattern
-        self.direction = "local"
+        self.direction = direction
         self.headers: dict[str, str] | None = None
         self.hooks: tuple[Any, ...] = ()
-        self.system = "jeeves.commbus"
+        self.system = system
         self.outcome = "ok"
         self.handlers: list[str] = []
         self.started = time.perf_counter()
-        self._time = time.time()
         self._timestamp = timestamp
         self._metadata = metadata
         self._message_id = message_id
@@ -138,9 +138,11 @@ class MiddlewareContext:
 
     @property
     def timestamp(self) -> datetime:
-        """When the message entered the bus (UTC)."""
+        """When the message entered the bus (UTC; read off the monotonic clock the bus
+        started it with, so reading it late still gives the entry time)."""
         if self._timestamp is None:
-            self._timestamp = datetime.fromtimestamp(self._time, tz=UTC)
+            wall = time.time() - (time.perf_counter() - self.started)
+            self._timestamp = datetime.fromtimestamp(wall, tz=UTC)
         return self._timestamp
 
     @timestamp.setter

@@ -72,7 +72,8 @@ async def test_a_full_batch_is_handed_over_at_once_in_order() -> None:
 async def test_the_byte_bound_counts_separators_and_overhead() -> None:
     client, log, dropped = Client(), ListLogger(), list[int]()
     b = batcher(client, log, dropped, max_bytes=EventBatcher.overhead + 8, max_frames=100)
-    assert b.fits(b"1234567") and not b.fits(b"12345678")
+    assert b.add("a", b"12345678") is False  # never fits: the caller sends it alone
+    assert b.pending == 0
     b.add("a", b"123")  # 4 bytes with its separator
     b.add("a", b"456")  # 8: still fits
     b.add("a", b"7")  # 10: over, the first two leave
@@ -101,7 +102,7 @@ async def test_back_pressure_reaches_the_publisher_that_filled_the_batch() -> No
     b = batcher(client, log, dropped, max_frames=1)
     b.add("a", b"1")
     pending = b.add("a", b"2")  # [1] handed over; the client holds on to it
-    assert pending is not None
+    assert pending is not None and pending is not False
     assert client.sent == [("a", b"1")]
     waiter = asyncio.ensure_future(pending)
     await asyncio.sleep(0.01)
@@ -128,7 +129,7 @@ async def test_a_refused_batch_is_logged_and_counted_never_raised(where: str) ->
         assert dropped == [2, 1]
     elif where == "pushed back":
         pending = b.add("a", b"3")  # [1,2] handed over; the client fails it after a wait
-        assert pending is not None
+        assert pending is not None and pending is not False
         await pending  # never raises
         assert dropped == [2]
         await asyncio.sleep(0.01)  # [3] at the end of the iteration: in a task, then fails

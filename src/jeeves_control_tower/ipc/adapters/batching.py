@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from ...types import LoggerProtocol
 from ..eager import Resume, start
@@ -97,10 +97,13 @@ class EventBatcher:
         """Frames waiting for the end of the loop iteration."""
         return sum(len(frames) for frames in self._open.values())
 
-    def add(self, destination: str, frame: bytes) -> Awaitable[None] | None:
+    def add(self, destination: str, frame: bytes) -> Awaitable[None] | Literal[False] | None:
         """Queue ``frame`` for ``destination``. Returns an awaitable (that never raises)
         when a full batch was handed to the broker client and the client pushes back:
-        the caller awaits it before publishing on. Else ``None``."""
+        the caller awaits it before publishing on; ``False`` when the frame is too big
+        for any batch (send it on its own); else ``None``."""
+        if len(frame) + 1 + self.overhead > self.max_bytes:
+            return False
         frames = self._open.get(destination)
         if frames is None:
             self._open[destination] = [frame]
@@ -118,10 +121,6 @@ class EventBatcher:
         self._open[destination] = [frame]
         self._sizes[destination] = len(frame) + 1
         return self._hand_over(destination, frames)
-
-    def fits(self, frame: bytes) -> bool:
-        """Whether ``frame`` can travel in a batch at all (else send it on its own)."""
-        return len(frame) + 1 + self.overhead <= self.max_bytes
 
     def take(self, destination: str) -> Awaitable[None] | None:
         """Hand ``destination``'s pending frames to the broker client now (before a frame

@@ -29,6 +29,7 @@ process share them. Every method swallows its own errors: metrics never break me
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["RECEIVED", "SENT", "AdapterMetrics"]
@@ -146,6 +147,21 @@ class AdapterMetrics:
                 inc(n)
             except Exception:
                 pass
+
+    def wire_counter(self, direction: str, pattern: str) -> Callable[[], None] | None:
+        """The bound increment of one ``commbus_wire_messages_total`` child, for a caller
+        that counts on a hot path (``None`` when metrics are off). It never raises."""
+        inc = self._wire.get((direction, pattern)) or self._bind_wire(direction, pattern)
+        if inc is None:
+            return None
+
+        def count() -> None:
+            try:  # noqa: SIM105 - not contextlib.suppress: this runs for every frame
+                inc()
+            except Exception:
+                pass
+
+        return count
 
     def _bind_wire(self, direction: str, pattern: str) -> Any:
         inc = None

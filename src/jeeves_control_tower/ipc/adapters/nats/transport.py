@@ -127,6 +127,7 @@ class NatsTransport(BrokerTransport):
         self._pumps: dict[str, OrderedPump] = {}
         self._subjects: dict[str, str] = {}  # event type -> subject (publish hot path)
         self._batcher: EventBatcher | None = None  # made once connected (server's max payload)
+        self._count_published = self.metrics.wire_counter(SENT, "publish")
         self._consumers: dict[str, JetStreamConsumer] = {}
         self._queries_running = 0
         self._query_backlog: deque[tuple[bytes, str]] = deque()
@@ -287,14 +288,15 @@ class NatsTransport(BrokerTransport):
         pending = self._queue_event(message_type, data)
         if pending is not None:
             await pending
-        self.metrics.wire(SENT, "publish")
+        if self._count_published is not None:
+            self._count_published()
 
     async def _publish_frame(self, message_type: str, data: bytes) -> None:
         pending = self._queue_event(message_type, data)
         if pending is not None:
             await pending
 
-    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
+    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[Any] | None:
         """Batch the frame while connected (see :mod:`..batching`); else send it on its own,
         after what is batched for its subject, so that errors reach the publisher."""
         subject = self._subjects.get(message_type)
@@ -304,8 +306,10 @@ class NatsTransport(BrokerTransport):
         if nc is None or self._closed:
             raise TransportError("the NATS transport is not connected")
         batcher = self._batcher
-        if batcher is not None and nc.is_connected and batcher.fits(data):
-            return batcher.add(subject, data)
+        if batcher is not None and nc.is_connected:
+            pending = batcher.add(subject, data)
+            if pending is not False:
+                return pending
         return self._send_alone(nc, subject, data)
 
     async def _send_alone(self, nc: Any, subject: str, data: bytes) -> None:
