@@ -453,7 +453,7 @@ async def run(quick: bool) -> dict[str, Any]:
     if quick:
         n = {"pub": 5_000, "send": 1_000, "query": 500, "lat": 300}
     brokers: dict[str, Any] = {}
-    rounds = 2 if quick else 3
+    rounds = 2 if quick else 5
     for kind in ("redis", "nats"):
         both = await compare(kind, n, rounds)
         r = ratios(both["adapter"], both["raw"])
