@@ -368,6 +368,7 @@ def test_a_bad_frame_in_a_batch_is_rejected_alone_and_counted() -> None:
         b'{"v":1,"batch":null}',
         b'{"v":1,"batch":[1],"x":2}',
         b'{"v":2,"batch":[]}',
+        b'{"v":1,"batch":[' + b",".join([b"1"] * 4097) + b"]}",
         b'{"v":1,"batch":[' + b"[" * 5000 + b"]" * 5000 + b"]}",
     ],
 )

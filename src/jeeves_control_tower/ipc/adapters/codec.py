@@ -69,6 +69,8 @@ _MAX_ID = 256
 _MAX_HEADER_KEY = 256
 _MAX_HEADER_VALUE = 8192
 _MAX_ERROR_TEXT = 2000
+#: The most frames a batch frame may carry (senders batch far fewer: 256 on NATS).
+MAX_BATCH = 4096
 # fixmap(2) "v" 1 "batch": the MessagePack batch frame up to its array header
 _MSGPACK_BATCH = b"\x82\xa1v\x01\xa5batch"
 _JSON_BATCH = b'{"v":1,"batch":['
@@ -351,6 +353,8 @@ class WireCodec:
                 return [self._frame(obj)]
             if batch.__class__ is not list or not batch or len(obj) != 2:
                 raise WireError("malformed", "a batch frame is {'v': 1, 'batch': [frames]}")
+            if len(batch) > MAX_BATCH:  # one frame must not turn into a flood of rejections
+                raise WireError("malformed", f"a batch carries at most {MAX_BATCH} frames")
         except WireError as exc:
             self._rejected(exc.reason)
             return [exc]

@@ -114,7 +114,7 @@ class InboundMixin:
         subscribers or an internal callback. The events of one batch are delivered in one
         context, as one caller's messages are in process: each event's trace context is
         attached for it alone, and what else a handler sets in context variables may be
-        seen by the next (the instrumented bus runs each handler in a copy of its own)."""
+        seen by the next, as on the bus's own uninstrumented path."""
         for frame in self._decode_events(data):
             await self._deliver_event(frame)
 
