@@ -397,3 +397,19 @@ async def test_a_burst_of_events_travels_in_batch_frames_in_order(env: dict[str,
     await tp.close()
     await eventually(lambda: seen[-1] == 1009)
     assert seen == list(range(1010))
+
+
+async def test_batching_can_be_turned_off(env: dict[str, Any]) -> None:
+    producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    seen: list[int] = []
+    consumer.subscribe("Happened", lambda e: seen.append(e.n))
+    tc = await env["connect"](consumer)
+    tp = await env["connect"](producer, batch_events=False)
+    await tc.sync()
+    before = tc._nc.stats["in_msgs"]
+    for i in range(50):
+        await producer.publish(Happened(i))
+    await tp.flush()
+    await eventually(lambda: len(seen) == 50)
+    assert seen == list(range(50))
+    assert tc._nc.stats["in_msgs"] - before == 50  # one NATS message per event

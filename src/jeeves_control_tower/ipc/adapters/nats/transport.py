@@ -83,9 +83,11 @@ class NatsTransport(BrokerTransport):
 
     Options: ``prefix`` (subject namespace, default ``"jeeves"``), ``ack_wait`` (seconds
     before an unacknowledged command is redelivered, default 30), ``max_deliveries``,
-    ``prefetch``, ``send_timeout``, ``buffer_bytes``, ``connect_options`` (passed to
-    ``nats.connect``: ``user``, ``password``, ``token``, ``tls``...), and those of
-    :class:`BrokerTransport`.
+    ``prefetch``, ``send_timeout``, ``buffer_bytes``, ``batch_events`` (default ``True``:
+    the events of one loop iteration travel as one batch frame; ``False`` sends one NATS
+    message per event, for consumers that predate batch frames), ``connect_options``
+    (passed to ``nats.connect``: ``user``, ``password``, ``token``, ``tls``...), and those
+    of :class:`BrokerTransport`.
     """
 
     system = "nats"
@@ -102,6 +104,7 @@ class NatsTransport(BrokerTransport):
         prefetch: int = 10,
         send_timeout: float = 30.0,
         buffer_bytes: int = 2 << 20,
+        batch_events: bool = True,
         connect_options: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
@@ -117,6 +120,7 @@ class NatsTransport(BrokerTransport):
         self.prefetch = prefetch
         self.send_timeout = float(send_timeout)
         self._buffer_bytes = buffer_bytes
+        self.batch_events = bool(batch_events)
         self._connect_options = dict(connect_options or {})
         self.stream = f"{prefix}_commands"
         self.dead_stream = f"{prefix}_dead"
@@ -199,15 +203,16 @@ class NatsTransport(BrokerTransport):
             raise TransportError(f"cannot connect to {self.url}: {self._why(exc)}") from None
         client.options.update(policy)  # from now on: reconnect as configured
         self._nc = client
-        self._batcher = EventBatcher(
-            self._send_event,
-            self.codec.encode_batch,
-            max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES),
-            max_frames=_BATCH_FRAMES,
-            spawn=self.spawn,
-            logger=self.logger,
-            on_dropped=self.metrics.dropped,
-        )
+        if self.batch_events:
+            self._batcher = EventBatcher(
+                self._send_event,
+                self.codec.encode_batch,
+                max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES),
+                max_frames=_BATCH_FRAMES,
+                spawn=self.spawn,
+                logger=self.logger,
+                on_dropped=self.metrics.dropped,
+            )
         self._js = client.jetstream()
         await self._ensure_streams()
         self.logger.info("nats_connected", url=self.url, process=self.process_id)
