@@ -48,7 +48,9 @@ __all__ = [
 PATTERNS = ("publish", "send", "query")
 DIRECTIONS = ("local", "out", "in")
 
-_id_head = os.urandom(6).hex() + "-"
+# "_", not "-": an id must never read as part of a long number to the wire codec's
+# big-integer guard (formats.py), whatever digits the random prefix ends with.
+_id_head = os.urandom(6).hex() + "_"
 _id_counter = itertools.count(1)
 
 

@@ -274,3 +274,23 @@ def test_codec_values_are_the_same(fast: bool) -> None:
         with pytest.raises(WireError) as info:
             c.encode(Msg(bad), pattern="send", message_id="m")
         assert info.value.reason == "unencodable"
+
+
+def test_message_ids_never_look_like_big_numbers_to_the_guard(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The big-integer guard sends a frame holding 20 digits (or "-") in a row to the
+    # stdlib parser; a message id must never trip it, whatever its random prefix.
+    import itertools
+
+    from jeeves_control_tower.ipc import middleware
+    from jeeves_control_tower.ipc.adapters.formats import BIG_NUMBER, NUMERALS
+
+    worst = "012345678901" + middleware._id_head[-1]  # a prefix of digits only
+    monkeypatch.setattr(middleware, "_id_head", worst)
+    monkeypatch.setattr(middleware, "_id_counter", itertools.count(10**15))
+    mid = middleware.new_message_id()
+    assert BIG_NUMBER not in mid.encode().translate(NUMERALS)
+    c = make_codec()
+    data = c.encode(Msg(1), pattern="send", message_id=mid)
+    assert BIG_NUMBER not in data.translate(NUMERALS)  # the fast parser takes it

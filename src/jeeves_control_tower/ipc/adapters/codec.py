@@ -4,7 +4,7 @@ A message frame is one JSON object (or MessagePack map), UTF-8, at most
 ``max_frame_bytes`` (1 MiB by default)::
 
     {"v": 1,                      # wire version; anything else is rejected
-     "id": "5f0c...-1a",          # message id: the same on every redelivery (dedupe key)
+     "id": "5f0c..._26",          # message id: the same on every redelivery (dedupe key)
      "type": "OrderPlaced",       # routing type (get_message_type of the message)
      "class": "DynamicEvent",     # registered class name, only when it differs from type
      "pattern": "publish",        # publish | send | query
