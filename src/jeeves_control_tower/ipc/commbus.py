@@ -19,14 +19,13 @@ protocol in :mod:`.transport`, the exceptions in :mod:`.errors`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, runtime_checkable
 
 from ..logging import ensure_logger
 from ..types import LoggerProtocol
 from .delivery import Delivery, not_accepted
-from .eager import Resume, start
+from .eager import Resume, resume_within, start
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
 from .messages import HandlerFunc, get_message_type
@@ -341,7 +340,9 @@ class InMemoryCommBus(Delivery):
             await self._run_chain("publish", event, message_type, chain, None)
             return
         transport = self._transport
-        if transport is not None:  # the direct path out: one coroutine, same errors
+        # The direct path out, _through inlined: per event, one coroutine less (send and
+        # query wait for the broker, where a coroutine does not count).
+        if transport is not None:
             try:
                 await transport.publish(self._out_context("publish", event, message_type), event)
             except TransportError:
@@ -378,12 +379,8 @@ class InMemoryCommBus(Delivery):
             return
         transport = self._transport
         if transport is not None:
-            try:
-                await transport.send(self._out_context("send", command, message_type), command)
-            except TransportError:
-                raise
-            except Exception as exc:
-                raise not_accepted("send", message_type, exc) from exc
+            ctx = self._out_context("send", command, message_type)
+            await self._through(transport, "send", ctx, command, None)
             return
         handler = self._handlers.get(message_type)
         if handler is None:
@@ -419,14 +416,13 @@ class InMemoryCommBus(Delivery):
         transport = self._transport
         if transport is not None:
             ctx = self._out_context("query", query, message_type)
-            return await transport.query(ctx, query, timeout)
+            return await self._through(transport, "query", ctx, query, timeout)
         handler = self._handlers.get(message_type)
         if handler is None:
             raise NoHandlerError(f"no handler registered for query type {message_type!r}")
         result = start(handler.fn, handler.is_async, query)
         if result.__class__ is Resume:
-            async with asyncio.timeout(timeout):
-                return await result
+            return await resume_within(result, timeout)
         return result
 
     # ------------------------------------------------------------------ middleware path

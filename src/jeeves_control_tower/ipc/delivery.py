@@ -20,7 +20,7 @@ from contextvars import copy_context
 from typing import Any
 
 from ..types import LoggerProtocol
-from .eager import Resume, start, start_in
+from .eager import Resume, resume_within, start, start_in
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry
 from .middleware import CompiledChain, MiddlewareContext
@@ -299,11 +299,7 @@ class Delivery:
             else:
                 result = start(handler.fn, handler.is_async, message)
             if result.__class__ is Resume:
-                if timeout is not None:
-                    async with asyncio.timeout(timeout):
-                        result = await result
-                else:
-                    result = await result
+                result = await resume_within(result, timeout)
             return result
         except BaseException as exc:
             error = exc
@@ -376,11 +372,7 @@ class Delivery:
         try:
             result = start(handler.fn, handler.is_async, message)
             if result.__class__ is Resume:
-                if timeout is not None:
-                    async with asyncio.timeout(timeout):
-                        result = await result
-                else:
-                    result = await result
+                result = await resume_within(result, timeout)
         except Exception as exc:
             if pattern == "query":
                 raise

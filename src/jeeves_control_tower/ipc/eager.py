@@ -10,12 +10,13 @@ directly: values, exceptions and cancellation pass through unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
 from typing import Any
 
-__all__ = ["Resume", "is_async_callable", "start"]
+__all__ = ["Resume", "is_async_callable", "resume_within", "start"]
 
 
 class Resume:
@@ -97,3 +98,13 @@ def start_in(context: Context, fn: Callable[[Any], Any], is_async: bool, message
     if result.__class__ is Resume:
         result.context = context
     return result
+
+
+async def resume_within(resume: Resume, timeout: float | None) -> Any:
+    """Drive a handler that suspended (the :class:`Resume` :func:`start` returned) to its
+    end, in the calling task, under ``timeout`` seconds when one is given: when it expires
+    the handler is cancelled and ``TimeoutError`` raised, as ``asyncio.timeout`` does."""
+    if timeout is None:
+        return await resume
+    async with asyncio.timeout(timeout):
+        return await resume

@@ -74,8 +74,6 @@ MAX_BATCH = 4096
 # fixmap(2) "v" 1 "batch": the MessagePack batch frame up to its array header
 _MSGPACK_BATCH = b"\x82\xa1v\x01\xa5batch"
 _JSON_BATCH = b'{"v":1,"batch":['
-# How encode_batch starts a batch frame, by format (key: is JSON)
-_BATCH_PREFIX = {True: _JSON_BATCH, False: _MSGPACK_BATCH}
 
 
 @dataclasses.dataclass(slots=True)
@@ -133,6 +131,8 @@ class WireCodec:
         self._fmt: Any = Json() if format == "json" else Msgpack()
         self.format = format
         self._is_json = format == "json"
+        # How encode_batch starts a batch frame in this format
+        self._batch_prefix = _JSON_BATCH if self._is_json else _MSGPACK_BATCH
         self._scan: Any = getattr(self._fmt, "_scan", None)
         # Json.loads inlined in _load: orjson's loads (None: the stdlib scanner) and the
         # stdlib path it falls back to. A frame orjson accepts and that is not too deep
@@ -282,7 +282,6 @@ class WireCodec:
             raise WireError(
                 "oversized", f"{len(data)} bytes > max_frame_bytes={self.max_frame_bytes}"
             )
-        brackets = -1
         try:
             obj = None
             fast = self._fast_loads
@@ -316,14 +315,12 @@ class WireCodec:
         if obj.__class__ is not dict:
             raise WireError("malformed", "a frame must be an object")
         # Counting brackets is C-fast; only a frame that could be too deep is walked.
-        if walk and self._is_json and brackets < 0:
-            brackets = data.count(b"{") + data.count(b"[")
-        maybe_deep = walk and (not self._is_json or brackets > self.max_depth)
+        maybe_deep = walk and (
+            not self._is_json or data.count(b"{") + data.count(b"[") > self.max_depth
+        )
         if maybe_deep and depth(obj, self.max_depth + 1) > self.max_depth:
             raise WireError("too_deep", f"nesting deeper than max_depth={self.max_depth}")
-        version = obj.get("v")
-        if version != WIRE_VERSION or type(version) is not int:
-            raise WireError("bad_version", f"unsupported wire version {version!r}")
+        _check_version(obj)
         return obj
 
     def decode(self, data: bytes) -> Frame:
@@ -344,7 +341,7 @@ class WireCodec:
         try:
             # A batch (recognised by how encode_batch starts it) is not walked as a whole:
             # max_depth applies to each of its frames, checked below.
-            is_batch = data.__class__ is bytes and data.startswith(_BATCH_PREFIX[self._is_json])
+            is_batch = data.__class__ is bytes and data.startswith(self._batch_prefix)
             obj = self._load(data, walk=not is_batch)
             batch = obj.get("batch")
             if batch is None:
@@ -366,9 +363,7 @@ class WireCodec:
             try:
                 if item.__class__ is not dict:
                     raise WireError("malformed", "a frame must be an object")
-                version = item.get("v")
-                if version != WIRE_VERSION or type(version) is not int:
-                    raise WireError("bad_version", f"unsupported wire version {version!r}")
+                _check_version(item)
                 if is_batch:
                     self._check_depth(item)
                 out.append(self._frame(item))
@@ -509,6 +504,12 @@ class WireCodec:
         if self._on_reject is not None:
             with contextlib.suppress(Exception):  # metrics must never break decoding
                 self._on_reject(reason)
+
+
+def _check_version(frame: dict[str, Any]) -> None:
+    version = frame.get("v")
+    if version != WIRE_VERSION or type(version) is not int:
+        raise WireError("bad_version", f"unsupported wire version {version!r}")
 
 
 def _what(what: str, mtype: str) -> str:

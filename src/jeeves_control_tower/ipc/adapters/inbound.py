@@ -102,12 +102,16 @@ class InboundMixin:
             self._reject(exc, pattern)
             return None
         if frame.pattern != pattern:
-            wrong = WireError("malformed", f"a {frame.pattern} frame arrived as a {pattern}")
-            self.codec._rejected(wrong.reason)
-            self._reject(wrong, pattern)
+            self._wrong_pattern(frame, pattern)
             return None
         self.metrics.wire(RECEIVED, pattern)
         return frame
+
+    def _wrong_pattern(self, frame: Frame, pattern: str) -> None:
+        """Reject a frame that decoded fine but arrived where ``pattern`` frames do."""
+        wrong = WireError("malformed", f"a {frame.pattern} frame arrived as a {pattern}")
+        self.codec._rejected(wrong.reason)
+        self._reject(wrong, pattern)
 
     async def handle_event(self, data: bytes) -> None:
         """Deliver the event frame (or each event of a batch frame, in order) to the local
@@ -125,9 +129,7 @@ class InboundMixin:
             if isinstance(item, WireError):
                 self._reject(item, "publish")
             elif item.pattern != "publish":
-                wrong = WireError("malformed", f"a {item.pattern} frame arrived as a publish")
-                self.codec._rejected(wrong.reason)
-                self._reject(wrong, "publish")
+                self._wrong_pattern(item, "publish")
             else:
                 frames.append(item)
         if frames:

@@ -315,9 +315,9 @@ class NatsTransport(BrokerTransport):
             pending = batcher.add(subject, data)
             if pending is not False:
                 return pending
-        return self._send_alone(nc, subject, data)
+        return self._send_alone(subject, data)
 
-    async def _send_alone(self, nc: Any, subject: str, data: bytes) -> None:
+    async def _send_alone(self, subject: str, data: bytes) -> None:
         if self._batcher is not None:
             pending = self._batcher.take(subject)
             if pending is not None:
