@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -32,7 +33,7 @@ from ....types import LoggerProtocol
 from ...commbus import TransportError
 from ..metrics import AdapterMetrics
 from .conn import UNREACHABLE
-from .resp import make_reader
+from .resp import make_reader, make_writer
 
 __all__ = ["MuxConnection"]
 
@@ -50,7 +51,8 @@ class _Item:
 
 
 class MuxConnection:
-    """See the module docstring. Event-loop-thread only."""
+    """See the module docstring. Event-loop-thread only. A reply longer than ``max_reply``
+    bytes counts as a broken connection (replies to these commands are short)."""
 
     def __init__(
         self,
@@ -62,6 +64,7 @@ class MuxConnection:
         reply_timeout: float = 5.0,
         max_backoff: float = 1.0,
         high_water: int = 20_000,
+        max_reply: int = 1 << 20,
     ) -> None:
         if not isinstance(buffer_size, int) or buffer_size < 0:
             raise ValueError(f"buffer_size must be an int >= 0, got {buffer_size!r}")
@@ -71,7 +74,9 @@ class MuxConnection:
         self._logger = logger
         self._reply_timeout = reply_timeout
         self._max_backoff = max_backoff
+        self._max_reply = max_reply
         self._conn: Any = None
+        self._write: Callable[[list[bytes]], None] = _not_open
         self._unsent: deque[_Item] = deque()
         self._inflight: deque[_Item] = deque()
         self._buffered = 0
@@ -105,6 +110,12 @@ class MuxConnection:
         conn = self._pool.make_connection()
         await conn.connect()
         self._conn = conn
+
+        def failed(exc: BaseException) -> None:
+            if self._conn is conn:  # not a connection dropped before
+                self._broken(exc)
+
+        self._write = make_writer(conn, failed)
         self._up = True
         self._last_progress = asyncio.get_running_loop().time()
         self._reader = asyncio.get_running_loop().create_task(self._read(conn))
@@ -184,7 +195,7 @@ class MuxConnection:
             if not self._inflight:
                 self._last_progress = asyncio.get_running_loop().time()
             self._inflight.extend(items)
-            conn._writer.writelines(packed)
+            self._write(packed)
         except Exception as exc:
             self._broken(exc)
 
@@ -198,7 +209,7 @@ class MuxConnection:
     async def _read(self, conn: Any) -> None:
         inflight = self._inflight
         loop = asyncio.get_running_loop()
-        read = make_reader(conn).read
+        read = make_reader(conn, self._max_reply).read
         try:
             while True:
                 reply = await read()  # an error reply comes back as a ResponseError value
@@ -323,6 +334,10 @@ class MuxConnection:
         if self._conn is not None:
             await _disconnect(self._conn)
             self._conn = None
+
+
+def _not_open(packed: list[bytes]) -> None:
+    raise TransportError("the connection is not open")
 
 
 async def _disconnect(conn: Any) -> None:

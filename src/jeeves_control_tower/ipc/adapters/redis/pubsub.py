@@ -6,6 +6,11 @@ channel. It speaks RESP2 on a connection of its own (outside redis-py's ``PubSub
 helper, whose per-message bookkeeping costs more than the message). Redis Pub/Sub is
 at-most-once: messages published while the connection is down are not seen. After a
 reconnect every channel is subscribed again (backoff up to ``max_backoff`` seconds).
+
+A message longer than ``max_reply`` bytes is never read whole: it is counted in
+``commbus_wire_rejected_total`` (reason ``oversized``), logged as ``frame_rejected``, and
+the connection is dropped and opened again at once (see :mod:`.resp`); messages published
+to this process in that moment are missed, as in any reconnect.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from ....types import LoggerProtocol
 from ..metrics import AdapterMetrics
 from .conn import UNREACHABLE
-from .resp import make_reader
+from .resp import ReplyTooLarge, make_reader
 
 __all__ = ["PubSubReader"]
 
@@ -39,12 +44,14 @@ class PubSubReader:
         metrics: AdapterMetrics,
         max_backoff: float = 1.0,
         confirm_timeout: float = 5.0,
+        max_reply: int = (1 << 20) + (1 << 16),
     ) -> None:
         self._pool = client.connection_pool
         self._logger = logger
         self._metrics = metrics
         self._max_backoff = max_backoff
         self._confirm_timeout = confirm_timeout
+        self._max_reply = max_reply
         self._channels: dict[bytes, OnMessage] = {}
         self._confirm: dict[bytes, list[asyncio.Future[None]]] = {}
         self._conn: Any = None
@@ -112,6 +119,17 @@ class PubSubReader:
                 backoff = 0.02
                 self._ready.set()
                 await self._read(conn)
+            except ReplyTooLarge as exc:
+                self._metrics.rejected("oversized")
+                self._logger.warning(
+                    "frame_rejected",
+                    transport="redis",
+                    pattern="pubsub",
+                    reason="oversized",
+                    detail=str(exc),
+                )
+                failed = True
+                await self._drop()  # discards the rest of the message; reconnect at once
             except UNREACHABLE as exc:
                 if not failed:
                     self._logger.warning("redis_pubsub_disconnected", error_type=type(exc).__name__)
@@ -123,7 +141,7 @@ class PubSubReader:
 
     async def _read(self, conn: Any) -> None:
         channels = self._channels
-        read = make_reader(conn).read
+        read = make_reader(conn, self._max_reply).read
         while True:
             msg = await read()
             if msg.__class__ is not list:

@@ -42,6 +42,10 @@ from .streams import StreamConsumer
 
 __all__ = ["RedisTransport"]
 
+#: Room for a Pub/Sub message's framing and channel name (and a reply's correlation id)
+#: beyond ``max_frame_bytes``: a longer message is dropped unread (see ``.pubsub``).
+_PUBSUB_OVERHEAD = 1 << 16
+
 
 class RedisTransport(BrokerTransport):
     """``transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")``.
@@ -152,7 +156,12 @@ class RedisTransport(BrokerTransport):
         except Exception as exc:
             await self._close_clients()
             raise TransportError(f"cannot connect to {self.url}: {type(exc).__name__}") from None
-        self._reader = PubSubReader(self._blocking, logger=self.logger, metrics=self.metrics)
+        self._reader = PubSubReader(
+            self._blocking,
+            logger=self.logger,
+            metrics=self.metrics,
+            max_reply=self.codec.max_frame_bytes + _PUBSUB_OVERHEAD,
+        )
         await self._reader.start()
         await self._reader.subscribe(self._reply_channel, self._on_reply)
         self.logger.info("redis_connected", url=self.url, process=self.process_id)
