@@ -18,7 +18,8 @@ Raw and adapter are measured alternately, round by round (medians of the through
 rounds; latency samples pooled), so machine noise hits both alike. Prints a table with the
 ratios (adapter / raw) and writes ``benchmarks/results/adapters.json``.
 
-Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick]`` (needs Redis on
+Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats] [--out
+FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222, or JT_REDIS_URL/JT_NATS_URL).
 """
 
@@ -448,13 +449,13 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run(quick: bool) -> dict[str, Any]:
+async def run(quick: bool, only: tuple[str, ...] = ("redis", "nats")) -> dict[str, Any]:
     n = {"pub": 20_000, "send": 5_000, "query": 4_000, "lat": 1_000}
     if quick:
         n = {"pub": 5_000, "send": 1_000, "query": 500, "lat": 300}
     brokers: dict[str, Any] = {}
     rounds = 2 if quick else 5
-    for kind in ("redis", "nats"):
+    for kind in only:
         both = await compare(kind, n, rounds)
         r = ratios(both["adapter"], both["raw"])
         brokers[kind] = {
@@ -480,13 +481,18 @@ async def run(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
+    parser.add_argument("--only", choices=("redis", "nats"), help="one broker only")
+    parser.add_argument(
+        "--out", type=Path, help=f"results file (default {RESULTS} for a full run of both)"
+    )
     args = parser.parse_args()
-    results = asyncio.run(run(args.quick))
+    results = asyncio.run(run(args.quick, (args.only,) if args.only else ("redis", "nats")))
     print(table(results))
-    if not args.quick:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nwritten to {RESULTS}")
+    out = args.out or (None if args.quick or args.only else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nwritten to {out}")
 
 
 if __name__ == "__main__":
