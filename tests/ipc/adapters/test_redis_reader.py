@@ -20,6 +20,8 @@ from tests import brokers
 from tests.conformance.conftest import eventually
 from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
 
+from . import test_redis_transport as transport_tests
+
 pytestmark = pytest.mark.redis
 
 BIG = 900_000  # a legal event: under the default max_frame_bytes (1 MiB)
@@ -169,3 +171,12 @@ async def test_without_the_fast_path_redis_py_reads_and_writes(
         8,
     ]
     assert used["read"] > 100 and used["write"] > 0
+
+
+@pytest.mark.slow
+async def test_without_the_fast_path_an_outage_buffers_then_flushes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reconnect path over redis-py's own reads and writes (the outage test, again)."""
+    monkeypatch.setattr(resp, "FAST_PATH", False)
+    await transport_tests.test_outage_buffers_then_flushes_and_nothing_is_lost()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from jeeves_control_tower.ipc.adapters.redis.resp import (
     make_reader,
     make_writer,
 )
+from tests.conformance.conftest import eventually
 
 WIRE = (
     b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhe\r\nl\r\n"  # a bulk string holding CRLF
@@ -99,17 +101,44 @@ def test_the_fast_path_needs_hiredis_and_a_tested_redis_py(monkeypatch: Any) -> 
     assert not fast_path_available("8.2.0")
 
 
-class Unconnected:
-    """A connection that does not expose its streams."""
+class Unexposed:
+    """A connection that does not expose its streams: only redis-py's public calls."""
+
+    def __init__(self, fail_on: bytes = b"") -> None:
+        self.is_connected = True
+        self.sent: list[bytes] = []
+        self.fail_on = fail_on
 
     async def read_response(self) -> Any:
         raise ResponseError("ERR from redis-py")
 
+    async def send_packed_command(self, packed: list[bytes], check_health: bool) -> None:
+        await asyncio.sleep(0)  # a real write may yield: order must hold anyway
+        if packed[0] == self.fail_on:
+            raise RedisConnectionError("broken pipe")
+        self.sent += packed
 
-async def test_a_connection_without_streams_is_read_by_redis_py() -> None:
-    conn = Unconnected()
-    assert isinstance(await make_reader(conn, 1 << 20).read(), ResponseError)
-    assert make_writer(conn, lambda exc: None) is not None
+
+async def test_without_streams_replies_are_read_by_redis_py() -> None:
+    assert isinstance(await make_reader(Unexposed(), 1 << 20).read(), ResponseError)
+
+
+async def test_without_streams_writes_keep_their_order_and_report_failures() -> None:
+    conn = Unexposed(fail_on=b"bad")
+    errors: list[BaseException] = []
+    write = make_writer(conn, errors.append)
+    for i in range(5):
+        write([b"%d" % i, b"."])
+    await eventually(lambda: len(conn.sent) == 10)
+    assert conn.sent == [b"0", b".", b"1", b".", b"2", b".", b"3", b".", b"4", b"."]
+    write([b"bad"])
+    write([b"lost"])  # queued behind the failure: the connection is being dropped
+    await eventually(lambda: len(errors) == 1)
+    assert isinstance(errors[0], RedisConnectionError) and b"lost" not in conn.sent
+    conn.is_connected = False  # dropped: never written again (redis-py would reconnect)
+    write([b"late"])
+    await eventually(lambda: len(errors) == 2)
+    assert b"late" not in conn.sent
 
 
 def test_the_installed_redis_py_gets_the_fast_path() -> None:
