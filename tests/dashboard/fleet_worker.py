@@ -22,8 +22,12 @@ from jeeves_control_tower.ipc.adapters.services import RemoteServices
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.observability import serve
 from jeeves_control_tower.observability.fleet import advertise_endpoint
-from jeeves_control_tower.types import ServiceDescriptor
+from jeeves_control_tower.types import Envelope, ServiceDescriptor
 from tests.ipc.adapters.mp_worker import connect, emit
+
+
+async def handle(envelope: Envelope) -> Envelope:
+    return envelope
 
 
 async def main(kind: str, url: str, prefix: str, opts: dict[str, Any]) -> None:
@@ -31,7 +35,7 @@ async def main(kind: str, url: str, prefix: str, opts: dict[str, Any]) -> None:
     coordinator = CommBusCoordinator(NullLogger(), bus)
     for name in opts.get("services", []):
         coordinator.register_service(ServiceDescriptor(name, "worker"))
-        coordinator.register_handler(name, lambda envelope: envelope)
+        coordinator.register_handler(name, handle)
     transport = await connect(kind, bus, url, prefix, {})
     remote = await RemoteServices(
         coordinator, transport, interval=opts.get("interval", 0.2)
