@@ -40,6 +40,7 @@ __all__ = [
     "OPENER",
     "AllowList",
     "Fleet",
+    "PeersError",
     "Process",
     "fetch_peers",
 ]
@@ -105,7 +106,7 @@ def _parts(url: str) -> tuple[str, str, int] | None:
         port = parts.port
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
         return None
     return parts.scheme, parts.hostname.lower(), port or _default_port(parts.scheme)
 
