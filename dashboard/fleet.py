@@ -18,13 +18,17 @@ An advertised URL comes from the broker, so it is untrusted:
   discovered endpoints are polled and at most :data:`MAX_PROCESSES` processes remembered.
 
 A process whose endpoint stops answering (or whose heartbeats stop) is shown down with the
-last data received; it is never dropped while the table has room.
+last data received. It is forgotten once no peer list has called it alive for
+``forget_after`` seconds (by the dashboard's clock), or sooner (the one alive longest ago
+first) when the table is full (:data:`MAX_PROCESSES`) and a new live process needs the
+room: a restarted process comes back under a new id.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Collection, Iterable, Mapping
@@ -51,6 +55,7 @@ MAX_BYTES = 256 * 1024
 MAX_ENTRIES = 256
 MAX_PROCESSES = 256
 MAX_FOLLOW = 32
+FORGET_AFTER = 900.0
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -170,6 +175,7 @@ class Process:
     alive: bool = True
     followed: bool = False
     note: str = ""
+    alive_at: float = 0.0  # when a peer list last called it alive (the dashboard's clock)
 
 
 class _State(Protocol):
@@ -191,14 +197,18 @@ class Fleet:
         token: str = "",
         timeout: float = 2.0,
         max_follow: int = MAX_FOLLOW,
+        forget_after: float = FORGET_AFTER,
         fetch: Fetch = fetch_peers,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.seeds = list(seeds)
         self.allow = allow
         self.token = token
         self.timeout = timeout
         self.max_follow = max_follow
+        self.forget_after = forget_after
         self._fetch = fetch
+        self._clock = clock
         self.processes: dict[str, Process] = {}  # by process id
         self.seed_process: dict[str, str] = {}  # seed URL -> its process id
         self.error = ""
@@ -212,6 +222,7 @@ class Fleet:
         """Ask the endpoints (except those in ``down``) for their peers until one answers;
         ``True`` if one did."""
         errors = []
+        self._forget(self._clock() - self.forget_after)
         for url in self.endpoints():
             if url in down:
                 continue
@@ -235,13 +246,20 @@ class Fleet:
             if isinstance(entry, dict) and isinstance(entry.get("process"), str):
                 self._learn(entry)
 
+    def _forget(self, before: float) -> None:
+        for pid in [p for p, proc in self.processes.items() if proc.alive_at < before]:
+            del self.processes[pid]
+
     def _learn(self, entry: dict[str, Any]) -> None:
         pid = entry["process"][:MAX_NAME]
         known = self.processes.get(pid)
         if known is None:
             if len(self.processes) >= MAX_PROCESSES:
-                return
-            known = self.processes[pid] = Process(pid)
+                dead = [p for p in self.processes.values() if not p.alive]
+                if not dead or entry.get("alive") is not True:
+                    return  # room is made only for a live process, by a dead one
+                del self.processes[min(dead, key=lambda p: p.alive_at).process]
+            known = self.processes[pid] = Process(pid, alive_at=self._clock())
         endpoint = valid_endpoint(entry.get("endpoint"))
         if endpoint is not None:
             known.endpoint = endpoint
@@ -252,11 +270,15 @@ class Fleet:
         if isinstance(beat, (int, float)) and not isinstance(beat, bool) and math.isfinite(beat):
             known.last_heartbeat = max(float(beat), known.last_heartbeat or 0.0)
         known.alive = entry.get("alive") is True
+        if known.alive:
+            known.alive_at = self._clock()
         self._decide(known)
 
     def _decide(self, process: Process) -> None:
         url = process.endpoint
-        if url is None:
+        if process.process in self.seed_process.values():
+            process.followed, process.note = False, ""  # a seed, maybe under another URL
+        elif url is None:
             process.followed, process.note = False, "advertises no endpoint"
         elif url in self.seeds:
             process.followed, process.note = False, ""  # polled as a seed already
@@ -298,8 +320,11 @@ class Fleet:
                 names = (s.get("name") for s in listed if isinstance(s, dict))
                 services = [n[:MAX_NAME] for n in names if isinstance(n, str)]
         last = [t for t in (proc and proc.last_heartbeat, state and state.last_ok) if t]
+        note = proc.note if proc is not None else ""
         if state is not None:
             status = {None: "connecting", True: "up", False: "down"}[state.up]
+            if state.up and proc is not None and not proc.alive:
+                note = "endpoint answers, heartbeats stopped"
         else:
             status = "up" if proc is not None and proc.alive else "down"
         return {
@@ -308,5 +333,5 @@ class Fleet:
             "status": status,
             "last_seen": max(last) if last else None,
             "services": services,
-            "note": proc.note if proc is not None else "",
+            "note": note,
         }

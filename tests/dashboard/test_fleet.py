@@ -220,3 +220,65 @@ def test_an_oversized_answer_is_refused(http_server: tuple[str, list[str]]) -> N
     with pytest.raises(PeersError, match="larger than"):
         fetch_peers(url, "tok", timeout=5.0)
     assert seen == ["/api/peers"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_dead_process_is_kept_for_a_while_then_forgotten() -> None:
+    clock = Clock()
+    fetch = FakeFetch({SEED: peers("p1", ("p1", SEED, [], True), ("p2", None, ["b"], True))})
+    fleet = Fleet(
+        [SEED], AllowList.for_endpoints([SEED]), forget_after=60.0, fetch=fetch, clock=clock
+    )
+    fleet.discover()
+    fetch.answers[SEED] = peers("p1", ("p1", SEED, [], True), ("p2", None, ["b"], False))
+    clock.now += 59.0
+    fleet.discover()
+    assert fleet.processes["p2"].alive is False and fleet.processes["p2"].services == ["b"]
+    fetch.answers[SEED] = peers("p1", ("p1", SEED, [], True))  # the endpoint forgot it too
+    clock.now += 2.0
+    fleet.discover()
+    assert list(fleet.processes) == ["p1"]
+
+
+def test_a_full_table_makes_room_for_a_live_process_by_dropping_a_dead_one() -> None:
+    clock = Clock()
+    entries: list[tuple[str, Any, list[str], bool]]
+    entries = [(f"p{i}", None, [], i != 7) for i in range(256)]
+    fetch = FakeFetch({SEED: peers("me", *entries)})
+    fleet = Fleet([SEED], AllowList.for_endpoints([SEED]), fetch=fetch, clock=clock)
+    fleet.discover()
+    assert len(fleet.processes) == 256
+    fetch.answers[SEED] = peers("me", ("new-dead", None, [], False), ("new", None, [], True))
+    fleet.discover()
+    assert len(fleet.processes) == 256
+    assert "new" in fleet.processes and "p7" not in fleet.processes
+    assert "new-dead" not in fleet.processes
+    fetch.answers[SEED] = peers("me", ("newer", None, [], True))  # no dead one left
+    fleet.discover()
+    assert "newer" not in fleet.processes
+
+
+def test_the_seed_advertising_another_url_is_not_polled_twice() -> None:
+    fetch = FakeFetch({SEED: peers("p1", ("p1", "http://10.0.0.1:9999", ["a"], True))})
+    fleet = Fleet([SEED], AllowList.for_endpoints([SEED]), fetch=fetch)
+    fleet.discover()
+    assert fleet.endpoints() == [SEED]
+    assert [(r["process"], r["endpoint"]) for r in fleet.rows({})] == [("p1", SEED)]
+
+
+def test_an_answering_endpoint_whose_heartbeats_stopped_says_so() -> None:
+    other = "http://10.0.0.1:9500"
+    fetch = FakeFetch({SEED: peers("p1", ("p1", SEED, [], True), ("p2", other, [], False))})
+    fleet = Fleet([SEED], AllowList.for_endpoints([SEED]), fetch=fetch)
+    fleet.discover()
+    row = fleet.rows({other: State(True, 1.0)})[1]
+    assert (row["process"], row["status"], row["note"]) == (
+        "p2", "up", "endpoint answers, heartbeats stopped",
+    )  # fmt: skip
