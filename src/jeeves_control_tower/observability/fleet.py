@@ -27,10 +27,9 @@ def advertise_endpoint(
     """Advertise ``url`` (default ``server.url``) in ``remote``'s heartbeats from the next
     one on and serve ``remote.peers`` at ``/api/peers``; returns the URL advertised.
     ``ValueError`` if it is not an http(s) URL (see ``valid_endpoint``)."""
-    remote.advertise(url or server.url)
+    advertised = remote.advertise(url or server.url) or ""
     server.peers = remote.peers
-    assert remote.endpoint is not None
-    return remote.endpoint
+    return advertised
 
 
 def peers_document(peers: PeerTable | None) -> dict[str, Any]:

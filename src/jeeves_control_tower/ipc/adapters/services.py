@@ -89,12 +89,14 @@ class RemoteServices:
         self.endpoint: str | None = None
         self.peers = PeerTable(self.ttl, self.forget_after)
 
-    def advertise(self, endpoint: str | None) -> None:
+    def advertise(self, endpoint: str | None) -> str | None:
         """Carry ``endpoint`` (an http(s) URL, see :func:`~.peers.valid_endpoint`) in the
-        heartbeats from the next one on; ``None`` stops advertising."""
-        if endpoint is not None and valid_endpoint(endpoint) is None:
+        heartbeats from the next one on, and return it as sent; ``None`` stops advertising."""
+        url = None if endpoint is None else valid_endpoint(endpoint)
+        if endpoint is not None and url is None:
             raise ValueError(f"not an advertisable http(s) URL: {endpoint[:100]!r}")
-        self.endpoint = None if endpoint is None else valid_endpoint(endpoint)
+        self.endpoint = url
+        return url
 
     async def start(self) -> Self:
         self.transport.add_internal_subscriber(HEARTBEAT, self._on_heartbeat)
