@@ -22,6 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, graph, series
+from dashboard.fleet import ALLOW_ENV, AllowList, Fleet
 from dashboard.source import EndpointState, poll
 
 KEEP_RECORDS = 15_000
@@ -253,8 +254,52 @@ def _chart_or_wait(frame: pd.DataFrame, build: Any) -> None:
     st.altair_chart(build(frame).properties(height=220), width="stretch")
 
 
+def fleet_for(seeds: list[str], token: str) -> Fleet:
+    """The session's fleet discovery for these endpoints (a new one when they change)."""
+    key = (tuple(seeds), token, os.environ.get(ALLOW_ENV, ""))
+    if st.session_state.get("fleet_key") != key:
+        allow = AllowList.for_endpoints(seeds, key[2])
+        st.session_state.fleet = Fleet(seeds, allow, token=token)
+        st.session_state.fleet_key = key
+    fleet: Fleet = st.session_state.fleet
+    return fleet
+
+
+def processes_section(fleet: Fleet) -> None:
+    """Per-process health: shown once an endpoint has reported its fleet."""
+    if not fleet.processes:
+        return
+    st.subheader("Processes")
+    rows = fleet.rows(st.session_state.get("states", {}))
+    for row in rows:
+        seen = row["last_seen"]
+        row["last_seen"] = time.strftime("%H:%M:%S", time.localtime(seen)) if seen else "—"
+    columns = ["process", "endpoint", "status", "last_seen", "services", "note"]
+    st.dataframe(
+        pd.DataFrame(rows, columns=columns).style.map(
+            lambda v: "" if v == "up" else "color: #c62828", subset=["status"]
+        ),
+        hide_index=True,
+        key="processes_table",
+        column_config={
+            "process": st.column_config.TextColumn("Process", pinned=True),
+            "endpoint": "Endpoint",
+            "status": st.column_config.TextColumn("Status", width=90),
+            "last_seen": st.column_config.TextColumn("Last seen", width=90),
+            "services": st.column_config.ListColumn("Services"),
+            "note": "Note",
+        },
+    )
+
+
 def live(opts: dict[str, Any]) -> None:
     """Everything that refreshes: one poll, then the sections drawn from session state."""
+    # A fragment rerun gets the same ``opts``: the given endpoints are kept apart.
+    fleet = fleet_for(opts.setdefault("given", opts["endpoints"]), opts["token"])
+    if not opts["paused"]:
+        states_now: dict[str, EndpointState] = st.session_state.get("states", {})
+        fleet.discover(down={url for url, s in states_now.items() if s.up is False})
+    opts["endpoints"] = fleet.endpoints()  # the given ones, then the processes found
     if not opts["paused"]:
         refresh_all(opts["endpoints"], opts["token"])
     status_banners(opts["endpoints"], opts["refresh"])
@@ -270,6 +315,7 @@ def live(opts: dict[str, Any]) -> None:
         flow = flow[flow["pattern"].isin(opts["patterns"])].reset_index(drop=True)
     n_up = sum(1 for url in opts["endpoints"] if url in states and states[url].up)
     kpi_row(flow, services, opts["window_s"], n_up, len(opts["endpoints"]))
+    processes_section(fleet)
     registry_section(services, opts)
     flow_section(flow, opts)
 

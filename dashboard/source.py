@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .data import merge_records, next_cursor
+from .fleet import OPENER
 
 __all__ = ["EndpointState", "FetchError", "fetch_json", "poll"]
 
@@ -48,7 +49,8 @@ def fetch_json(base: str, path: str, token: str = "", timeout: float = 2.0) -> A
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        # No redirects: the token must not follow a 3xx to another origin.
+        with OPENER.open(request, timeout=timeout) as response:
             return json.loads(response.read(8 * 1024 * 1024))
     except urllib.error.HTTPError as exc:
         raise FetchError(f"HTTP {exc.code} from {path}") from None

@@ -19,7 +19,7 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -27,7 +27,11 @@ from prometheus_client.exposition import choose_encoder
 
 from ..logging import ensure_logger
 from ..types import LoggerProtocol
+from .fleet import peers_document
 from .flow import MAX_LIMIT, FlowRecorder, default_flow
+
+if TYPE_CHECKING:
+    from ..ipc.adapters.peers import PeerTable
 
 __all__ = ["ObservabilityServer", "serve"]
 
@@ -107,6 +111,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, app.flow.flow(after, limit), head)
             elif url.path == "/api/stats":
                 self._json(200, app.flow.stats(), head)
+            elif url.path == "/api/peers":
+                self._json(200, peers_document(app.peers), head)
             else:
                 self._json(404, {"error": f"no route {url.path}"}, head)
         except Exception as exc:  # a broken reader must not kill the connection thread
@@ -188,6 +194,7 @@ class ObservabilityServer:
         self.timeout = timeout
         self.max_connections = max_connections
         self._expected = f"Bearer {token}".encode() if token is not None else None
+        self.peers: PeerTable | None = None  # set by fleet.advertise_endpoint
         self._httpd = _Server((host, port), self)
         self.host = host
         self.port: int = self._httpd.server_address[1]

@@ -21,6 +21,10 @@ Every process runs one :class:`RemoteServices` beside its coordinator and transp
   termination reasons are those of the serving process, and the envelope comes back.
   If no process answers in time the envelope is terminated here with the reason
   (``timeout``, ``no_handler``, ``error``), exactly as a local dispatch would be.
+- **Fleet.** After :meth:`advertise` the heartbeats carry ``endpoint``, the public URL of
+  this process's observability endpoint; :attr:`peers` (a :class:`~.peers.PeerTable`)
+  lists every process heard, with the URL it advertises (validated on receipt; heartbeats
+  without the field, from older peers, still count).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ..commbus import NoHandlerError
 from ..coordinator import CommBusCoordinator
 from ..messages import DynamicEvent, DynamicQuery
 from .base import BrokerTransport
+from .peers import PeerTable, valid_endpoint
 
 __all__ = ["DISPATCH_PREFIX", "HEARTBEAT", "RemoteServices"]
 
@@ -81,6 +86,17 @@ class RemoteServices:
         self._mirrors: dict[str, _Mirror] = {}
         self._served: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self.endpoint: str | None = None
+        self.peers = PeerTable(self.ttl, self.forget_after)
+
+    def advertise(self, endpoint: str | None) -> str | None:
+        """Carry ``endpoint`` (an http(s) URL, see :func:`~.peers.valid_endpoint`) in the
+        heartbeats from the next one on, and return it as sent; ``None`` stops advertising."""
+        url = None if endpoint is None else valid_endpoint(endpoint)
+        if endpoint is not None and url is None:
+            raise ValueError(f"not an advertisable http(s) URL: {endpoint[:100]!r}")
+        self.endpoint = url
+        return url
 
     async def start(self) -> Self:
         self.transport.add_internal_subscriber(HEARTBEAT, self._on_heartbeat)
@@ -138,6 +154,9 @@ class RemoteServices:
             "bye": bye,
             "services": services,
         }
+        if self.endpoint is not None:
+            payload["endpoint"] = self.endpoint
+        self.peers.local(self.transport.process_id, self.endpoint, [s["name"] for s in services])
         await self.transport.publish_internal(DynamicEvent(HEARTBEAT, payload))
 
     def _describe(self, service: ServiceDescriptor) -> dict[str, Any]:
@@ -167,6 +186,7 @@ class RemoteServices:
             return
         if not isinstance(services, list):
             return
+        self.peers.heard(process, payload)
         now = asyncio.get_running_loop().time()
         listed = set()
         for info in services:

@@ -1,0 +1,337 @@
+"""Fleet discovery: from the endpoints the user gave, find the other processes of the fleet.
+
+Each endpoint that advertises itself lists the processes it heard in service heartbeats
+(``GET /api/peers``, see ``docs/endpoint.md``). :class:`Fleet` asks one endpoint per refresh
+for that list (the given ones first, then those it found; the first that answers wins),
+remembers every process it heard of, and says which endpoints to poll.
+
+An advertised URL comes from the broker, so it is untrusted:
+
+- it is followed only if the :class:`AllowList` admits it: by default the scheme and host
+  of an endpoint the user gave (any port), plus the ``scheme://host[:port]`` or
+  ``scheme://*.domain`` rules of ``$JEEVES_FLEET_ALLOW``; a URL it does not admit is never
+  fetched, so the bearer token never goes there;
+- redirects are never followed (:data:`OPENER`), so an admitted endpoint cannot bounce the
+  token elsewhere;
+- a ``/api/peers`` answer is read up to :data:`MAX_BYTES`, within ``timeout`` seconds, and
+  at most :data:`MAX_ENTRIES` of its entries are looked at; at most ``max_follow``
+  discovered endpoints are polled and at most :data:`MAX_PROCESSES` processes remembered.
+
+A process whose endpoint stops answering (or whose heartbeats stop) is shown down with the
+last data received. It is forgotten once no peer list has called it alive for
+``forget_after`` seconds (by the dashboard's clock), or sooner (the one alive longest ago
+first) when the table is full (:data:`MAX_PROCESSES`) and a new live process needs the
+room: a restarted process comes back under a new id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from jeeves_control_tower.ipc.adapters.peers import MAX_NAME, MAX_SERVICES, valid_endpoint
+
+__all__ = [
+    "ALLOW_ENV",
+    "MAX_BYTES",
+    "OPENER",
+    "AllowList",
+    "Fleet",
+    "PeersError",
+    "Process",
+    "fetch_peers",
+]
+
+#: Environment variable: extra allow-list rules, comma-separated (see :class:`AllowList`).
+ALLOW_ENV = "JEEVES_FLEET_ALLOW"
+MAX_BYTES = 256 * 1024
+MAX_ENTRIES = 256
+MAX_PROCESSES = 256
+MAX_FOLLOW = 32
+FORGET_AFTER = 900.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # the 3xx becomes an HTTPError: the Authorization header goes nowhere
+
+
+#: A urllib opener that never follows a redirect.
+OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class PeersError(Exception):
+    """An endpoint gave no usable ``/api/peers`` answer."""
+
+
+Fetch = Callable[[str, str, float], Any]
+
+
+def fetch_peers(base: str, token: str = "", timeout: float = 2.0) -> Any:
+    """GET ``base + "/api/peers"`` (no redirects, at most :data:`MAX_BYTES`) and decode it;
+    :class:`PeersError` on any failure."""
+    request = urllib.request.Request(base + "/api/peers", headers={"Accept": "application/json"})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with OPENER.open(request, timeout=timeout) as response:
+            body = response.read(MAX_BYTES + 1)
+    except urllib.error.HTTPError as exc:
+        raise PeersError(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise PeersError(f"cannot reach the endpoint ({getattr(exc, 'reason', exc)})") from None
+    if len(body) > MAX_BYTES:
+        raise PeersError(f"/api/peers answer larger than {MAX_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise PeersError("/api/peers did not return JSON") from None
+
+
+# ---------------------------------------------------------------------- allow-list
+
+
+_Rule = tuple[str, str, int | None]  # scheme, host ("*.x" = any subdomain of x), port
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
+
+
+def _parts(url: str) -> tuple[str, str, int] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or _default_port(parts.scheme)
+
+
+@dataclass(frozen=True)
+class AllowList:
+    """Which URLs the dashboard may follow. A rule is ``(scheme, host, port)``; ``host`` may
+    be ``*.domain`` (any subdomain, not the domain itself) and ``port`` ``None`` (any)."""
+
+    rules: frozenset[_Rule]
+
+    @classmethod
+    def for_endpoints(cls, endpoints: Iterable[str], extra: str = "") -> AllowList:
+        """The schemes and hosts of ``endpoints`` (any port), plus the rules in ``extra``
+        (comma/space-separated ``scheme://host[:port]`` or ``scheme://*.domain``; malformed
+        ones are ignored, see :meth:`parse`)."""
+        rules = {(p[0], p[1], None) for p in map(_parts, endpoints) if p is not None}
+        return cls(frozenset(rules | set(cls.parse(extra)[0])))
+
+    @staticmethod
+    def parse(text: str) -> tuple[list[_Rule], list[str]]:
+        """``(rules, rejected)`` from a comma/space-separated list of rules."""
+        rules: list[_Rule] = []
+        rejected: list[str] = []
+        for raw in (text or "").replace(",", " ").split():
+            wildcard = "://*." in raw
+            parts = _parts(raw.replace("://*.", "://", 1))
+            tail = urlsplit(raw).path if parts else ""
+            if parts is None or tail.strip("/") or "@" in raw or "?" in raw or "#" in raw:
+                rejected.append(raw)
+                continue
+            scheme, host, _ = parts
+            explicit = urlsplit(raw.replace("://*.", "://", 1)).port
+            rules.append((scheme, f"*.{host}" if wildcard else host, explicit))
+        return rules, rejected
+
+    def allows(self, url: str) -> bool:
+        parts = _parts(url)
+        if parts is None:
+            return False
+        scheme, host, port = parts
+        for r_scheme, r_host, r_port in self.rules:
+            if r_scheme != scheme or (r_port is not None and r_port != port):
+                continue
+            if r_host == host or (r_host.startswith("*.") and host.endswith(r_host[1:])):
+                return True
+        return False
+
+
+# ---------------------------------------------------------------------- the fleet
+
+
+@dataclass
+class Process:
+    """One process of the fleet as last heard of."""
+
+    process: str
+    endpoint: str | None = None
+    services: list[str] = field(default_factory=list)
+    last_heartbeat: float | None = None
+    alive: bool = True
+    followed: bool = False
+    note: str = ""
+    alive_at: float = 0.0  # when a peer list last called it alive (the dashboard's clock)
+
+
+class _State(Protocol):
+    """What :meth:`Fleet.rows` reads of a ``source.EndpointState``."""
+
+    up: bool | None
+    last_ok: float | None
+    services: dict[str, Any]
+
+
+class Fleet:
+    """Discovery state for one set of given endpoints (``seeds``); see the module docstring."""
+
+    def __init__(
+        self,
+        seeds: list[str],
+        allow: AllowList,
+        *,
+        token: str = "",
+        timeout: float = 2.0,
+        max_follow: int = MAX_FOLLOW,
+        forget_after: float = FORGET_AFTER,
+        fetch: Fetch = fetch_peers,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.seeds = list(seeds)
+        self.allow = allow
+        self.token = token
+        self.timeout = timeout
+        self.max_follow = max_follow
+        self.forget_after = forget_after
+        self._fetch = fetch
+        self._clock = clock
+        self.processes: dict[str, Process] = {}  # by process id
+        self.seed_process: dict[str, str] = {}  # seed URL -> its process id
+        self.error = ""
+
+    def endpoints(self) -> list[str]:
+        """The endpoints to poll: the seeds, then the followed discovered ones."""
+        found = [p.endpoint for p in self.processes.values() if p.followed and p.endpoint]
+        return self.seeds + [u for u in dict.fromkeys(found) if u not in self.seeds]
+
+    def discover(self, down: Collection[str] = ()) -> bool:
+        """Ask the endpoints (except those in ``down``) for their peers until one answers;
+        ``True`` if one did."""
+        errors = []
+        self._forget(self._clock() - self.forget_after)
+        for url in self.endpoints():
+            if url in down:
+                continue
+            try:
+                self._merge(url, self._fetch(url, self.token, self.timeout))
+            except PeersError as exc:
+                errors.append(f"{url}: {exc}")
+                continue
+            self.error = ""
+            return True
+        self.error = "; ".join(errors[:3])
+        return False
+
+    def _merge(self, source: str, doc: Any) -> None:
+        if not isinstance(doc, dict) or not isinstance(doc.get("peers"), list):
+            raise PeersError("unexpected /api/peers shape")
+        me = doc.get("process")
+        if isinstance(me, str) and me and source in self.seeds:
+            self.seed_process[source] = me[:MAX_NAME]
+        for entry in doc["peers"][:MAX_ENTRIES]:
+            if isinstance(entry, dict) and isinstance(entry.get("process"), str):
+                self._learn(entry)
+
+    def _forget(self, before: float) -> None:
+        for pid in [p for p, proc in self.processes.items() if proc.alive_at < before]:
+            del self.processes[pid]
+
+    def _learn(self, entry: dict[str, Any]) -> None:
+        pid = entry["process"][:MAX_NAME]
+        known = self.processes.get(pid)
+        if known is None:
+            if len(self.processes) >= MAX_PROCESSES:
+                dead = [p for p in self.processes.values() if not p.alive]
+                if not dead or entry.get("alive") is not True:
+                    return  # room is made only for a live process, by a dead one
+                del self.processes[min(dead, key=lambda p: p.alive_at).process]
+            known = self.processes[pid] = Process(pid, alive_at=self._clock())
+        endpoint = valid_endpoint(entry.get("endpoint"))
+        if endpoint is not None:
+            known.endpoint = endpoint
+        services = entry.get("services")
+        if isinstance(services, list):
+            known.services = [s[:MAX_NAME] for s in services[:MAX_SERVICES] if isinstance(s, str)]
+        beat = entry.get("last_heartbeat")
+        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and math.isfinite(beat):
+            known.last_heartbeat = max(float(beat), known.last_heartbeat or 0.0)
+        known.alive = entry.get("alive") is True
+        if known.alive:
+            known.alive_at = self._clock()
+        self._decide(known)
+
+    def _decide(self, process: Process) -> None:
+        url = process.endpoint
+        if process.process in self.seed_process.values():
+            process.followed, process.note = False, ""  # a seed, maybe under another URL
+        elif url is None:
+            process.followed, process.note = False, "advertises no endpoint"
+        elif url in self.seeds:
+            process.followed, process.note = False, ""  # polled as a seed already
+        elif not self.allow.allows(url):
+            process.followed, process.note = False, "not followed: URL not allowed"
+        elif not process.followed:
+            followed = sum(1 for p in self.processes.values() if p.followed)
+            if followed >= self.max_follow:
+                process.note = f"not followed: {self.max_follow} endpoints followed already"
+            else:
+                process.followed, process.note = True, ""
+
+    def rows(self, states: Mapping[str, _State]) -> list[dict[str, Any]]:
+        """One row per process for the Processes table: ``process``, ``endpoint``,
+        ``status`` (``up``/``down``/``connecting``/``unreachable``), ``last_seen`` (Unix
+        seconds or ``None``), ``services`` (names) and ``note``. ``up``/``down`` come from
+        the dashboard's own polls where it polls the endpoint, from heartbeats otherwise."""
+        rows = []
+        by_url = {p.endpoint: p for p in self.processes.values() if p.endpoint}
+        seen: set[str] = set()
+        for url in self.seeds:
+            pid = self.seed_process.get(url)
+            proc = self.processes.get(pid) if pid else by_url.get(url)
+            if proc is not None:
+                seen.add(proc.process)
+            rows.append(self._row(url, proc, states.get(url)))
+        for proc in self.processes.values():
+            if proc.process not in seen:
+                state = states.get(proc.endpoint or "") if proc.followed else None
+                rows.append(self._row(proc.endpoint, proc, state))
+        return rows
+
+    @staticmethod
+    def _row(url: str | None, proc: Process | None, state: _State | None) -> dict[str, Any]:
+        services = list(proc.services) if proc is not None else []
+        if not services and state is not None:
+            listed = state.services.get("services")
+            if isinstance(listed, list):
+                names = (s.get("name") for s in listed if isinstance(s, dict))
+                services = [n[:MAX_NAME] for n in names if isinstance(n, str)]
+        last = [t for t in (proc and proc.last_heartbeat, state and state.last_ok) if t]
+        note = proc.note if proc is not None else ""
+        if state is not None:
+            status = {None: "connecting", True: "up", False: "down"}[state.up]
+            if state.up and proc is not None and not proc.alive:
+                note = "endpoint answers, heartbeats stopped"
+        else:
+            status = "up" if proc is not None and proc.alive else "down"
+        return {
+            "process": proc.process if proc is not None else "",
+            "endpoint": url or "",
+            "status": status,
+            "last_seen": max(last) if last else None,
+            "services": services,
+            "note": note,
+        }
