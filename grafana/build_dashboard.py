@@ -3,6 +3,12 @@
 Panels are declared as data; the layout (``gridPos``) is computed row by row so panels can
 never overlap. ``python grafana/build_dashboard.py --check`` exits 1 when the checked-in JSON
 is stale.
+
+Portable by construction: every panel and target reads the ``${datasource}`` variable (no
+data source uid is written anywhere), ``__inputs`` makes Grafana's "Import dashboard" ask
+for a Prometheus data source (``DS_PROMETHEUS`` becomes the variable's initial value), and
+every series selector goes through :func:`series`, which adds the ``job`` and ``instance``
+matchers so two deployments scraped by one Prometheus are never summed together.
 """
 
 from __future__ import annotations
@@ -13,12 +19,20 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).parent / "dashboards" / "jeeves-commbus.json"
-DS = {"type": "prometheus", "uid": "prometheus"}
+DS = {"type": "prometheus", "uid": "${datasource}"}
 RI = "$__rate_interval"
+#: The matchers every series selector carries (see :func:`series`).
+DEPLOYMENT = 'job=~"$job", instance=~"$instance"'
 MSG = 'message_type=~"$message_type"'
 SVC = 'service=~"$service"'
 LEGEND = {"displayMode": "table", "placement": "right", "calcs": ["mean", "max"]}
 FAILED = MSG + ', outcome!="ok"'
+
+
+def series(metric: str, *matchers: str) -> str:
+    """``metric{job=~"$job", instance=~"$instance", <matchers>}``: the only way a panel
+    names a series, so no query can miss the deployment filter."""
+    return f"{metric}{{{', '.join((DEPLOYMENT, *matchers))}}}"
 
 
 def target(expr: str, legend: str, ref: str, *, exemplar: bool = False) -> dict[str, Any]:
@@ -34,7 +48,7 @@ def target(expr: str, legend: str, ref: str, *, exemplar: bool = False) -> dict[
 
 def quantiles(metric: str, by: str, selector: str) -> list[dict[str, Any]]:
     """p50/p95/p99 of a histogram, with exemplars (they carry the trace id)."""
-    buckets = f"rate({metric}_bucket{{{selector}}}[{RI}])"
+    buckets = f"rate({series(metric + '_bucket', selector)}[{RI}])"
     return [
         target(
             f"histogram_quantile({q}, sum by (le, {by}) ({buckets}))",
@@ -79,9 +93,8 @@ def panel(
     return p
 
 
-def rate(metric: str, by: str, selector: str = "") -> str:
-    series = f"{metric}{{{selector}}}" if selector else metric
-    return f"sum by ({by}) (rate({series}[{RI}]))"
+def rate(metric: str, by: str, *matchers: str) -> str:
+    return f"sum by ({by}) (rate({series(metric, *matchers)}[{RI}]))"
 
 
 HEALTH_MAPPING = [
@@ -95,11 +108,18 @@ HEALTH_MAPPING = [
 ]
 
 EXEMPLARS = "Exemplars link a latency point to its trace (Jaeger)."
-LOAD = f"sum by (service) (commbus_service_load{{{SVC}}})"
-CAPACITY = f"sum by (service) (commbus_service_capacity{{{SVC}}})"
-ALL_MESSAGES = f"sum(rate(commbus_messages_total{{{MSG}}}[{RI}]))"
-FAILED_MESSAGES = f"sum(rate(commbus_messages_total{{{FAILED}}}[{RI}]))"
-INFLIGHT = "sum by (pattern) (commbus_inflight_messages)"
+WIRE = (
+    "Frames that crossed a broker (Redis, NATS): sent = accepted by the broker client,"
+    " received = decoded. Empty for a process on the in-memory bus only."
+)
+REJECTED = "Frames the wire codec refused (malformed, too deep, too large...): never handled."
+DROPPED = "Events accepted by publish and lost before the broker client took them."
+TELEMETRY = "Failures inside telemetry hooks, by component: caught, messages are unaffected."
+LOAD = f"sum by (service) ({series('commbus_service_load', SVC)})"
+CAPACITY = f"sum by (service) ({series('commbus_service_capacity', SVC)})"
+ALL_MESSAGES = f"sum(rate({series('commbus_messages_total', MSG)}[{RI}]))"
+FAILED_MESSAGES = f"sum(rate({series('commbus_messages_total', FAILED)}[{RI}]))"
+INFLIGHT = f"sum by (pattern) ({series('commbus_inflight_messages')})"
 STAT = {"kind": "stat", "width": 6, "height": 4}
 BARS = {
     "options": {
@@ -123,8 +143,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             panel(
                 "Healthy services",
                 [
-                    target(f"sum(commbus_service_healthy{{{SVC}}})", "healthy", "A"),
-                    target("sum(commbus_services_registered)", "registered", "B"),
+                    target(f"sum({series('commbus_service_healthy', SVC)})", "healthy", "A"),
+                    target(f"sum({series('commbus_services_registered')})", "registered", "B"),
                 ],
                 **STAT,
             ),
@@ -241,7 +261,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                         rate(
                             "commbus_timeouts_total",
                             "target",
-                            'pattern="dispatch", target=~"$service"',
+                            'pattern="dispatch"',
+                            'target=~"$service"',
                         ),
                         "{{target}}",
                         "A",
@@ -264,17 +285,17 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
             panel(
                 "Load and capacity",
                 [
-                    target(f"commbus_service_load{{{SVC}}}", "load {{service}}", "A"),
-                    target(f"commbus_service_capacity{{{SVC}}}", "capacity {{service}}", "B"),
+                    target(series("commbus_service_load", SVC), "load {{service}}", "A"),
+                    target(series("commbus_service_capacity", SVC), "capacity {{service}}", "B"),
                 ],
             ),
             panel(
                 "Queue depth",
-                [target(f"commbus_service_queue_depth{{{SVC}}}", "{{service}}", "A")],
+                [target(series("commbus_service_queue_depth", SVC), "{{service}}", "A")],
             ),
             panel(
                 "Health",
-                [target(f"commbus_service_healthy{{{SVC}}}", "{{service}}", "A")],
+                [target(series("commbus_service_healthy", SVC), "{{service}}", "A")],
                 kind="state-timeline",
                 extra={"options": {"showValue": "never", "mergeValues": True}},
             ),
@@ -282,7 +303,7 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "Registered services by type",
                 [
                     target(
-                        "sum by (service_type) (commbus_services_registered)",
+                        f"sum by (service_type) ({series('commbus_services_registered')})",
                         "{{service_type}}",
                         "A",
                     )
@@ -291,6 +312,118 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 width=24,
                 height=5,
                 extra=BARS,
+            ),
+        ],
+    ),
+    (
+        "Transport",
+        [
+            panel(
+                "Wire frames",
+                [
+                    target(
+                        rate("commbus_wire_messages_total", "transport, direction, pattern"),
+                        "{{transport}} {{direction}} {{pattern}}",
+                        "A",
+                    )
+                ],
+                unit="reqps",
+                description=WIRE,
+            ),
+            panel(
+                "Rejected frames",
+                [
+                    target(
+                        rate("commbus_wire_rejected_total", "transport, reason"),
+                        "{{transport}} {{reason}}",
+                        "A",
+                    )
+                ],
+                unit="reqps",
+                description=REJECTED,
+            ),
+            panel(
+                "Reconnects and redeliveries",
+                [
+                    target(
+                        rate("commbus_transport_reconnects_total", "transport"),
+                        "reconnects {{transport}}",
+                        "A",
+                    ),
+                    target(
+                        rate("commbus_transport_redeliveries_total", "transport"),
+                        "redeliveries {{transport}}",
+                        "B",
+                    ),
+                ],
+                unit="reqps",
+                width=8,
+            ),
+            panel(
+                "Buffered while the broker is away",
+                [
+                    target(
+                        f"sum by (transport) ({series('commbus_transport_buffered_messages')})",
+                        "{{transport}}",
+                        "A",
+                    )
+                ],
+                width=8,
+            ),
+            panel(
+                "Dropped events",
+                [
+                    target(
+                        rate("commbus_transport_dropped_events_total", "transport"),
+                        "{{transport}}",
+                        "A",
+                    )
+                ],
+                unit="reqps",
+                width=8,
+                description=DROPPED,
+            ),
+        ],
+    ),
+    (
+        "Dead letters and telemetry",
+        [
+            panel(
+                "Dead letters by type",
+                [
+                    target(
+                        rate("commbus_dead_letters_total", "transport, type"),
+                        "{{transport}} {{type}}",
+                        "A",
+                    )
+                ],
+                unit="reqps",
+                width=8,
+            ),
+            panel(
+                "Dead-letter depth",
+                [
+                    target(
+                        f"sum by (transport) ({series('commbus_dead_letter_depth')})",
+                        "{{transport}}",
+                        "A",
+                    )
+                ],
+                width=8,
+                description="Entries waiting in the dead-letter store; it should not grow.",
+            ),
+            panel(
+                "Telemetry errors",
+                [
+                    target(
+                        rate("commbus_telemetry_errors_total", "component"),
+                        "{{component}}",
+                        "A",
+                    )
+                ],
+                unit="reqps",
+                width=8,
+                description=TELEMETRY,
             ),
         ],
     ),
@@ -327,6 +460,54 @@ def layout() -> list[dict[str, Any]]:
     return panels
 
 
+def datasource_variable() -> dict[str, Any]:
+    """The ``${datasource}`` every panel reads. Imported through "Import dashboard", its
+    initial value is the data source chosen for ``DS_PROMETHEUS``; provisioned from a file
+    (``${DS_PROMETHEUS}`` left as is, matching no data source) Grafana falls back to the
+    first Prometheus data source."""
+    initial = "${DS_PROMETHEUS}"
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "regex": "",
+        "refresh": 1,
+        "hide": 0,
+        "multi": False,
+        "includeAll": False,
+        "options": [],
+        "current": {"selected": False, "text": initial, "value": initial},
+    }
+
+
+INPUTS = [
+    {
+        "name": "DS_PROMETHEUS",
+        "label": "Prometheus",
+        "description": "The Prometheus that scrapes the processes' /metrics",
+        "type": "datasource",
+        "pluginId": "prometheus",
+        "pluginName": "Prometheus",
+    }
+]
+REQUIRES = [
+    {"type": "grafana", "id": "grafana", "name": "Grafana", "version": "10.0.0"},
+    {"type": "datasource", "id": "prometheus", "name": "Prometheus", "version": "1.0.0"},
+] + [
+    {"type": "panel", "id": kind, "name": name, "version": ""}
+    for kind, name in (
+        ("bargauge", "Bar gauge"),
+        ("stat", "Stat"),
+        ("state-timeline", "State timeline"),
+        ("timeseries", "Time series"),
+    )
+]
+#: Which deployment (``job``, then ``instance`` within it) every query looks at.
+JOB_QUERY = "label_values(commbus_messages_total, job)"
+INSTANCE_QUERY = 'label_values(commbus_messages_total{job=~"$job"}, instance)'
+
+
 def variable(name: str, label: str, query: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -346,9 +527,14 @@ def variable(name: str, label: str, query: str) -> dict[str, Any]:
 
 def dashboard() -> dict[str, Any]:
     return {
+        "__inputs": INPUTS,
+        "__requires": REQUIRES,
         "uid": "jeeves-commbus",
         "title": "Jeeves CommBus",
-        "description": "Message flow, dispatch and service health of a Jeeves CommBus.",
+        "description": (
+            "Message flow, dispatch, service health, transports and dead letters of a"
+            " Jeeves CommBus."
+        ),
         "tags": ["jeeves", "commbus", "ipc"],
         "timezone": "browser",
         "schemaVersion": 39,
@@ -359,11 +545,18 @@ def dashboard() -> dict[str, Any]:
         "time": {"from": "now-15m", "to": "now"},
         "templating": {
             "list": [
-                variable("service", "Service", "label_values(commbus_service_capacity, service)"),
+                datasource_variable(),
+                variable("job", "Job", JOB_QUERY),
+                variable("instance", "Instance", INSTANCE_QUERY),
+                variable(
+                    "service",
+                    "Service",
+                    f"label_values({series('commbus_service_capacity')}, service)",
+                ),
                 variable(
                     "message_type",
                     "Message type",
-                    "label_values(commbus_messages_total, message_type)",
+                    f"label_values({series('commbus_messages_total')}, message_type)",
                 ),
             ]
         },
