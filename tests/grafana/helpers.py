@@ -134,10 +134,10 @@ def legend_labels(legend: str) -> set[str]:
     return set(_LEGEND.findall(legend))
 
 
-def family_labels() -> dict[str, set[str]]:
+def family_labels(*, announced: bool = True) -> dict[str, set[str]]:
     """Every series name this checkout can expose (``_total``, ``_bucket``... as exposed)
-    -> its label names (``le`` included for buckets), plus the :data:`ANNOUNCED` ones not
-    declared yet."""
+    -> its label names (``le`` included for buckets), plus (``announced``) the
+    :data:`ANNOUNCED` ones not declared yet."""
     registry = CollectorRegistry()
     get_metrics(registry)
     AdapterMetrics("test", registry)
@@ -148,8 +148,9 @@ def family_labels() -> dict[str, set[str]]:
         for family in collector.describe():
             for suffix in suffixes.get(family.type, ("",)):
                 out[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
-    for name, labels in ANNOUNCED.items():
-        out.setdefault(name, labels)
+    if announced:
+        for name, labels in ANNOUNCED.items():
+            out.setdefault(name, labels)
     return out
 
 
