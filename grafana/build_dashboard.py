@@ -26,7 +26,9 @@ DEPLOYMENT = 'job=~"$job", instance=~"$instance"'
 MSG = 'message_type=~"$message_type"'
 SVC = 'service=~"$service"'
 LEGEND = {"displayMode": "table", "placement": "right", "calcs": ["mean", "max"]}
-FAILED = MSG + ', outcome!="ok"'
+#: Failed as the alert rules count it: a duplicate dropped by dedupe ("aborted") or a
+#: cancelled caller is not a failure of the bus.
+FAILED = MSG + ', outcome=~"error|timeout|no_handler"'
 
 
 def series(metric: str, *matchers: str) -> str:
