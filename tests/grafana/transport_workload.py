@@ -64,6 +64,9 @@ async def _traffic(
         ready.set()  # a failure to start is reported by the starter, not a hang
         for transport in transports:
             await transport.close()
+        for bus in (producer, consumer):
+            if bus.telemetry is not None:
+                bus.telemetry.close()
         keys = [k async for k in raw.scan_iter(match=f"{prefix}*")]
         if keys:
             await raw.delete(*keys)
