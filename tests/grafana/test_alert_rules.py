@@ -67,6 +67,7 @@ def test_promtool_unit_tests_pass() -> None:
         ("sum by (job, instance, pattern, target)", "sum by (pattern, target)"),
         ("delta(commbus_dead_letter_depth[15m]) > 0", "delta(commbus_dead_letter_depth[15m]) >= 0"),
     ],
+    ids=["error-ratio-threshold", "unhealthy-without-for", "timeouts-merge-jobs", "flat-depth"],
 )
 def test_unit_tests_catch_a_broken_rule(tmp_path: Path, old: str, new: str) -> None:
     """The promtool tests can fail: each mutation of a rule makes them fail."""
