@@ -1,27 +1,52 @@
-"""Reading the Grafana dashboard: panels, their PromQL, and the metric names it uses."""
+"""Reading the Grafana dashboard and the alert rules: panels, PromQL, metric names, labels."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from jeeves_control_tower.ipc.adapters.metrics import AdapterMetrics
+from jeeves_control_tower.observability.metrics import get_metrics
 from tests.helpers import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "grafana" / "dashboards" / "jeeves-commbus.json"
+RULES = ROOT / "grafana" / "alerts" / "commbus.rules.yml"
+RULES_TEST = Path(__file__).resolve().parent / "commbus.rules.test.yml"
 
 #: What the Grafana template variables become when every value is selected.
 SUBSTITUTIONS = {
     "$__rate_interval": "15s",
     "$__interval": "5s",
+    "$job": ".*",
+    "$instance": ".*",
     "$service": ".*",
     "$message_type": ".*",
 }
+#: The matchers every series selector of the dashboard carries.
+DEPLOYMENT_MATCHERS = ('job=~"$job"', 'instance=~"$instance"')
+
+#: Families announced by the dead-letter work (``commbus_dead_letters_total{transport,
+#: type}``, ``commbus_dead_letter_depth{transport}``) that may not be declared in this
+#: checkout yet; once they are, their declared labels are checked like any other's.
+ANNOUNCED: dict[str, set[str]] = {
+    "commbus_dead_letters_total": {"transport", "type"},
+    "commbus_dead_letter_depth": {"transport"},
+}
+#: Labels Prometheus adds to every scraped series, and the bucket bound of a histogram.
+SCRAPE_LABELS = {"job", "instance"}
+
 _METRIC = re.compile(r"\b(commbus_[a-z_]+)\b")
-_FUNCTION_OR_KEYWORD = re.compile(r"\b[a-z_]+\s*\(")
+_SELECTOR = re.compile(r"\b(commbus_[a-z_]+)\s*(\{[^}]*\})?")
+_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+_LEGEND = re.compile(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}")
 
 
 def load_dashboard() -> dict[str, Any]:
@@ -39,22 +64,37 @@ def data_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
-    """``(panel title/refId, PromQL with variables substituted)`` for every target."""
-    out = []
-    for panel in data_panels(dashboard):
-        for target in panel["targets"]:
-            out.append((f"{panel['title']}/{target['refId']}", substitute(target["expr"])))
-    return out
+def raw_expressions(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(panel title/refId, PromQL as written, variables and all)`` for every target."""
+    return [
+        (f"{panel['title']}/{target['refId']}", target["expr"])
+        for panel in data_panels(dashboard)
+        for target in panel["targets"]
+    ]
+
+
+def expressions(
+    dashboard: dict[str, Any], values: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """:func:`raw_expressions` with the variables substituted (``values`` override
+    :data:`SUBSTITUTIONS`)."""
+    return [(title, substitute(expr, values)) for title, expr in raw_expressions(dashboard)]
+
+
+def query_variables(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in dashboard["templating"]["list"] if v["type"] == "query"]
 
 
 def variable_queries(dashboard: dict[str, Any]) -> list[str]:
-    return [v["query"]["query"] for v in dashboard["templating"]["list"]]
+    """The ``label_values(...)`` query of every query variable, variables substituted."""
+    return [substitute(v["query"]["query"]) for v in query_variables(dashboard)]
 
 
-def substitute(expr: str) -> str:
-    for variable, value in SUBSTITUTIONS.items():
-        expr = expr.replace(variable, value)
+def substitute(expr: str, values: dict[str, str] | None = None) -> str:
+    table = SUBSTITUTIONS | (values or {})
+    # longest first: "$instance" must not be read as "$in" + "stance"
+    for variable in sorted(table, key=len, reverse=True):
+        expr = expr.replace(variable, table[variable])
     assert "$" not in expr, f"unsubstituted variable in {expr!r}"
     return expr
 
@@ -62,6 +102,56 @@ def substitute(expr: str) -> str:
 def metric_names(expr: str) -> set[str]:
     """Metric names (series names, e.g. ``..._bucket``) used in a PromQL expression."""
     return set(_METRIC.findall(expr))
+
+
+def selectors(expr: str) -> Iterator[tuple[str, set[str], str]]:
+    """``(metric, matcher label names, matcher text)`` for every series selector."""
+    for match in _SELECTOR.finditer(expr):
+        body = match.group(2) or "{}"
+        yield match.group(1), {label for label, _ in _MATCHER.findall(body)}, body
+
+
+def missing_deployment_matchers(expr: str) -> list[str]:
+    """The selectors of ``expr`` that lack ``job=~"$job"`` or ``instance=~"$instance"``."""
+    return [
+        f"{metric}{body}"
+        for metric, _, body in selectors(expr)
+        if not all(matcher in body for matcher in DEPLOYMENT_MATCHERS)
+    ]
+
+
+def grouping_labels(expr: str) -> set[str]:
+    """Labels named in ``by``/``without``/``on``/``ignoring`` clauses."""
+    return {
+        label.strip()
+        for clause in _GROUPING.findall(expr)
+        for label in clause.split(",")
+        if label.strip()
+    }
+
+
+def legend_labels(legend: str) -> set[str]:
+    return set(_LEGEND.findall(legend))
+
+
+def family_labels(*, announced: bool = True) -> dict[str, set[str]]:
+    """Every series name this checkout can expose (``_total``, ``_bucket``... as exposed)
+    -> its label names (``le`` included for buckets), plus (``announced``) the
+    :data:`ANNOUNCED` ones not declared yet."""
+    registry = CollectorRegistry()
+    get_metrics(registry)
+    AdapterMetrics("test", registry)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    out: dict[str, set[str]] = {}
+    for collector in getattr(registry, "_collector_to_names", {}):
+        labels = set(collector._labelnames)
+        for family in collector.describe():
+            for suffix in suffixes.get(family.type, ("",)):
+                out[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
+    if announced:
+        for name, labels in ANNOUNCED.items():
+            out.setdefault(name, labels)
+    return out
 
 
 def require_tool(path: str) -> str:
