@@ -439,7 +439,9 @@ class WireCodec:
                     ) from None
             else:
                 message = self.registry.from_payload(cls_name, payload)  # says what is wrong
-            if cls_name is not mtype and get_message_type(message) != mtype:
+            # The message must route as the frame says (the type its destination was
+            # checked against): a class whose instances may carry another type is checked.
+            if (entry is None or entry.fixed_type != mtype) and get_message_type(message) != mtype:
                 raise WireError(
                     "type_mismatch",
                     f"payload builds a {get_message_type(message)!r}, frame says {mtype!r}",
