@@ -416,9 +416,10 @@ class WireCodec:
                 raise WireError("malformed", "'reply_to' must be a short string")
             if corr is not None and not _short_str(corr):
                 raise WireError("malformed", "'corr' must be a short string")
-            ttl = _opt_number(get("ttl"), "ttl")
-            ts = _opt_number(get("ts"), "ts")
         try:
+            if pattern == "query":  # a bad ttl is answered: the return address is known
+                ttl = _opt_number(get("ttl"), "ttl")
+                ts = _opt_number(get("ts"), "ts")
             raw_headers = get("headers")
             headers = None if raw_headers is None else self._headers(raw_headers)
             cls_name: Any = get("class", mtype)
