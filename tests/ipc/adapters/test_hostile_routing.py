@@ -126,16 +126,18 @@ class RedisBroker(Broker):
 
         async def pop() -> None:
             while True:
-                _, data = await self.raw.brpop(key)
-                request = json.loads(data)
-
-                async def reply(body: bytes, to: str = request["reply_to"]) -> None:
-                    await self.raw.publish(to, request["corr"].encode() + b" " + body)
-
-                await queue.put((request, reply))
+                popped: Any = await self.raw.brpop([key])
+                request = json.loads(popped[1])
+                await queue.put((request, self._replier(request)))
 
         self._tasks.append(asyncio.get_running_loop().create_task(pop()))
         return queue
+
+    def _replier(self, request: dict[str, Any]) -> Any:
+        async def reply(body: bytes) -> None:
+            await self.raw.publish(request["reply_to"], request["corr"].encode() + b" " + body)
+
+        return reply
 
     async def close(self) -> None:
         await super().close()
@@ -287,7 +289,12 @@ async def test_a_query_read_from_another_types_destination_is_not_answered(
     t = await broker.connect(bus)
     asked: list[int] = []
     others: list[int] = []
-    bus.register_handler("Ask", lambda q: asked.append(q.n) or q.n)
+
+    def answer(q: Ask) -> int:
+        asked.append(q.n)
+        return q.n
+
+    bus.register_handler("Ask", answer)
     bus.register_handler("DoWork", lambda q: others.append(q.n))
     await t.sync()
     reply_to, replies = await broker.spy()
@@ -317,7 +324,12 @@ async def test_queries_without_a_usable_ttl_cannot_hold_the_slots(broker: Broker
     await t.sync()
     reply_to, replies = await broker.spy()
     now = time.time()
-    hanging = [{}, {"ttl": 0}, {"ttl": 0, "ts": now}, {"ttl": 1e12, "ts": now}]
+    hanging: list[dict[str, Any]] = [
+        {},
+        {"ttl": 0},
+        {"ttl": 0, "ts": now},
+        {"ttl": 1e12, "ts": now},
+    ]
     for i, fields in enumerate(hanging):  # exactly max_concurrency of them
         hostile = frame("Ask", "query", -1 - i, reply_to=reply_to, corr=f"h{i}", **fields)
         await broker.inject_query(t, "Ask", wire(hostile), reply_to)
@@ -431,7 +443,9 @@ async def test_a_redis_stream_entry_without_a_frame_is_counted_and_dead_lettered
         await bus.send(DoWork(1))
         await eventually(lambda: work == [1])
         dead = {"transport": "redis", "message_type": "DoWork", "reason": "rejected"}
-        await eventually(lambda: b.metrics.get_sample_value("commbus_dead_letters_total", dead) == 1)
+        await eventually(
+            lambda: b.metrics.get_sample_value("commbus_dead_letters_total", dead) == 1
+        )
         assert b.rejected("malformed") == 1
         assert await b.raw.xlen(t.dead_letters) == 1
     finally:
