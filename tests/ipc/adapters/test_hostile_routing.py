@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters import RemoteError
+from jeeves_control_tower.ipc.adapters.signing import TAG_BYTES, Signer
 from tests import brokers
 from tests.conformance.conftest import _redis_cleanup, eventually, nats_cleanup
 from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
@@ -28,6 +29,14 @@ def frame(mtype: str, pattern: str, n: int, **extra: Any) -> dict[str, Any]:
 
 def wire(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj).encode()
+
+
+def unwire(data: bytes) -> Any:
+    """A frame as JSON, its signature (if any) left off."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return json.loads(data[:-TAG_BYTES])
 
 
 class Broker:
@@ -127,7 +136,7 @@ class RedisBroker(Broker):
         async def pop() -> None:
             while True:
                 popped: Any = await self.raw.brpop([key])
-                request = json.loads(popped[1])
+                request = unwire(popped[1])
                 await queue.put((request, self._replier(request)))
 
         self._tasks.append(asyncio.get_running_loop().create_task(pop()))
@@ -196,7 +205,7 @@ class NatsBroker(Broker):
             async def reply(body: bytes, to: str = msg.reply) -> None:
                 await self.raw.publish(to, body)
 
-            await queue.put((json.loads(msg.data), reply))
+            await queue.put((unwire(msg.data), reply))
 
         await self.raw.subscribe(t.destination("query", query_type), cb=on_message)
         await self.raw.flush()
@@ -474,3 +483,71 @@ def test_the_dead_letter_counter_bounds_its_message_type_label() -> None:
     assert reg.get_sample_value("commbus_dead_letters_total", other) == 1
     t1 = {"transport": "redis", "message_type": "T1", "reason": "rejected"}
     assert reg.get_sample_value("commbus_dead_letters_total", t1) == 2
+
+
+# ---------------------------------------------------------------------- signatures
+
+KEY = "a shared secret of 32 characters"
+
+
+async def test_with_a_signing_key_only_signed_frames_are_accepted(broker: Broker) -> None:
+    bus, peer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+    t = await broker.connect(bus, signing_key=KEY)
+    await broker.connect(peer, signing_key=KEY)
+    events: list[int] = []
+    work: list[int] = []
+    asked: list[int] = []
+
+    def answer(q: Ask) -> int:
+        asked.append(q.n)
+        return q.n
+
+    bus.subscribe("Happened", lambda e: events.append(e.n))
+    bus.register_handler("DoWork", lambda c: work.append(c.n))
+    bus.register_handler("Ask", answer)
+    await t.sync()
+    reply_to, replies = await broker.spy()
+    query = {"reply_to": reply_to, "corr": "c1", "ttl": 5, "ts": time.time()}
+    for seal in (lambda d: d, Signer("another key, 32 characters long!").seal):
+        await broker.inject_event(t, "Happened", seal(wire(frame("Happened", "publish", 66))))
+        await broker.inject_command(t, "DoWork", seal(wire(frame("DoWork", "send", 66))))
+        hostile = seal(wire(frame("Ask", "query", 66, **query)))
+        await broker.inject_query(t, "Ask", hostile, reply_to)
+    # The format is the frame followed by its HMAC-SHA256: a holder of the key can write it
+    await broker.inject_event(
+        t, "Happened", Signer(KEY).seal(wire(frame("Happened", "publish", 1)))
+    )
+    await asyncio.gather(*(peer.publish(Happened(n)) for n in (2, 3, 4)))  # NATS: a batch
+    await peer.send(DoWork(3))
+    assert await peer.query(Ask(4), timeout=5) == 4
+    await eventually(lambda: events == [1, 2, 3, 4] and work == [3])
+    await eventually(lambda: broker.rejected("bad_signature") == 6)
+    dead = {"transport": broker.kind, "message_type": "DoWork", "reason": "rejected"}
+    await eventually(
+        lambda: broker.metrics.get_sample_value("commbus_dead_letters_total", dead) == 2
+    )
+    assert asked == [4] and replies == []
+
+
+async def test_with_a_signing_key_an_unsigned_reply_is_refused(broker: Broker) -> None:
+    requester = InMemoryCommBus(instrument=False)
+    t = await broker.connect(requester, signing_key=KEY)
+    queue = await broker.fake_responder(t, "Ask")
+    task = asyncio.get_running_loop().create_task(requester.query(Ask(1), timeout=5))
+    request, reply = await asyncio.wait_for(queue.get(), 5)
+    await reply(wire({"v": 1, "corr": request["corr"], "ok": True, "result": 666}))
+    with pytest.raises(RemoteError, match="bad_signature"):
+        await task
+    task = asyncio.get_running_loop().create_task(requester.query(Ask(2), timeout=5))
+    request, reply = await asyncio.wait_for(queue.get(), 5)
+    await reply(Signer(KEY).seal(wire({"v": 1, "corr": request["corr"], "ok": True, "result": 2})))
+    assert await task == 2
+
+
+def test_a_signing_key_is_at_least_16_bytes() -> None:
+    from jeeves_control_tower.ipc.adapters.redis import RedisTransport
+
+    for bad in ("short", b"", b"x" * 15):
+        with pytest.raises(ValueError, match="signing_key"):
+            RedisTransport(InMemoryCommBus(instrument=False), signing_key=bad)
+    assert KEY not in repr(Signer(KEY))

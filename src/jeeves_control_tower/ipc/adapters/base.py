@@ -21,6 +21,10 @@ A transport subclass (Redis, NATS, later RabbitMQ) implements only these primiti
   told the message type the destination was consumed for (a frame of another type or
   pattern is rejected as ``wrong_destination``).
 
+``signing_key=`` (optional, shared by every process) signs every frame written and
+rejects every frame read without a valid signature (:mod:`.signing`): a subclass seals
+what it writes with :meth:`seal`; the ``handle_*`` methods check what it reads.
+
 Query correlation ids are unguessable (``secrets.token_urlsafe``, 128 bits) and a reply
 is accepted only when it carries the id of the query it answers.
 
@@ -50,6 +54,7 @@ from .features import TransportFeatures, default_process_id, redact_url
 from .inbound import InboundMixin
 from .metrics import SENT, AdapterMetrics
 from .registry import MessageRegistry
+from .signing import Signer
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
 
@@ -84,6 +89,7 @@ class BrokerTransport(InboundMixin, abc.ABC):
         dedupe: bool | DedupeMiddleware = True,
         max_concurrency: int = 256,
         max_query_ttl: float | None = None,
+        signing_key: bytes | str | None = None,
         process_id: str | None = None,
     ) -> None:
         if not isinstance(bus, InMemoryCommBus):
@@ -108,6 +114,8 @@ class BrokerTransport(InboundMixin, abc.ABC):
         self.max_concurrency = max_concurrency
         # The longest a query from the broker runs here (None: the bus's query_timeout).
         self.max_query_ttl = None if max_query_ttl is None else float(max_query_ttl)
+        # Frames are signed and checked with it (see .signing); None: no signatures.
+        self.signer = None if signing_key is None else Signer(signing_key)
         if dedupe is True:
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
         else:
@@ -321,6 +329,11 @@ class BrokerTransport(InboundMixin, abc.ABC):
         )
         raw = await self._request(ctx.message_type, data, corr, timeout)
         return self._result_of(ctx.message_type, raw, corr)
+
+    def seal(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire: signed when the transport has a key."""
+        signer = self.signer
+        return data if signer is None else signer.seal(data)
 
     def _new_corr(self) -> str:
         """An unguessable correlation id (a forged reply must not be able to name it)."""

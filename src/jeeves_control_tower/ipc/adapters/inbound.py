@@ -30,9 +30,11 @@ from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .codec import Frame, WireCodec, WireError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
+from .signing import Signer
 
 __all__ = [
     "ACK",
+    "BAD_SIGNATURE",
     "REJECT",
     "REQUEUE",
     "UNEXPECTED_REPLY",
@@ -56,6 +58,8 @@ QUERY_CLOCK_SLACK = 1.0
 #: the one the query was sent with.
 WRONG_DESTINATION = "wrong_destination"
 UNEXPECTED_REPLY = "unexpected_reply"
+#: ... of a frame without a valid signature, when the transport has a ``signing_key``.
+BAD_SIGNATURE = "bad_signature"
 
 
 def attach_trace(headers: dict[str, str] | None) -> object | None:
@@ -92,6 +96,7 @@ class InboundMixin:
     system: ClassVar[str]
     max_concurrency: int
     max_query_ttl: float | None
+    signer: Signer | None
     _internal: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]
     _retired_events: set[str]
     _tasks: set[asyncio.Task[Any]]
@@ -135,6 +140,16 @@ class InboundMixin:
         self.codec._rejected(WRONG_DESTINATION)
         self._reject(wrong, pattern)
 
+    def _unsealed(self, data: bytes, pattern: str) -> bytes | None:
+        """The frame in signed ``data``, or ``None`` (rejected) when the signature is
+        missing or wrong. Only called when the transport has a signer."""
+        assert self.signer is not None
+        frame = self.signer.open(data)
+        if frame is None:
+            self.codec._rejected(BAD_SIGNATURE)
+            self._reject(WireError(BAD_SIGNATURE, "no valid signature"), pattern)
+        return frame
+
     async def handle_event(self, data: bytes, message_type: str) -> None:
         """Deliver the event frame (or each event of a batch frame, in order) read from
         the destination of ``message_type`` to the local subscribers or an internal
@@ -143,6 +158,11 @@ class InboundMixin:
         in process: each event's trace context is attached for it alone, and what else a
         handler sets in context variables may be seen by the next, as on the bus's own
         uninstrumented path."""
+        if self.signer is not None:
+            unsealed = self._unsealed(data, "publish")
+            if unsealed is None:
+                return
+            data = unsealed
         for frame in self._decode_events(data, message_type):
             await self._deliver_event(frame)
 
@@ -192,6 +212,11 @@ class InboundMixin:
         """Run one command frame read from the destination of ``message_type``; returns
         :data:`ACK`, :data:`REQUEUE` or :data:`REJECT` (undecodable, or not a command of
         ``message_type``)."""
+        if self.signer is not None:
+            unsealed = self._unsealed(data, "send")
+            if unsealed is None:
+                return REJECT
+            data = unsealed
         frame = self._decode(data, "send", message_type)
         if frame is None:
             return REJECT
@@ -220,7 +245,12 @@ class InboundMixin:
         frame nor the transport has a return address: ``has_return_address`` says the
         transport knows where to reply without the frame). The handler runs for the
         frame's ttl, capped by :meth:`query_ttl_cap` (which also applies when the frame
-        has no ttl)."""
+        has no ttl). An unsigned frame, when the transport signs, is not answered."""
+        if self.signer is not None:
+            unsealed = self._unsealed(data, "query")
+            if unsealed is None:
+                return None, None, None
+            data = unsealed
         try:
             frame = self.codec.decode(data)
         except WireError as exc:
@@ -283,6 +313,12 @@ class InboundMixin:
         ``rejected`` error (a responder that could not read the query, so not its corr
         either) may come without one."""
         try:
+            if self.signer is not None:
+                unsealed = self.signer.open(raw)
+                if unsealed is None:
+                    self.codec._rejected(BAD_SIGNATURE)
+                    raise WireError(BAD_SIGNATURE, "the reply has no valid signature")
+                raw = unsealed
             reply = self.codec.decode_reply(raw)
             if reply.corr != corr and (reply.corr is not None or reply.kind != "rejected"):
                 self.codec._rejected(UNEXPECTED_REPLY)

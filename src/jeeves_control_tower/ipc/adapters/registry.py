@@ -30,7 +30,8 @@ class WireError(ValueError):
     """A frame could not be encoded or decoded. ``reason`` is the metric label:
     ``malformed``, ``oversized``, ``too_deep``, ``bad_version``, ``unknown_type``,
     ``bad_field``, ``invalid_message``, ``type_mismatch``, ``unencodable``,
-    ``bad_headers``, ``bad_traceparent``."""
+    ``bad_headers``, ``bad_traceparent``; the adapters add ``wrong_destination`` and
+    ``unexpected_reply`` (see :mod:`.inbound`)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

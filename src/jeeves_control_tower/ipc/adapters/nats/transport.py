@@ -54,6 +54,7 @@ from ..base import BrokerTransport, TransportFeatures, _current_otel_context, re
 from ..batching import EventBatcher
 from ..metrics import SENT
 from ..pump import OrderedPump
+from ..signing import TAG_BYTES
 from .client import DirectClient
 from .commands import JetStreamConsumer
 from .subjects import token
@@ -216,7 +217,8 @@ class NatsTransport(BrokerTransport):
             self._batcher = EventBatcher(
                 self._send_event,
                 self.codec.encode_batch,
-                max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES),
+                max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES)
+                - (TAG_BYTES if self.signer is not None else 0),
                 max_frames=_BATCH_FRAMES,
                 spawn=self.spawn,
                 logger=self.logger,
@@ -340,6 +342,9 @@ class NatsTransport(BrokerTransport):
     async def _send_event(self, item: tuple[str, bytes]) -> None:
         """Hand one frame (an event or a batch of events) to nats-py."""
         nc = self._nc
+        signer = self.signer
+        if signer is not None:
+            item = (item[0], signer.seal(item[1]))
         try:
             await nc.publish(*item)
         except Exception as exc:
@@ -358,6 +363,7 @@ class NatsTransport(BrokerTransport):
         import nats.errors
 
         subject = self.destination("send", message_type)
+        data = self.seal(data)
         headers = {"Nats-Msg-Id": message_id}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.send_timeout
@@ -402,7 +408,7 @@ class NatsTransport(BrokerTransport):
         if not client.is_connected:  # fail fast, as while Redis is down
             raise TransportError(f"query {message_type!r} not sent: {self.url} is unreachable")
         try:
-            msg = await client.request(subject, data, timeout=timeout)
+            msg = await client.request(subject, self.seal(data), timeout=timeout)
         except nats.errors.NoRespondersError:
             raise NoHandlerError(
                 f"no process handles query type {message_type!r} on {self.url}"
@@ -519,7 +525,7 @@ class NatsTransport(BrokerTransport):
                 data, message_type, has_return_address=bool(reply_to)
             )
             if reply is not None and reply_to:
-                await self._client().publish(reply_to, reply)
+                await self._client().publish(reply_to, self.seal(reply))
                 self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)

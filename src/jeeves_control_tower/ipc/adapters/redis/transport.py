@@ -196,13 +196,15 @@ class RedisTransport(BrokerTransport):
         # Pub/Sub is at-most-once whatever we wait for, so a publish is queued in order on
         # the connection and not awaited (as with NATS); a backlog makes publishers wait.
         writer = self._writer_or_fail()
+        if self.signer is not None:
+            data = self.signer.seal(data)
         writer.submit_nowait("PUBLISH", self.destination("publish", message_type), data)
         if writer.backlogged:
             await writer.writable()
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         await self._writer_or_fail().submit(
-            "XADD", self.destination("send", message_type), "*", "f", data
+            "XADD", self.destination("send", message_type), "*", "f", self.seal(data)
         )
 
     def _reply_to(self) -> str | None:
@@ -211,6 +213,7 @@ class RedisTransport(BrokerTransport):
     async def _request(self, message_type: str, data: bytes, corr: str, timeout: float) -> bytes:
         writer = self._writer_or_fail()
         key = self.destination("query", message_type)
+        data = self.seal(data)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[corr] = future
         try:
@@ -307,7 +310,7 @@ class RedisTransport(BrokerTransport):
             return
         try:
             self._writer_or_fail().submit_nowait(
-                "PUBLISH", reply_to, (corr or "").encode() + b" " + reply
+                "PUBLISH", reply_to, (corr or "").encode() + b" " + self.seal(reply)
             )
             self.metrics.wire(SENT, "reply")
         except TransportError as exc:
