@@ -148,6 +148,43 @@ def test_type_mismatch_between_frame_and_payload() -> None:
     assert info.value.reason == "type_mismatch"
 
 
+@dataclass
+class Routed:
+    message_type: str
+    n: int = 0
+
+
+class Renamed:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("name", "cls", "payload"),
+    [
+        ("Routed", Routed, {"message_type": "Audit"}),  # the class routes by a field
+        ("DynamicEvent", DynamicEvent, {"message_type": "Audit", "payload": {}}),
+        ("Shown", dataclass(type("Hidden", (), {"__annotations__": {"n": int}})), {"n": 1}),
+    ],
+)
+def test_a_message_must_route_as_its_frame_says_even_without_a_class(
+    name: str, cls: type, payload: dict[str, Any]
+) -> None:
+    """A frame without "class" builds the class registered under its type; if that
+    message would route elsewhere (to Audit's handlers), the frame is refused."""
+    registry = MessageRegistry(builtins=False)
+    registry.register(cls, name)
+    reg = CollectorRegistry()
+    c = WireCodec(registry, on_reject=AdapterMetrics("test", reg).rejected)
+    with pytest.raises(WireError) as info:
+        c.decode(frame(type=name, payload=payload))
+    assert info.value.reason == "type_mismatch"
+    assert rejected(reg, "type_mismatch") == 1
+    ok = {"v": 1, "id": "m2", "type": name, "pattern": "publish", "payload": payload}
+    if name == "Routed":  # a routing field that agrees with the frame is fine
+        ok["payload"] = {"message_type": "Routed"}
+        assert c.decode(json.dumps(ok).encode()).message == Routed("Routed")
+
+
 def test_oversized_and_deep_frames() -> None:
     reg = CollectorRegistry()
     c = codec(reg, max_frame_bytes=2048, max_depth=8)

@@ -147,6 +147,12 @@ async def test_a_command_that_keeps_killing_consumers_is_dead_lettered(env: dict
     dead = await raw.xrange(t.dead_letters)
     assert [d[1][b"reason"] for d in dead] == [b"max_deliveries"]
     assert handled == []
+    labels = {"transport": "redis", "message_type": "DoWork", "reason": "max_deliveries"}
+    await eventually(
+        lambda: env["metrics"].get_sample_value("commbus_dead_letters_total", labels) == 1
+    )
+    depth = {"transport": "redis", "queue": t.dead_letters}
+    assert env["metrics"].get_sample_value("commbus_dead_letter_messages", depth) == 1
 
 
 async def test_slow_handler_keeps_its_commands(env: dict[str, Any]) -> None:

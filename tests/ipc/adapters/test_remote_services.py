@@ -220,10 +220,12 @@ async def test_heartbeats_still_in_flight_after_close_never_reach_the_applicatio
         pattern="publish",
         message_id="late-1",
     )
-    await transport.handle_event(frame)  # what the broker may still deliver meanwhile
+    # what the broker may still deliver meanwhile
+    await transport.handle_event(frame, HEARTBEAT)
     assert HEARTBEAT not in seen
     # the application's own events of other types still flow
     await transport.handle_event(
-        transport.codec.encode(DynamicEvent("app.event", {}), pattern="publish", message_id="a1")
+        transport.codec.encode(DynamicEvent("app.event", {}), pattern="publish", message_id="a1"),
+        "app.event",
     )
     assert seen == ["app.event"]

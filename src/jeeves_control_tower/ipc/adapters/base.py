@@ -17,7 +17,16 @@ A transport subclass (Redis, NATS, later RabbitMQ) implements only these primiti
   :class:`NoHandlerError`; it counts the request ``metrics.wire(SENT, "query")`` once the
   broker took it for a responder, and its replies ``metrics.wire(SENT, "reply")``);
 - ``_start_consuming(pattern, type)`` / ``_stop_consuming(pattern, type)``, feeding what it
-  receives to :meth:`handle_event`, :meth:`handle_command` and :meth:`handle_query`.
+  receives to :meth:`handle_event`, :meth:`handle_command` and :meth:`handle_query`, each
+  told the message type the destination was consumed for (a frame of another type or
+  pattern is rejected as ``wrong_destination``).
+
+``signing_key=`` (optional, shared by every process) signs every frame written and
+rejects every frame read without a valid signature (:mod:`.signing`): a subclass seals
+what it writes with :meth:`seal`; the ``handle_*`` methods check what it reads.
+
+Query correlation ids are unguessable (``secrets.token_urlsafe``, 128 bits) and a reply
+is accepted only when it carries the id of the query it answers.
 
 Telemetry "settings provider": ``transport.system`` is the ``messaging.system`` value
 (``redis``, ``nats``) and :meth:`destination` the broker-side name of a destination, so the
@@ -28,6 +37,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Self
@@ -44,6 +54,7 @@ from .features import TransportFeatures, default_process_id, redact_url
 from .inbound import InboundMixin
 from .metrics import SENT, AdapterMetrics
 from .registry import MessageRegistry
+from .signing import Signer
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
 
@@ -77,12 +88,18 @@ class BrokerTransport(InboundMixin, abc.ABC):
         metrics: bool = True,
         dedupe: bool | DedupeMiddleware = True,
         max_concurrency: int = 256,
+        max_query_ttl: float | None = None,
+        signing_key: bytes | str | None = None,
         process_id: str | None = None,
     ) -> None:
         if not isinstance(bus, InMemoryCommBus):
             raise TypeError(f"bus must be an InMemoryCommBus, got {type(bus).__name__}")
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
             raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        if max_query_ttl is not None and not (
+            isinstance(max_query_ttl, (int, float)) and 0 < max_query_ttl < float("inf")
+        ):
+            raise ValueError(f"max_query_ttl must be a number > 0, got {max_query_ttl!r}")
         self.bus = bus
         self.prefix = prefix
         self.process_id = process_id or default_process_id()
@@ -95,6 +112,10 @@ class BrokerTransport(InboundMixin, abc.ABC):
         )
         self.logger = ensure_logger(logger, f"jeeves_control_tower.adapters.{self.system}")
         self.max_concurrency = max_concurrency
+        # The longest a query from the broker runs here (None: the bus's query_timeout).
+        self.max_query_ttl = None if max_query_ttl is None else float(max_query_ttl)
+        # Frames are signed and checked with it (see .signing); None: no signatures.
+        self.signer = None if signing_key is None else Signer(signing_key)
         if dedupe is True:
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
         else:
@@ -302,15 +323,21 @@ class BrokerTransport(InboundMixin, abc.ABC):
             message_id=ctx.message_id,
             headers=self._out_headers(ctx),
             reply_to=self._reply_to(),
-            corr=corr or None,
+            corr=corr,
             ttl=round(timeout, 6),
             ts=round(time.time(), 6),
         )
         raw = await self._request(ctx.message_type, data, corr, timeout)
-        return self._result_of(ctx.message_type, raw)
+        return self._result_of(ctx.message_type, raw, corr)
+
+    def seal(self, data: bytes) -> bytes:
+        """``data`` as it goes on the wire: signed when the transport has a key."""
+        signer = self.signer
+        return data if signer is None else signer.seal(data)
 
     def _new_corr(self) -> str:
-        return ""
+        """An unguessable correlation id (a forged reply must not be able to name it)."""
+        return secrets.token_urlsafe(16)
 
     def _reply_to(self) -> str | None:
         return None

@@ -416,9 +416,10 @@ class WireCodec:
                 raise WireError("malformed", "'reply_to' must be a short string")
             if corr is not None and not _short_str(corr):
                 raise WireError("malformed", "'corr' must be a short string")
-            ttl = _opt_number(get("ttl"), "ttl")
-            ts = _opt_number(get("ts"), "ts")
         try:
+            if pattern == "query":  # a bad ttl is answered: the return address is known
+                ttl = _opt_number(get("ttl"), "ttl")
+                ts = _opt_number(get("ts"), "ts")
             raw_headers = get("headers")
             headers = None if raw_headers is None else self._headers(raw_headers)
             cls_name: Any = get("class", mtype)
@@ -439,7 +440,9 @@ class WireCodec:
                     ) from None
             else:
                 message = self.registry.from_payload(cls_name, payload)  # says what is wrong
-            if cls_name is not mtype and get_message_type(message) != mtype:
+            # The message must route as the frame says (the type its destination was
+            # checked against): a class whose instances may carry another type is checked.
+            if (entry is None or entry.fixed_type != mtype) and get_message_type(message) != mtype:
                 raise WireError(
                     "type_mismatch",
                     f"payload builds a {get_message_type(message)!r}, frame says {mtype!r}",

@@ -5,6 +5,14 @@ Nothing a broker hands in can crash a consumer: a frame that fails to decode is 
 ``commbus_wire_rejected_total`` (one that decodes is counted in
 ``commbus_wire_messages_total{direction="received"}``); a handler's exception is logged
 (publish, send) or sent back to the querying process as an error reply (query).
+
+Where a frame arrived is checked against what it says it is: each ``handle_*`` method
+takes the message type its channel, stream, list or subject was consumed for, and a frame
+(or an element of a batch frame) of another type or pattern is rejected with reason
+``wrong_destination`` and never delivered (broker permissions per channel or subject then
+mean what they say). A query runs for its frame's ``ttl`` at most, and never longer than
+the responder's cap (``max_query_ttl``, default: the bus's ``query_timeout``); a frame
+without a usable ttl gets the cap, so a query slot is always released.
 """
 
 from __future__ import annotations
@@ -22,11 +30,15 @@ from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .codec import Frame, WireCodec, WireError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
+from .signing import Signer
 
 __all__ = [
     "ACK",
+    "BAD_SIGNATURE",
     "REJECT",
     "REQUEUE",
+    "UNEXPECTED_REPLY",
+    "WRONG_DESTINATION",
     "InboundMixin",
     "RemoteError",
     "attach_trace",
@@ -40,6 +52,14 @@ REJECT = "reject"  # undecodable: dead-letter it and acknowledge, never retry
 
 #: A queued query older than its ttl plus this slack (clock skew) is dropped unanswered.
 QUERY_CLOCK_SLACK = 1.0
+
+#: The ``commbus_wire_rejected_total`` reason of a frame read from a destination that is
+#: not its own (another message type or pattern), and of a reply whose ``corr`` is not
+#: the one the query was sent with.
+WRONG_DESTINATION = "wrong_destination"
+UNEXPECTED_REPLY = "unexpected_reply"
+#: ... of a frame without a valid signature, when the transport has a ``signing_key``.
+BAD_SIGNATURE = "bad_signature"
 
 
 def attach_trace(headers: dict[str, str] | None) -> object | None:
@@ -75,6 +95,8 @@ class InboundMixin:
     logger: LoggerProtocol
     system: ClassVar[str]
     max_concurrency: int
+    max_query_ttl: float | None
+    signer: Signer | None
     _internal: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]
     _retired_events: set[str]
     _tasks: set[asyncio.Task[Any]]
@@ -95,41 +117,64 @@ class InboundMixin:
             detail=exc.detail[:300],
         )
 
-    def _decode(self, data: bytes, pattern: str) -> Frame | None:
+    def _decode(self, data: bytes, pattern: str, message_type: str) -> Frame | None:
         try:
             frame = self.codec.decode(data)
         except WireError as exc:
             self._reject(exc, pattern)
             return None
-        if frame.pattern != pattern:
-            self._wrong_pattern(frame, pattern)
+        if frame.type != message_type or frame.pattern != pattern:
+            self._misrouted(frame, pattern, message_type)
             return None
         self.metrics.wire(RECEIVED, pattern)
         return frame
 
-    def _wrong_pattern(self, frame: Frame, pattern: str) -> None:
-        """Reject a frame that decoded fine but arrived where ``pattern`` frames do."""
-        wrong = WireError("malformed", f"a {frame.pattern} frame arrived as a {pattern}")
-        self.codec._rejected(wrong.reason)
+    def _misrouted(self, frame: Frame, pattern: str, message_type: str) -> None:
+        """Reject a frame that decoded fine but was read where ``pattern`` frames of
+        ``message_type`` arrive (and it is not one)."""
+        wrong = WireError(
+            WRONG_DESTINATION,
+            f"a {frame.pattern} frame of type {frame.type[:80]!r} arrived as a {pattern}"
+            f" of {message_type[:80]!r}",
+        )
+        self.codec._rejected(WRONG_DESTINATION)
         self._reject(wrong, pattern)
 
-    async def handle_event(self, data: bytes) -> None:
-        """Deliver the event frame (or each event of a batch frame, in order) to the local
-        subscribers or an internal callback. The events of one batch are delivered in one
-        context, as one caller's messages are in process: each event's trace context is
-        attached for it alone, and what else a handler sets in context variables may be
-        seen by the next, as on the bus's own uninstrumented path."""
-        for frame in self._decode_events(data):
+    def _unsealed(self, data: bytes, pattern: str) -> bytes | None:
+        """The frame in signed ``data``, or ``None`` (rejected) when the signature is
+        missing or wrong. Only called when the transport has a signer."""
+        assert self.signer is not None
+        frame = self.signer.open(data)
+        if frame is None:
+            self.codec._rejected(BAD_SIGNATURE)
+            self._reject(WireError(BAD_SIGNATURE, "no valid signature"), pattern)
+        return frame
+
+    async def handle_event(self, data: bytes, message_type: str) -> None:
+        """Deliver the event frame (or each event of a batch frame, in order) read from
+        the destination of ``message_type`` to the local subscribers or an internal
+        callback; a frame of another type is rejected (see the module docstring). The
+        events of one batch are delivered in one context, as one caller's messages are
+        in process: each event's trace context is attached for it alone, and what else a
+        handler sets in context variables may be seen by the next, as on the bus's own
+        uninstrumented path."""
+        if self.signer is not None:
+            unsealed = self._unsealed(data, "publish")
+            if unsealed is None:
+                return
+            data = unsealed
+        for frame in self._decode_events(data, message_type):
             await self._deliver_event(frame)
 
-    def _decode_events(self, data: bytes) -> list[Frame]:
-        """The event frames in ``data`` (one, or a batch); rejected ones are logged."""
+    def _decode_events(self, data: bytes, message_type: str) -> list[Frame]:
+        """The event frames of ``message_type`` in ``data`` (one, or a batch); rejected
+        ones are logged and counted."""
         frames = []
         for item in self.codec.decode_events(data):
             if isinstance(item, WireError):
                 self._reject(item, "publish")
-            elif item.pattern != "publish":
-                self._wrong_pattern(item, "publish")
+            elif item.type != message_type or item.pattern != "publish":
+                self._misrouted(item, "publish", message_type)
             else:
                 frames.append(item)
         if frames:
@@ -163,9 +208,16 @@ class InboundMixin:
             if token is not None:
                 detach_trace(token)
 
-    async def handle_command(self, data: bytes) -> str:
-        """Run one command frame; returns :data:`ACK`, :data:`REQUEUE` or :data:`REJECT`."""
-        frame = self._decode(data, "send")
+    async def handle_command(self, data: bytes, message_type: str) -> str:
+        """Run one command frame read from the destination of ``message_type``; returns
+        :data:`ACK`, :data:`REQUEUE` or :data:`REJECT` (undecodable, or not a command of
+        ``message_type``)."""
+        if self.signer is not None:
+            unsealed = self._unsealed(data, "send")
+            if unsealed is None:
+                return REJECT
+            data = unsealed
+        frame = self._decode(data, "send", message_type)
         if frame is None:
             return REJECT
         if not self.bus.has_handler(frame.type):
@@ -185,12 +237,20 @@ class InboundMixin:
         return ACK
 
     async def handle_query(
-        self, data: bytes, *, has_return_address: bool = False
+        self, data: bytes, message_type: str, *, has_return_address: bool = False
     ) -> tuple[str | None, str | None, bytes | None]:
-        """Answer one query frame: ``(reply_to, corr, reply frame)``; the reply is ``None``
-        when there is nobody to answer (expired, or undecodable and neither the frame
-        nor the transport has a return address: ``has_return_address`` says the
-        transport knows where to reply without the frame)."""
+        """Answer one query frame read from the destination of ``message_type``:
+        ``(reply_to, corr, reply frame)``; the reply is ``None`` when there is nobody to
+        answer (expired; not a query of ``message_type``; or undecodable and neither the
+        frame nor the transport has a return address: ``has_return_address`` says the
+        transport knows where to reply without the frame). The handler runs for the
+        frame's ttl, capped by :meth:`query_ttl_cap` (which also applies when the frame
+        has no ttl). An unsigned frame, when the transport signs, is not answered."""
+        if self.signer is not None:
+            unsealed = self._unsealed(data, "query")
+            if unsealed is None:
+                return None, None, None
+            data = unsealed
         try:
             frame = self.codec.decode(data)
         except WireError as exc:
@@ -199,11 +259,16 @@ class InboundMixin:
                 return None, None, None
             reply = self.codec.encode_reply(exc.corr, kind="rejected", error=exc)
             return exc.reply_to, exc.corr, reply
+        if frame.type != message_type or frame.pattern != "query":
+            self._misrouted(frame, "query", message_type)
+            return None, None, None
         self.metrics.wire(RECEIVED, "query")
         ttl, ts = frame.ttl, frame.ts
         if ttl is not None and ts is not None and time.time() - ts > ttl + QUERY_CLOCK_SLACK:
             self.logger.debug("query_expired", transport=self.system, message_type=frame.type)
             return None, None, None
+        cap = self.query_ttl_cap()
+        timeout = ttl if ttl is not None and 0.0 < ttl < cap else cap
         callback = self._internal.get(("query", frame.type))
         token = attach_trace(frame.headers)
         result: Any = None
@@ -211,14 +276,15 @@ class InboundMixin:
         error: BaseException | None = None
         try:
             if callback is not None:
-                result = await callback(frame.message)
+                async with asyncio.timeout(timeout):
+                    result = await callback(frame.message)
             else:
                 _, result = await self.bus.deliver_local(
                     "query",
                     frame.message,
                     headers=frame.headers,
                     message_id=frame.id,
-                    timeout=frame.ttl or None,
+                    timeout=timeout,
                 )
         except NoHandlerError as exc:
             kind, error = "no_handler", exc
@@ -236,10 +302,27 @@ class InboundMixin:
         reply = self.codec.encode_reply(frame.corr, result=result, kind=kind, error=error)
         return frame.reply_to, frame.corr, reply
 
-    def _result_of(self, message_type: str, raw: bytes) -> Any:
-        """The result carried by a reply frame, or the matching exception raised."""
+    def query_ttl_cap(self) -> float:
+        """The longest a query from the broker may run here (seconds): ``max_query_ttl``,
+        else the bus's ``query_timeout``."""
+        return self.max_query_ttl or self.bus.query_timeout
+
+    def _result_of(self, message_type: str, raw: bytes, corr: str) -> Any:
+        """The result carried by a reply frame, or the matching exception raised. The
+        reply must carry ``corr``, the query's unguessable correlation id; only a
+        ``rejected`` error (a responder that could not read the query, so not its corr
+        either) may come without one."""
         try:
+            if self.signer is not None:
+                unsealed = self.signer.open(raw)
+                if unsealed is None:
+                    self.codec._rejected(BAD_SIGNATURE)
+                    raise WireError(BAD_SIGNATURE, "the reply has no valid signature")
+                raw = unsealed
             reply = self.codec.decode_reply(raw)
+            if reply.corr != corr and (reply.corr is not None or reply.kind != "rejected"):
+                self.codec._rejected(UNEXPECTED_REPLY)
+                raise WireError(UNEXPECTED_REPLY, "the reply does not carry the query's corr")
         except WireError as exc:
             self._reject(exc, "reply")
             raise RemoteError(message_type, "WireError", f"undecodable reply: {exc}") from None

@@ -8,6 +8,18 @@
 | ``commbus_transport_buffered_messages`` | gauge | ``transport`` (waiting for the broker) |
 | ``commbus_wire_messages_total`` | counter | ``transport``, ``direction``, ``pattern`` (below) |
 | ``commbus_transport_dropped_events_total`` | counter | ``transport`` (lost after publish) |
+| ``commbus_dead_letters_total`` | counter | ``transport``, ``message_type``, ``reason`` |
+| ``commbus_dead_letter_messages`` | gauge | ``transport``, ``queue`` (depth as last measured) |
+
+``commbus_dead_letters_total`` counts the messages this process moved to its broker's
+dead-letter queue; ``reason`` is ``rejected`` (could not be decoded, or read from the wrong
+destination) or ``max_deliveries``, and ``message_type`` is the type of the destination it
+was read from (never a value from the frame), at most 200 distinct values per collector,
+later ones folded into ``other`` (as in :mod:`jeeves_control_tower.observability`).
+``commbus_dead_letter_messages`` is the dead-letter queue's depth (Redis ``XLEN``,
+JetStream stream messages), measured when the transport connects and after each message it
+dead-letters (and whenever ``await transport.dead_letter_depth()`` is called); ``queue`` is
+the dead-letter stream's name, one per transport.
 
 ``commbus_wire_messages_total`` counts the frames that crossed the wire. ``direction`` is
 ``sent`` (the broker client accepted the frame: a publish or send once the transport
@@ -29,10 +41,11 @@ process share them. Every method swallows its own errors: metrics never break me
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["RECEIVED", "SENT", "AdapterMetrics"]
+__all__ = ["MAX_LABEL_VALUES", "OTHER", "RECEIVED", "SENT", "AdapterMetrics"]
 
 _DECLARED = (
     (
@@ -67,7 +80,26 @@ _DECLARED = (
         " (the connection closed in the same loop iteration)",
         ("transport",),
     ),
+    (
+        "counter",
+        "commbus_dead_letters",
+        "Messages moved to a dead-letter queue",
+        ("transport", "message_type", "reason"),
+    ),
+    (
+        "gauge",
+        "commbus_dead_letter_messages",
+        "Messages held in a dead-letter queue (as last measured)",
+        ("transport", "queue"),
+    ),
 )
+
+#: The message_type label values admitted by each dead-letter counter (shared by the
+#: transports that share the collector, so the bound holds per collector).
+_DEAD_LETTER_TYPES: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+MAX_LABEL_VALUES = 200
+_MAX_LABEL_LENGTH = 200
+OTHER = "other"
 
 #: ``direction`` values of ``commbus_wire_messages_total``.
 SENT = "sent"
@@ -96,6 +128,7 @@ class AdapterMetrics:
         self._c: dict[str, Any] = {}
         # (direction, pattern) -> the bound child's ``inc`` (None: metrics off)
         self._wire: dict[tuple[str, str], Any] = {}
+        self._dead_letter_types: set[str] = set()
         if not enabled:
             return
         try:
@@ -105,6 +138,11 @@ class AdapterMetrics:
         reg = registry if registry is not None else prom.REGISTRY
         for kind, name, doc, labels in _DECLARED:
             self._c[name] = _collector(reg, kind, name, doc, labels)
+        counter = self._c["commbus_dead_letters"]
+        admitted = _DEAD_LETTER_TYPES.get(counter)
+        if admitted is None:
+            admitted = _DEAD_LETTER_TYPES[counter] = set()
+        self._dead_letter_types = admitted
 
     def rejected(self, reason: str) -> None:
         c = self._c.get("commbus_wire_rejected")
@@ -120,6 +158,32 @@ class AdapterMetrics:
 
     def dropped(self, n: int = 1) -> None:
         self._inc("commbus_transport_dropped_events", n)
+
+    def dead_lettered(self, message_type: str, reason: str) -> None:
+        """Count one message moved to the dead-letter queue (``reason``: ``rejected`` or
+        ``max_deliveries``; ``message_type``: of the destination it was read from)."""
+        c = self._c.get("commbus_dead_letters")
+        if c is not None:
+            with contextlib.suppress(Exception):
+                c.labels(self.transport, self._bounded(message_type), reason).inc()
+
+    def _bounded(self, message_type: str) -> str:
+        """``message_type``, or ``other`` once the collector admitted
+        :data:`MAX_LABEL_VALUES` others (or when it is too long)."""
+        admitted = self._dead_letter_types
+        if message_type in admitted:
+            return message_type
+        if len(admitted) >= MAX_LABEL_VALUES or len(message_type) > _MAX_LABEL_LENGTH:
+            return OTHER
+        admitted.add(message_type)
+        return message_type
+
+    def dead_letter_depth(self, queue: str, depth: int) -> None:
+        """Set the measured depth of the dead-letter queue ``queue``."""
+        c = self._c.get("commbus_dead_letter_messages")
+        if c is not None:
+            with contextlib.suppress(Exception):
+                c.labels(self.transport, queue).set(depth)
 
     def buffered(self, delta: int) -> None:
         c = self._c.get("commbus_transport_buffered_messages")

@@ -30,7 +30,8 @@ class WireError(ValueError):
     """A frame could not be encoded or decoded. ``reason`` is the metric label:
     ``malformed``, ``oversized``, ``too_deep``, ``bad_version``, ``unknown_type``,
     ``bad_field``, ``invalid_message``, ``type_mismatch``, ``unencodable``,
-    ``bad_headers``, ``bad_traceparent``."""
+    ``bad_headers``, ``bad_traceparent``; the adapters add ``wrong_destination`` and
+    ``unexpected_reply`` (see :mod:`.inbound`)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -43,7 +44,12 @@ class WireError(ValueError):
 
 
 class _Entry:
-    __slots__ = ("cls", "decode", "encode", "name")
+    """``fixed_type``: the routing type (``get_message_type``) of every instance the
+    entry decodes, when it cannot vary (a dataclass registered under its own name, with
+    no ``message_type`` attribute or field and no ``__post_init__``/``__getattr__`` that
+    could add one); ``None`` when the decoder must check each message."""
+
+    __slots__ = ("cls", "decode", "encode", "fixed_type", "name")
 
     def __init__(
         self,
@@ -51,11 +57,13 @@ class _Entry:
         cls: type,
         encode: Callable[[Any], dict[str, Any]],
         decode: Callable[[dict[str, Any]], Any],
+        fixed_type: str | None = None,
     ) -> None:
         self.name = name
         self.cls = cls
         self.encode = encode
         self.decode = decode
+        self.fixed_type = fixed_type
 
 
 class MessageRegistry:
@@ -225,7 +233,12 @@ def _dataclass_entry(name: str, cls: type) -> _Entry:
             kwargs[key] = value
         return cls(**kwargs)
 
-    return _Entry(name, cls, encode, decode_simple if simple else decode)
+    fixed = (
+        name == cls.__name__
+        and "message_type" not in {f.name for f in dataclasses.fields(cls)}
+        and not any(hasattr(cls, a) for a in ("message_type", "__post_init__", "__getattr__"))
+    )
+    return _Entry(name, cls, encode, decode_simple if simple else decode, name if fixed else None)
 
 
 def _data_descriptor(cls: type, name: str) -> bool:

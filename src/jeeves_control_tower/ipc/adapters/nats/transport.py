@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections import deque
 from collections.abc import Awaitable
@@ -53,6 +54,7 @@ from ..base import BrokerTransport, TransportFeatures, _current_otel_context, re
 from ..batching import EventBatcher
 from ..metrics import SENT
 from ..pump import OrderedPump
+from ..signing import TAG_BYTES
 from .client import DirectClient
 from .commands import JetStreamConsumer
 from .subjects import token
@@ -134,7 +136,7 @@ class NatsTransport(BrokerTransport):
         self._count_published = self.metrics.wire_counter(SENT, "publish")
         self._consumers: dict[str, JetStreamConsumer] = {}
         self._queries_running = 0
-        self._query_backlog: deque[tuple[bytes, str]] = deque()
+        self._query_backlog: deque[tuple[bytes, str, str]] = deque()
 
     @classmethod
     async def connect(
@@ -151,6 +153,14 @@ class NatsTransport(BrokerTransport):
     def dead_letters(self) -> str:
         """The dead-letter subject (stored in the ``{prefix}_dead`` stream)."""
         return f"{self.prefix}.dead"
+
+    async def dead_letter_depth(self) -> int:
+        """The dead-letter stream's message count, now (also set as
+        ``commbus_dead_letter_messages``)."""
+        info = await self._js.stream_info(self.dead_stream)
+        depth = int(info.state.messages)
+        self.metrics.dead_letter_depth(self.dead_stream, depth)
+        return depth
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has everything published so far."""
@@ -207,7 +217,8 @@ class NatsTransport(BrokerTransport):
             self._batcher = EventBatcher(
                 self._send_event,
                 self.codec.encode_batch,
-                max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES),
+                max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES)
+                - (TAG_BYTES if self.signer is not None else 0),
                 max_frames=_BATCH_FRAMES,
                 spawn=self.spawn,
                 logger=self.logger,
@@ -215,6 +226,10 @@ class NatsTransport(BrokerTransport):
             )
         self._js = client.jetstream()
         await self._ensure_streams()
+        try:
+            await self.dead_letter_depth()
+        except Exception as exc:  # only a gauge: never a reason not to connect
+            self.logger.debug("nats_dead_letter_depth_failed", error_type=type(exc).__name__)
         self.logger.info("nats_connected", url=self.url, process=self.process_id)
 
     async def _ensure_streams(self) -> None:
@@ -327,6 +342,9 @@ class NatsTransport(BrokerTransport):
     async def _send_event(self, item: tuple[str, bytes]) -> None:
         """Hand one frame (an event or a batch of events) to nats-py."""
         nc = self._nc
+        signer = self.signer
+        if signer is not None:
+            item = (item[0], signer.seal(item[1]))
         try:
             await nc.publish(*item)
         except Exception as exc:
@@ -345,6 +363,7 @@ class NatsTransport(BrokerTransport):
         import nats.errors
 
         subject = self.destination("send", message_type)
+        data = self.seal(data)
         headers = {"Nats-Msg-Id": message_id}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.send_timeout
@@ -389,7 +408,7 @@ class NatsTransport(BrokerTransport):
         if not client.is_connected:  # fail fast, as while Redis is down
             raise TransportError(f"query {message_type!r} not sent: {self.url} is unreachable")
         try:
-            msg = await client.request(subject, data, timeout=timeout)
+            msg = await client.request(subject, self.seal(data), timeout=timeout)
         except nats.errors.NoRespondersError:
             raise NoHandlerError(
                 f"no process handles query type {message_type!r} on {self.url}"
@@ -411,28 +430,42 @@ class NatsTransport(BrokerTransport):
         # A subscriber that falls behind by more than _PENDING messages loses the excess
         # (nats-py reports a slow consumer, logged): memory stays bounded.
         if pattern == "publish":
-            sub = await nc.subscribe(subject, cb=self._on_event, pending_msgs_limit=_PENDING)
+            sub = await nc.subscribe(
+                subject,
+                cb=functools.partial(self._on_event, message_type),
+                pending_msgs_limit=_PENDING,
+            )
             self._subs[(pattern, message_type)] = sub
             # Events go straight from the reading task to one ordered worker per type
             # (the same bound, _PENDING, beyond which they are dropped and reported).
-            pump = OrderedPump(self.handle_event, self.spawn, self._pump_failed, _PENDING)
+            pump = OrderedPump(
+                lambda data: self.handle_event(data, message_type),
+                self.spawn,
+                self._pump_failed,
+                _PENDING,
+            )
             if isinstance(nc, DirectClient) and nc.route(sub, pump.offer):
                 self._pumps[message_type] = pump
         elif pattern == "query":
             sub = await nc.subscribe(
-                subject, queue="responders", cb=self._on_query, pending_msgs_limit=_PENDING
+                subject,
+                queue="responders",
+                cb=functools.partial(self._on_query, message_type),
+                pending_msgs_limit=_PENDING,
             )
             self._subs[(pattern, message_type)] = sub
             if isinstance(nc, DirectClient):  # straight from the reading task, as events
-                nc.route_with_reply(sub, self._offer_query)
+                nc.route_with_reply(
+                    sub, lambda data, reply: self._offer_query(data, reply, message_type)
+                )
         elif pattern == "send":
             consumer = JetStreamConsumer(
                 self._js,
                 stream=self.stream,
                 subject=subject,
                 durable=f"cmd_{token(message_type)}",
-                handle=self.handle_command,
-                dead_letter=self._dead_letter,
+                handle=lambda data: self.handle_command(data, message_type),
+                dead_letter=lambda data, reason: self._dead_letter(data, reason, message_type),
                 prefetch=self.prefetch,
                 ack_wait=self.ack_wait,
                 max_deliveries=self.max_deliveries,
@@ -460,36 +493,39 @@ class NatsTransport(BrokerTransport):
         if consumer is not None:
             await consumer.stop()
 
-    async def _on_event(self, msg: Any) -> None:
-        await self.handle_event(msg.data)
-
     def _pump_failed(self, exc: BaseException) -> None:
         self.logger.error("event_delivery_failed", error_type=type(exc).__name__, error=str(exc))
 
-    async def _on_query(self, msg: Any) -> None:
+    async def _on_event(self, message_type: str, msg: Any) -> None:
+        """The callback of an event subscription when the direct path is not in use."""
+        await self.handle_event(msg.data, message_type)
+
+    async def _on_query(self, message_type: str, msg: Any) -> None:
         """The callback of a query subscription when the direct path is not in use."""
-        if not self._offer_query(msg.data, msg.reply):
+        if not self._offer_query(msg.data, msg.reply, message_type):
             self.logger.warning("nats_query_dropped", reason="backlog full", pending=_PENDING)
 
-    def _offer_query(self, data: bytes, reply: str) -> bool:
+    def _offer_query(self, data: bytes, reply: str, message_type: str) -> bool:
         """Answer a query in a task of its own (queries are answered concurrently, and a
         handler's ``asyncio.timeout`` binds to the task that runs it): at most
         ``max_concurrency`` at once, then up to ``_PENDING`` wait in arrival order;
         beyond that ``False`` (dropped, reported as a slow consumer)."""
         if self._queries_running < self.max_concurrency:
             self._queries_running += 1
-            self.spawn(self._answer(data, reply))
+            self.spawn(self._answer(data, reply, message_type))
             return True
         if len(self._query_backlog) >= _PENDING:
             return False
-        self._query_backlog.append((data, reply))
+        self._query_backlog.append((data, reply, message_type))
         return True
 
-    async def _answer(self, data: bytes, reply_to: str) -> None:
+    async def _answer(self, data: bytes, reply_to: str, message_type: str) -> None:
         try:
-            _, _, reply = await self.handle_query(data, has_return_address=bool(reply_to))
+            _, _, reply = await self.handle_query(
+                data, message_type, has_return_address=bool(reply_to)
+            )
             if reply is not None and reply_to:
-                await self._client().publish(reply_to, reply)
+                await self._client().publish(reply_to, self.seal(reply))
                 self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
@@ -499,8 +535,10 @@ class NatsTransport(BrokerTransport):
             else:
                 self._queries_running -= 1
 
-    async def _dead_letter(self, data: bytes, reason: str) -> None:
+    async def _dead_letter(self, data: bytes, reason: str, message_type: str) -> None:
         try:
             await self._js.publish(self.dead_letters, data, headers={"Jeeves-Reason": reason})
+            self.metrics.dead_lettered(message_type, reason)
+            await self.dead_letter_depth()
         except Exception as exc:
             self.logger.error("nats_dead_letter_failed", error_type=type(exc).__name__)

@@ -9,8 +9,11 @@ every ``claim_interval`` each live consumer takes over entries idle for more tha
 being handled its entries are re-claimed by their owner every ``min_idle / 3`` (``XCLAIM
 JUSTID``, which resets their idle time), so a slow but live consumer is never robbed.
 An entry delivered more than ``max_deliveries`` times (a command that kills its
-consumer) and frames that cannot be decoded go to the dead-letter stream
-``{prefix}dead`` (capped at about 10,000 entries) and are acknowledged.
+consumer), frames that cannot be decoded or are not commands of the stream's type, and
+entries without the frame field ``f`` (counted in ``commbus_wire_rejected_total`` as
+``malformed``) go to the dead-letter stream ``{prefix}dead`` (capped at about 10,000
+entries) and are acknowledged; each is counted in ``commbus_dead_letters_total`` and the
+stream's length is then measured into ``commbus_dead_letter_messages``.
 
 Ordering: one consumer handles its batch in stream order, one command at a time;
 across consumers there is no ordering.
@@ -57,6 +60,7 @@ class StreamConsumer(ConsumerLoop):
         consumer: str,
         handle: Callable[[bytes], Awaitable[str]],
         *,
+        message_type: str,
         dead_letters: str,
         prefetch: int,
         min_idle: float,
@@ -71,6 +75,7 @@ class StreamConsumer(ConsumerLoop):
         self.stream = stream
         self._consumer = consumer
         self._handle = handle
+        self._message_type = message_type
         self._dead = dead_letters
         self._prefetch = prefetch
         self._min_idle_ms = max(1, int(min_idle * 1000))
@@ -184,7 +189,18 @@ class StreamConsumer(ConsumerLoop):
                     done.append(entry_id)
                     continue
                 data = fields.get(FIELD)
-                outcome = await self._handle(data) if data is not None else REJECT
+                if data is None:
+                    self._metrics.rejected("malformed")
+                    self._logger.warning(
+                        "frame_rejected",
+                        transport="redis",
+                        pattern="send",
+                        reason="malformed",
+                        detail="a stream entry without the frame field 'f'",
+                    )
+                    outcome = REJECT
+                else:
+                    outcome = await self._handle(data)
                 if outcome == REJECT:
                     await self._dead_letter(data or b"", "rejected")
                 if outcome in (ACK, REJECT):
@@ -217,5 +233,8 @@ class StreamConsumer(ConsumerLoop):
                 "XADD", self._dead, "MAXLEN", "~", 10_000, "*",
                 "f", data, "reason", reason, "stream", self.stream,
             )  # fmt: skip
+            self._metrics.dead_lettered(self._message_type, reason)
+            depth = await self._writer.submit("XLEN", self._dead)
+            self._metrics.dead_letter_depth(self._dead, int(depth))
         except Exception as exc:
             self._logger.error("redis_dead_letter_failed", stream=self.stream, error=str(exc))

@@ -8,7 +8,8 @@ publish   ``PUBLISH {prefix}evt:{type}``              every process subscribed *
 send      ``XADD {prefix}cmd:{type}``, group          exactly one process; at-least-once;
           ``handlers``, XACK/XDEL, XAUTOCLAIM         durable as Redis persistence is
 query     script (NUMSUB + LPUSH ``{prefix}qry:``),   one process answers, or
-          BRPOP, reply on ``{prefix}rep:{process}``   NoHandlerError / TimeoutError
+          BRPOP, reply on ``{prefix}rep:{process}.    NoHandlerError / TimeoutError
+          {random}``
 ========  ==========================================  =====================================
 
 ``publish`` and ``send`` return once Redis executed the command (they share ordered,
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
+import secrets
 from typing import Any, Self
 
 from redis.exceptions import NoScriptError
@@ -89,9 +90,10 @@ class RedisTransport(BrokerTransport):
         self.max_deliveries = max_deliveries
         self._socket_timeout = socket_timeout
         self._client_options = dict(client_options or {})
-        self._reply_channel = f"{prefix}rep:{self.process_id}"
+        # Unguessable, like the correlation ids: a client that cannot list channels
+        # cannot aim a reply at it.
+        self._reply_channel = f"{prefix}rep:{self.process_id}.{secrets.token_urlsafe(16)}"
         self._pending: dict[str, asyncio.Future[bytes]] = {}
-        self._corr = itertools.count(1)
         self._pumps: dict[str, OrderedPump] = {}
         self._streams: dict[str, StreamConsumer] = {}
         self._responders: dict[str, QueryResponder] = {}
@@ -116,6 +118,13 @@ class RedisTransport(BrokerTransport):
     def dead_letters(self) -> str:
         """The dead-letter stream: rejected frames and commands delivered too often."""
         return f"{self.prefix}dead"
+
+    async def dead_letter_depth(self) -> int:
+        """The dead-letter stream's length, now (also set as
+        ``commbus_dead_letter_messages``)."""
+        depth = int(await self._client.xlen(self.dead_letters))
+        self.metrics.dead_letter_depth(self.dead_letters, depth)
+        return depth
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish/send so far reached Redis (buffered ones included)."""
@@ -164,6 +173,10 @@ class RedisTransport(BrokerTransport):
         )
         await self._reader.start()
         await self._reader.subscribe(self._reply_channel, self._on_reply)
+        try:
+            await self.dead_letter_depth()
+        except Exception as exc:  # only a gauge: never a reason not to connect
+            self.logger.debug("redis_dead_letter_depth_failed", error_type=type(exc).__name__)
         self.logger.info("redis_connected", url=self.url, process=self.process_id)
 
     async def _disconnect(self) -> None:
@@ -192,17 +205,16 @@ class RedisTransport(BrokerTransport):
         # Pub/Sub is at-most-once whatever we wait for, so a publish is queued in order on
         # the connection and not awaited (as with NATS); a backlog makes publishers wait.
         writer = self._writer_or_fail()
+        if self.signer is not None:
+            data = self.signer.seal(data)
         writer.submit_nowait("PUBLISH", self.destination("publish", message_type), data)
         if writer.backlogged:
             await writer.writable()
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         await self._writer_or_fail().submit(
-            "XADD", self.destination("send", message_type), "*", "f", data
+            "XADD", self.destination("send", message_type), "*", "f", self.seal(data)
         )
-
-    def _new_corr(self) -> str:
-        return f"{next(self._corr):x}"
 
     def _reply_to(self) -> str | None:
         return self._reply_channel
@@ -210,6 +222,7 @@ class RedisTransport(BrokerTransport):
     async def _request(self, message_type: str, data: bytes, corr: str, timeout: float) -> bytes:
         writer = self._writer_or_fail()
         key = self.destination("query", message_type)
+        data = self.seal(data)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[corr] = future
         try:
@@ -230,6 +243,8 @@ class RedisTransport(BrokerTransport):
             self._pending.pop(corr, None)
 
     def _on_reply(self, data: bytes) -> None:
+        """A reply on this process's reply channel (the only channel routed here), for the
+        pending query whose unguessable corr it starts with; anything else is dropped."""
         corr, _, frame = data.partition(b" ")
         future = self._pending.get(corr.decode("ascii", "replace"))
         if future is not None and not future.done():
@@ -241,7 +256,9 @@ class RedisTransport(BrokerTransport):
         assert self._reader is not None and self._writer is not None
         dest = self.destination(pattern, message_type)
         if pattern == "publish":
-            pump = OrderedPump(self.handle_event, self.spawn, self._pump_failed)
+            pump = OrderedPump(
+                lambda data: self.handle_event(data, message_type), self.spawn, self._pump_failed
+            )
             self._pumps[message_type] = pump
             await self._reader.subscribe(dest, pump.push)
         elif pattern == "send":
@@ -250,7 +267,8 @@ class RedisTransport(BrokerTransport):
                 self._writer,
                 dest,
                 self.process_id,
-                self.handle_command,
+                lambda data: self.handle_command(data, message_type),
+                message_type=message_type,
                 dead_letters=self.dead_letters,
                 prefetch=self.prefetch,
                 min_idle=self.min_idle,
@@ -262,7 +280,12 @@ class RedisTransport(BrokerTransport):
             consumer.start()
         elif pattern == "query":
             responder = QueryResponder(
-                self._blocking, dest, self._answer, self._query_slots, self.spawn, self.logger
+                self._blocking,
+                dest,
+                lambda data: self._answer(data, message_type),
+                self._query_slots,
+                self.spawn,
+                self.logger,
             )
             self._responders[message_type] = responder
             responder.start()
@@ -287,8 +310,8 @@ class RedisTransport(BrokerTransport):
             if responder is not None:
                 await responder.stop()
 
-    async def _answer(self, data: bytes) -> None:
-        reply_to, corr, reply = await self.handle_query(data)
+    async def _answer(self, data: bytes, message_type: str) -> None:
+        reply_to, corr, reply = await self.handle_query(data, message_type)
         if reply is None or reply_to is None:
             return
         if not reply_to.startswith(f"{self.prefix}rep:"):
@@ -296,7 +319,7 @@ class RedisTransport(BrokerTransport):
             return
         try:
             self._writer_or_fail().submit_nowait(
-                "PUBLISH", reply_to, (corr or "").encode() + b" " + reply
+                "PUBLISH", reply_to, (corr or "").encode() + b" " + self.seal(reply)
             )
             self.metrics.wire(SENT, "reply")
         except TransportError as exc:
