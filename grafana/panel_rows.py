@@ -283,8 +283,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "Dead letters by type",
                 [
                     target(
-                        rate("commbus_dead_letters_total", "transport, type"),
-                        "{{transport}} {{type}}",
+                        rate("commbus_dead_letters_total", "transport, message_type"),
+                        "{{transport}} {{message_type}}",
                         "A",
                     )
                 ],
@@ -295,8 +295,8 @@ ROWS: list[tuple[str, list[dict[str, Any]]]] = [
                 "Dead-letter depth",
                 [
                     target(
-                        f"sum by (transport) ({series('commbus_dead_letter_depth')})",
-                        "{{transport}}",
+                        f"sum by (transport, queue) ({series('commbus_dead_letter_messages')})",
+                        "{{transport}} {{queue}}",
                         "A",
                     )
                 ],

@@ -32,13 +32,6 @@ SUBSTITUTIONS = {
 #: The matchers every series selector of the dashboard carries.
 DEPLOYMENT_MATCHERS = ('job=~"$job"', 'instance=~"$instance"')
 
-#: Families announced by the dead-letter work (``commbus_dead_letters_total{transport,
-#: type}``, ``commbus_dead_letter_depth{transport}``) that may not be declared in this
-#: checkout yet; once they are, their declared labels are checked like any other's.
-ANNOUNCED: dict[str, set[str]] = {
-    "commbus_dead_letters_total": {"transport", "type"},
-    "commbus_dead_letter_depth": {"transport"},
-}
 #: Labels Prometheus adds to every scraped series, and the bucket bound of a histogram.
 SCRAPE_LABELS = {"job", "instance"}
 
@@ -134,10 +127,9 @@ def legend_labels(legend: str) -> set[str]:
     return set(_LEGEND.findall(legend))
 
 
-def family_labels(*, announced: bool = True) -> dict[str, set[str]]:
+def family_labels() -> dict[str, set[str]]:
     """Every series name this checkout can expose (``_total``, ``_bucket``... as exposed)
-    -> its label names (``le`` included for buckets), plus (``announced``) the
-    :data:`ANNOUNCED` ones not declared yet."""
+    -> its label names (``le`` included for buckets)."""
     registry = CollectorRegistry()
     get_metrics(registry)
     AdapterMetrics("test", registry)
@@ -148,9 +140,6 @@ def family_labels(*, announced: bool = True) -> dict[str, set[str]]:
         for family in collector.describe():
             for suffix in suffixes.get(family.type, ("",)):
                 out[family.name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
-    if announced:
-        for name, labels in ANNOUNCED.items():
-            out.setdefault(name, labels)
     return out
 
 

@@ -65,7 +65,7 @@ def test_promtool_unit_tests_pass() -> None:
         ("[5m]))\n          ) > 0.05", "[5m]))\n          ) > 0.5"),  # error-ratio threshold
         ("commbus_service_healthy == 0\n        for: 2m", "commbus_service_healthy == 0"),
         ("sum by (job, instance, pattern, target)", "sum by (pattern, target)"),
-        ("delta(commbus_dead_letter_depth[15m]) > 0", "delta(commbus_dead_letter_depth[15m]) >= 0"),
+        ("delta(commbus_dead_letter_messages[15m]) > 0", "delta(commbus_dead_letter_messages[15m]) >= 0"),
     ],
     ids=["error-ratio-threshold", "unhealthy-without-for", "timeouts-merge-jobs", "flat-depth"],
 )
@@ -99,7 +99,7 @@ def test_every_alert_keeps_job_and_instance() -> None:
 @pytest.mark.parametrize("path", [RULES, RULES_TEST], ids=["rules", "unit-tests"])
 def test_rules_and_their_tests_use_declared_metrics_and_labels(path: Path) -> None:
     """The rules watch, and the unit tests feed, series named and labelled as ``src/``
-    declares them (dead-letter families: as announced)."""
+    declares them."""
     families = family_labels()
     text = path.read_text()
     names = metric_names(text)

@@ -177,7 +177,7 @@ def test_template_variables_use_label_values() -> None:
 
 
 def test_every_metric_and_label_a_panel_uses_is_declared() -> None:
-    """Names and labels as ``src/`` declares them (dead-letter families: as announced)."""
+    """Names and labels as ``src/`` declares them."""
     families = family_labels()
     used: set[str] = set()
     for panel in PANELS:

@@ -22,7 +22,6 @@ from tests.helpers import stop_process
 
 from ..demo.helpers import FAST, get_json, wait_for_traffic, wait_until
 from .helpers import (
-    ANNOUNCED,
     RULES,
     expressions,
     family_labels,
@@ -51,10 +50,6 @@ NOT_PRODUCED = {
     ),
     "commbus_telemetry_errors_total": "counts failing telemetry hooks; a healthy process has none",
 }
-#: The dead-letter families announced but not declared in this checkout: no series can
-#: exist. Once they are declared, when they count is their own tests' business: here
-#: their queries must merely run.
-UNDECLARED = set(ANNOUNCED) - set(family_labels(announced=False))
 ALERTS = re.findall(r"^\s*- alert: (\w+)$", RULES.read_text(), re.MULTILINE)
 
 
@@ -131,7 +126,7 @@ def _up(url: str, job: str) -> bool:
 
 
 def _produced(expr: str) -> bool:
-    return not metric_names(expr) & (set(NOT_PRODUCED) | set(ANNOUNCED))
+    return not metric_names(expr) & set(NOT_PRODUCED)
 
 
 def _answered(url: str, queries: dict[str, str], timeout: float = 90) -> None:
@@ -151,11 +146,11 @@ def test_every_panel_query_returns_data(prometheus: Scraped) -> None:
     queries = dict(expressions(load_dashboard()))
     produced = {title: expr for title, expr in queries.items() if _produced(expr)}
     excepted = set().union(*(metric_names(e) for e in queries.values() if not _produced(e)))
-    assert excepted == set(NOT_PRODUCED) | set(ANNOUNCED)  # no stale exception
+    assert excepted == set(NOT_PRODUCED)  # no stale exception
     _answered(prometheus.url, produced)
     for title, expr in queries.items():
         result = _query(prometheus.url, expr)  # every query runs, the exceptions too
-        if metric_names(expr) & (set(NOT_PRODUCED) | UNDECLARED):
+        if metric_names(expr) & set(NOT_PRODUCED):
             assert not result, f"{title} has data: take its family off NOT_PRODUCED"
 
 

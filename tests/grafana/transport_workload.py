@@ -3,7 +3,9 @@
 The demo runs on the in-memory bus, so it exposes no ``commbus_wire_*`` series. This
 workload does: a producer and a consumer bus (one "process": one metrics registry) joined by
 :class:`RedisTransport`, publishing, sending and querying five times a second, plus one
-undecodable frame a second (``commbus_wire_rejected_total{reason="malformed"}``). Its
+undecodable frame a second (``commbus_wire_rejected_total{reason="malformed"}``), every
+other one written to the command stream so that it is dead-lettered
+(``commbus_dead_letters_total``, ``commbus_dead_letter_messages``). Its
 ``/metrics`` is served by prometheus_client on a free port.
 """
 
@@ -49,6 +51,7 @@ async def _traffic(
         transports.append(await RedisTransport.connect(producer, url, **options))
         await transports[0].sync()
         junk_channel = transports[0].destination("publish", "Happened")
+        junk_stream = transports[0].destination("send", "DoWork")
         ready.set()
         n = 0
         while not stop.is_set():
@@ -57,6 +60,8 @@ async def _traffic(
             await producer.query(Ask(n))
             if n % 5 == 0:
                 await raw.publish(junk_channel, b"junk")
+            if n % 10 == 0:
+                await raw.xadd(junk_stream, {"f": b"junk"})
             n += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
