@@ -65,7 +65,10 @@ def test_promtool_unit_tests_pass() -> None:
         ("[5m]))\n          ) > 0.05", "[5m]))\n          ) > 0.5"),  # error-ratio threshold
         ("commbus_service_healthy == 0\n        for: 2m", "commbus_service_healthy == 0"),
         ("sum by (job, instance, pattern, target)", "sum by (pattern, target)"),
-        ("delta(commbus_dead_letter_messages[15m]) > 0", "delta(commbus_dead_letter_messages[15m]) >= 0"),
+        (
+            "delta(commbus_dead_letter_messages[15m]) > 0",
+            "delta(commbus_dead_letter_messages[15m]) >= 0",
+        ),
     ],
     ids=["error-ratio-threshold", "unhealthy-without-for", "timeouts-merge-jobs", "flat-depth"],
 )

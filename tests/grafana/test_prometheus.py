@@ -24,7 +24,6 @@ from ..demo.helpers import FAST, get_json, wait_for_traffic, wait_until
 from .helpers import (
     RULES,
     expressions,
-    family_labels,
     load_dashboard,
     metric_names,
     require_tool,
