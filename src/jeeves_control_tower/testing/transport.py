@@ -207,13 +207,14 @@ class TestTransport(BrokerTransport):
 
     async def _request(self, message_type: str, data: bytes, corr: str, timeout: float) -> bytes:
         self.broker.record("query", self, data)
-        for transport in self.broker.consumers("query", message_type)[:1]:
-            async with asyncio.timeout(timeout):
-                _, _, reply = await transport.handle_query(data, has_return_address=True)
-            if reply is None:  # expired before it was answered
-                raise TimeoutError(f"query {message_type!r} expired")
-            return reply
-        raise NoHandlerError(f"no bus on the test broker answers {message_type!r}")
+        consumers = self.broker.consumers("query", message_type)
+        if not consumers:
+            raise NoHandlerError(f"no bus on the test broker answers {message_type!r}")
+        async with asyncio.timeout(timeout):
+            _, _, reply = await consumers[0].handle_query(data, has_return_address=True)
+        if reply is None:  # expired before it was answered
+            raise TimeoutError(f"query {message_type!r} expired")
+        return reply
 
     async def _start_consuming(self, pattern: str, message_type: str) -> None:
         self.broker.consume(pattern, message_type, self)
