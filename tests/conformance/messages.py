@@ -1,73 +1,28 @@
-"""Messages the conformance suite sends, registered in one registry every bus shares."""
+"""The suite's messages, now in :mod:`jeeves_control_tower.testing.messages` (the other
+tests still import them from here)."""
 
-from __future__ import annotations
+from jeeves_control_tower.testing.messages import (
+    REGISTRY,
+    Answer,
+    Ask,
+    DoWork,
+    Happened,
+    Level,
+    NotRegistered,
+    Other,
+    Point,
+    Rich,
+)
 
-from dataclasses import dataclass, field
-from enum import StrEnum
-
-from jeeves_control_tower.ipc.adapters import MessageRegistry
-
-
-class Level(StrEnum):
-    LOW = "low"
-    HIGH = "high"
-
-
-@dataclass
-class Point:
-    x: int
-    y: int
-
-
-@dataclass
-class Happened:
-    n: int
-    note: str = ""
-    category: str = field(default="event", init=False)
-
-
-@dataclass
-class Other:
-    n: int
-    category: str = field(default="event", init=False)
-
-
-@dataclass
-class DoWork:
-    n: int
-    message_id: str | None = None
-    category: str = field(default="command", init=False)
-
-
-@dataclass
-class Ask:
-    n: int
-    sleep: float = 0.0
-    fail: bool = False
-    category: str = field(default="query", init=False)
-
-
-@dataclass
-class Rich:
-    point: Point
-    level: Level
-    tags: list[str]
-    scores: dict[str, float]
-    maybe: int | None = None
-    category: str = field(default="query", init=False)
-
-
-@dataclass
-class Answer:
-    value: int
-    source: str
-
-
-@dataclass
-class NotRegistered:
-    n: int
-
-
-REGISTRY = MessageRegistry()
-for _cls in (Happened, Other, DoWork, Ask, Rich, Answer, Point):
-    REGISTRY.register(_cls)
+__all__ = [
+    "REGISTRY",
+    "Answer",
+    "Ask",
+    "DoWork",
+    "Happened",
+    "Level",
+    "NotRegistered",
+    "Other",
+    "Point",
+    "Rich",
+]
