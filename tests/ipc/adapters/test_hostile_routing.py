@@ -18,7 +18,7 @@ from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters import RemoteError
 from jeeves_control_tower.ipc.adapters.signing import TAG_BYTES, Signer
 from tests import brokers
-from tests.conformance.conftest import _redis_cleanup, eventually, nats_cleanup
+from tests.conformance.conftest import eventually, nats_cleanup, redis_cleanup
 from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
 
 
@@ -156,7 +156,7 @@ class RedisBroker(Broker):
         for ps in self._pubsubs:
             await ps.aclose()
         await self.raw.aclose()
-        await _redis_cleanup(self.url, self.prefix)
+        await redis_cleanup(self.url, self.prefix)
 
 
 class NatsBroker(Broker):
