@@ -124,41 +124,37 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(error(code, message or HTTPStatus(code).phrase), close=True)
 
     def handle_one_request(self) -> None:
-        app = self.server.app
-        conns = self.server.connections
         self.close_connection = True
         self.command = self.requestline = ""
-        conns.waiting(self.connection)
-        self.reader.begin(app.request_timeout, MAX_HEAD)
+        self.server.connections.waiting(self.connection)
+        self.reader.begin(self.server.app.request_timeout, MAX_HEAD)
+        outcome: Answer | bool
         try:
-            line = self.rfile.readline(MAX_REQUEST_LINE + 1)
-            if not line:
-                return  # closed (or shed) between requests
-            self.raw_requestline = line
-            if len(line) > MAX_REQUEST_LINE:
-                self._reply(error(414, "request line too long"), close=True)
-                return
-            if len(line.split()) != 3:
-                self._reply(error(400, "malformed request line"), close=True)
-                return
-            if not self.parse_request():
-                return  # http.server answered through send_error
-            refusal = self._discard_body()
+            outcome = self._read_request()
         except RequestTimeout:
-            if self.reader.received:
-                self._reply(error(408, "request not received in time"), close=True)
-            return
+            outcome = error(408, "request not received in time") if self.reader.received else False
         except RequestTooLarge:
-            self._reply(error(431, "request headers too large"), close=True)
-            return
-        if refusal is not None:
-            self._reply(refusal, close=True)
-            return
-        if not conns.working(self.connection):
-            self.close_connection = True  # shed while its request arrived
-            return
-        self.connection.settimeout(app.timeout)
-        self._reply(self._answer())
+            outcome = error(431, "request headers too large")
+        if isinstance(outcome, Answer):
+            self._reply(outcome, close=True)
+        elif outcome and self.server.connections.working(self.connection):
+            self._reply(self._answer())  # busy (never shed) while the answer is built
+
+    def _read_request(self) -> Answer | bool:
+        """True: a whole request, ready to answer. An answer: the refusal to send before
+        closing. False: nothing to answer (the client left, or http.server answered)."""
+        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if not line:
+            return False
+        self.raw_requestline = line
+        if len(line) > MAX_REQUEST_LINE:
+            return error(414, "request line too long")
+        if len(line.split()) != 3:
+            return error(400, "malformed request line")
+        if not self.parse_request():
+            return False
+        refusal = self._discard_body()
+        return True if refusal is None else refusal
 
     def _discard_body(self) -> Answer | None:
         """Read and drop a declared body, so it is never read as the next request; or the
@@ -200,7 +196,11 @@ class _Handler(BaseHTTPRequestHandler):
             return error(500, "internal error")
 
     def _reply(self, answer: Answer, *, close: bool = False) -> None:
-        """Send ``answer`` as one HTTP/1.1 response (whatever version the client spoke)."""
+        """Send ``answer`` as one HTTP/1.1 response (whatever version the client spoke),
+        unless the connection was shed meanwhile; from here on it is busy, never shed."""
+        if not self.server.connections.working(self.connection):
+            self.close_connection = True
+            return
         if close:
             self.close_connection = True
         status = HTTPStatus(answer.status)
@@ -215,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             head.append("Connection: close")
         body = b"" if self.command == "HEAD" else answer.body
-        self.connection.settimeout(self.server.app.timeout)
+        self.connection.settimeout(self.server.app.timeout)  # bounds the whole sendall
         self.connection.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
         self.log_request(answer.status, len(answer.body))
 
@@ -291,8 +291,9 @@ class ObservabilityServer:
         if self._closed:
             return
         self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.shutdown()  # no more accepts
+        self._httpd.connections.shut_all()  # open connections end now, not at their deadlines
+        self._httpd.server_close()  # joins their threads
         self._thread.join(timeout=5.0)
 
     def __enter__(self) -> ObservabilityServer:
