@@ -124,7 +124,14 @@ async def test_same_routes_and_json(
 def test_same_errors(kind: str, coordinator: CommBusCoordinator) -> None:
     with carrier(kind, coordinator) as url:
         assert_json_error(lower(http_get(f"{url}/nope")), 404)
-        assert_json_error(lower(http_get(f"{url}/metrics/")), 404)
+        port = int(url.rsplit(":", 1)[1])
+        for path in ("/metrics/", "//metrics", "/api/../metrics", "/api/./stats", "*"):
+            request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            responses, _ = exchange(port, request.encode())
+            assert [r.status for r in responses] == [404], path
+            assert responses[0].headers["cache-control"] == "no-store"
+        # both decode the path as ASGI servers do
+        assert http_get(f"{url}/api%2Fstats").status == 200
         for query in ("after=-1", "limit=1001", "after=1&after=2", "x=1", "after=%C2%B2"):
             assert_json_error(lower(http_get(f"{url}/api/flow?{query}")), 400)
         for path in ("/healthz", "/metrics", "/api/stats"):

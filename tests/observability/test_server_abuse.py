@@ -96,12 +96,11 @@ def test_an_idle_keep_alive_connection_times_out_and_is_shed_first() -> None:
             assert 0.5 < time.monotonic() - began < 3.0
         # at the cap, a new connection sheds the idle one instead of being refused
         with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as held:
-            held.sendall(GET_HEALTH)
-            assert held.recv(12) == b"HTTP/1.1 200"
+            wait_for(lambda: srv.open_connections == 1)
             responses, _ = exchange(srv.port, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
             assert [r.status for r in responses] == [200]
-            while held.recv(4096):
-                pass  # ...and the idle one was closed
+            assert held.recv(4096) == b""  # ...and the idle one was closed, without a word
+            assert srv.shed_connections == 1
 
 
 def test_close_lets_go_of_open_connections_at_once(tricklers: list[Trickler]) -> None:

@@ -35,7 +35,7 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -177,22 +177,25 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self) -> Answer:
         app = self.server.app
-        url = urlsplit(self.path)
-        route = ROUTES.get(url.path)
+        # The target as sent (http.server rewrites a leading "//"), its path percent-decoded
+        # as ASGI servers decode scope["path"]: both carriers match the same paths.
+        raw_path, _, query = self.raw_requestline.split()[1].decode("latin-1").partition("?")
+        path = unquote(raw_path)
+        route = ROUTES.get(path)
         authorized = app.authorized(self.headers.get("Authorization"))
-        if route is None and url.path != METRICS:
-            return not_found(url.path) if authorized else UNAUTHORIZED
+        if route is None and path != METRICS:
+            return not_found(path) if authorized else UNAUTHORIZED
         if self.command not in METHODS:
             return METHOD_NOT_ALLOWED
         if not authorized and (route is None or not route.public):
             return UNAUTHORIZED
         if route is not None:
-            return app.endpoint.json(url.path, url.query)
+            return app.endpoint.json(path, query)
         try:
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             return Answer(200, encoder(app.registry), content_type)
         except Exception as exc:
-            app.logger.error("observability_http_failed", path=url.path, error=repr(exc))
+            app.logger.error("observability_http_failed", path=path, error=repr(exc))
             return error(500, "internal error")
 
     def _reply(self, answer: Answer, *, close: bool = False) -> None:
