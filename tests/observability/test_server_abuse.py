@@ -213,13 +213,13 @@ def test_a_body_cut_short_is_refused() -> None:
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
         (b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431),
         (b"GET /healthz HTTP/1.1\r\nX-A: " + b"b" * 70_000 + b"\r\n\r\n", 431),
-        (b"BREW /healthz HTTP/1.1\r\n\r\n", 405),
-        (b"XXXXXGET /healthz HTTP/1.1\r\n\r\n", 405),
+        (b"BREW /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
+        (b"XXXXXGET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
     ],
 )
 def test_malformed_requests_get_json_errors(request_head: bytes, status: int) -> None:
     with start() as srv:
-        responses, _ = exchange(srv.port, request_head)
-        assert len(responses) == 1
+        responses, closed = exchange(srv.port, request_head)
+        assert len(responses) == 1 and closed
         assert_json_error(responses[0], status)
         assert "python" not in responses[0].headers["server"].lower()
