@@ -155,6 +155,15 @@ def test_a_declared_body_is_read_and_discarded_not_parsed_as_a_request() -> None
         assert closed
 
 
+def test_many_pipelined_requests_each_get_their_answer() -> None:
+    with start() as srv:
+        data = b"GET /healthz HTTP/1.1\r\nContent-Length: 2\r\n\r\nab" * 300
+        data += b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n"
+        responses, closed = exchange(srv.port, data)
+        assert [r.status for r in responses] == [200] * 300 + [404]
+        assert closed
+
+
 def test_errors_after_a_framed_request_keep_the_connection() -> None:
     with start() as srv:
         data = (

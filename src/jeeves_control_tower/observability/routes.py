@@ -33,14 +33,17 @@ __all__ = [
     "HEALTH",
     "JSON_TYPE",
     "METHODS",
+    "METHOD_NOT_ALLOWED",
     "METRICS",
     "ROUTES",
+    "UNAUTHORIZED",
     "Answer",
     "BadRequest",
     "Endpoint",
     "Route",
     "Sources",
     "error",
+    "not_found",
 ]
 
 JSON_TYPE = "application/json"
