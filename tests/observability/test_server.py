@@ -127,7 +127,9 @@ def test_head_and_other_methods(server: ObservabilityServer) -> None:
     head = http_get(f"{server.url}/api/stats", method="HEAD")
     assert head.status == 200 and head.body == b""
     assert int(head.headers["Content-Length"]) > 0
-    assert http_get(f"{server.url}/api/stats", method="POST").status == 501
+    post = http_get(f"{server.url}/api/stats", method="POST")
+    assert (post.status, post.headers["Allow"]) == (405, "GET, HEAD")
+    assert post.json() == {"error": "method not allowed"}
 
 
 def test_defaults_come_from_the_target(tel: Telemetry) -> None:
@@ -140,7 +142,7 @@ def test_defaults_come_from_the_target(tel: Telemetry) -> None:
 
 
 def test_a_stalled_client_does_not_stall_the_server(tel: Telemetry) -> None:
-    srv = ObservabilityServer(tel.registry, tel.flow, timeout=1.5, max_connections=4)
+    srv = ObservabilityServer(tel.registry, tel.flow, request_timeout=1.5, max_connections=4)
     try:
         with socket.create_connection(("127.0.0.1", srv.port)) as stalled:
             stalled.sendall(b"GET /api/stats HTTP/1.1\r\n")  # ...and never finishes
@@ -148,21 +150,9 @@ def test_a_stalled_client_does_not_stall_the_server(tel: Telemetry) -> None:
             assert http_get(f"{srv.url}/healthz").status == 200
             assert time.monotonic() - began < 1.0  # not queued behind the stalled one
             stalled.settimeout(5)
-            assert stalled.recv(1) == b""  # the server let go of it after its timeout
-    finally:
-        srv.close()
-
-
-def test_connections_beyond_the_cap_are_dropped(tel: Telemetry) -> None:
-    srv = ObservabilityServer(tel.registry, tel.flow, timeout=2, max_connections=1)
-    try:
-        with socket.create_connection(("127.0.0.1", srv.port)) as holder:
-            holder.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            holder.settimeout(5)
-            assert holder.recv(12).startswith(b"HTTP/1.1 200")  # kept alive: holds the slot
-            with socket.create_connection(("127.0.0.1", srv.port)) as extra:
-                extra.settimeout(5)
-                assert extra.recv(1) == b""
+            with stalled.makefile("rb") as stream:
+                answer = stream.read()  # until the server lets go, after its deadline
+            assert answer.startswith(b"HTTP/1.1 408 ")
     finally:
         srv.close()
 

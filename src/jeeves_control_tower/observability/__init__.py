@@ -5,7 +5,8 @@
   for a bus or coordinator built with defaults; every dependency is injectable
   (``tracer_provider``, ``registry``, ``flow``, ``logger``).
 - :func:`serve`: the HTTP endpoint (``/metrics``, ``/api/services``, ``/api/flow``,
-  ``/api/stats``, ``/healthz``).
+  ``/api/stats``, ``/healthz``); ``observability.asgi.create_app`` serves the same as an
+  ASGI app to mount in your own service (``asgi`` extra; not imported here).
 
 Telemetry never breaks the application: a failing exporter, metric or flow sink is caught,
 logged (rate-limited) and counted in ``commbus_telemetry_errors_total``.

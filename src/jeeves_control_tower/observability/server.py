@@ -1,178 +1,239 @@
-"""The observability endpoint: ``/metrics``, ``/api/services``, ``/api/flow``,
-``/api/stats`` and ``/healthz`` (shapes in ``docs/endpoint.md``).
+"""The standalone observability endpoint: :func:`serve` (routes and shapes in
+``docs/endpoint.md``; the same answers as the ASGI app of :mod:`.asgi`, both built by
+:mod:`.routes`).
 
-A stdlib ``ThreadingHTTPServer`` in a daemon thread: it never runs on, or waits for, the
-application's event loop. ``/metrics`` reads the Prometheus registry (thread-safe); the
-``/api/*`` routes read the :class:`~.flow.FlowRecorder`, which snapshots under its own lock
-and never calls into the coordinator. A slow client holds only its own connection thread
-(sockets time out after ``timeout`` seconds; at most ``max_connections`` are served at once,
-the rest are closed at once).
+Why the standard library's ``socketserver`` and ``http.server`` and not an ASGI server: the
+endpoint must run beside the application's own event loop, in a daemon thread that never
+runs on or waits for that loop, with no dependency beyond the ``observability`` extra.
+Users who do run an ASGI server mount :func:`~.asgi.create_app` in it instead.
 
-Binds ``127.0.0.1`` by default. With ``token`` set, every route but ``/healthz`` needs
-``Authorization: Bearer <token>`` (compared in constant time).
+What the stdlib does not give, this module adds:
+
+- one deadline per request (``request_timeout``, 5 s by default) for its line, headers
+  and body, counted from the moment the connection waits for it; a keep-alive connection
+  idle that long is closed, a half-sent request gets ``408`` and is closed;
+- at ``max_connections`` a new connection sheds the connection that has waited longest for
+  its request, so tricklers never lock out ``/healthz`` or the scraper; only when every
+  connection is busy answering is the new one closed at once;
+- strict framing: the request line is ``METHOD TARGET HTTP/1.x``, line and headers are
+  bounded, a ``Content-Length`` body of at most 64 KiB is read and discarded, a bigger one
+  is ``413``, any ``Transfer-Encoding`` is ``400``, and after a framing error the
+  connection is closed (a body is never read as the next request);
+- every response, errors included, is JSON (``/metrics``: the Prometheus formats) with
+  ``Cache-Control: no-store`` and ``Server: jeeves-observability`` (no version).
+
+Sending an answer is bounded by ``timeout`` seconds (a client that stops reading lets go).
 """
 
 from __future__ import annotations
 
-import hmac
-import json
+import email.utils
+import io
+import socketserver
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import unquote
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from ..logging import ensure_logger
 from ..types import LoggerProtocol
-from .fleet import peers_document
-from .flow import MAX_LIMIT, FlowRecorder, default_flow
+from ._connections import Connections, RequestReader, RequestTimeout, RequestTooLarge
+from .flow import FlowRecorder
+from .routes import (
+    COMMON_HEADERS,
+    METHOD_NOT_ALLOWED,
+    METHODS,
+    METRICS,
+    ROUTES,
+    UNAUTHORIZED,
+    Answer,
+    Endpoint,
+    Sources,
+    error,
+    not_found,
+)
 
 if TYPE_CHECKING:
     from ..ipc.adapters.peers import PeerTable
 
-__all__ = ["ObservabilityServer", "serve"]
+__all__ = ["MAX_BODY", "ObservabilityServer", "serve"]
 
-_DEFAULT_LIMIT = 200
+SERVER = "jeeves-observability"
+#: Longest request line (method, target and version).
+MAX_REQUEST_LINE = 8 * 1024
+#: Bytes a request's line and headers may take (read-ahead of a pipelined request included).
+MAX_HEAD = 64 * 1024
+#: Largest request body that is read and discarded; a larger one is refused with 413.
+MAX_BODY = 64 * 1024
+_DIGITS = frozenset("0123456789")
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # a burst of connects waits for accept(), which sheds, not refuses
 
     def __init__(self, address: tuple[str, int], app: ObservabilityServer) -> None:
         self.app = app
-        self._slots = threading.BoundedSemaphore(app.max_connections)
+        self.connections = Connections(app.max_connections)
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # over the connection cap: drop it at once
+        if not self.connections.admit(request):
+            self.app.logger.debug("observability_connection_refused", reason="all busy")
+            super().shutdown_request(request)
             return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.connections.remove(request)  # before close: a shed never touches a closed socket
+        super().shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up or times out mid-request is routine: log, don't print.
-        exc = sys.exc_info()[1]
-        self.app.logger.debug("observability_connection_error", error=repr(exc))
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+        # A client that hangs up, times out or is shed mid-request is routine: log, don't print.
+        self.app.logger.debug("observability_connection_error", error=repr(sys.exc_info()[1]))
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
-    server_version = "jeeves-observability"
+    reader: RequestReader
 
     def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.app.timeout)  # a stalled client lets go
+        self.connection = self.request
+        self.reader = RequestReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader)
+        self.wfile = io.BytesIO()  # unused: every answer goes out through _reply's sendall
+
+    def finish(self) -> None:
+        self.rfile.close()
+
+    def version_string(self) -> str:
+        return SERVER
 
     def log_message(self, format: str, *args: Any) -> None:
         self.server.app.logger.debug("observability_http", line=format % args)
 
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
+    def handle_expect_100(self) -> bool:
+        return True  # no interim 100: the final answer comes either way
 
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Every error ``http.server`` itself detects (bad version, too many or too long
+        headers): JSON like ours, and the connection is closed."""
+        self._reply(error(code, message or HTTPStatus(code).phrase), close=True)
 
-    def _dispatch(self, head: bool) -> None:
-        app = self.server.app
-        url = urlsplit(self.path)
+    def handle_one_request(self) -> None:
+        self.close_connection = True
+        self.command = self.requestline = ""
+        self.server.connections.waiting(self.connection)
+        self.reader.begin(self.server.app.request_timeout, MAX_HEAD)
+        outcome: Answer | bool
         try:
-            if url.path == "/healthz":
-                self._json(200, {"status": "ok"}, head)
-                return
-            if not app.authorized(self.headers.get("Authorization")):
-                self._json(401, {"error": "unauthorized"}, head, {"WWW-Authenticate": "Bearer"})
-                return
-            if url.path == "/metrics":
-                encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-                self._send(200, encoder(app.registry), content_type, head)
-            elif url.path == "/api/services":
-                self._json(200, app.services(), head)
-            elif url.path == "/api/flow":
-                try:
-                    after, limit = _flow_params(url.query)
-                except ValueError as exc:
-                    self._json(400, {"error": str(exc)}, head)
-                    return
-                self._json(200, app.flow.flow(after, limit), head)
-            elif url.path == "/api/stats":
-                self._json(200, app.flow.stats(), head)
-            elif url.path == "/api/peers":
-                self._json(200, peers_document(app.peers), head)
-            else:
-                self._json(404, {"error": f"no route {url.path}"}, head)
-        except Exception as exc:  # a broken reader must not kill the connection thread
-            app.logger.error("observability_http_failed", path=url.path, error=repr(exc))
-            self._json(500, {"error": "internal error"}, head)
+            outcome = self._read_request()
+        except RequestTimeout:
+            outcome = error(408, "request not received in time") if self.reader.received else False
+        except RequestTooLarge:
+            outcome = error(431, "request headers too large")
+        if isinstance(outcome, Answer):
+            self._reply(outcome, close=True)
+        elif outcome and self.server.connections.working(self.connection):
+            self._reply(self._answer())  # busy (never shed) while the answer is built
 
-    def _json(
-        self, status: int, body: Any, head: bool, headers: dict[str, str] | None = None
-    ) -> None:
-        data = json.dumps(body, separators=(",", ":"), default=str).encode()
-        self._send(status, data, "application/json", head, headers)
+    def _read_request(self) -> Answer | bool:
+        """True: a whole request, ready to answer. An answer: the refusal to send before
+        closing. False: nothing to answer (the client left, or http.server answered)."""
+        line = self.rfile.readline(MAX_REQUEST_LINE + 1)
+        if not line:
+            return False
+        self.raw_requestline = line
+        if len(line) > MAX_REQUEST_LINE:
+            return error(414, "request line too long")
+        if len(line.split()) != 3:
+            return error(400, "malformed request line")
+        if not self.parse_request():
+            return False
+        refusal = self._discard_body()
+        return True if refusal is None else refusal
 
-    def _send(
-        self,
-        status: int,
-        data: bytes,
-        content_type: str,
-        head: bool,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        if not head:
-            self.wfile.write(data)
+    def _discard_body(self) -> Answer | None:
+        """Read and drop a declared body, so it is never read as the next request; or the
+        refusal to send (and close) when the body cannot be framed or is too big."""
+        if self.headers.get_all("Transfer-Encoding"):
+            return error(400, "Transfer-Encoding is not accepted; send Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            return None
+        text = lengths[0].strip()
+        if len(lengths) > 1 or not text or not set(text) <= _DIGITS or len(text) > 18:
+            return error(400, "invalid Content-Length")
+        size = int(text)
+        if size > MAX_BODY:
+            return error(413, f"request body over {MAX_BODY} bytes")
+        self.reader.allow(size)
+        if len(self.rfile.read(size)) < size:
+            return error(400, "request body cut short")
+        return None
 
+    def _answer(self) -> Answer:
+        app = self.server.app
+        # The target as sent (http.server rewrites a leading "//"), its path percent-decoded
+        # as ASGI servers decode scope["path"]: both carriers match the same paths.
+        raw_path, _, query = self.raw_requestline.split()[1].decode("latin-1").partition("?")
+        path = unquote(raw_path)
+        route = ROUTES.get(path)
+        authorized = app.authorized(self.headers.get("Authorization"))
+        if route is None and path != METRICS:
+            return not_found(path) if authorized else UNAUTHORIZED
+        if self.command not in METHODS:
+            return METHOD_NOT_ALLOWED
+        if not authorized and (route is None or not route.public):
+            return UNAUTHORIZED
+        if route is not None:
+            return app.endpoint.json(path, query)
+        try:
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            return Answer(200, encoder(app.registry), content_type)
+        except Exception as exc:
+            app.logger.error("observability_http_failed", path=path, error=repr(exc))
+            return error(500, "internal error")
 
-def _flow_params(query: str) -> tuple[int, int]:
-    params = parse_qs(query, keep_blank_values=True)
-    unknown = set(params) - {"after", "limit"}
-    if unknown:
-        raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))}")
-    after = _int_param(params, "after", 0, 0, 2**63 - 1)
-    limit = _int_param(params, "limit", _DEFAULT_LIMIT, 1, MAX_LIMIT)
-    return after, limit
-
-
-def _int_param(params: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
-    values = params.get(name)
-    if not values:
-        return default
-    if len(values) > 1:
-        raise ValueError(f"{name} given more than once")
-    text = values[0].strip()
-    if not text.isdigit() or len(text) > 19:
-        raise ValueError(f"{name} must be an integer within {low}..{high}")
-    value = int(text)
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be an integer within {low}..{high}")
-    return value
+    def _reply(self, answer: Answer, *, close: bool = False) -> None:
+        """Send ``answer`` as one HTTP/1.1 response (whatever version the client spoke),
+        unless the connection was shed meanwhile; from here on it is busy, never shed."""
+        if not self.server.connections.working(self.connection):
+            self.close_connection = True
+            return
+        if close:
+            self.close_connection = True
+        status = HTTPStatus(answer.status)
+        head = [
+            f"HTTP/1.1 {status.value} {status.phrase}",
+            f"Server: {SERVER}",
+            f"Date: {email.utils.formatdate(usegmt=True)}",
+            f"Content-Type: {answer.content_type}",
+            f"Content-Length: {len(answer.body)}",
+            *(f"{key}: {value}" for key, value in (*COMMON_HEADERS, *answer.headers)),
+        ]
+        if self.close_connection:
+            head.append("Connection: close")
+        body = b"" if self.command == "HEAD" else answer.body
+        self.connection.settimeout(self.server.app.timeout)  # bounds the whole sendall
+        self.connection.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
+        self.log_request(answer.status, len(answer.body))
 
 
 class ObservabilityServer:
     """A running endpoint. ``port``/``url`` tell where; ``close()`` stops it (idempotent,
-    joins the thread). Usable as a context manager."""
+    joins the thread). Usable as a context manager.
+
+    ``request_timeout``: seconds a connection gets to send a whole request (and the most a
+    keep-alive connection stays idle). ``timeout``: seconds to send an answer.
+    ``max_connections``: connections admitted at once (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -183,18 +244,17 @@ class ObservabilityServer:
         port: int = 0,
         token: str | None = None,
         logger: LoggerProtocol | None = None,
+        request_timeout: float = 5.0,
         timeout: float = 10.0,
         max_connections: int = 32,
     ) -> None:
-        if token is not None and not token:
-            raise ValueError("token must be a non-empty string or None")
-        self.registry = registry
-        self.flow = flow
-        self.logger = ensure_logger(logger, "jeeves_control_tower.observability")
+        if not request_timeout > 0 or not timeout > 0:
+            raise ValueError("request_timeout and timeout must be > 0")
+        self.endpoint = Endpoint(Sources(registry, flow), token=token, logger=logger)
+        self.logger = self.endpoint.logger
+        self.request_timeout = request_timeout
         self.timeout = timeout
         self.max_connections = max_connections
-        self._expected = f"Bearer {token}".encode() if token is not None else None
-        self.peers: PeerTable | None = None  # set by fleet.advertise_endpoint
         self._httpd = _Server((host, port), self)
         self.host = host
         self.port: int = self._httpd.server_address[1]
@@ -208,26 +268,48 @@ class ObservabilityServer:
         self._closed = False
 
     @property
+    def registry(self) -> CollectorRegistry:
+        return self.endpoint.registry
+
+    @property
+    def flow(self) -> FlowRecorder:
+        return self.endpoint.flow
+
+    @property
+    def peers(self) -> PeerTable | None:
+        """The processes heard in heartbeats, served at ``/api/peers`` (set by
+        :func:`~.fleet.advertise_endpoint`); ``None``: an empty fleet."""
+        return self.endpoint.sources.peers
+
+    @peers.setter
+    def peers(self, table: PeerTable | None) -> None:
+        self.endpoint.sources.peers = table
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    def authorized(self, header: str | None) -> bool:
-        if self._expected is None:
-            return True
-        return header is not None and hmac.compare_digest(header.encode(), self._expected)
+    @property
+    def open_connections(self) -> int:
+        """Connections admitted and not yet closed or shed."""
+        return len(self._httpd.connections)
 
-    def services(self) -> dict[str, Any]:
-        import time
+    @property
+    def shed_connections(self) -> int:
+        """Connections shed so far to admit a newer one."""
+        return self._httpd.connections.shed
 
-        return {"generated_at": time.time(), "services": self.flow.services()}
+    def authorized(self, header: str | bytes | None) -> bool:
+        return self.endpoint.authorized(header)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.shutdown()  # no more accepts
+        self._httpd.connections.shut_all()  # open connections end now, not at their deadlines
+        self._httpd.server_close()  # joins their threads
         self._thread.join(timeout=5.0)
 
     def __enter__(self) -> ObservabilityServer:
@@ -246,6 +328,8 @@ def serve(
     registry: CollectorRegistry | None = None,
     flow: FlowRecorder | None = None,
     logger: LoggerProtocol | None = None,
+    request_timeout: float = 5.0,
+    max_connections: int = 32,
 ) -> ObservabilityServer:
     """Start the endpoint in a background thread and return it.
 
@@ -253,9 +337,14 @@ def serve(
     flow recorder its telemetry was built with. Otherwise ``prometheus_client.REGISTRY`` and
     the process-wide :func:`~.flow.default_flow`. ``port=0`` picks a free port.
     """
-    telemetry = getattr(target, "telemetry", None)
-    if registry is None:
-        registry = getattr(telemetry, "registry", None) or REGISTRY
-    if flow is None:
-        flow = getattr(telemetry, "flow", None) or default_flow()
-    return ObservabilityServer(registry, flow, host=host, port=port, token=token, logger=logger)
+    sources = Sources.of(target, registry, flow)
+    return ObservabilityServer(
+        sources.registry,
+        sources.flow,
+        host=host,
+        port=port,
+        token=token,
+        logger=logger,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+    )
