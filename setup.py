@@ -2,8 +2,8 @@
 
 The repository keeps ``dashboard/`` and ``grafana/`` at its root; the wheel carries them inside
 the package as ``jeeves_control_tower.dashboard`` and ``jeeves_control_tower.grafana`` (never as
-top-level names in site-packages). Discovery is dynamic so a new package under ``src/`` or a
-new directory under ``grafana/`` is shipped without editing this file.
+top-level names in site-packages). Discovery is dynamic: a new package under ``src/`` and
+every file under ``grafana/`` (``__pycache__`` aside) is shipped without editing this file.
 """
 
 from setuptools import find_namespace_packages, find_packages, setup
@@ -23,6 +23,6 @@ setup(
     packages=[*find_packages("src"), DASHBOARD, *grafana],
     package_data={
         "jeeves_control_tower": ["py.typed"],
-        **{name: ["*.json", "*.yml", "*.yaml", "*.md"] for name in grafana},
+        **{name: ["*"] for name in grafana},
     },
 )
