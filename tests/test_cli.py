@@ -83,6 +83,14 @@ def test_bad_arguments_exit_2(argv: list[str]) -> None:
     assert exit_.value.code == 2
 
 
+def test_dashboard_without_the_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "streamlit", None)  # import streamlit -> ImportError
+    assert main(["dashboard"]) == 1
+    assert "pip install 'jeeves-control-tower[dashboard]'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_dashboard_serves_the_checkouts_app(tmp_path: Path) -> None:
     """From a checkout (``PYTHONPATH=src``-style), ``jeeves-ipc dashboard`` serves
