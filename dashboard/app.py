@@ -14,16 +14,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make ``dashboard`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if __package__ in (None, ""):  # run as a script (``streamlit run``): PEP 366, import as a package
+    _HERE = Path(__file__).resolve().parent
+    if (_HERE.parent / "__init__.py").is_file():  # installed: jeeves_control_tower/dashboard/
+        __package__ = "jeeves_control_tower.dashboard"
+    else:  # a checkout: <repository>/dashboard/, importable as ``dashboard`` from the root
+        if str(_HERE.parent) not in sys.path:
+            sys.path.insert(0, str(_HERE.parent))
+        __package__ = "dashboard"
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, graph, series
-from dashboard.fleet import ALLOW_ENV, AllowList, Fleet
-from dashboard.source import EndpointState, poll
+from . import data, graph, series
+from .fleet import ALLOW_ENV, AllowList, Fleet
+from .source import EndpointState, poll
 
 KEEP_RECORDS = 15_000
 KEEP_SAMPLES = 5_000

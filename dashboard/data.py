@@ -275,6 +275,9 @@ def merge_records(
 def flow_frame(records: Sequence[dict[str, Any]], now: float, window_s: float) -> pd.DataFrame:
     """Records of the last ``window_s`` seconds, oldest first, with a datetime column."""
     frame = pd.DataFrame(list(records), columns=FLOW_COLUMNS)
+    # typed even when empty: an empty frame's columns are object, and pandas 2.3 refuses
+    # numeric operations (``round``) on object columns
+    frame = frame.astype({"seq": "int64", "time": "float64", "duration_ms": "float64"})
     frame = frame[frame["time"] >= now - window_s].sort_values(["time", "seq"])
     frame = frame.reset_index(drop=True)
     frame["at"] = pd.to_datetime(frame["time"], unit="s", utc=True)

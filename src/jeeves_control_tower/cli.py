@@ -1,7 +1,11 @@
 """``jeeves-ipc``: the command-line entry point.
 
-``jeeves-ipc demo`` starts the demo system with its observability endpoint and runs until
-Ctrl-C / SIGTERM (exit status 0) or for ``--duration`` seconds.
+- ``jeeves-ipc demo`` starts the demo system with its observability endpoint and runs until
+  Ctrl-C / SIGTERM (exit status 0) or for ``--duration`` seconds.
+- ``jeeves-ipc dashboard`` serves the Streamlit dashboard (the ``dashboard`` extra).
+- ``jeeves-ipc grafana export DIR`` writes the Grafana dashboard, provisioning and alert rules.
+
+Each subcommand sets ``run`` (``Namespace -> exit status``) on the parsed arguments.
 """
 
 from __future__ import annotations
@@ -11,12 +15,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeAlias
+
+from . import __version__
+from ._assets import AssetNotFound, asset_dir, grafana_files
 
 __all__ = ["build_parser", "main"]
+
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _positive(text: str) -> float:
@@ -33,11 +46,25 @@ def _port(text: str) -> int:
     return value
 
 
+def _http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise argparse.ArgumentTypeError(f"must be an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jeeves-ipc", description="Jeeves Control Tower: observable IPC for asyncio."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_demo(commands)
+    _add_dashboard(commands)
+    _add_grafana(commands)
+    return parser
+
+
+def _add_demo(commands: Commands) -> None:
     demo = commands.add_parser(
         "demo",
         help="run the instrumented demo system and its observability endpoint",
@@ -45,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         " fan-out events, queries, a flapping service) and serve /metrics, /api/services,"
         " /api/flow, /api/stats and /healthz until stopped.",
     )
-    demo.add_argument("--rate", type=_positive, default=20.0, help="operations per second")
+    demo.add_argument(
+        "--rate", type=_positive, default=20.0, help="operations per second (default 20)"
+    )
     demo.add_argument("--duration", type=_positive, help="stop after S seconds (default: never)")
     demo.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     demo.add_argument("--port", type=_port, default=9464, help="port (default 9464; 0 = any)")
@@ -64,7 +93,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="export spans over OTLP/HTTP to this base URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
     )
     demo.add_argument("-v", "--verbose", action="store_true", help="log every bus event")
-    return parser
+    demo.set_defaults(run=_run_demo)
+
+
+def _add_dashboard(commands: Commands) -> None:
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="serve the live dashboard (Streamlit)",
+        description="Serve the Streamlit dashboard of one or more observability endpoints."
+        " With no --endpoint and no $JEEVES_ENDPOINTS it starts an in-process demo and shows"
+        " that. Needs the dashboard extra: pip install 'jeeves-control-tower[dashboard]'."
+        " A bearer token for the endpoints is read from $JEEVES_TOKEN.",
+    )
+    dashboard.add_argument(
+        "--endpoint",
+        action="append",
+        type=_http_url,
+        metavar="URL",
+        help="an observability endpoint, e.g. http://127.0.0.1:9464 (repeat for several;"
+        " default: $JEEVES_ENDPOINTS, else an in-process demo)",
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=_port, default=8501, help="port (default 8501)")
+    dashboard.set_defaults(run=_run_dashboard)
+
+
+def _add_grafana(commands: Commands) -> None:
+    grafana = commands.add_parser(
+        "grafana", help="the Grafana dashboard, provisioning and Prometheus alert rules"
+    )
+    actions = grafana.add_subparsers(dest="action", required=True, metavar="ACTION")
+    export = actions.add_parser(
+        "export",
+        help="write the Grafana and Prometheus files to DIR",
+        description="Write every file of the shipped grafana/ tree (dashboard JSON,"
+        " provisioning, alert rules) to DIR, keeping its layout. Existing files are kept"
+        " unless --force.",
+    )
+    export.add_argument("directory", type=Path, metavar="DIR")
+    export.add_argument("--force", action="store_true", help="overwrite files that exist")
+    export.set_defaults(run=_run_grafana_export)
 
 
 async def _demo(args: argparse.Namespace) -> None:
@@ -109,20 +177,75 @@ async def _demo(args: argparse.Namespace) -> None:
     print(f"Stopped after {elapsed:.1f}s: {total} operations started.", flush=True)
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        asyncio.run(_demo(args))
+    except OSError as exc:
+        print(f"jeeves-ipc: cannot start the demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 0
+    return 0
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    """``streamlit run`` the dashboard's app.py; on POSIX it replaces this process, so signals
+    (Ctrl-C, a supervisor's SIGTERM) reach the server and its exit status is ours."""
+    try:
+        import streamlit  # noqa: F401
+    except ImportError:
+        print(
+            "jeeves-ipc: the dashboard needs the dashboard extra:"
+            " pip install 'jeeves-control-tower[dashboard]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        app = asset_dir("dashboard") / "app.py"
+    except AssetNotFound as exc:
+        print(f"jeeves-ipc: {exc}", file=sys.stderr)
+        return 1
+    env = dict(os.environ)
+    if args.endpoint:
+        env["JEEVES_ENDPOINTS"] = ",".join(args.endpoint)
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        f"--server.address={args.host}", f"--server.port={args.port}",
+        "--server.headless=true", "--browser.gatherUsageStats=false",
+    ]  # fmt: skip
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execve(sys.executable, argv, env)
+    return subprocess.call(argv, env=env)  # pragma: no cover - not POSIX
+
+
+def _run_grafana_export(args: argparse.Namespace) -> int:
+    try:
+        root = asset_dir("grafana")
+    except AssetNotFound as exc:
+        print(f"jeeves-ipc: {exc}", file=sys.stderr)
+        return 1
+    files = list(grafana_files(root))
+    target: Path = args.directory
+    existing = [f for f in files if (target / f).exists()]
+    if existing and not args.force:
+        names = ", ".join(str(f) for f in existing)
+        print(f"jeeves-ipc: {target} already has {names} (--force overwrites)", file=sys.stderr)
+        return 1
+    for relative in files:
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(root / relative, target / relative)
+        print(target / relative)
+    print(f"Wrote {len(files)} files to {target}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        if args.verbose:
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-        try:
-            asyncio.run(_demo(args))
-        except OSError as exc:
-            print(f"jeeves-ipc: cannot start the demo: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:  # a second Ctrl-C during shutdown
-            return 0
-        return 0
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -296,3 +296,13 @@ def test_to_dot_idle_and_widths() -> None:
     dot = to_dot(flow_edges(frame, 10))
     assert "penwidth=5.00" in dot and "penwidth=2.00" in dot
     assert '"publish:MemoryStored" [label="MemoryStored", tooltip="publish MemoryStored"' in dot
+
+
+def test_an_empty_flow_window_still_renders() -> None:
+    """No record in the window (or none at all): every view of it is an empty table, not a
+    crash (pandas 2.3 refused ``round`` on the untyped columns of an empty frame)."""
+    for frame in (data.flow_frame([], NOW, 60), frame_of(record(1, NOW - 500))):
+        assert frame.empty
+        assert data.latest_messages(frame).empty
+        assert series.throughput_series(frame, 5, NOW).empty
+        assert flow_edges(frame, 60).empty
