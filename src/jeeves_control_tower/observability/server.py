@@ -1,5 +1,5 @@
 """The observability endpoint: ``/metrics``, ``/api/services``, ``/api/flow``,
-``/api/stats`` and ``/healthz`` (shapes in ``docs/endpoint.md``).
+``/api/stats``, ``/api/history`` and ``/healthz`` (shapes in ``docs/endpoint.md``).
 
 A stdlib ``ThreadingHTTPServer`` in a daemon thread: it never runs on, or waits for, the
 application's event loop. ``/metrics`` reads the Prometheus registry (thread-safe); the
@@ -28,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from ..logging import ensure_logger
 from ..types import LoggerProtocol
 from .flow import MAX_LIMIT, FlowRecorder, default_flow
+from .history import history_body
 
 __all__ = ["ObservabilityServer", "serve"]
 
@@ -107,6 +108,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, app.flow.flow(after, limit), head)
             elif url.path == "/api/stats":
                 self._json(200, app.flow.stats(), head)
+            elif url.path == "/api/history":
+                try:
+                    body = history_body(app.flow.history, url.query)
+                except ValueError as exc:
+                    self._json(400, {"error": str(exc)}, head)
+                    return
+                self._json(200, body, head)
             else:
                 self._json(404, {"error": f"no route {url.path}"}, head)
         except Exception as exc:  # a broken reader must not kill the connection thread
