@@ -21,17 +21,19 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, graph, series
-from dashboard.source import EndpointState, poll
+from dashboard import data, graph, history, series
+from dashboard.source import EndpointState, SharedPoller
 
 KEEP_RECORDS = 15_000
-KEEP_SAMPLES = 5_000
 RECOVERED_BANNER_S = 20.0
 LEGEND = (
     ":blue[■ publish] · :orange[■ send] · :violet[■ query] · :green[■ dispatch]"
     " — edge width = rate, colour = share failed"
-    " (:green[0 %] · :orange[≥ 5 %] · :red[≥ 25 %])"
+    " (:green[none] · :orange[some] · :red[25 % or more])"
 )
+#: One time format everywhere: 24-hour UTC, in tables, chart axes and tooltips.
+TIME_AXIS = alt.Axis(format="%H:%M:%S", title=None, labelAngle=0)
+UTC = alt.Scale(type="utc")
 WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
 PATTERN_COLOURS = alt.Scale(
     domain=list(data.PATTERNS), range=["#1e88e5", "#fb8c00", "#8e24aa", "#43a047"]
@@ -91,19 +93,18 @@ def sidebar() -> dict[str, Any]:
     }
 
 
-def refresh_all(endpoints: list[str], token: str) -> None:
-    """Poll every endpoint once; state lives in the session across reruns."""
-    states: dict[str, EndpointState] = st.session_state.setdefault("states", {})
-    records: list[dict[str, Any]] = st.session_state.setdefault("records", [])
-    samples: list[tuple[float, str, int]] = st.session_state.setdefault("retry_samples", [])
-    for url in endpoints:
-        state = states.setdefault(url, EndpointState(url))
-        records = poll(state, records, KEEP_RECORDS, token)
-        if state.up:
-            retries = data.services_frame({url: state.services})["retries"].sum()
-            samples.append((time.time(), url, int(retries)))
-    st.session_state.records = [r for r in records if r["endpoint"] in endpoints]
-    del samples[:-KEEP_SAMPLES]
+@st.cache_resource
+def shared_poller() -> SharedPoller:
+    """One poller per server process: every session reads the same polls."""
+    return SharedPoller(KEEP_RECORDS)
+
+
+def refresh_all(endpoints: list[str], token: str, refresh: float) -> None:
+    """Take the shared poller's data (it polls each endpoint at most once per ``refresh``
+    seconds for the whole server); the session keeps it, so a paused page stays still."""
+    states, records = shared_poller().refresh(endpoints, token, refresh)
+    st.session_state.states = states
+    st.session_state.records = records
 
 
 def status_banners(endpoints: list[str], refresh: int) -> None:
@@ -128,15 +129,30 @@ def status_banners(endpoints: list[str], refresh: int) -> None:
             )
 
 
-def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, window_s: float, n_up: int, n: int) -> None:
-    k = series.kpis(flow, services, window_s)
+def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, span_s: float, n_up: int, n: int) -> None:
+    k = series.kpis(flow, services, span_s)
+    over = f"Over the last {_span_text(span_s)}: the time the flow data covers."
     cols = st.columns(6)
     cols[0].metric("Endpoints up", f"{n_up} / {n}")
     cols[1].metric("Healthy services", f"{k['healthy']:.0f} / {k['services']:.0f}")
-    cols[2].metric("Messages / s", f"{k['rate']:.1f}")
-    cols[3].metric("Failed", f"{k['error_pct']:.1f} %")
-    cols[4].metric("p95 latency", f"{k['p95_ms']:.1f} ms")
-    cols[5].metric("Queued dispatches", f"{k['queued']:.0f}")
+    cols[2].metric("Messages / s", f"{k['rate']:.2f}", help=over)
+    cols[3].metric("Failed", f"{k['error_pct']:.1f} %", help=over)
+    cols[4].metric("p95 latency", f"{k['p95_ms']:.1f} ms", help=over)
+    cols[5].metric(
+        "Queued dispatches",
+        f"{k['queued']:.1f} avg · {k['queued_peak']:.0f} peak",
+        help="Summed time-weighted average queue depth over the window, and the highest"
+        " queue of one service.",
+    )
+
+
+def _span_text(span_s: float) -> str:
+    minutes, seconds = divmod(round(span_s), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(at))
 
 
 def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
@@ -145,7 +161,17 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
     if services.empty:
         st.caption("No services reported yet.")
         return
-    st.caption(f"{len(shown)} of {len(services)} services match the filters.")
+    windowed = services["windowed"] if "windowed" in services else pd.Series(dtype=bool)
+    span = opts.get("history_span")
+    over = (
+        f"Load, queue and counts over the last {_span_text(span[1] - span[0])}"
+        f" ({_clock(span[0])} to {_clock(span[1])} UTC), from the endpoint's own history;"
+        " *Handled* counts dispatches, *Events* bus messages its handlers ran."
+        if span and windowed.any()
+        else "The endpoint keeps no history (an older version): load, queue and counts"
+        " are an instant snapshot and totals since it started."
+    )
+    st.caption(f"{len(shown)} of {len(services)} services match the filters. {over}")
     view = data.registry_view(shown, with_endpoint=len(opts["endpoints"]) > 1)
     st.dataframe(
         view.style.map(_health_colour, subset=["health"]),
@@ -153,21 +179,32 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
         key="registry_table",
         column_config={
             "name": st.column_config.TextColumn("Service", pinned=True),
-            "type": "Type",
-            "version": "Version",
-            "health": st.column_config.TextColumn("Health", width=105),
-            "slots": st.column_config.TextColumn("Load", help="Running / max_concurrent"),
-            "load_pct": st.column_config.ProgressColumn(
-                "Load vs capacity", format="%.0f%%", min_value=0, max_value=100
+            "type": st.column_config.TextColumn("Type", width=70),
+            "version": st.column_config.TextColumn("Version", width=65),
+            "health": st.column_config.TextColumn("Health", width=100),
+            "slots": st.column_config.TextColumn(
+                "In flight", width=140, help="Time-weighted average (peak) / max_concurrent"
             ),
-            "queue_depth": st.column_config.NumberColumn("Queued", format="%d"),
-            "requests": st.column_config.NumberColumn("Requests", format="%d"),
-            "errors": st.column_config.NumberColumn("Errors", format="%d"),
-            "timeouts": st.column_config.NumberColumn("Timeouts", format="%d"),
-            "retries": st.column_config.NumberColumn("Retries", format="%d"),
-            "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%"),
-            "avg_latency_ms": st.column_config.NumberColumn("Avg latency", format="%.1f ms"),
-            "capabilities": st.column_config.ListColumn("Capabilities"),
+            "load_pct": st.column_config.ProgressColumn(
+                "Load vs capacity",
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                width=120,
+                help="Average in flight / max_concurrent over the window",
+            ),
+            "queue_depth": st.column_config.NumberColumn("Queued avg", format="%.2f", width=85),
+            "queue_peak": st.column_config.NumberColumn("Queued peak", format="%d", width=90),
+            "requests": st.column_config.NumberColumn("Handled", format="%d", width=75),
+            "events": st.column_config.NumberColumn("Events", format="%d", width=70),
+            "errors": st.column_config.NumberColumn("Errors", format="%d", width=65),
+            "timeouts": st.column_config.NumberColumn("Timeouts", format="%d", width=75),
+            "retries": st.column_config.NumberColumn("Retries", format="%d", width=65),
+            "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%", width=70),
+            "avg_latency_ms": st.column_config.NumberColumn(
+                "Avg latency", format="%.1f ms", width=90
+            ),
+            "capabilities": st.column_config.ListColumn("Capabilities", width="medium"),
             "endpoint": "Endpoint",
         },
     )
@@ -182,10 +219,10 @@ def _health_colour(value: object) -> str:
 def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> alt.Chart:
     scale = alt.Scale(type="symlog") if dash else alt.Scale()
     enc: dict[str, Any] = {
-        "x": alt.X("bucket:T", title=None),
+        "x": alt.X("bucket:T", axis=TIME_AXIS, scale=UTC),
         "y": alt.Y(f"{y}:Q", title=title, scale=scale),
         "color": alt.Color("pattern:N", scale=PATTERN_COLOURS, title="Pattern"),
-        "tooltip": ["bucket:T", "pattern:N", alt.Tooltip(f"{y}:Q", format=".2f")],
+        "tooltip": [_time_tip(), "pattern:N", alt.Tooltip(f"{y}:Q", format=".2f")],
     }
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title="Quantile")
@@ -194,28 +231,27 @@ def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> a
     return chart
 
 
+def _time_tip() -> alt.Tooltip:
+    return alt.Tooltip("bucket:T", title="time (UTC)", format="%H:%M:%S", scale=UTC)
+
+
 def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
     st.subheader("Live message flow")
     window_s = opts["window_s"]
-    now = time.time()
+    now = opts["now"]
+    since, span = opts["since"], opts["span"]
+    st.caption(
+        f"Rates, shares and charts over {_clock(since)} to {_clock(now)} UTC"
+        f" ({_span_text(span)}): the part of the {_span_text(window_s)} window the"
+        " endpoints' flow buffers still hold."
+    )
     left, right = st.columns([5, 6])
     with left:
         st.markdown("**Who talks to whom** · message types → handlers and services")
         st.caption(LEGEND)
-        st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, window_s)))
+        st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, span)))
     with right:
-        st.markdown("**Latest messages**")
-        st.dataframe(
-            data.latest_messages(flow, 200),
-            hide_index=True,
-            height=420,
-            key="latest_table",
-            column_config={
-                "time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss.SSS"),
-                "duration_ms": st.column_config.NumberColumn("ms", format="%.2f"),
-                "trace_id": st.column_config.TextColumn("Trace id", width="medium"),
-            },
-        )
+        latest_table(flow)
     bucket = data.bucket_seconds(window_s)
     a, b, c = st.columns(3)
     with a:
@@ -228,22 +264,51 @@ def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
         _chart_or_wait(latency, lambda f: _line(f, "latency_ms", "ms", dash="quantile"))
     with c:
         st.markdown("**Errors, timeouts and retries**")
-        samples = st.session_state.get("retry_samples", [])
-        retries = series.retry_deltas(samples, bucket, now, opts["since"])
-        problems = series.problem_series(flow, retries, bucket, now, opts["since"])
+        # Retries come from the endpoint's history (5 s buckets), so the bars use 5 s too.
+        coarse = max(bucket, 5.0)
+        retries = history.history_retries(opts["histories"], since, now)
+        problems = series.problem_series(flow, retries, coarse, now, since)
         _chart_or_wait(
             problems,
             lambda f: (
                 alt.Chart(f)
                 .mark_bar()
                 .encode(
-                    x=alt.X("bucket:T", title=None),
+                    x=alt.X("bucket:T", axis=TIME_AXIS, scale=UTC),
                     y=alt.Y("count:Q", title="count", stack=True),
                     color=alt.Color("kind:N", scale=PROBLEM_COLOURS, title=None),
-                    tooltip=["bucket:T", "kind:N", "count:Q"],
+                    tooltip=[_time_tip(), "kind:N", "count:Q"],
                 )
             ),
         )
+
+
+def latest_table(flow: pd.DataFrame) -> None:
+    st.markdown("**Latest messages**")
+    table = data.latest_messages(flow, 200)
+    template = os.environ.get(data.TRACE_URL_VAR, "")
+    trace: Any = st.column_config.TextColumn("Trace id", width=140)
+    if template and data.trace_link(template, "0" * 32):
+        table["trace_id"] = [data.trace_link(template, t) for t in table["trace_id"]]
+        trace = st.column_config.LinkColumn(
+            "Trace id", width=140, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
+        )
+    st.dataframe(
+        table,
+        hide_index=True,
+        height=420,
+        key="latest_table",
+        column_config={
+            "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss.SSS", width=95),
+            "pattern": st.column_config.TextColumn("Pattern", width=65),
+            "type": st.column_config.TextColumn("Type", width=120),
+            "target": st.column_config.TextColumn("Target", width=150),
+            "duration_ms": st.column_config.NumberColumn("ms", format="%.2f", width=55),
+            "outcome": st.column_config.TextColumn("Outcome", width=70),
+            "error": st.column_config.TextColumn("Error", width=95),
+            "trace_id": trace,
+        },
+    )
 
 
 def _chart_or_wait(frame: pd.DataFrame, build: Any) -> None:
@@ -256,20 +321,26 @@ def _chart_or_wait(frame: pd.DataFrame, build: Any) -> None:
 def live(opts: dict[str, Any]) -> None:
     """Everything that refreshes: one poll, then the sections drawn from session state."""
     if not opts["paused"]:
-        refresh_all(opts["endpoints"], opts["token"])
+        refresh_all(opts["endpoints"], opts["token"], opts["refresh"])
     status_banners(opts["endpoints"], opts["refresh"])
     states: dict[str, EndpointState] = st.session_state.get("states", {})
-    payloads = {url: states[url].services for url in opts["endpoints"] if url in states}
-    services = data.services_frame(payloads)
+    shown = [url for url in opts["endpoints"] if url in states]
+    payloads = {url: states[url].services for url in shown}
+    opts["histories"] = {url: states[url].history for url in shown}
+    windowed, handlers = history.history_frames(opts["histories"], opts["window_s"])
+    services = history.apply_history(data.services_frame(payloads), windowed, handlers)
+    if not windowed.empty:
+        opts["history_span"] = (float(windowed["since"].min()), float(windowed["until"].max()))
     records = st.session_state.get("records", [])
-    now = time.time()
-    flow = data.flow_frame(records, now, opts["window_s"])
-    # Charts start where the data does: a bucket before the first record would read as a dip.
-    opts["since"] = max(now - opts["window_s"], min((r["time"] for r in records), default=now))
+    now = opts["now"] = time.time()
+    # Rates and charts start where the data does: over the nominal window a buffer that
+    # holds two minutes would read as less than half the rate, a bucket before it as a dip.
+    opts["since"], opts["span"] = data.coverage(records, now, opts["window_s"])
+    flow = data.flow_frame(records, now, now - opts["since"])
     if opts["patterns"]:
         flow = flow[flow["pattern"].isin(opts["patterns"])].reset_index(drop=True)
     n_up = sum(1 for url in opts["endpoints"] if url in states and states[url].up)
-    kpi_row(flow, services, opts["window_s"], n_up, len(opts["endpoints"]))
+    kpi_row(flow, services, opts["span"], n_up, len(opts["endpoints"]))
     registry_section(services, opts)
     flow_section(flow, opts)
 

@@ -97,17 +97,21 @@ def problem_series(
     return pd.concat(parts, ignore_index=True)[["bucket", "kind", "count"]]
 
 
-def kpis(frame: pd.DataFrame, services: pd.DataFrame, window_s: float) -> dict[str, float]:
-    """Headline numbers over the window: rate, error %, p95, healthy/total services."""
+def kpis(frame: pd.DataFrame, services: pd.DataFrame, span_s: float) -> dict[str, float]:
+    """Headline numbers: rate (over ``span_s``, the time the flow data covers, the same
+    span the graph's edge rates use), error %, p95, healthy/total services, and the
+    queue: summed time-weighted average (``queued``) and the highest peak
+    (``queued_peak``)."""
     count = len(frame)
-    span = (
-        min(window_s, max(1.0, float(frame["time"].max() - frame["time"].min()))) if count else 1.0
-    )
     return {
-        "rate": count / span if count else 0.0,
+        "rate": count / max(span_s, 1e-9) if count else 0.0,
         "error_pct": 100.0 * float(frame["failed"].mean()) if count else 0.0,
         "p95_ms": float(frame["duration_ms"].quantile(0.95)) if count else 0.0,
         "services": float(len(services)),
         "healthy": float((services["health"] == "healthy").sum()) if len(services) else 0.0,
         "queued": float(services["queue_depth"].sum()) if len(services) else 0.0,
+        "queued_peak": float(services[_PEAK].max()) if _PEAK in services and len(services) else 0.0,
     }
+
+
+_PEAK = "queue_peak"
