@@ -171,6 +171,11 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
         else "The endpoint keeps no history (an older version): load, queue and counts"
         " are an instant snapshot and totals since it started."
     )
+    if not opts.get("handler_runs"):
+        over += (
+            " The endpoint does not record bus handler runs, so *Events* stay 0"
+            " (create its recorder with `FlowRecorder(handler_runs=True)`)."
+        )
     st.caption(f"{len(shown)} of {len(services)} services match the filters. {over}")
     view = data.registry_view(shown, with_endpoint=len(opts["endpoints"]) > 1)
     st.dataframe(
@@ -329,6 +334,7 @@ def live(opts: dict[str, Any]) -> None:
     opts["histories"] = {url: states[url].history for url in shown}
     windowed, handlers = history.history_frames(opts["histories"], opts["window_s"])
     services = history.apply_history(data.services_frame(payloads), windowed, handlers)
+    opts["handler_runs"] = not handlers.empty
     if not windowed.empty:
         opts["history_span"] = (float(windowed["since"].min()), float(windowed["until"].max()))
     records = st.session_state.get("records", [])

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
-from jeeves_control_tower.observability import serve
+from jeeves_control_tower.observability import FlowRecorder, serve
 from jeeves_control_tower.observability.history import History, history_body
 
 from .conftest import Telemetry
@@ -94,10 +95,17 @@ def test_bad_parameters(query: str) -> None:
         history_body(History(), query)
 
 
-async def test_route_shows_the_recorded_past(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
-) -> None:
+async def test_route_shows_the_recorded_past() -> None:
+    flow = FlowRecorder(handler_runs=True)
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(flow=flow, registry=registry)
+    coordinator = CommBusCoordinator(None, bus, flow=flow, registry=registry)
+
+    def fails(event: object) -> None:
+        raise RuntimeError("boom")
+
     bus.subscribe("Stored", lambda e: None)
+    bus.subscribe("Stored", fails)
     register(coordinator, handler=echo)
     await bus.publish(Stored())
     await coordinator.dispatch(target(), envelope())
@@ -107,7 +115,22 @@ async def test_route_shows_the_recorded_past(
         body = r.json()
         assert body["services"]["svc"]["requests"]["total"] == 1
         assert body["services"]["svc"]["load"]["peak"] == 1
-        (handler,) = [h for h in body["handlers"] if "test_route_shows" in h]
-        assert body["handlers"][handler]["events"]["total"] == 1
+        runs = {name.rsplit(".", 1)[-1]: h for name, h in body["handlers"].items()}
+        assert runs["<lambda>"]["events"]["total"] == 1
+        assert runs["<lambda>"]["errors"]["total"] == 0  # the other subscriber failed
+        assert runs["fails"]["errors"]["total"] == 1
         bad = http_get(f"{srv.url}/api/history?window=0")
         assert bad.status == 400 and "window" in bad.json()["error"]
+    coordinator.telemetry.close()
+    bus.telemetry.close()
+
+
+async def test_handler_runs_are_off_by_default(
+    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
+    bus.subscribe("Stored", lambda e: None)
+    register(coordinator, handler=echo)
+    await bus.publish(Stored())
+    await coordinator.dispatch(target(), envelope())
+    snap = tel.flow.history.snapshot(60, 1)
+    assert snap["handlers"] == {} and snap["services"]["svc"]["requests"]["total"] == 1

@@ -64,9 +64,12 @@ class FlowRecorder(WholeDispatchObserver):
     event loop thread) after it was stored. ``max_services`` bounds the per-service tables.
 
     ``history`` (a private :class:`~.history.History` by default) is fed with every
-    registry change, every dispatch and every bus handler run (the recorder is also a
-    :class:`~jeeves_control_tower.ipc.middleware.HandlerHook`), so ``/api/history`` can
-    show the past window to a client that just arrived.
+    registry change and every dispatch, so ``/api/history`` can show the past window to a
+    client that just arrived. With ``handler_runs=True`` it also gets every bus handler
+    run (runs, failures, seconds per handler: what a subscriber-only service did): the
+    recorder then is a :class:`~jeeves_control_tower.ipc.middleware.HandlerHook`, which
+    makes the bus run each handler in a context copy, so it is off by default (in
+    process, a publish to three plain subscribers runs at about half the rate).
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class FlowRecorder(WholeDispatchObserver):
         on_error: OnError | None = None,
         max_services: int = 10_000,
         history: History | None = None,
+        handler_runs: bool = False,
     ) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
@@ -97,6 +101,9 @@ class FlowRecorder(WholeDispatchObserver):
         self._stats: dict[str, list[float]] = {}  # name -> [req, err, timeouts, retries, secs]
         self._started = _now()
         self.history = history if history is not None else History()
+        if handler_runs:  # the bus finds the hook pair by attribute when it compiles
+            self.handler_start = self._handler_start
+            self.handler_end = self._handler_end
 
     def adopt_reporter(self, on_error: OnError) -> None:
         """Report failures to ``on_error`` from now on, unless the recorder was given its own
@@ -171,10 +178,10 @@ class FlowRecorder(WholeDispatchObserver):
             self._report("flow", "after", exc)
         return result
 
-    def handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any:
+    def _handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any:
         return handler_name, _perf()
 
-    def handler_end(self, ctx: MiddlewareContext, token: Any, error: BaseException | None) -> None:
+    def _handler_end(self, ctx: MiddlewareContext, token: Any, error: BaseException | None) -> None:
         try:
             name, started = token
             self.history.handler_run(name, error is not None, _perf() - started)
