@@ -181,35 +181,41 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
     st.dataframe(
         view.style.map(_health_colour, subset=["health"]),
         hide_index=True,
+        column_order=[*data.REGISTRY_SHOWN, *(["endpoint"] if "endpoint" in view else [])],
         key="registry_table",
         column_config={
             "name": st.column_config.TextColumn("Service", pinned=True),
-            "type": st.column_config.TextColumn("Type", width=70),
-            "version": st.column_config.TextColumn("Version", width=65),
-            "health": st.column_config.TextColumn("Health", width=100),
+            "type": st.column_config.TextColumn("Type", width=60),
+            "version": st.column_config.TextColumn("Version", width=60),
+            "health": st.column_config.TextColumn("Health", width=90),
             "slots": st.column_config.TextColumn(
-                "In flight", width=140, help="Time-weighted average (peak) / max_concurrent"
+                "In flight", width=120, help="Time-weighted average (peak) / max_concurrent"
             ),
             "load_pct": st.column_config.ProgressColumn(
                 "Load vs capacity",
                 format="%.0f%%",
                 min_value=0,
                 max_value=100,
-                width=120,
+                width=100,
                 help="Average in flight / max_concurrent over the window",
             ),
-            "queue_depth": st.column_config.NumberColumn("Queued avg", format="%.2f", width=85),
-            "queue_peak": st.column_config.NumberColumn("Queued peak", format="%d", width=90),
-            "requests": st.column_config.NumberColumn("Handled", format="%d", width=75),
-            "events": st.column_config.NumberColumn("Events", format="%d", width=70),
-            "errors": st.column_config.NumberColumn("Errors", format="%d", width=65),
-            "timeouts": st.column_config.NumberColumn("Timeouts", format="%d", width=75),
-            "retries": st.column_config.NumberColumn("Retries", format="%d", width=65),
-            "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%", width=70),
-            "avg_latency_ms": st.column_config.NumberColumn(
-                "Avg latency", format="%.1f ms", width=90
+            "queue": st.column_config.TextColumn(
+                "Queued", width=95, help="Dispatches waiting for a slot: average (peak)"
             ),
-            "capabilities": st.column_config.ListColumn("Capabilities", width="medium"),
+            "requests": st.column_config.NumberColumn(
+                "Handled", format="%d", width=70, help="Dispatches to the service"
+            ),
+            "events": st.column_config.NumberColumn(
+                "Events", format="%d", width=65, help="Bus messages its handlers ran"
+            ),
+            "problems": st.column_config.TextColumn(
+                "Err / t.o. / retry", width=115, help="Errors / timeouts / retries"
+            ),
+            "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%", width=60),
+            "avg_latency_ms": st.column_config.NumberColumn(
+                "Avg latency", format="%.1f ms", width=85
+            ),
+            "capabilities": st.column_config.ListColumn("Capabilities", width=110),
             "endpoint": "Endpoint",
         },
     )
@@ -237,7 +243,7 @@ def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> a
 
 
 def _time_tip() -> alt.Tooltip:
-    return alt.Tooltip("bucket:T", title="time (UTC)", format="%H:%M:%S", scale=UTC)
+    return alt.Tooltip("bucket:T", title="time (UTC)", format="%H:%M:%S", formatType="utc")
 
 
 def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
@@ -250,13 +256,10 @@ def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
         f" ({_span_text(span)}): the part of the {_span_text(window_s)} window the"
         " endpoints' flow buffers still hold."
     )
-    left, right = st.columns([5, 6])
-    with left:
-        st.markdown("**Who talks to whom** · message types → handlers and services")
-        st.caption(LEGEND)
-        st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, span)))
-    with right:
-        latest_table(flow)
+    st.markdown("**Who talks to whom** · message types → handlers and services")
+    st.caption(LEGEND)
+    st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, span)))
+    latest_table(flow)
     bucket = data.bucket_seconds(window_s)
     a, b, c = st.columns(3)
     with a:
@@ -292,11 +295,11 @@ def latest_table(flow: pd.DataFrame) -> None:
     st.markdown("**Latest messages**")
     table = data.latest_messages(flow, 200)
     template = os.environ.get(data.TRACE_URL_VAR, "")
-    trace: Any = st.column_config.TextColumn("Trace id", width=140)
+    trace: Any = st.column_config.TextColumn("Trace id", width=260)
     if template and data.trace_link(template, "0" * 32):
         table["trace_id"] = [data.trace_link(template, t) for t in table["trace_id"]]
         trace = st.column_config.LinkColumn(
-            "Trace id", width=140, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
+            "Trace id", width=260, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
         )
     st.dataframe(
         table,
@@ -306,11 +309,11 @@ def latest_table(flow: pd.DataFrame) -> None:
         column_config={
             "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss.SSS", width=95),
             "pattern": st.column_config.TextColumn("Pattern", width=65),
-            "type": st.column_config.TextColumn("Type", width=120),
-            "target": st.column_config.TextColumn("Target", width=150),
+            "type": st.column_config.TextColumn("Type", width=150),
+            "target": st.column_config.TextColumn("Target", width=260),
             "duration_ms": st.column_config.NumberColumn("ms", format="%.2f", width=55),
             "outcome": st.column_config.TextColumn("Outcome", width=70),
-            "error": st.column_config.TextColumn("Error", width=95),
+            "error": st.column_config.TextColumn("Error", width=160),
             "trace_id": trace,
         },
     )

@@ -17,6 +17,7 @@ import pandas as pd
 __all__ = [
     "ENV_VAR",
     "PATTERNS",
+    "REGISTRY_SHOWN",
     "SERVICE_COLUMNS",
     "TRACE_URL_VAR",
     "bucket_seconds",
@@ -237,9 +238,18 @@ def filter_services(frame: pd.DataFrame, types: Sequence[str], health: str) -> p
     return frame[mask].reset_index(drop=True)
 
 
+#: The registry columns the page shows, in order (the others stay in the frame, for tests
+#: and for sorting): narrow enough to fit a 1600 px wide page with the sidebar open.
+REGISTRY_SHOWN = [
+    "name", "type", "version", "health", "slots", "load_pct", "queue", "requests", "events",
+    "problems", "error_pct", "avg_latency_ms", "capabilities",
+]  # fmt: skip
+
+
 def registry_view(frame: pd.DataFrame, with_endpoint: bool) -> pd.DataFrame:
-    """The registry table as shown: health with a marker, load as
-    ``average (peak …) / capacity`` (see :func:`dashboard.history.apply_history`)."""
+    """The registry table: health with a marker, load as ``average (peak …) / capacity``
+    and queue as ``average (peak …)`` (see :func:`dashboard.history.apply_history`),
+    errors / timeouts / retries in one cell."""
     peaks = frame["load_peak"] if "load_peak" in frame else frame["load"]
     view = frame.assign(
         health=frame["health"].map({"healthy": "● healthy", "unhealthy": "● unhealthy"}),
@@ -251,10 +261,18 @@ def registry_view(frame: pd.DataFrame, with_endpoint: bool) -> pd.DataFrame:
     for column in ("queue_peak", "events"):
         if column not in view:
             view[column] = 0
+    view["queue"] = [
+        f"{float(a):.1f} (peak {float(p):g})"
+        for a, p in zip(view["queue_depth"], view["queue_peak"], strict=True)
+    ]
+    view["problems"] = [
+        f"{e} / {t} / {r}"
+        for e, t, r in zip(view["errors"], view["timeouts"], view["retries"], strict=True)
+    ]
     columns = [
         "name", "type", "version", "health", "slots", "load_pct", "queue_depth", "queue_peak",
-        "requests", "events", "errors", "timeouts", "retries", "error_pct", "avg_latency_ms",
-        "capabilities",
+        "queue", "requests", "events", "errors", "timeouts", "retries", "problems", "error_pct",
+        "avg_latency_ms", "capabilities",
     ]  # fmt: skip
     if with_endpoint:
         columns.append("endpoint")

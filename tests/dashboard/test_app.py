@@ -121,6 +121,20 @@ def test_registry_and_flow_render_from_a_real_endpoint(
     assert any("from the endpoint's own history" in c for c in captions)
 
 
+def test_charts_render_with_24_hour_utc_axes(
+    monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle
+) -> None:
+    at = make_app(monkeypatch, live_demo.url)
+    rerun_until(at, lambda a: len(a.get("vega_lite_chart")) == 3, timeout=60)
+    assert not at.exception, at.exception
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3
+    for chart in charts:
+        spec = json.loads(chart.proto.spec)
+        x = spec["encoding"]["x"]
+        assert x["axis"]["format"] == "%H:%M:%S" and x["scale"]["type"] == "utc"
+
+
 def test_headline_rate_and_graph_agree(
     monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle
 ) -> None:
