@@ -139,10 +139,10 @@ def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, span_s: float, n_up: int
     cols[3].metric("Failed", f"{k['error_pct']:.1f} %", help=over)
     cols[4].metric("p95 latency", f"{k['p95_ms']:.1f} ms", help=over)
     cols[5].metric(
-        "Queued dispatches",
-        f"{k['queued']:.1f} avg · {k['queued_peak']:.0f} peak",
-        help="Summed time-weighted average queue depth over the window, and the highest"
-        " queue of one service.",
+        "Queued avg / peak",
+        f"{k['queued']:.1f} / {k['queued_peak']:.0f}",
+        help="Dispatches waiting for a slot over the window: the time-weighted average"
+        " (summed over services) and the highest queue of one service.",
     )
 
 
@@ -213,7 +213,7 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
             ),
             "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%", width=60),
             "avg_latency_ms": st.column_config.NumberColumn(
-                "Avg latency", format="%.1f ms", width=85
+                "Avg latency", format="%.2f ms", width=85
             ),
             "capabilities": st.column_config.ListColumn("Capabilities", width=110),
             "endpoint": "Endpoint",
@@ -295,11 +295,11 @@ def latest_table(flow: pd.DataFrame) -> None:
     st.markdown("**Latest messages**")
     table = data.latest_messages(flow, 200)
     template = os.environ.get(data.TRACE_URL_VAR, "")
-    trace: Any = st.column_config.TextColumn("Trace id", width=260)
+    trace: Any = st.column_config.TextColumn("Trace id", width=250)
     if template and data.trace_link(template, "0" * 32):
         table["trace_id"] = [data.trace_link(template, t) for t in table["trace_id"]]
         trace = st.column_config.LinkColumn(
-            "Trace id", width=260, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
+            "Trace id", width=250, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
         )
     st.dataframe(
         table,
@@ -310,7 +310,7 @@ def latest_table(flow: pd.DataFrame) -> None:
             "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss.SSS", width=95),
             "pattern": st.column_config.TextColumn("Pattern", width=65),
             "type": st.column_config.TextColumn("Type", width=150),
-            "target": st.column_config.TextColumn("Target", width=260),
+            "target": st.column_config.TextColumn("Target", width=285),
             "duration_ms": st.column_config.NumberColumn("ms", format="%.2f", width=55),
             "outcome": st.column_config.TextColumn("Outcome", width=70),
             "error": st.column_config.TextColumn("Error", width=160),
