@@ -2,8 +2,11 @@
 
 Run ``streamlit run dashboard/app.py``. Endpoints come from the sidebar or the
 ``JEEVES_ENDPOINTS`` environment variable (comma-separated); with none, an in-process demo
-is started so the page shows live data on its own. This module is layout only: fetching is
-in ``source``, shaping in ``data``/``series``/``graph``.
+is started so the page shows live data on its own. With ``JEEVES_TRACE_URL`` set (a URL
+template holding ``{trace_id}``, e.g. ``http://localhost:16686/trace/{trace_id}``) trace ids
+link to the trace UI. Endpoints are polled once per refresh interval for the whole server,
+however many viewers (:class:`~dashboard.source.SharedPoller`). This module is layout
+only: fetching is in ``source``, shaping in ``data``/``series``/``graph``/``history``.
 """
 
 from __future__ import annotations

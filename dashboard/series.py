@@ -5,12 +5,9 @@ A chart never shows the bucket that is still filling, so a rate never dips at th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import pandas as pd
 
-__all__ = ["kpis", "latency_series", "problem_series", "retry_deltas", "throughput_series"]
+__all__ = ["kpis", "latency_series", "problem_series", "throughput_series"]
 
 
 def _buckets(
@@ -54,29 +51,6 @@ def latency_series(
     return pd.concat(parts, ignore_index=True)[columns]
 
 
-def retry_deltas(
-    samples: Sequence[tuple[float, str, int]],
-    bucket_s: float,
-    now: float,
-    since: float | None = None,
-) -> pd.DataFrame:
-    """Retries per bucket from ``(time, endpoint, cumulative_retries)`` samples.
-
-    A counter that went down (the endpoint restarted) counts from zero again."""
-    rows: list[dict[str, Any]] = []
-    previous: dict[str, int] = {}
-    for at, endpoint, total in sorted(samples):
-        before = previous.get(endpoint)
-        previous[endpoint] = total
-        if before is None:
-            continue
-        rows.append({"time": at, "count": total - before if total >= before else total})
-    frame = pd.DataFrame(rows, columns=["time", "count"])
-    data = _buckets(frame, bucket_s, now, since)
-    out = data.groupby("bucket")["count"].sum().reset_index()
-    return out.assign(kind="retries")[["bucket", "kind", "count"]]
-
-
 def problem_series(
     frame: pd.DataFrame,
     retries: pd.DataFrame,
@@ -84,7 +58,8 @@ def problem_series(
     now: float,
     since: float | None = None,
 ) -> pd.DataFrame:
-    """Errors, timeouts and retries per bucket: ``bucket, kind, count``."""
+    """Errors and timeouts per bucket from ``frame``, plus ``retries`` (already bucketed,
+    from the endpoint's history): ``bucket, kind, count``."""
     data = _buckets(frame, bucket_s, now, since)
     failed = data[data["failed"]]
     kind = failed["outcome"].where(failed["outcome"] == "timeout", "errors")

@@ -130,12 +130,14 @@ class SharedPoller:
 
     :meth:`refresh` polls an endpoint only when its data is older than ``interval``; a
     session arriving while another polls waits for that poll (one lock per endpoint and
-    token) instead of starting its own. Thread-safe: Streamlit runs each session on its
-    own thread.
+    token) instead of starting its own. At most ``max_entries`` endpoint/token pairs are
+    kept (the one read least recently goes first), each with at most ``keep`` records.
+    Thread-safe: Streamlit runs each session on its own thread.
     """
 
-    def __init__(self, keep: int, clock: Any = time.monotonic) -> None:
+    def __init__(self, keep: int, clock: Any = time.monotonic, max_entries: int = 64) -> None:
         self.keep = keep
+        self.max_entries = max_entries
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], _Entry] = {}
@@ -143,12 +145,18 @@ class SharedPoller:
     def refresh(
         self, endpoints: list[str], token: str, interval: float
     ) -> tuple[dict[str, EndpointState], list[dict[str, Any]]]:
-        """Fresh-enough states and flow records (of these ``endpoints``, oldest first)."""
+        """Fresh-enough states (copies) and flow records of these ``endpoints``."""
         states: dict[str, EndpointState] = {}
         records: list[dict[str, Any]] = []
         for url in endpoints:
             with self._lock:
-                entry = self._entries.setdefault((url, token), _Entry(EndpointState(url)))
+                entry = self._entries.get((url, token))
+                if entry is None:
+                    while len(self._entries) >= self.max_entries:
+                        stale = min(self._entries, key=lambda k: self._entries[k].read_at)
+                        del self._entries[stale]
+                    entry = self._entries[url, token] = _Entry(EndpointState(url))
+                entry.read_at = self._clock()
             with entry.lock:
                 now = self._clock()
                 if entry.polled_at is None or now - entry.polled_at >= interval * 0.9:
@@ -164,6 +172,7 @@ class _Entry:
     state: EndpointState
     records: list[dict[str, Any]] = field(default_factory=list)
     polled_at: float | None = None
+    read_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 

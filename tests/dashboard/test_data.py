@@ -216,12 +216,6 @@ def test_throughput_and_latency_series_skip_the_filling_bucket() -> None:
     assert series.latency_series(frame_of(), 5, NOW).empty
 
 
-def test_retry_deltas_handle_resets() -> None:
-    samples = [(NOW - 9, URL, 10), (NOW - 8, URL, 13), (NOW - 7, URL, 2), (NOW - 6, "b", 50)]
-    out = series.retry_deltas(samples, bucket_s=5, now=NOW)
-    assert list(out["count"]) == [5] and list(out["kind"]) == ["retries"]
-
-
 def test_problem_series_counts_errors_timeouts_and_retries() -> None:
     frame = frame_of(
         record(1, NOW - 9, outcome="error"),
@@ -229,12 +223,14 @@ def test_problem_series_counts_errors_timeouts_and_retries() -> None:
         record(3, NOW - 8, outcome="unhealthy"),
         record(4, NOW - 7),
     )
-    retries = series.retry_deltas([(NOW - 9, URL, 0), (NOW - 8, URL, 4)], 5, NOW)
+    retries = pd.DataFrame(
+        {"bucket": pd.to_datetime([NOW - 10], unit="s", utc=True), "kind": "retries", "count": [4]}
+    )
     out = series.problem_series(frame, retries, 5, NOW)
     assert dict(zip(out["kind"], out["count"], strict=True)) == {
         "errors": 2, "timeouts": 1, "retries": 4,
     }  # fmt: skip
-    empty = series.problem_series(frame_of(), series.retry_deltas([], 5, NOW), 5, NOW)
+    empty = series.problem_series(frame_of(), retries.iloc[:0], 5, NOW)
     assert empty.empty and list(empty.columns) == ["bucket", "kind", "count"]
 
 
