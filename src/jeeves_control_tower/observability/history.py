@@ -173,14 +173,16 @@ class History:
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= window:
             raise ValueError("step must be an int within 1..window")
         now = self._clock()
+        # Only the newest stored second of a series is ever mutated: copy it, share the rest
+        # (the lock is held for pointer copies, not for the computation).
         with self._lock:
             gauges = {
-                n: (g[0].first, list(map(list, g[0].buckets)), list(map(list, g[1].buckets)))
+                n: (g[0].first, _copy(g[0].buckets), _copy(g[1].buckets))
                 for n, g in self._gauges.items()
             }
             capacity = dict(self._capacity)
-            services = {n: list(map(list, s.buckets)) for n, s in self._services.items()}
-            handlers = {n: list(map(list, s.buckets)) for n, s in self._handlers.items()}
+            services = {n: _copy(s.buckets) for n, s in self._services.items()}
+            handlers = {n: _copy(s.buckets) for n, s in self._handlers.items()}
         since = float(math.floor(max(now - window, self.started)))
         grid = _grid(since, now, step)
         out_services: dict[str, Any] = {}
@@ -200,6 +202,13 @@ class History:
             "services": out_services,
             "handlers": {n: _counters(b, HANDLER_COUNTERS, grid) for n, b in handlers.items()},
         }
+
+
+def _copy(buckets: deque[list[float]]) -> list[list[float]]:
+    out = list(buckets)
+    if out:
+        out[-1] = list(out[-1])
+    return out
 
 
 def _grid(since: float, now: float, step: int) -> list[tuple[float, float]]:
