@@ -2,8 +2,11 @@
 
 Run ``streamlit run dashboard/app.py``. Endpoints come from the sidebar or the
 ``JEEVES_ENDPOINTS`` environment variable (comma-separated); with none, an in-process demo
-is started so the page shows live data on its own. This module is layout only: fetching is
-in ``source``, shaping in ``data``/``series``/``graph``.
+is started so the page shows live data on its own. With ``JEEVES_TRACE_URL`` set (a URL
+template holding ``{trace_id}``, e.g. ``http://localhost:16686/trace/{trace_id}``) trace ids
+link to the trace UI. Endpoints are polled once per refresh interval for the whole server,
+however many viewers (:class:`~dashboard.source.SharedPoller`). This module is layout
+only: fetching is in ``source``, shaping in ``data``/``series``/``graph``/``history``.
 """
 
 from __future__ import annotations
@@ -27,18 +30,20 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from . import data, graph, series
+from . import data, graph, history, series
 from .fleet import ALLOW_ENV, AllowList, Fleet
-from .source import EndpointState, poll
+from .source import EndpointState, SharedPoller
 
 KEEP_RECORDS = 15_000
-KEEP_SAMPLES = 5_000
 RECOVERED_BANNER_S = 20.0
 LEGEND = (
     ":blue[■ publish] · :orange[■ send] · :violet[■ query] · :green[■ dispatch]"
     " — edge width = rate, colour = share failed"
-    " (:green[0 %] · :orange[≥ 5 %] · :red[≥ 25 %])"
+    " (:green[none] · :orange[some] · :red[25 % or more])"
 )
+#: One time format everywhere: 24-hour UTC, in tables, chart axes and tooltips.
+TIME_AXIS = alt.Axis(format="%H:%M:%S", title=None, labelAngle=0)
+UTC = alt.Scale(type="utc")
 WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
 PATTERN_COLOURS = alt.Scale(
     domain=list(data.PATTERNS), range=["#1e88e5", "#fb8c00", "#8e24aa", "#43a047"]
@@ -98,19 +103,18 @@ def sidebar() -> dict[str, Any]:
     }
 
 
-def refresh_all(endpoints: list[str], token: str) -> None:
-    """Poll every endpoint once; state lives in the session across reruns."""
-    states: dict[str, EndpointState] = st.session_state.setdefault("states", {})
-    records: list[dict[str, Any]] = st.session_state.setdefault("records", [])
-    samples: list[tuple[float, str, int]] = st.session_state.setdefault("retry_samples", [])
-    for url in endpoints:
-        state = states.setdefault(url, EndpointState(url))
-        records = poll(state, records, KEEP_RECORDS, token)
-        if state.up:
-            retries = data.services_frame({url: state.services})["retries"].sum()
-            samples.append((time.time(), url, int(retries)))
-    st.session_state.records = [r for r in records if r["endpoint"] in endpoints]
-    del samples[:-KEEP_SAMPLES]
+@st.cache_resource
+def shared_poller() -> SharedPoller:
+    """One poller per server process: every session reads the same polls."""
+    return SharedPoller(KEEP_RECORDS)
+
+
+def refresh_all(endpoints: list[str], token: str, refresh: float) -> None:
+    """Take the shared poller's data (it polls each endpoint at most once per ``refresh``
+    seconds for the whole server); the session keeps it, so a paused page stays still."""
+    states, records = shared_poller().refresh(endpoints, token, refresh)
+    st.session_state.states = states
+    st.session_state.records = records
 
 
 def status_banners(endpoints: list[str], refresh: int) -> None:
@@ -122,7 +126,7 @@ def status_banners(endpoints: list[str], refresh: int) -> None:
         if state is None or state.up is None:
             st.info(f"Connecting to {shown}…")
         elif not state.up:
-            since = time.strftime("%H:%M:%S", time.localtime(state.down_since or now))
+            since = _clock(state.down_since or now) + " UTC"
             st.error(
                 f"**Endpoint down:** {shown} has not answered since {since}"
                 f" ({data.md_escape(state.error)}). Showing the last data received;"
@@ -135,15 +139,30 @@ def status_banners(endpoints: list[str], refresh: int) -> None:
             )
 
 
-def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, window_s: float, n_up: int, n: int) -> None:
-    k = series.kpis(flow, services, window_s)
+def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, span_s: float, n_up: int, n: int) -> None:
+    k = series.kpis(flow, services, span_s)
+    over = f"Over the last {_span_text(span_s)}: the time the flow data covers."
     cols = st.columns(6)
     cols[0].metric("Endpoints up", f"{n_up} / {n}")
     cols[1].metric("Healthy services", f"{k['healthy']:.0f} / {k['services']:.0f}")
-    cols[2].metric("Messages / s", f"{k['rate']:.1f}")
-    cols[3].metric("Failed", f"{k['error_pct']:.1f} %")
-    cols[4].metric("p95 latency", f"{k['p95_ms']:.1f} ms")
-    cols[5].metric("Queued dispatches", f"{k['queued']:.0f}")
+    cols[2].metric("Messages / s", f"{k['rate']:.2f}", help=over)
+    cols[3].metric("Failed", f"{k['error_pct']:.1f} %", help=over)
+    cols[4].metric("p95 latency", f"{k['p95_ms']:.1f} ms", help=over)
+    cols[5].metric(
+        "Queued avg / peak",
+        f"{k['queued']:.1f} / {k['queued_peak']:.0f}",
+        help="Dispatches waiting for a slot over the window: the time-weighted average"
+        " (summed over services) and the highest queue of one service.",
+    )
+
+
+def _span_text(span_s: float) -> str:
+    minutes, seconds = divmod(round(span_s), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(at))
 
 
 def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
@@ -152,29 +171,61 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
     if services.empty:
         st.caption("No services reported yet.")
         return
-    st.caption(f"{len(shown)} of {len(services)} services match the filters.")
+    windowed = services["windowed"] if "windowed" in services else pd.Series(dtype=bool)
+    span = opts.get("history_span")
+    over = (
+        f"Load, queue and counts over the last {_span_text(span[1] - span[0])}"
+        f" ({_clock(span[0])} to {_clock(span[1])} UTC), from the endpoint's own history;"
+        " *Handled* counts dispatches, *Events* bus messages its handlers ran."
+        if span and windowed.any()
+        else "The endpoint keeps no history (an older version): load, queue and counts"
+        " are an instant snapshot and totals since it started."
+    )
+    if not opts.get("handler_runs"):
+        over += (
+            " The endpoint does not record bus handler runs, so *Events* stay 0"
+            " (create its recorder with `FlowRecorder(handler_runs=True)`)."
+        )
+    st.caption(f"{len(shown)} of {len(services)} services match the filters. {over}")
     view = data.registry_view(shown, with_endpoint=len(opts["endpoints"]) > 1)
     st.dataframe(
         view.style.map(_health_colour, subset=["health"]),
         hide_index=True,
+        column_order=[*data.REGISTRY_SHOWN, *(["endpoint"] if "endpoint" in view else [])],
         key="registry_table",
         column_config={
             "name": st.column_config.TextColumn("Service", pinned=True),
-            "type": "Type",
-            "version": "Version",
-            "health": st.column_config.TextColumn("Health", width=105),
-            "slots": st.column_config.TextColumn("Load", help="Running / max_concurrent"),
-            "load_pct": st.column_config.ProgressColumn(
-                "Load vs capacity", format="%.0f%%", min_value=0, max_value=100
+            "type": st.column_config.TextColumn("Type", width=60),
+            "version": st.column_config.TextColumn("Version", width=60),
+            "health": st.column_config.TextColumn("Health", width=90),
+            "slots": st.column_config.TextColumn(
+                "In flight", width=120, help="Time-weighted average (peak) / max_concurrent"
             ),
-            "queue_depth": st.column_config.NumberColumn("Queued", format="%d"),
-            "requests": st.column_config.NumberColumn("Requests", format="%d"),
-            "errors": st.column_config.NumberColumn("Errors", format="%d"),
-            "timeouts": st.column_config.NumberColumn("Timeouts", format="%d"),
-            "retries": st.column_config.NumberColumn("Retries", format="%d"),
-            "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%"),
-            "avg_latency_ms": st.column_config.NumberColumn("Avg latency", format="%.1f ms"),
-            "capabilities": st.column_config.ListColumn("Capabilities"),
+            "load_pct": st.column_config.ProgressColumn(
+                "Load vs capacity",
+                format="%.0f%%",
+                min_value=0,
+                max_value=100,
+                width=100,
+                help="Average in flight / max_concurrent over the window",
+            ),
+            "queue": st.column_config.TextColumn(
+                "Queued", width=95, help="Dispatches waiting for a slot: average (peak)"
+            ),
+            "requests": st.column_config.NumberColumn(
+                "Handled", format="%d", width=70, help="Dispatches to the service"
+            ),
+            "events": st.column_config.NumberColumn(
+                "Events", format="%d", width=65, help="Bus messages its handlers ran"
+            ),
+            "problems": st.column_config.TextColumn(
+                "Err / t.o. / retry", width=115, help="Errors / timeouts / retries"
+            ),
+            "error_pct": st.column_config.NumberColumn("Failed", format="%.1f%%", width=60),
+            "avg_latency_ms": st.column_config.NumberColumn(
+                "Avg latency", format="%.2f ms", width=85
+            ),
+            "capabilities": st.column_config.ListColumn("Capabilities", width=110),
             "endpoint": "Endpoint",
         },
     )
@@ -189,10 +240,10 @@ def _health_colour(value: object) -> str:
 def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> alt.Chart:
     scale = alt.Scale(type="symlog") if dash else alt.Scale()
     enc: dict[str, Any] = {
-        "x": alt.X("bucket:T", title=None),
+        "x": alt.X("bucket:T", axis=TIME_AXIS, scale=UTC),
         "y": alt.Y(f"{y}:Q", title=title, scale=scale),
         "color": alt.Color("pattern:N", scale=PATTERN_COLOURS, title="Pattern"),
-        "tooltip": ["bucket:T", "pattern:N", alt.Tooltip(f"{y}:Q", format=".2f")],
+        "tooltip": [_time_tip(), "pattern:N", alt.Tooltip(f"{y}:Q", format=".2f")],
     }
     if dash:
         enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title="Quantile")
@@ -201,28 +252,24 @@ def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> a
     return chart
 
 
+def _time_tip() -> alt.Tooltip:
+    return alt.Tooltip("bucket:T", title="time (UTC)", format="%H:%M:%S", formatType="utc")
+
+
 def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
     st.subheader("Live message flow")
     window_s = opts["window_s"]
-    now = time.time()
-    left, right = st.columns([5, 6])
-    with left:
-        st.markdown("**Who talks to whom** · message types → handlers and services")
-        st.caption(LEGEND)
-        st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, window_s)))
-    with right:
-        st.markdown("**Latest messages**")
-        st.dataframe(
-            data.latest_messages(flow, 200),
-            hide_index=True,
-            height=420,
-            key="latest_table",
-            column_config={
-                "time": st.column_config.DatetimeColumn("Time", format="HH:mm:ss.SSS"),
-                "duration_ms": st.column_config.NumberColumn("ms", format="%.2f"),
-                "trace_id": st.column_config.TextColumn("Trace id", width="medium"),
-            },
-        )
+    now = opts["now"]
+    since, span = opts["since"], opts["span"]
+    st.caption(
+        f"Rates, shares and charts over {_clock(since)} to {_clock(now)} UTC"
+        f" ({_span_text(span)}): the part of the {_span_text(window_s)} window the"
+        " endpoints' flow buffers still hold."
+    )
+    st.markdown("**Who talks to whom** · message types → handlers and services")
+    st.caption(LEGEND)
+    st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, span)))
+    latest_table(flow)
     bucket = data.bucket_seconds(window_s)
     a, b, c = st.columns(3)
     with a:
@@ -235,22 +282,51 @@ def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
         _chart_or_wait(latency, lambda f: _line(f, "latency_ms", "ms", dash="quantile"))
     with c:
         st.markdown("**Errors, timeouts and retries**")
-        samples = st.session_state.get("retry_samples", [])
-        retries = series.retry_deltas(samples, bucket, now, opts["since"])
-        problems = series.problem_series(flow, retries, bucket, now, opts["since"])
+        # Retries come from the endpoint's history (5 s buckets), so the bars use 5 s too.
+        coarse = max(bucket, 5.0)
+        retries = history.history_retries(opts["histories"], since, now)
+        problems = series.problem_series(flow, retries, coarse, now, since)
         _chart_or_wait(
             problems,
             lambda f: (
                 alt.Chart(f)
                 .mark_bar()
                 .encode(
-                    x=alt.X("bucket:T", title=None),
+                    x=alt.X("bucket:T", axis=TIME_AXIS, scale=UTC),
                     y=alt.Y("count:Q", title="count", stack=True),
                     color=alt.Color("kind:N", scale=PROBLEM_COLOURS, title=None),
-                    tooltip=["bucket:T", "kind:N", "count:Q"],
+                    tooltip=[_time_tip(), "kind:N", "count:Q"],
                 )
             ),
         )
+
+
+def latest_table(flow: pd.DataFrame) -> None:
+    st.markdown("**Latest messages**")
+    table = data.latest_messages(flow, 200)
+    template = os.environ.get(data.TRACE_URL_VAR, "")
+    trace: Any = st.column_config.TextColumn("Trace id", width=250)
+    if template and data.trace_link(template, "0" * 32):
+        table["trace_id"] = [data.trace_link(template, t) for t in table["trace_id"]]
+        trace = st.column_config.LinkColumn(
+            "Trace id", width=250, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
+        )
+    st.dataframe(
+        table,
+        hide_index=True,
+        height=420,
+        key="latest_table",
+        column_config={
+            "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss.SSS", width=95),
+            "pattern": st.column_config.TextColumn("Pattern", width=65),
+            "type": st.column_config.TextColumn("Type", width=150),
+            "target": st.column_config.TextColumn("Target", width=285),
+            "duration_ms": st.column_config.NumberColumn("ms", format="%.2f", width=55),
+            "outcome": st.column_config.TextColumn("Outcome", width=70),
+            "error": st.column_config.TextColumn("Error", width=160),
+            "trace_id": trace,
+        },
+    )
 
 
 def _chart_or_wait(frame: pd.DataFrame, build: Any) -> None:
@@ -260,15 +336,16 @@ def _chart_or_wait(frame: pd.DataFrame, build: Any) -> None:
     st.altair_chart(build(frame).properties(height=220), width="stretch")
 
 
+@st.cache_resource(max_entries=16)
+def shared_fleet(seeds: tuple[str, ...], token: str, allow_rules: str) -> Fleet:
+    """One fleet discovery per set of given endpoints for the whole server: every session
+    shares its peer lists (and its one ``/api/peers`` request per refresh interval)."""
+    return Fleet(list(seeds), AllowList.for_endpoints(list(seeds), allow_rules), token=token)
+
+
 def fleet_for(seeds: list[str], token: str) -> Fleet:
-    """The session's fleet discovery for these endpoints (a new one when they change)."""
-    key = (tuple(seeds), token, os.environ.get(ALLOW_ENV, ""))
-    if st.session_state.get("fleet_key") != key:
-        allow = AllowList.for_endpoints(seeds, key[2])
-        st.session_state.fleet = Fleet(seeds, allow, token=token)
-        st.session_state.fleet_key = key
-    fleet: Fleet = st.session_state.fleet
-    return fleet
+    """The fleet discovery for these endpoints (shared; a new one when they change)."""
+    return shared_fleet(tuple(seeds), token, os.environ.get(ALLOW_ENV, ""))
 
 
 def processes_section(fleet: Fleet) -> None:
@@ -279,7 +356,7 @@ def processes_section(fleet: Fleet) -> None:
     rows = fleet.rows(st.session_state.get("states", {}))
     for row in rows:
         seen = row["last_seen"]
-        row["last_seen"] = time.strftime("%H:%M:%S", time.localtime(seen)) if seen else "—"
+        row["last_seen"] = _clock(seen) if seen else "—"
     columns = ["process", "endpoint", "status", "last_seen", "services", "note"]
     st.dataframe(
         pd.DataFrame(rows, columns=columns).style.map(
@@ -291,7 +368,7 @@ def processes_section(fleet: Fleet) -> None:
             "process": st.column_config.TextColumn("Process", pinned=True),
             "endpoint": "Endpoint",
             "status": st.column_config.TextColumn("Status", width=90),
-            "last_seen": st.column_config.TextColumn("Last seen", width=90),
+            "last_seen": st.column_config.TextColumn("Last seen (UTC)", width=110),
             "services": st.column_config.ListColumn("Services"),
             "note": "Note",
         },
@@ -304,23 +381,31 @@ def live(opts: dict[str, Any]) -> None:
     fleet = fleet_for(opts.setdefault("given", opts["endpoints"]), opts["token"])
     if not opts["paused"]:
         states_now: dict[str, EndpointState] = st.session_state.get("states", {})
-        fleet.discover(down={url for url, s in states_now.items() if s.up is False})
+        down = {url for url, s in states_now.items() if s.up is False}
+        fleet.discover(down, interval=opts["refresh"])
     opts["endpoints"] = fleet.endpoints()  # the given ones, then the processes found
     if not opts["paused"]:
-        refresh_all(opts["endpoints"], opts["token"])
+        refresh_all(opts["endpoints"], opts["token"], opts["refresh"])
     status_banners(opts["endpoints"], opts["refresh"])
     states: dict[str, EndpointState] = st.session_state.get("states", {})
-    payloads = {url: states[url].services for url in opts["endpoints"] if url in states}
-    services = data.services_frame(payloads)
+    shown = [url for url in opts["endpoints"] if url in states]
+    payloads = {url: states[url].services for url in shown}
+    opts["histories"] = {url: states[url].history for url in shown}
+    windowed, handlers = history.history_frames(opts["histories"], opts["window_s"])
+    services = history.apply_history(data.services_frame(payloads), windowed, handlers)
+    opts["handler_runs"] = not handlers.empty
+    if not windowed.empty:
+        opts["history_span"] = (float(windowed["since"].min()), float(windowed["until"].max()))
     records = st.session_state.get("records", [])
-    now = time.time()
-    flow = data.flow_frame(records, now, opts["window_s"])
-    # Charts start where the data does: a bucket before the first record would read as a dip.
-    opts["since"] = max(now - opts["window_s"], min((r["time"] for r in records), default=now))
+    now = opts["now"] = time.time()
+    # Rates and charts start where the data does: over the nominal window a buffer that
+    # holds two minutes would read as less than half the rate, a bucket before it as a dip.
+    opts["since"], opts["span"] = data.coverage(records, now, opts["window_s"])
+    flow = data.flow_frame(records, now, now - opts["since"])
     if opts["patterns"]:
         flow = flow[flow["pattern"].isin(opts["patterns"])].reset_index(drop=True)
     n_up = sum(1 for url in opts["endpoints"] if url in states and states[url].up)
-    kpi_row(flow, services, opts["window_s"], n_up, len(opts["endpoints"]))
+    kpi_row(flow, services, opts["span"], n_up, len(opts["endpoints"]))
     processes_section(fleet)
     registry_section(services, opts)
     flow_section(flow, opts)

@@ -17,8 +17,11 @@ import pandas as pd
 __all__ = [
     "ENV_VAR",
     "PATTERNS",
+    "REGISTRY_SHOWN",
     "SERVICE_COLUMNS",
+    "TRACE_URL_VAR",
     "bucket_seconds",
+    "coverage",
     "filter_services",
     "flow_frame",
     "latest_messages",
@@ -30,6 +33,7 @@ __all__ = [
     "registry_view",
     "services_frame",
     "short_target",
+    "trace_link",
 ]
 
 #: Environment variable holding comma-separated endpoint URLs.
@@ -105,6 +109,38 @@ def bucket_seconds(window_s: float) -> float:
         if window_s / width <= 60:
             return width
     return 120.0
+
+
+def coverage(
+    records: Iterable[Mapping[Any, Any]], now: float, window_s: float
+) -> tuple[float, float]:
+    """``(since, span)``: where the flow data really begins within the window and the
+    seconds from there to ``now`` (at least 1). With several endpoints it is the span
+    every one of them covers (the latest of their oldest records), so a short buffer does
+    not read as a low rate; the window's start when all reach back that far. Every rate
+    on the page is over this span (records before ``since`` are left out), never over the
+    nominal window."""
+    oldest: dict[str, float] = {}
+    for r in records:
+        endpoint, t = r["endpoint"], r["time"]
+        if t < oldest.get(endpoint, math.inf):
+            oldest[endpoint] = t
+    since = max(now - window_s, max(oldest.values(), default=now))
+    return since, max(now - since, 1.0)
+
+
+#: Environment variable holding the trace UI's URL template, with ``{trace_id}``.
+TRACE_URL_VAR = "JEEVES_TRACE_URL"
+
+
+def trace_link(template: str, trace_id: str) -> str:
+    """The trace UI's URL for ``trace_id`` ("" when there is no id, or when the template
+    is not an http(s) URL with a ``{trace_id}`` placeholder)."""
+    if not trace_id or "{trace_id}" not in template:
+        return ""
+    if urlsplit(template).scheme not in ("http", "https"):
+        return ""
+    return template.replace("{trace_id}", trace_id)
 
 
 # ---------------------------------------------------------------------- endpoints
@@ -202,15 +238,41 @@ def filter_services(frame: pd.DataFrame, types: Sequence[str], health: str) -> p
     return frame[mask].reset_index(drop=True)
 
 
+#: The registry columns the page shows, in order (the others stay in the frame, for tests
+#: and for sorting): narrow enough to fit a 1600 px wide page with the sidebar open.
+REGISTRY_SHOWN = [
+    "name", "type", "version", "health", "slots", "load_pct", "queue", "requests", "events",
+    "problems", "error_pct", "avg_latency_ms", "capabilities",
+]  # fmt: skip
+
+
 def registry_view(frame: pd.DataFrame, with_endpoint: bool) -> pd.DataFrame:
-    """The registry table as shown: health with a marker, load as ``used / capacity``."""
+    """The registry table: health with a marker, load as ``average (peak …) / capacity``
+    and queue as ``average (peak …)`` (see :func:`dashboard.history.apply_history`),
+    errors / timeouts / retries in one cell."""
+    peaks = frame["load_peak"] if "load_peak" in frame else frame["load"]
     view = frame.assign(
         health=frame["health"].map({"healthy": "● healthy", "unhealthy": "● unhealthy"}),
-        slots=[f"{a} / {b}" for a, b in zip(frame["load"], frame["capacity"], strict=True)],
+        slots=[
+            f"{float(a):.1f} (peak {float(p):g}) / {b}"
+            for a, p, b in zip(frame["load"], peaks, frame["capacity"], strict=True)
+        ],
     )
+    for column in ("queue_peak", "events"):
+        if column not in view:
+            view[column] = 0
+    view["queue"] = [
+        f"{float(a):.1f} (peak {float(p):g})"
+        for a, p in zip(view["queue_depth"], view["queue_peak"], strict=True)
+    ]
+    view["problems"] = [
+        f"{e} / {t} / {r}"
+        for e, t, r in zip(view["errors"], view["timeouts"], view["retries"], strict=True)
+    ]
     columns = [
-        "name", "type", "version", "health", "slots", "load_pct", "queue_depth", "requests",
-        "errors", "timeouts", "retries", "error_pct", "avg_latency_ms", "capabilities",
+        "name", "type", "version", "health", "slots", "load_pct", "queue_depth", "queue_peak",
+        "queue", "requests", "events", "errors", "timeouts", "retries", "problems", "error_pct",
+        "avg_latency_ms", "capabilities",
     ]  # fmt: skip
     if with_endpoint:
         columns.append("endpoint")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -187,7 +188,10 @@ class _State(Protocol):
 
 
 class Fleet:
-    """Discovery state for one set of given endpoints (``seeds``); see the module docstring."""
+    """Discovery state for one set of given endpoints (``seeds``); see the module docstring.
+
+    Thread-safe: one instance is shared by every session of a Streamlit server, and
+    :meth:`discover` asks for peers at most once per ``interval`` whoever calls it."""
 
     def __init__(
         self,
@@ -212,15 +216,26 @@ class Fleet:
         self.processes: dict[str, Process] = {}  # by process id
         self.seed_process: dict[str, str] = {}  # seed URL -> its process id
         self.error = ""
+        self._lock = threading.RLock()
+        self._asked_at = -math.inf
 
     def endpoints(self) -> list[str]:
         """The endpoints to poll: the seeds, then the followed discovered ones."""
-        found = [p.endpoint for p in self.processes.values() if p.followed and p.endpoint]
+        with self._lock:
+            found = [p.endpoint for p in self.processes.values() if p.followed and p.endpoint]
         return self.seeds + [u for u in dict.fromkeys(found) if u not in self.seeds]
 
-    def discover(self, down: Collection[str] = ()) -> bool:
+    def discover(self, down: Collection[str] = (), interval: float = 0.0) -> bool:
         """Ask the endpoints (except those in ``down``) for their peers until one answers;
-        ``True`` if one did."""
+        ``True`` if one did. Within ``interval`` seconds of the last time it asked, it asks
+        nobody and tells whether that time succeeded."""
+        with self._lock:
+            if self._clock() - self._asked_at < interval:
+                return not self.error
+            self._asked_at = self._clock()
+            return self._discover(down)
+
+    def _discover(self, down: Collection[str]) -> bool:
         errors = []
         self._forget(self._clock() - self.forget_after)
         for url in self.endpoints():
@@ -296,6 +311,10 @@ class Fleet:
         ``status`` (``up``/``down``/``connecting``/``unreachable``), ``last_seen`` (Unix
         seconds or ``None``), ``services`` (names) and ``note``. ``up``/``down`` come from
         the dashboard's own polls where it polls the endpoint, from heartbeats otherwise."""
+        with self._lock:
+            return self._rows(states)
+
+    def _rows(self, states: Mapping[str, _State]) -> list[dict[str, Any]]:
         rows = []
         by_url = {p.endpoint: p for p in self.processes.values() if p.endpoint}
         seen: set[str] = set()

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .data import short_target
 
-__all__ = ["edge_colour", "flow_edges", "to_dot"]
+__all__ = ["edge_colour", "failed_label", "flow_edges", "to_dot"]
 
 EDGE_COLUMNS = ["pattern", "message_type", "target", "count", "failed", "rate", "error_share"]
 NO_HANDLER = "(no handler)"
@@ -26,9 +26,11 @@ PATTERN_STYLE = {
 }
 
 
-def flow_edges(frame: pd.DataFrame, window_s: float) -> pd.DataFrame:
-    """One row per (pattern, message type, target) over ``frame`` (the last ``window_s``
-    seconds of flow records): count, failed, rate per second and error share."""
+def flow_edges(frame: pd.DataFrame, span_s: float) -> pd.DataFrame:
+    """One row per (pattern, message type, target) over ``frame``: count, failed, rate per
+    second and error share. ``span_s`` is the time ``frame`` really covers (see
+    :func:`~dashboard.data.coverage`), not the nominal window: a buffer that holds two
+    minutes of a five-minute window must not read as less than half the rate."""
     rows: list[dict[str, Any]] = []
     for pattern, message_type, targets, failed in zip(
         frame["pattern"], frame["message_type"], frame["targets"], frame["failed"], strict=True
@@ -48,20 +50,32 @@ def flow_edges(frame: pd.DataFrame, window_s: float) -> pd.DataFrame:
     keys = ["pattern", "message_type", "target"]
     grouped = data.groupby(keys)["failed"].agg(["size", "sum"]).reset_index()
     grouped = grouped.rename(columns={"size": "count", "sum": "failed"})
-    grouped["rate"] = grouped["count"] / max(window_s, 1e-9)
+    grouped["rate"] = grouped["count"] / max(span_s, 1e-9)
     grouped["error_share"] = grouped["failed"] / grouped["count"]
     return grouped.sort_values(keys).reset_index(drop=True)[EDGE_COLUMNS]
 
 
+#: Edge colours, matching the legend the app shows: none failed, some, a quarter or more.
+NONE_FAILED, SOME_FAILED, MANY_FAILED = "#2e7d32", "#ef6c00", "#c62828"
+
+
 def edge_colour(error_share: float) -> str:
-    """Green at 0 %, amber around 10 %, red from 25 % failed."""
+    """Green when nothing failed, orange when something did, red from 25 % failed."""
     if error_share <= 0.0:
-        return "#2e7d32"
-    if error_share < 0.05:
-        return "#9e9d24"
+        return NONE_FAILED
     if error_share < 0.25:
-        return "#ef6c00"
-    return "#c62828"
+        return SOME_FAILED
+    return MANY_FAILED
+
+
+def failed_label(error_share: float) -> str:
+    """The share failed as the edge label shows it: never "0 %" for an edge that failed."""
+    percent = 100.0 * error_share
+    if percent >= 10:
+        return f"{percent:.0f}% failed"
+    if percent >= 0.1:
+        return f"{percent:.1f}% failed"
+    return "<0.1% failed"
 
 
 def _escape(text: str) -> str:
@@ -103,9 +117,9 @@ def to_dot(edges: pd.DataFrame, max_edges: int = 80) -> str:
         target_id = f"to:{row.target}"
         targets.add(str(row.target))
         width = 1.0 + 4.0 * rate / peak
-        label = f"{rate:.1f}/s"
+        label = f"{rate:.2f}/s" if rate < 10 else f"{rate:.1f}/s"  # as the headline tile
         if row.failed:
-            label += f" · {100.0 * error_share:.0f}% failed"
+            label += f" · {failed_label(error_share)}"
         body.append(
             f"  {_quote(source_id)} -> {_quote(target_id)} [penwidth={width:.2f},"
             f" color={_quote(edge_colour(error_share))}, label={_quote(label)}];"

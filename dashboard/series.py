@@ -5,12 +5,9 @@ A chart never shows the bucket that is still filling, so a rate never dips at th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import pandas as pd
 
-__all__ = ["kpis", "latency_series", "problem_series", "retry_deltas", "throughput_series"]
+__all__ = ["kpis", "latency_series", "problem_series", "throughput_series"]
 
 
 def _buckets(
@@ -54,29 +51,6 @@ def latency_series(
     return pd.concat(parts, ignore_index=True)[columns]
 
 
-def retry_deltas(
-    samples: Sequence[tuple[float, str, int]],
-    bucket_s: float,
-    now: float,
-    since: float | None = None,
-) -> pd.DataFrame:
-    """Retries per bucket from ``(time, endpoint, cumulative_retries)`` samples.
-
-    A counter that went down (the endpoint restarted) counts from zero again."""
-    rows: list[dict[str, Any]] = []
-    previous: dict[str, int] = {}
-    for at, endpoint, total in sorted(samples):
-        before = previous.get(endpoint)
-        previous[endpoint] = total
-        if before is None:
-            continue
-        rows.append({"time": at, "count": total - before if total >= before else total})
-    frame = pd.DataFrame(rows, columns=["time", "count"])
-    data = _buckets(frame, bucket_s, now, since)
-    out = data.groupby("bucket")["count"].sum().reset_index()
-    return out.assign(kind="retries")[["bucket", "kind", "count"]]
-
-
 def problem_series(
     frame: pd.DataFrame,
     retries: pd.DataFrame,
@@ -84,7 +58,8 @@ def problem_series(
     now: float,
     since: float | None = None,
 ) -> pd.DataFrame:
-    """Errors, timeouts and retries per bucket: ``bucket, kind, count``."""
+    """Errors and timeouts per bucket from ``frame``, plus ``retries`` (already bucketed,
+    from the endpoint's history): ``bucket, kind, count``."""
     data = _buckets(frame, bucket_s, now, since)
     failed = data[data["failed"]]
     kind = failed["outcome"].where(failed["outcome"] == "timeout", "errors")
@@ -97,17 +72,21 @@ def problem_series(
     return pd.concat(parts, ignore_index=True)[["bucket", "kind", "count"]]
 
 
-def kpis(frame: pd.DataFrame, services: pd.DataFrame, window_s: float) -> dict[str, float]:
-    """Headline numbers over the window: rate, error %, p95, healthy/total services."""
+def kpis(frame: pd.DataFrame, services: pd.DataFrame, span_s: float) -> dict[str, float]:
+    """Headline numbers: rate (over ``span_s``, the time the flow data covers, the same
+    span the graph's edge rates use), error %, p95, healthy/total services, and the
+    queue: summed time-weighted average (``queued``) and the highest peak
+    (``queued_peak``)."""
     count = len(frame)
-    span = (
-        min(window_s, max(1.0, float(frame["time"].max() - frame["time"].min()))) if count else 1.0
-    )
     return {
-        "rate": count / span if count else 0.0,
+        "rate": count / max(span_s, 1e-9) if count else 0.0,
         "error_pct": 100.0 * float(frame["failed"].mean()) if count else 0.0,
         "p95_ms": float(frame["duration_ms"].quantile(0.95)) if count else 0.0,
         "services": float(len(services)),
         "healthy": float((services["health"] == "healthy").sum()) if len(services) else 0.0,
         "queued": float(services["queue_depth"].sum()) if len(services) else 0.0,
+        "queued_peak": float(services[_PEAK].max()) if _PEAK in services and len(services) else 0.0,
     }
+
+
+_PEAK = "queue_peak"

@@ -8,20 +8,23 @@ again.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
 from .data import merge_records, next_cursor
 from .fleet import OPENER
 
-__all__ = ["EndpointState", "FetchError", "fetch_json", "poll"]
+__all__ = ["EndpointState", "FetchError", "SharedPoller", "fetch_json", "poll"]
 
 FLOW_PAGE = 1000
 MAX_PAGES = 5
+#: What ``/api/history`` is asked for: the longest window the page offers, in 5 s buckets.
+HISTORY_QUERY = "/api/history?window=900&step=5"
 
 
 class FetchError(Exception):
@@ -41,6 +44,7 @@ class EndpointState:
     down_since: float | None = None
     recovered_at: float | None = None
     last_ok: float | None = None
+    history: dict[str, Any] = field(default_factory=dict)
 
 
 def fetch_json(base: str, path: str, token: str = "", timeout: float = 2.0) -> Any:
@@ -79,6 +83,12 @@ def poll(
         stats = fetch_json(state.url, "/api/stats", token)
         if not isinstance(services, dict) or not isinstance(stats, dict):
             raise FetchError("unexpected JSON shape")
+        try:
+            history = fetch_json(state.url, HISTORY_QUERY, token)
+        except FetchError:
+            history = {}  # an endpoint older than /api/history: the page says so
+        if not isinstance(history, dict):
+            history = {}
         if _uptime(stats) < _uptime(state.stats):
             state.cursor = None  # the endpoint restarted: its sequence numbers did too
         flow_info = stats.get("flow")
@@ -112,7 +122,60 @@ def poll(
     state.cursor = after
     state.services = services
     state.stats = stats
+    state.history = history
     return records
+
+
+class SharedPoller:
+    """One poll per endpoint per refresh interval for the whole server, however many
+    sessions read it (the app keeps one in ``st.cache_resource``).
+
+    :meth:`refresh` polls an endpoint only when its data is older than ``interval``; a
+    session arriving while another polls waits for that poll (one lock per endpoint and
+    token) instead of starting its own. At most ``max_entries`` endpoint/token pairs are
+    kept (the one read least recently goes first), each with at most ``keep`` records.
+    Thread-safe: Streamlit runs each session on its own thread.
+    """
+
+    def __init__(self, keep: int, clock: Any = time.monotonic, max_entries: int = 64) -> None:
+        self.keep = keep
+        self.max_entries = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], _Entry] = {}
+
+    def refresh(
+        self, endpoints: list[str], token: str, interval: float
+    ) -> tuple[dict[str, EndpointState], list[dict[str, Any]]]:
+        """Fresh-enough states (copies) and flow records of these ``endpoints``."""
+        states: dict[str, EndpointState] = {}
+        records: list[dict[str, Any]] = []
+        for url in endpoints:
+            with self._lock:
+                entry = self._entries.get((url, token))
+                if entry is None:
+                    while len(self._entries) >= self.max_entries:
+                        stale = min(self._entries, key=lambda k: self._entries[k].read_at)
+                        del self._entries[stale]
+                    entry = self._entries[url, token] = _Entry(EndpointState(url))
+                entry.read_at = self._clock()
+            with entry.lock:
+                now = self._clock()
+                if entry.polled_at is None or now - entry.polled_at >= interval * 0.9:
+                    entry.records = poll(entry.state, entry.records, self.keep, token)
+                    entry.polled_at = self._clock()
+                states[url] = replace(entry.state)
+                records.extend(entry.records)
+        return states, records
+
+
+@dataclass
+class _Entry:
+    state: EndpointState
+    records: list[dict[str, Any]] = field(default_factory=list)
+    polled_at: float | None = None
+    read_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _uptime(stats: dict[str, Any]) -> float:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,17 @@ def texts(elements: Any) -> list[str]:
     return [str(e.value) for e in elements]
 
 
+def rerun_until(at: AppTest, check: Any, timeout: float = 30.0) -> AppTest:
+    """Rerun until ``check(at)`` holds: endpoints are polled at most once per refresh
+    interval for the whole server, so a rerun right after a poll reads the same data."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        if check(at) or time.monotonic() > deadline:
+            return at
+        time.sleep(0.3)
+
+
 def test_registry_and_flow_render_from_a_real_endpoint(
     monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle
 ) -> None:
@@ -94,6 +110,48 @@ def test_registry_and_flow_render_from_a_real_endpoint(
     assert metrics["Endpoints up"] == "1 / 1"
     assert metrics["Healthy services"].endswith("/ 9")
     assert float(metrics["Messages / s"]) > 0
+    assert re.fullmatch(r"\d+\.\d / \d+", metrics["Queued avg / peak"])
+    # Subscriber-only services show the events their handlers ran, with latency.
+    rows = table.set_index("name")
+    for name in ("audit", "notifications"):
+        assert rows.loc[name, "events"] > 0 and rows.loc[name, "avg_latency_ms"] > 0, name
+    # The page says which span the rates cover.
+    captions = texts(at.caption)
+    assert any("Rates, shares and charts over" in c and "UTC" in c for c in captions)
+    assert any("from the endpoint's own history" in c for c in captions)
+
+
+def test_charts_render_with_24_hour_utc_axes(
+    monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle
+) -> None:
+    at = make_app(monkeypatch, live_demo.url)
+    rerun_until(at, lambda a: len(a.get("vega_lite_chart")) == 3, timeout=60)
+    assert not at.exception, at.exception
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 3
+    for chart in charts:
+        spec = json.loads(chart.proto.spec)
+        x = spec["encoding"]["x"]
+        assert x["axis"]["format"] == "%H:%M:%S" and x["scale"]["type"] == "utc"
+
+
+def test_headline_rate_and_graph_agree(
+    monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle
+) -> None:
+    at = make_app(monkeypatch, live_demo.url).run()
+    at.sidebar.multiselect(key="patterns").set_value(["dispatch"]).run()
+    tile = float({m.label: m.value for m in at.metric}["Messages / s"])
+    labels = [float(x) for x in re.findall(r'label="([0-9.]+)/s', graph_spec(at))]
+    assert labels and sum(labels) == pytest.approx(tile, abs=0.05 * len(labels) + 0.01)
+
+
+def test_trace_ids_link_to_the_trace_ui(
+    monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle
+) -> None:
+    monkeypatch.setenv("JEEVES_TRACE_URL", "http://traces.example:16686/trace/{trace_id}")
+    at = make_app(monkeypatch, live_demo.url).run()
+    links = latest(at)["trace_id"]
+    assert links.str.fullmatch(r"http://traces\.example:16686/trace/[0-9a-f]{32}").all()
 
 
 def test_filters_survive_refreshes(monkeypatch: pytest.MonkeyPatch, live_demo: DemoHandle) -> None:
@@ -126,7 +184,7 @@ def test_endpoint_down_then_recovered(monkeypatch: pytest.MonkeyPatch) -> None:
         assert not at.error and set(registry(at)["name"]) == SERVICES
     finally:
         handle.stop()
-    at.run()
+    rerun_until(at, lambda a: len(a.error) == 1)
     assert len(at.error) == 1
     message = at.error[0].value
     assert "Endpoint down" in message and str(port) in message and "retrying every" in message
@@ -134,7 +192,7 @@ def test_endpoint_down_then_recovered(monkeypatch: pytest.MonkeyPatch) -> None:
     assert {m.label: m.value for m in at.metric}["Endpoints up"] == "0 / 1"
     with run_demo_in_background(config=FAST, port=port) as again:
         assert again.url == handle.url
-        at.run()
+        rerun_until(at, lambda a: not a.error)
         assert not at.error
         assert any("Reconnected" in s for s in texts(at.success))
         assert set(registry(at)["name"]) == SERVICES
@@ -213,10 +271,71 @@ def test_demo_runs_in_process_without_endpoints(monkeypatch: pytest.MonkeyPatch)
         assert any("demo running in this process" in i for i in texts(at.sidebar.info))
         assert set(registry(at)["name"]) == SERVICES
         wait_for_traffic(started[0].url)
-        at.run()
+        rerun_until(at, lambda a: not latest(a).empty)
         assert len(started) == 1  # one demo per process, reused across reruns
         assert not latest(at).empty
     finally:
         st.cache_resource.clear()
         for handle in started:
             handle.stop()
+
+
+@pytest.fixture
+def counting_endpoint() -> Iterator[tuple[str, dict[str, int]]]:
+    """A fake endpoint that counts the requests to each path."""
+    hits: dict[str, int] = {}
+    lock = threading.Lock()
+    bodies = {
+        "/api/services": {"generated_at": time.time(), "services": []},
+        "/api/stats": {"uptime_seconds": 1.0, "flow": {"last_seq": 0}},
+        "/api/flow": {"last_seq": 0, "records": []},
+        "/api/history": {"generated_at": time.time(), "buckets": [], "services": {}},
+        "/api/peers": {"process": None, "endpoint": None, "ttl_seconds": None, "peers": []},
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            with lock:
+                hits[path] = hits.get(path, 0) + 1
+            data = json.dumps(bodies.get(path, {})).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_sessions_share_one_poll_per_refresh_interval(
+    monkeypatch: pytest.MonkeyPatch, counting_endpoint: tuple[str, dict[str, int]]
+) -> None:
+    url, hits = counting_endpoint
+    viewers = [make_app(monkeypatch, url) for _ in range(3)]
+    for at in viewers:  # three sessions, each asking for a 10 s refresh
+        at.session_state["refresh"] = 10
+        at.run()
+        assert not at.exception, at.exception
+    for at in viewers:
+        at.run()
+    assert hits["/api/services"] == 1 and hits["/api/history"] == 1
+    assert hits["/api/flow"] == 1 and hits["/api/peers"] == 1  # fleet discovery too
+    # Once the interval has passed, the next viewer's rerun polls again, once.
+    deadline = time.monotonic() + 30
+    while hits["/api/services"] < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+        for at in viewers:
+            at.run()
+    assert hits["/api/services"] == 2

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc.adapters.peers import PeerTable
 from jeeves_control_tower.observability import FlowRecorder, ObservabilityServer, serve
 
-from .test_app import make_app
+from .test_app import make_app, rerun_until
 
 
 def endpoint(process: str, services: list[str]) -> ObservabilityServer:
@@ -78,7 +78,7 @@ def test_the_processes_table_shows_each_process_where_it_lives_and_whether_it_is
     assert {m.label: m.value for m in at.metric}["Endpoints up"] == "2 / 3"
 
     other.close()  # p-2 dies: marked down, what it served stays listed
-    at.run()
+    rerun_until(at, lambda at: processes(at)["p-2"]["status"] == "down")  # polls are shared
     rows = processes(at)
     assert (rows["p-2"]["status"], list(rows["p-2"]["services"])) == ("down", ["beta"])
     assert rows["p-1"]["status"] == "up"

@@ -86,7 +86,11 @@ def test_page_renders_registry_and_flow(page: Any) -> None:
     def rendered(d: Any) -> None:
         assert not d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
         registry = _grid_texts(d, 0)
-        for name in ("flow_service", "embedder", "billing", "Load vs capacity", "Avg latency"):
+        shown = (
+            "flow_service", "embedder", "billing", "audit", "Load vs capacity", "In flight",
+            "Queued", "Events", "Err / t.o. / retry", "Avg latency", "Capabilities",
+        )  # fmt: skip
+        for name in shown:
             assert name in registry, name
         graph = _graph_texts(d)
         wanted = {"execute_pipeline", "flow_service", "MemoryStored", "Indexer.on_memory_stored"}
@@ -106,3 +110,34 @@ def test_page_updates_live_without_reloading(page: Any) -> None:
     before = _grid_texts(page, 1)
     WebDriverWait(page, 90).until(lambda d: _grid_texts(d, 1) and _grid_texts(d, 1) != before)
     assert page.execute_script("return window.__jeeves_marker;") == 42
+
+
+def test_figures_read_true(page: Any) -> None:
+    """The corrected figures as a viewer sees them: the span the rates cover is stated,
+    no edge that failed reads "0% failed", chart axes use 24-hour time, and both tables
+    fit their column (no sideways scrolling hides the error or the trace id)."""
+    import re
+
+    def truthful(d: Any) -> None:
+        body = d.find_element("css selector", "body").text
+        assert re.search(
+            r"Rates, shares and charts over \d\d:\d\d:\d\d to \d\d:\d\d:\d\d UTC", body
+        )
+        assert "from the endpoint's own history" in body
+        failed = [t for t in _graph_texts(d) if "failed" in t]
+        assert all(not re.search(r"(?<![\d.])0(\.0)?% failed", t) for t in failed), failed
+        ticks = d.execute_script(
+            "return Array.from(document.querySelectorAll("
+            "'[data-testid=\"stVegaLiteChart\"] svg text'), t => t.textContent || '');"
+        )
+        times = [t for t in ticks or [] if re.fullmatch(r"\d\d:\d\d(:\d\d)?", str(t))]
+        assert times, ticks
+        assert not any(re.search(r"\b(AM|PM)\b", str(t)) for t in ticks or [])
+        overflow = d.execute_script(
+            "return Array.from(document.querySelectorAll('[data-testid=\"stDataFrame\"]'),"
+            " f => { const s = f.querySelector('.dvn-scroller');"
+            " return s ? s.scrollWidth - s.clientWidth : 0; });"
+        )
+        assert overflow and all(px <= 1 for px in overflow), overflow
+
+    _eventually(page, truthful)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from dashboard.graph import edge_colour, flow_edges, to_dot
+from dashboard.graph import edge_colour, failed_label, flow_edges, to_dot
 
 from dashboard import data, series
 
@@ -216,12 +216,6 @@ def test_throughput_and_latency_series_skip_the_filling_bucket() -> None:
     assert series.latency_series(frame_of(), 5, NOW).empty
 
 
-def test_retry_deltas_handle_resets() -> None:
-    samples = [(NOW - 9, URL, 10), (NOW - 8, URL, 13), (NOW - 7, URL, 2), (NOW - 6, "b", 50)]
-    out = series.retry_deltas(samples, bucket_s=5, now=NOW)
-    assert list(out["count"]) == [5] and list(out["kind"]) == ["retries"]
-
-
 def test_problem_series_counts_errors_timeouts_and_retries() -> None:
     frame = frame_of(
         record(1, NOW - 9, outcome="error"),
@@ -229,12 +223,14 @@ def test_problem_series_counts_errors_timeouts_and_retries() -> None:
         record(3, NOW - 8, outcome="unhealthy"),
         record(4, NOW - 7),
     )
-    retries = series.retry_deltas([(NOW - 9, URL, 0), (NOW - 8, URL, 4)], 5, NOW)
+    retries = pd.DataFrame(
+        {"bucket": pd.to_datetime([NOW - 10], unit="s", utc=True), "kind": "retries", "count": [4]}
+    )
     out = series.problem_series(frame, retries, 5, NOW)
     assert dict(zip(out["kind"], out["count"], strict=True)) == {
         "errors": 2, "timeouts": 1, "retries": 4,
     }  # fmt: skip
-    empty = series.problem_series(frame_of(), series.retry_deltas([], 5, NOW), 5, NOW)
+    empty = series.problem_series(frame_of(), retries.iloc[:0], 5, NOW)
     assert empty.empty and list(empty.columns) == ["bucket", "kind", "count"]
 
 
@@ -243,8 +239,10 @@ def test_kpis() -> None:
         *[record(i, NOW - 10 + i, outcome="ok" if i % 4 else "error") for i in range(8)]
     )
     services = data.services_frame({URL: {"services": [service("a"), service("b", healthy=False)]}})
-    k = series.kpis(frame, services, 60)
-    assert k["rate"] == pytest.approx(8 / 7) and k["error_pct"] == pytest.approx(25.0)
+    since, span = data.coverage(frame.to_dict("records"), NOW, 60)
+    assert (since, span) == (NOW - 10, 10)  # the data covers 10 s of the 60 s window
+    k = series.kpis(frame, services, span)
+    assert k["rate"] == pytest.approx(8 / 10) and k["error_pct"] == pytest.approx(25.0)
     assert k["services"] == 2 and k["healthy"] == 1 and k["queued"] == 2
     assert series.kpis(frame_of(), data.services_frame({}), 60)["rate"] == 0.0
 
@@ -260,7 +258,7 @@ def test_flow_edges_rates_and_error_share() -> None:
             3, NOW - 1, pattern="query", message_type="GetQuota", targets=[], outcome="no_handler"
         ),
     )
-    edges = flow_edges(frame, window_s=10)
+    edges = flow_edges(frame, span_s=10)
     indexer = edges[edges["target"] == "Indexer.on_memory_stored"].iloc[0]
     assert indexer["count"] == 2 and indexer["rate"] == pytest.approx(0.2)
     assert indexer["error_share"] == pytest.approx(0.5)
@@ -268,10 +266,53 @@ def test_flow_edges_rates_and_error_share() -> None:
     assert flow_edges(frame_of(), 10).empty
 
 
-def test_edge_colour_scale() -> None:
-    assert [edge_colour(s) for s in (0, 0.01, 0.1, 0.9)] == [
-        "#2e7d32", "#9e9d24", "#ef6c00", "#c62828",
+def test_rates_are_over_the_span_the_buffer_covers() -> None:
+    """The issue's case: the buffer holds 120 s of a 300 s window, 366 dispatches of
+    execute_pipeline: 3.05/s on the edge and on the headline tile (the old code said
+    1.22/s on the edge, dividing by the nominal window)."""
+    records = [
+        record(i, NOW - 120 + i * 120 / 366, pattern="dispatch", message_type="execute_pipeline",
+               targets=["flow_service"])
+        for i in range(366)
     ]  # fmt: skip
+    frame = frame_of(*records, window=300)
+    since, span = data.coverage(frame.to_dict("records"), NOW, 300)
+    assert since == pytest.approx(NOW - 120) and span == pytest.approx(120)
+    edges = flow_edges(frame, span)
+    assert list(edges["rate"]) == [pytest.approx(3.05)]
+    assert series.kpis(frame, data.services_frame({}), span)["rate"] == pytest.approx(3.05)
+    assert 'label="3.05/s"' in to_dot(edges)
+    # Data reaching back past the window: the window is the span.
+    old = [{"endpoint": URL, "time": t} for t in (NOW - 500, NOW - 10)]
+    assert data.coverage(old, NOW, 300) == (NOW - 300, 300)
+    assert data.coverage([], NOW, 300) == (NOW, 1.0)
+    # Two endpoints: the span both cover.
+    other = [{"endpoint": "http://b", "time": NOW - 60}]
+    assert data.coverage(old + other, NOW, 300) == (NOW - 60, 60)
+
+
+def test_edge_colour_matches_the_legend() -> None:
+    # green: none failed; orange: some (even 0.4 %); red: 25 % or more
+    assert [edge_colour(s) for s in (0, 0.004, 0.1, 0.25, 0.9)] == [
+        "#2e7d32", "#ef6c00", "#ef6c00", "#c62828", "#c62828",
+    ]  # fmt: skip
+    assert [failed_label(s) for s in (0.0004, 0.004, 0.25)] == [
+        "<0.1% failed", "0.4% failed", "25% failed",
+    ]  # fmt: skip
+    frame = frame_of(*[record(i, NOW - 5, outcome="error" if i == 0 else "ok") for i in range(300)])
+    dot = to_dot(flow_edges(frame, 10))
+    assert "0% failed" not in dot.replace("0.3% failed", "")
+    assert "0.3% failed" in dot and '"#ef6c00"' in dot
+
+
+def test_trace_link() -> None:
+    tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert data.trace_link("http://jaeger:16686/trace/{trace_id}", tid) == (
+        f"http://jaeger:16686/trace/{tid}"
+    )
+    assert data.trace_link("http://jaeger:16686/trace/{trace_id}", "") == ""
+    assert data.trace_link("javascript:alert('{trace_id}')", tid) == ""
+    assert data.trace_link("http://no-placeholder", tid) == ""
 
 
 def test_to_dot_escapes_hostile_labels() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from dashboard.source import EndpointState, FetchError, fetch_json, poll
+from dashboard.source import EndpointState, FetchError, SharedPoller, fetch_json, poll
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.demo import DemoHandle
@@ -83,3 +83,24 @@ def test_bearer_token(guarded: str) -> None:
     assert state.up is False and "HTTP 401" in state.error
     poll(state, [], keep=10, token="s3cret")
     assert state.up is True and state.services["services"][0]["name"] == "svc"
+
+
+def test_shared_poller_polls_once_per_interval_and_bounds_its_entries(
+    live_demo: DemoHandle,
+) -> None:
+    clock = [0.0]
+    poller = SharedPoller(keep=100, clock=lambda: clock[0], max_entries=2)
+    states, records = poller.refresh([live_demo.url], "", interval=2)
+    assert records and states[live_demo.url].up and states[live_demo.url].history["services"]
+    polled = states[live_demo.url].last_ok  # wall time of the poll
+    clock[0] = 1.0  # within the interval: the same data, no new poll
+    again, _ = poller.refresh([live_demo.url], "", interval=2)
+    assert again[live_demo.url].last_ok == polled
+    clock[0] = 2.0
+    third, _ = poller.refresh([live_demo.url], "", interval=2)
+    assert third[live_demo.url].last_ok != polled
+    clock[0] = 2.5
+    poller.refresh([DEAD], "", interval=2)
+    clock[0] = 3.0
+    poller.refresh(["http://127.0.0.1:10"], "", interval=2)  # evicts the least recently read
+    assert set(poller._entries) == {(DEAD, ""), ("http://127.0.0.1:10", "")}

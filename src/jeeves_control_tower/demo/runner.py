@@ -79,7 +79,9 @@ class DemoSystem:
     ) -> None:
         self.config = config or DemoConfig()
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.flow = flow if flow is not None else FlowRecorder(self.config.flow_capacity)
+        self.flow = (
+            flow if flow is not None else FlowRecorder(self.config.flow_capacity, handler_runs=True)
+        )
         self._own_provider = tracer_provider is None
         self.tracer_provider = tracer_provider or _tracer_provider(otlp_endpoint)
         logger = logger if logger is not None else NullLogger()

@@ -31,6 +31,7 @@ from ..ipc.middleware import MiddlewareContext
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
+from .history import History
 from .semconv import TIMEOUT, error_type
 
 __all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
@@ -61,6 +62,14 @@ class FlowRecorder(WholeDispatchObserver):
 
     ``sink``, if given, is called with each record (as a dict, outside the lock, on the
     event loop thread) after it was stored. ``max_services`` bounds the per-service tables.
+
+    ``history`` (a private :class:`~.history.History` by default) is fed with every
+    registry change and every dispatch, so ``/api/history`` can show the past window to a
+    client that just arrived. With ``handler_runs=True`` it also gets every bus handler
+    run (runs, failures, seconds per handler: what a subscriber-only service did): the
+    recorder then is a :class:`~jeeves_control_tower.ipc.middleware.HandlerHook`, which
+    makes the bus run each handler in a context copy, so it is off by default (in
+    process, a publish to three plain subscribers runs at about half the rate).
     """
 
     def __init__(
@@ -71,6 +80,8 @@ class FlowRecorder(WholeDispatchObserver):
         sink: Callable[[dict[str, Any]], Any] | None = None,
         on_error: OnError | None = None,
         max_services: int = 10_000,
+        history: History | None = None,
+        handler_runs: bool = False,
     ) -> None:
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
@@ -89,6 +100,10 @@ class FlowRecorder(WholeDispatchObserver):
         self._services: dict[str, list[Any]] = {}  # name -> [descriptor, queue_depth]
         self._stats: dict[str, list[float]] = {}  # name -> [req, err, timeouts, retries, secs]
         self._started = _now()
+        self.history = history if history is not None else History()
+        if handler_runs:  # the bus finds the hook pair by attribute when it compiles
+            self.handler_start = self._handler_start
+            self.handler_end = self._handler_end
 
     def adopt_reporter(self, on_error: OnError) -> None:
         """Report failures to ``on_error`` from now on, unless the recorder was given its own
@@ -163,6 +178,16 @@ class FlowRecorder(WholeDispatchObserver):
             self._report("flow", "after", exc)
         return result
 
+    def _handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any:
+        return handler_name, _perf()
+
+    def _handler_end(self, ctx: MiddlewareContext, token: Any, error: BaseException | None) -> None:
+        try:
+            name, started = token
+            self.history.handler_run(name, error is not None, _perf() - started)
+        except Exception as exc:
+            self._report("flow", "handler_end", exc)
+
     # ------------------------------------------------------------------ dispatch observer
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> int:
@@ -203,6 +228,7 @@ class FlowRecorder(WholeDispatchObserver):
                 None,
             )
             with self._lock:
+                known = name in self._services
                 stats = self._stats.get(name)
                 if (
                     stats is None
@@ -219,6 +245,8 @@ class FlowRecorder(WholeDispatchObserver):
                     stats[3] += max(0, attempts - 1)
                     stats[4] += duration
             self._add(record, self._dispatch, outcome, "dispatch")
+            if known:
+                self.history.dispatch(name, outcome, max(0, attempts - 1), duration)
         except Exception as exc:
             self._report("flow", "dispatch_end", exc)
 
@@ -230,6 +258,11 @@ class FlowRecorder(WholeDispatchObserver):
                     row[1] = queue_depth
                 elif row is not None or len(self._services) < self._max_services:
                     self._services[service.name] = [service, queue_depth]
+                else:
+                    return
+            self.history.service_state(
+                service.name, service.current_load, queue_depth, service.max_concurrent
+            )
         except Exception as exc:
             self._report("flow", "service_changed", exc)
 
@@ -238,6 +271,7 @@ class FlowRecorder(WholeDispatchObserver):
             with self._lock:
                 self._services.pop(service.name, None)
                 self._stats.pop(service.name, None)
+            self.history.service_removed(service.name)
         except Exception as exc:
             self._report("flow", "service_removed", exc)
 

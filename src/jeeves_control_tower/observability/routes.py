@@ -28,6 +28,7 @@ from ..logging import ensure_logger
 from ..types import LoggerProtocol
 from .fleet import peers_document
 from .flow import MAX_LIMIT, FlowRecorder, default_flow
+from .history import history_body
 
 if TYPE_CHECKING:
     from ..ipc.adapters.peers import PeerTable
@@ -146,6 +147,13 @@ def _stats(sources: Sources, query: str) -> Any:
     return sources.flow.stats()
 
 
+def _history(sources: Sources, query: str) -> Any:
+    try:
+        return history_body(sources.flow.history, query)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
 def _peers(sources: Sources, query: str) -> Any:
     return peers_document(sources.peers)
 
@@ -176,6 +184,7 @@ ROUTES: Mapping[str, Route] = {
     "/api/services": Route(_services),
     "/api/flow": Route(_flow),
     "/api/stats": Route(_stats),
+    "/api/history": Route(_history),
     "/api/peers": Route(_peers),
 }
 
