@@ -70,7 +70,7 @@ def _add_demo(commands: Commands) -> None:
         help="run the instrumented demo system and its observability endpoint",
         description="Run a demo system (flow/worker/vertical services, retries, timeouts,"
         " fan-out events, queries, a flapping service) and serve /metrics, /api/services,"
-        " /api/flow, /api/stats and /healthz until stopped.",
+        " /api/flow, /api/stats, /api/history, /api/peers and /healthz until stopped.",
     )
     demo.add_argument(
         "--rate", type=_positive, default=20.0, help="operations per second (default 20)"
