@@ -15,9 +15,9 @@ What the stdlib does not give, this module adds:
 - at ``max_connections`` a new connection sheds the sheddable connection that has been in
   its state longest: one waiting for its request, one whose answer is being sent (a client
   that does not read), or one answering a pipelined request (received before the previous
-  answer was sent). Only computing the answer to a non-pipelined request protects a
-  connection; only when all are protected is the new one closed at once. So neither
-  tricklers nor clients that never read can lock out ``/healthz`` or the scraper;
+  answer was sent) or a heavy route (``/api/history``). Only computing any other answer
+  protects a connection; only when all are protected is the new one closed at once. So
+  neither tricklers nor clients that never read can lock out ``/healthz`` or the scraper;
 - strict framing: the request line is ``METHOD TARGET HTTP/1.x``, line and headers are
   bounded, a malformed header line (no colon, space before the colon) is ``400``, a
   ``Content-Length`` body of at most 64 KiB is read and discarded, a bigger one is ``413``,
@@ -148,10 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
             outcome = error(431, "request headers too large")
         if isinstance(outcome, Answer):
             self._reply(outcome, close=True)
-        elif outcome and self.server.connections.working(
-            self.connection, protected=not self.pipelined
-        ):
-            self._reply(self._answer())
+        elif outcome and (answer := self._answer()) is not None:
+            self._reply(answer)
 
     def _read_request(self) -> Answer | bool:
         """True: a whole request, ready to answer. An answer: the refusal to send before
@@ -193,7 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
             return error(400, "request body cut short")
         return None
 
-    def _answer(self) -> Answer:
+    def _answer(self) -> Answer | None:
+        """The answer to the request read; None if the connection was shed meanwhile."""
         app = self.server.app
         # The target as sent (http.server rewrites a leading "//"), its path percent-decoded
         # as ASGI servers decode scope["path"]: both carriers match the same paths.
@@ -207,6 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
             return METHOD_NOT_ALLOWED
         if not authorized and (route is None or not route.public):
             return UNAUTHORIZED
+        heavy = route is not None and route.heavy
+        if not self.server.connections.working(
+            self.connection, protected=not (self.pipelined or heavy)
+        ):
+            return None
         if route is not None:
             return app.endpoint.json(path, query)
         try:
