@@ -109,3 +109,40 @@ def wait_for(condition: Any, timeout: float = 10.0, interval: float = 0.02) -> N
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(interval)
+
+
+class NonReaders:
+    """``count`` clients that each pipeline ``requests`` times ``request``, never read an
+    answer, and reconnect as soon as the server hangs up (a slow-read attack)."""
+
+    def __init__(self, port: int, count: int, request: bytes, requests: int = 400) -> None:
+        self.port = port
+        self.data = request * requests
+        self.connects = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sock = socket.socket()
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # fills up soon
+                sock.settimeout(5)
+                sock.connect((HOST, self.port))
+                self.connects += 1
+                sock.sendall(self.data)
+                hangup = select.poll()  # never read: wait for the server to hang up
+                hangup.register(sock, select.POLLRDHUP | select.POLLHUP | select.POLLERR)
+                while not self._stop.is_set() and not hangup.poll(100):
+                    pass
+            except OSError:
+                self._stop.wait(0.05)  # reset or refused: try again
+            finally:
+                sock.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)

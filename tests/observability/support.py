@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from jeeves_control_tower.ipc import CommBusCoordinator
+from jeeves_control_tower.observability.history import History
 from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 
 
@@ -72,3 +75,26 @@ def http_get(url: str, headers: dict[str, str] | None = None, method: str = "GET
     except urllib.error.HTTPError as e:
         with e:
             return Response(e.code, dict(e.headers.items()), e.read())
+
+
+class CountingHistory(History):
+    """Counts its snapshots and the most computed at once; each takes ``pause`` seconds
+    longer (the cost of a full history, without filling one)."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.pause = pause
+        self.calls = self.running = self.most = 0
+        self._counting = threading.Lock()
+
+    def snapshot(self, window: float, step: int) -> dict[str, Any]:
+        with self._counting:
+            self.calls += 1
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(self.pause)
+            return super().snapshot(window, step)
+        finally:
+            with self._counting:
+                self.running -= 1

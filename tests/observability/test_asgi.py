@@ -12,12 +12,15 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import uvicorn
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -25,12 +28,21 @@ from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
-from jeeves_control_tower.observability import serve
+from jeeves_control_tower.observability import FlowRecorder, serve
 from jeeves_control_tower.observability.asgi import create_app
 
 from .conftest import Telemetry
 from .rawhttp import exchange, wait_for
-from .support import Response, Stored, echo, envelope, http_get, register, target
+from .support import (
+    CountingHistory,
+    Response,
+    Stored,
+    echo,
+    envelope,
+    http_get,
+    register,
+    target,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 OK = {"Authorization": "Bearer s3cret"}
@@ -252,3 +264,15 @@ def test_the_docs_mounting_example_runs_under_uvicorn(tmp_path: Path) -> None:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+@CARRIERS
+def test_same_history_bounds_and_shared_computation(kind: str) -> None:
+    history = CountingHistory(pause=0.3)
+    telemetry = SimpleNamespace(registry=CollectorRegistry(), flow=FlowRecorder(history=history))
+    with carrier(kind, SimpleNamespace(telemetry=telemetry)) as url:
+        assert_json_error(lower(http_get(f"{url}/api/history?window=900&step=1")), 400)
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: http_get(f"{url}/api/history?window=900"), range(6)))
+        assert [a.status for a in answers] == [200] * 6
+        assert history.calls == 1

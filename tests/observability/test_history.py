@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder, serve
-from jeeves_control_tower.observability.history import History, history_body
+from jeeves_control_tower.observability.history import MAX_BUCKETS, History, history_body
 
 from .conftest import Telemetry
-from .support import Stored, echo, envelope, http_get, register, target
+from .support import CountingHistory, Stored, echo, envelope, http_get, register, target
 
 
 class Clock:
@@ -134,3 +139,91 @@ async def test_handler_runs_are_off_by_default(
     await coordinator.dispatch(target(), envelope())
     snap = tel.flow.history.snapshot(60, 1)
     assert snap["handlers"] == {} and snap["services"]["svc"]["requests"]["total"] == 1
+
+
+def _filled(history: History, clock: Clock, services: int, seconds: int) -> History:
+    for second in range(seconds):
+        clock.now = T0 + second
+        for i in range(services):
+            history.service_state(f"svc{i}", second % 3, second % 2, 4)
+            history.dispatch(f"svc{i}", "ok", 0, 0.01)
+            history.handler_run(f"h{i}", False, 0.01)
+    clock.now = T0 + seconds
+    return history
+
+
+def test_an_answer_holds_at_most_max_buckets_per_series() -> None:
+    clock = Clock(T0)
+    history = _filled(History(clock=clock), clock, services=4, seconds=900)
+    with serve(registry=CollectorRegistry(), flow=FlowRecorder(history=history)) as srv:
+        for query in ("window=900&step=1", "window=900&step=2", "window=301&step=1"):
+            refused = http_get(f"{srv.url}/api/history?{query}")
+            assert refused.status == 400 and str(MAX_BUCKETS) in refused.json()["error"]
+        for query in ("window=900&step=3", "window=300&step=1", "window=900&step=5"):
+            body = http_get(f"{srv.url}/api/history?{query}").json()
+            assert len(body["buckets"]) <= MAX_BUCKETS + 1  # +1: the grid is step-aligned
+            entry = body["services"]["svc0"]
+            assert len(entry["load"]["avgs"]) == len(entry["requests"]["buckets"])
+            assert len(entry["requests"]["buckets"]) == len(body["buckets"])
+        # built piece by piece, the answer is byte for byte the snapshot's compact JSON
+        answer = http_get(f"{srv.url}/api/history?window=60&step=2").body
+        assert answer == json.dumps(history.snapshot(60, 2), separators=(",", ":")).encode()
+
+
+def test_concurrent_requests_for_one_history_cost_one_computation() -> None:
+    history = CountingHistory(pause=0.3)
+    with serve(registry=CollectorRegistry(), flow=FlowRecorder(history=history)) as srv:
+        url = f"{srv.url}/api/history?window=600&step=2"
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: http_get(url), range(8)))
+        assert [a.status for a in answers] == [200] * 8
+        assert len({a.body for a in answers}) == 1  # one computation, shared
+        assert history.calls == 1
+        # the same parameters spelled differently are the same answer
+        assert http_get(f"{srv.url}/api/history?step=2&window=0600").body == answers[0].body
+        assert history.calls == 1
+
+
+def test_heavy_computations_run_one_at_a_time_and_excess_is_told_to_retry() -> None:
+    history = CountingHistory(pause=0.6)
+    with serve(registry=CollectorRegistry(), flow=FlowRecorder(history=history)) as srv:
+        urls = [f"{srv.url}/api/history?window=600&step={step}" for step in range(2, 10)]
+        with ThreadPoolExecutor(len(urls)) as pool:
+            answers = list(pool.map(http_get, urls))
+        assert history.most == 1  # never two at once, whatever the parameters
+        busy = [a for a in answers if a.status == 503]
+        assert busy and all(a.status == 200 for a in answers if a not in busy)
+        assert history.calls == len(urls) - len(busy)
+        for answer in busy:
+            assert answer.headers["Retry-After"] == "1"
+            assert answer.headers["Cache-Control"] == "no-store"
+            assert "busy" in answer.json()["error"]
+        assert http_get(f"{srv.url}/healthz").status == 200
+
+
+def test_a_connection_computing_history_does_not_hold_the_last_slot() -> None:
+    history = CountingHistory(pause=2.0)
+    flow = FlowRecorder(history=history)
+    with serve(registry=CollectorRegistry(), flow=flow, max_connections=1) as srv:
+        outcome: list[object] = []
+
+        def fetch() -> None:
+            try:
+                outcome.append(http_get(f"{srv.url}/api/history").status)
+            except OSError as exc:  # shed: closed without an answer
+                outcome.append(exc)
+
+        heavy = threading.Thread(target=fetch, daemon=True)
+        heavy.start()
+        deadline = time.monotonic() + 10
+        while history.running == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        began = time.monotonic()
+        assert http_get(f"{srv.url}/healthz").status == 200  # the history one was shed
+        assert time.monotonic() - began < 1.0 and srv.shed_connections == 1
+        heavy.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], OSError)
+        while history.running:  # its computation ends (and frees the slot) all the same
+            assert time.monotonic() < deadline
+            time.sleep(0.01)

@@ -10,13 +10,13 @@ import time
 from collections.abc import Iterable, Iterator
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from jeeves_control_tower.observability import FlowRecorder, ObservabilityServer
 
-from .rawhttp import RawResponse, Trickler, exchange, read_response, wait_for
+from .rawhttp import NonReaders, RawResponse, Trickler, exchange, read_response, wait_for
 from .support import http_get
 
 GET_HEALTH = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -232,3 +232,46 @@ def test_malformed_requests_get_json_errors(request_head: bytes, status: int) ->
         assert len(responses) == 1 and closed
         assert_json_error(responses[0], status)
         assert "python" not in responses[0].headers["server"].lower()
+
+
+def _probe(port: int, path: str) -> bool:
+    request = f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    try:
+        responses, _ = exchange(port, request, timeout=3.0)
+    except OSError:
+        return False
+    return [r.status for r in responses] == [200]
+
+
+def test_clients_that_never_read_do_not_lock_out_the_scraper() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("demo_total", "demo", ["service", "message_type"], registry=registry)
+    for i in range(400):
+        counter.labels(f"svc{i % 20}", f"Msg{i}").inc()
+    with ObservabilityServer(registry, FlowRecorder()) as srv:  # default max_connections
+        attack = NonReaders(srv.port, srv.max_connections, b"GET /metrics HTTP/1.1\r\n\r\n")
+        try:
+            wait_for(lambda: srv.open_connections == srv.max_connections)
+            time.sleep(1.0)  # their answers fill the socket buffers; their sends block
+            probes = [_probe(srv.port, path) for path in ("/healthz", "/metrics") * 20]
+        finally:
+            attack.stop()
+        assert attack.connects >= srv.max_connections
+        assert sum(probes) >= 0.95 * len(probes), probes
+        assert srv.shed_connections > 0  # the attack did fill every slot
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Content-Length : 5\r\n",  # a space before the colon ends the header block
+        b"Transfer-Encoding : chunked\r\n",
+        b"bogus\r\nContent-Length: 5\r\n",  # a line without a colon hides what follows
+    ],
+)
+def test_a_malformed_header_line_is_refused_and_the_body_never_parsed(header: bytes) -> None:
+    with start() as srv:
+        data = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\nXXXXX" + GET_HEALTH
+        responses, closed = exchange(srv.port, data)
+        assert len(responses) == 1 and closed  # never an answer to "XXXXXGET ..."
+        assert_json_error(responses[0], 400)

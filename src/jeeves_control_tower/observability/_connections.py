@@ -5,9 +5,13 @@
   trickles bytes hits the deadline however often it sends (a per-read timeout would be
   reset by every byte).
 - :class:`Connections`: the admitted connections and what each is doing. At capacity a new
-  connection sheds the one that has waited longest for its request (idle keep-alive or
-  still arriving) instead of being refused; only when every connection is busy answering
-  is the new one refused. So tricklers and idle clients can never lock out a scraper.
+  connection sheds the sheddable connection that has been in its state longest instead of
+  being refused. Sheddable: waiting for a request (idle keep-alive or still arriving),
+  sending an answer (the client may not be reading), or answering a pipelined request (one
+  already received when the previous answer was sent). Only a connection whose server is
+  computing the answer to a request sent after its previous answer is protected, and only
+  when every connection is protected is the new one refused. So tricklers, idle clients and
+  clients that never read can never lock out a scraper.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class RequestReader(io.RawIOBase):
         self._deadline = 0.0
         self._budget = 0
         self.received = 0
+        #: While True, reads return "no data" without touching the socket.
+        self.probing = False
 
     def begin(self, timeout: float, budget: int) -> None:
         """Start a request: ``timeout`` seconds and ``budget`` bytes for all of it."""
@@ -58,7 +64,17 @@ class RequestReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def pending(self) -> bool:
+        """Whether the kernel already holds bytes from the client (not blocking)."""
+        try:
+            self._sock.settimeout(0.0)
+            return bool(self._sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # BlockingIOError (nothing yet) or the connection is gone
+            return False
+
+    def readinto(self, buffer: Any) -> int | None:
+        if self.probing:
+            return None  # "no data yet": lets the buffered reader show what it holds
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise RequestTimeout
@@ -79,17 +95,19 @@ class _State:
     __slots__ = ("busy", "since")
 
     def __init__(self) -> None:
-        self.busy = False
-        self.since = time.monotonic()
+        self.busy = False  # protected: never shed
+        self.since = time.monotonic()  # when it entered its current state
 
 
 class Connections:
-    """At most ``limit`` admitted connections, each waiting (for a request) or busy.
+    """At most ``limit`` admitted connections, each sheddable or protected (busy).
 
     Thread-safe. Contract with the server: :meth:`admit` before a connection's thread
-    starts; :meth:`waiting` / :meth:`working` as its handler moves between reading a request
-    and answering it; :meth:`remove` before the socket is closed. A shed socket is shut down
-    here, under the lock, and so is never touched after its owner closed it.
+    starts; :meth:`waiting` when its handler starts reading a request, :meth:`working` once
+    it has a whole one and computes the answer, :meth:`sending` while the answer is sent;
+    :meth:`remove` before the socket is closed. A shed socket is shut down here, under the
+    lock (which wakes a blocked read or send at once), and so is never touched after its
+    owner closed it.
     """
 
     def __init__(self, limit: int) -> None:
@@ -106,8 +124,8 @@ class Connections:
             return len(self._states)
 
     def admit(self, sock: socket.socket) -> bool:
-        """Admit ``sock``, shedding the longest-waiting connection if at the limit.
-        False (and nothing shed) when every admitted connection is busy."""
+        """Admit ``sock``, shedding the sheddable connection longest in its state if at the
+        limit. False (and nothing shed) when every admitted connection is protected."""
         with self._lock:
             if len(self._states) >= self.limit:
                 waiting = [(s.since, id(k), k) for k, s in self._states.items() if not s.busy]
@@ -129,14 +147,23 @@ class Connections:
             if state is not None:
                 state.busy, state.since = False, time.monotonic()
 
-    def working(self, sock: socket.socket) -> bool:
-        """``sock`` has a whole request and is being answered (never shed). False if it
-        was shed meanwhile: drop it without answering."""
+    def working(self, sock: socket.socket, *, protected: bool = True) -> bool:
+        """``sock`` has a whole request and its answer is being computed: never shed if
+        ``protected``, else sheddable (oldest first). False if it was shed meanwhile: drop
+        it without answering."""
+        return self._move(sock, busy=protected)
+
+    def sending(self, sock: socket.socket) -> bool:
+        """``sock``'s answer is being sent: sheddable (oldest first), since a client that
+        does not read would otherwise hold its slot. False if it was shed meanwhile."""
+        return self._move(sock, busy=False)
+
+    def _move(self, sock: socket.socket, *, busy: bool) -> bool:
         with self._lock:
             state = self._states.get(sock)
             if state is None:
                 return False
-            state.busy = True
+            state.busy, state.since = busy, time.monotonic()
             return True
 
     def shut_all(self) -> None:

@@ -29,9 +29,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
-__all__ = ["DEFAULT_HORIZON", "History", "history_body"]
+__all__ = ["DEFAULT_HORIZON", "MAX_BUCKETS", "History", "history_body", "history_params"]
 
 DEFAULT_HORIZON = 900
+#: Most buckets one ``/api/history`` answer may ask for: ``window / step`` above this is
+#: refused (each bucket costs a number per series, and there may be 512 series).
+MAX_BUCKETS = 300
 #: Per service: dispatches, errors, timeouts, retries, seconds (dispatch durations summed).
 SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 #: Per bus handler: runs, failed runs, seconds (handler durations summed).
@@ -297,9 +300,10 @@ def _counters(
     return out
 
 
-def history_body(history: History, query: str) -> dict[str, Any]:
-    """The ``/api/history`` body for a raw query string ``window=S&step=S`` (defaults 300
-    and 5; ``ValueError`` with a client-facing message for anything else)."""
+def history_params(history: History, query: str) -> tuple[int, int]:
+    """``(window, step)`` of a raw ``/api/history`` query string ``window=S&step=S``
+    (defaults 300 and 5; ``window / step`` at most :data:`MAX_BUCKETS`), or
+    ``ValueError`` with a client-facing message."""
     params = parse_qs(query, keep_blank_values=True)
     unknown = set(params) - {"window", "step"}
     if unknown:
@@ -314,4 +318,12 @@ def history_body(history: History, query: str) -> dict[str, Any]:
             raise ValueError(f"{name} must be an integer within 1..{high}")
         values[name] = int(text)
     window = min(values["window"], history.horizon)
-    return history.snapshot(window, min(values["step"], window))
+    step = min(values["step"], window)
+    if window > MAX_BUCKETS * step:
+        raise ValueError(f"window / step must be at most {MAX_BUCKETS} (buckets per answer)")
+    return window, step
+
+
+def history_body(history: History, query: str) -> dict[str, Any]:
+    """The ``/api/history`` body for a raw query string (see :func:`history_params`)."""
+    return history.snapshot(*history_params(history, query))

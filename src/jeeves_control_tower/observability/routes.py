@@ -9,7 +9,10 @@ each carrier exposes it with prometheus_client's own exposition code.
 
 Builders run on a server thread (standalone) or a worker thread (ASGI), never on the
 application's event loop: they read only the registry and the :class:`~.flow.FlowRecorder`,
-both of which snapshot under their own locks.
+both of which snapshot under their own locks. Those threads still share the GIL with the
+loop, so a ``heavy`` route (``/api/history``) is computed by one thread at a time, process
+wide, and its answer reused for a second (:data:`HEAVY`); a request that finds no free slot
+within a second is answered ``503`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from ..logging import ensure_logger
 from ..types import LoggerProtocol
+from ._computations import Busy, Computations
 from .fleet import peers_document
 from .flow import MAX_LIMIT, FlowRecorder, default_flow
-from .history import history_body
+from .history import history_params
 
 if TYPE_CHECKING:
     from ..ipc.adapters.peers import PeerTable
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMON_HEADERS",
     "HEALTH",
+    "HEAVY",
     "JSON_TYPE",
     "METHODS",
     "METHOD_NOT_ALLOWED",
@@ -44,6 +49,7 @@ __all__ = [
     "UNAUTHORIZED",
     "Answer",
     "BadRequest",
+    "Encoded",
     "Endpoint",
     "Route",
     "Sources",
@@ -62,6 +68,9 @@ METHODS = ("GET", "HEAD")
 HEALTH = "/healthz"
 METRICS = "/metrics"
 _DEFAULT_LIMIT = 200
+#: The heavy routes' computations: one at a time in the process, each answer reused for 1 s
+#: (per source and parameters), 1 s at most to wait for the slot (then 503, Retry-After: 1).
+HEAVY = Computations(slots=1, ttl=1.0, wait=1.0, entries=4)
 
 
 @dataclass
@@ -92,6 +101,13 @@ class Sources:
 
 class BadRequest(ValueError):
     """A route's parameters are invalid: answered ``400 {"error": str(exc)}``."""
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A builder's answer already encoded as JSON (sent as is)."""
+
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -148,10 +164,28 @@ def _stats(sources: Sources, query: str) -> Any:
 
 
 def _history(sources: Sources, query: str) -> Any:
+    history = sources.flow.history
     try:
-        return history_body(sources.flow.history, query)
+        window, step = history_params(history, query)
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+    return Encoded(
+        HEAVY.get((history, window, step), lambda: _encode_pieces(history.snapshot(window, step)))
+    )
+
+
+def _encode_pieces(payload: dict[str, Any]) -> bytes:
+    """``_encode(payload)``, byte for byte, built one entry of each nested dict at a time:
+    the C encoder holds the GIL for a whole call, and a multi-megabyte call would stall the
+    application's event loop for as long."""
+    parts = []
+    for key, value in payload.items():
+        if isinstance(value, dict):
+            entries = b",".join(_encode(k) + b":" + _encode(v) for k, v in value.items())
+            parts.append(_encode(key) + b":{" + entries + b"}")
+        else:
+            parts.append(_encode(key) + b":" + _encode(value))
+    return b"{" + b",".join(parts) + b"}"
 
 
 def _peers(sources: Sources, query: str) -> Any:
@@ -172,10 +206,13 @@ def _int_param(params: dict[str, list[str]], name: str, default: int, low: int, 
 
 @dataclass(frozen=True)
 class Route:
-    """A JSON route: ``build(sources, raw_query)``; ``public`` routes need no token."""
+    """A JSON route: ``build(sources, raw_query)``; ``public`` routes need no token.
+    ``heavy``: its answer may cost real CPU, so the standalone server does not protect the
+    connection from shedding while computing it."""
 
     build: Callable[[Sources, str], Any]
     public: bool = False
+    heavy: bool = False
 
 
 #: Every JSON route of both carriers. Adding a route is one line here.
@@ -184,7 +221,7 @@ ROUTES: Mapping[str, Route] = {
     "/api/services": Route(_services),
     "/api/flow": Route(_flow),
     "/api/stats": Route(_stats),
-    "/api/history": Route(_history),
+    "/api/history": Route(_history, heavy=True),
     "/api/peers": Route(_peers),
 }
 
@@ -234,7 +271,9 @@ class Endpoint:
             payload = ROUTES[path].build(self.sources, query)
         except BadRequest as exc:
             return error(400, str(exc))
+        except Busy:
+            return error(503, "busy: try again shortly", ("Retry-After", "1"))
         except Exception as exc:  # a broken reader must not break the server
             self.logger.error("observability_http_failed", path=path, error=repr(exc))
             return error(500, "internal error")
-        return Answer(200, _encode(payload))
+        return Answer(200, payload.body if isinstance(payload, Encoded) else _encode(payload))

@@ -12,17 +12,22 @@ What the stdlib does not give, this module adds:
 - one deadline per request (``request_timeout``, 5 s by default) for its line, headers
   and body, counted from the moment the connection waits for it; a keep-alive connection
   idle that long is closed, a half-sent request gets ``408`` and is closed;
-- at ``max_connections`` a new connection sheds the connection that has waited longest for
-  its request, so tricklers never lock out ``/healthz`` or the scraper; only when every
-  connection is busy answering is the new one closed at once;
+- at ``max_connections`` a new connection sheds the sheddable connection that has been in
+  its state longest: one waiting for its request, one whose answer is being sent (a client
+  that does not read), or one answering a pipelined request (received before the previous
+  answer was sent) or a heavy route (``/api/history``). Only computing any other answer
+  protects a connection; only when all are protected is the new one closed at once. So
+  neither tricklers nor clients that never read can lock out ``/healthz`` or the scraper;
 - strict framing: the request line is ``METHOD TARGET HTTP/1.x``, line and headers are
-  bounded, a ``Content-Length`` body of at most 64 KiB is read and discarded, a bigger one
-  is ``413``, any ``Transfer-Encoding`` is ``400``, and after a framing error the
-  connection is closed (a body is never read as the next request);
+  bounded, a malformed header line (no colon, space before the colon) is ``400``, a
+  ``Content-Length`` body of at most 64 KiB is read and discarded, a bigger one is ``413``,
+  any ``Transfer-Encoding`` is ``400``, and after a framing error the connection is closed
+  (a body is never read as the next request);
 - every response, errors included, is JSON (``/metrics``: the Prometheus formats) with
   ``Cache-Control: no-store`` and ``Server: jeeves-observability`` (no version).
 
-Sending an answer is bounded by ``timeout`` seconds (a client that stops reading lets go).
+Sending an answer is bounded by ``timeout`` seconds in all (a client that stops reading
+lets go then, or sooner when it is shed).
 """
 
 from __future__ import annotations
@@ -102,12 +107,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     reader: RequestReader
+    buffered: io.BufferedReader
 
     def setup(self) -> None:
         self.connection = self.request
         self.reader = RequestReader(self.connection)
-        self.rfile = io.BufferedReader(self.reader)
+        self.buffered = io.BufferedReader(self.reader)
+        self.rfile = self.buffered
         self.wfile = io.BytesIO()  # unused: every answer goes out through _reply's sendall
+        self.pipelined = False  # the next request was received before the last answer went
 
     def finish(self) -> None:
         self.rfile.close()
@@ -140,8 +148,8 @@ class _Handler(BaseHTTPRequestHandler):
             outcome = error(431, "request headers too large")
         if isinstance(outcome, Answer):
             self._reply(outcome, close=True)
-        elif outcome and self.server.connections.working(self.connection):
-            self._reply(self._answer())  # busy (never shed) while the answer is built
+        elif outcome and (answer := self._answer()) is not None:
+            self._reply(answer)
 
     def _read_request(self) -> Answer | bool:
         """True: a whole request, ready to answer. An answer: the refusal to send before
@@ -156,6 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
             return error(400, "malformed request line")
         if not self.parse_request():
             return False
+        if self.headers.defects or self.headers.get_payload():
+            # The header parser stopped at a malformed line: what follows it (a
+            # Content-Length, a Transfer-Encoding) was not read as a header, so the body
+            # cannot be framed.
+            return error(400, "malformed header line")
         refusal = self._discard_body()
         return True if refusal is None else refusal
 
@@ -178,7 +191,8 @@ class _Handler(BaseHTTPRequestHandler):
             return error(400, "request body cut short")
         return None
 
-    def _answer(self) -> Answer:
+    def _answer(self) -> Answer | None:
+        """The answer to the request read; None if the connection was shed meanwhile."""
         app = self.server.app
         # The target as sent (http.server rewrites a leading "//"), its path percent-decoded
         # as ASGI servers decode scope["path"]: both carriers match the same paths.
@@ -192,6 +206,11 @@ class _Handler(BaseHTTPRequestHandler):
             return METHOD_NOT_ALLOWED
         if not authorized and (route is None or not route.public):
             return UNAUTHORIZED
+        heavy = route is not None and route.heavy
+        if not self.server.connections.working(
+            self.connection, protected=not (self.pipelined or heavy)
+        ):
+            return None
         if route is not None:
             return app.endpoint.json(path, query)
         try:
@@ -203,8 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _reply(self, answer: Answer, *, close: bool = False) -> None:
         """Send ``answer`` as one HTTP/1.1 response (whatever version the client spoke),
-        unless the connection was shed meanwhile; from here on it is busy, never shed."""
-        if not self.server.connections.working(self.connection):
+        unless the connection was shed meanwhile; sheddable while it is sent."""
+        if not self.server.connections.sending(self.connection):
             self.close_connection = True
             return
         if close:
@@ -224,6 +243,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.connection.settimeout(self.server.app.timeout)  # bounds the whole sendall
         self.connection.sendall("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
         self.log_request(answer.status, len(answer.body))
+        if not self.close_connection:
+            self.pipelined = self._received_ahead()
+
+    def _received_ahead(self) -> bool:
+        """Whether bytes of a next request were received already: held in ``rfile``'s
+        buffer or in the kernel's (no blocking read)."""
+        self.reader.probing = True
+        try:
+            held = self.buffered.peek(1)
+        finally:
+            self.reader.probing = False
+        return bool(held) or self.reader.pending()
 
 
 class ObservabilityServer:
@@ -231,7 +262,7 @@ class ObservabilityServer:
     joins the thread). Usable as a context manager.
 
     ``request_timeout``: seconds a connection gets to send a whole request (and the most a
-    keep-alive connection stays idle). ``timeout``: seconds to send an answer.
+    keep-alive connection stays idle). ``timeout``: seconds in all to send one answer.
     ``max_connections``: connections admitted at once (see the module docstring).
     """
 
@@ -329,6 +360,7 @@ def serve(
     flow: FlowRecorder | None = None,
     logger: LoggerProtocol | None = None,
     request_timeout: float = 5.0,
+    timeout: float = 10.0,
     max_connections: int = 32,
 ) -> ObservabilityServer:
     """Start the endpoint in a background thread and return it.
@@ -346,5 +378,6 @@ def serve(
         token=token,
         logger=logger,
         request_timeout=request_timeout,
+        timeout=timeout,
         max_connections=max_connections,
     )
