@@ -109,10 +109,12 @@ def shared_poller() -> SharedPoller:
     return SharedPoller(KEEP_RECORDS)
 
 
-def refresh_all(endpoints: list[str], token: str, refresh: float) -> None:
+def refresh_all(endpoints: list[str], token: str, refresh: float, fleet: Fleet) -> None:
     """Take the shared poller's data (it polls each endpoint at most once per ``refresh``
-    seconds for the whole server); the session keeps it, so a paused page stays still."""
-    states, records = shared_poller().refresh(endpoints, token, refresh)
+    seconds for the whole server, the token only to origins the fleet's allow-list
+    trusts); the session keeps it, so a paused page stays still."""
+    poller = shared_poller()
+    states, records = poller.refresh(endpoints, token, refresh, send_token=fleet.allow.trusts)
     st.session_state.states = states
     st.session_state.records = records
 
@@ -353,6 +355,8 @@ def processes_section(fleet: Fleet) -> None:
     if not fleet.processes:
         return
     st.subheader("Processes")
+    if fleet.notice:
+        st.caption(data.md_escape(fleet.notice))
     rows = fleet.rows(st.session_state.get("states", {}))
     for row in rows:
         seen = row["last_seen"]
@@ -385,7 +389,7 @@ def live(opts: dict[str, Any]) -> None:
         fleet.discover(down, interval=opts["refresh"])
     opts["endpoints"] = fleet.endpoints()  # the given ones, then the processes found
     if not opts["paused"]:
-        refresh_all(opts["endpoints"], opts["token"], opts["refresh"])
+        refresh_all(opts["endpoints"], opts["token"], opts["refresh"], fleet)
     status_banners(opts["endpoints"], opts["refresh"])
     states: dict[str, EndpointState] = st.session_state.get("states", {})
     shown = [url for url in opts["endpoints"] if url in states]
