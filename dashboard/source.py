@@ -47,6 +47,13 @@ class EndpointState:
     last_ok: float | None = None
     history: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def started_at(self) -> float | None:
+        """When the endpoint started (Unix seconds, from ``uptime_seconds`` at the last
+        good poll), ``None`` if unknown."""
+        uptime = _uptime(self.stats)
+        return self.last_ok - uptime if self.last_ok is not None and uptime > 0 else None
+
 
 #: The most one JSON answer may weigh.
 MAX_BODY = 8 * 1024 * 1024
