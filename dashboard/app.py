@@ -164,7 +164,7 @@ def _spans_text(cover: data.Coverage) -> str:
     """The span(s) the rates are over: one, or each endpoint's (its rate over its own)."""
     spans = {url: cover.span(url) for url in cover.starts}
     if len(set(map(round, spans.values()))) <= 1:
-        return f"the last {_span_text(next(iter(spans.values()), cover.now - cover.since))}"
+        return f"the last {_span_text(next(iter(spans.values()), cover.now - cover.window_start))}"
     each = ", ".join(f"{data.md_escape(u)} {_span_text(s)}" for u, s in spans.items())
     return f"each endpoint's own span, rates summed ({each})"
 

@@ -287,8 +287,8 @@ class Fleet:
         """Ask the endpoints (except those in ``down``) for their peers until one answers;
         ``True`` if one did. Within ``interval`` seconds of the last time it asked (or
         while another caller is asking), it asks nobody and tells whether the last time
-        succeeded. Returns within ``deadline`` seconds (plus one request's ``timeout`` at
-        worst)."""
+        succeeded. Returns within ``deadline`` seconds: each request gets ``timeout`` or
+        what is left of the deadline, whichever is less."""
         with self._lock:
             if self._asking or self._clock() - self._asked_at < interval:
                 return not self.error
