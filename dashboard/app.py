@@ -109,10 +109,12 @@ def shared_poller() -> SharedPoller:
     return SharedPoller(KEEP_RECORDS)
 
 
-def refresh_all(endpoints: list[str], token: str, refresh: float) -> None:
+def refresh_all(endpoints: list[str], token: str, refresh: float, fleet: Fleet) -> None:
     """Take the shared poller's data (it polls each endpoint at most once per ``refresh``
-    seconds for the whole server); the session keeps it, so a paused page stays still."""
-    states, records = shared_poller().refresh(endpoints, token, refresh)
+    seconds for the whole server, the token only to origins the fleet's allow-list
+    trusts); the session keeps it, so a paused page stays still."""
+    poller = shared_poller()
+    states, records = poller.refresh(endpoints, token, refresh, send_token=fleet.allow.trusts)
     st.session_state.states = states
     st.session_state.records = records
 
@@ -139,9 +141,11 @@ def status_banners(endpoints: list[str], refresh: int) -> None:
             )
 
 
-def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, span_s: float, n_up: int, n: int) -> None:
-    k = series.kpis(flow, services, span_s)
-    over = f"Over the last {_span_text(span_s)}: the time the flow data covers."
+def kpi_row(
+    flow: pd.DataFrame, services: pd.DataFrame, cover: data.Coverage, n_up: int, n: int
+) -> None:
+    k = series.kpis(flow, services, cover)
+    over = f"Over {_spans_text(cover)}: the time the flow data covers."
     cols = st.columns(6)
     cols[0].metric("Endpoints up", f"{n_up} / {n}")
     cols[1].metric("Healthy services", f"{k['healthy']:.0f} / {k['services']:.0f}")
@@ -154,6 +158,15 @@ def kpi_row(flow: pd.DataFrame, services: pd.DataFrame, span_s: float, n_up: int
         help="Dispatches waiting for a slot over the window: the time-weighted average"
         " (summed over services) and the highest queue of one service.",
     )
+
+
+def _spans_text(cover: data.Coverage) -> str:
+    """The span(s) the rates are over: one, or each endpoint's (its rate over its own)."""
+    spans = {url: cover.span(url) for url in cover.starts}
+    if len(set(map(round, spans.values()))) <= 1:
+        return f"the last {_span_text(next(iter(spans.values()), cover.now - cover.window_start))}"
+    each = ", ".join(f"{data.md_escape(u)} {_span_text(s)}" for u, s in spans.items())
+    return f"each endpoint's own span, rates summed ({each})"
 
 
 def _span_text(span_s: float) -> str:
@@ -260,25 +273,26 @@ def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
     st.subheader("Live message flow")
     window_s = opts["window_s"]
     now = opts["now"]
-    since, span = opts["since"], opts["span"]
+    cover: data.Coverage = opts["coverage"]
+    since = cover.since
     st.caption(
         f"Rates, shares and charts over {_clock(since)} to {_clock(now)} UTC"
-        f" ({_span_text(span)}): the part of the {_span_text(window_s)} window the"
-        " endpoints' flow buffers still hold."
+        f" ({_spans_text(cover)}): the part of the {_span_text(window_s)} window the"
+        " flow data covers (all of it unless a buffer dropped records)."
     )
     st.markdown("**Who talks to whom** · message types → handlers and services")
     st.caption(LEGEND)
-    st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, span)))
+    st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, cover)))
     latest_table(flow)
     bucket = data.bucket_seconds(window_s)
     a, b, c = st.columns(3)
     with a:
         st.markdown("**Throughput** (messages / s)")
-        rates = series.throughput_series(flow, bucket, now, opts["since"])
+        rates = series.throughput_series(flow, bucket, now, since)
         _chart_or_wait(rates, lambda f: _line(f, "rate", "msg/s"))
     with b:
         st.markdown("**Latency** p50 / p95 (ms, log scale)")
-        latency = series.latency_series(flow, bucket, now, opts["since"])
+        latency = series.latency_series(flow, bucket, now, since)
         _chart_or_wait(latency, lambda f: _line(f, "latency_ms", "ms", dash="quantile"))
     with c:
         st.markdown("**Errors, timeouts and retries**")
@@ -353,6 +367,8 @@ def processes_section(fleet: Fleet) -> None:
     if not fleet.processes:
         return
     st.subheader("Processes")
+    if fleet.notice:
+        st.caption(data.md_escape(fleet.notice))
     rows = fleet.rows(st.session_state.get("states", {}))
     for row in rows:
         seen = row["last_seen"]
@@ -385,7 +401,7 @@ def live(opts: dict[str, Any]) -> None:
         fleet.discover(down, interval=opts["refresh"])
     opts["endpoints"] = fleet.endpoints()  # the given ones, then the processes found
     if not opts["paused"]:
-        refresh_all(opts["endpoints"], opts["token"], opts["refresh"])
+        refresh_all(opts["endpoints"], opts["token"], opts["refresh"], fleet)
     status_banners(opts["endpoints"], opts["refresh"])
     states: dict[str, EndpointState] = st.session_state.get("states", {})
     shown = [url for url in opts["endpoints"] if url in states]
@@ -400,12 +416,13 @@ def live(opts: dict[str, Any]) -> None:
     now = opts["now"] = time.time()
     # Rates and charts start where the data does: over the nominal window a buffer that
     # holds two minutes would read as less than half the rate, a bucket before it as a dip.
-    opts["since"], opts["span"] = data.coverage(records, now, opts["window_s"])
-    flow = data.flow_frame(records, now, now - opts["since"])
+    started = {url: states[url].started_at for url in shown}
+    cover = opts["coverage"] = data.coverage(records, now, opts["window_s"], started)
+    flow = data.flow_frame(records, now, now - cover.since)
     if opts["patterns"]:
         flow = flow[flow["pattern"].isin(opts["patterns"])].reset_index(drop=True)
     n_up = sum(1 for url in opts["endpoints"] if url in states and states[url].up)
-    kpi_row(flow, services, opts["span"], n_up, len(opts["endpoints"]))
+    kpi_row(flow, services, cover, n_up, len(opts["endpoints"]))
     processes_section(fleet)
     registry_section(services, opts)
     flow_section(flow, opts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ __all__ = [
     "REGISTRY_SHOWN",
     "SERVICE_COLUMNS",
     "TRACE_URL_VAR",
+    "Coverage",
     "bucket_seconds",
     "coverage",
     "filter_services",
@@ -111,22 +113,66 @@ def bucket_seconds(window_s: float) -> float:
     return 120.0
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """The time the flow data really covers, per endpoint (see :func:`coverage`).
+
+    ``starts`` maps each endpoint to where its data begins; :meth:`span` is the seconds
+    from there to ``now`` (at least 1). A rate is summed over endpoints, each endpoint's
+    count over its own span (:meth:`rate`), so a quiet endpoint or one whose buffer is
+    short does not change the span of a busy one."""
+
+    now: float
+    window_start: float
+    starts: Mapping[str, float]
+
+    @property
+    def since(self) -> float:
+        """Where the earliest endpoint's data begins (``now`` with no data)."""
+        return min(self.starts.values(), default=self.now)
+
+    def span(self, endpoint: str) -> float:
+        return max(self.now - self.starts.get(endpoint, self.window_start), 1.0)
+
+    def rate(self, counts: Mapping[str, float]) -> float:
+        """Per second: the sum over endpoints of their count over their own span."""
+        return sum(n / self.span(endpoint) for endpoint, n in counts.items() if n)
+
+
 def coverage(
-    records: Iterable[Mapping[Any, Any]], now: float, window_s: float
-) -> tuple[float, float]:
-    """``(since, span)``: where the flow data really begins within the window and the
-    seconds from there to ``now`` (at least 1). With several endpoints it is the span
-    every one of them covers (the latest of their oldest records), so a short buffer does
-    not read as a low rate; the window's start when all reach back that far. Every rate
-    on the page is over this span (records before ``since`` are left out), never over the
-    nominal window."""
+    records: Iterable[Mapping[Any, Any]],
+    now: float,
+    window_s: float,
+    started: Mapping[str, float | None] | None = None,
+) -> Coverage:
+    """Where each endpoint's flow data really begins within the window.
+
+    An endpoint's data covers the whole window unless records were evicted (by its ring
+    buffer, or by the dashboard's own bound): nothing was if its first record ever
+    (``seq`` 1) is still here, and then the data covers from the window's start or from
+    when the endpoint started (``started``: Unix seconds, from ``/api/stats``
+    ``uptime_seconds``), whichever is later. Otherwise it covers from its oldest record
+    kept, or from the window's start if that record is older. Every rate on the page is
+    over these spans, never over the nominal window, and never over the span of another
+    endpoint."""
+    window_start = now - window_s
     oldest: dict[str, float] = {}
+    first_seq: dict[str, int] = {}
     for r in records:
-        endpoint, t = r["endpoint"], r["time"]
+        endpoint, t, seq = r["endpoint"], r["time"], r["seq"]
         if t < oldest.get(endpoint, math.inf):
             oldest[endpoint] = t
-    since = max(now - window_s, max(oldest.values(), default=now))
-    return since, max(now - since, 1.0)
+        first_seq[endpoint] = min(seq, first_seq.get(endpoint, seq))
+    starts: dict[str, float] = {}
+    for endpoint, t in oldest.items():
+        if t <= window_start:
+            starts[endpoint] = window_start
+        elif first_seq[endpoint] == 1:  # nothing evicted: since the window or its start
+            up = (started or {}).get(endpoint)
+            starts[endpoint] = max(window_start, min(t, window_start if up is None else up))
+        else:  # evicted: the data begins at the oldest record kept
+            starts[endpoint] = min(t, now)
+    return Coverage(now, window_start, starts)
 
 
 #: Environment variable holding the trace UI's URL template, with ``{trace_id}``.

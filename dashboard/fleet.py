@@ -7,15 +7,22 @@ remembers every process it heard of, and says which endpoints to poll.
 
 An advertised URL comes from the broker, so it is untrusted:
 
-- it is followed only if the :class:`AllowList` admits it: by default the scheme and host
-  of an endpoint the user gave (any port), plus the ``scheme://host[:port]`` or
-  ``scheme://*.domain`` rules of ``$JEEVES_FLEET_ALLOW``; a URL it does not admit is never
-  fetched, so the bearer token never goes there;
-- redirects are never followed (:data:`OPENER`), so an admitted endpoint cannot bounce the
-  token elsewhere;
-- a ``/api/peers`` answer is read up to :data:`MAX_BYTES`, within ``timeout`` seconds, and
-  at most :data:`MAX_ENTRIES` of its entries are looked at; at most ``max_follow``
-  discovered endpoints are polled and at most :data:`MAX_PROCESSES` processes remembered.
+- it is followed only if the :class:`AllowList` admits it: by default the exact origins
+  (scheme, host and port) of the endpoints the user gave, plus the ``scheme://host[:port]``
+  or ``scheme://*.domain[:port]`` rules of ``$JEEVES_FLEET_ALLOW``; a URL it does not admit
+  is never fetched;
+- the bearer token goes only to an origin the configuration names exactly
+  (:meth:`AllowList.trusts`): a given endpoint, or a ``$JEEVES_FLEET_ALLOW`` rule with a
+  host and an explicit port. A URL admitted only by a broader rule (no port, or
+  ``*.domain``) is fetched without the token;
+- redirects are never followed (:func:`dashboard.net.get`), so an admitted endpoint cannot
+  bounce the token elsewhere;
+- a ``/api/peers`` answer is read up to :data:`MAX_BYTES` within ``timeout`` seconds in
+  total (one discovery at most ``deadline`` seconds, with no lock held meanwhile); a longer
+  answer is not an error: the processes listed in its first :data:`MAX_BYTES` are used
+  (an endpoint lists itself and its live peers first). At most :data:`MAX_ENTRIES` entries
+  are looked at; at most ``max_follow`` discovered endpoints are polled and at most
+  :data:`MAX_PROCESSES` processes remembered.
 
 A process whose endpoint stops answering (or whose heartbeats stop) is shown down with the
 last data received. It is forgotten once no peer list has called it alive for
@@ -30,8 +37,6 @@ import json
 import math
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,10 +44,11 @@ from urllib.parse import urlsplit
 
 from jeeves_control_tower.ipc.adapters.peers import MAX_NAME, MAX_SERVICES, valid_endpoint
 
+from . import net
+
 __all__ = [
     "ALLOW_ENV",
     "MAX_BYTES",
-    "OPENER",
     "AllowList",
     "Fleet",
     "PeersError",
@@ -57,15 +63,7 @@ MAX_ENTRIES = 256
 MAX_PROCESSES = 256
 MAX_FOLLOW = 32
 FORGET_AFTER = 900.0
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # the 3xx becomes an HTTPError: the Authorization header goes nowhere
-
-
-#: A urllib opener that never follows a redirect.
-OPENER = urllib.request.build_opener(_NoRedirect)
+DISCOVERY_DEADLINE = 4.0
 
 
 class PeersError(Exception):
@@ -76,24 +74,68 @@ Fetch = Callable[[str, str, float], Any]
 
 
 def fetch_peers(base: str, token: str = "", timeout: float = 2.0) -> Any:
-    """GET ``base + "/api/peers"`` (no redirects, at most :data:`MAX_BYTES`) and decode it;
-    :class:`PeersError` on any failure."""
-    request = urllib.request.Request(base + "/api/peers", headers={"Accept": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
+    """GET ``base + "/api/peers"`` (no redirects, ``timeout`` seconds in total) and decode
+    it; :class:`PeersError` on any failure. An answer longer than :data:`MAX_BYTES` is
+    cut there and the complete entries of ``peers`` before the cut are kept: the result
+    then has ``"truncated": True``."""
     try:
-        with OPENER.open(request, timeout=timeout) as response:
-            body = response.read(MAX_BYTES + 1)
-    except urllib.error.HTTPError as exc:
-        raise PeersError(f"HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise PeersError(f"cannot reach the endpoint ({getattr(exc, 'reason', exc)})") from None
-    if len(body) > MAX_BYTES:
-        raise PeersError(f"/api/peers answer larger than {MAX_BYTES} bytes")
+        body = net.get(base + "/api/peers", token=token, timeout=timeout, max_bytes=MAX_BYTES)
+    except net.TooLarge as exc:
+        return _prefix(exc.body)
+    except net.GetError as exc:
+        raise PeersError(str(exc)) from None
     try:
         return json.loads(body)
     except ValueError:
         raise PeersError("/api/peers did not return JSON") from None
+
+
+def _prefix(body: bytes) -> dict[str, Any]:
+    """The top-level members of a JSON object cut short, up to the cut; of a ``peers``
+    array cut short, its complete entries. :class:`PeersError` if nothing usable."""
+    text = body.decode("utf-8", errors="ignore")
+    decoder = json.JSONDecoder()
+    out: dict[str, Any] = {"truncated": True}
+    pos = _skip(text, 0)
+    if not text.startswith("{", pos):
+        raise PeersError("/api/peers did not return JSON")
+    pos += 1
+    try:
+        while True:
+            pos = _skip(text, pos)
+            key, pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if not isinstance(key, str) or not text.startswith(":", pos):
+                break
+            pos = _skip(text, pos + 1)
+            if key == "peers" and text.startswith("[", pos):
+                out["peers"] = entries = []
+                pos += 1
+                while True:
+                    pos = _skip(text, pos)
+                    entry, pos = decoder.raw_decode(text, pos)
+                    entries.append(entry)
+                    pos = _skip(text, pos)
+                    if not text.startswith(",", pos):
+                        break
+                    pos += 1
+            else:
+                out[key], pos = decoder.raw_decode(text, pos)
+            pos = _skip(text, pos)
+            if not text.startswith(",", pos):
+                break
+            pos += 1
+    except ValueError:
+        pass  # the cut: keep what was complete
+    if not isinstance(out.get("peers"), list):
+        raise PeersError(f"/api/peers answer larger than {MAX_BYTES} bytes")
+    return out
+
+
+def _skip(text: str, pos: int) -> int:
+    while pos < len(text) and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 # ---------------------------------------------------------------------- allow-list
@@ -119,17 +161,21 @@ def _parts(url: str) -> tuple[str, str, int] | None:
 
 @dataclass(frozen=True)
 class AllowList:
-    """Which URLs the dashboard may follow. A rule is ``(scheme, host, port)``; ``host`` may
-    be ``*.domain`` (any subdomain, not the domain itself) and ``port`` ``None`` (any)."""
+    """Which URLs the dashboard may follow, and which may get the bearer token.
+
+    A rule is ``(scheme, host, port)``; ``host`` may be ``*.domain`` (any subdomain, not
+    the domain itself) and ``port`` ``None`` (any). A URL is followed if a rule admits it
+    (:meth:`allows`); the token goes only where a rule names the origin exactly: a host,
+    not a wildcard, and a port (:meth:`trusts`)."""
 
     rules: frozenset[_Rule]
 
     @classmethod
     def for_endpoints(cls, endpoints: Iterable[str], extra: str = "") -> AllowList:
-        """The schemes and hosts of ``endpoints`` (any port), plus the rules in ``extra``
-        (comma/space-separated ``scheme://host[:port]`` or ``scheme://*.domain``; malformed
-        ones are ignored, see :meth:`parse`)."""
-        rules = {(p[0], p[1], None) for p in map(_parts, endpoints) if p is not None}
+        """The exact origins (scheme, host and port) of ``endpoints``, plus the rules in
+        ``extra`` (comma/space-separated ``scheme://host[:port]`` or
+        ``scheme://*.domain[:port]``; malformed ones are ignored, see :meth:`parse`)."""
+        rules = set(filter(None, map(_parts, endpoints)))
         return cls(frozenset(rules | set(cls.parse(extra)[0])))
 
     @staticmethod
@@ -150,6 +196,7 @@ class AllowList:
         return rules, rejected
 
     def allows(self, url: str) -> bool:
+        """Whether ``url`` may be fetched at all."""
         parts = _parts(url)
         if parts is None:
             return False
@@ -160,6 +207,11 @@ class AllowList:
             if r_host == host or (r_host.startswith("*.") and host.endswith(r_host[1:])):
                 return True
         return False
+
+    def trusts(self, url: str) -> bool:
+        """Whether the bearer token may be sent to ``url``: its exact origin is a rule."""
+        parts = _parts(url)
+        return parts is not None and not parts[1].startswith("*.") and parts in self.rules
 
 
 # ---------------------------------------------------------------------- the fleet
@@ -191,7 +243,9 @@ class Fleet:
     """Discovery state for one set of given endpoints (``seeds``); see the module docstring.
 
     Thread-safe: one instance is shared by every session of a Streamlit server, and
-    :meth:`discover` asks for peers at most once per ``interval`` whoever calls it."""
+    :meth:`discover` asks for peers at most once per ``interval`` whoever calls it. The
+    lock is never held during network I/O: the answers are fetched outside it (each within
+    ``timeout`` seconds, all within ``deadline``) and merged under it."""
 
     def __init__(
         self,
@@ -200,6 +254,7 @@ class Fleet:
         *,
         token: str = "",
         timeout: float = 2.0,
+        deadline: float = DISCOVERY_DEADLINE,
         max_follow: int = MAX_FOLLOW,
         forget_after: float = FORGET_AFTER,
         fetch: Fetch = fetch_peers,
@@ -209,6 +264,7 @@ class Fleet:
         self.allow = allow
         self.token = token
         self.timeout = timeout
+        self.deadline = deadline
         self.max_follow = max_follow
         self.forget_after = forget_after
         self._fetch = fetch
@@ -216,8 +272,10 @@ class Fleet:
         self.processes: dict[str, Process] = {}  # by process id
         self.seed_process: dict[str, str] = {}  # seed URL -> its process id
         self.error = ""
+        self.notice = ""  # set when an answer was cut and only its first entries were used
         self._lock = threading.RLock()
         self._asked_at = -math.inf
+        self._asking = False
 
     def endpoints(self) -> list[str]:
         """The endpoints to poll: the seeds, then the followed discovered ones."""
@@ -227,29 +285,56 @@ class Fleet:
 
     def discover(self, down: Collection[str] = (), interval: float = 0.0) -> bool:
         """Ask the endpoints (except those in ``down``) for their peers until one answers;
-        ``True`` if one did. Within ``interval`` seconds of the last time it asked, it asks
-        nobody and tells whether that time succeeded."""
+        ``True`` if one did. Within ``interval`` seconds of the last time it asked (or
+        while another caller is asking), it asks nobody and tells whether the last time
+        succeeded. Returns within ``deadline`` seconds: each request gets ``timeout`` or
+        what is left of the deadline, whichever is less."""
         with self._lock:
-            if self._clock() - self._asked_at < interval:
+            if self._asking or self._clock() - self._asked_at < interval:
                 return not self.error
             self._asked_at = self._clock()
-            return self._discover(down)
+            self._asking = True
+            self._forget(self._clock() - self.forget_after)
+            candidates = [url for url in self.endpoints() if url not in down]
+        try:
+            url, doc, errors = self._ask(candidates)
+            with self._lock:
+                if doc is not None:
+                    self._merge(url, doc)
+                    self.error = ""
+                    self.notice = (
+                        f"The peer list of {url} was longer than {MAX_BYTES // 1024} KiB:"
+                        " the processes it lists first are shown."
+                        if doc.get("truncated") is True
+                        else ""
+                    )
+                    return True
+                self.error = "; ".join(errors[:3])
+                return False
+        finally:
+            with self._lock:
+                self._asking = False
 
-    def _discover(self, down: Collection[str]) -> bool:
-        errors = []
-        self._forget(self._clock() - self.forget_after)
-        for url in self.endpoints():
-            if url in down:
-                continue
+    def _ask(self, candidates: list[str]) -> tuple[str, Any, list[str]]:
+        """``(url, answer, errors)`` from the first candidate that answers (``answer`` is
+        ``None`` if none did), outside the lock, the token only where it is trusted."""
+        errors: list[str] = []
+        ends_at = time.monotonic() + self.deadline
+        for url in candidates:
+            left = min(self.timeout, ends_at - time.monotonic())
+            if left <= 0:
+                errors.append(f"{url}: not asked, discovery ran out of time")
+                break
+            token = self.token if self.allow.trusts(url) else ""
             try:
-                self._merge(url, self._fetch(url, self.token, self.timeout))
+                answer = self._fetch(url, token, left)
             except PeersError as exc:
                 errors.append(f"{url}: {exc}")
                 continue
-            self.error = ""
-            return True
-        self.error = "; ".join(errors[:3])
-        return False
+            if isinstance(answer, dict) and isinstance(answer.get("peers"), list):
+                return url, answer, errors
+            errors.append(f"{url}: unexpected /api/peers shape")
+        return "", None, errors
 
     def _merge(self, source: str, doc: Any) -> None:
         if not isinstance(doc, dict) or not isinstance(doc.get("peers"), list):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from .data import short_target
+from .data import Coverage, short_target
 
 __all__ = ["edge_colour", "failed_label", "flow_edges", "to_dot"]
 
@@ -26,15 +26,24 @@ PATTERN_STYLE = {
 }
 
 
-def flow_edges(frame: pd.DataFrame, span_s: float) -> pd.DataFrame:
+def flow_edges(frame: pd.DataFrame, span_s: float | Coverage) -> pd.DataFrame:
     """One row per (pattern, message type, target) over ``frame``: count, failed, rate per
-    second and error share. ``span_s`` is the time ``frame`` really covers (see
-    :func:`~dashboard.data.coverage`), not the nominal window: a buffer that holds two
-    minutes of a five-minute window must not read as less than half the rate."""
+    second and error share. ``span_s`` is the time ``frame`` really covers, not the
+    nominal window (a buffer that holds two minutes of a five-minute window must not read
+    as less than half the rate): seconds, or a :class:`~dashboard.data.Coverage` (see
+    :func:`~dashboard.data.coverage`), and then each endpoint's count is over its own
+    span and the rates are summed, as the headline rate is."""
     rows: list[dict[str, Any]] = []
-    for pattern, message_type, targets, failed in zip(
-        frame["pattern"], frame["message_type"], frame["targets"], frame["failed"], strict=True
+    for endpoint, pattern, message_type, targets, failed in zip(
+        frame["endpoint"],
+        frame["pattern"],
+        frame["message_type"],
+        frame["targets"],
+        frame["failed"],
+        strict=True,
     ):
+        span = span_s.span(endpoint) if isinstance(span_s, Coverage) else max(span_s, 1e-9)
+        weight = 1.0 / span
         for target in targets or (NO_HANDLER,):
             rows.append(
                 {
@@ -42,15 +51,17 @@ def flow_edges(frame: pd.DataFrame, span_s: float) -> pd.DataFrame:
                     "message_type": message_type,
                     "target": short_target(target),
                     "failed": bool(failed),
+                    "rate": weight,
                 }
             )
     if not rows:
         return pd.DataFrame(columns=EDGE_COLUMNS)
     data = pd.DataFrame(rows)
     keys = ["pattern", "message_type", "target"]
-    grouped = data.groupby(keys)["failed"].agg(["size", "sum"]).reset_index()
-    grouped = grouped.rename(columns={"size": "count", "sum": "failed"})
-    grouped["rate"] = grouped["count"] / max(span_s, 1e-9)
+    grouped = data.groupby(keys).agg(
+        count=("failed", "size"), failed=("failed", "sum"), rate=("rate", "sum")
+    )
+    grouped = grouped.reset_index()
     grouped["error_share"] = grouped["failed"] / grouped["count"]
     return grouped.sort_values(keys).reset_index(drop=True)[EDGE_COLUMNS]
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["kpis", "latency_series", "problem_series", "throughput_series"]
+from .data import Coverage
+
+__all__ = ["kpis", "latency_series", "problem_series", "rate", "throughput_series"]
 
 
 def _buckets(
@@ -72,14 +74,14 @@ def problem_series(
     return pd.concat(parts, ignore_index=True)[["bucket", "kind", "count"]]
 
 
-def kpis(frame: pd.DataFrame, services: pd.DataFrame, span_s: float) -> dict[str, float]:
-    """Headline numbers: rate (over ``span_s``, the time the flow data covers, the same
-    span the graph's edge rates use), error %, p95, healthy/total services, and the
-    queue: summed time-weighted average (``queued``) and the highest peak
-    (``queued_peak``)."""
+def kpis(frame: pd.DataFrame, services: pd.DataFrame, span_s: float | Coverage) -> dict[str, float]:
+    """Headline numbers: rate (over ``span_s``, the time the flow data covers: with a
+    :class:`~dashboard.data.Coverage`, each endpoint's messages over its own span, summed,
+    as the graph's edge rates are), error %, p95, healthy/total services, and the queue:
+    summed time-weighted average (``queued``) and the highest peak (``queued_peak``)."""
     count = len(frame)
     return {
-        "rate": count / max(span_s, 1e-9) if count else 0.0,
+        "rate": rate(frame, span_s) if count else 0.0,
         "error_pct": 100.0 * float(frame["failed"].mean()) if count else 0.0,
         "p95_ms": float(frame["duration_ms"].quantile(0.95)) if count else 0.0,
         "services": float(len(services)),
@@ -90,3 +92,12 @@ def kpis(frame: pd.DataFrame, services: pd.DataFrame, span_s: float) -> dict[str
 
 
 _PEAK = "queue_peak"
+
+
+def rate(frame: pd.DataFrame, span_s: float | Coverage) -> float:
+    """Messages per second in ``frame``: over ``span_s`` seconds, or per endpoint over its
+    own span (a :class:`~dashboard.data.Coverage`), summed."""
+    if isinstance(span_s, Coverage):
+        counts = frame.groupby("endpoint").size()
+        return span_s.rate({str(k): float(v) for k, v in counts.items()})
+    return len(frame) / max(span_s, 1e-9)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from dashboard.fleet import ALLOW_ENV
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc.adapters.peers import PeerTable
@@ -62,6 +63,8 @@ def test_the_processes_table_shows_each_process_where_it_lives_and_whether_it_is
     monkeypatch: pytest.MonkeyPatch, fleet: tuple[ObservabilityServer, ObservabilityServer, str]
 ) -> None:
     seed, other, dead = fleet
+    # p-2 and p-3 listen on other ports of the seed's host: followed once allowed.
+    monkeypatch.setenv(ALLOW_ENV, "http://127.0.0.1")
     at = make_app(monkeypatch, seed.url).run()
     assert not at.exception, at.exception
     assert "Processes" in [s.value for s in at.subheader]

@@ -239,9 +239,10 @@ def test_kpis() -> None:
         *[record(i, NOW - 10 + i, outcome="ok" if i % 4 else "error") for i in range(8)]
     )
     services = data.services_frame({URL: {"services": [service("a"), service("b", healthy=False)]}})
-    since, span = data.coverage(frame.to_dict("records"), NOW, 60)
-    assert (since, span) == (NOW - 10, 10)  # the data covers 10 s of the 60 s window
-    k = series.kpis(frame, services, span)
+    cover = data.coverage(frame.to_dict("records"), NOW, 60)
+    # records before seq 0 were evicted: the data covers 10 s of the 60 s window
+    assert (cover.since, cover.span(URL)) == (NOW - 10, 10)
+    k = series.kpis(frame, services, cover)
     assert k["rate"] == pytest.approx(8 / 10) and k["error_pct"] == pytest.approx(25.0)
     assert k["services"] == 2 and k["healthy"] == 1 and k["queued"] == 2
     assert series.kpis(frame_of(), data.services_frame({}), 60)["rate"] == 0.0
@@ -267,28 +268,72 @@ def test_flow_edges_rates_and_error_share() -> None:
 
 
 def test_rates_are_over_the_span_the_buffer_covers() -> None:
-    """The issue's case: the buffer holds 120 s of a 300 s window, 366 dispatches of
-    execute_pipeline: 3.05/s on the edge and on the headline tile (the old code said
-    1.22/s on the edge, dividing by the nominal window)."""
+    """The issue's case: the buffer holds 120 s of a 300 s window (older records were
+    evicted: the first kept is seq 1001), 366 dispatches of execute_pipeline: 3.05/s on
+    the edge and on the headline tile (the old code said 1.22/s on the edge, dividing by
+    the nominal window)."""
     records = [
-        record(i, NOW - 120 + i * 120 / 366, pattern="dispatch", message_type="execute_pipeline",
-               targets=["flow_service"])
+        record(1001 + i, NOW - 120 + i * 120 / 366, pattern="dispatch",
+               message_type="execute_pipeline", targets=["flow_service"])
         for i in range(366)
     ]  # fmt: skip
     frame = frame_of(*records, window=300)
-    since, span = data.coverage(frame.to_dict("records"), NOW, 300)
-    assert since == pytest.approx(NOW - 120) and span == pytest.approx(120)
-    edges = flow_edges(frame, span)
+    cover = data.coverage(frame.to_dict("records"), NOW, 300)
+    assert cover.since == pytest.approx(NOW - 120) and cover.span(URL) == pytest.approx(120)
+    edges = flow_edges(frame, cover)
     assert list(edges["rate"]) == [pytest.approx(3.05)]
-    assert series.kpis(frame, data.services_frame({}), span)["rate"] == pytest.approx(3.05)
+    assert series.kpis(frame, data.services_frame({}), cover)["rate"] == pytest.approx(3.05)
     assert 'label="3.05/s"' in to_dot(edges)
     # Data reaching back past the window: the window is the span.
-    old = [{"endpoint": URL, "time": t} for t in (NOW - 500, NOW - 10)]
-    assert data.coverage(old, NOW, 300) == (NOW - 300, 300)
-    assert data.coverage([], NOW, 300) == (NOW, 1.0)
-    # Two endpoints: the span both cover.
-    other = [{"endpoint": "http://b", "time": NOW - 60}]
-    assert data.coverage(old + other, NOW, 300) == (NOW - 60, 60)
+    old = [{"endpoint": URL, "time": t, "seq": s} for s, t in ((5, NOW - 500), (6, NOW - 10))]
+    cover = data.coverage(old, NOW, 300)
+    assert (cover.since, cover.span(URL)) == (NOW - 300, 300)
+    assert data.coverage([], NOW, 300).since == NOW
+
+
+def test_sparse_traffic_is_not_read_as_a_high_rate() -> None:
+    """Review case: 2 messages in 5 minutes, the last 1.5 s ago, nothing evicted (the
+    first record ever, seq 1, is still there). The span began at the oldest record: 3 s,
+    0.667/s; the truth over the window is 2 / 300 s."""
+    flow = frame_of(record(1, NOW - 3), record(2, NOW - 1.5), window=300)
+    cover = data.coverage(flow.to_dict("records"), NOW, 300)
+    assert cover.span(URL) == 300
+    assert series.kpis(flow, data.services_frame({}), cover)["rate"] == pytest.approx(2 / 300)
+    edges = flow_edges(flow, cover)
+    assert list(edges["rate"]) == [pytest.approx(2 / 300)] * 2  # one per handler
+    # An endpoint that started 60 s ago (from /api/stats uptime): the span is its lifetime.
+    young = data.coverage(flow.to_dict("records"), NOW, 300, started={URL: NOW - 60})
+    assert young.span(URL) == 60 and young.since == NOW - 60
+    # ... but never shorter than the data itself (clocks disagree): from the oldest record.
+    assert data.coverage(flow.to_dict("records"), NOW, 300, {URL: NOW - 1}).span(URL) == 3
+
+
+def test_a_quiet_endpoint_does_not_shrink_the_span_of_a_busy_one() -> None:
+    """Review case: endpoint A, 1 msg/s for 5 min (300 records, nothing evicted), and
+    endpoint B with one record 2 s ago. The span was the latest of their oldest records
+    (2 s): 3 of 301 rows kept, 1.5/s. Each endpoint's rate over its own span: 1.003/s."""
+    other = "http://127.0.0.1:9465"
+    a = [record(i + 1, NOW - 300 + i, pattern="dispatch", message_type="m", targets=["x"])
+         for i in range(300)]  # fmt: skip
+    b, _ = data.merge_records([], other, [record(1, NOW - 2, pattern="dispatch",
+                                            message_type="m", targets=["x"])], keep=10)  # fmt: skip
+    merged, _ = data.merge_records(b, URL, a, keep=1000)
+    cover = data.coverage(merged, NOW, 300)
+    flow = data.flow_frame(merged, NOW, NOW - cover.since)
+    assert len(flow) == 301
+    assert (cover.span(URL), cover.span(other)) == (300, 300)
+    k = series.kpis(flow, data.services_frame({}), cover)
+    assert k["rate"] == pytest.approx(301 / 300)
+    # The graph agrees with the tile: one edge, the same rate.
+    assert list(flow_edges(flow, cover)["rate"]) == [pytest.approx(301 / 300)]
+    # B's buffer evicted records (its first kept is seq 50): its span is its own 2 s; A's
+    # stays 300 s, and the rates add up per endpoint.
+    b_evicted, _ = data.merge_records([], other, [record(50, NOW - 2)], keep=10)
+    merged, _ = data.merge_records(b_evicted, URL, a, keep=1000)
+    cover = data.coverage(merged, NOW, 300)
+    assert (cover.span(URL), cover.span(other)) == (300, 2)
+    flow = data.flow_frame(merged, NOW, NOW - cover.since)
+    assert series.kpis(flow, data.services_frame({}), cover)["rate"] == pytest.approx(1 + 0.5)
 
 
 def test_edge_colour_matches_the_legend() -> None:

@@ -87,7 +87,8 @@ class Dashboard:
         self.fleet.discover(down={u for u, s in self.states.items() if s.up is False})
         for url in self.fleet.endpoints():
             state = self.states.setdefault(url, EndpointState(url))
-            self.records = poll(state, self.records, 1000, self.token)
+            token = self.token if self.fleet.allow.trusts(url) else ""  # as the app does
+            self.records = poll(state, self.records, 1000, token)
 
     def row(self, process: str) -> dict[str, Any]:
         rows = [r for r in self.fleet.rows(self.states) if r["process"] == process]
@@ -121,7 +122,9 @@ async def test_one_endpoint_finds_the_fleet_and_a_dead_process_stays_with_its_la
     c = await fleetwide.spawn(services=["gamma", "delta"])
     urls = {w: ready(w, "url") for w in (a, b, c)}
     pids = {w: ready(w, "process") for w in (a, b, c)}
-    dash = Dashboard(urls[a])
+    # The workers listen on other ports of the seed's host: allowed as $JEEVES_FLEET_ALLOW
+    # would allow them (by default only the given endpoint's exact origin is followed).
+    dash = Dashboard(urls[a], AllowList.for_endpoints([urls[a]], "http://127.0.0.1"))
 
     def everyone_up() -> bool:
         rows = {r["process"]: r for r in dash.rows()}
@@ -209,14 +212,31 @@ async def test_a_disallowed_advertised_url_is_never_fetched_and_the_token_stays_
         seed = await fleetwide.spawn(services=["alpha"], token=TOKEN)
         rogue = await fleetwide.spawn(services=["beta"], token=TOKEN, advertise=elsewhere.url)
         bounce = await fleetwide.spawn(services=["gamma"], token=TOKEN, advertise=bouncer.url)
-        dash = Dashboard(ready(seed, "url"), token=TOKEN)
+        seed_url = ready(seed, "url")
         rogue_id, bounce_id = ready(rogue, "process"), ready(bounce, "process")
 
+        # By default only the given endpoint's exact origin: another port of its host is
+        # whoever listens there, so it is neither followed nor sent the token.
+        default = Dashboard(seed_url, token=TOKEN)
+        await default.until(
+            lambda: {rogue_id, bounce_id} <= set(default.fleet.processes),
+            "both advertised URLs heard",
+        )
+        for _ in range(3):
+            await asyncio.to_thread(default.refresh)
+        assert default.fleet.endpoints() == [seed_url]
+        assert default.row(bounce_id)["note"] == "not followed: URL not allowed"
+        assert bouncer.seen == [] and elsewhere.seen == []
+
+        # The configuration names the bouncer's origin: followed with the token, and its
+        # redirect is not followed.
+        named = AllowList.for_endpoints([seed_url], bouncer.url)
+        dash = Dashboard(seed_url, named, token=TOKEN)
         await dash.until(
             lambda: {rogue_id, bounce_id} <= set(dash.fleet.processes) and bool(bouncer.seen),
             "both advertised URLs heard and the allowed one fetched",
         )
-        assert ("/api/services", f"Bearer {TOKEN}") in bouncer.seen  # allowed: followed
+        assert ("/api/services", f"Bearer {TOKEN}") in bouncer.seen  # named: token sent
         assert dash.row(bounce_id)["status"] == "down"  # a 302 is not an answer
         assert elsewhere.url not in dash.fleet.endpoints()
         row = dash.row(rogue_id)
@@ -226,11 +246,11 @@ async def test_a_disallowed_advertised_url_is_never_fetched_and_the_token_stays_
             await asyncio.to_thread(dash.refresh)
         assert elsewhere.seen == []
 
-        # The same URL, once the configuration allows that host, is followed.
-        allowed = AllowList.for_endpoints([ready(seed, "url")], "http://127.0.0.2")
-        opened = Dashboard(ready(seed, "url"), allowed, token=TOKEN)
+        # The other host allowed by a broad rule (any port) is followed, without the token.
+        broad = AllowList.for_endpoints([seed_url], "http://127.0.0.2")
+        opened = Dashboard(seed_url, broad, token=TOKEN)
         await opened.until(lambda: bool(elsewhere.seen), "the allowed other host fetched")
-        assert elsewhere.seen[0][1] == f"Bearer {TOKEN}"
+        assert {auth for _, auth in elsewhere.seen} == {None}
     finally:
         elsewhere.close()
         bouncer.close()

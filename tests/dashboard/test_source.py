@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +14,8 @@ from jeeves_control_tower.demo import DemoHandle
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder, serve
 from jeeves_control_tower.types import ServiceDescriptor
+
+from .trickle import trickling_server
 
 DEAD = "http://127.0.0.1:9"  # nothing listens on the discard port
 
@@ -104,3 +108,45 @@ def test_shared_poller_polls_once_per_interval_and_bounds_its_entries(
     clock[0] = 3.0
     poller.refresh(["http://127.0.0.1:10"], "", interval=2)  # evicts the least recently read
     assert set(poller._entries) == {(DEAD, ""), ("http://127.0.0.1:10", "")}
+
+
+def test_a_trickling_endpoint_does_not_freeze_the_others(live_demo: DemoHandle) -> None:
+    """The review's case: an endpoint that sends its headers, then one byte a second.
+    urllib's timeout is per read, and the endpoints were polled one after the other under
+    a lock: refresh never returned and every session hung."""
+    poller = SharedPoller(keep=100, timeout=1.0, deadline=2.0)
+    with trickling_server() as slow:
+        started = time.monotonic()
+        states, records = poller.refresh([slow, live_demo.url], "", interval=2)
+        took = time.monotonic() - started
+        assert took < 2.0 + 1.5
+        assert states[live_demo.url].up is True and records
+        assert {r["endpoint"] for r in records} == {live_demo.url}
+        assert states[slow].up is False and "timed out" in states[slow].error
+
+
+def test_a_session_arriving_during_a_poll_waits_no_longer_than_the_deadline(
+    live_demo: DemoHandle,
+) -> None:
+    poller = SharedPoller(keep=100, timeout=5.0, deadline=6.0)
+    with trickling_server(headers_too=True) as slow:
+        first = threading.Thread(target=poller.refresh, args=([slow], "", 2))
+        first.start()
+        try:
+            time.sleep(0.2)  # the first session's poll is running
+            poller.deadline = 1.0
+            started = time.monotonic()
+            states, _ = poller.refresh([slow, live_demo.url], "", 2)
+            assert time.monotonic() - started < 1.0 + 1.0
+            assert states[slow].up is False and "timed out" in states[slow].error
+            assert states[live_demo.url].up is True
+        finally:
+            first.join(15)
+
+
+def test_the_token_goes_only_where_it_is_trusted(guarded: str) -> None:
+    poller = SharedPoller(keep=10)
+    states, _ = poller.refresh([guarded], "s3cret", 2, send_token=lambda url: False)
+    assert states[guarded].up is False and "HTTP 401" in states[guarded].error
+    states, _ = poller.refresh([guarded], "s3cret", 2, send_token=lambda url: url == guarded)
+    assert states[guarded].up is True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,6 +11,8 @@ import pytest
 
 from jeeves_control_tower.ipc import CommBusCoordinator, DynamicEvent, InMemoryCommBus
 from jeeves_control_tower.ipc.adapters.peers import (
+    LISTED_SERVICES,
+    MAX_DOCUMENT,
     MAX_ENDPOINT,
     MAX_NAME,
     MAX_SERVICES,
@@ -76,7 +79,37 @@ def test_what_a_peer_lists_is_bounded() -> None:
     for i in range(10):  # the table keeps the ones heard most recently
         table.heard(f"q{i}", {"services": []})
     table.heard("q0", {"services": []})
-    assert [p["process"] for p in table.snapshot()["peers"]] == ["q0", "q8", "q9"]
+    assert [p["process"] for p in table.snapshot()["peers"]] == ["q0", "q9", "q8"]
+
+
+def test_the_peer_list_is_bounded_in_bytes_and_lists_what_matters_first() -> None:
+    """Six fake heartbeats with 256 names of 200 characters made a 1.9 MB ``/api/peers``
+    (a dashboard reads 256 KiB), sorted by id so the fakes hid the real processes."""
+    table = PeerTable(ttl=5.0, forget_after=60.0)
+    table.local("me", "http://10.0.0.1:9464", ["billing"])
+    table.heard("real-1", {"endpoint": "http://10.0.0.2:9464", "services": [{"name": "orders"}]})
+    table.heard("gone", {"endpoint": "http://10.0.0.3:9464", "services": [], "bye": True})
+    for i in range(6):
+        fat = [{"name": f"{j:03d}" + "x" * 197} for j in range(MAX_SERVICES)]
+        table.heard(f"a-fake-{i}", {"endpoint": "http://10.6.6.6:1", "services": fat})
+    snapshot = table.snapshot()
+    assert len(json.dumps(snapshot, separators=(",", ":"))) <= MAX_DOCUMENT + 1024
+    order = [p["process"] for p in snapshot["peers"]]
+    assert order[0] == "me" and "real-1" in order
+    assert order[-1] == "gone"  # the live ones first, heard most recently first
+    assert order[1:7] == [f"a-fake-{i}" for i in reversed(range(6))]
+    fake = snapshot["peers"][1]
+    assert len(fake["services"]) == LISTED_SERVICES
+    assert fake["services_omitted"] == MAX_SERVICES - LISTED_SERVICES
+    # A flood of fakes: the document stays within budget, this process stays first,
+    # and what was left out is counted.
+    for i in range(990):
+        fat = [{"name": f"{j:03d}" + "x" * 197} for j in range(MAX_SERVICES)]
+        table.heard(f"flood-{i}", {"services": fat})
+    flooded = table.snapshot()
+    assert len(json.dumps(flooded, separators=(",", ":"))) <= MAX_DOCUMENT + 1024
+    assert flooded["peers"][0]["process"] == "me" and flooded["omitted"] > 0
+    assert len(flooded["peers"]) + flooded["omitted"] == len(table.snapshot(10**9)["peers"])
 
 
 def test_a_goodbye_is_not_alive_a_silent_peer_dies_then_is_forgotten() -> None:

@@ -12,21 +12,39 @@ lists at most :data:`MAX_SERVICES` service names of at most :data:`MAX_NAME` cha
 and the table holds at most ``max_peers`` processes (the one heard from longest ago is
 dropped first). A heartbeat without the field (an older peer) is a peer without an
 endpoint.
+
+What :meth:`PeerTable.snapshot` returns is bounded too, below what a dashboard reads
+(256 KiB): at most :data:`LISTED_SERVICES` names per process and :data:`MAX_DOCUMENT` bytes
+of JSON in all, the processes that matter first (this one, then the live ones heard most
+recently, then the others), so fake heartbeats cannot push the real processes out of reach.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_ENDPOINT", "MAX_NAME", "MAX_SERVICES", "PeerTable", "valid_endpoint"]
+__all__ = [
+    "LISTED_SERVICES",
+    "MAX_DOCUMENT",
+    "MAX_ENDPOINT",
+    "MAX_NAME",
+    "MAX_SERVICES",
+    "PeerTable",
+    "valid_endpoint",
+]
 
 MAX_ENDPOINT = 512
 MAX_NAME = 200
 MAX_SERVICES = 256
+#: Service names listed per process in a snapshot (the table keeps up to MAX_SERVICES).
+LISTED_SERVICES = 32
+#: Bytes of compact JSON a snapshot's ``peers`` list may take in all.
+MAX_DOCUMENT = 128 * 1024
 
 
 def valid_endpoint(value: Any) -> str | None:
@@ -100,40 +118,67 @@ class PeerTable:
             while len(self._peers) > self.max_peers:
                 del self._peers[next(iter(self._peers))]
 
-    def snapshot(self) -> dict[str, Any]:
-        """``{"process", "endpoint", "ttl_seconds", "peers": [...]}``; each peer is
-        ``{"process", "endpoint", "services", "last_heartbeat", "alive", "self"}`` (this
-        process first, then the others by process id)."""
+    def snapshot(self, max_bytes: int = MAX_DOCUMENT) -> dict[str, Any]:
+        """``{"process", "endpoint", "ttl_seconds", "peers": [...], "omitted": N}``; each
+        peer is ``{"process", "endpoint", "services", "last_heartbeat", "alive", "self"}``:
+        this process first, then the live peers, then the others, each group heard most
+        recently first; at most :data:`LISTED_SERVICES` names each (``services_omitted``
+        says how many more), and peers only while their compact JSON stays within
+        ``max_bytes`` in all (``omitted`` counts those left out)."""
         now = time.monotonic()
         with self._lock:
             gone = [p for p, s in self._peers.items() if now - s.heard_at > self.forget_after]
             for process in gone:
                 del self._peers[process]
             me = self._self
-            peers = [
-                {
-                    "process": process,
-                    "endpoint": s.endpoint,
-                    "services": list(s.services),
-                    "last_heartbeat": s.last_heartbeat,
-                    "alive": not s.bye and now - s.heard_at <= self.ttl,
-                    "self": False,
-                }
-                for process, s in sorted(self._peers.items())
-            ]
+            heard = list(self._peers.items())
+        entries = []
         if me is not None:
-            mine = {
-                "process": me[0],
-                "endpoint": me[1],
-                "services": list(me[2]),
-                "last_heartbeat": time.time(),
-                "alive": True,
-                "self": True,
-            }
-            peers = [mine, *(p for p in peers if p["process"] != me[0])]
+            entries.append(_entry(me[0], me[1], me[2], time.time(), alive=True, is_self=True))
+        others = [
+            (not s.bye and now - s.heard_at <= self.ttl, s.heard_at, process, s)
+            for process, s in heard
+            if me is None or process != me[0]
+        ]
+        others.sort(key=lambda o: (o[0], o[1]), reverse=True)
+        entries.extend(
+            _entry(p, s.endpoint, s.services, s.last_heartbeat, alive=alive, is_self=False)
+            for alive, _, p, s in others
+        )
+        peers: list[dict[str, Any]] = []
+        used = 0
+        for entry in entries:
+            size = len(json.dumps(entry, separators=(",", ":"))) + 1
+            if used + size > max_bytes:
+                continue  # a smaller entry further on may still fit
+            used += size
+            peers.append(entry)
         return {
             "process": me[0] if me else None,
             "endpoint": me[1] if me else None,
             "ttl_seconds": self.ttl,
+            "omitted": len(entries) - len(peers),
             "peers": peers,
         }
+
+
+def _entry(
+    process: str,
+    endpoint: str | None,
+    services: list[str],
+    last_heartbeat: float,
+    *,
+    alive: bool,
+    is_self: bool,
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "process": process,
+        "endpoint": endpoint,
+        "services": services[:LISTED_SERVICES],
+        "last_heartbeat": last_heartbeat,
+        "alive": alive,
+        "self": is_self,
+    }
+    if len(services) > LISTED_SERVICES:
+        entry["services_omitted"] = len(services) - LISTED_SERVICES
+    return entry
