@@ -152,9 +152,9 @@ def _encoded_size(reply: Any) -> int:
     if cls is list:
         size = len(str(len(reply))) + 3
         for item in reply:
-            if item.__class__ is bytes:
+            if item.__class__ is bytes:  # "$<n>\r\n<n bytes>\r\n" (the ladder saves a str())
                 n = len(item)
-                size += n + len(str(n)) + 5
+                size += n + (6 if n < 10 else 7 if n < 100 else 8 if n < 1000 else len(str(n)) + 5)
             else:
                 n = _encoded_size(item)
                 if n < 0:
