@@ -356,6 +356,34 @@ async def test_queries_without_a_usable_ttl_cannot_hold_the_slots(broker: Broker
                      ("h3", "timeout"), ("r0", "rejected"), ("r1", "rejected")]  # fmt: skip
 
 
+async def test_a_query_without_a_return_address_never_runs(broker: Broker) -> None:
+    """Nobody could receive its answer: it is rejected (``no_reply_to``) before its
+    handler runs, and never holds a query slot."""
+    responder = InMemoryCommBus(instrument=False, query_timeout=30.0)
+    t = await broker.connect(responder, max_concurrency=1)
+    started: list[int] = []
+
+    async def answer(q: Ask) -> int:
+        started.append(q.n)
+        if q.n < 0:
+            await asyncio.sleep(3600)  # would hold the only slot for the 30 s cap
+        return q.n
+
+    responder.register_handler("Ask", answer)
+    await t.sync()
+    fields = {"corr": "c1", "ttl": 30, "ts": time.time()}
+    # No reply_to in the frame, and (NATS) no reply subject
+    await broker.inject_query(t, "Ask", wire(frame("Ask", "query", -1, **fields)), "")
+    # Redis: a reply_to outside the namespace; NATS: one in the frame, none on the message
+    elsewhere = frame("Ask", "query", -2, reply_to="elsewhere", **fields)
+    await broker.inject_query(t, "Ask", wire(elsewhere), "")
+    await eventually(lambda: broker.rejected("no_reply_to") == 2)
+    requester = InMemoryCommBus(instrument=False)
+    await broker.connect(requester)
+    assert await requester.query(Ask(5), timeout=5) == 5  # the only slot is free
+    assert started == [5]
+
+
 async def test_max_query_ttl_caps_what_a_frame_asks_for(broker: Broker) -> None:
     responder = InMemoryCommBus(instrument=False)
     t = await broker.connect(responder, max_query_ttl=0.5)

@@ -6,6 +6,7 @@ holds after ``gc.collect()``), not RSS.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -125,7 +126,7 @@ async def test_an_oversized_publish_is_refused_unread_and_the_consumer_goes_on(
 
     async def work() -> None:
         await env["raw"].publish(channel, b"x" * (8 << 20))  # a raw client, no codec
-        await consumer.until_delivered(1)  # reconnected and subscribed again by itself
+        await consumer.until_delivered(1)  # skipped in the stream: the connection stays
 
     held = await retained(consumer, work)
     assert held < SLACK, f"{held / 1e6:.1f} MB retained after one 8 MB publish"
@@ -180,3 +181,57 @@ async def test_without_the_fast_path_an_outage_buffers_then_flushes(
     """The reconnect path over redis-py's own reads and writes (the outage test, again)."""
     monkeypatch.setattr(resp, "FAST_PATH", False)
     await transport_tests.test_outage_buffers_then_flushes_and_nothing_is_lost()
+
+
+@pytest.mark.usefixtures("traced")
+async def test_oversized_messages_on_one_channel_lose_no_events_on_the_others(
+    env: dict[str, Any],
+) -> None:
+    """An oversized Pub/Sub message is skipped in the stream, not by dropping the
+    connection: events on every other channel keep arriving, each oversized message is
+    counted once, nothing reconnects and memory stays bounded."""
+    consumer = Consumer()
+    consumer.bus.subscribe("Other", lambda e: None)
+    await consumer.start(env)
+    channel = f"{env['prefix']}evt:Other"
+    big = b"x" * 1_200_000  # over max_frame_bytes (1 MiB) + 64 KiB
+    published = 0
+    stop = asyncio.Event()
+
+    async def attack() -> None:
+        nonlocal published
+        while not stop.is_set():
+            published += await env["raw"].publish(channel, big)  # receivers: 1
+            await asyncio.sleep(0.05)
+
+    total = 400
+    peak = 0
+
+    async def work() -> None:
+        nonlocal peak
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        attacker = asyncio.get_running_loop().create_task(attack())
+        try:
+            for n in range(total):
+                await consumer.deliver(n)
+                await asyncio.sleep(0.005)
+            await eventually(lambda: all(n in consumer.sizes for n in range(total)), 20)
+            peak = tracemalloc.get_traced_memory()[1] - base
+        finally:
+            stop.set()  # every publish it made is counted in published
+            await attacker
+
+    held = await retained(consumer, work)
+    assert published >= 20  # the attack ran all along
+    labels = {"transport": "redis", "reason": "oversized"}
+    await eventually(
+        lambda: env["metrics"].get_sample_value("commbus_wire_rejected_total", labels) == published
+    )
+    reconnects = env["metrics"].get_sample_value(
+        "commbus_transport_reconnects_total", {"transport": "redis"}
+    )
+    assert not reconnects
+    assert held < SLACK, f"{held / 1e6:.1f} MB retained"
+    # what this process allocated at the peak, the attacker's own payload included
+    assert peak < len(big) + (2 << 20), f"{peak / 1e6:.1f} MB at the peak"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from jeeves_control_tower.ipc.adapters.redis import resp
 from jeeves_control_tower.ipc.adapters.redis.resp import (
     HiredisReader,
     ReplyTooLarge,
+    Skipped,
+    SkippingReader,
     fast_path_available,
     make_reader,
     make_writer,
@@ -90,6 +93,114 @@ async def test_replies_up_to_the_bound_pass_one_after_another() -> None:
     for _ in range(3):
         assert await reader.read() == [b"message", b"ch", payload]
     assert await reader.read() == [b"message", b"ch", b"z"]
+
+
+class Lazy:
+    """A stream of ``parts`` (bytes, or ``(byte, count)`` for ``count`` repeats made as
+    they are read), up to ``step`` bytes per read, then EOF."""
+
+    def __init__(self, parts: list[Any], step: int) -> None:
+        self.parts = list(parts)
+        self.step = step
+
+    async def read(self, n: int) -> bytes:
+        size = min(n, self.step)
+        out = b""
+        while self.parts and len(out) < size:
+            part = self.parts[0]
+            if isinstance(part, bytes):
+                take = part[: size - len(out)]
+                self.parts[0] = part[len(take) :]
+            else:
+                byte, count = part
+                take = byte * min(count, size - len(out))
+                self.parts[0] = (byte, count - len(take))
+            out += take
+            if not self.parts[0] or self.parts[0][1:] == (0,):
+                self.parts.pop(0)
+        return out
+
+
+def big_message(size: int, kind: bytes = b"message") -> list[Any]:
+    """A Pub/Sub message with a ``size``-byte payload (pmessage: with its pattern)."""
+    head = b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n"
+    if kind == b"pmessage":
+        head = b"*4\r\n$8\r\npmessage\r\n$3\r\nc*h\r\n$2\r\nch\r\n"
+    return [head + b"$%d\r\n" % size, (b"x", size), b"\r\n"]
+
+
+@pytest.mark.parametrize("step", [1, 7, 1000, 1 << 16])
+@pytest.mark.parametrize("kind", [b"message", b"pmessage"])
+async def test_a_reply_over_the_bound_is_skipped_and_the_stream_goes_on(
+    step: int, kind: bytes
+) -> None:
+    limit = 1 << 12 if step < 1000 else 1 << 20
+    sizes = [*range(12), 99, 100, 999, 1000, 3000] + [99_999, 100_000] * (limit > 1 << 16)
+    before = [message(b"a" * n) for n in sizes] + [b":7\r\n$-1\r\n"]
+    after = [message(b"next"), b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:3\r\n"]
+    oversized = big_message(3 * limit, kind)
+    stream = Lazy([*before, *oversized, *after, *big_message(limit // 2)], step)
+    reader = SkippingReader(stream, max_reply=limit)
+    for n in sizes:  # each size of a length's digits: where the reader adds them up
+        assert await reader.read() == [b"message", b"ch", b"a" * n]
+    assert await reader.read() == 7
+    assert await reader.read() is None
+    skipped = await reader.read()
+    assert isinstance(skipped, Skipped)
+    assert skipped.size == sum(len(p) if isinstance(p, bytes) else p[1] for p in oversized)
+    assert await reader.read() == [b"message", b"ch", b"next"]
+    assert await reader.read() == [b"subscribe", b"ch", 3]
+    assert await reader.read() == [b"message", b"ch", b"x" * (limit // 2)]
+    with pytest.raises(RedisConnectionError):
+        await reader.read()
+
+
+async def test_a_skipped_reply_is_never_held() -> None:
+    limit = 1 << 20
+    stream = Lazy([*big_message(64 << 20), message(b"next")], 1 << 16)
+    reader = SkippingReader(stream, max_reply=limit)
+    tracemalloc.start()
+    try:
+        skipped = await reader.read()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert isinstance(skipped, Skipped) and skipped.size > 64 << 20
+    assert peak < 1 << 20, f"{peak} bytes allocated at the peak for a 64 MB message"
+    assert await reader.read() == [b"message", b"ch", b"next"]
+
+
+async def test_a_reply_that_cannot_be_located_is_refused_as_before() -> None:
+    limit = 1 << 12
+    # After an error reply its size is not known until the stream reaches a boundary
+    # again: here it does not (the next message follows in the same read).
+    stream = Lazy([b"-ERR bad\r\n", *big_message(1 << 18), message(b"z")], 1 << 16)
+    reader = SkippingReader(stream, max_reply=limit)
+    assert isinstance(await reader.read(), ResponseError)
+    with pytest.raises(ReplyTooLarge):
+        await reader.read()
+    # A message whose structure goes on past the first 64 KiB kept of it (a 200 KB
+    # channel name, then the oversized payload)
+    head = b"*3\r\n$7\r\nmessage\r\n$200000\r\n"
+    parts = [head, (b"c", 200_000), b"\r\n$2000000\r\n", (b"x", 2_000_000), b"\r\n"]
+    reader = SkippingReader(Lazy(parts, 1 << 16), max_reply=1 << 20)
+    with pytest.raises(ReplyTooLarge):
+        await reader.read()
+    # ... and once the stream was read up to a boundary, the start is known again
+    stream = Lazy([b"-ERR bad\r\n", message(b"z"), *big_message(1 << 18)], 1 << 16)
+    reader = SkippingReader(stream, max_reply=limit)
+    stream.step = len(b"-ERR bad\r\n")
+    assert isinstance(await reader.read(), ResponseError)
+    stream.step = 1 << 16
+    assert await reader.read() == [b"message", b"ch", b"z"]
+    assert isinstance(await reader.read(), Skipped)
+
+
+async def test_a_bad_type_byte_while_skipping_is_a_protocol_error() -> None:
+    head = b"*4\r\n$7\r\nmessage\r\n$2\r\nch\r\n$20000\r\n"
+    stream = Lazy([head, (b"y", 20000), b"\r\n?what\r\n"], 1000)
+    with pytest.raises(RedisConnectionError, match="Protocol"):
+        await SkippingReader(stream, max_reply=1 << 12).read()
 
 
 def test_the_fast_path_needs_hiredis_and_a_tested_redis_py(monkeypatch: Any) -> None:

@@ -12,7 +12,9 @@ takes the message type its channel, stream, list or subject was consumed for, an
 ``wrong_destination`` and never delivered (broker permissions per channel or subject then
 mean what they say). A query runs for its frame's ``ttl`` at most, and never longer than
 the responder's cap (``max_query_ttl``, default: the bus's ``query_timeout``); a frame
-without a usable ttl gets the cap, so a query slot is always released.
+without a usable ttl gets the cap, so a query slot is always released. A query with no
+return address (nobody could receive its answer) is rejected with reason
+``no_reply_to`` before its handler runs.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .signing import Signer
 __all__ = [
     "ACK",
     "BAD_SIGNATURE",
+    "NO_REPLY_TO",
     "REJECT",
     "REQUEUE",
     "UNEXPECTED_REPLY",
@@ -60,6 +63,9 @@ WRONG_DESTINATION = "wrong_destination"
 UNEXPECTED_REPLY = "unexpected_reply"
 #: ... of a frame without a valid signature, when the transport has a ``signing_key``.
 BAD_SIGNATURE = "bad_signature"
+#: ... of a query with no return address: no ``reply_to`` (or one outside the transport's
+#: reply namespace) and, where the broker carries one (NATS), no reply subject.
+NO_REPLY_TO = "no_reply_to"
 
 
 def attach_trace(headers: dict[str, str] | None) -> object | None:
@@ -139,6 +145,11 @@ class InboundMixin:
         )
         self.codec._rejected(WRONG_DESTINATION)
         self._reject(wrong, pattern)
+
+    def reject_unanswerable_query(self, detail: str) -> None:
+        """Count and log a query that has no return address (:data:`NO_REPLY_TO`)."""
+        self.codec._rejected(NO_REPLY_TO)
+        self._reject(WireError(NO_REPLY_TO, detail), "query")
 
     def _unsealed(self, data: bytes, pattern: str) -> bytes | None:
         """The frame in signed ``data``, or ``None`` (rejected) when the signature is
@@ -237,15 +248,23 @@ class InboundMixin:
         return ACK
 
     async def handle_query(
-        self, data: bytes, message_type: str, *, has_return_address: bool = False
+        self,
+        data: bytes,
+        message_type: str,
+        *,
+        has_return_address: bool = False,
+        reply_prefix: str = "",
     ) -> tuple[str | None, str | None, bytes | None]:
         """Answer one query frame read from the destination of ``message_type``:
         ``(reply_to, corr, reply frame)``; the reply is ``None`` when there is nobody to
-        answer (expired; not a query of ``message_type``; or undecodable and neither the
-        frame nor the transport has a return address: ``has_return_address`` says the
-        transport knows where to reply without the frame). The handler runs for the
-        frame's ttl, capped by :meth:`query_ttl_cap` (which also applies when the frame
-        has no ttl). An unsigned frame, when the transport signs, is not answered."""
+        answer (expired; not a query of ``message_type``; no return address). The return
+        address is the transport's when ``has_return_address`` (it knows where to reply
+        without the frame), else the frame's ``reply_to``, which counts only if it starts
+        with ``reply_prefix``; a query without one is rejected (:data:`NO_REPLY_TO`)
+        before its handler runs, an undecodable frame without one is not answered. The
+        handler runs for the frame's ttl, capped by :meth:`query_ttl_cap` (which also
+        applies when the frame has no ttl). An unsigned frame, when the transport signs,
+        is not answered."""
         if self.signer is not None:
             unsealed = self._unsealed(data, "query")
             if unsealed is None:
@@ -255,12 +274,17 @@ class InboundMixin:
             frame = self.codec.decode(data)
         except WireError as exc:
             self._reject(exc, "query")
-            if exc.reply_to is None and not has_return_address:
+            if not has_return_address and not _within(exc.reply_to, reply_prefix):
                 return None, None, None
             reply = self.codec.encode_reply(exc.corr, kind="rejected", error=exc)
             return exc.reply_to, exc.corr, reply
         if frame.type != message_type or frame.pattern != "query":
             self._misrouted(frame, "query", message_type)
+            return None, None, None
+        if not has_return_address and not _within(frame.reply_to, reply_prefix):
+            self.reject_unanswerable_query(
+                "no reply_to" if frame.reply_to is None else "reply_to outside the namespace"
+            )
             return None, None, None
         self.metrics.wire(RECEIVED, "query")
         ttl, ts = frame.ttl, frame.ts
@@ -348,3 +372,8 @@ class InboundMixin:
             error_type=type(exc).__name__,
             error=str(exc),
         )
+
+
+def _within(reply_to: str | None, prefix: str) -> bool:
+    """Whether ``reply_to`` is a return address under ``prefix``."""
+    return reply_to is not None and reply_to.startswith(prefix)

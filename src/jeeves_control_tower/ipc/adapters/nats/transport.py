@@ -509,7 +509,11 @@ class NatsTransport(BrokerTransport):
         """Answer a query in a task of its own (queries are answered concurrently, and a
         handler's ``asyncio.timeout`` binds to the task that runs it): at most
         ``max_concurrency`` at once, then up to ``_PENDING`` wait in arrival order;
-        beyond that ``False`` (dropped, reported as a slow consumer)."""
+        beyond that ``False`` (dropped, reported as a slow consumer). A query without a
+        reply subject is rejected at once (``no_reply_to``): its answer could not be sent."""
+        if not reply:
+            self.reject_unanswerable_query("no reply subject")
+            return True
         if self._queries_running < self.max_concurrency:
             self._queries_running += 1
             self.spawn(self._answer(data, reply, message_type))

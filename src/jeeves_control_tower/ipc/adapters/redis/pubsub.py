@@ -7,10 +7,14 @@ helper, whose per-message bookkeeping costs more than the message). Redis Pub/Su
 at-most-once: messages published while the connection is down are not seen. After a
 reconnect every channel is subscribed again (backoff up to ``max_backoff`` seconds).
 
-A message longer than ``max_reply`` bytes is never read whole: it is counted in
+A message longer than ``max_reply`` bytes is never held whole: it is counted once in
 ``commbus_wire_rejected_total`` (reason ``oversized``), logged as ``frame_rejected``, and
-the connection is dropped and opened again at once (see :mod:`.resp`); messages published
-to this process in that moment are missed, as in any reconnect.
+skipped in the stream while the connection stays up, so no other message is lost (see
+:class:`.resp.SkippingReader`). Only where the skip is not possible (redis-py's own
+parser, which reads the message whole before it is rejected downstream; or the reader
+could not locate the message, see :mod:`.resp`) is the connection dropped and opened
+again at once, messages published to this process in that moment being missed, as in any
+reconnect.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from ....types import LoggerProtocol
 from ..metrics import AdapterMetrics
 from .conn import UNREACHABLE
-from .resp import ReplyTooLarge, make_reader
+from .resp import ReplyTooLarge, Skipped, make_reader
 
 __all__ = ["PubSubReader"]
 
@@ -120,14 +124,7 @@ class PubSubReader:
                 self._ready.set()
                 await self._read(conn)
             except ReplyTooLarge as exc:
-                self._metrics.rejected("oversized")
-                self._logger.warning(
-                    "frame_rejected",
-                    transport="redis",
-                    pattern="pubsub",
-                    reason="oversized",
-                    detail=str(exc),
-                )
+                self._oversized(str(exc))
                 failed = True
                 await self._drop()  # discards the rest of the message; reconnect at once
             except UNREACHABLE as exc:
@@ -139,13 +136,21 @@ class PubSubReader:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
 
+    def _oversized(self, detail: str) -> None:
+        self._metrics.rejected("oversized")
+        self._logger.warning(
+            "frame_rejected", transport="redis", pattern="pubsub", reason="oversized", detail=detail
+        )
+
     async def _read(self, conn: Any) -> None:
         channels = self._channels
-        read = make_reader(conn, self._max_reply).read
+        read = make_reader(conn, self._max_reply, skip_oversized=True).read
         while True:
             msg = await read()
             if msg.__class__ is not list:
-                continue  # an error reply (to a bad SUBSCRIBE): nothing to route
+                if msg.__class__ is Skipped:
+                    self._oversized(f"a message of {msg.size} bytes, skipped unread")
+                continue  # or an error reply (to a bad SUBSCRIBE): nothing to route
             kind = msg[0]
             if kind == b"message":
                 callback = channels.get(msg[1])

@@ -311,12 +311,11 @@ class RedisTransport(BrokerTransport):
                 await responder.stop()
 
     async def _answer(self, data: bytes, message_type: str) -> None:
-        reply_to, corr, reply = await self.handle_query(data, message_type)
+        reply_to, corr, reply = await self.handle_query(
+            data, message_type, reply_prefix=f"{self.prefix}rep:"
+        )
         if reply is None or reply_to is None:
-            return
-        if not reply_to.startswith(f"{self.prefix}rep:"):
-            self.logger.warning("redis_reply_refused", reason="reply_to outside the namespace")
-            return
+            return  # handle_query answers only a reply_to inside the namespace
         try:
             self._writer_or_fail().submit_nowait(
                 "PUBLISH", reply_to, (corr or "").encode() + b" " + self.seal(reply)
