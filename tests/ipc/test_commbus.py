@@ -750,7 +750,7 @@ class TestMiddlewareScope:
         bus.subscribe("MemoryStored", lambda e: calls.append("sub"))
         await bus.publish(MemoryStored("x"))
         assert calls == ["sub"]
-        outcome, _ = await bus.deliver_local("send", DoThing(), message_id="m1")
+        outcome, _ = await bus.deliver_incoming("send", DoThing(), message_id="m1")
         assert outcome == "no_handler"
         assert calls == ["sub", "before:s", "after:s:no_handler"]
 
@@ -817,10 +817,10 @@ class TestMiddlewareScope:
         await bus.publish(MemoryStored("a"))
         bus.attach_transport(Carrier())
         await bus.publish(MemoryStored("b"))
-        await bus.deliver_local("publish", MemoryStored("c"))
+        await bus.deliver_incoming("publish", MemoryStored("c"))
         bus.detach_transport()
         await bus.publish(MemoryStored("d"))
-        await bus.deliver_local("publish", MemoryStored("e"))
+        await bus.deliver_incoming("publish", MemoryStored("e"))
         assert seen == [
             ("local", "jeeves.commbus"),
             ("out", "fake"),
@@ -855,43 +855,43 @@ class TestMiddlewareScope:
 
 
 class TestDeliverLocalDirect:
-    """``deliver_local`` with no middleware: the outcome it reports, and errors."""
+    """``deliver_incoming`` with no middleware: the outcome it reports, and errors."""
 
     async def test_publish_outcomes(self, lbus: InMemoryCommBus, log: ListLogger) -> None:
-        assert await lbus.deliver_local("publish", MemoryStored("x")) == ("no_handler", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("x")) == ("no_handler", None)
         seen: list[str] = []
         lbus.subscribe("MemoryStored", lambda e: seen.append(e.item_id))
-        assert await lbus.deliver_local("publish", MemoryStored("a")) == ("ok", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("a")) == ("ok", None)
 
         async def boom(e: MemoryStored) -> None:
             await asyncio.sleep(0)
             raise ValueError("bad")
 
         lbus.subscribe("MemoryStored", boom)
-        assert await lbus.deliver_local("publish", MemoryStored("b")) == ("error", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("b")) == ("error", None)
         assert seen == ["a", "b"]
         assert log.messages("error") == ["subscriber_failed"]
 
     async def test_single_failing_subscriber(self, lbus: InMemoryCommBus) -> None:
         lbus.subscribe("MemoryStored", lambda e: 1 / 0)
-        assert await lbus.deliver_local("publish", MemoryStored("a")) == ("error", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("a")) == ("error", None)
 
     async def test_send_outcomes(self, lbus: InMemoryCommBus, log: ListLogger) -> None:
-        assert await lbus.deliver_local("send", DoThing()) == ("no_handler", None)
+        assert await lbus.deliver_incoming("send", DoThing()) == ("no_handler", None)
 
         def handle(c: DoThing) -> None:
             if c.n:
                 raise KeyError(c.n)
 
         lbus.register_handler("DoThing", handle)
-        assert await lbus.deliver_local("send", DoThing(0)) == ("ok", None)
-        assert await lbus.deliver_local("send", DoThing(3)) == ("error", None)
+        assert await lbus.deliver_incoming("send", DoThing(0)) == ("ok", None)
+        assert await lbus.deliver_incoming("send", DoThing(3)) == ("error", None)
         assert log.messages("error") == ["command_failed"]
         assert log.messages("warning") == ["no_handler"]
 
     async def test_query_result_errors_and_timeout(self, lbus: InMemoryCommBus) -> None:
         with pytest.raises(NoHandlerError):
-            await lbus.deliver_local("query", GetState())
+            await lbus.deliver_incoming("query", GetState())
 
         async def answer(q: GetState) -> str:
             await asyncio.sleep(0.5 if q.key == "slow" else 0)
@@ -900,8 +900,8 @@ class TestDeliverLocalDirect:
             return q.key * 2
 
         lbus.register_handler("GetState", answer)
-        assert await lbus.deliver_local("query", GetState("ab")) == ("ok", "abab")
+        assert await lbus.deliver_incoming("query", GetState("ab")) == ("ok", "abab")
         with pytest.raises(LookupError):
-            await lbus.deliver_local("query", GetState("bad"))
+            await lbus.deliver_incoming("query", GetState("bad"))
         with pytest.raises(TimeoutError):
-            await lbus.deliver_local("query", GetState("slow"), timeout=0.01)
+            await lbus.deliver_incoming("query", GetState("slow"), timeout=0.01)

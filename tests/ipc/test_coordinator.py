@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc import CommBusCoordinator, DynamicEvent, DynamicQuery, InMemoryCommBus
-from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.ipc import (
+    CommBusCoordinator,
+    DynamicEvent,
+    DynamicQuery,
+    InMemoryCommBus,
+    RetryPolicy,
+)
 from jeeves_control_tower.types import (
     DispatchTarget,
     Envelope,

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..middleware import MiddlewareContext
+from ..bus.middleware import MiddlewareContext
 
 __all__ = ["DedupeMiddleware"]
 

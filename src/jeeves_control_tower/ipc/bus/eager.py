@@ -6,6 +6,11 @@ finish without ever suspending, so the bus starts every handler coroutine by han
 (:func:`start`), and only when it does suspend does it pay for a task or a timer, by
 awaiting the returned :class:`Resume`. The behaviour is the same as awaiting the coroutine
 directly: values, exceptions and cancellation pass through unchanged.
+
+The same convention carries a message along the bus's run path (:mod:`.delivery`,
+:mod:`.chain`): each step is a plain call that returns its value, or a :class:`Resume` when
+something is still running; only then does the caller await. :meth:`Resume.later` wraps
+work that must run as a coroutine (a transport call, the middleware chain).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
 from typing import Any
 
-__all__ = ["Resume", "is_async_callable", "resume_within", "start"]
+__all__ = ["Resume", "is_async_callable", "resume_within", "start", "start_in"]
+
+_NOT_STARTED: Any = object()
 
 
 class Resume:
@@ -24,7 +31,8 @@ class Resume:
 
     Await it exactly once (directly, or inside a task). When ``context`` is given, every
     step of the coroutine runs inside it, so the handler keeps seeing its own context
-    variables (its span, for instance) whichever task drives it.
+    variables (its span, for instance) whichever task drives it. :meth:`later` makes one
+    for a coroutine not started yet (it starts when awaited).
     """
 
     __slots__ = ("context", "coro", "pending")
@@ -36,9 +44,16 @@ class Resume:
         self.pending = pending
         self.context = context
 
+    @classmethod
+    def later(cls, coro: Coroutine[Any, Any, Any]) -> Resume:
+        """A :class:`Resume` for ``coro``, not started yet: awaiting it awaits ``coro``."""
+        return cls(coro, _NOT_STARTED)
+
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self.coro
         pending = self.pending
+        if pending is _NOT_STARTED:
+            return (yield from coro.__await__())
         self.pending = None
         run = self.context.run if self.context is not None else None
         while True:

@@ -1,0 +1,374 @@
+"""How a message reaches this process's handlers: the last step of the bus's one run path.
+
+Every message the bus delivers here, produced here or arriving from a transport, takes the
+same path: the compiled middleware chain of its pattern and direction (:mod:`.chain`), then
+one of the :class:`Delivery` steps below (:meth:`~Delivery.to_subscribers`,
+:meth:`~Delivery.to_command_handler`, :meth:`~Delivery.to_query_handler`; see
+:data:`~.chain.Step` for their contract). The empty chain is no chain: the bus calls the
+step directly, with no context, so a message no middleware wants costs the handler call and
+little more.
+
+The steps are plain functions following the :mod:`.eager` convention: a handler that never
+suspends runs to completion inside the call, and only a handler that suspends costs a
+:class:`~.eager.Resume` for the caller to await (a task for a subscriber that has to run
+concurrently, a timer for a query's timeout).
+
+Contracts (see the bus's docstring for the public ones): the per-handler hooks
+(``handler_start`` / ``handler_end``) run in a copy of the caller's context, one per handler
+run; a failing hook is logged, never raised into the message path. Event-loop-thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from contextvars import copy_context
+from typing import Any
+
+from ...types import LoggerProtocol
+from .chain import Step
+from .eager import Resume, resume_within, start, start_in
+from .errors import NoHandlerError
+from .handlers import HandlerEntry
+from .middleware import MiddlewareContext
+
+__all__ = ["Delivery"]
+
+
+class Delivery:
+    """Runs messages to the handlers registered in ``subscribers`` and ``handlers``.
+
+    The two tables belong to the bus, which registers into them; the engine only reads
+    them, at each message (a subscription made during a publish affects the next one).
+    """
+
+    def __init__(
+        self,
+        subscribers: dict[str, tuple[HandlerEntry, ...]],
+        handlers: dict[str, HandlerEntry],
+        logger: LoggerProtocol,
+    ) -> None:
+        self._subscribers = subscribers
+        self._handlers = handlers
+        self._logger = logger
+
+    def step(self, pattern: str) -> Step:
+        """The step that delivers a ``pattern`` message here."""
+        if pattern == "publish":
+            return self.to_subscribers
+        if pattern == "send":
+            return self.to_command_handler
+        return self.to_query_handler
+
+    # ------------------------------------------------------------------ the steps
+
+    def to_subscribers(
+        self,
+        event: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext | None = None,
+    ) -> Any:
+        """Run every subscriber of ``event``'s type, concurrently; their errors are logged."""
+        subs = self._subscribers.get(message_type)
+        if not subs:
+            if ctx is not None:
+                ctx.outcome = "no_handler"
+            return "no_handler"
+        if ctx is None and len(subs) == 1:
+            # The commonest case, alone and unobserved, started here: the fan-out below
+            # would do the same through its loop and bookkeeping, at several times the cost.
+            sub = subs[0]
+            try:
+                result = start(sub.fn, sub.is_async, event)
+            except Exception as exc:
+                self._subscriber_failed(message_type, sub, exc)
+                return "error"
+            if result.__class__ is Resume:
+                return Resume.later(self._finish_alone(message_type, sub, result))
+            return "ok"
+        return self._fan_out(event, message_type, subs, ctx)
+
+    def to_command_handler(
+        self,
+        command: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext | None = None,
+    ) -> Any:
+        """Run the handler of ``command``; its errors (and a missing handler) are logged."""
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            self._logger.warning("no_handler", pattern="send", message_type=message_type)
+            if ctx is not None:
+                ctx.outcome = "no_handler"
+            return "no_handler"
+        if ctx is not None:
+            return Resume.later(self._run_observed(handler, command, timeout, ctx))
+        try:
+            result = start(handler.fn, handler.is_async, command)
+        except Exception as exc:
+            self._send_failed(message_type, handler, exc)
+            return "error"
+        if result.__class__ is Resume:
+            return Resume.later(self._finish_command(message_type, handler, result))
+        return "ok"
+
+    def to_query_handler(
+        self,
+        query: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext | None = None,
+    ) -> Any:
+        """Run the handler of ``query`` under ``timeout``; its result is returned, its errors
+        raised, :class:`NoHandlerError` when there is none."""
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            if ctx is not None:
+                ctx.outcome = "no_handler"
+            raise NoHandlerError(f"no handler registered for query type {message_type!r}")
+        if ctx is not None:
+            return Resume.later(self._run_observed(handler, query, timeout, ctx))
+        result = start(handler.fn, handler.is_async, query)
+        if result.__class__ is Resume and timeout is not None:
+            return Resume.later(resume_within(result, timeout))
+        return result
+
+    # ------------------------------------------------------------------ handler runs
+
+    async def _finish_alone(self, message_type: str, sub: HandlerEntry, resume: Resume) -> str:
+        try:
+            await resume
+        except Exception as exc:
+            self._subscriber_failed(message_type, sub, exc)
+            return "error"
+        return "ok"
+
+    async def _finish_command(
+        self, message_type: str, handler: HandlerEntry, resume: Resume
+    ) -> str:
+        try:
+            await resume
+        except Exception as exc:
+            self._send_failed(message_type, handler, exc)
+            return "error"
+        return "ok"
+
+    async def _run_observed(
+        self, handler: HandlerEntry, message: Any, timeout: float | None, ctx: MiddlewareContext
+    ) -> Any:
+        """Run a command's or query's handler for a message on a chain: its name and the
+        outcome recorded on ``ctx``, the handler hooks around it, its errors raised."""
+        ctx.handlers.append(handler.name)
+        hooks = ctx.hooks
+        tokens: Any = None
+        context = None
+        if hooks:
+            context = copy_context()
+            tokens = context.run(self._hooks_start, hooks, ctx, handler.name)
+        error: BaseException | None = None
+        try:
+            if context is not None:
+                result = start_in(context, handler.fn, handler.is_async, message)
+            else:
+                result = start(handler.fn, handler.is_async, message)
+            if result.__class__ is Resume:
+                result = await resume_within(result, timeout)
+            return result
+        except BaseException as exc:
+            error = exc
+            if isinstance(exc, TimeoutError) and timeout is not None:
+                ctx.outcome = "timeout"
+            elif not isinstance(exc, asyncio.CancelledError):
+                ctx.outcome = "error"
+            if ctx.pattern == "send" and isinstance(exc, Exception):
+                self._send_failed(ctx.message_type, handler, exc)
+            raise
+        finally:
+            if hooks:
+                self._hooks_end(hooks, ctx, tokens, error)
+
+    def _fan_out(
+        self,
+        event: Any,
+        message_type: str,
+        subs: tuple[HandlerEntry, ...],
+        ctx: MiddlewareContext | None,
+    ) -> Any:
+        """Run every subscriber of one publish, concurrently; the outcome, or a
+        :class:`Resume` for it while some still run.
+
+        Subscribers start in order. While no started subscriber is suspended, the next one
+        runs eagerly in the publisher's task (most finish there without a task). Once one
+        has suspended it keeps the publisher's task, and every later async subscriber starts
+        in a task of its own: a started coroutine never moves to another task, because what
+        it bound to the current task (``asyncio.timeout``, a ``TaskGroup``) must stay right.
+        """
+        errors: list[BaseException] = []
+        hooks = ctx.hooks if ctx is not None else ()
+        inline: tuple[HandlerEntry, Any, Any] | None = None
+        tasks: list[asyncio.Task[BaseException | None]] = []
+        for sub in subs:
+            context = None
+            tokens: Any = None
+            if ctx is not None:
+                ctx.handlers.append(sub.name)
+                if hooks:
+                    context = copy_context()
+                    tokens = context.run(self._hooks_start, hooks, ctx, sub.name)
+            try:
+                if inline is None:
+                    if context is not None:
+                        result = start_in(context, sub.fn, sub.is_async, event)
+                    else:
+                        result = start(sub.fn, sub.is_async, event)
+                    if result.__class__ is Resume:
+                        inline = (sub, result, tokens)
+                        continue
+                else:  # the publisher's task is taken: this one gets a task of its own
+                    awaitable = sub.fn(event)  # an async handler's coroutine: made, not started
+                    if sub.is_async or inspect.isawaitable(awaitable):
+                        tasks.append(
+                            asyncio.get_running_loop().create_task(
+                                self._finish_subscriber(
+                                    message_type, sub, awaitable, ctx, hooks, tokens
+                                ),
+                                context=context,
+                            )
+                        )
+                        continue
+            except Exception as exc:
+                self._subscriber_failed(message_type, sub, exc)
+                errors.append(exc)
+                if ctx is not None and hooks:
+                    self._hooks_end(hooks, ctx, tokens, exc)
+                continue
+            if ctx is not None and hooks:
+                self._hooks_end(hooks, ctx, tokens, None)
+        if inline is None and not tasks:
+            return self._fanned_out(errors, len(subs), ctx)
+        return Resume.later(
+            self._fan_out_rest(message_type, inline, tasks, errors, len(subs), ctx, hooks)
+        )
+
+    async def _fan_out_rest(
+        self,
+        message_type: str,
+        inline: tuple[HandlerEntry, Any, Any] | None,
+        tasks: list[asyncio.Task[BaseException | None]],
+        errors: list[BaseException],
+        count: int,
+        ctx: MiddlewareContext | None,
+        hooks: tuple[Any, ...],
+    ) -> Any:
+        """Wait for the subscribers of a fan-out that suspended (the inline one first)."""
+        try:
+            if inline is not None:
+                sub, resume, tokens = inline
+                error = await self._finish_subscriber(message_type, sub, resume, ctx, hooks, tokens)
+                if error is not None:
+                    errors.append(error)
+            if tasks:
+                for error in await asyncio.gather(*tasks):
+                    if error is not None:
+                        errors.append(error)
+        except BaseException:
+            # Cancelled (or worse): take the subscriber tasks down with us, leave none behind.
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+            raise
+        return self._fanned_out(errors, count, ctx)
+
+    @staticmethod
+    def _fanned_out(errors: list[BaseException], count: int, ctx: MiddlewareContext | None) -> Any:
+        """The end of a fan-out: its outcome without a context; with one, the subscribers'
+        errors raised for the ``after`` hooks (one as itself, several as a group)."""
+        if ctx is None:
+            return "error" if errors else "ok"
+        if not errors:
+            return None
+        ctx.outcome = "error"
+        if len(errors) == 1:
+            raise errors[0]
+        raise ExceptionGroup(
+            f"{len(errors)} of {count} subscribers failed",
+            [e for e in errors if isinstance(e, Exception)],
+        )
+
+    async def _finish_subscriber(
+        self,
+        message_type: str,
+        sub: HandlerEntry,
+        awaitable: Any,
+        ctx: MiddlewareContext | None,
+        hooks: tuple[Any, ...],
+        tokens: Any,
+    ) -> BaseException | None:
+        error: BaseException | None = None
+        try:
+            await awaitable
+        except Exception as exc:
+            self._subscriber_failed(message_type, sub, exc)
+            error = exc
+        except BaseException as exc:  # cancellation: end the hooks, then let it through
+            if hooks and ctx is not None:
+                self._hooks_end(hooks, ctx, tokens, exc)
+            raise
+        if hooks and ctx is not None:
+            self._hooks_end(hooks, ctx, tokens, error)
+        return error
+
+    # ------------------------------------------------------------------ logging and hooks
+
+    def _subscriber_failed(self, message_type: str, sub: HandlerEntry, exc: BaseException) -> None:
+        self._logger.error(
+            "subscriber_failed",
+            message_type=message_type,
+            handler=sub.name,
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )
+
+    def _send_failed(self, message_type: str, handler: HandlerEntry, exc: BaseException) -> None:
+        self._logger.error(
+            "command_failed",
+            message_type=message_type,
+            handler=handler.name,
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )
+
+    def _hooks_start(self, hooks: tuple[Any, ...], ctx: MiddlewareContext, name: str) -> list[Any]:
+        tokens = []
+        for hook in hooks:
+            try:
+                tokens.append(hook.handler_start(ctx, name))
+            except Exception as exc:
+                tokens.append(None)
+                self._hook_failed(hook, "handler_start", exc)
+        return tokens
+
+    def _hooks_end(
+        self,
+        hooks: tuple[Any, ...],
+        ctx: MiddlewareContext,
+        tokens: list[Any],
+        error: BaseException | None,
+    ) -> None:
+        for hook, token in zip(reversed(hooks), reversed(tokens), strict=True):
+            try:
+                hook.handler_end(ctx, token, error)
+            except Exception as exc:
+                self._hook_failed(hook, "handler_end", exc)
+
+    def _hook_failed(self, hook: Any, where: str, exc: BaseException) -> None:
+        self._logger.error(
+            "middleware_hook_failed",
+            middleware=type(hook).__name__,
+            hook=where,
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )

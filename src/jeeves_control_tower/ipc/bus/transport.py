@@ -1,0 +1,98 @@
+"""The seam between the bus and a broker: what a transport must implement, and the step
+that hands a message going out to it.
+
+Adapters (``ipc/adapters``) implement :class:`Transport`; the bus only ever sees this
+protocol, so a new broker never touches the core.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from .eager import Resume
+from .errors import TransportError
+from .middleware import MiddlewareContext
+
+__all__ = ["ToTransport", "Transport", "not_accepted"]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Carries the bus's messages to a broker (see :meth:`InMemoryCommBus.attach_transport`).
+
+    The bus calls these with the message's context after the ``before`` hooks ran
+    (``ctx.direction == "out"``; ``ctx.headers`` holds what middleware put on the wire).
+    Messages arriving from the broker are handed back with
+    :meth:`InMemoryCommBus.deliver_incoming`. ``publish`` returns once the event is queued,
+    in order, on the transport's connection; ``send`` once the command is durably stored by
+    the broker; ``query`` returns the remote handler's result or raises
+    (``asyncio.TimeoutError``, :class:`NoHandlerError`, or the remote error). A message that
+    cannot be accepted raises (:class:`TransportError`): nothing is dropped silently.
+    ``system`` (optional, e.g. ``"redis"``) names the broker in telemetry.
+    """
+
+    async def publish(self, ctx: MiddlewareContext, message: Any) -> None: ...
+
+    async def send(self, ctx: MiddlewareContext, message: Any) -> None: ...
+
+    async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any: ...
+
+
+def not_accepted(pattern: str, message_type: str, exc: Exception) -> TransportError:
+    """What a publish or send raises when its transport failed with ``exc``."""
+    return TransportError(
+        f"{pattern} {message_type!r} was not accepted by the transport: {type(exc).__name__}: {exc}"
+    )
+
+
+class ToTransport:
+    """The step of a message going out (see :data:`~.chain.Step`): hand it to ``transport``.
+
+    A query's outcome is the remote one (result or exception); a publish or send the
+    transport did not accept raises :class:`TransportError` (never dropped silently).
+    Without a context (the empty chain) one is made: the transport needs it for the wire.
+    """
+
+    __slots__ = ("label", "pattern", "system", "transport")
+
+    def __init__(self, transport: Transport, pattern: str) -> None:
+        self.transport = transport
+        self.pattern = pattern
+        self.system: str = getattr(transport, "system", "jeeves.commbus")
+        # the handler name of a message going out, as middleware sees it
+        self.label = f"transport:{type(transport).__name__}"
+
+    def __call__(
+        self,
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext | None = None,
+        /,
+    ) -> Resume:
+        if ctx is None:
+            ctx = MiddlewareContext(
+                message, message_type, None, None, self.pattern, None, "out", self.system
+            )
+            return Resume.later(self._hand_over(ctx, message, timeout, "ok"))
+        ctx.handlers.append(self.label)
+        return Resume.later(self._hand_over(ctx, message, timeout, None))
+
+    async def _hand_over(
+        self, ctx: MiddlewareContext, message: Any, timeout: float | None, accepted: Any
+    ) -> Any:
+        """``accepted``: what a publish or send gives back once the transport took it."""
+        pattern = self.pattern
+        if pattern == "query":
+            assert timeout is not None
+            return await self.transport.query(ctx, message, timeout)
+        try:
+            if pattern == "publish":
+                await self.transport.publish(ctx, message)
+            else:
+                await self.transport.send(ctx, message)
+        except TransportError:
+            raise
+        except Exception as exc:
+            raise not_accepted(pattern, ctx.message_type, exc) from exc
+        return accepted
