@@ -31,7 +31,7 @@ from ...types import LoggerProtocol
 from ..messages import HandlerFunc, get_message_type
 from .chain import ChainRoute, CompiledChain, Step, validate_middleware
 from .delivery import Delivery
-from .eager import Resume
+from .eager import CoroutineType, Resume
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
 from .middleware import PATTERNS, AnyMiddleware
@@ -68,7 +68,7 @@ class CommBusProtocol(Protocol):
 
 class Route(Protocol):
     """A compiled route for messages produced here: what the message's step returns (see
-    :class:`~.chain.Step`), or a :class:`~.eager.Resume` to await for it."""
+    :class:`~.chain.Step`), or a :class:`~.eager.Resume` or coroutine to await for it."""
 
     def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
 
@@ -351,7 +351,7 @@ class InMemoryCommBus:
         raised. Cancelling the publisher cancels the subscribers still running.
         """
         outcome = self._publish_route(event, get_message_type(event), None)
-        if outcome.__class__ is Resume:
+        if outcome.__class__ is Resume or outcome.__class__ is CoroutineType:
             await outcome
 
     async def send(self, command: Any) -> None:
@@ -361,7 +361,7 @@ class InMemoryCommBus:
         warning. Cancelling the sender cancels the handler.
         """
         outcome = self._send_route(command, get_message_type(command), None)
-        if outcome.__class__ is Resume:
+        if outcome.__class__ is Resume or outcome.__class__ is CoroutineType:
             await outcome
 
     async def query(self, query: Any, timeout: float | None = None) -> Any:
@@ -379,7 +379,7 @@ class InMemoryCommBus:
         else:
             check_timeout(timeout, "timeout")
         result = self._query_route(query, get_message_type(query), timeout)
-        if result.__class__ is Resume:
+        if result.__class__ is Resume or result.__class__ is CoroutineType:
             return await result
         return result
 
@@ -410,7 +410,7 @@ async def _incoming(
     timeout: float | None,
 ) -> tuple[str, Any]:
     returned = route(message, message_type, timeout, headers, message_id)
-    if returned.__class__ is Resume:
+    if returned.__class__ is Resume or returned.__class__ is CoroutineType:
         returned = await returned
     # a query that returned is "ok" (failures raise); a publish or send returns its outcome
     return ("ok", returned) if is_query else (returned, None)

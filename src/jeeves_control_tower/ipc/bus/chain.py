@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ...types import LoggerProtocol
-from .eager import Resume
+from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
 from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext
 
@@ -28,8 +28,9 @@ __all__ = ["ChainRoute", "CompiledChain", "Step", "validate_middleware"]
 
 class Step(Protocol):
     """The step a message takes after the ``before`` hooks: it delivers the message to its
-    handler(s) or hands it to the transport, and returns what it gives back or a
-    :class:`~.eager.Resume` to await for it.
+    handler(s) or hands it to the transport, and returns what it gives back or, while
+    something still runs, a :class:`~.eager.Resume` or a coroutine to await for it (the
+    :mod:`.eager` convention).
 
     With a ``ctx`` (a non-empty chain) that is the result (``None`` for a publish), the
     outcome and handler names are recorded on the context, the handler hooks run, and
@@ -151,9 +152,10 @@ class ChainRoute:
         timeout: float | None,
         headers: dict[str, str] | None = None,
         message_id: str | None = None,
-    ) -> Resume:
-        """Start a message on this chain: ``headers`` and ``message_id`` are those it came
-        with from a broker (direction "in"), ``None`` for a message produced here."""
+    ) -> Coroutine[Any, Any, Any]:
+        """Start a message on this chain: its run, to await. ``headers`` and
+        ``message_id`` are those it came with from a broker (direction "in"), ``None`` for
+        a message produced here."""
         ctx = MiddlewareContext(
             message,
             message_type,
@@ -166,7 +168,7 @@ class ChainRoute:
         )
         ctx.headers = headers
         ctx.hooks = self.hooks
-        return Resume.later(self.run(ctx, message, timeout))
+        return self.run(ctx, message, timeout)
 
     async def run(self, ctx: MiddlewareContext, message: Any, timeout: float | None) -> Any:
         """``before`` hooks, the step, ``after`` hooks. Returns the query's result, or the
@@ -191,7 +193,7 @@ class ChainRoute:
             else:
                 reached = True
                 result = self.step(message, ctx.message_type, timeout, ctx)
-                if result.__class__ is Resume:
+                if result.__class__ is Resume or result.__class__ is CoroutineType:
                     result = await result
         except BaseException as exc:
             error = exc

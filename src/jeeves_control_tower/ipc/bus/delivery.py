@@ -8,10 +8,11 @@ one of the :class:`Delivery` steps below (:meth:`~Delivery.to_subscribers`,
 step directly, with no context, so a message no middleware wants costs the handler call and
 little more.
 
-The steps are plain functions following the :mod:`.eager` convention: a handler that never
-suspends runs to completion inside the call, and only a handler that suspends costs a
-:class:`~.eager.Resume` for the caller to await (a task for a subscriber that has to run
-concurrently, a timer for a query's timeout).
+The steps are plain functions following the :mod:`.eager` convention: they return the
+outcome or result, or something for the caller to await (a :class:`~.eager.Resume` of a
+handler that suspended, or a coroutine when there is more to do). A lone handler with no
+hooks and no timer is simply awaited; handlers that must not cost a task or a timer unless
+they suspend (the subscribers of a fan-out, a query's handler) are started eagerly.
 
 Contracts (see the bus's docstring for the public ones): the per-handler hooks
 (``handler_start`` / ``handler_end``) run in a copy of the caller's context, one per handler
@@ -27,7 +28,7 @@ from typing import Any
 
 from ...types import LoggerProtocol
 from .chain import Step
-from .eager import Resume, resume_within, start, start_in
+from .eager import CoroutineType, Resume, resume_within, start, start_in
 from .errors import NoHandlerError
 from .handlers import HandlerEntry
 from .middleware import MiddlewareContext
@@ -76,17 +77,9 @@ class Delivery:
                 ctx.outcome = "no_handler"
             return "no_handler"
         if ctx is None and len(subs) == 1:
-            # The commonest case, alone and unobserved, started here: the fan-out below
-            # would do the same through its loop and bookkeeping, at several times the cost.
-            sub = subs[0]
-            try:
-                result = start(sub.fn, sub.is_async, event)
-            except Exception as exc:
-                self._subscriber_failed(message_type, sub, exc)
-                return "error"
-            if result.__class__ is Resume:
-                return Resume.later(self._finish_alone(message_type, sub, result))
-            return "ok"
+            # Alone and unobserved, the subscriber needs no concurrency and no hooks: it is
+            # simply awaited, for a fraction of what the fan-out's bookkeeping costs.
+            return self._await_alone(message_type, subs[0], event)
         return self._fan_out(event, message_type, subs, ctx)
 
     def to_command_handler(
@@ -104,15 +97,8 @@ class Delivery:
                 ctx.outcome = "no_handler"
             return "no_handler"
         if ctx is not None:
-            return Resume.later(self._run_observed(handler, command, timeout, ctx))
-        try:
-            result = start(handler.fn, handler.is_async, command)
-        except Exception as exc:
-            self._send_failed(message_type, handler, exc)
-            return "error"
-        if result.__class__ is Resume:
-            return Resume.later(self._finish_command(message_type, handler, result))
-        return "ok"
+            return self._run_observed(handler, command, timeout, ctx)
+        return self._await_command(message_type, handler, command)
 
     def to_query_handler(
         self,
@@ -122,34 +108,45 @@ class Delivery:
         ctx: MiddlewareContext | None = None,
     ) -> Any:
         """Run the handler of ``query`` under ``timeout``; its result is returned, its errors
-        raised, :class:`NoHandlerError` when there is none."""
+        raised, :class:`NoHandlerError` when there is none.
+
+        A result that is itself a coroutine object (an async handler returning one
+        unawaited) is handed back inside a coroutine, so that the caller takes it for the
+        value it is and does not await it."""
         handler = self._handlers.get(message_type)
         if handler is None:
             if ctx is not None:
                 ctx.outcome = "no_handler"
             raise NoHandlerError(f"no handler registered for query type {message_type!r}")
         if ctx is not None:
-            return Resume.later(self._run_observed(handler, query, timeout, ctx))
+            return self._run_observed(handler, query, timeout, ctx)
         result = start(handler.fn, handler.is_async, query)
-        if result.__class__ is Resume and timeout is not None:
-            return Resume.later(resume_within(result, timeout))
+        if result.__class__ is Resume:
+            return result if timeout is None else resume_within(result, timeout)
+        if result.__class__ is CoroutineType:
+            return _value(result)
         return result
 
     # ------------------------------------------------------------------ handler runs
 
-    async def _finish_alone(self, message_type: str, sub: HandlerEntry, resume: Resume) -> str:
+    async def _await_alone(self, message_type: str, sub: HandlerEntry, event: Any) -> str:
+        """Run a lone subscriber, awaited in the caller's task (a plain ``await``: the
+        handler is not started by hand, since nothing depends on whether it suspends)."""
         try:
-            await resume
+            result = sub.fn(event)
+            if sub.is_async or inspect.isawaitable(result):
+                await result
         except Exception as exc:
             self._subscriber_failed(message_type, sub, exc)
             return "error"
         return "ok"
 
-    async def _finish_command(
-        self, message_type: str, handler: HandlerEntry, resume: Resume
-    ) -> str:
+    async def _await_command(self, message_type: str, handler: HandlerEntry, command: Any) -> str:
+        """Run a command's handler, awaited in the caller's task (as :meth:`_await_alone`)."""
         try:
-            await resume
+            result = handler.fn(command)
+            if handler.is_async or inspect.isawaitable(result):
+                await result
         except Exception as exc:
             self._send_failed(message_type, handler, exc)
             return "error"
@@ -197,7 +194,7 @@ class Delivery:
         ctx: MiddlewareContext | None,
     ) -> Any:
         """Run every subscriber of one publish, concurrently; the outcome, or a
-        :class:`Resume` for it while some still run.
+        coroutine for it while some still run.
 
         Subscribers start in order. While no started subscriber is suspended, the next one
         runs eagerly in the publisher's task (most finish there without a task). Once one
@@ -248,9 +245,7 @@ class Delivery:
                 self._hooks_end(hooks, ctx, tokens, None)
         if inline is None and not tasks:
             return self._fanned_out(errors, len(subs), ctx)
-        return Resume.later(
-            self._fan_out_rest(message_type, inline, tasks, errors, len(subs), ctx, hooks)
-        )
+        return self._fan_out_rest(message_type, inline, tasks, errors, len(subs), ctx, hooks)
 
     async def _fan_out_rest(
         self,
@@ -372,3 +367,7 @@ class Delivery:
             error_type=type(exc).__name__,
             error=str(exc),
         )
+
+
+async def _value(value: Any) -> Any:
+    return value

@@ -8,9 +8,12 @@ awaiting the returned :class:`Resume`. The behaviour is the same as awaiting the
 directly: values, exceptions and cancellation pass through unchanged.
 
 The same convention carries a message along the bus's run path (:mod:`.delivery`,
-:mod:`.chain`): each step is a plain call that returns its value, or a :class:`Resume` when
-something is still running; only then does the caller await. :meth:`Resume.later` wraps
-work that must run as a coroutine (a transport call, the middleware chain).
+:mod:`.chain`): each step is a plain call that returns its value, or, when something is
+still running, a :class:`Resume` or a coroutine (work that must run as one: the middleware
+chain, a transport call, the rest of a fan-out); only then does the caller await
+(``r.__class__ is Resume or r.__class__ is CoroutineType``: two identity checks, cheaper
+than any call). A value that is itself a coroutine object never travels this way (see
+:func:`~.delivery.Delivery.to_query_handler`).
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
+from types import CoroutineType
 from typing import Any
 
-__all__ = ["Resume", "is_async_callable", "resume_within", "start", "start_in"]
-
-_NOT_STARTED: Any = object()
+__all__ = ["CoroutineType", "Resume", "is_async_callable", "resume_within", "start", "start_in"]
 
 
 class Resume:
@@ -31,8 +33,7 @@ class Resume:
 
     Await it exactly once (directly, or inside a task). When ``context`` is given, every
     step of the coroutine runs inside it, so the handler keeps seeing its own context
-    variables (its span, for instance) whichever task drives it. :meth:`later` makes one
-    for a coroutine not started yet (it starts when awaited).
+    variables (its span, for instance) whichever task drives it.
     """
 
     __slots__ = ("context", "coro", "pending")
@@ -44,16 +45,9 @@ class Resume:
         self.pending = pending
         self.context = context
 
-    @classmethod
-    def later(cls, coro: Coroutine[Any, Any, Any]) -> Resume:
-        """A :class:`Resume` for ``coro``, not started yet: awaiting it awaits ``coro``."""
-        return cls(coro, _NOT_STARTED)
-
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self.coro
         pending = self.pending
-        if pending is _NOT_STARTED:
-            return (yield from coro.__await__())
         self.pending = None
         run = self.context.run if self.context is not None else None
         while True:

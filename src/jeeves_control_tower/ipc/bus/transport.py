@@ -7,9 +7,9 @@ protocol, so a new broker never touches the core.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from typing import Any, Protocol, runtime_checkable
 
-from .eager import Resume
 from .errors import TransportError
 from .middleware import MiddlewareContext
 
@@ -69,14 +69,14 @@ class ToTransport:
         timeout: float | None,
         ctx: MiddlewareContext | None = None,
         /,
-    ) -> Resume:
+    ) -> Coroutine[Any, Any, Any]:
         if ctx is None:
             ctx = MiddlewareContext(
                 message, message_type, None, None, self.pattern, None, "out", self.system
             )
-            return Resume.later(self._hand_over(ctx, message, timeout, "ok"))
+            return self._hand_over(ctx, message, timeout, "ok")
         ctx.handlers.append(self.label)
-        return Resume.later(self._hand_over(ctx, message, timeout, None))
+        return self._hand_over(ctx, message, timeout, None)
 
     async def _hand_over(
         self, ctx: MiddlewareContext, message: Any, timeout: float | None, accepted: Any
