@@ -1,6 +1,7 @@
 """The bus: :class:`InMemoryCommBus`, its one run path and the seam to a transport.
 
-- :mod:`.bus`: the bus (public API, registration, the compiled routes);
+- :mod:`.bus`: the bus (public API, registration, middleware and transport);
+- :mod:`.routes`: what a message of each pattern and direction runs, compiled once;
 - :mod:`.delivery`: the last step of a message delivered here (fan-out, handler runs);
 - :mod:`.chain`: the middleware chain, compiled once, run per message;
 - :mod:`.middleware`: the middleware contract (:class:`MiddlewareContext`, the protocols);

@@ -12,30 +12,31 @@ timeout of a query) exactly as if it had been awaited in a task. Context variabl
 handler sets before its first suspension may be visible to the caller on the
 uninstrumented path, as with a plain ``await``; don't rely on either behaviour.
 
-Every message runs one path: the route compiled for its pattern and direction (the
-middleware chain of :mod:`.chain`, or none when no middleware applies) to the step that
-delivers it to this process's handlers (:class:`~.delivery.Delivery`, which the bus owns)
-or hands it to the attached transport (:class:`~.transport.ToTransport`). Routes are
-compiled when the middleware list or the transport changes, never per message.
-This module holds the public API, registration and the routes; the exceptions live in
-:mod:`.errors`.
+Every message runs one path: the route compiled for its pattern and direction
+(:mod:`.routes`: the middleware chain of :mod:`.chain`, or none when no middleware
+applies) to the step that delivers it to this process's handlers
+(:class:`~.delivery.Delivery`, which the bus owns) or hands it to the attached transport
+(:class:`~.transport.ToTransport`). Routes are compiled when the middleware list or the
+transport changes, never per message. This module holds the public API and registration;
+the exceptions live in :mod:`.errors`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from ...logging import ensure_logger
 from ...types import LoggerProtocol
 from ..messages import HandlerFunc, get_message_type
-from .chain import ChainRoute, CompiledChain, Step, validate_middleware
+from .chain import CompiledChain, validate_middleware
 from .delivery import Delivery
 from .eager import CoroutineType, Resume
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
-from .middleware import PATTERNS, AnyMiddleware
-from .transport import ToTransport, Transport
+from .middleware import AnyMiddleware
+from .routes import IncomingRoute, Route, compile_routes, run_incoming
+from .transport import Transport
 
 __all__ = [
     "CommBusProtocol",
@@ -64,28 +65,6 @@ class CommBusProtocol(Protocol):
     def register_handler(self, message_type: str, handler: HandlerFunc) -> None: ...
 
     def has_handler(self, message_type: str) -> bool: ...
-
-
-class Route(Protocol):
-    """A compiled route for messages produced here: what the message's step returns (see
-    :class:`~.chain.Step`), or a :class:`~.eager.Resume` or coroutine to await for it."""
-
-    def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
-
-
-class IncomingRoute(Protocol):
-    """A compiled route for messages a transport delivers: as :class:`Route`, with the
-    wire headers and message id the message came with."""
-
-    def __call__(
-        self,
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        headers: dict[str, str] | None,
-        message_id: str | None,
-        /,
-    ) -> Any: ...
 
 
 class InMemoryCommBus:
@@ -124,10 +103,10 @@ class InMemoryCommBus:
         self._registration_listeners: tuple[Callable[[], None], ...] = ()
         # The route of each pattern for messages produced here (direction "local", or "out"
         # with a transport) and for messages a transport delivers ("in").
-        self._publish_route: Route = self._delivery.to_subscribers
-        self._send_route: Route = self._delivery.to_command_handler
-        self._query_route: Route = self._delivery.to_query_handler
-        self._incoming_routes: dict[str, IncomingRoute] = {}
+        self._publish_route: Route
+        self._send_route: Route
+        self._query_route: Route
+        self._incoming_routes: Mapping[str, IncomingRoute]
         self._set_routes(None)
         self.telemetry: Any = None
         instrument = telemetry.pop("instrument", None)
@@ -235,34 +214,13 @@ class InMemoryCommBus:
         return False
 
     def _set_routes(self, chain: CompiledChain | None) -> None:
-        """Compile the route of every pattern and direction from ``chain`` (the compiled
-        middleware list) and the transport attached now."""
-        transport = self._transport
-        direction = "local" if transport is None else "out"
-        system = getattr(transport, "system", "jeeves.commbus")
-        own: dict[str, Route] = {}
-        for pattern in PATTERNS:
-            step: Step = (
-                self._delivery.step(pattern)
-                if transport is None
-                else ToTransport(transport, pattern)
-            )
-            scoped = chain.scoped(pattern, direction) if chain is not None else None
-            own[pattern] = (
-                step
-                if scoped is None
-                else ChainRoute(scoped, pattern, direction, system, step, self._logger).enter
-            )
-            scoped = chain.scoped(pattern, "in") if chain is not None else None
-            step = self._delivery.step(pattern)
-            self._incoming_routes[pattern] = (
-                _without_wire(step)
-                if scoped is None
-                else ChainRoute(scoped, pattern, "in", system, step, self._logger).enter
-            )
-        self._publish_route = own["publish"]
-        self._send_route = own["send"]
-        self._query_route = own["query"]
+        """Compile the routes from ``chain`` (the compiled middleware list) and the
+        transport attached now."""
+        routes = compile_routes(chain, self._transport, self._delivery, self._logger)
+        self._publish_route = routes.publish
+        self._send_route = routes.send
+        self._query_route = routes.query
+        self._incoming_routes = routes.incoming
 
     # ------------------------------------------------------------------ transport
 
@@ -312,7 +270,7 @@ class InMemoryCommBus:
         if route is None:
             raise ValueError(f"unknown pattern {pattern!r}")
         message_type = get_message_type(message)
-        return _incoming(
+        return run_incoming(
             route, pattern == "query", message, message_type, headers, message_id, timeout
         )
 
@@ -382,38 +340,6 @@ class InMemoryCommBus:
         if result.__class__ is Resume or result.__class__ is CoroutineType:
             return await result
         return result
-
-
-def _without_wire(step: Step) -> IncomingRoute:
-    """The route of a message from a transport that no middleware applies to: its step,
-    which has no use for the wire headers and message id (only middleware reads them)."""
-
-    def route(
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        headers: dict[str, str] | None,
-        message_id: str | None,
-    ) -> Any:
-        return step(message, message_type, timeout, None)
-
-    return route
-
-
-async def _incoming(
-    route: IncomingRoute,
-    is_query: bool,
-    message: Any,
-    message_type: str,
-    headers: dict[str, str] | None,
-    message_id: str | None,
-    timeout: float | None,
-) -> tuple[str, Any]:
-    returned = route(message, message_type, timeout, headers, message_id)
-    if returned.__class__ is Resume or returned.__class__ is CoroutineType:
-        returned = await returned
-    # a query that returned is "ok" (failures raise); a publish or send returns its outcome
-    return ("ok", returned) if is_query else (returned, None)
 
 
 _global_bus: InMemoryCommBus | None = None

@@ -1,0 +1,120 @@
+"""The routes: what a message of each pattern and direction runs, compiled once.
+
+A route takes a message to its step (:class:`~.chain.Step`: this process's handlers, or the
+transport): through the middleware chain compiled for its pattern and direction
+(:class:`~.chain.ChainRoute`), or, when no middleware applies, straight to the step (the
+empty chain is no chain, and no context is made). The bus compiles its routes when the
+middleware list or the transport changes (:func:`compile_routes`), never per message, and
+calls them from ``publish``/``send``/``query`` and ``deliver_incoming``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ...types import LoggerProtocol
+from .chain import ChainRoute, CompiledChain, Step
+from .delivery import Delivery
+from .eager import CoroutineType, Resume
+from .middleware import PATTERNS
+from .transport import ToTransport, Transport
+
+__all__ = ["IncomingRoute", "Route", "Routes", "compile_routes", "run_incoming"]
+
+
+class Route(Protocol):
+    """A compiled route for messages produced here: what the message's step returns (see
+    :class:`~.chain.Step`), or a :class:`~.eager.Resume` or coroutine to await for it."""
+
+    def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
+
+
+class IncomingRoute(Protocol):
+    """A compiled route for messages a transport delivers: as :class:`Route`, with the
+    wire headers and message id the message came with."""
+
+    def __call__(
+        self,
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        headers: dict[str, str] | None,
+        message_id: str | None,
+        /,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Routes:
+    """The compiled routes of a bus: its own messages' (direction "local", or "out" with a
+    transport) and, by pattern, those a transport delivers (direction "in")."""
+
+    publish: Route
+    send: Route
+    query: Route
+    incoming: Mapping[str, IncomingRoute]
+
+
+def compile_routes(
+    chain: CompiledChain | None,
+    transport: Transport | None,
+    delivery: Delivery,
+    logger: LoggerProtocol,
+) -> Routes:
+    """Compile the route of every pattern and direction from ``chain`` (``None``: no
+    middleware) and ``transport`` (``None``: messages are delivered here)."""
+    direction = "local" if transport is None else "out"
+    system = getattr(transport, "system", "jeeves.commbus")
+    own: dict[str, Route] = {}
+    incoming: dict[str, IncomingRoute] = {}
+    for pattern in PATTERNS:
+        here = delivery.step(pattern)
+        step: Step = here if transport is None else ToTransport(transport, pattern)
+        scoped = chain.scoped(pattern, direction) if chain is not None else None
+        own[pattern] = (
+            step
+            if scoped is None
+            else ChainRoute(scoped, pattern, direction, system, step, logger).enter
+        )
+        scoped = chain.scoped(pattern, "in") if chain is not None else None
+        incoming[pattern] = (
+            _without_wire(here)
+            if scoped is None
+            else ChainRoute(scoped, pattern, "in", system, here, logger).enter
+        )
+    return Routes(own["publish"], own["send"], own["query"], incoming)
+
+
+def _without_wire(step: Step) -> IncomingRoute:
+    """The route of a message from a transport that no middleware applies to: its step,
+    which has no use for the wire headers and message id (only middleware reads them)."""
+
+    def route(
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        headers: dict[str, str] | None,
+        message_id: str | None,
+    ) -> Any:
+        return step(message, message_type, timeout, None)
+
+    return route
+
+
+async def run_incoming(
+    route: IncomingRoute,
+    is_query: bool,
+    message: Any,
+    message_type: str,
+    headers: dict[str, str] | None,
+    message_id: str | None,
+    timeout: float | None,
+) -> tuple[str, Any]:
+    """Run a message from a transport along ``route``: ``(outcome, result)``."""
+    returned = route(message, message_type, timeout, headers, message_id)
+    if returned.__class__ is Resume or returned.__class__ is CoroutineType:
+        returned = await returned
+    # a query that returned is "ok" (failures raise); a publish or send returns its outcome
+    return ("ok", returned) if is_query else (returned, None)
