@@ -3,12 +3,14 @@
 Loads this checkout's ``jeeves_control_tower`` and a second copy of the package (another
 revision's ``src/jeeves_control_tower``, e.g. from ``git archive``) side by side in one
 process, under another package name, and measures the same cases as :mod:`bench_hotpath`
-(publish to 1 and 10 subscribers, send, query, dispatch; handlers that never suspend) for
-both, interleaved round by round so that the noise of a shared machine hits both alike.
-``--mode`` picks the column: ``off`` (``instrument=False``, the default), ``no_sdk`` (the
-built-in telemetry, no tracer provider) or ``on`` (every message traced by an SDK provider
-with a batch processor exporting nowhere). Prints µs/message (median over rounds) and the
-change after/before.
+(publish to 1 and 10 subscribers, send, query, dispatch; handlers that never suspend), and
+publish and query through a transport that accepts at once (``publish_out``,
+``query_out``: the bus's own cost on the way out) and in from a transport (``publish_in``,
+``query_in``), for both, interleaved round by round so
+that the noise of a shared machine hits both alike. ``--mode`` picks the column: ``off``
+(``instrument=False``, the default), ``no_sdk`` (the built-in telemetry, no tracer
+provider) or ``on`` (every message traced by an SDK provider with a batch processor
+exporting nowhere). Prints µs/message (median over rounds) and the change after/before.
 
 Run::
 
@@ -32,7 +34,17 @@ from typing import Any
 
 Loop = Callable[[int], Awaitable[None]]
 
-CASES = ("publish_1", "publish_10", "send", "query", "dispatch")
+CASES = (
+    "publish_1",
+    "publish_10",
+    "send",
+    "query",
+    "dispatch",
+    "publish_out",
+    "query_out",
+    "publish_in",
+    "query_in",
+)
 
 
 class Ev:
@@ -45,6 +57,21 @@ class Cmd:
 
 class Ask:
     category = "query"
+
+
+class NoBroker:
+    """A transport that accepts everything at once: what the bus costs on the way out."""
+
+    system = "nobroker"
+
+    async def publish(self, ctx: Any, message: Any) -> None:
+        return None
+
+    async def send(self, ctx: Any, message: Any) -> None:
+        return None
+
+    async def query(self, ctx: Any, message: Any, timeout: float) -> Any:
+        return 1
 
 
 def load_as(name: str, package_dir: Path) -> ModuleType:
@@ -108,6 +135,8 @@ def build_cases(package: str, mode: str) -> dict[str, Loop]:
     for _ in range(10):
         bus10.subscribe("Ev", handler)
     coordinator = ipc.CommBusCoordinator(null(), bus1, **opts)
+    bus_out = ipc.InMemoryCommBus(logger=null(), **telemetry_options(mode))
+    bus_out.attach_transport(NoBroker())
     coordinator.register_service(types.ServiceDescriptor(name="svc", service_type="worker"))
     coordinator.register_handler("svc", dispatch_handler)
     target = types.DispatchTarget(service_name="svc", method="run")
@@ -136,7 +165,28 @@ def build_cases(package: str, mode: str) -> dict[str, Loop]:
             await coordinator.dispatch(target, envelope)
             history.clear()
 
-    return dict(zip(CASES, (publish_1, publish_10, send, query, dispatch), strict=True))
+    async def publish_out(n: int) -> None:
+        for _ in range(n):
+            await bus_out.publish(ev)
+
+    async def query_out(n: int) -> None:
+        for _ in range(n):
+            await bus_out.query(ask)
+
+    # what a transport calls for a message from its broker (named deliver_local before)
+    incoming = getattr(bus1, "deliver_incoming", None) or bus1.deliver_local
+
+    async def publish_in(n: int) -> None:
+        for _ in range(n):
+            await incoming("publish", ev)
+
+    async def query_in(n: int) -> None:
+        for _ in range(n):
+            await incoming("query", ask, timeout=30.0)
+
+    loops = [publish_1, publish_10, send, query, dispatch]
+    loops += [publish_out, query_out, publish_in, query_in]
+    return dict(zip(CASES, loops, strict=True))
 
 
 async def measure(sides: dict[str, dict[str, Loop]], rounds: int, messages: int) -> Any:

@@ -67,11 +67,12 @@ def compile_routes(
     middleware) and ``transport`` (``None``: messages are delivered here)."""
     direction = "local" if transport is None else "out"
     system = getattr(transport, "system", "jeeves.commbus")
+    out = ToTransport(transport) if transport is not None else None
     own: dict[str, Route] = {}
     incoming: dict[str, IncomingRoute] = {}
     for pattern in PATTERNS:
         here = delivery.step(pattern)
-        step: Step = here if transport is None else ToTransport(transport, pattern)
+        step: Step = here if out is None else out.step(pattern)
         scoped = chain.scoped(pattern, direction) if chain is not None else None
         own[pattern] = (
             step

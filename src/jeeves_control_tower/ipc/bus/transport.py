@@ -7,9 +7,11 @@ protocol, so a new broker never touches the core.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
+from types import CoroutineType
 from typing import Any, Protocol, runtime_checkable
 
+from .chain import Step
 from .errors import TransportError
 from .middleware import MiddlewareContext
 
@@ -46,53 +48,90 @@ def not_accepted(pattern: str, message_type: str, exc: Exception) -> TransportEr
 
 
 class ToTransport:
-    """The step of a message going out (see :data:`~.chain.Step`): hand it to ``transport``.
+    """The steps of messages going out (see :class:`~.chain.Step`): hand them to
+    ``transport``, one method per pattern (:meth:`step`).
 
     A query's outcome is the remote one (result or exception); a publish or send the
     transport did not accept raises :class:`TransportError` (never dropped silently).
     Without a context (the empty chain) one is made: the transport needs it for the wire.
     """
 
-    __slots__ = ("label", "pattern", "system", "transport")
+    __slots__ = ("label", "system", "transport")
 
-    def __init__(self, transport: Transport, pattern: str) -> None:
+    def __init__(self, transport: Transport) -> None:
         self.transport = transport
-        self.pattern = pattern
         self.system: str = getattr(transport, "system", "jeeves.commbus")
         # the handler name of a message going out, as middleware sees it
         self.label = f"transport:{type(transport).__name__}"
 
-    def __call__(
+    def step(self, pattern: str) -> Step:
+        """The step of a ``pattern`` message."""
+        if pattern == "publish":
+            return self.publish
+        if pattern == "send":
+            return self.send
+        return self.query
+
+    def publish(
         self,
         message: Any,
         message_type: str,
         timeout: float | None,
         ctx: MiddlewareContext | None = None,
-        /,
     ) -> Coroutine[Any, Any, Any]:
         if ctx is None:
             ctx = MiddlewareContext(
-                message, message_type, None, None, self.pattern, None, "out", self.system
+                message, message_type, None, None, "publish", None, "out", self.system
             )
-            return self._hand_over(ctx, message, timeout, "ok")
+            return self._accepted(self.transport.publish(ctx, message), ctx, "ok")
         ctx.handlers.append(self.label)
-        return self._hand_over(ctx, message, timeout, None)
+        return self._accepted(self.transport.publish(ctx, message), ctx, None)
 
-    async def _hand_over(
-        self, ctx: MiddlewareContext, message: Any, timeout: float | None, accepted: Any
-    ) -> Any:
-        """``accepted``: what a publish or send gives back once the transport took it."""
-        pattern = self.pattern
-        if pattern == "query":
-            assert timeout is not None
-            return await self.transport.query(ctx, message, timeout)
+    def send(
+        self,
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        if ctx is None:
+            ctx = MiddlewareContext(
+                message, message_type, None, None, "send", None, "out", self.system
+            )
+            return self._accepted(self.transport.send(ctx, message), ctx, "ok")
+        ctx.handlers.append(self.label)
+        return self._accepted(self.transport.send(ctx, message), ctx, None)
+
+    def query(
+        self,
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext | None = None,
+    ) -> Coroutine[Any, Any, Any]:
+        if ctx is None:
+            ctx = MiddlewareContext(
+                message, message_type, None, None, "query", None, "out", self.system
+            )
+        else:
+            ctx.handlers.append(self.label)
+        assert timeout is not None  # the bus always gives a query its timeout
+        answer = self.transport.query(ctx, message, timeout)
+        # the remote outcome as it comes: the transport's own coroutine is awaited directly
+        return answer if answer.__class__ is CoroutineType else _awaited(answer)
+
+    @staticmethod
+    async def _accepted(handing: Awaitable[Any], ctx: MiddlewareContext, accepted: Any) -> Any:
+        """Await a publish or send being handed over; ``accepted`` once the transport took
+        it, :class:`TransportError` when it did not."""
         try:
-            if pattern == "publish":
-                await self.transport.publish(ctx, message)
-            else:
-                await self.transport.send(ctx, message)
+            await handing
         except TransportError:
             raise
         except Exception as exc:
-            raise not_accepted(pattern, ctx.message_type, exc) from exc
+            raise not_accepted(ctx.pattern, ctx.message_type, exc) from exc
         return accepted
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
