@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Awaitable
 from contextvars import copy_context
 from typing import Any
 
@@ -78,8 +79,18 @@ class Delivery:
             return "no_handler"
         if ctx is None and len(subs) == 1:
             # Alone and unobserved, the subscriber needs no concurrency and no hooks: it is
-            # simply awaited, for a fraction of what the fan-out's bookkeeping costs.
-            return self._await_alone(message_type, subs[0], event)
+            # simply called (awaited when async), for a fraction of the fan-out's cost.
+            sub = subs[0]
+            if sub.is_async:
+                return self._await_subscriber(message_type, sub, sub.fn(event))
+            try:
+                result = sub.fn(event)
+            except Exception as exc:
+                self._subscriber_failed(message_type, sub, exc)
+                return "error"
+            if result is None or not inspect.isawaitable(result):
+                return "ok"
+            return self._await_subscriber(message_type, sub, result)
         return self._fan_out(event, message_type, subs, ctx)
 
     def to_command_handler(
@@ -98,7 +109,16 @@ class Delivery:
             return "no_handler"
         if ctx is not None:
             return self._run_observed(handler, command, timeout, ctx)
-        return self._await_command(message_type, handler, command)
+        if handler.is_async:  # simply awaited, as a lone subscriber
+            return self._await_command(message_type, handler, handler.fn(command))
+        try:
+            result = handler.fn(command)
+        except Exception as exc:
+            self._send_failed(message_type, handler, exc)
+            return "error"
+        if result is None or not inspect.isawaitable(result):
+            return "ok"
+        return self._await_command(message_type, handler, result)
 
     def to_query_handler(
         self,
@@ -142,24 +162,23 @@ class Delivery:
 
     # ------------------------------------------------------------------ handler runs
 
-    async def _await_alone(self, message_type: str, sub: HandlerEntry, event: Any) -> str:
-        """Run a lone subscriber, awaited in the caller's task (a plain ``await``: the
-        handler is not started by hand, since nothing depends on whether it suspends)."""
+    async def _await_subscriber(
+        self, message_type: str, sub: HandlerEntry, running: Awaitable[Any]
+    ) -> str:
+        """Await a lone subscriber's run in the caller's task; its error is logged."""
         try:
-            result = sub.fn(event)
-            if sub.is_async or inspect.isawaitable(result):
-                await result
+            await running
         except Exception as exc:
             self._subscriber_failed(message_type, sub, exc)
             return "error"
         return "ok"
 
-    async def _await_command(self, message_type: str, handler: HandlerEntry, command: Any) -> str:
-        """Run a command's handler, awaited in the caller's task (as :meth:`_await_alone`)."""
+    async def _await_command(
+        self, message_type: str, handler: HandlerEntry, running: Awaitable[Any]
+    ) -> str:
+        """Await a command handler's run in the caller's task; its error is logged."""
         try:
-            result = handler.fn(command)
-            if handler.is_async or inspect.isawaitable(result):
-                await result
+            await running
         except Exception as exc:
             self._send_failed(message_type, handler, exc)
             return "error"
