@@ -1012,6 +1012,19 @@ class TestLoneHandlers:
         await lbus.send(DoThing())
         assert log.messages("error") == ["subscriber_failed", "command_failed"]
 
+    async def test_a_handler_that_cannot_be_called_is_logged(
+        self, lbus: InMemoryCommBus, log: ListLogger
+    ) -> None:
+        async def no_argument() -> None:
+            return None
+
+        lbus.subscribe("MemoryStored", no_argument)  # type: ignore[arg-type]
+        lbus.register_handler("DoThing", no_argument)  # type: ignore[arg-type]
+        await lbus.publish(MemoryStored("a"))
+        await lbus.send(DoThing())
+        assert await lbus.deliver_incoming("publish", MemoryStored("b")) == ("error", None)
+        assert log.messages("error") == ["subscriber_failed", "command_failed", "subscriber_failed"]
+
     async def test_the_handler_runs_in_the_callers_task(self, bus: InMemoryCommBus) -> None:
         tasks: list[asyncio.Task[Any] | None] = []
 

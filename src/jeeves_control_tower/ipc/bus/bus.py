@@ -270,9 +270,7 @@ class InMemoryCommBus:
         if route is None:
             raise ValueError(f"unknown pattern {pattern!r}")
         message_type = get_message_type(message)
-        return run_incoming(
-            route, pattern == "query", message, message_type, headers, message_id, timeout
-        )
+        return run_incoming(route, message, message_type, headers, message_id, timeout)
 
     @property
     def middlewares(self) -> tuple[Any, ...]:

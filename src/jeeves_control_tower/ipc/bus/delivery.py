@@ -81,16 +81,14 @@ class Delivery:
             # Alone and unobserved, the subscriber needs no concurrency and no hooks: it is
             # simply called (awaited when async), for a fraction of the fan-out's cost.
             sub = subs[0]
-            if sub.is_async:
-                return self._await_subscriber(message_type, sub, sub.fn(event))
             try:
                 result = sub.fn(event)
             except Exception as exc:
                 self._subscriber_failed(message_type, sub, exc)
                 return "error"
-            if result is None or not inspect.isawaitable(result):
-                return "ok"
-            return self._await_subscriber(message_type, sub, result)
+            if sub.is_async or (result is not None and inspect.isawaitable(result)):
+                return self._await_subscriber(message_type, sub, result)
+            return "ok"
         return self._fan_out(event, message_type, subs, ctx)
 
     def to_command_handler(
@@ -109,16 +107,14 @@ class Delivery:
             return "no_handler"
         if ctx is not None:
             return self._run_observed(handler, command, timeout, ctx)
-        if handler.is_async:  # simply awaited, as a lone subscriber
-            return self._await_command(message_type, handler, handler.fn(command))
-        try:
+        try:  # simply called (awaited when async), as a lone subscriber
             result = handler.fn(command)
         except Exception as exc:
             self._send_failed(message_type, handler, exc)
             return "error"
-        if result is None or not inspect.isawaitable(result):
-            return "ok"
-        return self._await_command(message_type, handler, result)
+        if handler.is_async or (result is not None and inspect.isawaitable(result)):
+            return self._await_command(message_type, handler, result)
+        return "ok"
 
     def to_query_handler(
         self,

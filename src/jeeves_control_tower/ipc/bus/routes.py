@@ -10,7 +10,7 @@ calls them from ``publish``/``send``/``query`` and ``deliver_incoming``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,19 +31,17 @@ class Route(Protocol):
     def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
 
 
-class IncomingRoute(Protocol):
-    """A compiled route for messages a transport delivers: as :class:`Route`, with the
-    wire headers and message id the message came with."""
+class IncomingRoute:
+    """The compiled route of a message a transport delivers, for one pattern: its chain
+    (``chained``: ``route`` takes the wire headers and message id the message came with,
+    for the middleware), or its step alone (which has no use for them)."""
 
-    def __call__(
-        self,
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        headers: dict[str, str] | None,
-        message_id: str | None,
-        /,
-    ) -> Any: ...
+    __slots__ = ("chained", "is_query", "route")
+
+    def __init__(self, route: Callable[..., Any], chained: bool, pattern: str) -> None:
+        self.route = route
+        self.chained = chained
+        self.is_query = pattern == "query"
 
 
 @dataclass(frozen=True)
@@ -81,32 +79,17 @@ def compile_routes(
         )
         scoped = chain.scoped(pattern, "in") if chain is not None else None
         incoming[pattern] = (
-            _without_wire(here)
+            IncomingRoute(here, False, pattern)
             if scoped is None
-            else ChainRoute(scoped, pattern, "in", system, here, logger).enter
+            else IncomingRoute(
+                ChainRoute(scoped, pattern, "in", system, here, logger).enter, True, pattern
+            )
         )
     return Routes(own["publish"], own["send"], own["query"], incoming)
 
 
-def _without_wire(step: Step) -> IncomingRoute:
-    """The route of a message from a transport that no middleware applies to: its step,
-    which has no use for the wire headers and message id (only middleware reads them)."""
-
-    def route(
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        headers: dict[str, str] | None,
-        message_id: str | None,
-    ) -> Any:
-        return step(message, message_type, timeout, None)
-
-    return route
-
-
 async def run_incoming(
-    route: IncomingRoute,
-    is_query: bool,
+    incoming: IncomingRoute,
     message: Any,
     message_type: str,
     headers: dict[str, str] | None,
@@ -114,8 +97,11 @@ async def run_incoming(
     timeout: float | None,
 ) -> tuple[str, Any]:
     """Run a message from a transport along ``route``: ``(outcome, result)``."""
-    returned = route(message, message_type, timeout, headers, message_id)
+    if incoming.chained:
+        returned = incoming.route(message, message_type, timeout, headers, message_id)
+    else:
+        returned = incoming.route(message, message_type, timeout)
     if returned.__class__ is Resume or returned.__class__ is CoroutineType:
         returned = await returned
     # a query that returned is "ok" (failures raise); a publish or send returns its outcome
-    return ("ok", returned) if is_query else (returned, None)
+    return ("ok", returned) if incoming.is_query else (returned, None)
