@@ -5,11 +5,11 @@ from it. ``subscribe``/``register_handler``/``add_middleware`` take effect immed
 are safe to call from inside a handler or middleware (a publish already in progress keeps
 the subscriber list it started with).
 
-Handlers are started eagerly: a handler that never suspends runs to completion inside the
-``publish``/``send``/``query`` call without a task or timer being created. A handler that
-suspends is driven on (concurrently with the other subscribers of a publish, under the
-timeout of a query) exactly as if it had been awaited in a task. Context variables a
-handler sets before its first suspension may be visible to the caller on the
+Handlers run at once, in the caller's task: a handler that never suspends runs to
+completion inside the ``publish``/``send``/``query`` call without a task or timer being
+created. A handler that suspends is driven on (concurrently with the other subscribers of a
+publish, under the timeout of a query) exactly as if it had been awaited in a task. Context
+variables a handler sets before its first suspension may be visible to the caller on the
 uninstrumented path, as with a plain ``await``; don't rely on either behaviour.
 
 Every message runs one path: the route compiled for its pattern and direction

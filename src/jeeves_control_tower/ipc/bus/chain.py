@@ -108,9 +108,9 @@ class CompiledChain:
 
 
 class ChainRoute:
-    """A non-empty chain bound to its :data:`Step`, for one pattern and direction.
+    """A non-empty chain bound to its :class:`Step`, for one pattern and direction.
 
-    :meth:`enter` has the signature of a route (see :mod:`.delivery`): it makes the
+    :meth:`enter` has the signature of a route (see :mod:`.routes`): it makes the
     message's context and returns the run to await. Event-loop-thread only.
     """
 

@@ -4,7 +4,7 @@ Every message the bus delivers here, produced here or arriving from a transport,
 same path: the compiled middleware chain of its pattern and direction (:mod:`.chain`), then
 one of the :class:`Delivery` steps below (:meth:`~Delivery.to_subscribers`,
 :meth:`~Delivery.to_command_handler`, :meth:`~Delivery.to_query_handler`; see
-:data:`~.chain.Step` for their contract). The empty chain is no chain: the bus calls the
+:class:`~.chain.Step` for their contract). The empty chain is no chain: the bus calls the
 step directly, with no context, so a message no middleware wants costs the handler call and
 little more.
 
