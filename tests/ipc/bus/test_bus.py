@@ -962,6 +962,24 @@ class TestDeliverIncomingThroughTheChain:
             "after:m:error",
         ]
 
+    async def test_after_sees_no_result_without_a_handler(self, lbus: InMemoryCommBus) -> None:
+        results: list[Any] = []
+
+        class Results:
+            def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:
+                results.append((ctx.pattern, ctx.outcome, result))
+                return result
+
+        lbus.add_middleware(Results())
+        await lbus.publish(MemoryStored("x"))
+        await lbus.send(DoThing())
+        assert await lbus.deliver_incoming("publish", MemoryStored("y")) == ("no_handler", None)
+        assert results == [
+            ("publish", "no_handler", None),
+            ("send", "no_handler", None),
+            ("publish", "no_handler", None),
+        ]
+
     async def test_aborted(self, lbus: InMemoryCommBus) -> None:
         class Abort:
             def before(self, ctx: MiddlewareContext, message: Any) -> None:

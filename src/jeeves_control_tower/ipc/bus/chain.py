@@ -23,28 +23,32 @@ from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
 from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext
 
-__all__ = ["ChainRoute", "CompiledChain", "Step", "validate_middleware"]
+__all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
+
+
+class Route(Protocol):
+    """What a message produced here runs, compiled once: ``route(message, message_type,
+    timeout)`` returns the outcome ("ok", "error", "no_handler") of a publish or send or
+    the result of a query, or, while something still runs, a :class:`~.eager.Resume` or a
+    coroutine to await for it (the :mod:`.eager` convention). On the empty chain it is the
+    step itself (:meth:`~.delivery.Delivery.step`), else :meth:`ChainRoute.enter`."""
+
+    def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
 
 
 class Step(Protocol):
-    """The step a message takes after the ``before`` hooks: it delivers the message to its
-    handler(s) or hands it to the transport, and returns what it gives back or, while
-    something still runs, a :class:`~.eager.Resume` or a coroutine to await for it (the
-    :mod:`.eager` convention).
-
-    With a ``ctx`` (a non-empty chain) that is the result (``None`` for a publish), the
-    outcome and handler names are recorded on the context, the handler hooks run, and
-    handler errors, already logged, are raised so that the ``after`` hooks see them.
-    Without (``ctx`` left out: the empty chain, no context is made) a publish or send
-    returns its outcome ("ok", "error", "no_handler") and a query its result.
-    """
+    """The step at the end of a chain: it delivers the message to its handler(s) or hands
+    it to the transport, recording on ``ctx`` (outcome, handler names; the handler hooks
+    run), and returns the result (``None`` for a publish) or a :class:`~.eager.Resume` or
+    coroutine to await for it. Handler errors, already logged, are raised so that the
+    ``after`` hooks see them."""
 
     def __call__(
         self,
         message: Any,
         message_type: str,
         timeout: float | None,
-        ctx: MiddlewareContext | None = None,
+        ctx: MiddlewareContext,
         /,
     ) -> Any: ...
 
@@ -110,8 +114,8 @@ class CompiledChain:
 class ChainRoute:
     """A non-empty chain bound to its :class:`Step`, for one pattern and direction.
 
-    :meth:`enter` has the signature of a route (see :mod:`.routes`): it makes the
-    message's context and returns the run to await. Event-loop-thread only.
+    :meth:`enter` (a :class:`Route`) and :meth:`enter_incoming` make the message's context
+    and return the run to await. Event-loop-thread only.
     """
 
     __slots__ = (
@@ -146,16 +150,26 @@ class ChainRoute:
         self.logger = logger
 
     def enter(
+        self, message: Any, message_type: str, timeout: float | None
+    ) -> Coroutine[Any, Any, Any]:
+        """Start a message produced here on this chain: its run, to await (a
+        :class:`Route`)."""
+        ctx = MiddlewareContext(
+            message, message_type, None, None, self.pattern, None, self.direction, self.system
+        )
+        ctx.hooks = self.hooks
+        return self.run(ctx, message, timeout)
+
+    def enter_incoming(
         self,
         message: Any,
         message_type: str,
         timeout: float | None,
-        headers: dict[str, str] | None = None,
-        message_id: str | None = None,
+        headers: dict[str, str] | None,
+        message_id: str | None,
     ) -> Coroutine[Any, Any, Any]:
-        """Start a message on this chain: its run, to await. ``headers`` and
-        ``message_id`` are those it came with from a broker (direction "in"), ``None`` for
-        a message produced here."""
+        """Start a message from a transport on this chain, with the wire ``headers`` and
+        ``message_id`` it came with: its run, to await."""
         ctx = MiddlewareContext(
             message,
             message_type,

@@ -2,11 +2,11 @@
 
 Every message the bus delivers here, produced here or arriving from a transport, takes the
 same path: the compiled middleware chain of its pattern and direction (:mod:`.chain`), then
-one of the :class:`Delivery` steps below (:meth:`~Delivery.to_subscribers`,
-:meth:`~Delivery.to_command_handler`, :meth:`~Delivery.to_query_handler`; see
-:class:`~.chain.Step` for their contract). The empty chain is no chain: the bus calls the
-step directly, with no context, so a message no middleware wants costs the handler call and
-little more.
+one of the :class:`Delivery` steps below. The empty chain is no chain: the bus calls the
+step directly (:meth:`~Delivery.to_subscribers`, :meth:`~Delivery.to_command_handler`,
+:meth:`~Delivery.to_query_handler`), with no context, so a message no middleware wants
+costs the handler call and little more; at the end of a chain the same deliveries record
+on the message's context (the ``*_observed`` steps, :class:`~.chain.Step`).
 
 The steps are plain functions following the :mod:`.eager` convention: they return the
 outcome or result, or something for the caller to await (a :class:`~.eager.Resume` of a
@@ -28,7 +28,7 @@ from contextvars import copy_context
 from typing import Any
 
 from ...types import LoggerProtocol
-from .chain import Step
+from .chain import Route, Step
 from .eager import CoroutineType, Resume, resume_within, start, start_in
 from .errors import NoHandlerError
 from .handlers import HandlerEntry
@@ -54,30 +54,31 @@ class Delivery:
         self._handlers = handlers
         self._logger = logger
 
-    def step(self, pattern: str) -> Step:
-        """The step that delivers a ``pattern`` message here."""
+    def step(self, pattern: str) -> Route:
+        """The step that delivers a ``pattern`` message here on the empty chain."""
         if pattern == "publish":
             return self.to_subscribers
         if pattern == "send":
             return self.to_command_handler
         return self.to_query_handler
 
-    # ------------------------------------------------------------------ the steps
+    def observed_step(self, pattern: str) -> Step:
+        """The step that delivers a ``pattern`` message here at the end of a chain."""
+        if pattern == "publish":
+            return self.to_subscribers_observed
+        if pattern == "send":
+            return self.to_command_handler_observed
+        return self.to_query_handler_observed
 
-    def to_subscribers(
-        self,
-        event: Any,
-        message_type: str,
-        timeout: float | None,
-        ctx: MiddlewareContext | None = None,
-    ) -> Any:
-        """Run every subscriber of ``event``'s type, concurrently; their errors are logged."""
+    # ------------------------------------------------------------------ the empty chain
+
+    def to_subscribers(self, event: Any, message_type: str, timeout: float | None) -> Any:
+        """Run every subscriber of ``event``'s type, concurrently; their errors are logged.
+        Returns the outcome ("ok", "error", "no_handler") or a coroutine for it."""
         subs = self._subscribers.get(message_type)
         if not subs:
-            if ctx is not None:
-                ctx.outcome = "no_handler"
             return "no_handler"
-        if ctx is None and len(subs) == 1:
+        if len(subs) == 1:
             # Alone and unobserved, the subscriber needs no concurrency and no hooks: it is
             # simply called (awaited when async), for a fraction of the fan-out's cost.
             sub = subs[0]
@@ -89,24 +90,15 @@ class Delivery:
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
                 return self._await_subscriber(message_type, sub, result)
             return "ok"
-        return self._fan_out(event, message_type, subs, ctx)
+        return self._fan_out(event, message_type, subs, None)
 
-    def to_command_handler(
-        self,
-        command: Any,
-        message_type: str,
-        timeout: float | None,
-        ctx: MiddlewareContext | None = None,
-    ) -> Any:
-        """Run the handler of ``command``; its errors (and a missing handler) are logged."""
+    def to_command_handler(self, command: Any, message_type: str, timeout: float | None) -> Any:
+        """Run the handler of ``command``; its errors (and a missing handler) are logged.
+        Returns the outcome or a coroutine for it."""
         handler = self._handlers.get(message_type)
         if handler is None:
             self._logger.warning("no_handler", pattern="send", message_type=message_type)
-            if ctx is not None:
-                ctx.outcome = "no_handler"
             return "no_handler"
-        if ctx is not None:
-            return self._run_observed(handler, command, timeout, ctx)
         try:  # simply called (awaited when async), as a lone subscriber
             result = handler.fn(command)
         except Exception as exc:
@@ -116,30 +108,21 @@ class Delivery:
             return self._await_command(message_type, handler, result)
         return "ok"
 
-    def to_query_handler(
-        self,
-        query: Any,
-        message_type: str,
-        timeout: float | None,
-        ctx: MiddlewareContext | None = None,
-    ) -> Any:
-        """Run the handler of ``query`` under ``timeout``; its result is returned, its errors
-        raised, :class:`NoHandlerError` when there is none.
+    def to_query_handler(self, query: Any, message_type: str, timeout: float | None) -> Any:
+        """Run the handler of ``query`` under ``timeout``: its result, or a
+        :class:`~.eager.Resume` or coroutine for it; its errors are raised,
+        :class:`NoHandlerError` when there is none.
 
         A result that is itself a coroutine object (an async handler returning one
         unawaited) is handed back inside a coroutine, so that the caller takes it for the
         value it is and does not await it."""
         handler = self._handlers.get(message_type)
         if handler is None:
-            if ctx is not None:
-                ctx.outcome = "no_handler"
             raise NoHandlerError(f"no handler registered for query type {message_type!r}")
-        if ctx is not None:
-            return self._run_observed(handler, query, timeout, ctx)
         if handler.is_async:
             # eager.start() written out: the timer waits for the first suspension, so the
             # handler is started by hand, and the call to start() on top of the route's own
-            # would cost a direct query some 5-10 % (benchmarks/bench_hotpath.py).
+            # would cost a direct query some 5-10 % (benchmarks/bench_core_ab.py).
             coro: Any = handler.fn(query)
             try:
                 pending = coro.send(None)
@@ -155,6 +138,39 @@ class Delivery:
         if result.__class__ is CoroutineType:
             return _value(result)
         return result
+
+    # ------------------------------------------------------------------ at the end of a chain
+
+    def to_subscribers_observed(
+        self, event: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
+    ) -> Any:
+        """:meth:`to_subscribers` for a message on a chain (see :class:`~.chain.Step`)."""
+        subs = self._subscribers.get(message_type)
+        if not subs:
+            ctx.outcome = "no_handler"
+            return None
+        return self._fan_out(event, message_type, subs, ctx)
+
+    def to_command_handler_observed(
+        self, command: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
+    ) -> Any:
+        """:meth:`to_command_handler` for a message on a chain."""
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            self._logger.warning("no_handler", pattern="send", message_type=message_type)
+            ctx.outcome = "no_handler"
+            return None
+        return self._run_observed(handler, command, timeout, ctx)
+
+    def to_query_handler_observed(
+        self, query: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
+    ) -> Any:
+        """:meth:`to_query_handler` for a message on a chain."""
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            ctx.outcome = "no_handler"
+            raise NoHandlerError(f"no handler registered for query type {message_type!r}")
+        return self._run_observed(handler, query, timeout, ctx)
 
     # ------------------------------------------------------------------ handler runs
 

@@ -12,23 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from ...types import LoggerProtocol
-from .chain import ChainRoute, CompiledChain, Step
+from .chain import ChainRoute, CompiledChain, Route
 from .delivery import Delivery
 from .eager import CoroutineType, Resume
 from .middleware import PATTERNS
 from .transport import ToTransport, Transport
 
 __all__ = ["IncomingRoute", "Route", "Routes", "compile_routes", "run_incoming"]
-
-
-class Route(Protocol):
-    """A compiled route for messages produced here: what the message's step returns (see
-    :class:`~.chain.Step`), or a :class:`~.eager.Resume` or coroutine to await for it."""
-
-    def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
 
 
 class IncomingRoute:
@@ -70,19 +63,21 @@ def compile_routes(
     incoming: dict[str, IncomingRoute] = {}
     for pattern in PATTERNS:
         here = delivery.step(pattern)
-        step: Step = here if out is None else out.step(pattern)
+        observed = delivery.observed_step(pattern)
         scoped = chain.scoped(pattern, direction) if chain is not None else None
-        own[pattern] = (
-            step
-            if scoped is None
-            else ChainRoute(scoped, pattern, direction, system, step, logger).enter
-        )
+        if scoped is None:
+            own[pattern] = here if out is None else out.step(pattern)
+        else:
+            step = observed if out is None else out.observed_step(pattern)
+            own[pattern] = ChainRoute(scoped, pattern, direction, system, step, logger).enter
         scoped = chain.scoped(pattern, "in") if chain is not None else None
         incoming[pattern] = (
             IncomingRoute(here, False, pattern)
             if scoped is None
             else IncomingRoute(
-                ChainRoute(scoped, pattern, "in", system, here, logger).enter, True, pattern
+                ChainRoute(scoped, pattern, "in", system, observed, logger).enter_incoming,
+                True,
+                pattern,
             )
         )
     return Routes(own["publish"], own["send"], own["query"], incoming)

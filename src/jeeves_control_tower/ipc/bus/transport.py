@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Coroutine
 from types import CoroutineType
 from typing import Any, Protocol, runtime_checkable
 
-from .chain import Step
+from .chain import Route, Step
 from .errors import TransportError
 from .middleware import MiddlewareContext
 
@@ -48,12 +48,12 @@ def not_accepted(pattern: str, message_type: str, exc: Exception) -> TransportEr
 
 
 class ToTransport:
-    """The steps of messages going out (see :class:`~.chain.Step`): hand them to
-    ``transport``, one method per pattern (:meth:`step`).
+    """The steps of messages going out: hand them to ``transport``, one method per
+    pattern, on the empty chain (:meth:`step`: a context is made, the transport needs it
+    for the wire) and at the end of a chain (:meth:`observed_step`).
 
     A query's outcome is the remote one (result or exception); a publish or send the
     transport did not accept raises :class:`TransportError` (never dropped silently).
-    Without a context (the empty chain) one is made: the transport needs it for the wire.
     """
 
     __slots__ = ("label", "system", "transport")
@@ -64,60 +64,73 @@ class ToTransport:
         # the handler name of a message going out, as middleware sees it
         self.label = f"transport:{type(transport).__name__}"
 
-    def step(self, pattern: str) -> Step:
-        """The step of a ``pattern`` message."""
+    def step(self, pattern: str) -> Route:
+        """The step of a ``pattern`` message going out on the empty chain."""
         if pattern == "publish":
             return self.publish
         if pattern == "send":
             return self.send
         return self.query
 
+    def observed_step(self, pattern: str) -> Step:
+        """The step of a ``pattern`` message going out at the end of a chain."""
+        if pattern == "publish":
+            return self.publish_observed
+        if pattern == "send":
+            return self.send_observed
+        return self.query_observed
+
+    # ------------------------------------------------------------------ the empty chain
+
     def publish(
-        self,
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        ctx: MiddlewareContext | None = None,
+        self, message: Any, message_type: str, timeout: float | None
     ) -> Coroutine[Any, Any, Any]:
-        if ctx is None:
-            ctx = MiddlewareContext(
-                message, message_type, None, None, "publish", None, "out", self.system
-            )
-            return self._accepted(self.transport.publish(ctx, message), ctx, "ok")
+        ctx = MiddlewareContext(
+            message, message_type, None, None, "publish", None, "out", self.system
+        )
+        return self._accepted(self.transport.publish(ctx, message), ctx, "ok")
+
+    def send(
+        self, message: Any, message_type: str, timeout: float | None
+    ) -> Coroutine[Any, Any, Any]:
+        ctx = MiddlewareContext(message, message_type, None, None, "send", None, "out", self.system)
+        return self._accepted(self.transport.send(ctx, message), ctx, "ok")
+
+    def query(
+        self, message: Any, message_type: str, timeout: float | None
+    ) -> Coroutine[Any, Any, Any]:
+        ctx = MiddlewareContext(
+            message, message_type, None, None, "query", None, "out", self.system
+        )
+        return self._answer(ctx, message, timeout)
+
+    # ------------------------------------------------------------------ at the end of a chain
+
+    def publish_observed(
+        self, message: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
+    ) -> Coroutine[Any, Any, Any]:
         ctx.handlers.append(self.label)
         return self._accepted(self.transport.publish(ctx, message), ctx, None)
 
-    def send(
-        self,
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        ctx: MiddlewareContext | None = None,
+    def send_observed(
+        self, message: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
     ) -> Coroutine[Any, Any, Any]:
-        if ctx is None:
-            ctx = MiddlewareContext(
-                message, message_type, None, None, "send", None, "out", self.system
-            )
-            return self._accepted(self.transport.send(ctx, message), ctx, "ok")
         ctx.handlers.append(self.label)
         return self._accepted(self.transport.send(ctx, message), ctx, None)
 
-    def query(
-        self,
-        message: Any,
-        message_type: str,
-        timeout: float | None,
-        ctx: MiddlewareContext | None = None,
+    def query_observed(
+        self, message: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
     ) -> Coroutine[Any, Any, Any]:
-        if ctx is None:
-            ctx = MiddlewareContext(
-                message, message_type, None, None, "query", None, "out", self.system
-            )
-        else:
-            ctx.handlers.append(self.label)
+        ctx.handlers.append(self.label)
+        return self._answer(ctx, message, timeout)
+
+    def _answer(
+        self, ctx: MiddlewareContext, message: Any, timeout: float | None
+    ) -> Coroutine[Any, Any, Any]:
+        """The remote outcome of a query as it comes: the transport's own coroutine,
+        awaited directly by the caller."""
         assert timeout is not None  # the bus always gives a query its timeout
         answer = self.transport.query(ctx, message, timeout)
-        # the remote outcome as it comes: the transport's own coroutine is awaited directly
         return answer if answer.__class__ is CoroutineType else _awaited(answer)
 
     @staticmethod
