@@ -6,6 +6,7 @@
 - :mod:`.chain`: the middleware chain, compiled once, run per message;
 - :mod:`.middleware`: the middleware contract (:class:`MiddlewareContext`, the protocols);
 - :mod:`.eager`: handlers started without a task until they suspend;
+- :mod:`.hooks`: the per-handler hooks of a message on a chain;
 - :mod:`.transport`: the :class:`Transport` protocol and the step that hands a message to it;
 - :mod:`.handlers`, :mod:`.errors`: registered handlers and argument checks; the exceptions.
 """

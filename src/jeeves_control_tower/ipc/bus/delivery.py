@@ -32,6 +32,7 @@ from .chain import Route, Step
 from .eager import CoroutineType, Resume, resume_within, start, start_in
 from .errors import NoHandlerError
 from .handlers import HandlerEntry
+from .hooks import end_hooks, start_hooks
 from .middleware import MiddlewareContext
 
 __all__ = ["Delivery"]
@@ -207,7 +208,7 @@ class Delivery:
         context = None
         if hooks:
             context = copy_context()
-            tokens = context.run(self._hooks_start, hooks, ctx, handler.name)
+            tokens = context.run(start_hooks, hooks, ctx, handler.name, self._logger)
         error: BaseException | None = None
         try:
             if context is not None:
@@ -228,7 +229,7 @@ class Delivery:
             raise
         finally:
             if hooks:
-                self._hooks_end(hooks, ctx, tokens, error)
+                end_hooks(hooks, ctx, tokens, error, self._logger)
 
     def _fan_out(
         self,
@@ -257,7 +258,7 @@ class Delivery:
                 ctx.handlers.append(sub.name)
                 if hooks:
                     context = copy_context()
-                    tokens = context.run(self._hooks_start, hooks, ctx, sub.name)
+                    tokens = context.run(start_hooks, hooks, ctx, sub.name, self._logger)
             try:
                 if inline is None:
                     if context is not None:
@@ -283,10 +284,10 @@ class Delivery:
                 self._subscriber_failed(message_type, sub, exc)
                 errors.append(exc)
                 if ctx is not None and hooks:
-                    self._hooks_end(hooks, ctx, tokens, exc)
+                    end_hooks(hooks, ctx, tokens, exc, self._logger)
                 continue
             if ctx is not None and hooks:
-                self._hooks_end(hooks, ctx, tokens, None)
+                end_hooks(hooks, ctx, tokens, None, self._logger)
         if inline is None and not tasks:
             return self._fanned_out(errors, len(subs), ctx)
         return self._fan_out_rest(message_type, inline, tasks, errors, len(subs), ctx, hooks)
@@ -354,13 +355,13 @@ class Delivery:
             error = exc
         except BaseException as exc:  # cancellation: end the hooks, then let it through
             if hooks and ctx is not None:
-                self._hooks_end(hooks, ctx, tokens, exc)
+                end_hooks(hooks, ctx, tokens, exc, self._logger)
             raise
         if hooks and ctx is not None:
-            self._hooks_end(hooks, ctx, tokens, error)
+            end_hooks(hooks, ctx, tokens, error, self._logger)
         return error
 
-    # ------------------------------------------------------------------ logging and hooks
+    # ------------------------------------------------------------------ logging
 
     def _subscriber_failed(self, message_type: str, sub: HandlerEntry, exc: BaseException) -> None:
         self._logger.error(
@@ -376,38 +377,6 @@ class Delivery:
             "command_failed",
             message_type=message_type,
             handler=handler.name,
-            error_type=type(exc).__name__,
-            error=str(exc),
-        )
-
-    def _hooks_start(self, hooks: tuple[Any, ...], ctx: MiddlewareContext, name: str) -> list[Any]:
-        tokens = []
-        for hook in hooks:
-            try:
-                tokens.append(hook.handler_start(ctx, name))
-            except Exception as exc:
-                tokens.append(None)
-                self._hook_failed(hook, "handler_start", exc)
-        return tokens
-
-    def _hooks_end(
-        self,
-        hooks: tuple[Any, ...],
-        ctx: MiddlewareContext,
-        tokens: list[Any],
-        error: BaseException | None,
-    ) -> None:
-        for hook, token in zip(reversed(hooks), reversed(tokens), strict=True):
-            try:
-                hook.handler_end(ctx, token, error)
-            except Exception as exc:
-                self._hook_failed(hook, "handler_end", exc)
-
-    def _hook_failed(self, hook: Any, where: str, exc: BaseException) -> None:
-        self._logger.error(
-            "middleware_hook_failed",
-            middleware=type(hook).__name__,
-            hook=where,
             error_type=type(exc).__name__,
             error=str(exc),
         )
