@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, reset_commbus
-from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy, reset_commbus
 from jeeves_control_tower.logging import NullLogger
 
 

@@ -14,8 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
-from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from jeeves_control_tower.observability import FlowRecorder
 from tests.helpers import ListLogger
 

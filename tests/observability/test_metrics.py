@@ -13,8 +13,12 @@ from prometheus_client.openmetrics.exposition import (
     generate_latest as _generate_openmetrics,
 )
 
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, MiddlewareContext
-from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.ipc import (
+    CommBusCoordinator,
+    InMemoryCommBus,
+    MiddlewareContext,
+    RetryPolicy,
+)
 from jeeves_control_tower.observability import METRIC_NAMES, get_metrics, instrument_bus
 from jeeves_control_tower.observability.metrics import CommBusMetrics
 from jeeves_control_tower.types import Envelope

@@ -366,7 +366,7 @@ async def test_incoming_messages_continue_the_remote_trace(
 ) -> None:
     bus.subscribe("Stored", lambda e: None)
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    outcome, _ = await bus.deliver_local(
+    outcome, _ = await bus.deliver_incoming(
         "publish", Stored(), headers={"traceparent": f"00-{trace_id}-{span_id}-01"}
     )
     assert outcome == "ok"
@@ -384,7 +384,7 @@ async def test_incoming_spans_name_the_transport_system(
 ) -> None:
     bus.attach_transport(_Transport())
     bus.subscribe("Stored", lambda e: None)
-    await bus.deliver_local("publish", Stored(), headers={})
+    await bus.deliver_incoming("publish", Stored(), headers={})
     assert attrs(tel.span("receive Stored"))["messaging.system"] == "redis"
     assert attrs(tel.span("process Stored"))["messaging.system"] == "redis"
     bus.detach_transport()

@@ -13,8 +13,8 @@ from jeeves_control_tower.ipc import (
     CommBusCoordinator,
     InMemoryCommBus,
     QueryAbortedError,
+    RetryPolicy,
 )
-from jeeves_control_tower.ipc.retry import RetryPolicy
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.types import (
     DispatchTarget,

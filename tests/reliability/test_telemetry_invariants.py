@@ -36,8 +36,8 @@ from jeeves_control_tower.ipc import (
     InMemoryCommBus,
     NoHandlerError,
     QueryAbortedError,
+    RetryPolicy,
 )
-from jeeves_control_tower.ipc.retry import RetryPolicy
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.types import (
     DispatchTarget,

@@ -1,11 +1,19 @@
 """Inter-process communication: the bus, the coordinator, middleware and message types.
 
-This module only re-exports; each piece lives in its own module.
+This module is the front door and only re-exports; behind it, :mod:`.bus` (the bus, its
+run path and middleware chain), :mod:`.middlewares` (the built-ins), :mod:`.dispatch` (the
+coordinator and its dispatch engine), :mod:`.messages` (the message types) and
+:mod:`.adapters` (broker transports).
 """
 
-from .commbus import (
+from .bus import (
+    AfterMiddleware,
+    BeforeMiddleware,
     CommBusProtocol,
+    HandlerHook,
     InMemoryCommBus,
+    Middleware,
+    MiddlewareContext,
     NoHandlerError,
     QueryAbortedError,
     Transport,
@@ -13,12 +21,14 @@ from .commbus import (
     get_commbus,
     reset_commbus,
 )
-from .coordinator import (
+from .dispatch import (
     CommBusCoordinator,
     CommBusCoordinatorProtocol,
     DispatchHandler,
     DispatchObserver,
     RemoteDispatcher,
+    RetryPolicy,
+    WholeDispatchObserver,
 )
 from .messages import (
     Command,
@@ -30,14 +40,6 @@ from .messages import (
     Query,
     get_message_type,
 )
-from .middleware import (
-    AfterMiddleware,
-    BeforeMiddleware,
-    HandlerHook,
-    Middleware,
-    MiddlewareContext,
-)
-from .retry import RetryPolicy
 
 __all__ = [
     "AfterMiddleware",
@@ -64,6 +66,7 @@ __all__ = [
     "RetryPolicy",
     "Transport",
     "TransportError",
+    "WholeDispatchObserver",
     "get_commbus",
     "get_message_type",
     "reset_commbus",

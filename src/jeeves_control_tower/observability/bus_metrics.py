@@ -17,7 +17,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..ipc.middleware import MiddlewareContext
+from ..ipc import MiddlewareContext
 from ._context import message_trace_id
 from ._guard import ErrorReporter
 from .metrics import BusSeries, CommBusMetrics, get_metrics

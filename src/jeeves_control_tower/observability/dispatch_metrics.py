@@ -15,7 +15,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from ..ipc.coordinator import WholeDispatchObserver
+from ..ipc import WholeDispatchObserver
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import recording_trace_id
 from ._guard import ErrorReporter
@@ -50,7 +50,7 @@ class _ServiceGauges:
 
 
 class DispatchMetrics(WholeDispatchObserver):
-    """A :class:`~jeeves_control_tower.ipc.coordinator.DispatchObserver` recording the
+    """A :class:`~jeeves_control_tower.ipc.DispatchObserver` recording the
     ``commbus_dispatch_*``, ``commbus_service_*`` and ``commbus_services_registered``
     metrics of one coordinator. Call its hooks from the coordinator's event loop only."""
 

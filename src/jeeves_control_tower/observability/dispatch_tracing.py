@@ -74,7 +74,7 @@ def _remote_parent(rc: RequestContext) -> Context | None:
 
 
 class DispatchTracer:
-    """A :class:`~jeeves_control_tower.ipc.coordinator.DispatchObserver` emitting dispatch
+    """A :class:`~jeeves_control_tower.ipc.DispatchObserver` emitting dispatch
     spans. Add it before other observers so they see its span at ``dispatch_start``.
     Event-loop-thread only."""
 

@@ -26,8 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from ..ipc.coordinator import WholeDispatchObserver
-from ..ipc.middleware import MiddlewareContext
+from ..ipc import MiddlewareContext, WholeDispatchObserver
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter

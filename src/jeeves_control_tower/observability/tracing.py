@@ -38,7 +38,7 @@ from opentelemetry.trace import (
 )
 
 from .. import __version__
-from ..ipc.middleware import MiddlewareContext
+from ..ipc import MiddlewareContext
 from ._guard import ErrorReporter
 from .semconv import (
     CODE_FUNCTION_NAME,

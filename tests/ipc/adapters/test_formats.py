@@ -283,8 +283,8 @@ def test_message_ids_never_look_like_big_numbers_to_the_guard(
     # stdlib parser; a message id must never trip it, whatever its random prefix.
     import itertools
 
-    from jeeves_control_tower.ipc import middleware
     from jeeves_control_tower.ipc.adapters.formats import BIG_NUMBER, NUMERALS
+    from jeeves_control_tower.ipc.bus import middleware
 
     worst = "012345678901" + middleware._id_head[-1]  # a prefix of digits only
     monkeypatch.setattr(middleware, "_id_head", worst)

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from jeeves_control_tower.ipc.adapters.services import RemoteServices
-from jeeves_control_tower.ipc.retry import RetryPolicy
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 from tests import brokers

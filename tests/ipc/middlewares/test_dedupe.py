@@ -22,7 +22,7 @@ class Clock:
 
 
 async def deliver(bus: InMemoryCommBus, n: int, mid: str, pattern: str = "send") -> str:
-    outcome, _ = await bus.deliver_local(pattern, Job(n), message_id=mid)
+    outcome, _ = await bus.deliver_incoming(pattern, Job(n), message_id=mid)
     return outcome
 
 

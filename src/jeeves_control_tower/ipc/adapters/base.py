@@ -46,8 +46,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from ...logging import ensure_logger
-from ..commbus import InMemoryCommBus
-from ..middleware import MiddlewareContext
+from ..bus import InMemoryCommBus, MiddlewareContext
 from ..middlewares.dedupe import DedupeMiddleware
 from .codec import WireCodec
 from .features import TransportFeatures, default_process_id, redact_url

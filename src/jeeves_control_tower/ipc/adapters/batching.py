@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
 from ...types import LoggerProtocol
-from ..eager import Resume, start
+from ..bus.eager import Resume, start
 
 __all__ = ["EventBatcher"]
 

@@ -28,7 +28,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from ...types import LoggerProtocol
-from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
+from ..bus import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .codec import Frame, WireCodec, WireError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
@@ -207,7 +207,7 @@ class InboundMixin:
             if callback is not None:
                 await callback(frame.message)
             else:
-                await self.bus.deliver_local(
+                await self.bus.deliver_incoming(
                     "publish", frame.message, headers=headers, message_id=frame.id
                 )
         except Exception as exc:
@@ -235,7 +235,7 @@ class InboundMixin:
             return REQUEUE
         token = attach_trace(frame.headers)
         try:
-            await self.bus.deliver_local(
+            await self.bus.deliver_incoming(
                 "send", frame.message, headers=frame.headers, message_id=frame.id
             )
         except Exception as exc:
@@ -303,7 +303,7 @@ class InboundMixin:
                 async with asyncio.timeout(timeout):
                     result = await callback(frame.message)
             else:
-                _, result = await self.bus.deliver_local(
+                _, result = await self.bus.deliver_incoming(
                     "query",
                     frame.message,
                     headers=frame.headers,

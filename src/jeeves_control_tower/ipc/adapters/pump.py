@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from contextvars import copy_context
 from typing import Any
 
-from ..eager import Resume, start_in
+from ..bus.eager import Resume, start_in
 
 __all__ = ["OrderedPump", "reraise_if_stopping"]
 

@@ -36,8 +36,8 @@ from typing import Any, Self
 
 from ...logging import ensure_logger
 from ...types import DispatchTarget, Envelope, ServiceDescriptor
-from ..commbus import NoHandlerError
-from ..coordinator import CommBusCoordinator
+from ..bus import NoHandlerError
+from ..dispatch import CommBusCoordinator
 from ..messages import DynamicEvent, DynamicQuery
 from .base import BrokerTransport
 from .peers import PeerTable, valid_endpoint
@@ -100,7 +100,7 @@ class RemoteServices:
 
     async def start(self) -> Self:
         self.transport.add_internal_subscriber(HEARTBEAT, self._on_heartbeat)
-        self.coordinator.remote = self
+        self.coordinator.attach_remote(self)
         self._serve_local()
         await self.transport.sync()
         await self._beat()
@@ -118,7 +118,7 @@ class RemoteServices:
             self.transport.remove_internal("query", DISPATCH_PREFIX + name)
         self.transport.remove_internal("publish", HEARTBEAT)
         if self.coordinator.remote is self:
-            self.coordinator.remote = None
+            self.coordinator.detach_remote()
 
     async def announce(self) -> None:
         """Publish a heartbeat now (after registering a service, say)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..middleware import MiddlewareContext
+from ..bus.middleware import MiddlewareContext
 
 __all__ = ["CircuitBreakerMiddleware", "CircuitOpenError"]
 

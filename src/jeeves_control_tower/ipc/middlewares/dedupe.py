@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..middleware import MiddlewareContext
+from ..bus.middleware import MiddlewareContext
 
 __all__ = ["DedupeMiddleware"]
 
@@ -62,7 +62,7 @@ class DedupeMiddleware:
 
     def applies_to(self, pattern: str, direction: str) -> bool:
         """Only ``patterns`` x ``directions`` messages pass through this middleware (the
-        bus skips it for the others; see :mod:`..middleware`)."""
+        bus skips it for the others; see :mod:`..bus.middleware`)."""
         return pattern in self.patterns and direction in self.directions
 
     def before(self, ctx: MiddlewareContext, message: Any) -> Any:

@@ -48,8 +48,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any, NoReturn, Self
 
-from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
-from ...middleware import MiddlewareContext
+from ...bus import InMemoryCommBus, MiddlewareContext, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, _current_otel_context, redact_url
 from ..batching import EventBatcher
 from ..metrics import SENT

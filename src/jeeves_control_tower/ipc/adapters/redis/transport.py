@@ -31,7 +31,7 @@ from typing import Any, Self
 
 from redis.exceptions import NoScriptError
 
-from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
+from ...bus import InMemoryCommBus, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
 from ..metrics import SENT
 from ..pump import OrderedPump

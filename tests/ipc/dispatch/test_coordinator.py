@@ -7,8 +7,13 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc import CommBusCoordinator, DynamicEvent, DynamicQuery, InMemoryCommBus
-from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.ipc import (
+    CommBusCoordinator,
+    DynamicEvent,
+    DynamicQuery,
+    InMemoryCommBus,
+    RetryPolicy,
+)
 from jeeves_control_tower.types import (
     DispatchTarget,
     Envelope,
@@ -500,6 +505,31 @@ class TestRemoteDispatch:
         assert bad.termination_reason == "service 'svc' timed out (remote)"
         assert len(bad.errors) == 1  # not terminated a second time here
         assert rec.outcomes == [("ok", 1), ("timeout", 1)]
+
+    async def test_attach_and_detach_remote(self, coordinator: CommBusCoordinator) -> None:
+        class Remote:
+            async def dispatch(
+                self, target: DispatchTarget, envelope: Envelope, deadline: float
+            ) -> Envelope:
+                envelope.outputs["remote"] = True
+                return envelope
+
+        register(coordinator)  # no local handler
+        first, second = Remote(), Remote()
+        assert coordinator.remote is None
+        no_remote = await coordinator.dispatch(target(), env())
+        assert no_remote.terminated and no_remote.errors[-1]["outcome"] == "no_handler"
+        coordinator.attach_remote(first)
+        coordinator.attach_remote(first)  # the same one again: no change
+        assert coordinator.remote is first
+        with pytest.raises(ValueError, match="already attached"):
+            coordinator.attach_remote(second)
+        assert coordinator.remote is first
+        assert (await coordinator.dispatch(target(), env())).outputs == {"remote": True}
+        coordinator.detach_remote()
+        assert coordinator.remote is None
+        coordinator.attach_remote(second)
+        assert coordinator.remote is second
 
 
 def test_update_remote_service_notifies_observers(coordinator: CommBusCoordinator) -> None:

@@ -1,4 +1,4 @@
-"""The middleware contract and the compiled chain the bus runs.
+"""The middleware contract: the context a message carries and the hooks a middleware has.
 
 A middleware has ``before(ctx, message)`` and ``after(ctx, message, result, error)``; either
 may be a plain method or a coroutine function. ``before`` hooks run in registration order,
@@ -19,18 +19,17 @@ direction) -> bool`` (``pattern``: publish, send, query; ``direction``: local, o
 added or removed, or a transport attached), never per message, so its answer must depend
 only on its arguments and on configuration fixed while the middleware is on a bus. A
 message it does not apply to skips both its hooks, and a message no middleware applies to
-takes the bus's direct path (no context, no chain). Without ``applies_to`` a middleware
-sees every message.
+runs through the empty chain (no context is made for it). Without ``applies_to`` a
+middleware sees every message.
+
+How the list is compiled and run lives in :mod:`.chain`.
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,7 +37,6 @@ __all__ = [
     "AfterMiddleware",
     "AnyMiddleware",
     "BeforeMiddleware",
-    "CompiledChain",
     "HandlerHook",
     "Middleware",
     "MiddlewareContext",
@@ -201,7 +199,7 @@ class Middleware(Protocol):
 
 class BeforeMiddleware(Protocol):
     """A middleware with only a ``before`` hook, plain or ``async``: what
-    :meth:`~jeeves_control_tower.ipc.commbus.InMemoryCommBus.add_middleware` accepts besides
+    :meth:`~jeeves_control_tower.ipc.InMemoryCommBus.add_middleware` accepts besides
     a full :class:`Middleware` (the bus skips the hook it lacks)."""
 
     def before(self, ctx: MiddlewareContext, message: Any) -> Any: ...
@@ -235,88 +233,3 @@ class HandlerHook(Protocol):
     def handler_end(
         self, ctx: MiddlewareContext, token: Any, error: BaseException | None
     ) -> None: ...
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn)
-
-
-@dataclass(frozen=True)
-class CompiledChain:
-    """A middleware list compiled once when it changes, never per message.
-
-    ``scopes`` holds, when some middleware has ``applies_to``, the chain of each
-    ``(pattern, direction)`` (``None`` where no middleware applies); see :meth:`scoped`.
-    """
-
-    middlewares: tuple[Any, ...]
-    befores: tuple[tuple[Any, bool], ...]
-    afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
-    hooks: tuple[Any, ...]
-    scopes: Mapping[tuple[str, str], CompiledChain | None] | None = None
-
-    @classmethod
-    def empty(cls) -> CompiledChain:
-        return cls((), (), (), ())
-
-    def scoped(self, pattern: str, direction: str) -> CompiledChain | None:
-        """The chain a ``pattern`` message going ``direction`` runs (``None``: none)."""
-        if self.scopes is None:
-            return self
-        return self.scopes[pattern, direction]
-
-    @classmethod
-    def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
-        if not middlewares:
-            return None
-        chain = cls._compile(middlewares)
-        if not any(getattr(mw, "applies_to", None) is not None for mw in middlewares):
-            return chain
-        scopes: dict[tuple[str, str], CompiledChain | None] = {}
-        for pattern in PATTERNS:
-            for direction in DIRECTIONS:
-                sub = [mw for mw in middlewares if _applies(mw, pattern, direction)]
-                if len(sub) == len(middlewares):
-                    scopes[pattern, direction] = chain
-                else:
-                    scopes[pattern, direction] = cls._compile(sub) if sub else None
-        return replace(chain, scopes=scopes)
-
-    @classmethod
-    def _compile(cls, middlewares: Sequence[Any]) -> CompiledChain:
-        befores = []
-        afters = []
-        hooks = []
-        for mw in middlewares:
-            before = getattr(mw, "before", None)
-            after = getattr(mw, "after", None)
-            befores.append((before, _is_async(before)) if before is not None else (None, False))
-            afters.append(
-                (after, _is_async(after), type(mw).__name__)
-                if after is not None
-                else (None, False, type(mw).__name__)
-            )
-            if callable(getattr(mw, "handler_start", None)) and callable(
-                getattr(mw, "handler_end", None)
-            ):
-                hooks.append(mw)
-        return cls(tuple(middlewares), tuple(befores), tuple(reversed(afters)), tuple(hooks))
-
-
-def _applies(middleware: Any, pattern: str, direction: str) -> bool:
-    applies_to = getattr(middleware, "applies_to", None)
-    return applies_to is None or bool(applies_to(pattern, direction))
-
-
-def validate_middleware(middleware: Any) -> None:
-    """Raise ``TypeError`` unless ``middleware`` has a callable ``before`` or ``after``."""
-    before = getattr(middleware, "before", None)
-    after = getattr(middleware, "after", None)
-    if before is None and after is None:
-        raise TypeError(
-            f"middleware {type(middleware).__name__} has neither a 'before' nor an 'after' hook"
-        )
-    applies_to = getattr(middleware, "applies_to", None)
-    for name, hook in (("before", before), ("after", after), ("applies_to", applies_to)):
-        if hook is not None and not callable(hook):
-            raise TypeError(f"middleware {type(middleware).__name__}.{name} is not callable")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from jeeves_control_tower.ipc.retry import RetryPolicy
+from jeeves_control_tower.ipc import RetryPolicy
 
 
 def test_defaults_double_and_cap() -> None:

@@ -1,8 +1,10 @@
-"""The bus's own exceptions, re-exported by :mod:`jeeves_control_tower.ipc.commbus`.
+"""The bus's own exceptions, re-exported by :mod:`jeeves_control_tower.ipc` and by
+:mod:`jeeves_control_tower.ipc.commbus`.
 
-Their ``__module__`` stays ``jeeves_control_tower.ipc.commbus``, where users import them
-from: the module-qualified class name is what spans and logs report as ``error.type``,
-and that must not change when code moves between private modules.
+Their ``__module__`` stays ``jeeves_control_tower.ipc.commbus``, where users have imported
+them from: the module-qualified class name is what spans and logs report as
+``error.type``, and that must not change when code moves between private modules (alert
+rules and dashboards select on it).
 """
 
 from __future__ import annotations

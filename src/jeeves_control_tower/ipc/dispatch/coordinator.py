@@ -3,7 +3,8 @@
 ``dispatch`` is the heart: admission (``max_concurrent`` with a priority queue), a deadline
 covering everything, retries with backoff, and an envelope that always says how it ended.
 This module holds the public API (registry, ``dispatch``, typed events and queries); the
-dispatch engine it inherits lives in :mod:`.dispatching`.
+coordinator owns its :class:`~.service_registry.ServiceRegistry` and the
+:class:`~.dispatcher.Dispatcher` that runs each dispatch.
 """
 
 from __future__ import annotations
@@ -11,21 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from ..logging import ensure_logger
-from ..types import DispatchTarget, Envelope, LoggerProtocol, ServiceDescriptor
-from .commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError, get_commbus
-from .dispatching import (
+from ...logging import ensure_logger
+from ...types import DispatchTarget, Envelope, LoggerProtocol, ServiceDescriptor
+from ..bus import InMemoryCommBus, NoHandlerError, QueryAbortedError, get_commbus
+from ..messages import DynamicEvent, DynamicQuery, HandlerFunc
+from .contracts import (
     DISPATCH_OUTCOMES,
-    DispatchEnded,
     DispatchHandler,
-    Dispatching,
     DispatchObserver,
     RemoteDispatcher,
     WholeDispatchObserver,
 )
-from .messages import DynamicEvent, DynamicQuery, HandlerFunc
-from .registry import ServiceRegistry
+from .dispatcher import Dispatcher
 from .retry import RetryPolicy
+from .service_registry import ServiceRegistry
 
 __all__ = [
     "DISPATCH_OUTCOMES",
@@ -59,7 +59,7 @@ class CommBusCoordinatorProtocol(Protocol):
     ) -> dict[str, Any]: ...
 
 
-class CommBusCoordinator(Dispatching):
+class CommBusCoordinator:
     """Service registry and request dispatch over an :class:`InMemoryCommBus`.
 
     Concurrency: event-loop-thread only. ``dispatch`` may be called concurrently any number
@@ -83,18 +83,20 @@ class CommBusCoordinator(Dispatching):
         :class:`InMemoryCommBus`."""
         self._logger = ensure_logger(logger, "jeeves_control_tower.coordinator")
         self._bus = commbus if commbus is not None else get_commbus(logger)
-        self._retry = retry_policy or RetryPolicy()
         if max_queue is not None and (not isinstance(max_queue, int) or max_queue < 0):
             raise ValueError(f"max_queue must be None or an int >= 0, got {max_queue!r}")
         self._registry = ServiceRegistry(max_queue, self._observer_failed)
-        self._handlers: dict[str, DispatchHandler] = {}
-        self._handler_async: dict[str, bool] = {}
-        self.remote = remote
-        self._observers: tuple[DispatchObserver, ...] = ()
+        self._dispatcher = Dispatcher(
+            self._registry,
+            retry_policy or RetryPolicy(),
+            self._logger,
+            self._observer_failed,
+            remote,
+        )
         self.telemetry: Any = None
         instrument = telemetry.pop("instrument", None)
         if instrument is not False:
-            from .._instrumentation import auto_instrument_coordinator
+            from ..._instrumentation import auto_instrument_coordinator
 
             self.telemetry = auto_instrument_coordinator(
                 self, explicit=instrument is True, **telemetry
@@ -110,10 +112,37 @@ class CommBusCoordinator(Dispatching):
     def logger(self) -> LoggerProtocol:
         return self._logger
 
+    @property
+    def remote(self) -> RemoteDispatcher | None:
+        """Where dispatches to a service with no local handler go (``None``: they end
+        ``no_handler``); see :meth:`attach_remote`."""
+        return self._dispatcher.remote
+
+    def attach_remote(self, remote: RemoteDispatcher) -> None:
+        """Carry dispatches to services with no local handler through ``remote`` (a
+        transport's remote services, one at a time), as
+        :meth:`InMemoryCommBus.attach_transport` does for messages."""
+        current = self._dispatcher.remote
+        if current is not None and current is not remote:
+            raise ValueError("a remote dispatcher is already attached; detach it first")
+        self._dispatcher.remote = remote
+
+    def detach_remote(self) -> None:
+        """Go back to local dispatch only."""
+        self._dispatcher.remote = None
+
     def add_observer(self, observer: DispatchObserver) -> None:
         """Attach dispatch telemetry (it is told the current registry at once)."""
-        self._observers += (observer,)
+        self._dispatcher.add_observer(observer)
         self._registry.add_observer(observer)
+
+    def _observer_failed(self, observer: Any, exc: BaseException) -> None:
+        self._logger.error(
+            "telemetry_observer_failed",
+            observer=type(observer).__name__,
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )
 
     # ------------------------------------------------------------------ registry
 
@@ -135,8 +164,7 @@ class CommBusCoordinator(Dispatching):
         descriptor = self._registry.remove(service_name)
         if descriptor is None:
             return False
-        self._handlers.pop(service_name, None)
-        self._handler_async.pop(service_name, None)
+        self._dispatcher.remove_handler(service_name)
         self._logger.info("service_unregistered", service=service_name)
         return True
 
@@ -204,15 +232,12 @@ class CommBusCoordinator(Dispatching):
             raise TypeError(f"handler must be callable, got {type(handler).__name__}")
         if service_name not in self._registry:
             raise ValueError(f"service {service_name!r} is not registered; register it first")
-        if service_name in self._handlers:
+        if self._dispatcher.has_handler(service_name):
             raise ValueError(f"service {service_name!r} already has a handler")
-        from .eager import is_async_callable
-
-        self._handlers[service_name] = handler
-        self._handler_async[service_name] = is_async_callable(handler)
+        self._dispatcher.add_handler(service_name, handler)
 
     def has_local_handler(self, service_name: str) -> bool:
-        return service_name in self._handlers
+        return self._dispatcher.has_handler(service_name)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -230,13 +255,7 @@ class CommBusCoordinator(Dispatching):
             raise TypeError(f"target must be a DispatchTarget, got {type(target).__name__}")
         if not isinstance(envelope, Envelope):
             raise TypeError(f"envelope must be an Envelope, got {type(envelope).__name__}")
-        observers = self._observers
-        if not observers:
-            try:
-                return (await self._dispatch(target, envelope, None))[0]
-            except DispatchEnded as ended:
-                return ended.envelope or self._terminate(envelope, target, ended)
-        return await self._dispatch_observed(target, envelope, observers)
+        return await self._dispatcher.dispatch(target, envelope)
 
     # ------------------------------------------------------------------ events and queries
 

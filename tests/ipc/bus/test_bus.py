@@ -385,6 +385,31 @@ class TestQuery:
         bus.register_handler("GetState", h)
         assert await bus.query(GetState()) == 42
 
+    async def test_a_coroutine_object_returned_as_the_result_is_not_awaited(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        """An async handler returning an unawaited coroutine object: that object is the
+        result, on every path (no middleware, a middleware, from a transport)."""
+        made: list[Any] = []
+
+        async def later() -> int:
+            return 1
+
+        async def h(_: Any) -> Any:
+            made.append(later())
+            return made[-1]
+
+        bus.register_handler("GetState", h)
+        try:
+            assert await bus.query(GetState()) is made[-1]
+            assert await bus.deliver_incoming("query", GetState()) == ("ok", made[-1])
+            bus.add_middleware(Recorder("m", []))
+            assert await bus.query(GetState()) is made[-1]
+        finally:
+            for coro in made:
+                coro.close()
+        assert len(made) == 3
+
 
 class Recorder:
     def __init__(self, name: str, calls: list[str]) -> None:
@@ -750,7 +775,7 @@ class TestMiddlewareScope:
         bus.subscribe("MemoryStored", lambda e: calls.append("sub"))
         await bus.publish(MemoryStored("x"))
         assert calls == ["sub"]
-        outcome, _ = await bus.deliver_local("send", DoThing(), message_id="m1")
+        outcome, _ = await bus.deliver_incoming("send", DoThing(), message_id="m1")
         assert outcome == "no_handler"
         assert calls == ["sub", "before:s", "after:s:no_handler"]
 
@@ -817,10 +842,10 @@ class TestMiddlewareScope:
         await bus.publish(MemoryStored("a"))
         bus.attach_transport(Carrier())
         await bus.publish(MemoryStored("b"))
-        await bus.deliver_local("publish", MemoryStored("c"))
+        await bus.deliver_incoming("publish", MemoryStored("c"))
         bus.detach_transport()
         await bus.publish(MemoryStored("d"))
-        await bus.deliver_local("publish", MemoryStored("e"))
+        await bus.deliver_incoming("publish", MemoryStored("e"))
         assert seen == [
             ("local", "jeeves.commbus"),
             ("out", "fake"),
@@ -854,44 +879,44 @@ class TestMiddlewareScope:
             bus.add_middleware(NotCallable("x", []))
 
 
-class TestDeliverLocalDirect:
-    """``deliver_local`` with no middleware: the outcome it reports, and errors."""
+class TestDeliverIncomingDirect:
+    """``deliver_incoming`` with no middleware: the outcome it reports, and errors."""
 
     async def test_publish_outcomes(self, lbus: InMemoryCommBus, log: ListLogger) -> None:
-        assert await lbus.deliver_local("publish", MemoryStored("x")) == ("no_handler", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("x")) == ("no_handler", None)
         seen: list[str] = []
         lbus.subscribe("MemoryStored", lambda e: seen.append(e.item_id))
-        assert await lbus.deliver_local("publish", MemoryStored("a")) == ("ok", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("a")) == ("ok", None)
 
         async def boom(e: MemoryStored) -> None:
             await asyncio.sleep(0)
             raise ValueError("bad")
 
         lbus.subscribe("MemoryStored", boom)
-        assert await lbus.deliver_local("publish", MemoryStored("b")) == ("error", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("b")) == ("error", None)
         assert seen == ["a", "b"]
         assert log.messages("error") == ["subscriber_failed"]
 
     async def test_single_failing_subscriber(self, lbus: InMemoryCommBus) -> None:
         lbus.subscribe("MemoryStored", lambda e: 1 / 0)
-        assert await lbus.deliver_local("publish", MemoryStored("a")) == ("error", None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("a")) == ("error", None)
 
     async def test_send_outcomes(self, lbus: InMemoryCommBus, log: ListLogger) -> None:
-        assert await lbus.deliver_local("send", DoThing()) == ("no_handler", None)
+        assert await lbus.deliver_incoming("send", DoThing()) == ("no_handler", None)
 
         def handle(c: DoThing) -> None:
             if c.n:
                 raise KeyError(c.n)
 
         lbus.register_handler("DoThing", handle)
-        assert await lbus.deliver_local("send", DoThing(0)) == ("ok", None)
-        assert await lbus.deliver_local("send", DoThing(3)) == ("error", None)
+        assert await lbus.deliver_incoming("send", DoThing(0)) == ("ok", None)
+        assert await lbus.deliver_incoming("send", DoThing(3)) == ("error", None)
         assert log.messages("error") == ["command_failed"]
         assert log.messages("warning") == ["no_handler"]
 
     async def test_query_result_errors_and_timeout(self, lbus: InMemoryCommBus) -> None:
         with pytest.raises(NoHandlerError):
-            await lbus.deliver_local("query", GetState())
+            await lbus.deliver_incoming("query", GetState())
 
         async def answer(q: GetState) -> str:
             await asyncio.sleep(0.5 if q.key == "slow" else 0)
@@ -900,8 +925,133 @@ class TestDeliverLocalDirect:
             return q.key * 2
 
         lbus.register_handler("GetState", answer)
-        assert await lbus.deliver_local("query", GetState("ab")) == ("ok", "abab")
+        assert await lbus.deliver_incoming("query", GetState("ab")) == ("ok", "abab")
         with pytest.raises(LookupError):
-            await lbus.deliver_local("query", GetState("bad"))
+            await lbus.deliver_incoming("query", GetState("bad"))
         with pytest.raises(TimeoutError):
-            await lbus.deliver_local("query", GetState("slow"), timeout=0.01)
+            await lbus.deliver_incoming("query", GetState("slow"), timeout=0.01)
+
+
+class TestDeliverIncomingThroughTheChain:
+    """``deliver_incoming`` with middleware: the same outcomes, read off the context."""
+
+    async def test_publish_and_send_report_outcome_and_no_result(
+        self, lbus: InMemoryCommBus
+    ) -> None:
+        class Answering(Recorder):
+            def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:
+                super().after(ctx, message, result, error)
+                return "ignored for publish and send"
+
+        calls: list[str] = []
+        lbus.add_middleware(Answering("m", calls))
+        assert await lbus.deliver_incoming("publish", MemoryStored("x")) == ("no_handler", None)
+        lbus.subscribe("MemoryStored", lambda e: None)
+        assert await lbus.deliver_incoming("publish", MemoryStored("x")) == ("ok", None)
+        lbus.register_handler("DoThing", lambda c: 1 / c.n)
+        assert await lbus.deliver_incoming("send", DoThing(1)) == ("ok", None)
+        assert await lbus.deliver_incoming("send", DoThing(0)) == ("error", None)
+        assert calls == [
+            "before:m",
+            "after:m:no_handler",
+            "before:m",
+            "after:m:ok",
+            "before:m",
+            "after:m:ok",
+            "before:m",
+            "after:m:error",
+        ]
+
+    async def test_after_sees_no_result_without_a_handler(self, lbus: InMemoryCommBus) -> None:
+        results: list[Any] = []
+
+        class Results:
+            def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:
+                results.append((ctx.pattern, ctx.outcome, result))
+                return result
+
+        lbus.add_middleware(Results())
+        await lbus.publish(MemoryStored("x"))
+        await lbus.send(DoThing())
+        assert await lbus.deliver_incoming("publish", MemoryStored("y")) == ("no_handler", None)
+        assert results == [
+            ("publish", "no_handler", None),
+            ("send", "no_handler", None),
+            ("publish", "no_handler", None),
+        ]
+
+    async def test_aborted(self, lbus: InMemoryCommBus) -> None:
+        class Abort:
+            def before(self, ctx: MiddlewareContext, message: Any) -> None:
+                return None
+
+        lbus.add_middleware(Abort())
+        lbus.register_handler("DoThing", lambda c: None)
+        assert await lbus.deliver_incoming("send", DoThing()) == ("aborted", None)
+        with pytest.raises(QueryAbortedError):
+            await lbus.deliver_incoming("query", GetState())
+
+
+class TestLoneHandlers:
+    """A lone subscriber and a command's handler are awaited in the caller's task."""
+
+    async def test_sync_handlers_returning_awaitables_are_awaited(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        done: list[str] = []
+
+        def later(what: str) -> asyncio.Future[None]:
+            fut: asyncio.Future[None] = loop.create_future()
+
+            def resolve() -> None:
+                done.append(what)
+                fut.set_result(None)
+
+            loop.call_soon(resolve)
+            return fut
+
+        bus.subscribe("MemoryStored", lambda e: later("event"))
+        bus.register_handler("DoThing", lambda c: later("command"))
+        await bus.publish(MemoryStored("a"))
+        await bus.send(DoThing())
+        assert done == ["event", "command"]
+
+    async def test_errors_after_a_suspension_are_logged(
+        self, lbus: InMemoryCommBus, log: ListLogger
+    ) -> None:
+        async def fail(_: Any) -> None:
+            await asyncio.sleep(0)
+            raise RuntimeError("late")
+
+        lbus.subscribe("MemoryStored", fail)
+        lbus.register_handler("DoThing", fail)
+        await lbus.publish(MemoryStored("a"))
+        await lbus.send(DoThing())
+        assert log.messages("error") == ["subscriber_failed", "command_failed"]
+
+    async def test_a_handler_that_cannot_be_called_is_logged(
+        self, lbus: InMemoryCommBus, log: ListLogger
+    ) -> None:
+        async def no_argument() -> None:
+            return None
+
+        lbus.subscribe("MemoryStored", no_argument)  # type: ignore[arg-type]
+        lbus.register_handler("DoThing", no_argument)  # type: ignore[arg-type]
+        await lbus.publish(MemoryStored("a"))
+        await lbus.send(DoThing())
+        assert await lbus.deliver_incoming("publish", MemoryStored("b")) == ("error", None)
+        assert log.messages("error") == ["subscriber_failed", "command_failed", "subscriber_failed"]
+
+    async def test_the_handler_runs_in_the_callers_task(self, bus: InMemoryCommBus) -> None:
+        tasks: list[asyncio.Task[Any] | None] = []
+
+        async def where(_: Any) -> None:
+            await asyncio.sleep(0)
+            tasks.append(asyncio.current_task())
+
+        bus.subscribe("MemoryStored", where)
+        bus.register_handler("DoThing", where)
+        await bus.publish(MemoryStored("a"))
+        await bus.send(DoThing())
+        assert tasks == [asyncio.current_task()] * 2

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc.handlers import (
+from jeeves_control_tower.ipc.bus.handlers import (
     HandlerEntry,
     check_handler,
     check_name,

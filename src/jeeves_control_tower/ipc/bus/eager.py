@@ -6,6 +6,14 @@ finish without ever suspending, so the bus starts every handler coroutine by han
 (:func:`start`), and only when it does suspend does it pay for a task or a timer, by
 awaiting the returned :class:`Resume`. The behaviour is the same as awaiting the coroutine
 directly: values, exceptions and cancellation pass through unchanged.
+
+The same convention carries a message along the bus's run path (:mod:`.delivery`,
+:mod:`.chain`): each step is a plain call that returns its value, or, when something is
+still running, a :class:`Resume` or a coroutine (work that must run as one: the middleware
+chain, a transport call, the rest of a fan-out); only then does the caller await
+(``r.__class__ is Resume or r.__class__ is CoroutineType``: two identity checks, cheaper
+than any call). A value that is itself a coroutine object never travels this way (see
+:func:`~.delivery.Delivery.to_query_handler`).
 """
 
 from __future__ import annotations
@@ -14,9 +22,10 @@ import asyncio
 import inspect
 from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context
+from types import CoroutineType
 from typing import Any
 
-__all__ = ["Resume", "is_async_callable", "resume_within", "start"]
+__all__ = ["CoroutineType", "Resume", "is_async_callable", "resume_within", "start", "start_in"]
 
 
 class Resume:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jeeves_control_tower.ipc import NoHandlerError, QueryAbortedError, commbus
-from jeeves_control_tower.ipc.errors import TransportError
+from jeeves_control_tower.ipc import NoHandlerError, QueryAbortedError, TransportError, commbus
 from jeeves_control_tower.observability.semconv import qualified_error_type
 
 

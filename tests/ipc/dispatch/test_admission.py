@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from jeeves_control_tower.ipc.admission import Admission, QueueFull
+from jeeves_control_tower.ipc.dispatch.admission import Admission, QueueFull
 
 
 async def test_fifo_within_rank_and_rank_order() -> None:

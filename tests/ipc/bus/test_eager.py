@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc.eager import Resume, is_async_callable, start, start_in
+from jeeves_control_tower.ipc.bus.eager import Resume, is_async_callable, start, start_in
 
 
 async def test_non_suspending_coroutine_finishes_inline() -> None:

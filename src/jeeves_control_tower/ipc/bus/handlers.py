@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..messages import HandlerFunc
 from .eager import is_async_callable
-from .messages import HandlerFunc
 
 __all__ = ["HandlerEntry", "check_handler", "check_name", "check_timeout", "handler_name"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..types import ServiceDescriptor
+from ...types import ServiceDescriptor
 from .admission import Admission
 
 __all__ = ["RegistryObserver", "ServiceGone", "ServiceRegistry"]

@@ -1,0 +1,284 @@
+"""The middleware chain: compiled once when the middleware list changes, run per message.
+
+:class:`CompiledChain` turns a middleware list into the bound hooks each message runs
+(``before`` in order, ``after`` in reverse, the :class:`~.middleware.HandlerHook` pairs), per
+``(pattern, direction)`` when some middleware has ``applies_to``. :class:`ChainRoute` is a
+compiled chain bound to the step it leads to (the handlers, or the transport): it makes the
+message's :class:`~.middleware.MiddlewareContext` and runs the hooks around that step.
+
+A message no middleware applies to has the empty chain, which compiles to no route at all:
+the bus calls the step directly (see :mod:`.delivery`), with no context made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from ...types import LoggerProtocol
+from .eager import CoroutineType, Resume
+from .errors import QueryAbortedError, TransportError
+from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext
+
+__all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
+
+
+class Route(Protocol):
+    """What a message produced here runs, compiled once: ``route(message, message_type,
+    timeout)`` returns the outcome ("ok", "error", "no_handler") of a publish or send or
+    the result of a query, or, while something still runs, a :class:`~.eager.Resume` or a
+    coroutine to await for it (the :mod:`.eager` convention). On the empty chain it is the
+    step itself (:meth:`~.delivery.Delivery.step`), else :meth:`ChainRoute.enter`."""
+
+    def __call__(self, message: Any, message_type: str, timeout: float | None, /) -> Any: ...
+
+
+class Step(Protocol):
+    """The step at the end of a chain: it delivers the message to its handler(s) or hands
+    it to the transport, recording on ``ctx`` (outcome, handler names; the handler hooks
+    run), and returns the result (``None`` for a publish) or a :class:`~.eager.Resume` or
+    coroutine to await for it. Handler errors, already logged, are raised so that the
+    ``after`` hooks see them."""
+
+    def __call__(
+        self,
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        ctx: MiddlewareContext,
+        /,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class CompiledChain:
+    """A middleware list compiled once when it changes, never per message.
+
+    ``scopes`` holds, when some middleware has ``applies_to``, the chain of each
+    ``(pattern, direction)`` (``None`` where no middleware applies); see :meth:`scoped`.
+    """
+
+    befores: tuple[tuple[Any, bool], ...]
+    afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
+    hooks: tuple[Any, ...]
+    scopes: Mapping[tuple[str, str], CompiledChain | None] | None = None
+
+    def scoped(self, pattern: str, direction: str) -> CompiledChain | None:
+        """The chain a ``pattern`` message going ``direction`` runs (``None``: none)."""
+        if self.scopes is None:
+            return self
+        return self.scopes[pattern, direction]
+
+    @classmethod
+    def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
+        """Compile ``middlewares``; ``None`` for an empty list."""
+        if not middlewares:
+            return None
+        chain = cls._compile(middlewares)
+        if not any(getattr(mw, "applies_to", None) is not None for mw in middlewares):
+            return chain
+        scopes: dict[tuple[str, str], CompiledChain | None] = {}
+        for pattern in PATTERNS:
+            for direction in DIRECTIONS:
+                sub = [mw for mw in middlewares if _applies(mw, pattern, direction)]
+                if len(sub) == len(middlewares):
+                    scopes[pattern, direction] = chain
+                else:
+                    scopes[pattern, direction] = cls._compile(sub) if sub else None
+        return replace(chain, scopes=scopes)
+
+    @classmethod
+    def _compile(cls, middlewares: Sequence[Any]) -> CompiledChain:
+        befores = []
+        afters = []
+        hooks = []
+        for mw in middlewares:
+            before = getattr(mw, "before", None)
+            after = getattr(mw, "after", None)
+            befores.append((before, _is_async(before)) if before is not None else (None, False))
+            afters.append(
+                (after, _is_async(after), type(mw).__name__)
+                if after is not None
+                else (None, False, type(mw).__name__)
+            )
+            if callable(getattr(mw, "handler_start", None)) and callable(
+                getattr(mw, "handler_end", None)
+            ):
+                hooks.append(mw)
+        return cls(tuple(befores), tuple(reversed(afters)), tuple(hooks))
+
+
+class ChainRoute:
+    """A non-empty chain bound to its :class:`Step`, for one pattern and direction.
+
+    :meth:`enter` (a :class:`Route`) and :meth:`enter_incoming` make the message's context
+    and return the run to await. Event-loop-thread only.
+    """
+
+    __slots__ = (
+        "afters",
+        "befores",
+        "direction",
+        "hooks",
+        "is_query",
+        "logger",
+        "pattern",
+        "step",
+        "system",
+    )
+
+    def __init__(
+        self,
+        chain: CompiledChain,
+        pattern: str,
+        direction: str,
+        system: str,
+        step: Step,
+        logger: LoggerProtocol,
+    ) -> None:
+        self.befores = chain.befores
+        self.afters = chain.afters
+        self.hooks = chain.hooks
+        self.pattern = pattern
+        self.is_query = pattern == "query"
+        self.direction = direction
+        self.system = system
+        self.step = step
+        self.logger = logger
+
+    def enter(
+        self, message: Any, message_type: str, timeout: float | None
+    ) -> Coroutine[Any, Any, Any]:
+        """Start a message produced here on this chain: its run, to await (a
+        :class:`Route`)."""
+        ctx = MiddlewareContext(
+            message, message_type, None, None, self.pattern, None, self.direction, self.system
+        )
+        ctx.hooks = self.hooks
+        return self.run(ctx, message, timeout)
+
+    def enter_incoming(
+        self,
+        message: Any,
+        message_type: str,
+        timeout: float | None,
+        headers: dict[str, str] | None,
+        message_id: str | None,
+    ) -> Coroutine[Any, Any, Any]:
+        """Start a message from a transport on this chain, with the wire ``headers`` and
+        ``message_id`` it came with: its run, to await."""
+        ctx = MiddlewareContext(
+            message,
+            message_type,
+            None,
+            None,
+            self.pattern,
+            message_id,
+            self.direction,
+            self.system,
+        )
+        ctx.headers = headers
+        ctx.hooks = self.hooks
+        return self.run(ctx, message, timeout)
+
+    async def run(self, ctx: MiddlewareContext, message: Any, timeout: float | None) -> Any:
+        """``before`` hooks, the step, ``after`` hooks. Returns the query's result, or the
+        outcome of a publish or send (``ctx.outcome``)."""
+        pattern = self.pattern
+        result: Any = None
+        error: BaseException | None = None
+        called = 0
+        reached = False  # True once the step ran: its handler errors are already logged
+        try:
+            for before, is_async in self.befores:
+                called += 1
+                if before is None:
+                    continue
+                out = before(ctx, message)
+                if is_async:
+                    out = await out
+                if out is None:
+                    ctx.outcome = "aborted"
+                    break
+                message = ctx.message = out
+            else:
+                reached = True
+                result = self.step(message, ctx.message_type, timeout, ctx)
+                if result.__class__ is Resume or result.__class__ is CoroutineType:
+                    result = await result
+        except BaseException as exc:
+            error = exc
+            if ctx.outcome == "ok":
+                ctx.outcome = (
+                    "timeout"
+                    if isinstance(exc, TimeoutError)
+                    else "cancelled"
+                    if isinstance(exc, asyncio.CancelledError)
+                    else "error"
+                )
+        # the ``after`` hooks of the middleware whose ``before`` was called, innermost first
+        skip = len(self.afters) - called
+        for after, is_async, name in self.afters:
+            if skip:
+                skip -= 1
+                continue
+            if after is None:
+                continue
+            try:
+                out = after(ctx, message, result, error)
+                if is_async:
+                    out = await out
+                result = out
+            except Exception as exc:
+                self.logger.error(
+                    "middleware_after_failed",
+                    middleware=name,
+                    message_type=ctx.message_type,
+                    error_type=type(exc).__name__,
+                    error=str(exc),
+                )
+        if error is not None:
+            if self.is_query or not isinstance(error, Exception):
+                raise error
+            if isinstance(error, TransportError):
+                raise error  # the message never left: fail loudly, never drop it
+            if not reached:
+                self.logger.error(
+                    "message_failed",
+                    pattern=pattern,
+                    message_type=ctx.message_type,
+                    error_type=type(error).__name__,
+                    error=str(error),
+                )
+            return ctx.outcome
+        if ctx.outcome == "aborted":
+            self.logger.debug("message_aborted", pattern=pattern, message_type=ctx.message_type)
+            if self.is_query:
+                raise QueryAbortedError(f"query {ctx.message_type!r} was aborted by middleware")
+        return result if self.is_query else ctx.outcome
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn)
+
+
+def _applies(middleware: Any, pattern: str, direction: str) -> bool:
+    applies_to = getattr(middleware, "applies_to", None)
+    return applies_to is None or bool(applies_to(pattern, direction))
+
+
+def validate_middleware(middleware: Any) -> None:
+    """Raise ``TypeError`` unless ``middleware`` has a callable ``before`` or ``after``."""
+    before = getattr(middleware, "before", None)
+    after = getattr(middleware, "after", None)
+    if before is None and after is None:
+        raise TypeError(
+            f"middleware {type(middleware).__name__} has neither a 'before' nor an 'after' hook"
+        )
+    applies_to = getattr(middleware, "applies_to", None)
+    for name, hook in (("before", before), ("after", after), ("applies_to", applies_to)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"middleware {type(middleware).__name__}.{name} is not callable")

@@ -1,0 +1,31 @@
+"""Dispatch: :class:`CommBusCoordinator`, its service registry and the dispatch engine.
+
+- :mod:`.coordinator`: the coordinator (public API, registry operations, typed messaging);
+- :mod:`.dispatcher`: one dispatch from admission to outcome (attempts, retries, deadline,
+  observers), owned by the coordinator;
+- :mod:`.service_registry`: services by name, each with its admission slots;
+- :mod:`.admission`: per-service concurrency slots and the priority wait queue;
+- :mod:`.retry`: the retry backoff policy;
+- :mod:`.contracts`: the handler signature, the outcomes, the observer and remote protocols.
+"""
+
+from .contracts import (
+    DISPATCH_OUTCOMES,
+    DispatchHandler,
+    DispatchObserver,
+    RemoteDispatcher,
+    WholeDispatchObserver,
+)
+from .coordinator import CommBusCoordinator, CommBusCoordinatorProtocol
+from .retry import RetryPolicy
+
+__all__ = [
+    "DISPATCH_OUTCOMES",
+    "CommBusCoordinator",
+    "CommBusCoordinatorProtocol",
+    "DispatchHandler",
+    "DispatchObserver",
+    "RemoteDispatcher",
+    "RetryPolicy",
+    "WholeDispatchObserver",
+]

@@ -1,0 +1,380 @@
+"""How one dispatch runs: admission, attempts, retries, the deadline and the observers.
+
+:class:`Dispatcher` is the engine
+:class:`~jeeves_control_tower.ipc.dispatch.coordinator.CommBusCoordinator` owns: the
+coordinator keeps the registry API, the typed messaging and ``dispatch``'s argument checks;
+the dispatcher holds the local handlers, the observers and the remote dispatcher, and takes
+a checked ``(target, envelope)`` to one outcome.
+
+Contracts: ``target.timeout_seconds`` bounds the whole dispatch (slot wait, attempts,
+backoff); at most ``max_concurrent`` attempts run per service and the rest wait in priority
+order (FIFO within a priority); every dispatch ends with exactly one outcome of
+:data:`~.contracts.DISPATCH_OUTCOMES` and gives its slot back, cancellation included;
+observers are called in registration order, each attempt's hooks inside the attempt's own
+context copy, and their exceptions are logged, never raised into the dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine
+from contextvars import copy_context
+from typing import Any
+
+from ...types import DispatchTarget, Envelope, LoggerProtocol
+from ..bus.eager import Resume, start, start_in
+from ..bus.handlers import HandlerEntry
+from .admission import Admission, QueueFull
+from .contracts import DISPATCH_OUTCOMES, DispatchHandler, DispatchObserver, RemoteDispatcher
+from .retry import RetryPolicy
+from .service_registry import ServiceGone, ServiceRegistry
+
+__all__ = ["Dispatcher"]
+
+
+class _Ended(Exception):
+    """Raised and caught inside :meth:`Dispatcher._run`: the dispatch ended with a non-ok
+    outcome."""
+
+    def __init__(self, outcome: str, reason: str, error: BaseException | None = None) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+        self.error = error
+        self.attempts = 0
+        self.envelope: Envelope | None = None  # already terminated elsewhere (remote)
+
+
+class _Observation:
+    """How an observed dispatch went, for its observers' ``dispatch_end``."""
+
+    __slots__ = ("attempts", "error", "observers", "outcome", "tokens")
+
+    def __init__(self, observers: tuple[DispatchObserver, ...], tokens: list[Any]) -> None:
+        self.observers = observers
+        self.tokens = tokens
+        self.outcome = "ok"
+        self.attempts = 0
+        self.error: BaseException | None = None
+
+
+class Dispatcher:
+    """Dispatch to the services of ``services``. Event-loop-thread only.
+
+    ``on_observer_error(observer, exc)`` is told when an observer hook raised.
+    """
+
+    def __init__(
+        self,
+        services: ServiceRegistry,
+        retry: RetryPolicy,
+        logger: LoggerProtocol,
+        on_observer_error: Callable[[Any, BaseException], None],
+        remote: RemoteDispatcher | None = None,
+    ) -> None:
+        self._services = services
+        self._retry = retry
+        self._logger = logger
+        self._observer_failed = on_observer_error
+        self._handlers: dict[str, HandlerEntry] = {}
+        self._observers: tuple[DispatchObserver, ...] = ()
+        #: Where dispatches to a service with no local handler go (``None``: they end
+        #: ``no_handler``).
+        self.remote = remote
+
+    def add_handler(self, service_name: str, handler: DispatchHandler) -> None:
+        self._handlers[service_name] = HandlerEntry(handler)
+
+    def remove_handler(self, service_name: str) -> None:
+        self._handlers.pop(service_name, None)
+
+    def has_handler(self, service_name: str) -> bool:
+        return service_name in self._handlers
+
+    def add_observer(self, observer: DispatchObserver) -> None:
+        """Dispatches started from now on are observed by ``observer`` too."""
+        self._observers += (observer,)
+
+    def dispatch(self, target: DispatchTarget, envelope: Envelope) -> Coroutine[Any, Any, Envelope]:
+        """The dispatch of a checked ``(target, envelope)``, to await: the resulting
+        envelope, terminated with the reason when it did not end ``ok``."""
+        observers = self._observers
+        if observers:
+            return self._observed(target, envelope, observers)
+        return self._run(target, envelope, None)
+
+    async def _observed(
+        self, target: DispatchTarget, envelope: Envelope, observers: tuple[DispatchObserver, ...]
+    ) -> Envelope:
+        started = time.perf_counter()
+        tokens = []
+        for obs in observers:
+            try:
+                tokens.append(obs.dispatch_start(target, envelope))
+            except Exception as exc:
+                tokens.append(None)
+                self._observer_failed(obs, exc)
+        seen = _Observation(observers, tokens)
+        try:
+            return await self._run(target, envelope, seen)
+        except BaseException as exc:
+            seen.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            seen.error = exc
+            raise
+        finally:
+            duration = time.perf_counter() - started
+            for obs, token in zip(observers, tokens, strict=True):
+                try:
+                    obs.dispatch_end(
+                        token, target, seen.outcome, seen.attempts, seen.error, duration
+                    )
+                except Exception as exc:
+                    self._observer_failed(obs, exc)
+
+    async def _run(
+        self, target: DispatchTarget, envelope: Envelope, seen: _Observation | None
+    ) -> Envelope:
+        """Run the dispatch to its end; how it ended goes to ``seen`` when it is observed.
+
+        Attempts at the local handler until one succeeds, under admission; a service with
+        no local handler goes to the remote dispatcher. (One coroutine for the whole
+        unobserved dispatch: the attempt loop is not split out, its frame would cost a few
+        per cent of the dispatch.)"""
+        attempt = 0
+        try:
+            name = target.service_name
+            service = self._services.get(name)
+            if service is None:
+                raise _Ended("unknown_service", f"unknown service {name!r}")
+            if not service.healthy:
+                raise _Ended("unhealthy", f"service {name!r} is unhealthy")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + target.timeout_seconds
+            handler = self._handlers.get(name)
+            if handler is None:
+                result = await self._run_remote(target, envelope, deadline)
+                if seen is not None:
+                    seen.attempts = 1
+                return result
+            admission = self._services.admission(name)
+            rank = target.priority.rank
+            while True:
+                if not admission.try_acquire():
+                    await self._wait_for_slot(admission, rank, deadline, target, attempt)
+                attempt += 1
+                began = time.perf_counter()
+                error: BaseException | None = None
+                try:
+                    if seen is None:  # unobserved: no task, no timer unless the handler suspends
+                        result = start(handler.fn, handler.is_async, envelope)
+                        if result.__class__ is Resume:
+                            result = await self._until_deadline(result, deadline, target, attempt)
+                    else:
+                        result = await self._observed_attempt(
+                            handler, envelope, deadline, target, attempt, seen
+                        )
+                except _Ended as ended:
+                    self._record(envelope, target, attempt, "timeout", began, None)
+                    ended.attempts = attempt
+                    raise
+                except Exception as exc:
+                    error = exc
+                finally:
+                    admission.release()
+                if error is None and not isinstance(result, Envelope):
+                    error = TypeError(
+                        f"handler of service {name!r} returned {type(result).__name__},"
+                        " expected Envelope"
+                    )
+                if error is None:
+                    self._record(result, target, attempt, "ok", began, None)
+                    if seen is not None:
+                        seen.attempts = attempt
+                    return result
+                self._record(envelope, target, attempt, "error", began, error)
+                ended_error = self._retry_or_end(target, attempt, error, deadline, loop.time())
+                if ended_error is not None:
+                    ended_error.attempts = attempt
+                    raise ended_error
+                self._logger.warning(
+                    "dispatch_retry",
+                    service=name,
+                    method=target.method,
+                    attempt=attempt,
+                    error_type=type(error).__name__,
+                    error=str(error),
+                )
+                await asyncio.sleep(self._retry.delay(attempt))
+        except _Ended as ended:
+            if seen is not None:
+                seen.outcome, seen.error = ended.outcome, ended.error or ended
+                seen.attempts = ended.attempts
+            return ended.envelope or self._terminate(envelope, target, ended)
+
+    async def _run_remote(
+        self, target: DispatchTarget, envelope: Envelope, deadline: float
+    ) -> Envelope:
+        remote = self.remote
+        if remote is None:
+            raise _Ended(
+                "no_handler",
+                f"service {target.service_name!r} has no local handler and no CommBus adapter"
+                " is configured",
+            )
+        result = await remote.dispatch(target, envelope, deadline)
+        if result.terminated:  # ended remotely: keep its reason, count its outcome
+            last = result.errors[-1] if result.errors else {}
+            outcome = last.get("outcome") if isinstance(last, dict) else None
+            ended = _Ended(
+                outcome if outcome in DISPATCH_OUTCOMES else "error",
+                result.termination_reason or "terminated remotely",
+            )
+            ended.attempts, ended.envelope = 1, result
+            raise ended
+        return result
+
+    def _retry_or_end(
+        self,
+        target: DispatchTarget,
+        attempt: int,
+        error: BaseException,
+        deadline: float,
+        now: float,
+    ) -> _Ended | None:
+        described = f"{type(error).__name__}: {error}"
+        name = target.service_name
+        if attempt > target.max_retries:
+            return _Ended(
+                "error",
+                f"service {name!r} failed after {attempt} attempt(s): {described}",
+                error,
+            )
+        if now + self._retry.delay(attempt) >= deadline:
+            return _Ended(
+                "error",
+                f"service {name!r} failed after {attempt} attempt(s), no time left before the"
+                f" deadline to retry: {described}",
+                error,
+            )
+        return None
+
+    @staticmethod
+    async def _wait_for_slot(
+        admission: Admission, rank: int, deadline: float, target: DispatchTarget, attempt: int
+    ) -> None:
+        name = target.service_name
+        try:
+            async with asyncio.timeout_at(deadline):
+                await admission.acquire(rank)
+        except TimeoutError:
+            ended = _Ended(
+                "timeout",
+                f"service {name!r} timed out after {target.timeout_seconds}s"
+                " waiting for a free slot",
+                TimeoutError("dispatch deadline expired"),
+            )
+            ended.attempts = attempt
+            raise ended from None
+        except QueueFull as exc:
+            raise _Ended("overloaded", f"service {name!r} is overloaded: {exc}", exc) from None
+        except ServiceGone as exc:
+            raise _Ended("unknown_service", str(exc), exc) from None
+
+    async def _observed_attempt(
+        self,
+        handler: HandlerEntry,
+        envelope: Envelope,
+        deadline: float,
+        target: DispatchTarget,
+        attempt: int,
+        seen: _Observation,
+    ) -> Any:
+        """One attempt, with the observers' attempt hooks around it, in its own context."""
+        observers, tokens = seen.observers, seen.tokens
+        context = copy_context()
+        attempt_tokens = context.run(self._attempt_start, seen, target, attempt)
+        error: BaseException | None = None
+        try:
+            result = start_in(context, handler.fn, handler.is_async, envelope)
+            if result.__class__ is Resume:
+                result = await self._until_deadline(result, deadline, target, attempt)
+            return result
+        except BaseException as exc:
+            # observers see what the attempt died of, not the internal end-of-dispatch signal
+            error = exc.error if isinstance(exc, _Ended) and exc.error is not None else exc
+            raise
+        finally:
+            for obs, token, atoken in zip(observers, tokens, attempt_tokens, strict=True):
+                try:
+                    obs.attempt_end(token, atoken, error)
+                except Exception as exc:
+                    self._observer_failed(obs, exc)
+
+    def _attempt_start(self, seen: _Observation, target: DispatchTarget, attempt: int) -> list[Any]:
+        out = []
+        for obs, token in zip(seen.observers, seen.tokens, strict=True):
+            try:
+                out.append(obs.attempt_start(token, target, attempt))
+            except Exception as exc:
+                out.append(None)
+                self._observer_failed(obs, exc)
+        return out
+
+    @staticmethod
+    async def _until_deadline(
+        resume: Resume, deadline: float, target: DispatchTarget, attempt: int
+    ) -> Any:
+        """Drive a suspended attempt; at the deadline cancel it and end ``timeout``."""
+        timeout = asyncio.timeout_at(deadline)
+        try:
+            async with timeout:
+                return await resume
+        except TimeoutError as exc:
+            if timeout.expired():
+                raise _Ended(
+                    "timeout",
+                    f"service {target.service_name!r} timed out after"
+                    f" {target.timeout_seconds}s (attempt {attempt})",
+                    exc,
+                ) from None
+            raise
+
+    @staticmethod
+    def _record(
+        envelope: Envelope,
+        target: DispatchTarget,
+        attempt: int,
+        outcome: str,
+        began: float,
+        error: BaseException | None,
+    ) -> None:
+        entry: dict[str, Any] = {
+            "service": target.service_name,
+            "method": target.method,
+            "attempt": attempt,
+            "outcome": outcome,
+            "duration_ms": round((time.perf_counter() - began) * 1000.0, 3),
+        }
+        if error is not None:
+            entry["error"] = f"{type(error).__name__}: {error}"
+        envelope.processing_history.append(entry)
+
+    def _terminate(self, envelope: Envelope, target: DispatchTarget, ended: _Ended) -> Envelope:
+        envelope.terminate(ended.reason)
+        envelope.errors.append(
+            {
+                "service": target.service_name,
+                "method": target.method,
+                "outcome": ended.outcome,
+                "reason": ended.reason,
+            }
+        )
+        self._logger.warning(
+            "dispatch_ended",
+            service=target.service_name,
+            method=target.method,
+            outcome=ended.outcome,
+            reason=ended.reason,
+        )
+        return envelope
