@@ -66,7 +66,7 @@ class FlowRecorder(WholeDispatchObserver):
     registry change and every dispatch, so ``/api/history`` can show the past window to a
     client that just arrived. With ``handler_runs=True`` it also gets every bus handler
     run (runs, failures, seconds per handler: what a subscriber-only service did): the
-    recorder then is a :class:`~jeeves_control_tower.ipc.middleware.HandlerHook`, which
+    recorder then is a :class:`~jeeves_control_tower.ipc.bus.middleware.HandlerHook`, which
     makes the bus run each handler in a context copy, so it is off by default (in
     process, a publish to three plain subscribers runs at about half the rate).
     """
