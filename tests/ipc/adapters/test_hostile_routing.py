@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters import RemoteError
-from jeeves_control_tower.ipc.adapters.signing import TAG_BYTES, Signer
+from jeeves_control_tower.ipc.adapters.wire.signing import TAG_BYTES, Signer
 from tests import brokers
 from tests.conformance.conftest import eventually, nats_cleanup, redis_cleanup
 from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened

@@ -14,10 +14,17 @@ when used, so the optional client libraries (redis, nats-py) are never needed by
 from typing import Any
 
 from .base import BrokerTransport, TransportFeatures, redact_url
-from .codec import Frame, Reply, WireCodec
 from .inbound import RemoteError
-from .registry import MessageRegistry, WireError, default_registry, register_message
 from .services import RemoteServices
+from .wire import (
+    Frame,
+    MessageRegistry,
+    Reply,
+    WireCodec,
+    WireError,
+    default_registry,
+    register_message,
+)
 
 __all__ = [
     "BrokerTransport",

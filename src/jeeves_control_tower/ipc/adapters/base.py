@@ -49,12 +49,10 @@ from ...logging import ensure_logger
 from ..commbus import InMemoryCommBus
 from ..middleware import MiddlewareContext
 from ..middlewares.dedupe import DedupeMiddleware
-from .codec import WireCodec
 from .features import TransportFeatures, default_process_id, redact_url
 from .inbound import InboundMixin
 from .metrics import SENT, AdapterMetrics
-from .registry import MessageRegistry
-from .signing import Signer
+from .wire import MessageRegistry, Signer, WireCodec
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
 

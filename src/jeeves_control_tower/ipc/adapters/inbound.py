@@ -27,10 +27,9 @@ from opentelemetry import propagate
 
 from ...types import LoggerProtocol
 from ..commbus import InMemoryCommBus, NoHandlerError, QueryAbortedError
-from .codec import Frame, WireCodec, WireError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
-from .signing import Signer
+from .wire import Frame, Signer, WireCodec, WireError
 
 __all__ = [
     "ACK",
@@ -137,7 +136,7 @@ class InboundMixin:
             f"a {frame.pattern} frame of type {frame.type[:80]!r} arrived as a {pattern}"
             f" of {message_type[:80]!r}",
         )
-        self.codec._rejected(WRONG_DESTINATION)
+        self.codec.count_rejected(WRONG_DESTINATION)
         self._reject(wrong, pattern)
 
     def _unsealed(self, data: bytes, pattern: str) -> bytes | None:
@@ -146,7 +145,7 @@ class InboundMixin:
         assert self.signer is not None
         frame = self.signer.open(data)
         if frame is None:
-            self.codec._rejected(BAD_SIGNATURE)
+            self.codec.count_rejected(BAD_SIGNATURE)
             self._reject(WireError(BAD_SIGNATURE, "no valid signature"), pattern)
         return frame
 
@@ -316,12 +315,12 @@ class InboundMixin:
             if self.signer is not None:
                 unsealed = self.signer.open(raw)
                 if unsealed is None:
-                    self.codec._rejected(BAD_SIGNATURE)
+                    self.codec.count_rejected(BAD_SIGNATURE)
                     raise WireError(BAD_SIGNATURE, "the reply has no valid signature")
                 raw = unsealed
             reply = self.codec.decode_reply(raw)
             if reply.corr != corr and (reply.corr is not None or reply.kind != "rejected"):
-                self.codec._rejected(UNEXPECTED_REPLY)
+                self.codec.count_rejected(UNEXPECTED_REPLY)
                 raise WireError(UNEXPECTED_REPLY, "the reply does not carry the query's corr")
         except WireError as exc:
             self._reject(exc, "reply")

@@ -51,10 +51,9 @@ from typing import Any, NoReturn, Self
 from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
 from ...middleware import MiddlewareContext
 from ..base import BrokerTransport, TransportFeatures, _current_otel_context, redact_url
-from ..batching import EventBatcher
 from ..metrics import SENT
 from ..pump import OrderedPump
-from ..signing import TAG_BYTES
+from ..wire import TAG_BYTES, EventBatcher
 from .client import DirectClient
 from .commands import JetStreamConsumer
 from .subjects import token
