@@ -366,7 +366,7 @@ async def test_max_query_ttl_caps_what_a_frame_asks_for(broker: Broker) -> None:
 
     responder.register_handler("Ask", slow)
     await t.sync()
-    assert t.query_ttl_cap() == 0.5
+    assert t.inbound.query_ttl_cap() == 0.5
     requester = InMemoryCommBus(instrument=False)
     await broker.connect(requester)
     started = time.monotonic()

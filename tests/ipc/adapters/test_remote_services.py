@@ -221,10 +221,10 @@ async def test_heartbeats_still_in_flight_after_close_never_reach_the_applicatio
         message_id="late-1",
     )
     # what the broker may still deliver meanwhile
-    await transport.handle_event(frame, HEARTBEAT)
+    await transport.inbound.handle_event(frame, HEARTBEAT)
     assert HEARTBEAT not in seen
     # the application's own events of other types still flow
-    await transport.handle_event(
+    await transport.inbound.handle_event(
         transport.codec.encode(DynamicEvent("app.event", {}), pattern="publish", message_id="a1"),
         "app.event",
     )

@@ -48,9 +48,8 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import Any, NoReturn, Self
 
-from ...commbus import InMemoryCommBus, NoHandlerError, TransportError
-from ...middleware import MiddlewareContext
-from ..base import BrokerTransport, TransportFeatures, _current_otel_context, redact_url
+from ... import InMemoryCommBus, NoHandlerError, TransportError
+from ..base import BrokerTransport, TransportFeatures, redact_url
 from ..metrics import SENT
 from ..pump import OrderedPump
 from ..wire import TAG_BYTES, EventBatcher
@@ -132,7 +131,6 @@ class NatsTransport(BrokerTransport):
         self._pumps: dict[str, OrderedPump] = {}
         self._subjects: dict[str, str] = {}  # event type -> subject (publish hot path)
         self._batcher: EventBatcher | None = None  # made once connected (server's max payload)
-        self._count_published = self.metrics.wire_counter(SENT, "publish")
         self._consumers: dict[str, JetStreamConsumer] = {}
         self._queries_running = 0
         self._query_backlog: deque[tuple[bytes, str, str]] = deque()
@@ -290,32 +288,7 @@ class NatsTransport(BrokerTransport):
             raise TransportError("the NATS transport is not connected")
         return self._nc
 
-    async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
-        """:meth:`BrokerTransport.publish` with the frame queued in the same coroutine
-        (the per-event path: one coroutine less)."""
-        headers = ctx.headers
-        if headers or _current_otel_context():  # else: nothing to propagate
-            headers = self._out_headers(ctx)
-        message_type = ctx.message_type
-        data = self.codec.encode(
-            message,
-            pattern="publish",
-            message_id=ctx.message_id,
-            headers=headers or None,
-            message_type=message_type,
-        )
-        pending = self._queue_event(message_type, data)
-        if pending is not None:
-            await pending
-        if self._count_published is not None:
-            self._count_published()
-
-    async def _publish_frame(self, message_type: str, data: bytes) -> None:
-        pending = self._queue_event(message_type, data)
-        if pending is not None:
-            await pending
-
-    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[Any] | None:
+    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
         """Batch the frame while connected (see :mod:`..batching`); else send it on its own,
         after what is batched for its subject, so that errors reach the publisher."""
         subject = self._subjects.get(message_type)
@@ -438,7 +411,7 @@ class NatsTransport(BrokerTransport):
             # Events go straight from the reading task to one ordered worker per type
             # (the same bound, _PENDING, beyond which they are dropped and reported).
             pump = OrderedPump(
-                lambda data: self.handle_event(data, message_type),
+                lambda data: self.inbound.handle_event(data, message_type),
                 self.spawn,
                 self._pump_failed,
                 _PENDING,
@@ -463,7 +436,7 @@ class NatsTransport(BrokerTransport):
                 stream=self.stream,
                 subject=subject,
                 durable=f"cmd_{token(message_type)}",
-                handle=lambda data: self.handle_command(data, message_type),
+                handle=lambda data: self.inbound.handle_command(data, message_type),
                 dead_letter=lambda data, reason: self._dead_letter(data, reason, message_type),
                 prefetch=self.prefetch,
                 ack_wait=self.ack_wait,
@@ -497,7 +470,7 @@ class NatsTransport(BrokerTransport):
 
     async def _on_event(self, message_type: str, msg: Any) -> None:
         """The callback of an event subscription when the direct path is not in use."""
-        await self.handle_event(msg.data, message_type)
+        await self.inbound.handle_event(msg.data, message_type)
 
     async def _on_query(self, message_type: str, msg: Any) -> None:
         """The callback of a query subscription when the direct path is not in use."""
@@ -520,7 +493,7 @@ class NatsTransport(BrokerTransport):
 
     async def _answer(self, data: bytes, reply_to: str, message_type: str) -> None:
         try:
-            _, _, reply = await self.handle_query(
+            _, _, reply = await self.inbound.handle_query(
                 data, message_type, has_return_address=bool(reply_to)
             )
             if reply is not None and reply_to:
