@@ -47,15 +47,13 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Self
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
-
 from ...logging import ensure_logger
 from .. import InMemoryCommBus, MiddlewareContext, get_message_type
 from ..middlewares import DedupeMiddleware
 from .features import TransportFeatures, default_process_id, redact_url
 from .inbound import Inbound, InternalCallback
 from .metrics import SENT, AdapterMetrics
+from .tracecontext import current_otel_context, outgoing_headers
 from .wire import MessageRegistry, Signer, WireCodec
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
@@ -294,25 +292,15 @@ class BrokerTransport(abc.ABC):
 
     # ------------------------------------------------------------------ outgoing (Transport)
 
-    def _out_headers(self, ctx: MiddlewareContext) -> dict[str, str] | None:
-        headers = ctx.headers
-        if headers and "traceparent" in headers:
-            return headers  # the tracing middleware already put the producer span there
-        if not _current_otel_context():
-            return headers or None  # no span and no baggage: nothing to propagate
-        headers = dict(headers) if headers else {}
-        propagate.inject(headers)
-        return headers or None
-
     async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
         """Hand an event to the broker; returns once the broker (or, while it is
         unreachable, the bounded reconnect buffer) holds it, or once the transport
         queued it in order for the broker (see :meth:`_queue_event`)."""
         headers = ctx.headers
         # Most events carry no headers and run with no span: the check is inlined here
-        # (publish is the per-event path) and _out_headers only runs when it may add one.
-        if headers or _current_otel_context():
-            headers = self._out_headers(ctx)
+        # (publish is the per-event path) and outgoing_headers only runs when it may add one.
+        if headers or current_otel_context():
+            headers = outgoing_headers(headers)
         message_type = ctx.message_type
         data = self.codec.encode(
             message,
@@ -339,7 +327,7 @@ class BrokerTransport(abc.ABC):
         """Queue a command durably on the broker (see the transport for buffering)."""
         mid = ctx.message_id
         data = self.codec.encode(
-            message, pattern="send", message_id=mid, headers=self._out_headers(ctx)
+            message, pattern="send", message_id=mid, headers=outgoing_headers(ctx.headers)
         )
         await self._send_frame(ctx.message_type, data, mid)
         self.metrics.wire(SENT, "send")
@@ -353,7 +341,7 @@ class BrokerTransport(abc.ABC):
             message,
             pattern="query",
             message_id=ctx.message_id,
-            headers=self._out_headers(ctx),
+            headers=outgoing_headers(ctx.headers),
             reply_to=self._reply_to(),
             corr=corr,
             ttl=round(timeout, 6),
@@ -401,17 +389,3 @@ class BrokerTransport(abc.ABC):
 
     @abc.abstractmethod
     async def _stop_consuming(self, pattern: str, message_type: str) -> None: ...
-
-
-def _otel_context_getter() -> Callable[[], Any]:
-    """``opentelemetry.context.get_current``, or the ``ContextVar.get`` it ends in when the
-    runtime context is the default contextvars one (two Python calls less per message)."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = getattr(runtime, "_current_context", None)
-    get = getattr(var, "get", None)
-    if type(runtime).__name__ == "ContextVarsRuntimeContext" and callable(get):
-        return get  # type: ignore[no-any-return]
-    return otel_context.get_current
-
-
-_current_otel_context = _otel_context_getter()

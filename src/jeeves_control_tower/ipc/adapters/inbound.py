@@ -28,13 +28,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
-
 from ...types import LoggerProtocol
 from .. import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
+from .tracecontext import attach_trace, detach_trace
 from .wire import Frame, Signer, WireCodec, WireError
 
 __all__ = [
@@ -46,8 +44,6 @@ __all__ = [
     "WRONG_DESTINATION",
     "Inbound",
     "RemoteError",
-    "attach_trace",
-    "detach_trace",
 ]
 
 #: What to do with a command after :meth:`Inbound.handle_command`.
@@ -65,19 +61,6 @@ WRONG_DESTINATION = "wrong_destination"
 UNEXPECTED_REPLY = "unexpected_reply"
 #: ... of a frame without a valid signature, when the transport has a ``signing_key``.
 BAD_SIGNATURE = "bad_signature"
-
-
-def attach_trace(headers: dict[str, str] | None) -> object | None:
-    """Make the producer's trace context (``traceparent`` header) current; the token for
-    :func:`detach_trace`, or ``None`` when the frame carries none."""
-    if not headers or "traceparent" not in headers:
-        return None
-    return otel_context.attach(propagate.extract(headers))
-
-
-def detach_trace(token: object | None) -> None:
-    if token is not None:
-        otel_context.detach(token)  # type: ignore[arg-type]
 
 
 class RemoteError(RuntimeError):

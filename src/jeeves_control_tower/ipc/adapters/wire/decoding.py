@@ -57,11 +57,11 @@ class FrameDecoder:
         self._is_json = format == "json"
         # How encode_batch starts a batch frame in this format
         self._batch_prefix = JSON_BATCH if self._is_json else MSGPACK_BATCH
-        self._scan: Any = getattr(fmt, "_scan", None)
+        self._scan: Any = getattr(fmt, "scan_once", None)
         # Json.loads inlined in _load: orjson's loads (None: the stdlib scanner) and the
         # stdlib path it falls back to. A frame orjson accepts and that is not too deep
         # (walked) is shallow enough for the stdlib parser only if max_depth < DEEP.
-        self._fast_loads: Any = getattr(fmt, "_orjson_loads", None)
+        self._fast_loads: Any = getattr(fmt, "orjson_loads", None)
         if max_depth >= DEEP:
             self._fast_loads = None
         self._stdlib_loads: Any = getattr(fmt, "stdlib_loads", None)
