@@ -289,7 +289,7 @@ class NatsTransport(BrokerTransport):
         if not client.is_connected:  # fail fast, as while Redis is down
             raise TransportError(f"query {message_type!r} not sent: {self.url} is unreachable")
         try:
-            msg = await client.request(subject, self.seal(data), timeout=timeout)
+            raw: bytes = await client.request_direct(subject, self.seal(data), timeout)
         except nats.errors.NoRespondersError:
             raise NoHandlerError(
                 f"no process handles query type {message_type!r} on {self.url}"
@@ -300,8 +300,7 @@ class NatsTransport(BrokerTransport):
         except nats.errors.Error as exc:
             raise TransportError(f"query {message_type!r} not sent: {type(exc).__name__}") from None
         self.metrics.wire(SENT, "query")
-        data_out: bytes = msg.data
-        return data_out
+        return raw
 
     # ------------------------------------------------------------------ consuming
 
