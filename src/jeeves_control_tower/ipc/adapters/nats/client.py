@@ -12,7 +12,10 @@ requests made with :meth:`DirectClient.request_direct` go from the reading task 
 to the waiting request (nats-py's ``request`` passes each reply through a ``Msg``, the
 reply subscription's queue and task, and ``asyncio.wait_for``: three loop iterations
 between the reply's arrival and the requester running again, where one is enough).
-Everything else (JetStream, ``request``) takes nats-py's ordinary path.
+A request and the reply to a query are written to the socket at once
+(:meth:`DirectClient.publish_now`), not by nats-py's flusher task in a later loop
+iteration: a lone message waits for nothing to batch with. Everything else (events,
+JetStream, ``request``) takes nats-py's ordinary path.
 
 The direct path needs nats-py's ``Client._process_msg(sid, subject, reply, data,
 headers)`` hook; :data:`DIRECT_SUPPORTED` is ``False`` when the installed nats-py does not
@@ -28,6 +31,8 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
+from nats.aio.transport import TcpTransport
+from nats.protocol.command import pub_cmd
 
 __all__ = ["DIRECT_SUPPORTED", "DirectClient"]
 
@@ -51,6 +56,10 @@ def _supported() -> bool:
 
 #: Whether the installed nats-py has the hook the direct path overrides.
 DIRECT_SUPPORTED = _supported()
+
+#: publish_now leaves the writing to nats-py's flusher (which waits for the socket to
+#: drain) once this much is waiting in the socket's write buffer.
+_WRITE_BUFFER_LIMIT = 64 << 10
 
 
 class DirectClient(Client):
@@ -81,7 +90,7 @@ class DirectClient(Client):
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[token] = future
         try:
-            await self.publish(subject, payload, reply=self._replies_prefix + token)
+            await self.publish_now(subject, payload, reply=self._replies_prefix + token)
             timer = future.get_loop().call_later(timeout, _expire, future)
             try:
                 return await future
@@ -89,6 +98,32 @@ class DirectClient(Client):
                 timer.cancel()
         finally:
             self._waiting.pop(token, None)
+
+    async def publish_now(self, subject: str, payload: bytes, reply: str = "") -> None:
+        """``publish``, with the message (and what is pending before it, in order) written
+        to the socket now instead of by the flusher task; ``publish`` itself while not
+        connected, for a large message or when the socket is not keeping up."""
+        transport = self._transport
+        if (
+            not self.is_connected
+            or type(transport) is not TcpTransport
+            or len(payload) > self._max_payload
+            or not subject
+        ):
+            await self.publish(subject, payload, reply=reply)
+            return
+        writer = transport._io_writer
+        if writer is None or writer.transport.get_write_buffer_size() > _WRITE_BUFFER_LIMIT:
+            await self.publish(subject, payload, reply=reply)
+            return
+        pending = self._pending
+        pending.append(pub_cmd(subject, reply, payload))
+        stats = self.stats
+        stats["out_msgs"] += 1
+        stats["out_bytes"] += len(payload)
+        writer.writelines(pending)
+        self._pending = []
+        self._pending_data_size = 0
 
     async def _subscribe_replies(self) -> None:
         prefix = f"{self._inbox_prefix.decode()}.{self._nuid.next().decode()}."

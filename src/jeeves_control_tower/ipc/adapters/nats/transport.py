@@ -392,7 +392,7 @@ class NatsTransport(BrokerTransport):
                 data, message_type, has_return_address=bool(reply_to)
             )
             if reply is not None and reply_to:
-                await self._client().publish(reply_to, self.seal(reply))
+                await self._client().publish_now(reply_to, self.seal(reply))
                 self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
