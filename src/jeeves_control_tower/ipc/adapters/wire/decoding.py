@@ -23,6 +23,7 @@ from .frames import (
     MSGPACK_BATCH,
     PATTERNS,
     TRACEPARENT,
+    WIRE_VERSION,
     Frame,
     Reply,
     check_version,
@@ -163,14 +164,22 @@ class FrameDecoder:
             self._count("malformed")
             return [WireError("malformed", f"unchecked {type(exc).__name__}: {exc}")]
         out: list[Frame | WireError] = []
-        for item in batch:
+        append, frame = out.append, self._frame
+        for item in batch:  # per event: the checks' common case is inlined
             try:
                 if item.__class__ is not dict:
                     raise WireError("malformed", "a frame must be an object")
-                check_version(item)
+                version = item.get("v")
+                if version != WIRE_VERSION or version.__class__ is not int:
+                    check_version(item)  # raises
                 if is_batch:
-                    self._check_depth(item)
-                out.append(self._frame(item))
+                    payload = item.get("payload")
+                    if payload.__class__ is dict:
+                        for value in payload.values():
+                            if value.__class__ is dict or value.__class__ is list:
+                                self._check_depth(item)  # maybe too deep: walk it
+                                break
+                append(frame(item))
             except WireError as exc:
                 self._count(exc.reason)
                 out.append(exc)
