@@ -187,6 +187,12 @@ class BrokerTransport(abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def max_query_ttl(self) -> float | None:
+        """The longest a query from the broker runs here (``None``: the bus's
+        ``query_timeout``); the inbound side applies it."""
+        return self.inbound.max_query_ttl
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a tracked task (awaited or cancelled by ``close``)."""
         task = asyncio.get_running_loop().create_task(coro)
