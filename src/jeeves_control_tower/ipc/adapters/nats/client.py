@@ -112,7 +112,7 @@ class DirectClient(Client):
         ):
             await self.publish(subject, payload, reply=reply)
             return
-        writer = transport._io_writer
+        writer = getattr(transport, "_io_writer", None)  # None: another nats-py, or closed
         if writer is None or writer.transport.get_write_buffer_size() > _WRITE_BUFFER_LIMIT:
             await self.publish(subject, payload, reply=reply)
             return
