@@ -1,5 +1,7 @@
 """Fixtures for the telemetry tests: a private registry, an in-memory span exporter on a
-private tracer provider, a private flow recorder, and a bus + coordinator wired to them.
+private tracer provider, a private flow recorder, and an ``instrumented_bus`` and
+``instrumented_coordinator`` wired to them (named apart from the plain ``bus`` and
+``coordinator`` of tests/conftest.py).
 Nothing here touches the global tracer provider or ``prometheus_client.REGISTRY``."""
 
 from __future__ import annotations
@@ -56,14 +58,16 @@ def tel() -> Iterator[Telemetry]:
 
 
 @pytest.fixture
-def bus(tel: Telemetry) -> InMemoryCommBus:
+def instrumented_bus(tel: Telemetry) -> InMemoryCommBus:
     return InMemoryCommBus(query_timeout=5.0, logger=tel.logger, **tel.options)
 
 
 @pytest.fixture
-def coordinator(tel: Telemetry, bus: InMemoryCommBus) -> CommBusCoordinator:
+def instrumented_coordinator(
+    tel: Telemetry, instrumented_bus: InMemoryCommBus
+) -> CommBusCoordinator:
     return CommBusCoordinator(
         tel.logger,
-        bus,
+        instrumented_bus,
         retry_policy=RetryPolicy(initial_delay=0.001, max_delay=0.01, jitter_floor=1.0),
     )

@@ -79,12 +79,14 @@ def carrier(kind: str, target: Any, token: str | None = None) -> Iterator[str]:
 CARRIERS = pytest.mark.parametrize("kind", ["serve", "asgi"])
 
 
-async def traffic(bus: InMemoryCommBus, coordinator: CommBusCoordinator) -> None:
-    bus.subscribe("Stored", lambda e: None)
-    register(coordinator, handler=echo)
+async def traffic(
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator
+) -> None:
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    register(instrumented_coordinator, handler=echo)
     for _ in range(3):
-        await bus.publish(Stored())
-    await coordinator.dispatch(target(), envelope())
+        await instrumented_bus.publish(Stored())
+    await instrumented_coordinator.dispatch(target(), envelope())
 
 
 def assert_json_error(r: Response, status: int) -> None:
@@ -100,10 +102,13 @@ def lower(r: Response) -> Response:
 
 @CARRIERS
 async def test_same_routes_and_json(
-    kind: str, bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+    kind: str,
+    instrumented_bus: InMemoryCommBus,
+    instrumented_coordinator: CommBusCoordinator,
+    tel: Telemetry,
 ) -> None:
-    await traffic(bus, coordinator)
-    with carrier(kind, coordinator) as url:
+    await traffic(instrumented_bus, instrumented_coordinator)
+    with carrier(kind, instrumented_coordinator) as url:
         health = lower(http_get(f"{url}/healthz"))
         assert (health.status, health.json()) == (200, {"status": "ok"})
         assert health.headers["content-type"] == "application/json"
@@ -133,8 +138,8 @@ async def test_same_routes_and_json(
 
 
 @CARRIERS
-def test_same_errors(kind: str, coordinator: CommBusCoordinator) -> None:
-    with carrier(kind, coordinator) as url:
+def test_same_errors(kind: str, instrumented_coordinator: CommBusCoordinator) -> None:
+    with carrier(kind, instrumented_coordinator) as url:
         assert_json_error(lower(http_get(f"{url}/nope")), 404)
         port = int(url.rsplit(":", 1)[1])
         for path in ("/metrics/", "//metrics", "/api/../metrics", "/api/./stats", "*"):
@@ -153,8 +158,8 @@ def test_same_errors(kind: str, coordinator: CommBusCoordinator) -> None:
 
 
 @CARRIERS
-def test_same_token_rule(kind: str, coordinator: CommBusCoordinator) -> None:
-    with carrier(kind, coordinator, token="s3cret") as url:
+def test_same_token_rule(kind: str, instrumented_coordinator: CommBusCoordinator) -> None:
+    with carrier(kind, instrumented_coordinator, token="s3cret") as url:
         assert http_get(f"{url}/healthz").status == 200
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             for path in ("/metrics", "/api/services", "/api/flow", "/api/stats", "/nope"):
@@ -168,9 +173,9 @@ def test_same_token_rule(kind: str, coordinator: CommBusCoordinator) -> None:
 
 @CARRIERS
 def test_a_non_ascii_token_is_compared_as_utf8_bytes(
-    kind: str, coordinator: CommBusCoordinator
+    kind: str, instrumented_coordinator: CommBusCoordinator
 ) -> None:
-    with carrier(kind, coordinator, token="päss") as url:
+    with carrier(kind, instrumented_coordinator, token="päss") as url:
         port = int(url.rsplit(":", 1)[1])
         raw = b"GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
         right, _ = exchange(port, raw + "Authorization: Bearer päss\r\n\r\n".encode())
@@ -178,15 +183,15 @@ def test_a_non_ascii_token_is_compared_as_utf8_bytes(
         assert [r.status for r in right + wrong] == [200, 401]
 
 
-def test_create_app_rejects_an_empty_token(coordinator: CommBusCoordinator) -> None:
+def test_create_app_rejects_an_empty_token(instrumented_coordinator: CommBusCoordinator) -> None:
     with pytest.raises(ValueError):
-        create_app(coordinator, token="")
+        create_app(instrumented_coordinator, token="")
 
 
 async def test_mounted_under_a_prefix_beside_the_services_own_routes(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
-    await traffic(bus, coordinator)
+    await traffic(instrumented_bus, instrumented_coordinator)
 
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("hello")
@@ -194,7 +199,7 @@ async def test_mounted_under_a_prefix_beside_the_services_own_routes(
     app = Starlette(
         routes=[
             Route("/", hello),
-            Mount("/observability", app=create_app(coordinator, token="s3cret")),
+            Mount("/observability", app=create_app(instrumented_coordinator, token="s3cret")),
         ]
     )
     with TestClient(app) as client:
@@ -212,10 +217,10 @@ async def test_mounted_under_a_prefix_beside_the_services_own_routes(
 
 
 async def test_metrics_is_prometheus_clients_own_exposition(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator
 ) -> None:
-    await traffic(bus, coordinator)
-    with TestClient(create_app(coordinator)) as client:
+    await traffic(instrumented_bus, instrumented_coordinator)
+    with TestClient(create_app(instrumented_coordinator)) as client:
         zipped = client.get("/metrics", headers={"Accept-Encoding": "gzip"})
         assert zipped.headers["content-encoding"] == "gzip"
         assert "commbus_messages_total" in zipped.text  # decoded by the client

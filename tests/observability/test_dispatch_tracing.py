@@ -28,9 +28,11 @@ def attempts(tel: Telemetry) -> list[ReadableSpan]:
     )
 
 
-async def test_ok_dispatch(coordinator: CommBusCoordinator, tel: Telemetry) -> None:
-    register(coordinator, handler=echo)
-    result = await coordinator.dispatch(target(priority=SchedulingPriority.HIGH), envelope())
+async def test_ok_dispatch(instrumented_coordinator: CommBusCoordinator, tel: Telemetry) -> None:
+    register(instrumented_coordinator, handler=echo)
+    result = await instrumented_coordinator.dispatch(
+        target(priority=SchedulingPriority.HIGH), envelope()
+    )
     assert not result.terminated
     span = tel.span("dispatch svc")
     assert span.kind is SpanKind.CLIENT
@@ -53,7 +55,7 @@ async def test_ok_dispatch(coordinator: CommBusCoordinator, tel: Telemetry) -> N
 
 
 async def test_retries_are_sibling_attempt_spans(
-    coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
     calls = 0
 
@@ -64,8 +66,8 @@ async def test_retries_are_sibling_attempt_spans(
             raise ConnectionError("flaky")
         return e
 
-    register(coordinator, handler=flaky)
-    result = await coordinator.dispatch(target(), envelope())
+    register(instrumented_coordinator, handler=flaky)
+    result = await instrumented_coordinator.dispatch(target(), envelope())
     assert not result.terminated
     span = tel.span("dispatch svc")
     assert attrs(span)["jeeves.dispatch.attempts"] == 3
@@ -80,12 +82,14 @@ async def test_retries_are_sibling_attempt_spans(
     assert {s.parent.span_id for s in spans if s.parent} == {span.context.span_id}
 
 
-async def test_error_after_retries(coordinator: CommBusCoordinator, tel: Telemetry) -> None:
+async def test_error_after_retries(
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
     async def broken(e: Envelope) -> Envelope:
         raise KeyError("k")
 
-    register(coordinator, handler=broken)
-    result = await coordinator.dispatch(target(max_retries=1), envelope())
+    register(instrumented_coordinator, handler=broken)
+    result = await instrumented_coordinator.dispatch(target(max_retries=1), envelope())
     assert result.terminated
     span = tel.span("dispatch svc")
     assert span.status.status_code is StatusCode.ERROR
@@ -96,13 +100,15 @@ async def test_error_after_retries(coordinator: CommBusCoordinator, tel: Telemet
     assert len(attempts(tel)) == 2
 
 
-async def test_attempt_timeout(coordinator: CommBusCoordinator, tel: Telemetry) -> None:
+async def test_attempt_timeout(
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
     async def slow(e: Envelope) -> Envelope:
         await asyncio.sleep(5)
         return e
 
-    register(coordinator, handler=slow)
-    result = await coordinator.dispatch(target(timeout_seconds=0.02), envelope())
+    register(instrumented_coordinator, handler=slow)
+    result = await instrumented_coordinator.dispatch(target(timeout_seconds=0.02), envelope())
     assert result.terminated
     span = tel.span("dispatch svc")
     assert span.status.status_code is StatusCode.ERROR
@@ -115,13 +121,13 @@ async def test_attempt_timeout(coordinator: CommBusCoordinator, tel: Telemetry) 
 
 @pytest.mark.parametrize("outcome", ["unknown_service", "unhealthy", "no_handler"])
 async def test_refused_dispatches(
-    coordinator: CommBusCoordinator, tel: Telemetry, outcome: str
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry, outcome: str
 ) -> None:
     if outcome != "unknown_service":
-        register(coordinator)
+        register(instrumented_coordinator)
     if outcome == "unhealthy":
-        coordinator.set_service_health("svc", False)
-    result = await coordinator.dispatch(target(), envelope())
+        instrumented_coordinator.set_service_health("svc", False)
+    result = await instrumented_coordinator.dispatch(target(), envelope())
     assert result.terminated
     span = tel.span("dispatch svc")
     assert span.status.status_code is StatusCode.ERROR
@@ -161,7 +167,9 @@ async def test_overloaded_and_slot_wait_timeout(tel: Telemetry) -> None:
     assert errors == {"None", "overloaded", "timeout"}
 
 
-async def test_cancelled_dispatch(coordinator: CommBusCoordinator, tel: Telemetry) -> None:
+async def test_cancelled_dispatch(
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
     started = asyncio.Event()
 
     async def hang(e: Envelope) -> Envelope:
@@ -169,8 +177,8 @@ async def test_cancelled_dispatch(coordinator: CommBusCoordinator, tel: Telemetr
         await asyncio.sleep(10)
         return e
 
-    register(coordinator, handler=hang)
-    task = asyncio.ensure_future(coordinator.dispatch(target(), envelope()))
+    register(instrumented_coordinator, handler=hang)
+    task = asyncio.ensure_future(instrumented_coordinator.dispatch(target(), envelope()))
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -182,20 +190,20 @@ async def test_cancelled_dispatch(coordinator: CommBusCoordinator, tel: Telemetr
 
 
 async def test_handler_continues_the_trace(
-    coordinator: CommBusCoordinator, bus: InMemoryCommBus, tel: Telemetry
+    instrumented_coordinator: CommBusCoordinator, instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     seen: list[int] = []
 
     async def handler(e: Envelope) -> Envelope:
         await asyncio.sleep(0)
         seen.append(trace.get_current_span().get_span_context().span_id)
-        await bus.publish(Stored())
+        await instrumented_bus.publish(Stored())
         return e
 
-    bus.subscribe("Stored", lambda e: None)
-    register(coordinator, handler=handler)
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    register(instrumented_coordinator, handler=handler)
     before = trace.get_current_span()
-    await coordinator.dispatch(target(), envelope())
+    await instrumented_coordinator.dispatch(target(), envelope())
     assert trace.get_current_span() is before
     (attempt,) = attempts(tel)
     assert seen == [attempt.context.span_id]
@@ -205,15 +213,17 @@ async def test_handler_continues_the_trace(
 
 
 async def test_request_context_trace_ids_are_the_remote_parent(
-    coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
-    register(coordinator, handler=echo)
+    register(instrumented_coordinator, handler=echo)
     trace_hex, span_hex = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    await coordinator.dispatch(target(), envelope(trace_id=trace_hex, span_id=span_hex))
+    await instrumented_coordinator.dispatch(
+        target(), envelope(trace_id=trace_hex, span_id=span_hex)
+    )
     span = tel.span("dispatch svc")
     assert f"{span.context.trace_id:032x}" == trace_hex
     assert span.parent is not None and f"{span.parent.span_id:016x}" == span_hex
 
     tel.exporter.clear()
-    await coordinator.dispatch(target(), envelope(trace_id="not-hex", span_id="zz"))
+    await instrumented_coordinator.dispatch(target(), envelope(trace_id="not-hex", span_id="zz"))
     assert tel.span("dispatch svc").parent is None

@@ -35,7 +35,7 @@ def plain_bus(flow: FlowRecorder) -> InMemoryCommBus:
 
 
 async def test_one_record_per_message_and_dispatch(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
     def indexer(e: Stored) -> None:
         pass
@@ -43,15 +43,15 @@ async def test_one_record_per_message_and_dispatch(
     def bad(e: Stored) -> None:
         raise KeyError("k")
 
-    bus.subscribe("Stored", indexer)
-    bus.subscribe("Stored", bad)
-    bus.register_handler("DoThing", lambda c: None)
-    bus.register_handler("GetState", lambda q: 1)
-    register(coordinator, handler=echo)
-    await bus.publish(Stored())
-    await bus.send(DoThing())
-    await bus.query(GetState())
-    await coordinator.dispatch(target(), envelope())
+    instrumented_bus.subscribe("Stored", indexer)
+    instrumented_bus.subscribe("Stored", bad)
+    instrumented_bus.register_handler("DoThing", lambda c: None)
+    instrumented_bus.register_handler("GetState", lambda q: 1)
+    register(instrumented_coordinator, handler=echo)
+    await instrumented_bus.publish(Stored())
+    await instrumented_bus.send(DoThing())
+    await instrumented_bus.query(GetState())
+    await instrumented_coordinator.dispatch(target(), envelope())
 
     feed = tel.flow.flow()
     assert feed["last_seq"] == 4
@@ -112,7 +112,9 @@ async def test_payloads_only_when_asked() -> None:
     assert payload.startswith("Stored(item_id='xxx") and len(payload) == 200
 
 
-async def test_service_statistics(coordinator: CommBusCoordinator, tel: Telemetry) -> None:
+async def test_service_statistics(
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
     async def handler(e: Envelope) -> Envelope:
         mode = e.metadata.get("mode")
         if mode == "flaky" and not e.processing_history:
@@ -128,13 +130,17 @@ async def test_service_statistics(coordinator: CommBusCoordinator, tel: Telemetr
         e.metadata["mode"] = mode
         return e
 
-    register(coordinator, handler=handler, capabilities=["run"], metadata={"zone": "a"})
-    register(coordinator, "idle", service_type="flow")
-    coordinator.set_service_health("idle", False)
+    register(
+        instrumented_coordinator, handler=handler, capabilities=["run"], metadata={"zone": "a"}
+    )
+    register(instrumented_coordinator, "idle", service_type="flow")
+    instrumented_coordinator.set_service_health("idle", False)
     for mode in ("ok", "flaky", "broken", "slow"):
-        await coordinator.dispatch(target(max_retries=1, timeout_seconds=0.2), env(mode))
-    await coordinator.dispatch(target("ghost"), env("ok"))  # unknown: not a row
-    await coordinator.dispatch(target("idle"), env("ok"))
+        await instrumented_coordinator.dispatch(
+            target(max_retries=1, timeout_seconds=0.2), env(mode)
+        )
+    await instrumented_coordinator.dispatch(target("ghost"), env("ok"))  # unknown: not a row
+    await instrumented_coordinator.dispatch(target("idle"), env("ok"))
 
     rows = {row["name"]: row for row in tel.flow.services()}
     assert list(rows) == ["svc", "idle"]
@@ -157,20 +163,22 @@ async def test_service_statistics(coordinator: CommBusCoordinator, tel: Telemetr
     assert svc["avg_latency_ms"] > 0
     assert rows["idle"]["healthy"] is False
     assert (rows["idle"]["requests"], rows["idle"]["errors"]) == (1, 1)
-    coordinator.unregister_service("svc")
+    instrumented_coordinator.unregister_service("svc")
     assert [row["name"] for row in tel.flow.services()] == ["idle"]
 
 
-async def test_stats(bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry) -> None:
-    bus.subscribe("Stored", lambda e: None)
-    register(coordinator, handler=echo)
-    register(coordinator, "sick")
-    coordinator.set_service_health("sick", False)
-    await bus.publish(Stored())
-    await bus.publish(Stored())
-    await bus.send(DoThing())
-    await coordinator.dispatch(target(), envelope())
-    await coordinator.dispatch(target("sick"), envelope())
+async def test_stats(
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
+) -> None:
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    register(instrumented_coordinator, handler=echo)
+    register(instrumented_coordinator, "sick")
+    instrumented_coordinator.set_service_health("sick", False)
+    await instrumented_bus.publish(Stored())
+    await instrumented_bus.publish(Stored())
+    await instrumented_bus.send(DoThing())
+    await instrumented_coordinator.dispatch(target(), envelope())
+    await instrumented_coordinator.dispatch(target("sick"), envelope())
     stats = tel.flow.stats()
     assert stats["uptime_seconds"] >= 0
     assert stats["messages"] == {"publish": {"ok": 2}, "send": {"no_handler": 1}, "query": {}}

@@ -131,12 +131,12 @@ async def test_route_shows_the_recorded_past() -> None:
 
 
 async def test_handler_runs_are_off_by_default(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
-    bus.subscribe("Stored", lambda e: None)
-    register(coordinator, handler=echo)
-    await bus.publish(Stored())
-    await coordinator.dispatch(target(), envelope())
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    register(instrumented_coordinator, handler=echo)
+    await instrumented_bus.publish(Stored())
+    await instrumented_coordinator.dispatch(target(), envelope())
     snap = tel.flow.history.snapshot(60, 1)
     assert snap["handlers"] == {} and snap["services"]["svc"]["requests"]["total"] == 1
 

@@ -50,23 +50,25 @@ def test_instrument_false() -> None:
 
 
 async def test_coordinator_on_an_instrumented_bus_adds_no_bus_middleware(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
-    assert len(bus.middlewares) == 3
-    handle = coordinator.telemetry
+    assert len(instrumented_bus.middlewares) == 3
+    handle = instrumented_coordinator.telemetry
     assert isinstance(handle, CoordinatorTelemetry)
-    assert handle.bus is bus.telemetry
+    assert handle.bus is instrumented_bus.telemetry
     assert handle.registry is tel.registry and handle.flow is tel.flow
     assert handle.tracer_provider is tel.provider
-    register(coordinator, handler=echo)
-    await coordinator.dispatch(target(), envelope())
+    register(instrumented_coordinator, handler=echo)
+    await instrumented_coordinator.dispatch(target(), envelope())
     assert tel.span("dispatch svc")
     assert tel.sample("commbus_dispatch_total", service="svc", method="run", outcome="ok") == 1
 
 
-async def test_coordinator_options_override_the_bus(tel: Telemetry, bus: InMemoryCommBus) -> None:
+async def test_coordinator_options_override_the_bus(
+    tel: Telemetry, instrumented_bus: InMemoryCommBus
+) -> None:
     registry, flow = CollectorRegistry(), FlowRecorder()
-    coordinator = CommBusCoordinator(None, bus, registry=registry, flow=flow)
+    coordinator = CommBusCoordinator(None, instrumented_bus, registry=registry, flow=flow)
     register(coordinator, handler=echo)
     await coordinator.dispatch(target(), envelope())
     labels = {"service": "svc", "method": "run", "outcome": "ok"}

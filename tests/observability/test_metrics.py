@@ -82,14 +82,16 @@ def test_a_bus_built_with_a_registry_registers_everything_at_once(tel: Telemetry
     assert "commbus_messages_total{" not in text  # no samples before the first message
 
 
-async def test_publish_send_query_samples(bus: InMemoryCommBus, tel: Telemetry) -> None:
-    bus.subscribe("Stored", lambda e: None)
-    bus.register_handler("DoThing", lambda c: None)
-    bus.register_handler("GetState", lambda q: 1)
+async def test_publish_send_query_samples(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    instrumented_bus.register_handler("DoThing", lambda c: None)
+    instrumented_bus.register_handler("GetState", lambda q: 1)
     for _ in range(3):
-        await bus.publish(Stored())
-    await bus.send(DoThing())
-    await bus.query(GetState())
+        await instrumented_bus.publish(Stored())
+    await instrumented_bus.send(DoThing())
+    await instrumented_bus.query(GetState())
     assert messages(tel, "publish", "Stored", "ok") == 3
     assert messages(tel, "send", "DoThing", "ok") == 1
     assert messages(tel, "query", "GetState", "ok") == 1
@@ -104,18 +106,20 @@ async def test_publish_send_query_samples(bus: InMemoryCommBus, tel: Telemetry) 
         assert tel.sample("commbus_inflight_messages", pattern=pattern) == 0
 
 
-async def test_error_outcomes_and_handler_errors(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_error_outcomes_and_handler_errors(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
     def bad(e: Any) -> None:
         raise ValueError("x")
 
-    bus.subscribe("Stored", bad)
-    bus.subscribe("Stored", bad)
-    bus.subscribe("Stored", lambda e: None)
-    bus.register_handler("DoThing", bad)
-    await bus.publish(Stored())
-    await bus.send(DoThing())
+    instrumented_bus.subscribe("Stored", bad)
+    instrumented_bus.subscribe("Stored", bad)
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    instrumented_bus.register_handler("DoThing", bad)
+    await instrumented_bus.publish(Stored())
+    await instrumented_bus.send(DoThing())
     with pytest.raises(ValueError):
-        await bus.query(type("Q", (), {"message_type": "DoThing"})())
+        await instrumented_bus.query(type("Q", (), {"message_type": "DoThing"})())
     assert messages(tel, "publish", "Stored", "error") == 1
     assert messages(tel, "send", "DoThing", "error") == 1
     assert messages(tel, "query", "DoThing", "error") == 1
@@ -126,11 +130,13 @@ async def test_error_outcomes_and_handler_errors(bus: InMemoryCommBus, tel: Tele
     assert tel.sample(errors, pattern="send", message_type="DoThing", error_type="ValueError") == 1
 
 
-async def test_no_handler_aborted_and_timeout(bus: InMemoryCommBus, tel: Telemetry) -> None:
-    await bus.publish(Stored())
-    await bus.send(DoThing())
+async def test_no_handler_aborted_and_timeout(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
+    await instrumented_bus.publish(Stored())
+    await instrumented_bus.send(DoThing())
     with pytest.raises(ValueError):
-        await bus.query(GetState())
+        await instrumented_bus.query(GetState())
     assert messages(tel, "publish", "Stored", "no_handler") == 1
     assert messages(tel, "send", "DoThing", "no_handler") == 1
     assert messages(tel, "query", "GetState", "no_handler") == 1
@@ -138,9 +144,9 @@ async def test_no_handler_aborted_and_timeout(bus: InMemoryCommBus, tel: Telemet
     async def slow(q: GetState) -> None:
         await asyncio.sleep(5)
 
-    bus.register_handler("GetState", slow)
+    instrumented_bus.register_handler("GetState", slow)
     with pytest.raises(TimeoutError):
-        await bus.query(GetState(), timeout=0.01)
+        await instrumented_bus.query(GetState(), timeout=0.01)
     assert messages(tel, "query", "GetState", "timeout") == 1
     assert tel.sample("commbus_timeouts_total", pattern="query", target="GetState") == 1
     # a timeout is not a handler error
@@ -158,14 +164,14 @@ async def test_no_handler_aborted_and_timeout(bus: InMemoryCommBus, tel: Telemet
         def before(self, ctx: MiddlewareContext, message: Any) -> Any:
             return None if ctx.pattern == "send" else message
 
-    bus.add_middleware(Abort())
-    await bus.send(DoThing())
+    instrumented_bus.add_middleware(Abort())
+    await instrumented_bus.send(DoThing())
     assert messages(tel, "send", "DoThing", "aborted") == 1
 
 
 @pytest.mark.parametrize("pattern", ["publish", "send", "query"])
 async def test_a_cancelled_caller_is_its_own_outcome(
-    bus: InMemoryCommBus, tel: Telemetry, pattern: str
+    instrumented_bus: InMemoryCommBus, tel: Telemetry, pattern: str
 ) -> None:
     inside = asyncio.Event()
 
@@ -176,10 +182,10 @@ async def test_a_cancelled_caller_is_its_own_outcome(
     message: Any = {"publish": Stored(), "send": DoThing(), "query": GetState()}[pattern]
     name = type(message).__name__
     if pattern == "publish":
-        bus.subscribe(name, handler)
+        instrumented_bus.subscribe(name, handler)
     else:
-        bus.register_handler(name, handler)
-    task = asyncio.ensure_future(getattr(bus, pattern)(message))
+        instrumented_bus.register_handler(name, handler)
+    task = asyncio.ensure_future(getattr(instrumented_bus, pattern)(message))
     await inside.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -194,7 +200,9 @@ async def test_a_cancelled_caller_is_its_own_outcome(
     assert [r["outcome"] for r in tel.flow.flow()["records"]] == ["cancelled"]
 
 
-async def test_inflight_while_a_handler_runs(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_inflight_while_a_handler_runs(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
     gate = asyncio.Event()
     inside = asyncio.Event()
 
@@ -203,8 +211,8 @@ async def test_inflight_while_a_handler_runs(bus: InMemoryCommBus, tel: Telemetr
         await gate.wait()
         return 1
 
-    bus.register_handler("GetState", handler)
-    task = asyncio.ensure_future(bus.query(GetState()))
+    instrumented_bus.register_handler("GetState", handler)
+    task = asyncio.ensure_future(instrumented_bus.query(GetState()))
     await inside.wait()
     assert tel.sample("commbus_inflight_messages", pattern="query") == 1
     gate.set()
@@ -277,7 +285,7 @@ async def test_dispatch_outcomes_retries_and_timeouts(tel: Telemetry) -> None:
 
 
 async def test_service_gauges_follow_the_registry(
-    coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
     gate = asyncio.Event()
 
@@ -285,18 +293,21 @@ async def test_service_gauges_follow_the_registry(
         await gate.wait()
         return e
 
-    register(coordinator, handler=blocked, max_concurrent=2, service_type="flow")
-    register(coordinator, "other_svc", service_type="flow")
-    register(coordinator, "w", service_type="worker")
+    register(instrumented_coordinator, handler=blocked, max_concurrent=2, service_type="flow")
+    register(instrumented_coordinator, "other_svc", service_type="flow")
+    register(instrumented_coordinator, "w", service_type="worker")
     assert tel.sample("commbus_services_registered", service_type="flow") == 2
     assert tel.sample("commbus_services_registered", service_type="worker") == 1
     assert tel.sample("commbus_service_capacity", service="svc") == 2
     assert tel.sample("commbus_service_healthy", service="svc") == 1
-    tasks = [asyncio.ensure_future(coordinator.dispatch(target(), envelope())) for _ in range(5)]
+    tasks = [
+        asyncio.ensure_future(instrumented_coordinator.dispatch(target(), envelope()))
+        for _ in range(5)
+    ]
     await asyncio.sleep(0.01)
     assert tel.sample("commbus_service_load", service="svc") == 2
     assert tel.sample("commbus_service_queue_depth", service="svc") == 3
-    coordinator.set_service_capacity("svc", 4)
+    instrumented_coordinator.set_service_capacity("svc", 4)
     assert tel.sample("commbus_service_capacity", service="svc") == 4
     assert tel.sample("commbus_service_load", service="svc") == 4
     assert tel.sample("commbus_service_queue_depth", service="svc") == 1
@@ -304,15 +315,15 @@ async def test_service_gauges_follow_the_registry(
     await asyncio.gather(*tasks)
     assert tel.sample("commbus_service_load", service="svc") == 0
     assert tel.sample("commbus_service_queue_depth", service="svc") == 0
-    coordinator.set_service_health("svc", False)
+    instrumented_coordinator.set_service_health("svc", False)
     assert tel.sample("commbus_service_healthy", service="svc") == 0
 
-    assert coordinator.unregister_service("svc")
+    assert instrumented_coordinator.unregister_service("svc")
     for gauge in ("load", "capacity", "queue_depth", "healthy"):
         assert tel.sample(f"commbus_service_{gauge}", service="svc") is None
     assert tel.sample("commbus_service_load", service="w") == 0
     assert tel.sample("commbus_services_registered", service_type="flow") == 1
-    register(coordinator, service_type="flow")  # back again: gauges again
+    register(instrumented_coordinator, service_type="flow")  # back again: gauges again
     assert tel.sample("commbus_service_capacity", service="svc") == 10
     assert tel.sample("commbus_services_registered", service_type="flow") == 2
 
@@ -372,12 +383,12 @@ async def test_default_label_limit_is_in_the_hundreds() -> None:
 
 
 async def test_histograms_carry_trace_id_exemplars(
-    bus: InMemoryCommBus, coordinator: CommBusCoordinator, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
-    bus.subscribe("Stored", lambda e: None)
-    register(coordinator, handler=echo)
-    await bus.publish(Stored())
-    await coordinator.dispatch(target(), envelope())
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    register(instrumented_coordinator, handler=echo)
+    await instrumented_bus.publish(Stored())
+    await instrumented_coordinator.dispatch(target(), envelope())
     text = generate_openmetrics(tel.registry).decode()
     exemplars = dict(
         re.findall(

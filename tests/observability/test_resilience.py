@@ -39,7 +39,9 @@ def boom(*args: Any, **kwargs: Any) -> Any:
     raise RuntimeError("metrics backend down")
 
 
-async def exercise(bus: InMemoryCommBus, coordinator: CommBusCoordinator) -> None:
+async def exercise(
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator
+) -> None:
     """Every pattern and a dispatch, with their results checked."""
     seen: list[Any] = []
 
@@ -47,19 +49,19 @@ async def exercise(bus: InMemoryCommBus, coordinator: CommBusCoordinator) -> Non
         e.outputs["done"] = True
         return e
 
-    bus.subscribe("Stored", seen.append)
-    bus.register_handler("DoThing", seen.append)
-    bus.register_handler("GetState", lambda q: "state")
-    register(coordinator, handler=handle)
+    instrumented_bus.subscribe("Stored", seen.append)
+    instrumented_bus.register_handler("DoThing", seen.append)
+    instrumented_bus.register_handler("GetState", lambda q: "state")
+    register(instrumented_coordinator, handler=handle)
     before = trace.get_current_span()
-    await bus.publish(Stored())
-    await bus.send(DoThing())
-    assert await bus.query(GetState()) == "state"
-    result = await coordinator.dispatch(target(), envelope())
+    await instrumented_bus.publish(Stored())
+    await instrumented_bus.send(DoThing())
+    assert await instrumented_bus.query(GetState()) == "state"
+    result = await instrumented_coordinator.dispatch(target(), envelope())
     assert result.outputs == {"done": True} and not result.terminated
     assert [type(m).__name__ for m in seen] == ["Stored", "DoThing"]
     assert trace.get_current_span() is before
-    coordinator.unregister_service("svc")
+    instrumented_coordinator.unregister_service("svc")
 
 
 def build(provider: TracerProvider, **kw: Any) -> tuple[InMemoryCommBus, CommBusCoordinator, Any]:

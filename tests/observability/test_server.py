@@ -20,27 +20,29 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 
 @pytest.fixture
-def server(coordinator: CommBusCoordinator) -> Iterator[ObservabilityServer]:
-    with serve(coordinator) as srv:
+def server(instrumented_coordinator: CommBusCoordinator) -> Iterator[ObservabilityServer]:
+    with serve(instrumented_coordinator) as srv:
         yield srv
 
 
-async def traffic(bus: InMemoryCommBus, coordinator: CommBusCoordinator) -> None:
-    bus.subscribe("Stored", lambda e: None)
-    register(coordinator, handler=echo)
+async def traffic(
+    instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator
+) -> None:
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    register(instrumented_coordinator, handler=echo)
     for _ in range(3):
-        await bus.publish(Stored())
-    await coordinator.dispatch(target(), envelope())
+        await instrumented_bus.publish(Stored())
+    await instrumented_coordinator.dispatch(target(), envelope())
 
 
 async def test_routes(
     server: ObservabilityServer,
-    bus: InMemoryCommBus,
-    coordinator: CommBusCoordinator,
+    instrumented_bus: InMemoryCommBus,
+    instrumented_coordinator: CommBusCoordinator,
     tel: Telemetry,
 ) -> None:
     assert server.url == f"http://127.0.0.1:{server.port}"
-    await traffic(bus, coordinator)
+    await traffic(instrumented_bus, instrumented_coordinator)
 
     health = http_get(f"{server.url}/healthz")
     assert (health.status, health.json()) == (200, {"status": "ok"})
@@ -73,9 +75,11 @@ async def test_routes(
 
 
 async def test_openmetrics_when_asked(
-    server: ObservabilityServer, bus: InMemoryCommBus, coordinator: CommBusCoordinator
+    server: ObservabilityServer,
+    instrumented_bus: InMemoryCommBus,
+    instrumented_coordinator: CommBusCoordinator,
 ) -> None:
-    await traffic(bus, coordinator)
+    await traffic(instrumented_bus, instrumented_coordinator)
     r = http_get(f"{server.url}/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
     assert r.status == 200
     assert r.headers["Content-Type"].startswith(OPENMETRICS)

@@ -39,7 +39,7 @@ class Boom(Exception):
 
 
 async def test_publish_producer_and_one_consumer_span_per_subscriber(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     async def a(e: Stored) -> None:
         await asyncio.sleep(0)
@@ -47,9 +47,9 @@ async def test_publish_producer_and_one_consumer_span_per_subscriber(
     def b(e: Stored) -> None:
         pass
 
-    bus.subscribe("Stored", a)
-    bus.subscribe("Stored", b)
-    await bus.publish(Stored())
+    instrumented_bus.subscribe("Stored", a)
+    instrumented_bus.subscribe("Stored", b)
+    await instrumented_bus.publish(Stored())
 
     producer = tel.span("publish Stored")
     assert producer.kind is SpanKind.PRODUCER
@@ -75,9 +75,9 @@ async def test_publish_producer_and_one_consumer_span_per_subscriber(
     assert names[0].endswith(".a") and names[1].endswith(".b")
 
 
-async def test_send_spans(bus: InMemoryCommBus, tel: Telemetry) -> None:
-    bus.register_handler("DoThing", lambda c: None)
-    await bus.send(DoThing())
+async def test_send_spans(instrumented_bus: InMemoryCommBus, tel: Telemetry) -> None:
+    instrumented_bus.register_handler("DoThing", lambda c: None)
+    await instrumented_bus.send(DoThing())
     producer = tel.span("send DoThing")
     consumer = tel.span("process DoThing")
     assert (producer.kind, consumer.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER)
@@ -85,13 +85,15 @@ async def test_send_spans(bus: InMemoryCommBus, tel: Telemetry) -> None:
     assert_child(consumer, producer)
 
 
-async def test_query_spans_are_client_and_server(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_query_spans_are_client_and_server(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
     async def handle(q: GetState) -> str:
         await asyncio.sleep(0)
         return "v"
 
-    bus.register_handler("GetState", handle)
-    assert await bus.query(GetState()) == "v"
+    instrumented_bus.register_handler("GetState", handle)
+    assert await instrumented_bus.query(GetState()) == "v"
     client = tel.span("query GetState")
     server = tel.span("process GetState")
     assert (client.kind, server.kind) == (SpanKind.CLIENT, SpanKind.SERVER)
@@ -101,23 +103,23 @@ async def test_query_spans_are_client_and_server(bus: InMemoryCommBus, tel: Tele
 
 
 async def test_message_id_attribute_of_the_message_wins(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     class WithId:
         message_id = "m-42"
 
-    bus.subscribe("WithId", lambda e: None)
-    await bus.publish(WithId())
+    instrumented_bus.subscribe("WithId", lambda e: None)
+    await instrumented_bus.publish(WithId())
     assert attrs(tel.span("publish WithId"))[MID] == "m-42"
 
 
-async def test_failing_subscriber(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_failing_subscriber(instrumented_bus: InMemoryCommBus, tel: Telemetry) -> None:
     def bad(e: Stored) -> None:
         raise Boom("no")
 
-    bus.subscribe("Stored", bad)
-    bus.subscribe("Stored", lambda e: None)
-    await bus.publish(Stored())  # never raises to the publisher
+    instrumented_bus.subscribe("Stored", bad)
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    await instrumented_bus.publish(Stored())  # never raises to the publisher
     producer = tel.span("publish Stored")
     assert producer.status.status_code is StatusCode.ERROR
     assert attrs(producer)["error.type"] == f"{__name__}.Boom"
@@ -134,14 +136,14 @@ async def test_failing_subscriber(bus: InMemoryCommBus, tel: Telemetry) -> None:
 
 
 async def test_two_failing_subscribers_make_an_exception_group(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     def bad(e: Stored) -> None:
         raise ValueError("x")
 
-    bus.subscribe("Stored", bad)
-    bus.subscribe("Stored", bad)
-    await bus.publish(Stored())
+    instrumented_bus.subscribe("Stored", bad)
+    instrumented_bus.subscribe("Stored", bad)
+    await instrumented_bus.publish(Stored())
     assert attrs(tel.span("publish Stored"))["error.type"] == "ExceptionGroup"
     assert [attrs(s)["error.type"] for s in tel.spans() if s.name == "process Stored"] == [
         "ValueError",
@@ -150,14 +152,14 @@ async def test_two_failing_subscribers_make_an_exception_group(
 
 
 async def test_query_timeout_is_an_error_of_type_timeout(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     async def slow(q: GetState) -> None:
         await asyncio.sleep(10)
 
-    bus.register_handler("GetState", slow)
+    instrumented_bus.register_handler("GetState", slow)
     with pytest.raises(TimeoutError):
-        await bus.query(GetState(), timeout=0.01)
+        await instrumented_bus.query(GetState(), timeout=0.01)
     for name in ("query GetState", "process GetState"):
         span = tel.span(name)
         assert span.status.status_code is StatusCode.ERROR
@@ -165,9 +167,9 @@ async def test_query_timeout_is_an_error_of_type_timeout(
     assert attrs(tel.span("query GetState"))["jeeves.message.outcome"] == "timeout"
 
 
-async def test_query_without_handler(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_query_without_handler(instrumented_bus: InMemoryCommBus, tel: Telemetry) -> None:
     with pytest.raises(NoHandlerError):
-        await bus.query(GetState())
+        await instrumented_bus.query(GetState())
     span = tel.span("query GetState")
     assert span.status.status_code is StatusCode.ERROR
     assert attrs(span)["error.type"] == "jeeves_control_tower.ipc.commbus.NoHandlerError"
@@ -176,32 +178,32 @@ async def test_query_without_handler(bus: InMemoryCommBus, tel: Telemetry) -> No
 
 
 async def test_publish_without_subscribers_is_not_an_error(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
-    await bus.publish(Stored())
+    await instrumented_bus.publish(Stored())
     span = tel.span("publish Stored")
     assert span.status.status_code is StatusCode.UNSET
     assert attrs(span)["jeeves.message.outcome"] == "no_handler"
 
 
-async def test_aborted_query_is_an_error(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_aborted_query_is_an_error(instrumented_bus: InMemoryCommBus, tel: Telemetry) -> None:
     class Abort:
         def before(self, ctx: MiddlewareContext, message: Any) -> Any:
             return None
 
-    bus.add_middleware(Abort())
-    bus.register_handler("GetState", lambda q: 1)
+    instrumented_bus.add_middleware(Abort())
+    instrumented_bus.register_handler("GetState", lambda q: 1)
     with pytest.raises(QueryAbortedError):
-        await bus.query(GetState())
+        await instrumented_bus.query(GetState())
     span = tel.span("query GetState")
     assert span.status.status_code is StatusCode.ERROR
     assert attrs(span)["error.type"] == "aborted"
-    await bus.send(DoThing())
+    await instrumented_bus.send(DoThing())
     assert tel.span("send DoThing").status.status_code is StatusCode.UNSET
 
 
 async def test_handler_that_publishes_continues_the_trace(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     @__import__("dataclasses").dataclass
     class Inner:
@@ -209,15 +211,15 @@ async def test_handler_that_publishes_continues_the_trace(
 
     async def outer(e: Stored) -> None:
         await asyncio.sleep(0)  # suspended: the handler's context must survive the resume
-        await bus.publish(Inner())
-        assert await bus.query(GetState()) == 7
+        await instrumented_bus.publish(Inner())
+        assert await instrumented_bus.query(GetState()) == 7
 
-    bus.subscribe("Stored", outer)
-    bus.subscribe("Inner", lambda e: None)
-    bus.register_handler("GetState", lambda q: 7)
+    instrumented_bus.subscribe("Stored", outer)
+    instrumented_bus.subscribe("Inner", lambda e: None)
+    instrumented_bus.register_handler("GetState", lambda q: 7)
     tracer = tel.provider.get_tracer("test")
     with tracer.start_as_current_span("request") as root:
-        await bus.publish(Stored())
+        await instrumented_bus.publish(Stored())
         assert trace.get_current_span() is root
     request = tel.span("request")
     publish = tel.span("publish Stored")
@@ -230,7 +232,9 @@ async def test_handler_that_publishes_continues_the_trace(
     assert {s.context.trace_id for s in tel.spans()} == {request.context.trace_id}
 
 
-async def test_each_handler_sees_its_own_span(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_each_handler_sees_its_own_span(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
     seen: dict[str, int] = {}
 
     def make(name: str) -> Any:
@@ -241,9 +245,9 @@ async def test_each_handler_sees_its_own_span(bus: InMemoryCommBus, tel: Telemet
         handler.__qualname__ = name
         return handler
 
-    bus.subscribe("Stored", make("h1"))
-    bus.subscribe("Stored", make("h2"))
-    await bus.publish(Stored())
+    instrumented_bus.subscribe("Stored", make("h1"))
+    instrumented_bus.subscribe("Stored", make("h2"))
+    await instrumented_bus.publish(Stored())
     by_name = {
         str(attrs(s)["code.function.name"]).rsplit(".", 1)[-1]: s.context.span_id
         for s in tel.spans()
@@ -253,7 +257,7 @@ async def test_each_handler_sees_its_own_span(bus: InMemoryCommBus, tel: Telemet
 
 
 async def test_context_is_restored_after_errors_and_cancellation(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     started = asyncio.Event()
 
@@ -264,16 +268,16 @@ async def test_context_is_restored_after_errors_and_cancellation(
     def bad(q: GetState) -> None:
         raise Boom()
 
-    bus.register_handler("GetState", bad)
+    instrumented_bus.register_handler("GetState", bad)
     before = trace.get_current_span()
     with pytest.raises(Boom):
-        await bus.query(GetState())
+        await instrumented_bus.query(GetState())
     assert trace.get_current_span() is before
 
-    bus.subscribe("Stored", hang)
+    instrumented_bus.subscribe("Stored", hang)
 
     async def publisher() -> None:
-        await bus.publish(Stored())
+        await instrumented_bus.publish(Stored())
 
     task = asyncio.ensure_future(publisher())
     await started.wait()
@@ -344,11 +348,13 @@ class _Transport:
         return "remote"
 
 
-async def test_outgoing_messages_carry_traceparent(bus: InMemoryCommBus, tel: Telemetry) -> None:
+async def test_outgoing_messages_carry_traceparent(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
+) -> None:
     transport = _Transport()
-    bus.attach_transport(transport)
-    await bus.publish(Stored())
-    assert await bus.query(GetState()) == "remote"
+    instrumented_bus.attach_transport(transport)
+    await instrumented_bus.publish(Stored())
+    assert await instrumented_bus.query(GetState()) == "remote"
     for name, headers in zip(("publish Stored", "query GetState"), transport.headers, strict=True):
         span = tel.span(name)
         assert headers is not None
@@ -362,11 +368,11 @@ async def test_outgoing_messages_carry_traceparent(bus: InMemoryCommBus, tel: Te
 
 
 async def test_incoming_messages_continue_the_remote_trace(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
-    bus.subscribe("Stored", lambda e: None)
+    instrumented_bus.subscribe("Stored", lambda e: None)
     trace_id, span_id = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
-    outcome, _ = await bus.deliver_incoming(
+    outcome, _ = await instrumented_bus.deliver_incoming(
         "publish", Stored(), headers={"traceparent": f"00-{trace_id}-{span_id}-01"}
     )
     assert outcome == "ok"
@@ -380,13 +386,13 @@ async def test_incoming_messages_continue_the_remote_trace(
 
 
 async def test_incoming_spans_name_the_transport_system(
-    bus: InMemoryCommBus, tel: Telemetry
+    instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
-    bus.attach_transport(_Transport())
-    bus.subscribe("Stored", lambda e: None)
-    await bus.deliver_incoming("publish", Stored(), headers={})
+    instrumented_bus.attach_transport(_Transport())
+    instrumented_bus.subscribe("Stored", lambda e: None)
+    await instrumented_bus.deliver_incoming("publish", Stored(), headers={})
     assert attrs(tel.span("receive Stored"))["messaging.system"] == "redis"
     assert attrs(tel.span("process Stored"))["messaging.system"] == "redis"
-    bus.detach_transport()
-    await bus.publish(Stored())
+    instrumented_bus.detach_transport()
+    await instrumented_bus.publish(Stored())
     assert attrs(tel.span("publish Stored"))["messaging.system"] == "jeeves.commbus"

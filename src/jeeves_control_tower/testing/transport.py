@@ -132,7 +132,7 @@ class TestBroker:
     async def _hand_over(self, message_type: str, data: bytes) -> bool:
         for transport in self.consumers("send", message_type):
             if transport.bus.has_handler(message_type):  # else handle_command would requeue
-                await transport.handle_command(
+                await transport.inbound.handle_command(
                     data, message_type
                 )  # an undecodable frame is dropped
                 return True
@@ -201,7 +201,7 @@ class TestTransport(BrokerTransport):
     async def _publish_frame(self, message_type: str, data: bytes) -> None:
         self.broker.record("publish", self, data)
         for transport in self.broker.consumers("publish", message_type):
-            await transport.handle_event(data, message_type)
+            await transport.inbound.handle_event(data, message_type)
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         self.broker.record("send", self, data)
@@ -213,7 +213,7 @@ class TestTransport(BrokerTransport):
         if not consumers:
             raise NoHandlerError(f"no bus on the test broker answers {message_type!r}")
         async with asyncio.timeout(timeout):
-            _, _, reply = await consumers[0].handle_query(
+            _, _, reply = await consumers[0].inbound.handle_query(
                 data, message_type, has_return_address=True
             )
         if reply is None:  # expired before it was answered

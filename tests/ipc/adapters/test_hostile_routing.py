@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters import RemoteError
-from jeeves_control_tower.ipc.adapters.signing import TAG_BYTES, Signer
+from jeeves_control_tower.ipc.adapters.wire.signing import TAG_BYTES, Signer
 from tests import brokers
 from tests.conformance.conftest import eventually, nats_cleanup, redis_cleanup
 from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
@@ -394,7 +394,7 @@ async def test_max_query_ttl_caps_what_a_frame_asks_for(broker: Broker) -> None:
 
     responder.register_handler("Ask", slow)
     await t.sync()
-    assert t.query_ttl_cap() == 0.5
+    assert t.inbound.query_ttl_cap() == 0.5
     requester = InMemoryCommBus(instrument=False)
     await broker.connect(requester)
     started = time.monotonic()

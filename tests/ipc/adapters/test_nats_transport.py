@@ -93,9 +93,7 @@ async def test_an_unacknowledged_command_is_redelivered(env: dict[str, Any]) -> 
     ta = await env["connect"](a, ack_wait=1.0)
     await a.send(DoWork(1))
     await asyncio.wait_for(started.wait(), 5)
-    consumer = ta._consumers["DoWork"]
-    assert consumer._task is not None
-    consumer._task.cancel()  # the process "dies" mid-command: no ack, no progress
+    await ta.client.close()  # the process "dies" mid-command: no ack, no progress
     handled: list[int] = []
     b.register_handler("DoWork", lambda c: handled.append(c.n))
     await env["connect"](b, ack_wait=1.0)
@@ -256,8 +254,8 @@ async def test_after_the_first_connect_a_restart_is_survived_by_default() -> Non
         tp = await NatsTransport.connect(pub, server.url, **opts)
         ts = await NatsTransport.connect(sub, server.url, **opts)
         try:
-            assert tp._nc.options["allow_reconnect"] is True
-            assert tp._nc.options["max_reconnect_attempts"] == -1
+            assert tp.client.options["allow_reconnect"] is True
+            assert tp.client.options["max_reconnect_attempts"] == -1
             for _ in range(200):  # core NATS: until the subscriber's SUB reached the server
                 await pub.publish(Happened(1))
                 await tp.flush()
@@ -313,7 +311,7 @@ async def test_events_go_straight_to_an_ordered_worker_bounded_as_documented(
     logger = ListLogger()
     tc = await env["connect"](consumer, logger=logger)
     tp = await env["connect"](producer)
-    assert tc._pumps["Happened"] is not None  # the direct path is in use
+    assert tc.reads_directly("Happened")
     for i in range(200):
         await producer.publish(Happened(i))
         await asyncio.sleep(0)  # one loop iteration per event: one NATS message each
@@ -340,7 +338,7 @@ async def test_events_still_arrive_when_the_direct_path_is_unavailable(
     consumer.subscribe("Happened", lambda e: seen.append(e.n))
     tc = await env["connect"](consumer)
     await env["connect"](producer)
-    assert "Happened" not in tc._pumps
+    assert not tc.reads_directly("Happened")
     for i in range(20):
         await producer.publish(Happened(i))
     await eventually(lambda: seen == list(range(20)))
@@ -372,7 +370,7 @@ async def test_queries_run_at_most_max_concurrency_at_once_the_rest_wait_in_orde
     assert results == list(range(7))
     assert peak == 2
     assert started == list(range(7))  # the waiting ones in arrival order
-    assert tc._queries_running == 0 and not tc._query_backlog
+    assert tc.queries.running == 0 and tc.queries.waiting == 0
 
 
 async def test_a_burst_of_events_travels_in_batch_frames_in_order(env: dict[str, Any]) -> None:
@@ -382,13 +380,13 @@ async def test_a_burst_of_events_travels_in_batch_frames_in_order(env: dict[str,
     tc = await env["connect"](consumer)
     tp = await env["connect"](producer)
     await tc.sync()
-    before = tc._nc.stats["in_msgs"]
+    before = tc.client.stats["in_msgs"]
     for i in range(1000):  # one loop iteration: batches of at most 256 events
         await producer.publish(Happened(i, note="x" * 50))
     await tp.flush()
     await eventually(lambda: len(seen) == 1000)
     assert seen == list(range(1000))
-    assert tc._nc.stats["in_msgs"] - before == 4
+    assert tc.client.stats["in_msgs"] - before == 4
     received = {"transport": "nats", "direction": "received", "pattern": "publish"}
     assert env["metrics"].get_sample_value("commbus_wire_messages_total", received) == 1000
     # events published right before close() still go out
@@ -406,10 +404,10 @@ async def test_batching_can_be_turned_off(env: dict[str, Any]) -> None:
     tc = await env["connect"](consumer)
     tp = await env["connect"](producer, batch_events=False)
     await tc.sync()
-    before = tc._nc.stats["in_msgs"]
+    before = tc.client.stats["in_msgs"]
     for i in range(50):
         await producer.publish(Happened(i))
     await tp.flush()
     await eventually(lambda: len(seen) == 50)
     assert seen == list(range(50))
-    assert tc._nc.stats["in_msgs"] - before == 50  # one NATS message per event
+    assert tc.client.stats["in_msgs"] - before == 50  # one NATS message per event

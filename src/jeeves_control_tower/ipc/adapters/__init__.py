@@ -1,8 +1,10 @@
 """Bridges from the bus to external message brokers.
 
-The shared machinery (wire codec, message registry, the :class:`BrokerTransport` base)
-is importable from here; each transport lives in its own subpackage and is imported only
-when used, so the optional client libraries (redis, nats-py) are never needed by the core::
+The shared machinery is importable from here: the wire (:mod:`.wire`: codec, message
+classes, batching, signing) and the :class:`BrokerTransport` base (:mod:`.base`, which
+owns its inbound side, :mod:`.inbound`). Each transport lives in its own subpackage and is
+imported only when used, so the optional client libraries (redis, nats-py) are never
+needed by the core::
 
     from jeeves_control_tower.ipc.adapters.redis import RedisTransport
     transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")
@@ -14,10 +16,17 @@ when used, so the optional client libraries (redis, nats-py) are never needed by
 from typing import Any
 
 from .base import BrokerTransport, TransportFeatures, redact_url
-from .codec import Frame, Reply, WireCodec
 from .inbound import RemoteError
-from .registry import MessageRegistry, WireError, default_registry, register_message
 from .services import RemoteServices
+from .wire import (
+    Frame,
+    MessageRegistry,
+    Reply,
+    WireCodec,
+    WireError,
+    default_registry,
+    register_message,
+)
 
 __all__ = [
     "BrokerTransport",

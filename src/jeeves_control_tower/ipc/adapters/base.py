@@ -12,18 +12,23 @@ A transport subclass (Redis, NATS, later RabbitMQ) implements only these primiti
 
 - ``_connect()`` / ``_disconnect()`` (a failed first connect raises at once, it does not
   retry: see the transports);
-- ``_publish_frame(type, data)``, ``_send_frame(type, data, message_id)``,
+- ``_publish_frame(type, data)`` (or the hook below), ``_send_frame(type, data, message_id)``,
   ``_request(type, data, corr, timeout) -> bytes`` (raising ``asyncio.TimeoutError`` or
   :class:`NoHandlerError`; it counts the request ``metrics.wire(SENT, "query")`` once the
   broker took it for a responder, and its replies ``metrics.wire(SENT, "reply")``);
 - ``_start_consuming(pattern, type)`` / ``_stop_consuming(pattern, type)``, feeding what it
-  receives to :meth:`handle_event`, :meth:`handle_command` and :meth:`handle_query`, each
-  told the message type the destination was consumed for (a frame of another type or
-  pattern is rejected as ``wrong_destination``).
+  receives to its inbound side, ``self.inbound`` (:class:`~.inbound.Inbound`):
+  ``handle_event``, ``handle_command`` and ``handle_query``, each told the message type
+  the destination was consumed for (a frame of another type or pattern is rejected as
+  ``wrong_destination``);
+- instead of ``_publish_frame``, a transport that can queue an event without waiting
+  overrides ``_queue_event(type, data)``, the one hook of :meth:`BrokerTransport.publish`:
+  it returns ``None`` once the frame is queued, or an awaitable the publisher waits for
+  (back-pressure). Redis queues on its connection, NATS batches (:mod:`.wire.batching`).
 
 ``signing_key=`` (optional, shared by every process) signs every frame written and
-rejects every frame read without a valid signature (:mod:`.signing`): a subclass seals
-what it writes with :meth:`seal`; the ``handle_*`` methods check what it reads.
+rejects every frame read without a valid signature (:mod:`.wire.signing`): a subclass
+seals what it writes with :meth:`seal`; the inbound side checks what it reads.
 
 Query correlation ids are unguessable (``secrets.token_urlsafe``, 128 bits) and a reply
 is accepted only when it carries the id of the query it answers.
@@ -39,28 +44,22 @@ import abc
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar, Self
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
-
 from ...logging import ensure_logger
-from ..bus import InMemoryCommBus, MiddlewareContext
-from ..middlewares.dedupe import DedupeMiddleware
-from .codec import WireCodec
+from .. import InMemoryCommBus, MiddlewareContext, get_message_type
+from ..middlewares import DedupeMiddleware
 from .features import TransportFeatures, default_process_id, redact_url
-from .inbound import InboundMixin
+from .inbound import Inbound, InternalCallback
 from .metrics import SENT, AdapterMetrics
-from .registry import MessageRegistry
-from .signing import Signer
+from .tracecontext import current_otel_context, outgoing_headers
+from .wire import MessageRegistry, Signer, WireCodec
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
 
-InternalCallback = Callable[[Any], Awaitable[Any]]
 
-
-class BrokerTransport(InboundMixin, abc.ABC):
+class BrokerTransport(abc.ABC):
     """Base of the broker transports; see the module docstring for the contract.
 
     Lifecycle: ``await Transport.connect(bus, url, ...)`` connects, starts consuming what
@@ -111,18 +110,24 @@ class BrokerTransport(InboundMixin, abc.ABC):
         )
         self.logger = ensure_logger(logger, f"jeeves_control_tower.adapters.{self.system}")
         self.max_concurrency = max_concurrency
-        # The longest a query from the broker runs here (None: the bus's query_timeout).
-        self.max_query_ttl = None if max_query_ttl is None else float(max_query_ttl)
-        # Frames are signed and checked with it (see .signing); None: no signatures.
+        # Frames are signed and checked with it (see .wire.signing); None: no signatures.
         self.signer = None if signing_key is None else Signer(signing_key)
+        #: What arrives from the broker: decoded, checked, delivered or answered.
+        self.inbound = Inbound(
+            bus,
+            self.codec,
+            self.metrics,
+            self.logger,
+            system=self.system,
+            # The longest a query from the broker runs here (None: the bus's query_timeout).
+            max_query_ttl=None if max_query_ttl is None else float(max_query_ttl),
+            signer=self.signer,
+        )
+        self._count_published = self.metrics.wire_counter(SENT, "publish")
         if dedupe is True:
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
         else:
             self._dedupe = dedupe or None
-        self._internal: dict[tuple[str, str], InternalCallback] = {}
-        # Internal event types removed while still subscribed on the broker: frames of
-        # theirs still in flight are dropped, never handed to the application's bus.
-        self._retired_events: set[str] = set()
         self._consuming: set[tuple[str, str]] = set()
         self._refresh_lock = asyncio.Lock()
         self._refresh_task: asyncio.Task[None] | None = None
@@ -182,6 +187,19 @@ class BrokerTransport(InboundMixin, abc.ABC):
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def max_query_ttl(self) -> float | None:
+        """The longest a query from the broker runs here (``None``: the bus's
+        ``query_timeout``); the inbound side applies it."""
+        return self.inbound.max_query_ttl
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as a tracked task (awaited or cancelled by ``close``)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     def destination(self, pattern: str, message_type: str) -> str:
         """The broker-side name (channel, stream, subject) ``pattern`` uses for a type."""
         return f"{self.prefix}{pattern}:{message_type}"
@@ -189,7 +207,7 @@ class BrokerTransport(InboundMixin, abc.ABC):
     # ------------------------------------------------------------------ consumption
 
     def _wanted(self) -> set[tuple[str, str]]:
-        want = set(self._internal)
+        want = self.inbound.internal_endpoints()
         bus = self.bus
         for t in bus.get_registered_types():
             if bus.get_subscribers(t):
@@ -253,60 +271,69 @@ class BrokerTransport(InboundMixin, abc.ABC):
     def add_internal_subscriber(self, event_type: str, callback: InternalCallback) -> None:
         """Consume events of ``event_type`` into ``callback`` instead of the bus (for the
         adapters' own traffic, such as service heartbeats)."""
-        self._internal[("publish", event_type)] = callback
-        self._retired_events.discard(event_type)
+        self.inbound.add_internal("publish", event_type, callback)
         self._registrations_changed()
 
     def add_internal_handler(self, query_type: str, callback: InternalCallback) -> None:
         """Answer queries of ``query_type`` with ``await callback(message)``."""
-        self._internal[("query", query_type)] = callback
+        self.inbound.add_internal("query", query_type, callback)
         self._registrations_changed()
 
     def remove_internal(self, pattern: str, message_type: str) -> None:
         """Stop consuming ``message_type`` for the adapters' own traffic. Events of it that
         arrive before the broker subscription is gone are dropped (not delivered to the
         bus); a query gets the bus's usual answer (no handler)."""
-        if self._internal.pop((pattern, message_type), None) is not None:
-            if pattern == "publish":
-                self._retired_events.add(message_type)
+        if self.inbound.remove_internal(pattern, message_type):
             self._registrations_changed()
 
     async def publish_internal(self, message: Any) -> None:
         """Publish outside the bus's middleware chain."""
-        ctx = MiddlewareContext(message, _type_of(message), pattern="publish")
+        ctx = MiddlewareContext(message, get_message_type(message), pattern="publish")
         await self.publish(ctx, message)
 
     async def query_internal(self, message: Any, timeout: float) -> Any:
         """Query outside the bus's middleware chain (trace context still propagates)."""
-        ctx = MiddlewareContext(message, _type_of(message), pattern="query")
+        ctx = MiddlewareContext(message, get_message_type(message), pattern="query")
         return await self.query(ctx, message, timeout)
 
     # ------------------------------------------------------------------ outgoing (Transport)
 
-    def _out_headers(self, ctx: MiddlewareContext) -> dict[str, str] | None:
-        headers = ctx.headers
-        if headers and "traceparent" in headers:
-            return headers  # the tracing middleware already put the producer span there
-        if not _current_otel_context():
-            return headers or None  # no span and no baggage: nothing to propagate
-        headers = dict(headers) if headers else {}
-        propagate.inject(headers)
-        return headers or None
-
     async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
         """Hand an event to the broker; returns once the broker (or, while it is
-        unreachable, the bounded reconnect buffer) holds it."""
+        unreachable, the bounded reconnect buffer) holds it, or once the transport
+        queued it in order for the broker (see :meth:`_queue_event`)."""
+        headers = ctx.headers
+        # Most events carry no headers and run with no span: the check is inlined here
+        # (publish is the per-event path) and outgoing_headers only runs when it may add one.
+        if headers or current_otel_context():
+            headers = outgoing_headers(headers)
+        message_type = ctx.message_type
         data = self.codec.encode(
-            message, pattern="publish", message_id=ctx.message_id, headers=self._out_headers(ctx)
+            message,
+            pattern="publish",
+            message_id=ctx.message_id,
+            headers=headers or None,
+            message_type=message_type,
         )
-        await self._publish_frame(ctx.message_type, data)
-        self.metrics.wire(SENT, "publish")
+        pending = self._queue_event(message_type, data)
+        if pending is not None:
+            await pending
+        count = self._count_published
+        if count is not None:
+            count()
+
+    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
+        """Hand one encoded event frame to the broker: ``None`` once it is queued, else
+        an awaitable that completes when the broker (or its reconnect buffer) holds it.
+        The default waits for :meth:`_publish_frame`; a transport that can queue without
+        waiting returns ``None`` and spares the publisher a coroutine."""
+        return self._publish_frame(message_type, data)
 
     async def send(self, ctx: MiddlewareContext, message: Any) -> None:
         """Queue a command durably on the broker (see the transport for buffering)."""
         mid = ctx.message_id
         data = self.codec.encode(
-            message, pattern="send", message_id=mid, headers=self._out_headers(ctx)
+            message, pattern="send", message_id=mid, headers=outgoing_headers(ctx.headers)
         )
         await self._send_frame(ctx.message_type, data, mid)
         self.metrics.wire(SENT, "send")
@@ -320,14 +347,14 @@ class BrokerTransport(InboundMixin, abc.ABC):
             message,
             pattern="query",
             message_id=ctx.message_id,
-            headers=self._out_headers(ctx),
+            headers=outgoing_headers(ctx.headers),
             reply_to=self._reply_to(),
             corr=corr,
             ttl=round(timeout, 6),
             ts=round(time.time(), 6),
         )
         raw = await self._request(ctx.message_type, data, corr, timeout)
-        return self._result_of(ctx.message_type, raw, corr)
+        return self.inbound.result_of(ctx.message_type, raw, corr)
 
     def seal(self, data: bytes) -> bytes:
         """``data`` as it goes on the wire: signed when the transport has a key."""
@@ -349,8 +376,11 @@ class BrokerTransport(InboundMixin, abc.ABC):
     @abc.abstractmethod
     async def _disconnect(self) -> None: ...
 
-    @abc.abstractmethod
-    async def _publish_frame(self, message_type: str, data: bytes) -> None: ...
+    async def _publish_frame(self, message_type: str, data: bytes) -> None:
+        """Publish one encoded event frame (unless :meth:`_queue_event` is overridden)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} implements neither _publish_frame nor _queue_event"
+        )
 
     @abc.abstractmethod
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None: ...
@@ -365,23 +395,3 @@ class BrokerTransport(InboundMixin, abc.ABC):
 
     @abc.abstractmethod
     async def _stop_consuming(self, pattern: str, message_type: str) -> None: ...
-
-
-def _otel_context_getter() -> Callable[[], Any]:
-    """``opentelemetry.context.get_current``, or the ``ContextVar.get`` it ends in when the
-    runtime context is the default contextvars one (two Python calls less per message)."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = getattr(runtime, "_current_context", None)
-    get = getattr(var, "get", None)
-    if type(runtime).__name__ == "ContextVarsRuntimeContext" and callable(get):
-        return get  # type: ignore[no-any-return]
-    return otel_context.get_current
-
-
-_current_otel_context = _otel_context_getter()
-
-
-def _type_of(message: Any) -> str:
-    from ..messages import get_message_type
-
-    return get_message_type(message)

@@ -1,5 +1,11 @@
 """Frames arriving from a broker: decode, continue the trace, deliver, answer.
 
+:class:`Inbound` is the inbound side a :class:`~.base.BrokerTransport` owns
+(``transport.inbound``); a transport feeds what it reads to :meth:`Inbound.handle_event`,
+:meth:`Inbound.handle_command` and :meth:`Inbound.handle_query`. It also keeps the
+transport's *internal endpoints* (the adapters' own traffic, such as service heartbeats),
+which take a frame of their type instead of the application's bus.
+
 Nothing a broker hands in can crash a consumer: a frame that fails to decode is logged
 (``frame_rejected`` with its reason, never its contents) and counted in
 ``commbus_wire_rejected_total`` (one that decodes is counted in
@@ -21,18 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ClassVar
-
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ...types import LoggerProtocol
-from ..bus import InMemoryCommBus, NoHandlerError, QueryAbortedError
-from .codec import Frame, WireCodec, WireError
+from .. import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
-from .signing import Signer
+from .tracecontext import attach_trace, detach_trace
+from .wire import Frame, Signer, WireCodec, WireError
 
 __all__ = [
     "ACK",
@@ -42,13 +45,11 @@ __all__ = [
     "REQUEUE",
     "UNEXPECTED_REPLY",
     "WRONG_DESTINATION",
-    "InboundMixin",
+    "Inbound",
     "RemoteError",
-    "attach_trace",
-    "detach_trace",
 ]
 
-#: What to do with a command after :meth:`InboundMixin.handle_command`.
+#: What to do with a command after :meth:`Inbound.handle_command`.
 ACK = "ack"  # handled (or its handler failed: that is not a delivery problem)
 REQUEUE = "requeue"  # no local handler any more: leave it for another process
 REJECT = "reject"  # undecodable: dead-letter it and acknowledge, never retry
@@ -68,19 +69,6 @@ BAD_SIGNATURE = "bad_signature"
 NO_REPLY_TO = "no_reply_to"
 
 
-def attach_trace(headers: dict[str, str] | None) -> object | None:
-    """Make the producer's trace context (``traceparent`` header) current; the token for
-    :func:`detach_trace`, or ``None`` when the frame carries none."""
-    if not headers or "traceparent" not in headers:
-        return None
-    return otel_context.attach(propagate.extract(headers))
-
-
-def detach_trace(token: object | None) -> None:
-    if token is not None:
-        otel_context.detach(token)  # type: ignore[arg-type]
-
-
 class RemoteError(RuntimeError):
     """A query's handler in another process raised ``remote_type``; or the reply to a
     query could not be decoded (``remote_type == "WireError"``)."""
@@ -92,27 +80,64 @@ class RemoteError(RuntimeError):
         self.remote_message = text
 
 
-class InboundMixin:
-    """Inbound half of :class:`BrokerTransport` (see there for the attributes)."""
+InternalCallback = Callable[[Any], Awaitable[Any]]
 
-    bus: InMemoryCommBus
-    codec: WireCodec
-    metrics: AdapterMetrics
-    logger: LoggerProtocol
-    system: ClassVar[str]
-    max_concurrency: int
-    max_query_ttl: float | None
-    signer: Signer | None
-    _internal: dict[tuple[str, str], Callable[[Any], Awaitable[Any]]]
-    _retired_events: set[str]
-    _tasks: set[asyncio.Task[Any]]
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``coro`` as a tracked task (awaited or cancelled by ``close``)."""
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+class Inbound:
+    """The inbound side of a broker transport (see the module docstring).
+
+    ``system`` names the transport in logs; ``max_query_ttl`` caps how long a query from
+    the broker runs here (``None``: the bus's ``query_timeout``); with a ``signer`` every
+    frame must carry a valid signature. Event-loop-thread only.
+    """
+
+    def __init__(
+        self,
+        bus: InMemoryCommBus,
+        codec: WireCodec,
+        metrics: AdapterMetrics,
+        logger: LoggerProtocol,
+        *,
+        system: str,
+        max_query_ttl: float | None,
+        signer: Signer | None,
+    ) -> None:
+        self.bus = bus
+        self.codec = codec
+        self.metrics = metrics
+        self.logger = logger
+        self.system = system
+        self.max_query_ttl = max_query_ttl
+        self.signer = signer
+        self._internal: dict[tuple[str, str], InternalCallback] = {}
+        # Internal event types removed while still subscribed on the broker: frames of
+        # theirs still in flight are dropped, never handed to the application's bus.
+        self._retired_events: set[str] = set()
+
+    # ------------------------------------------------------------------ internal endpoints
+
+    def internal_endpoints(self) -> set[tuple[str, str]]:
+        """The ``(pattern, message type)`` pairs consumed for internal endpoints."""
+        return set(self._internal)
+
+    def add_internal(self, pattern: str, message_type: str, callback: InternalCallback) -> None:
+        """Hand frames of ``(pattern, message_type)`` to ``callback`` instead of the bus
+        (``publish``: ``await callback(message)``; ``query``: its result is the reply)."""
+        self._internal[(pattern, message_type)] = callback
+        if pattern == "publish":
+            self._retired_events.discard(message_type)
+
+    def remove_internal(self, pattern: str, message_type: str) -> bool:
+        """Stop handing ``(pattern, message_type)`` to its callback; whether there was
+        one. Events of a removed type still in flight are dropped, not delivered to the
+        bus (unless the bus subscribes to that type itself)."""
+        if self._internal.pop((pattern, message_type), None) is None:
+            return False
+        if pattern == "publish":
+            self._retired_events.add(message_type)
+        return True
+
+    # ------------------------------------------------------------------ frames
 
     def _reject(self, exc: WireError, pattern: str) -> None:
         self.logger.warning(
@@ -143,12 +168,12 @@ class InboundMixin:
             f"a {frame.pattern} frame of type {frame.type[:80]!r} arrived as a {pattern}"
             f" of {message_type[:80]!r}",
         )
-        self.codec._rejected(WRONG_DESTINATION)
+        self.codec.count_rejected(WRONG_DESTINATION)
         self._reject(wrong, pattern)
 
     def reject_unanswerable_query(self, detail: str) -> None:
         """Count and log a query that has no return address (:data:`NO_REPLY_TO`)."""
-        self.codec._rejected(NO_REPLY_TO)
+        self.codec.count_rejected(NO_REPLY_TO)
         self._reject(WireError(NO_REPLY_TO, detail), "query")
 
     def _unsealed(self, data: bytes, pattern: str) -> bytes | None:
@@ -157,7 +182,7 @@ class InboundMixin:
         assert self.signer is not None
         frame = self.signer.open(data)
         if frame is None:
-            self.codec._rejected(BAD_SIGNATURE)
+            self.codec.count_rejected(BAD_SIGNATURE)
             self._reject(WireError(BAD_SIGNATURE, "no valid signature"), pattern)
         return frame
 
@@ -331,7 +356,7 @@ class InboundMixin:
         else the bus's ``query_timeout``."""
         return self.max_query_ttl or self.bus.query_timeout
 
-    def _result_of(self, message_type: str, raw: bytes, corr: str) -> Any:
+    def result_of(self, message_type: str, raw: bytes, corr: str) -> Any:
         """The result carried by a reply frame, or the matching exception raised. The
         reply must carry ``corr``, the query's unguessable correlation id; only a
         ``rejected`` error (a responder that could not read the query, so not its corr
@@ -340,12 +365,12 @@ class InboundMixin:
             if self.signer is not None:
                 unsealed = self.signer.open(raw)
                 if unsealed is None:
-                    self.codec._rejected(BAD_SIGNATURE)
+                    self.codec.count_rejected(BAD_SIGNATURE)
                     raise WireError(BAD_SIGNATURE, "the reply has no valid signature")
                 raw = unsealed
             reply = self.codec.decode_reply(raw)
             if reply.corr != corr and (reply.corr is not None or reply.kind != "rejected"):
-                self.codec._rejected(UNEXPECTED_REPLY)
+                self.codec.count_rejected(UNEXPECTED_REPLY)
                 raise WireError(UNEXPECTED_REPLY, "the reply does not carry the query's corr")
         except WireError as exc:
             self._reject(exc, "reply")

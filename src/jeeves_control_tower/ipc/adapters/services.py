@@ -36,9 +36,7 @@ from typing import Any, Self
 
 from ...logging import ensure_logger
 from ...types import DispatchTarget, Envelope, ServiceDescriptor
-from ..bus import NoHandlerError
-from ..dispatch import CommBusCoordinator
-from ..messages import DynamicEvent, DynamicQuery
+from .. import CommBusCoordinator, DynamicEvent, DynamicQuery, NoHandlerError
 from .base import BrokerTransport
 from .peers import PeerTable, valid_endpoint
 

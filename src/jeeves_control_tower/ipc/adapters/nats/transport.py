@@ -40,31 +40,24 @@ JetStream commands use nats-py's ordinary subscriptions.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import re
-from collections import deque
 from collections.abc import Awaitable
 from typing import Any, NoReturn, Self
 
-from ...bus import InMemoryCommBus, MiddlewareContext, NoHandlerError, TransportError
-from ..base import BrokerTransport, TransportFeatures, _current_otel_context, redact_url
-from ..batching import EventBatcher
+from ... import InMemoryCommBus, NoHandlerError, TransportError
+from ..base import BrokerTransport, TransportFeatures, redact_url
 from ..metrics import SENT
 from ..pump import OrderedPump
-from ..signing import TAG_BYTES
+from ..wire import TAG_BYTES, EventBatcher
 from .client import DirectClient
 from .commands import JetStreamConsumer
+from .connection import ConnectionEvents, open_client
+from .responder import QueryRunner
+from .streams import CommandStreams
 from .subjects import token
 
 __all__ = ["NatsTransport"]
-
-#: How long one JetStream publish waits for its acknowledgement before it is sent again
-#: (same ``Nats-Msg-Id``: the server drops the duplicate). Short, because a send written
-#: into a socket whose server just died is never acknowledged: the retry after a
-#: reconnect must not wait long for it.
-_SEND_ATTEMPT_TIMEOUT = 1.0
 
 _PENDING = 10_000
 
@@ -72,11 +65,6 @@ _PENDING = 10_000
 #: never holds a consumer's pump for long, large enough to amortise a NATS message.
 _BATCH_FRAMES = 256
 _BATCH_BYTES = 256 << 10
-_CREDENTIALS = re.compile(r"//[^/@\s]*@")
-
-
-def _scrub(text: str) -> str:
-    return _CREDENTIALS.sub("//***@", text)
 
 
 class NatsTransport(BrokerTransport):
@@ -126,16 +114,21 @@ class NatsTransport(BrokerTransport):
         self.stream = f"{prefix}_commands"
         self.dead_stream = f"{prefix}_dead"
         self._nc: Any = None
-        self._last_error: Exception | None = None
-        self._js: Any = None
+        self._events = ConnectionEvents(self.url, self.logger, self.metrics, lambda: self.closed)
+        self._streams: CommandStreams | None = None  # made once connected
         self._subs: dict[tuple[str, str], Any] = {}
         self._pumps: dict[str, OrderedPump] = {}
         self._subjects: dict[str, str] = {}  # event type -> subject (publish hot path)
         self._batcher: EventBatcher | None = None  # made once connected (server's max payload)
-        self._count_published = self.metrics.wire_counter(SENT, "publish")
         self._consumers: dict[str, JetStreamConsumer] = {}
-        self._queries_running = 0
-        self._query_backlog: deque[tuple[bytes, str, str]] = deque()
+        #: Answers the queries read from NATS (a task each, ``max_concurrency`` at once).
+        self.queries = QueryRunner(
+            self._answer,
+            self.spawn,
+            max_concurrency=self.max_concurrency,
+            pending=_PENDING,
+            closing=lambda: self._closed,
+        )
 
     @classmethod
     async def connect(
@@ -156,10 +149,12 @@ class NatsTransport(BrokerTransport):
     async def dead_letter_depth(self) -> int:
         """The dead-letter stream's message count, now (also set as
         ``commbus_dead_letter_messages``)."""
-        info = await self._js.stream_info(self.dead_stream)
-        depth = int(info.state.messages)
-        self.metrics.dead_letter_depth(self.dead_stream, depth)
-        return depth
+        return await self._jetstream().dead_letter_depth()
+
+    def _jetstream(self) -> CommandStreams:
+        if self._streams is None:
+            raise TransportError("the NATS transport is not connected")
+        return self._streams
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has everything published so far."""
@@ -167,11 +162,21 @@ class NatsTransport(BrokerTransport):
             await self._batcher.flush()
         await self._nc.flush(timeout=timeout)
 
+    def reads_directly(self, message_type: str) -> bool:
+        """Whether events of ``message_type`` go from the client's reading task straight
+        to their ordered pump (else through nats-py's per-subscription queue and task:
+        another nats-py without the hook :mod:`.client` uses)."""
+        return message_type in self._pumps
+
     # ------------------------------------------------------------------ connection
 
-    async def _connect(self) -> None:
-        from .client import DirectClient
+    @property
+    def client(self) -> Any:
+        """The nats-py client (``None`` before :meth:`start`): for what the transport does
+        not wrap, such as ``client.stats``. Publishing through it bypasses the codec."""
+        return self._nc
 
+    async def _connect(self) -> None:
         options: dict[str, Any] = {
             "name": self.process_id,
             "allow_reconnect": True,
@@ -179,38 +184,13 @@ class NatsTransport(BrokerTransport):
             "reconnect_time_wait": 0.25,
             "connect_timeout": 2,
             "pending_size": self._buffer_bytes,
-            "error_cb": self._on_error,
-            "disconnected_cb": self._on_disconnected,
-            "reconnected_cb": self._on_reconnected,
             # Every subject the transport uses is built from escaped tokens (subjects.py)
             # and reply subjects come from the server's own MSG lines: nats-py's per-publish
             # regex check of the subject can never fail here.
             "skip_subject_validation": True,
         }
         options.update(self._connect_options)
-        # nats-py treats a failed *first* connect like a lost connection: with reconnects
-        # allowed it retries a refused login, an unverifiable certificate or a dead
-        # address forever. The first connect is therefore made with reconnects off and
-        # one retry at most (nats-py's server pool needs max_reconnect_attempts >= 1 to
-        # ever give up on a refused TCP connection); the caller's reconnect policy is
-        # restored once connected, so a broker restart later is survived as before.
-        policy = {k: options[k] for k in ("allow_reconnect", "max_reconnect_attempts")}
-        options["allow_reconnect"] = False
-        options["max_reconnect_attempts"] = 1
-        connect_timeout = float(options.get("connect_timeout") or 2)
-        # Each step of nats-py's handshake is bounded by connect_timeout; this bounds the
-        # whole of it (TCP twice, INFO, TLS, CONNECT/PONG) so connect always returns.
-        deadline = 4 * connect_timeout + float(options.get("reconnect_time_wait") or 0) + 1
-        self._last_error = None
-        client = DirectClient()
-        try:
-            await asyncio.wait_for(client.connect(servers=[self._url], **options), deadline)
-        except Exception as exc:
-            with contextlib.suppress(Exception):  # a failed connect may hold a socket
-                # bounded: after a failed TLS handshake nats-py's close() never returns
-                await asyncio.wait_for(client.close(), timeout=1.0)
-            raise TransportError(f"cannot connect to {self.url}: {self._why(exc)}") from None
-        client.options.update(policy)  # from now on: reconnect as configured
+        client = await open_client(self._url, options, self._events)
         self._nc = client
         if self.batch_events:
             self._batcher = EventBatcher(
@@ -223,32 +203,20 @@ class NatsTransport(BrokerTransport):
                 logger=self.logger,
                 on_dropped=self.metrics.dropped,
             )
-        self._js = client.jetstream()
-        await self._ensure_streams()
+        self._streams = CommandStreams(
+            client.jetstream(),
+            self._client,
+            prefix=self.prefix,
+            send_timeout=self.send_timeout,
+            metrics=self.metrics,
+            logger=self.logger,
+        )
+        await self._streams.ensure()
         try:
             await self.dead_letter_depth()
         except Exception as exc:  # only a gauge: never a reason not to connect
             self.logger.debug("nats_dead_letter_depth_failed", error_type=type(exc).__name__)
         self.logger.info("nats_connected", url=self.url, process=self.process_id)
-
-    async def _ensure_streams(self) -> None:
-        from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType
-        from nats.js.errors import BadRequestError
-
-        for name, subjects, extra in (
-            (self.stream, [f"{self.prefix}.cmd.>"], {"retention": RetentionPolicy.WORK_QUEUE}),
-            (self.dead_stream, [self.dead_letters], {"max_msgs": 10_000}),
-        ):
-            try:
-                await self._js.add_stream(
-                    name=name,
-                    subjects=subjects,
-                    storage=StorageType.FILE,
-                    discard=DiscardPolicy.OLD,
-                    **extra,
-                )
-            except BadRequestError:
-                await self._js.stream_info(name)  # exists with another config: use it
 
     async def _disconnect(self) -> None:
         if self._batcher is not None:
@@ -259,30 +227,6 @@ class NatsTransport(BrokerTransport):
             except Exception as exc:  # closing while reconnecting: the socket is gone
                 self.logger.debug("nats_close_failed", error_type=type(exc).__name__)
 
-    def _why(self, exc: BaseException) -> str:
-        """What made the first connect fail, credentials scrubbed. nats-py reports a
-        server that refused every TCP attempt as ``NoServersError``; the error behind it
-        (passed to the error callback) is the useful one."""
-        import nats.errors
-
-        if isinstance(exc, TimeoutError):
-            return f"no answer within the connect timeout (TimeoutError: {_scrub(str(exc))})"
-        if isinstance(exc, nats.errors.NoServersError) and self._last_error is not None:
-            exc = self._last_error
-        return f"{type(exc).__name__}: {_scrub(str(exc))}"
-
-    async def _on_error(self, exc: Exception) -> None:
-        self._last_error = exc
-        self.logger.warning("nats_error", error_type=type(exc).__name__, error=_scrub(str(exc)))
-
-    async def _on_disconnected(self) -> None:
-        if not self.closed and self._nc is not None:  # not a failed first connect
-            self.logger.warning("nats_disconnected", url=self.url)
-
-    async def _on_reconnected(self) -> None:
-        self.metrics.reconnected()
-        self.logger.info("nats_reconnected", url=self.url)
-
     # ------------------------------------------------------------------ outgoing
 
     def _client(self) -> Any:
@@ -290,32 +234,7 @@ class NatsTransport(BrokerTransport):
             raise TransportError("the NATS transport is not connected")
         return self._nc
 
-    async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
-        """:meth:`BrokerTransport.publish` with the frame queued in the same coroutine
-        (the per-event path: one coroutine less)."""
-        headers = ctx.headers
-        if headers or _current_otel_context():  # else: nothing to propagate
-            headers = self._out_headers(ctx)
-        message_type = ctx.message_type
-        data = self.codec.encode(
-            message,
-            pattern="publish",
-            message_id=ctx.message_id,
-            headers=headers or None,
-            message_type=message_type,
-        )
-        pending = self._queue_event(message_type, data)
-        if pending is not None:
-            await pending
-        if self._count_published is not None:
-            self._count_published()
-
-    async def _publish_frame(self, message_type: str, data: bytes) -> None:
-        pending = self._queue_event(message_type, data)
-        if pending is not None:
-            await pending
-
-    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[Any] | None:
+    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
         """Batch the frame while connected (see :mod:`..batching`); else send it on its own,
         after what is batched for its subject, so that errors reach the publisher."""
         subject = self._subjects.get(message_type)
@@ -359,45 +278,8 @@ class NatsTransport(BrokerTransport):
         raise exc
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
-        import nats.errors
-
         subject = self.destination("send", message_type)
-        data = self.seal(data)
-        headers = {"Nats-Msg-Id": message_id}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.send_timeout
-        backoff = 0.05
-        while True:
-            client = self._client()
-            remaining = deadline - loop.time()
-            try:
-                await self._js.publish(
-                    subject,
-                    data,
-                    headers=headers,
-                    timeout=max(0.05, min(_SEND_ATTEMPT_TIMEOUT, remaining)),
-                )
-                return
-            except nats.errors.NoRespondersError:
-                if client.is_connected:  # no stream listening: the server lost it
-                    await self._recreate_streams()
-            except (nats.errors.TimeoutError, nats.errors.ConnectionReconnectingError):
-                pass
-            except nats.errors.Error as exc:
-                raise TransportError(f"send not accepted: {type(exc).__name__}") from None
-            if loop.time() + backoff >= deadline:
-                raise TransportError(
-                    f"send {message_type!r}: JetStream did not acknowledge within"
-                    f" {self.send_timeout}s (server unreachable?); not sent"
-                )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
-
-    async def _recreate_streams(self) -> None:
-        try:
-            await self._ensure_streams()
-        except Exception as exc:
-            self.logger.debug("nats_stream_recreate_failed", error_type=type(exc).__name__)
+        await self._jetstream().send(subject, self.seal(data), message_id, message_type)
 
     async def _request(self, message_type: str, data: bytes, corr: str, timeout: float) -> bytes:
         import nats.errors
@@ -407,7 +289,7 @@ class NatsTransport(BrokerTransport):
         if not client.is_connected:  # fail fast, as while Redis is down
             raise TransportError(f"query {message_type!r} not sent: {self.url} is unreachable")
         try:
-            msg = await client.request(subject, self.seal(data), timeout=timeout)
+            raw: bytes = await client.request_direct(subject, self.seal(data), timeout)
         except nats.errors.NoRespondersError:
             raise NoHandlerError(
                 f"no process handles query type {message_type!r} on {self.url}"
@@ -418,8 +300,7 @@ class NatsTransport(BrokerTransport):
         except nats.errors.Error as exc:
             raise TransportError(f"query {message_type!r} not sent: {type(exc).__name__}") from None
         self.metrics.wire(SENT, "query")
-        data_out: bytes = msg.data
-        return data_out
+        return raw
 
     # ------------------------------------------------------------------ consuming
 
@@ -438,7 +319,7 @@ class NatsTransport(BrokerTransport):
             # Events go straight from the reading task to one ordered worker per type
             # (the same bound, _PENDING, beyond which they are dropped and reported).
             pump = OrderedPump(
-                lambda data: self.handle_event(data, message_type),
+                lambda data: self.inbound.handle_event(data, message_type),
                 self.spawn,
                 self._pump_failed,
                 _PENDING,
@@ -458,13 +339,14 @@ class NatsTransport(BrokerTransport):
                     sub, lambda data, reply: self._offer_query(data, reply, message_type)
                 )
         elif pattern == "send":
+            streams = self._jetstream()
             consumer = JetStreamConsumer(
-                self._js,
+                streams.js,
                 stream=self.stream,
                 subject=subject,
                 durable=f"cmd_{token(message_type)}",
-                handle=lambda data: self.handle_command(data, message_type),
-                dead_letter=lambda data, reason: self._dead_letter(data, reason, message_type),
+                handle=lambda data: self.inbound.handle_command(data, message_type),
+                dead_letter=lambda data, reason: streams.dead_letter(data, reason, message_type),
                 prefetch=self.prefetch,
                 ack_wait=self.ack_wait,
                 max_deliveries=self.max_deliveries,
@@ -497,7 +379,7 @@ class NatsTransport(BrokerTransport):
 
     async def _on_event(self, message_type: str, msg: Any) -> None:
         """The callback of an event subscription when the direct path is not in use."""
-        await self.handle_event(msg.data, message_type)
+        await self.inbound.handle_event(msg.data, message_type)
 
     async def _on_query(self, message_type: str, msg: Any) -> None:
         """The callback of a query subscription when the direct path is not in use."""
@@ -505,43 +387,21 @@ class NatsTransport(BrokerTransport):
             self.logger.warning("nats_query_dropped", reason="backlog full", pending=_PENDING)
 
     def _offer_query(self, data: bytes, reply: str, message_type: str) -> bool:
-        """Answer a query in a task of its own (queries are answered concurrently, and a
-        handler's ``asyncio.timeout`` binds to the task that runs it): at most
-        ``max_concurrency`` at once, then up to ``_PENDING`` wait in arrival order;
-        beyond that ``False`` (dropped, reported as a slow consumer). A query without a
-        reply subject is rejected at once (``no_reply_to``): its answer could not be sent."""
+        """Hand a query to :attr:`queries`; ``False`` when its backlog is full. A query
+        without a reply subject is rejected at once (``no_reply_to``): its answer could
+        not be sent, so its handler never runs."""
         if not reply:
-            self.reject_unanswerable_query("no reply subject")
+            self.inbound.reject_unanswerable_query("no reply subject")
             return True
-        if self._queries_running < self.max_concurrency:
-            self._queries_running += 1
-            self.spawn(self._answer(data, reply, message_type))
-            return True
-        if len(self._query_backlog) >= _PENDING:
-            return False
-        self._query_backlog.append((data, reply, message_type))
-        return True
+        return self.queries.offer(data, reply, message_type)
 
     async def _answer(self, data: bytes, reply_to: str, message_type: str) -> None:
         try:
-            _, _, reply = await self.handle_query(
+            _, _, reply = await self.inbound.handle_query(
                 data, message_type, has_return_address=bool(reply_to)
             )
             if reply is not None and reply_to:
-                await self._client().publish(reply_to, self.seal(reply))
+                await self._client().publish_now(reply_to, self.seal(reply))
                 self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
-        finally:
-            if self._query_backlog and not self._closed:
-                self.spawn(self._answer(*self._query_backlog.popleft()))
-            else:
-                self._queries_running -= 1
-
-    async def _dead_letter(self, data: bytes, reason: str, message_type: str) -> None:
-        try:
-            await self._js.publish(self.dead_letters, data, headers={"Jeeves-Reason": reason})
-            self.metrics.dead_lettered(message_type, reason)
-            await self.dead_letter_depth()
-        except Exception as exc:
-            self.logger.error("nats_dead_letter_failed", error_type=type(exc).__name__)

@@ -30,7 +30,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from ....types import LoggerProtocol
-from ...bus import TransportError
+from ... import TransportError
 from ..metrics import AdapterMetrics
 from .conn import UNREACHABLE
 from .resp import make_reader, make_writer

@@ -27,11 +27,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Awaitable
 from typing import Any, Self
 
 from redis.exceptions import NoScriptError
 
-from ...bus import InMemoryCommBus, NoHandlerError, TransportError
+from ... import InMemoryCommBus, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
 from ..metrics import SENT
 from ..pump import OrderedPump
@@ -201,15 +202,14 @@ class RedisTransport(BrokerTransport):
             raise TransportError("the Redis transport is not connected")
         return self._writer
 
-    async def _publish_frame(self, message_type: str, data: bytes) -> None:
+    def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
         # Pub/Sub is at-most-once whatever we wait for, so a publish is queued in order on
         # the connection and not awaited (as with NATS); a backlog makes publishers wait.
         writer = self._writer_or_fail()
         if self.signer is not None:
             data = self.signer.seal(data)
         writer.submit_nowait("PUBLISH", self.destination("publish", message_type), data)
-        if writer.backlogged:
-            await writer.writable()
+        return writer.writable() if writer.backlogged else None
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         await self._writer_or_fail().submit(
@@ -257,7 +257,9 @@ class RedisTransport(BrokerTransport):
         dest = self.destination(pattern, message_type)
         if pattern == "publish":
             pump = OrderedPump(
-                lambda data: self.handle_event(data, message_type), self.spawn, self._pump_failed
+                lambda data: self.inbound.handle_event(data, message_type),
+                self.spawn,
+                self._pump_failed,
             )
             self._pumps[message_type] = pump
             await self._reader.subscribe(dest, pump.push)
@@ -267,7 +269,7 @@ class RedisTransport(BrokerTransport):
                 self._writer,
                 dest,
                 self.process_id,
-                lambda data: self.handle_command(data, message_type),
+                lambda data: self.inbound.handle_command(data, message_type),
                 message_type=message_type,
                 dead_letters=self.dead_letters,
                 prefetch=self.prefetch,
@@ -311,7 +313,7 @@ class RedisTransport(BrokerTransport):
                 await responder.stop()
 
     async def _answer(self, data: bytes, message_type: str) -> None:
-        reply_to, corr, reply = await self.handle_query(
+        reply_to, corr, reply = await self.inbound.handle_query(
             data, message_type, reply_prefix=f"{self.prefix}rep:"
         )
         if reply is None or reply_to is None:

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery
 from jeeves_control_tower.ipc.adapters import MessageRegistry, WireCodec, WireError
-from jeeves_control_tower.ipc.adapters.codec import Frame, Reply
 from jeeves_control_tower.ipc.adapters.metrics import AdapterMetrics
+from jeeves_control_tower.ipc.adapters.wire.codec import Frame, Reply
 from jeeves_control_tower.types import Envelope, RequestContext
 from tests.conformance.messages import REGISTRY, Answer, Level, Point, Rich
 

@@ -34,8 +34,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal
 
-from ...types import LoggerProtocol
-from ..bus.eager import Resume, start
+from ....types import LoggerProtocol
+from ...bus.eager import Resume, start
 
 __all__ = ["EventBatcher"]
 

@@ -123,11 +123,14 @@ class Json:
             self._iterencode = lambda obj, _level: (encoder.encode(obj),)
         decoder = json.JSONDecoder(parse_constant=_reject_constant)
         self._decode = decoder.decode
-        self._scan = decoder.scan_once  # type: ignore[attr-defined]  # set by __init__
+        #: The stdlib decoder's ``scan_once(text, 0) -> (value, end)`` (the codec inlines
+        #: ``loads`` with it on the per-message path).
+        self.scan_once: Any = decoder.scan_once  # type: ignore[attr-defined]  # set by __init__
         self.fast: bool = fast and _orjson_loads is not None
         # orjson's functions when fast, else None (the codec inlines loads).
         self._orjson_dumps = _orjson_dumps if self.fast else None
-        self._orjson_loads = _orjson_loads if self.fast else None
+        #: orjson's ``loads`` when ``fast``, else ``None`` (the codec inlines it).
+        self.orjson_loads = _orjson_loads if self.fast else None
 
     def dumps(self, obj: Any) -> bytes:
         odumps = self._orjson_dumps
@@ -157,7 +160,7 @@ class Json:
         return out
 
     def loads(self, data: bytes) -> Any:
-        oloads = self._orjson_loads
+        oloads = self.orjson_loads
         if (
             oloads is None
             or data.__class__ is not bytes
@@ -182,7 +185,7 @@ class Json:
         # its two whitespace regex passes. Anything else (surrounding whitespace, an
         # error) goes through decode itself, so the accepted set and errors are the same.
         try:
-            obj, end = self._scan(text, 0)
+            obj, end = self.scan_once(text, 0)
         except RecursionError:
             raise
         except Exception:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jeeves_control_tower.ipc.adapters import MessageRegistry, WireCodec, WireError
-from jeeves_control_tower.ipc.adapters.formats import DEEP, Json
+from jeeves_control_tower.ipc.adapters.wire.formats import DEEP, Json
 
 pytest.importorskip("orjson")
 
@@ -76,8 +76,9 @@ def same_loads(data: bytes) -> None:
 
 def test_fast_path_is_in_use() -> None:
     assert FAST.fast and not STD.fast
-    assert WireCodec()._fast_loads is not None
-    assert WireCodec(max_depth=DEEP)._fast_loads is None
+    assert WireCodec().decoder.uses_orjson
+    assert not WireCodec(max_depth=DEEP).decoder.uses_orjson
+    assert not WireCodec(fast=False).decoder.uses_orjson
 
 
 scalars = (
@@ -254,9 +255,8 @@ FRAME = b'{"v":1,"id":"m","type":"Msg","pattern":"send","payload":%s}'
 )
 @pytest.mark.parametrize("fast", [True, False])
 def test_codec_reasons_are_the_same(payload: bytes, reason: str, fast: bool) -> None:
-    c = make_codec()
-    if not fast:
-        c._fast_loads = None
+    c = make_codec(fast=fast)
+    assert c.decoder.uses_orjson is fast
     with pytest.raises(WireError) as info:
         c.decode(FRAME % payload)
     assert info.value.reason == reason
@@ -264,9 +264,8 @@ def test_codec_reasons_are_the_same(payload: bytes, reason: str, fast: bool) -> 
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_codec_values_are_the_same(fast: bool) -> None:
-    c = make_codec()
-    if not fast:
-        c._fast_loads = None
+    c = make_codec(fast=fast)
+    assert c.decoder.uses_orjson is fast
     for n in (2**70, -(2**64), 1.5, "\ud800", "é", None, [1, {"a": None}]):
         assert c.decode(c.encode(Msg(n), pattern="send", message_id="m")).message == Msg(n)
     assert c.decode(FRAME % b'{"n": "\\udc00", "n": 18446744073709551616}').message == Msg(2**64)
@@ -283,7 +282,7 @@ def test_message_ids_never_look_like_big_numbers_to_the_guard(
     # stdlib parser; a message id must never trip it, whatever its random prefix.
     import itertools
 
-    from jeeves_control_tower.ipc.adapters.formats import BIG_NUMBER, NUMERALS
+    from jeeves_control_tower.ipc.adapters.wire.formats import BIG_NUMBER, NUMERALS
     from jeeves_control_tower.ipc.bus import middleware
 
     worst = "012345678901" + middleware._id_head[-1]  # a prefix of digits only

@@ -7,6 +7,10 @@ class (``float`` from an int, an ``Enum`` member from its value, a tuple from a 
 nested dataclass from an object) or raises :class:`Mismatch`. Paths to a bad value are
 built only when one is found.
 
+A nested dataclass is decoded by what ``nested(cls)`` returns (the decoder
+:mod:`.entries` builds for it, raising :class:`~.errors.WireError`): this module knows how
+to check one value, not how a class is registered, so the dependency runs one way only.
+
 Supported: ``Any``, ``str``, ``int``, ``float``, ``bool``, ``None``, unions/``Optional``,
 ``list[T]``, ``tuple[T, ...]``, ``set[T]``/``frozenset[T]``, ``dict[str, T]``,
 ``Literal[...]``, ``Enum`` subclasses and nested dataclasses. Any other annotation accepts
@@ -22,9 +26,13 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from .errors import WireError
+
 __all__ = ["Mismatch", "field_spec"]
 
 Spec = type | Callable[[Any], Any] | None
+#: Builds the payload decoder of a nested dataclass (see the module docstring).
+Nested = Callable[[type], Callable[[dict[str, Any]], Any]]
 
 
 class Mismatch(Exception):
@@ -37,7 +45,8 @@ class Mismatch(Exception):
         self.path = path
 
 
-def field_spec(hint: Any) -> Spec:
+def field_spec(hint: Any, nested: Nested) -> Spec:
+    """What the decoder applies to a value annotated ``hint`` (see the module docstring)."""
     if hint is Any or hint is object:
         return None
     if hint is type(None) or hint is None:
@@ -49,17 +58,17 @@ def field_spec(hint: Any) -> Spec:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return _enum(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return _dataclass(hint)
+        return _dataclass(hint, nested)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return _union([field_spec(a) for a in args])
+        return _union([field_spec(a, nested) for a in args])
     if origin is typing.Literal:
         return _literal(args)
     if origin in (list, tuple, set, frozenset):
-        item = field_spec(args[0]) if args and args[0] is not Ellipsis else None
+        item = field_spec(args[0], nested) if args and args[0] is not Ellipsis else None
         return _sequence(origin, item)
     if origin is dict:
-        return _mapping(field_spec(args[1]) if len(args) == 2 else None)
+        return _mapping(field_spec(args[1], nested) if len(args) == 2 else None)
     if hint in (list, tuple, set, frozenset):
         return _sequence(hint, None)
     if hint is dict:
@@ -93,16 +102,14 @@ def _enum(kind: type[enum.Enum]) -> Callable[[Any], Any]:
     return conv
 
 
-def _dataclass(kind: type) -> Callable[[Any], Any]:
-    from .registry import WireError, _dataclass_entry
-
-    entry = _dataclass_entry(kind.__name__, kind)
+def _dataclass(kind: type, nested: Nested) -> Callable[[Any], Any]:
+    decode = nested(kind)
 
     def conv(value: Any) -> Any:
         if not isinstance(value, dict):
             raise Mismatch("object", value)
         try:
-            return entry.decode(value)
+            return decode(value)
         except WireError as exc:
             raise Mismatch(f"a valid {kind.__name__} ({exc.detail})", value) from None
 

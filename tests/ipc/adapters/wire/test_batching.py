@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc.adapters.batching import EventBatcher
+from jeeves_control_tower.ipc.adapters.wire.batching import EventBatcher
 from tests.helpers import ListLogger
 
 
