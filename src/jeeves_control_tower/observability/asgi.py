@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..types import LoggerProtocol
 from .flow import FlowRecorder
+from .multiprocess import exposition_registry
 from .routes import (
     COMMON_HEADERS,
     METHOD_NOT_ALLOWED,
@@ -124,7 +125,11 @@ class _Metrics:
         if not self._endpoint.authorized(authorization):
             await _response(UNAUTHORIZED)(scope, receive, send)
             return
-        await self._app(scope, receive, send)
+        registry = exposition_registry(self._endpoint.registry)
+        if registry is self._endpoint.registry:
+            await self._app(scope, receive, send)
+        else:  # multiprocess mode: a fresh aggregate per scrape
+            await make_asgi_app(registry)(scope, receive, send)
 
 
 class _CommonHeaders:

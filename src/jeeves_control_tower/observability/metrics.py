@@ -23,8 +23,11 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from .._collectors import declare as _declare
+
 __all__ = [
     "DEFAULT_MAX_LABEL_VALUES",
+    "GAUGE_MODES",
     "LATENCY_BUCKETS",
     "METRIC_NAMES",
     "OTHER",
@@ -124,18 +127,27 @@ class DispatchSeries:
         self.outcomes: dict[str, Any] = {}
 
 
-def _declare(
-    cls: Any, name: str, doc: str, labels: tuple[str, ...], registry: Any, **kw: Any
-) -> Any:
-    """Create a collector, or reuse the one already registered under ``name`` (same type and
-    labels) in ``registry``; anything else registered under that name is a ``ValueError``."""
-    try:
-        return cls(name, doc, labels, registry=registry, **kw)
-    except ValueError:
-        existing = getattr(registry, "_names_to_collectors", {}).get(name)
-        if isinstance(existing, cls) and tuple(getattr(existing, "_labelnames", ())) == labels:
-            return existing
-        raise
+#: How each gauge of this module aggregates across the worker processes of a pre-fork server
+#: (``PROMETHEUS_MULTIPROC_DIR`` set; see ``docs/observability.md``). ``live*`` modes drop
+#: a worker's values once ``prometheus_client.multiprocess.mark_process_dead(pid)`` is
+#: called for it: they describe what is running now, which a dead worker no longer does.
+GAUGE_MODES: dict[str, str] = {
+    # In progress across the live workers: the sum, as one process would report it.
+    "commbus_inflight_messages": "livesum",
+    # Each worker runs its own coordinator: attempts running, slots and waiting dispatches
+    # of one service add up over the workers (load / capacity stays a utilisation).
+    "commbus_service_load": "livesum",
+    "commbus_service_capacity": "livesum",
+    "commbus_service_queue_depth": "livesum",
+    # 1 only while every live worker that has the service sees it healthy.
+    "commbus_service_healthy": "livemin",
+    # Registrations across the live workers.
+    "commbus_services_registered": "livesum",
+}
+
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegistry) -> Any:
+    return _declare(Gauge, name, doc, labels, registry, multiprocess_mode=GAUGE_MODES[name])
 
 
 class CommBusMetrics:
@@ -171,10 +183,9 @@ class CommBusMetrics:
             "Timed-out queries (target = message type) and dispatches (target = service).",
             ("pattern", "target"), r,
         )  # fmt: skip
-        self.inflight = _declare(
-            Gauge, "commbus_inflight_messages", "Messages and dispatches in progress.",
-            ("pattern",), r,
-        )  # fmt: skip
+        self.inflight = _gauge(
+            "commbus_inflight_messages", "Messages and dispatches in progress.", ("pattern",), r
+        )
         self.dispatch_total = _declare(
             Counter, "commbus_dispatch_total", "Dispatches by service, method and outcome.",
             ("service", "method", "outcome"), r,
@@ -188,25 +199,21 @@ class CommBusMetrics:
             Counter, "commbus_dispatch_retries_total", "Dispatch attempts after the first.",
             ("service", "method"), r,
         )  # fmt: skip
-        self.service_load = _declare(
-            Gauge, "commbus_service_load", "Attempts running in the service (current_load).",
+        self.service_load = _gauge(
+            "commbus_service_load", "Attempts running in the service (current_load).",
             ("service",), r,
         )  # fmt: skip
-        self.service_capacity = _declare(
-            Gauge, "commbus_service_capacity", "max_concurrent of the service.", ("service",), r
+        self.service_capacity = _gauge(
+            "commbus_service_capacity", "max_concurrent of the service.", ("service",), r
         )
-        self.service_queue_depth = _declare(
-            Gauge, "commbus_service_queue_depth", "Dispatches waiting for a slot.", ("service",), r
+        self.service_queue_depth = _gauge(
+            "commbus_service_queue_depth", "Dispatches waiting for a slot.", ("service",), r
         )
-        self.service_healthy = _declare(
-            Gauge,
-            "commbus_service_healthy",
-            "1 if the service is healthy, else 0.",
-            ("service",),
-            r,
+        self.service_healthy = _gauge(
+            "commbus_service_healthy", "1 if the service is healthy, else 0.", ("service",), r
         )
-        self.services_registered = _declare(
-            Gauge, "commbus_services_registered", "Registered services by service_type.",
+        self.services_registered = _gauge(
+            "commbus_services_registered", "Registered services by service_type.",
             ("service_type",), r,
         )  # fmt: skip
         self.telemetry_errors = _declare(

@@ -48,6 +48,7 @@ from prometheus_client.exposition import choose_encoder
 from ..types import LoggerProtocol
 from ._connections import Connections, RequestReader, RequestTimeout, RequestTooLarge
 from .flow import FlowRecorder
+from .multiprocess import exposition_registry
 from .routes import (
     COMMON_HEADERS,
     METHOD_NOT_ALLOWED,
@@ -215,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
             return app.endpoint.json(path, query)
         try:
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            return Answer(200, encoder(app.registry), content_type)
+            return Answer(200, encoder(exposition_registry(app.registry)), content_type)
         except Exception as exc:
             app.logger.error("observability_http_failed", path=path, error=repr(exc))
             return error(500, "internal error")

@@ -34,8 +34,10 @@ increment.
 
 ``prometheus_client`` is optional: without it every method is a no-op. The collectors are
 created in ``registry`` (default: ``prometheus_client.REGISTRY``) the first time a transport
-is built, and reused when they already exist there, so any number of transports in one
-process share them. Every method swallows its own errors: metrics never break messaging.
+is built, and reused when this package already declared them there, so any number of
+transports in one process share them. With ``PROMETHEUS_MULTIPROC_DIR`` set (a pre-fork
+server), the gauges aggregate across workers as :data:`GAUGE_MODES` says. Every method
+swallows its own errors: metrics never break messaging.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MAX_LABEL_VALUES", "OTHER", "RECEIVED", "SENT", "AdapterMetrics"]
+__all__ = ["GAUGE_MODES", "MAX_LABEL_VALUES", "OTHER", "RECEIVED", "SENT", "AdapterMetrics"]
 
 _DECLARED = (
     (
@@ -106,18 +108,25 @@ SENT = "sent"
 RECEIVED = "received"
 
 
+#: How each gauge aggregates across the worker processes of a pre-fork server
+#: (``PROMETHEUS_MULTIPROC_DIR`` set; see ``docs/observability.md``).
+GAUGE_MODES = {
+    # Held in each live worker's memory: the sum; a dead worker's buffer is gone with it.
+    "commbus_transport_buffered_messages": "livesum",
+    # The depth of a queue on the broker, which every worker may measure: the latest
+    # measurement (a sum would count the same queue once per worker).
+    "commbus_dead_letter_messages": "mostrecent",
+}
+
+
 def _collector(registry: Any, kind: str, name: str, doc: str, labels: tuple[str, ...]) -> Any:
     import prometheus_client as prom
 
-    cls = prom.Counter if kind == "counter" else prom.Gauge
-    try:
-        return cls(name, doc, labels, registry=registry)
-    except ValueError:  # already registered (another transport, another bus): reuse it
-        names = getattr(registry, "_names_to_collectors", {})
-        existing = names.get(name) or names.get(f"{name}_total")
-        if existing is None:
-            raise
-        return existing
+    from ..._collectors import declare
+
+    if kind == "counter":
+        return declare(prom.Counter, name, doc, labels, registry)
+    return declare(prom.Gauge, name, doc, labels, registry, multiprocess_mode=GAUGE_MODES[name])
 
 
 class AdapterMetrics:

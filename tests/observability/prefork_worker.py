@@ -1,0 +1,94 @@
+"""One worker of a pre-fork server, for tests/observability/test_prefork.py.
+
+Run as ``python -m tests.observability.prefork_worker INDEX READY_FILE [--serve]`` with
+``PROMETHEUS_MULTIPROC_DIR`` set. It records a known amount of everything (see
+:func:`expected`), optionally serves the observability endpoint, writes ``READY_FILE``
+(the endpoint's port, or 0) and stays alive until its stdin is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from prometheus_client import CollectorRegistry
+
+from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.ipc.adapters.metrics import SENT, AdapterMetrics
+from jeeves_control_tower.observability import FlowRecorder, get_metrics
+from jeeves_control_tower.observability.server import serve
+from tests.observability.support import DoThing, Stored
+
+#: Dispatch durations each worker observes (binary fractions: their sums are exact).
+DURATIONS = (0.25, 0.5, 2.0, 0.125)
+
+
+def publishes(index: int) -> int:
+    return 10 * (index + 1)
+
+
+def sends(index: int) -> int:
+    return index + 1
+
+
+def held_inflight(index: int) -> int:
+    return index + 1
+
+
+def buffered(index: int) -> int:
+    return 2 * index + 3
+
+
+def dead_letter_depth(index: int) -> int:
+    return 100 + index
+
+
+def healthy(index: int) -> int:
+    return 0 if index == 1 else 1
+
+
+async def _traffic(bus: InMemoryCommBus, index: int) -> None:
+    bus.subscribe("Stored", lambda e: None)
+    bus.register_handler("DoThing", lambda c: None)
+    for _ in range(publishes(index)):
+        await bus.publish(Stored())
+    for _ in range(sends(index)):
+        await bus.send(DoThing())
+
+
+def main(index: int, ready_file: str, serve_endpoint: bool) -> None:
+    assert os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    registry = CollectorRegistry()
+    flow = FlowRecorder()
+    bus = InMemoryCommBus(registry=registry, flow=flow)
+    asyncio.run(_traffic(bus, index))
+    metrics = get_metrics(registry)
+    series = metrics.dispatch_series("billing", "charge")
+    for duration in DURATIONS:
+        series.duration.observe(duration)
+    # Exemplars are not kept in multiprocess mode: observing with one must still work.
+    series.duration.observe(1.0, {"trace_id": format(index + 1, "032x")})
+    metrics.inflight_for("query").inc(held_inflight(index))
+    metrics.service_capacity.labels("billing").set(4)
+    metrics.service_healthy.labels("billing").set(healthy(index))
+    adapter = AdapterMetrics("redis", registry)
+    adapter.buffered(buffered(index))
+    adapter.dead_letter_depth("jeeves:dlq", dead_letter_depth(index))
+    adapter.wire(SENT, "publish", publishes(index))
+    port = 0
+    server = None
+    if serve_endpoint:
+        server = serve(registry=registry, flow=flow)
+        port = server.port
+    tmp = ready_file + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(str(port))
+    os.replace(tmp, ready_file)
+    sys.stdin.read()  # until the test closes our stdin
+    if server is not None:
+        server.close()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), sys.argv[2], "--serve" in sys.argv[3:])
