@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
@@ -89,8 +89,8 @@ def _add_demo(commands: Commands) -> None:
     )
     demo.add_argument(
         "--otlp-endpoint",
-        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
-        help="export spans over OTLP/HTTP to this base URL (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
+        help="export spans over OTLP to this base URL, as $OTEL_EXPORTER_OTLP_ENDPOINT would"
+        " (the flag wins over every OTEL_* endpoint; default: the OTEL_* environment)",
     )
     demo.add_argument("-v", "--verbose", action="store_true", help="log every bus event")
     demo.set_defaults(run=_run_demo)
@@ -169,7 +169,6 @@ async def _demo(args: argparse.Namespace) -> None:
         duration=args.duration,
         stop=stop,
         on_ready=ready,
-        otlp_endpoint=args.otlp_endpoint,
         logger=logger,
     )
     total = sum(system.workload.started.values())
@@ -177,7 +176,24 @@ async def _demo(args: argparse.Namespace) -> None:
     print(f"Stopped after {elapsed:.1f}s: {total} operations started.", flush=True)
 
 
+def use_otlp_endpoint(url: str | None, environ: MutableMapping[str, str] = os.environ) -> None:
+    """``--otlp-endpoint URL``: the process's ``OTEL_EXPORTER_OTLP_ENDPOINT`` (as
+    ``opentelemetry-instrument --exporter_otlp_endpoint`` sets it), read by the exporter
+    itself. An explicit flag wins over the environment: the traces-specific endpoint is
+    dropped, and ``otlp`` joins ``OTEL_TRACES_EXPORTER`` (replacing ``none``)."""
+    if not url:
+        return
+    environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = url
+    environ.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
+    names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    names = [n for n in names if n.lower() != "none"]
+    if "otlp" not in names:
+        names.append("otlp")
+    environ["OTEL_TRACES_EXPORTER"] = ",".join(names)
+
+
 def _run_demo(args: argparse.Namespace) -> int:
+    use_otlp_endpoint(args.otlp_endpoint)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import threading
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from ..ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from ..logging import NullLogger
 from ..observability import FlowRecorder, ObservabilityServer, serve
 from ..types import LoggerProtocol
+from .otel import tracer_provider as otel_tracer_provider
 from .services import Behaviour
 from .wiring import DemoServices
 from .workload import HealthFlapper, Workload
@@ -47,25 +47,12 @@ class DemoConfig:
     flow_capacity: int = 5000
 
 
-def _tracer_provider(otlp_endpoint: str | None) -> Any:
-    """An SDK provider (so spans record and flow records carry trace ids), exporting over
-    OTLP/HTTP when an endpoint is given."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-
-    name = os.environ.get("OTEL_SERVICE_NAME", "jeeves-demo")
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    if otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        exporter = OTLPSpanExporter(endpoint=otlp_endpoint.rstrip("/") + "/v1/traces")
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    return provider
-
-
 class DemoSystem:
-    """The bus, the coordinator, the services and the traffic, fully instrumented."""
+    """The bus, the coordinator, the services and the traffic, fully instrumented.
+
+    Without ``tracer_provider``, the system builds its own from the ``OTEL_*`` environment
+    (:mod:`.otel`); ``otlp_endpoint``, when given, is the full OTLP/HTTP traces URL
+    (e.g. ``http://collector:4318/v1/traces``) and wins over the environment."""
 
     def __init__(
         self,
@@ -83,9 +70,9 @@ class DemoSystem:
             flow if flow is not None else FlowRecorder(self.config.flow_capacity, handler_runs=True)
         )
         self._own_provider = tracer_provider is None
-        self.tracer_provider = tracer_provider or _tracer_provider(otlp_endpoint)
+        self.tracer_provider = tracer_provider or otel_tracer_provider(otlp_endpoint)
         logger = logger if logger is not None else NullLogger()
-        telemetry = {
+        telemetry: dict[str, Any] = {
             "tracer_provider": self.tracer_provider,
             "registry": self.registry,
             "flow": self.flow,
