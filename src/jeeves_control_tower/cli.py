@@ -27,7 +27,7 @@ from typing import TypeAlias
 from . import __version__
 from ._assets import AssetNotFound, asset_dir, grafana_files
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "use_otlp_endpoint"]
 
 Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 

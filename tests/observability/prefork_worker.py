@@ -12,6 +12,7 @@ import asyncio
 import os
 import sys
 
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
@@ -61,7 +62,9 @@ def main(index: int, ready_file: str, serve_endpoint: bool) -> None:
     assert os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     registry = CollectorRegistry()
     flow = FlowRecorder()
-    bus = InMemoryCommBus(registry=registry, flow=flow)
+    # A recording provider: the bus's histogram observations carry trace-id exemplars.
+    provider = TracerProvider()
+    bus = InMemoryCommBus(registry=registry, flow=flow, tracer_provider=provider)
     asyncio.run(_traffic(bus, index))
     metrics = get_metrics(registry)
     series = metrics.dispatch_series("billing", "charge")

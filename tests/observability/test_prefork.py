@@ -226,3 +226,9 @@ def test_single_process_scrape_is_the_registry_itself(monkeypatch: pytest.Monkey
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     registry = CollectorRegistry()
     assert exposition_registry(registry) is registry
+
+
+def test_mark_process_dead_needs_a_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        mark_process_dead(os.getpid())

@@ -123,7 +123,8 @@ async def run_demo(
     logger: LoggerProtocol | None = None,
 ) -> DemoSystem:
     """Serve the endpoint and run the demo until ``stop`` is set or ``duration`` seconds
-    have passed. ``on_ready(server, system)`` is called once the endpoint is listening."""
+    have passed. ``on_ready(server, system)`` is called once the endpoint is listening.
+    Tracing as :class:`DemoSystem` sets it up (``otlp_endpoint``: the full traces URL)."""
     system = DemoSystem(config, otlp_endpoint=otlp_endpoint, logger=logger)
     stop = stop if stop is not None else asyncio.Event()
     timer = None
