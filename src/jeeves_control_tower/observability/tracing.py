@@ -1,14 +1,16 @@
 """TracingMiddleware: one span per publish/send/query and one child span per handler run.
 
-Span names follow ``"{operation} {destination}"``: ``publish MemoryStored`` (PRODUCER),
-``send X`` (PRODUCER), ``query Y`` (CLIENT), and per handler ``process <type>`` (CONSUMER
-for publish/send, SERVER for query) whose parent is the producer span.
+Span names follow ``"{operation} {destination}"``: ``publish MemoryStored``, ``send X``,
+``query Y`` (PRODUCER, operation type ``send``), and per handler ``process <type>``
+(CONSUMER, ``process``) whose parent is the producer span (messaging conventions of
+:data:`.semconv.SCHEMA_URL`).
 
 With a transport: on the way out (``ctx.direction == "out"``) the producer span's context
-is injected into ``ctx.headers`` with the global propagator (W3C ``traceparent`` by
-default); on the way in (``"in"``) the span is ``receive <type>`` (CONSUMER, or SERVER for
-a query) with the context extracted from ``ctx.headers`` as its parent, and the handler
-spans are its children, so one trace spans processes. The producer span
+is injected into ``ctx.headers`` with the global propagator (W3C ``traceparent`` and
+``tracestate`` by default); on the way in (``"in"``) the span is ``receive <type>``
+(CLIENT, ``receive``) with the context extracted from ``ctx.headers`` as its parent, so
+the producer's sampling decision and tracestate hold, and the handler spans are its
+children: one trace spans processes. The producer span
 is made current for the duration of the message (attached in ``before``, detached in
 ``after``; the bus runs both in the caller's context), so a handler that publishes or
 queries continues the same trace. Each handler span is current only inside its handler
@@ -57,7 +59,7 @@ from .semconv import (
     qualified_error_type,
 )
 
-__all__ = ["TracingMiddleware", "get_tracer", "payload_repr", "set_error"]
+__all__ = ["TracingMiddleware", "get_tracer", "payload_repr", "set_error", "trace_carrier"]
 
 OnError = Callable[[str, str, BaseException], None]
 Spec = tuple[str, SpanKind, dict[str, Any]]
@@ -65,12 +67,12 @@ Spec = tuple[str, SpanKind, dict[str, Any]]
 _KEY = "jeeves.otel"
 _CACHE_LIMIT = 4096
 _PAYLOAD_LIMIT = 1000
-_DEFAULT_KINDS = (SpanKind.PRODUCER, SpanKind.CONSUMER)
-_KINDS = {
-    "publish": (SpanKind.PRODUCER, SpanKind.CONSUMER),
-    "send": (SpanKind.PRODUCER, SpanKind.CONSUMER),
-    "query": (SpanKind.CLIENT, SpanKind.SERVER),
-}
+# Messaging conventions (SCHEMA_URL): a ``send`` span whose context is the creation
+# context of the message is PRODUCER, a ``receive`` span CLIENT, a ``process`` span
+# CONSUMER, whatever the pattern (a query is a message with a reply, not an RPC).
+_SEND_KIND = SpanKind.PRODUCER
+_RECEIVE_KIND = SpanKind.CLIENT
+_PROCESS_KIND = SpanKind.CONSUMER
 
 
 def _current_span_context() -> trace.SpanContext:
@@ -83,6 +85,15 @@ def get_tracer(tracer_provider: TracerProvider | None = None) -> trace.Tracer:
     return trace.get_tracer(
         "jeeves_control_tower", __version__, tracer_provider, schema_url=SCHEMA_URL
     )
+
+
+def trace_carrier() -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``, ``tracestate``, baggage;
+    the configured global propagator's), for ``RequestContext(trace_carrier=...)``: a
+    dispatch of that envelope continues the caller's trace and sampling decision."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 def set_error(span: Span, exc: BaseException) -> None:
@@ -254,11 +265,10 @@ class TracingMiddleware:
 
     def _producer_spec(self, key: tuple[str, str, bool, str]) -> Spec:
         pattern, message_type, inbound, system = key
-        kinds = _KINDS.get(pattern, _DEFAULT_KINDS)
         operation = "receive" if inbound else pattern
         spec: Spec = (
             f"{operation} {message_type}",
-            kinds[1] if inbound else kinds[0],
+            _RECEIVE_KIND if inbound else _SEND_KIND,
             {
                 MESSAGING_SYSTEM: system,
                 MESSAGING_OPERATION_TYPE: OP_RECEIVE if inbound else OP_SEND,
@@ -271,10 +281,10 @@ class TracingMiddleware:
         return spec
 
     def _consumer_spec(self, key: tuple[str, str, str, str]) -> Spec:
-        pattern, message_type, handler, system = key
+        _, message_type, handler, system = key
         spec: Spec = (
             f"process {message_type}",
-            _KINDS.get(pattern, _DEFAULT_KINDS)[1],
+            _PROCESS_KIND,
             {
                 MESSAGING_SYSTEM: system,
                 MESSAGING_OPERATION_TYPE: OP_PROCESS,
