@@ -194,8 +194,14 @@ def instrument_bus(
     on_error = kw["reporter"]
     middlewares: list[Any] = []
     if tracing:
+        bus_ref = weakref.ref(bus)  # a strong one would keep the bus alive through _buses
         middlewares.append(
-            TracingMiddleware(tracer_provider, record_payloads=record_payloads, on_error=on_error)
+            TracingMiddleware(
+                tracer_provider,
+                record_payloads=record_payloads,
+                on_error=on_error,
+                broker=lambda: getattr(bus_ref(), "transport", None),
+            )
         )
     if kw["metrics"] is not None:
         middlewares.append(MetricsMiddleware(kw["metrics"], on_error=on_error))

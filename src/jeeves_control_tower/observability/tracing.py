@@ -47,6 +47,7 @@ from .semconv import (
     ERROR_TYPE,
     MESSAGE_OUTCOME,
     MESSAGE_PAYLOAD,
+    MESSAGING_CONSUMER_GROUP_NAME,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME,
@@ -56,6 +57,8 @@ from .semconv import (
     OP_RECEIVE,
     OP_SEND,
     SCHEMA_URL,
+    SERVER_ADDRESS,
+    SERVER_PORT,
     qualified_error_type,
 )
 
@@ -123,8 +126,14 @@ class TracingMiddleware:
         *,
         record_payloads: bool = False,
         on_error: OnError | None = None,
+        broker: Callable[[], Any] | None = None,
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
+        # The bus's transport, read for each message crossing the wire: its
+        # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in
+        # ipc.adapters) labels broker spans; the cached specs are dropped when it changes.
+        self._broker = broker
+        self._transport: Any = None
         self._record_payloads = record_payloads
         self._on_error = on_error or ErrorReporter()
         self._producers: dict[tuple[str, str, bool, str], Spec] = {}
@@ -175,10 +184,12 @@ class TracingMiddleware:
                     ctx.headers = {}
                 propagate.inject(ctx.headers)
             return
+        if direction != "local" and self._broker is not None:
+            self._check_transport()
         key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
         spec = self._producers.get(key)
         if spec is None:
-            spec = self._producer_spec(key)
+            spec = self._producer_spec(key, direction != "local")
         name, kind, attributes = spec
         span = self._tracer.start_span(name, remote, kind, attributes)
         if span.is_recording():
@@ -240,7 +251,7 @@ class TracingMiddleware:
             key = (ctx.pattern, ctx.message_type, handler_name, ctx.system)
             spec = self._consumers.get(key)
             if spec is None:
-                spec = self._consumer_spec(key)
+                spec = self._consumer_spec(key, ctx.direction == "in")
             name, kind, base = spec
             attributes = dict(base)
             attributes[MESSAGING_MESSAGE_ID] = message_id
@@ -263,7 +274,33 @@ class TracingMiddleware:
 
     # ------------------------------------------------------------------ cached specs
 
-    def _producer_spec(self, key: tuple[str, str, bool, str]) -> Spec:
+    def _check_transport(self) -> None:
+        """Drop the cached specs when the bus's transport is not the one they were made for."""
+        assert self._broker is not None
+        transport = self._broker()
+        if transport is not self._transport:
+            self._transport = transport
+            self._producers.clear()
+            self._consumers.clear()
+
+    def _broker_attributes(
+        self, pattern: str, message_type: str, attributes: dict[str, Any], inbound: bool
+    ) -> None:
+        """Add what the transport's settings provider says about the broker: the real
+        destination, ``server.address``/``server.port`` and, coming in, the consumer group."""
+        provider = getattr(self._transport, "broker_settings", None)
+        if provider is None:
+            return
+        settings = provider(pattern, message_type)
+        attributes[MESSAGING_DESTINATION_NAME] = settings.destination
+        if settings.server_address:
+            attributes[SERVER_ADDRESS] = settings.server_address
+            if settings.server_port is not None:
+                attributes[SERVER_PORT] = settings.server_port
+        if inbound and settings.consumer_group:
+            attributes[MESSAGING_CONSUMER_GROUP_NAME] = settings.consumer_group
+
+    def _producer_spec(self, key: tuple[str, str, bool, str], broker: bool) -> Spec:
         pattern, message_type, inbound, system = key
         operation = "receive" if inbound else pattern
         spec: Spec = (
@@ -276,12 +313,14 @@ class TracingMiddleware:
                 MESSAGING_DESTINATION_NAME: message_type,
             },
         )
+        if broker:
+            self._broker_attributes(pattern, message_type, spec[2], inbound)
         if len(self._producers) < _CACHE_LIMIT:
             self._producers[key] = spec
         return spec
 
-    def _consumer_spec(self, key: tuple[str, str, str, str]) -> Spec:
-        _, message_type, handler, system = key
+    def _consumer_spec(self, key: tuple[str, str, str, str], inbound: bool) -> Spec:
+        pattern, message_type, handler, system = key
         spec: Spec = (
             f"process {message_type}",
             _PROCESS_KIND,
@@ -293,6 +332,8 @@ class TracingMiddleware:
                 CODE_FUNCTION_NAME: handler,
             },
         )
+        if inbound:
+            self._broker_attributes(pattern, message_type, spec[2], True)
         if len(self._consumers) < _CACHE_LIMIT:
             self._consumers[key] = spec
         return spec
