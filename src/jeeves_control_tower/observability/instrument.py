@@ -70,6 +70,16 @@ class BusTelemetry(_Telemetry):
         """The bus (``None`` once it was garbage-collected)."""
         return self._bus()
 
+    def receive_batch(self, settings: Any, count: int) -> Any:
+        """The span record of ``count`` messages a transport read at once (see
+        :meth:`TracingMiddleware.receive_batch`), or ``None`` (closed, no tracing)."""
+        if self.closed:
+            return None
+        for mw in self.middlewares:
+            if isinstance(mw, TracingMiddleware):
+                return mw.receive_batch(settings, count)
+        return None
+
     def close(self) -> None:
         if self.closed:
             return

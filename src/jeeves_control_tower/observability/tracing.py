@@ -47,6 +47,7 @@ from .semconv import (
     ERROR_TYPE,
     MESSAGE_OUTCOME,
     MESSAGE_PAYLOAD,
+    MESSAGING_BATCH_MESSAGE_COUNT,
     MESSAGING_CONSUMER_GROUP_NAME,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_MESSAGE_ID,
@@ -62,7 +63,14 @@ from .semconv import (
     qualified_error_type,
 )
 
-__all__ = ["TracingMiddleware", "get_tracer", "payload_repr", "set_error", "trace_carrier"]
+__all__ = [
+    "BatchReceive",
+    "TracingMiddleware",
+    "get_tracer",
+    "payload_repr",
+    "set_error",
+    "trace_carrier",
+]
 
 OnError = Callable[[str, str, BaseException], None]
 Spec = tuple[str, SpanKind, dict[str, Any]]
@@ -76,6 +84,8 @@ _PAYLOAD_LIMIT = 1000
 _SEND_KIND = SpanKind.PRODUCER
 _RECEIVE_KIND = SpanKind.CLIENT
 _PROCESS_KIND = SpanKind.CONSUMER
+# The parent of a batch receive span: none (a batch has no one parent; it links them).
+_EMPTY = otel_context.Context()
 
 
 def _current_span_context() -> trace.SpanContext:
@@ -113,6 +123,32 @@ def payload_repr(message: Any) -> str:
     except Exception:
         return f"<unrepresentable {type(message).__name__}>"
     return text if len(text) <= _PAYLOAD_LIMIT else text[:_PAYLOAD_LIMIT] + "..."
+
+
+class BatchReceive:
+    """The recording span of one batch read (:meth:`TracingMiddleware.receive_batch`):
+    :meth:`link` adds a message's producer context from its headers, :meth:`end` ends it.
+    Never raises."""
+
+    __slots__ = ("_on_error", "_span")
+
+    def __init__(self, span: Span, on_error: OnError) -> None:
+        self._span = span
+        self._on_error = on_error
+
+    def link(self, headers: dict[str, str]) -> None:
+        try:
+            linked = trace.get_current_span(propagate.extract(headers)).get_span_context()
+            if linked.is_valid:
+                self._span.add_link(linked)
+        except Exception as exc:
+            self._on_error("tracing", "batch_link", exc)
+
+    def end(self) -> None:
+        try:
+            self._span.end()
+        except Exception as exc:
+            self._on_error("tracing", "batch_end", exc)
 
 
 class TracingMiddleware:
@@ -271,6 +307,41 @@ class TracingMiddleware:
             token.end()
         except Exception as exc:
             self._on_error("tracing", "handler_end", exc)
+
+    # ------------------------------------------------------------------ batch receive
+
+    def receive_batch(self, settings: Any, count: int) -> BatchReceive | None:
+        """A ``receive <destination>`` span (CLIENT, ``receive``) for ``count`` messages a
+        transport read at once from the destination ``settings`` (a ``BrokerSettings``)
+        names: a root the configured sampler decides (a batch has no one parent), with
+        ``messaging.batch.message_count`` and, added by :meth:`BatchReceive.link`, a link
+        to each message's producer context. ``None`` when it would not record."""
+        try:
+            if self._is_noop():
+                return None
+            attributes: dict[str, Any] = {
+                MESSAGING_SYSTEM: settings.system,
+                MESSAGING_OPERATION_TYPE: OP_RECEIVE,
+                MESSAGING_OPERATION_NAME: "receive",
+                MESSAGING_DESTINATION_NAME: settings.destination,
+                MESSAGING_BATCH_MESSAGE_COUNT: count,
+            }
+            if settings.server_address:
+                attributes[SERVER_ADDRESS] = settings.server_address
+                if settings.server_port is not None:
+                    attributes[SERVER_PORT] = settings.server_port
+            if settings.consumer_group:
+                attributes[MESSAGING_CONSUMER_GROUP_NAME] = settings.consumer_group
+            span = self._tracer.start_span(
+                f"receive {settings.destination}", _EMPTY, _RECEIVE_KIND, attributes
+            )
+            if not span.is_recording():
+                span.end()
+                return None
+            return BatchReceive(span, self._on_error)
+        except Exception as exc:
+            self._on_error("tracing", "receive_batch", exc)
+            return None
 
     # ------------------------------------------------------------------ cached specs
 

@@ -15,11 +15,12 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
 from tests import brokers
 from tests.conformance.conftest import eventually
-from tests.conformance.messages import Ask, DoWork
+from tests.conformance.messages import Ask, DoWork, Happened
 from tests.ipc.adapters.cluster import KINDS, Cluster
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
@@ -94,3 +95,71 @@ async def test_broker_spans_name_the_broker_and_keep_the_callers_trace(cluster: 
         assert a["messaging.destination.name"] == transport.destination(pattern, name.split()[1])
         assert (a["server.address"], a["server.port"]) == (host, port), name
         assert a.get("messaging.consumer.group.name") == consumer_group, name
+
+
+async def test_a_batch_read_links_its_messages(cluster: Cluster) -> None:
+    """Commands stored before their handler exists are read in one batch: one ``receive
+    <stream/subject>`` span (CLIENT, a root) counts them and links each producer span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = {"tracer_provider": provider, "registry": CollectorRegistry(), "flow": False}
+    caller = await cluster.bus(**telemetry)
+    for i in range(5):
+        await caller.send(DoWork(i))
+    handled: list[int] = []
+    worker = await cluster.bus(**telemetry)
+    worker.register_handler("DoWork", lambda c: handled.append(c.n))
+    await eventually(lambda: len(handled) == 5, timeout=10)
+    destination = cluster.transports[1].destination("send", "DoWork")
+    batch_name = f"receive {destination}"
+    await eventually(lambda: any(s.name == batch_name for s in exporter.get_finished_spans()))
+    spans = list(exporter.get_finished_spans())
+    provider.shutdown()
+
+    (batch,) = [s for s in spans if s.name == batch_name]
+    assert batch.kind is SpanKind.CLIENT and batch.parent is None
+    a = attrs(batch)
+    assert a["messaging.batch.message_count"] == 5
+    assert a["messaging.operation.type"] == "receive"
+    assert a["messaging.destination.name"] == destination
+    assert a.get("messaging.consumer.group.name") == (
+        "handlers" if cluster.kind == "redis" else None
+    )
+    sends = {s.context.span_id for s in spans if s.name == "send DoWork"}
+    assert len(sends) == 5
+    assert {link.context.span_id for link in batch.links} == sends
+
+
+@pytest.mark.nats
+async def test_an_event_batch_frame_links_its_events() -> None:
+    """NATS packs events published together into one frame: its ``receive`` span counts
+    them and links each event's producer span."""
+    cluster = Cluster("nats", brokers.require(brokers.NATS_URL, "nats"))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = {"tracer_provider": provider, "registry": CollectorRegistry(), "flow": False}
+    try:
+        seen: list[int] = []
+        subscriber = await cluster.bus(**telemetry)
+        subscriber.subscribe("Happened", lambda e: seen.append(e.n))
+        publisher = await cluster.bus(**telemetry)
+        for transport in cluster.transports:
+            await transport.sync()
+        await asyncio.gather(*(publisher.publish(Happened(i)) for i in range(50)))
+        await eventually(lambda: len(seen) == 50, timeout=10)
+    finally:
+        await cluster.close()
+        await cluster.cleanup()
+    spans = list(exporter.get_finished_spans())
+    provider.shutdown()
+    destination = cluster.transports[0].destination("publish", "Happened")
+    batches = [s for s in spans if s.name == f"receive {destination}"]
+    assert batches, "no event batch frame was read"
+    publishes = {s.context.span_id for s in spans if s.name == "publish Happened"}
+    for batch in batches:
+        count = attrs(batch)["messaging.batch.message_count"]
+        assert isinstance(count, int) and count >= 2
+        linked = {link.context.span_id for link in batch.links}
+        assert len(linked) == count and linked <= publishes

@@ -129,6 +129,7 @@ class BrokerTransport(abc.ABC):
             max_query_ttl=None if max_query_ttl is None else float(max_query_ttl),
             signer=self.signer,
         )
+        self.inbound.broker_settings = self.broker_settings
         self._count_published = self.metrics.wire_counter(SENT, "publish")
         if dedupe is True:
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()

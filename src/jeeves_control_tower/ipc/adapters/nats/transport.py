@@ -358,6 +358,7 @@ class NatsTransport(BrokerTransport):
                 max_deliveries=self.max_deliveries,
                 metrics=self.metrics,
                 logger=self.logger,
+                begin_batch=functools.partial(self.inbound.begin_batch, "send", message_type),
             )
             self._consumers[message_type] = consumer
             consumer.start()

@@ -25,6 +25,7 @@ a refused connection (tried twice), a refused password, a TLS error or no answer
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable
@@ -281,6 +282,7 @@ class RedisTransport(BrokerTransport):
                 max_deliveries=self.max_deliveries,
                 metrics=self.metrics,
                 logger=self.logger,
+                begin_batch=functools.partial(self.inbound.begin_batch, "send", message_type),
             )
             self._streams[message_type] = consumer
             consumer.start()
