@@ -14,7 +14,7 @@ worker's transport logs to stderr (pytest shows it when a test fails). Roles:
 - ``responder``: answers ``Ask`` with ``n * 2`` inside an instrumented bus and prints the
   spans it recorded (``{"spans": [...]}``) after each query; option ``dispatch`` makes it
   compute the answer through an instrumented coordinator's dispatch, ``sampler`` =
-  ``"parent_off"`` samples with ``ParentBased(ALWAYS_OFF)`` (default: always on).
+  ``"parent_off"`` samples with ``ParentBased(ALWAYS_OFF)`` (default: ``ParentBased(ALWAYS_ON)``).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ async def main(roles: set[str], kind: str, url: str, prefix: str, opts: dict[str
 
         exporter = InMemorySpanExporter()
         parent_off = opts.get("sampler") == "parent_off"
-        provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF) if parent_off else ALWAYS_ON)
+        provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF if parent_off else ALWAYS_ON))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         bus = InMemoryCommBus(tracer_provider=provider, registry=CollectorRegistry(), flow=False)
     else:
