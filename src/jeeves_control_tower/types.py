@@ -247,7 +247,7 @@ class RequestContext:
             trace_id=data.get("trace_id"),
             span_id=data.get("span_id"),
             tags=dict(data.get("tags") or {}),
-            trace_carrier=dict(data.get("trace_carrier") or {}),
+            trace_carrier=data.get("trace_carrier") or {},  # checked (and copied) on init
         )
 
 

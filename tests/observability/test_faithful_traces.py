@@ -126,6 +126,11 @@ def test_a_carrier_is_bounded() -> None:
         )
     with pytest.raises(ValueError):
         RequestContext(request_id="r", capability="c", trace_carrier={"a": 1})  # type: ignore[dict-item]
+    for hostile in (5, "traceparent", ["a", "b"]):
+        with pytest.raises(ValueError):
+            RequestContext.from_dict(
+                {"request_id": "r", "capability": "c", "trace_carrier": hostile}
+            )
 
 
 async def test_kinds_and_schema_follow_one_semconv_version() -> None:
