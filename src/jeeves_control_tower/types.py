@@ -26,6 +26,10 @@ __all__ = [
 MAX_TAGS = 64
 #: Upper bound on the length of one tag key or value.
 MAX_TAG_LENGTH = 256
+#: Upper bound on the entries of :attr:`RequestContext.trace_carrier`.
+MAX_CARRIER_ENTRIES = 8
+#: Upper bound on one carrier value (W3C: tracestate and baggage stay within 8192).
+MAX_CARRIER_LENGTH = 8192
 
 
 @runtime_checkable
@@ -161,7 +165,15 @@ class DispatchTarget:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Immutable identity of one request, carried by its :class:`Envelope`."""
+    """Immutable identity of one request, carried by its :class:`Envelope`.
+
+    ``trace_id`` / ``span_id`` (hex) identify a caller's span but carry no sampling
+    decision: telemetry links to them and never continues them as a parent.
+    ``trace_carrier`` is the caller's W3C trace context as propagator headers
+    (``traceparent``, ``tracestate``, ``baggage``; at most :data:`MAX_CARRIER_ENTRIES`
+    entries of at most :data:`MAX_CARRIER_LENGTH` characters): a dispatch continues it,
+    sampling decision and tracestate included (``{}``: none).
+    """
 
     request_id: str
     capability: str
@@ -170,6 +182,7 @@ class RequestContext:
     trace_id: str | None = None
     span_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    trace_carrier: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _require_name(self.request_id, "RequestContext.request_id")
@@ -192,8 +205,23 @@ class RequestContext:
                     f"RequestContext.tags: key {k[:40]!r} must be 1..{MAX_TAG_LENGTH} characters"
                     f" and its value at most {MAX_TAG_LENGTH}"
                 )
-        # Freeze a private copy so later mutation of the caller's dict cannot leak in.
+        carrier = self.trace_carrier
+        if not isinstance(carrier, dict) or len(carrier) > MAX_CARRIER_ENTRIES:
+            raise ValueError(
+                f"RequestContext.trace_carrier must be a dict of at most {MAX_CARRIER_ENTRIES}"
+                " entries"
+            )
+        for k, v in carrier.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise ValueError("RequestContext.trace_carrier keys and values must be strings")
+            if not k or len(k) > MAX_TAG_LENGTH or len(v) > MAX_CARRIER_LENGTH:
+                raise ValueError(
+                    f"RequestContext.trace_carrier: key {k[:40]!r} must be 1..{MAX_TAG_LENGTH}"
+                    f" characters and its value at most {MAX_CARRIER_LENGTH}"
+                )
+        # Freeze private copies so later mutation of the caller's dicts cannot leak in.
         object.__setattr__(self, "tags", dict(self.tags))
+        object.__setattr__(self, "trace_carrier", dict(carrier))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +232,7 @@ class RequestContext:
             "trace_id": self.trace_id,
             "span_id": self.span_id,
             "tags": dict(self.tags),
+            "trace_carrier": dict(self.trace_carrier),
         }
 
     @classmethod
@@ -218,6 +247,7 @@ class RequestContext:
             trace_id=data.get("trace_id"),
             span_id=data.get("span_id"),
             tags=dict(data.get("tags") or {}),
+            trace_carrier=data.get("trace_carrier") or {},  # checked (and copied) on init
         )
 
 

@@ -1,4 +1,4 @@
-"""Dispatch spans: one CLIENT span per dispatch, one SERVER child span per attempt."""
+"""Dispatch spans: one PRODUCER span per dispatch, one CONSUMER child span per attempt."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ async def test_ok_dispatch(instrumented_coordinator: CommBusCoordinator, tel: Te
     )
     assert not result.terminated
     span = tel.span("dispatch svc")
-    assert span.kind is SpanKind.CLIENT
+    assert span.kind is SpanKind.PRODUCER
     assert span.status.status_code is StatusCode.UNSET
     assert attrs(span) == {
         "messaging.system": "jeeves.commbus",
@@ -49,7 +49,7 @@ async def test_ok_dispatch(instrumented_coordinator: CommBusCoordinator, tel: Te
         "jeeves.dispatch.outcome": "ok",
     }
     (attempt,) = attempts(tel)
-    assert attempt.kind is SpanKind.SERVER
+    assert attempt.kind is SpanKind.CONSUMER
     assert attempt.parent is not None and attempt.parent.span_id == span.context.span_id
     assert attrs(attempt)["jeeves.dispatch.attempt"] == 1
 
@@ -212,7 +212,7 @@ async def test_handler_continues_the_trace(
     assert len({s.context.trace_id for s in tel.spans()}) == 1
 
 
-async def test_request_context_trace_ids_are_the_remote_parent(
+async def test_request_context_trace_ids_are_linked_not_continued(
     instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
     register(instrumented_coordinator, handler=echo)
@@ -221,9 +221,12 @@ async def test_request_context_trace_ids_are_the_remote_parent(
         target(), envelope(trace_id=trace_hex, span_id=span_hex)
     )
     span = tel.span("dispatch svc")
-    assert f"{span.context.trace_id:032x}" == trace_hex
-    assert span.parent is not None and f"{span.parent.span_id:016x}" == span_hex
+    assert span.parent is None  # ids carry no sampling decision: a root the sampler decides
+    (link,) = span.links
+    assert f"{link.context.trace_id:032x}" == trace_hex
+    assert f"{link.context.span_id:016x}" == span_hex
 
     tel.exporter.clear()
     await instrumented_coordinator.dispatch(target(), envelope(trace_id="not-hex", span_id="zz"))
     assert tel.span("dispatch svc").parent is None
+    assert not tel.span("dispatch svc").links

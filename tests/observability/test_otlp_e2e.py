@@ -122,8 +122,8 @@ async def test_parent_links_survive_otlp_export(receiver: Receiver) -> None:
     for parent, child in itertools.pairwise(chain):
         assert spans[child].parent_span_id == spans[parent].span_id, child
     assert len({s.trace_id for s in spans.values()}) == 1
-    assert spans["dispatch svc"].kind == ProtoSpan.SPAN_KIND_CLIENT
-    assert spans["process svc"].kind == ProtoSpan.SPAN_KIND_SERVER
+    assert spans["dispatch svc"].kind == ProtoSpan.SPAN_KIND_PRODUCER
+    assert spans["process svc"].kind == ProtoSpan.SPAN_KIND_CONSUMER
     assert spans["publish Stored"].kind == ProtoSpan.SPAN_KIND_PRODUCER
     assert spans["process Stored"].kind == ProtoSpan.SPAN_KIND_CONSUMER
     system = {a.key: a.value.string_value for a in spans["publish Stored"].attributes}

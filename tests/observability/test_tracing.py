@@ -85,7 +85,7 @@ async def test_send_spans(instrumented_bus: InMemoryCommBus, tel: Telemetry) -> 
     assert_child(consumer, producer)
 
 
-async def test_query_spans_are_client_and_server(
+async def test_query_spans_are_producer_and_consumer(
     instrumented_bus: InMemoryCommBus, tel: Telemetry
 ) -> None:
     async def handle(q: GetState) -> str:
@@ -96,7 +96,8 @@ async def test_query_spans_are_client_and_server(
     assert await instrumented_bus.query(GetState()) == "v"
     client = tel.span("query GetState")
     server = tel.span("process GetState")
-    assert (client.kind, server.kind) == (SpanKind.CLIENT, SpanKind.SERVER)
+    # messaging conventions: a query is a message sent (PRODUCER) and processed (CONSUMER)
+    assert (client.kind, server.kind) == (SpanKind.PRODUCER, SpanKind.CONSUMER)
     assert attrs(client)["messaging.operation.name"] == "query"
     assert_child(server, client)
     assert client.status.status_code is StatusCode.UNSET
@@ -377,7 +378,7 @@ async def test_incoming_messages_continue_the_remote_trace(
     )
     assert outcome == "ok"
     receive = tel.span("receive Stored")
-    assert receive.kind is SpanKind.CONSUMER
+    assert receive.kind is SpanKind.CLIENT  # messaging conventions: receive is CLIENT
     assert attrs(receive)["messaging.operation.type"] == "receive"
     assert f"{receive.context.trace_id:032x}" == trace_id
     assert receive.parent is not None and receive.parent.is_remote

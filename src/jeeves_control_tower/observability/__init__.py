@@ -19,7 +19,7 @@ from .flow import FlowRecorder, default_flow
 from .instrument import BusTelemetry, CoordinatorTelemetry, instrument_bus, instrument_coordinator
 from .metrics import METRIC_NAMES, CommBusMetrics, get_metrics
 from .server import ObservabilityServer, serve
-from .tracing import TracingMiddleware
+from .tracing import TracingMiddleware, trace_carrier
 
 __all__ = [
     "METRIC_NAMES",
@@ -37,4 +37,5 @@ __all__ = [
     "instrument_bus",
     "instrument_coordinator",
     "serve",
+    "trace_carrier",
 ]

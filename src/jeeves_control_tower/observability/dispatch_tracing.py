@@ -1,5 +1,6 @@
-"""DispatchTracer: a ``dispatch {service}`` span (CLIENT) per dispatch and a
-``process {service}`` child span (SERVER) per attempt, so retries show as siblings.
+"""DispatchTracer: a ``dispatch {service}`` span (PRODUCER, operation type ``send``) per
+dispatch and a ``process {service}`` child span (CONSUMER, ``process``) per attempt, so
+retries show as siblings (messaging conventions, see :data:`.semconv.SCHEMA_URL`).
 
 The dispatch span carries the service, method, priority, attempt count and outcome; a
 non-``ok`` outcome is an error (``error.type`` is ``timeout`` for a timeout, the exception
@@ -7,8 +8,11 @@ class for a handler error, else the outcome itself: ``overloaded``, ``unknown_se
 ``unhealthy``, ``no_handler``, ``cancelled``). The dispatch span is current for the whole
 dispatch and each attempt span inside its attempt (the coordinator runs ``attempt_start``
 in the attempt's own context copy), so the handler continues the trace. With no current
-span, a ``trace_id``/``span_id`` pair in the envelope's ``RequestContext`` (hex) is used as
-the remote parent. Never raises: failures go to ``on_error``.
+span, the caller's context in the envelope's ``RequestContext.trace_carrier`` (W3C headers,
+extracted with the configured propagator) is the parent, so the caller's sampling decision
+and tracestate hold; without one, a ``trace_id``/``span_id`` pair (hex, no sampling
+decision) is only linked from a root span the configured sampler decides. Never raises:
+failures go to ``on_error``.
 """
 
 from __future__ import annotations
@@ -16,17 +20,16 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
-    NonRecordingSpan,
+    Link,
     NoOpTracer,
     ProxyTracer,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     TracerProvider,
 )
 
@@ -57,20 +60,27 @@ __all__ = ["DispatchTracer"]
 _CACHE_LIMIT = 4096
 
 
-def _remote_parent(rc: RequestContext) -> Context | None:
-    """A context whose span is the remote parent named by ``rc``, or ``None``."""
+def _caller_parent(rc: RequestContext) -> Context | None:
+    """The caller's context carried by ``rc.trace_carrier``, extracted with the configured
+    global propagator (its sampling decision and tracestate intact), or ``None``."""
+    carrier = rc.trace_carrier
+    if not carrier:
+        return None
+    context = propagate.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
+
+
+def _caller_link(rc: RequestContext) -> list[Link] | None:
+    """A link to the span named by ``rc.trace_id``/``rc.span_id`` (hex), or ``None``.
+    Ids alone carry no sampling decision: the span they name is linked, never a parent."""
     trace_hex, span_hex = rc.trace_id, rc.span_id
     if not trace_hex or not span_hex or len(trace_hex) != 32 or len(span_hex) != 16:
         return None
     try:
-        parent = SpanContext(
-            int(trace_hex, 16), int(span_hex, 16), True, TraceFlags(TraceFlags.SAMPLED)
-        )
+        linked = SpanContext(int(trace_hex, 16), int(span_hex, 16), True)
     except ValueError:
         return None
-    if not parent.is_valid:
-        return None
-    return trace.set_span_in_context(NonRecordingSpan(parent))
+    return [Link(linked)] if linked.is_valid else None
 
 
 class DispatchTracer:
@@ -112,14 +122,21 @@ class DispatchTracer:
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any:
         try:
-            parent = None
+            parent = links = None
             current = trace.get_current_span().get_span_context()
-            if not current.is_valid and envelope.request_context.trace_id:
-                parent = _remote_parent(envelope.request_context)
+            if not current.is_valid:
+                rc = envelope.request_context
+                parent = _caller_parent(rc)
+                if parent is None and rc.trace_id:
+                    links = _caller_link(rc)  # a root span the sampler decides, linked
             if parent is None and self._is_noop():
                 return None  # what the no-op tracer amounts to: it hands back the current span
             span = self._tracer.start_span(
-                f"dispatch {target.service_name}", parent, SpanKind.CLIENT, self._attributes(target)
+                f"dispatch {target.service_name}",
+                parent,
+                SpanKind.PRODUCER,
+                self._attributes(target),
+                links,
             )
             recording = span.is_recording()
             if not recording and span.get_span_context() == current:
@@ -137,7 +154,7 @@ class DispatchTracer:
             name = target.service_name
             span = self._tracer.start_span(
                 f"process {name}",
-                kind=SpanKind.SERVER,
+                kind=SpanKind.CONSUMER,
                 attributes={
                     MESSAGING_SYSTEM: SYSTEM,
                     MESSAGING_OPERATION_TYPE: OP_PROCESS,

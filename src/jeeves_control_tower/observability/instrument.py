@@ -70,6 +70,16 @@ class BusTelemetry(_Telemetry):
         """The bus (``None`` once it was garbage-collected)."""
         return self._bus()
 
+    def receive_batch(self, settings: Any, count: int) -> Any:
+        """The span record of ``count`` messages a transport read at once (see
+        :meth:`TracingMiddleware.receive_batch`), or ``None`` (closed, no tracing)."""
+        if self.closed:
+            return None
+        for mw in self.middlewares:
+            if isinstance(mw, TracingMiddleware):
+                return mw.receive_batch(settings, count)
+        return None
+
     def close(self) -> None:
         if self.closed:
             return
@@ -194,8 +204,14 @@ def instrument_bus(
     on_error = kw["reporter"]
     middlewares: list[Any] = []
     if tracing:
+        bus_ref = weakref.ref(bus)  # a strong one would keep the bus alive through _buses
         middlewares.append(
-            TracingMiddleware(tracer_provider, record_payloads=record_payloads, on_error=on_error)
+            TracingMiddleware(
+                tracer_provider,
+                record_payloads=record_payloads,
+                on_error=on_error,
+                broker=lambda: getattr(bus_ref(), "transport", None),
+            )
         )
     if kw["metrics"] is not None:
         middlewares.append(MetricsMiddleware(kw["metrics"], on_error=on_error))

@@ -9,6 +9,8 @@ here, once. Nothing else in the package spells an attribute name.
 from __future__ import annotations
 
 from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_CONSUMER_GROUP_NAME,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME,
@@ -18,6 +20,7 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
 )
 from opentelemetry.semconv.attributes.code_attributes import CODE_FUNCTION_NAME
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
 from opentelemetry.semconv.schemas import Schemas
 
 __all__ = [
@@ -31,6 +34,8 @@ __all__ = [
     "ERROR_TYPE",
     "MESSAGE_OUTCOME",
     "MESSAGE_PAYLOAD",
+    "MESSAGING_BATCH_MESSAGE_COUNT",
+    "MESSAGING_CONSUMER_GROUP_NAME",
     "MESSAGING_DESTINATION_NAME",
     "MESSAGING_MESSAGE_ID",
     "MESSAGING_OPERATION_NAME",
@@ -40,14 +45,20 @@ __all__ = [
     "OP_RECEIVE",
     "OP_SEND",
     "SCHEMA_URL",
+    "SEMCONV_VERSION",
+    "SERVER_ADDRESS",
+    "SERVER_PORT",
     "SYSTEM",
     "TIMEOUT",
     "error_type",
     "qualified_error_type",
 ]
 
-#: Schema of the conventions these spans follow (messaging.operation.type/.name: 1.27+).
-SCHEMA_URL = Schemas.V1_27_0.value
+#: The one semantic-conventions version every span, kind and attribute here follows: the
+#: newest the installed ``opentelemetry-semantic-conventions`` ships (messaging: ``send``
+#: PRODUCER, ``receive`` CLIENT, ``process`` CONSUMER since 1.28; ``code.function.name``).
+SCHEMA_URL = Schemas.V1_44_0.value
+SEMCONV_VERSION = SCHEMA_URL.rsplit("/", 1)[1]
 
 #: ``messaging.system`` of every span this package emits.
 SYSTEM = "jeeves.commbus"

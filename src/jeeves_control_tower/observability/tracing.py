@@ -1,14 +1,16 @@
 """TracingMiddleware: one span per publish/send/query and one child span per handler run.
 
-Span names follow ``"{operation} {destination}"``: ``publish MemoryStored`` (PRODUCER),
-``send X`` (PRODUCER), ``query Y`` (CLIENT), and per handler ``process <type>`` (CONSUMER
-for publish/send, SERVER for query) whose parent is the producer span.
+Span names follow ``"{operation} {destination}"``: ``publish MemoryStored``, ``send X``,
+``query Y`` (PRODUCER, operation type ``send``), and per handler ``process <type>``
+(CONSUMER, ``process``) whose parent is the producer span (messaging conventions of
+:data:`.semconv.SCHEMA_URL`).
 
 With a transport: on the way out (``ctx.direction == "out"``) the producer span's context
-is injected into ``ctx.headers`` with the global propagator (W3C ``traceparent`` by
-default); on the way in (``"in"``) the span is ``receive <type>`` (CONSUMER, or SERVER for
-a query) with the context extracted from ``ctx.headers`` as its parent, and the handler
-spans are its children, so one trace spans processes. The producer span
+is injected into ``ctx.headers`` with the global propagator (W3C ``traceparent`` and
+``tracestate`` by default); on the way in (``"in"``) the span is ``receive <type>``
+(CLIENT, ``receive``) with the context extracted from ``ctx.headers`` as its parent, so
+the producer's sampling decision and tracestate hold, and the handler spans are its
+children: one trace spans processes. The producer span
 is made current for the duration of the message (attached in ``before``, detached in
 ``after``; the bus runs both in the caller's context), so a handler that publishes or
 queries continues the same trace. Each handler span is current only inside its handler
@@ -45,6 +47,8 @@ from .semconv import (
     ERROR_TYPE,
     MESSAGE_OUTCOME,
     MESSAGE_PAYLOAD,
+    MESSAGING_BATCH_MESSAGE_COUNT,
+    MESSAGING_CONSUMER_GROUP_NAME,
     MESSAGING_DESTINATION_NAME,
     MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME,
@@ -54,10 +58,19 @@ from .semconv import (
     OP_RECEIVE,
     OP_SEND,
     SCHEMA_URL,
+    SERVER_ADDRESS,
+    SERVER_PORT,
     qualified_error_type,
 )
 
-__all__ = ["TracingMiddleware", "get_tracer", "payload_repr", "set_error"]
+__all__ = [
+    "BatchReceive",
+    "TracingMiddleware",
+    "get_tracer",
+    "payload_repr",
+    "set_error",
+    "trace_carrier",
+]
 
 OnError = Callable[[str, str, BaseException], None]
 Spec = tuple[str, SpanKind, dict[str, Any]]
@@ -65,12 +78,14 @@ Spec = tuple[str, SpanKind, dict[str, Any]]
 _KEY = "jeeves.otel"
 _CACHE_LIMIT = 4096
 _PAYLOAD_LIMIT = 1000
-_DEFAULT_KINDS = (SpanKind.PRODUCER, SpanKind.CONSUMER)
-_KINDS = {
-    "publish": (SpanKind.PRODUCER, SpanKind.CONSUMER),
-    "send": (SpanKind.PRODUCER, SpanKind.CONSUMER),
-    "query": (SpanKind.CLIENT, SpanKind.SERVER),
-}
+# Messaging conventions (SCHEMA_URL): a ``send`` span whose context is the creation
+# context of the message is PRODUCER, a ``receive`` span CLIENT, a ``process`` span
+# CONSUMER, whatever the pattern (a query is a message with a reply, not an RPC).
+_SEND_KIND = SpanKind.PRODUCER
+_RECEIVE_KIND = SpanKind.CLIENT
+_PROCESS_KIND = SpanKind.CONSUMER
+# The parent of a batch receive span: none (a batch has no one parent; it links them).
+_EMPTY = otel_context.Context()
 
 
 def _current_span_context() -> trace.SpanContext:
@@ -83,6 +98,15 @@ def get_tracer(tracer_provider: TracerProvider | None = None) -> trace.Tracer:
     return trace.get_tracer(
         "jeeves_control_tower", __version__, tracer_provider, schema_url=SCHEMA_URL
     )
+
+
+def trace_carrier() -> dict[str, str]:
+    """The current trace context as W3C headers (``traceparent``, ``tracestate``, baggage;
+    the configured global propagator's), for ``RequestContext(trace_carrier=...)``: a
+    dispatch of that envelope continues the caller's trace and sampling decision."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 def set_error(span: Span, exc: BaseException) -> None:
@@ -101,6 +125,32 @@ def payload_repr(message: Any) -> str:
     return text if len(text) <= _PAYLOAD_LIMIT else text[:_PAYLOAD_LIMIT] + "..."
 
 
+class BatchReceive:
+    """The recording span of one batch read (:meth:`TracingMiddleware.receive_batch`):
+    :meth:`link` adds a message's producer context from its headers, :meth:`end` ends it.
+    Never raises."""
+
+    __slots__ = ("_on_error", "_span")
+
+    def __init__(self, span: Span, on_error: OnError) -> None:
+        self._span = span
+        self._on_error = on_error
+
+    def link(self, headers: dict[str, str]) -> None:
+        try:
+            linked = trace.get_current_span(propagate.extract(headers)).get_span_context()
+            if linked.is_valid:
+                self._span.add_link(linked)
+        except Exception as exc:
+            self._on_error("tracing", "batch_link", exc)
+
+    def end(self) -> None:
+        try:
+            self._span.end()
+        except Exception as exc:
+            self._on_error("tracing", "batch_end", exc)
+
+
 class TracingMiddleware:
     """Bus middleware emitting messaging spans. Add it first (outermost) so its span is
     current while the other middleware and the handlers run. Event-loop-thread only, like
@@ -112,8 +162,14 @@ class TracingMiddleware:
         *,
         record_payloads: bool = False,
         on_error: OnError | None = None,
+        broker: Callable[[], Any] | None = None,
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
+        # The bus's transport, read for each message crossing the wire: its
+        # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in
+        # ipc.adapters) labels broker spans; the cached specs are dropped when it changes.
+        self._broker = broker
+        self._transport: Any = None
         self._record_payloads = record_payloads
         self._on_error = on_error or ErrorReporter()
         self._producers: dict[tuple[str, str, bool, str], Spec] = {}
@@ -164,10 +220,12 @@ class TracingMiddleware:
                     ctx.headers = {}
                 propagate.inject(ctx.headers)
             return
+        if direction != "local" and self._broker is not None:
+            self._check_transport()
         key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
         spec = self._producers.get(key)
         if spec is None:
-            spec = self._producer_spec(key)
+            spec = self._producer_spec(key, direction != "local")
         name, kind, attributes = spec
         span = self._tracer.start_span(name, remote, kind, attributes)
         if span.is_recording():
@@ -229,7 +287,7 @@ class TracingMiddleware:
             key = (ctx.pattern, ctx.message_type, handler_name, ctx.system)
             spec = self._consumers.get(key)
             if spec is None:
-                spec = self._consumer_spec(key)
+                spec = self._consumer_spec(key, ctx.direction == "in")
             name, kind, base = spec
             attributes = dict(base)
             attributes[MESSAGING_MESSAGE_ID] = message_id
@@ -250,15 +308,75 @@ class TracingMiddleware:
         except Exception as exc:
             self._on_error("tracing", "handler_end", exc)
 
+    # ------------------------------------------------------------------ batch receive
+
+    def receive_batch(self, settings: Any, count: int) -> BatchReceive | None:
+        """A ``receive <destination>`` span (CLIENT, ``receive``) for ``count`` messages a
+        transport read at once from the destination ``settings`` (a ``BrokerSettings``)
+        names: a root the configured sampler decides (a batch has no one parent), with
+        ``messaging.batch.message_count`` and, added by :meth:`BatchReceive.link`, a link
+        to each message's producer context. ``None`` when it would not record."""
+        try:
+            if self._is_noop():
+                return None
+            attributes: dict[str, Any] = {
+                MESSAGING_SYSTEM: settings.system,
+                MESSAGING_OPERATION_TYPE: OP_RECEIVE,
+                MESSAGING_OPERATION_NAME: "receive",
+                MESSAGING_DESTINATION_NAME: settings.destination,
+                MESSAGING_BATCH_MESSAGE_COUNT: count,
+            }
+            if settings.server_address:
+                attributes[SERVER_ADDRESS] = settings.server_address
+                if settings.server_port is not None:
+                    attributes[SERVER_PORT] = settings.server_port
+            if settings.consumer_group:
+                attributes[MESSAGING_CONSUMER_GROUP_NAME] = settings.consumer_group
+            span = self._tracer.start_span(
+                f"receive {settings.destination}", _EMPTY, _RECEIVE_KIND, attributes
+            )
+            if not span.is_recording():
+                span.end()
+                return None
+            return BatchReceive(span, self._on_error)
+        except Exception as exc:
+            self._on_error("tracing", "receive_batch", exc)
+            return None
+
     # ------------------------------------------------------------------ cached specs
 
-    def _producer_spec(self, key: tuple[str, str, bool, str]) -> Spec:
+    def _check_transport(self) -> None:
+        """Drop the cached specs when the bus's transport is not the one they were made for."""
+        assert self._broker is not None
+        transport = self._broker()
+        if transport is not self._transport:
+            self._transport = transport
+            self._producers.clear()
+            self._consumers.clear()
+
+    def _broker_attributes(
+        self, pattern: str, message_type: str, attributes: dict[str, Any], inbound: bool
+    ) -> None:
+        """Add what the transport's settings provider says about the broker: the real
+        destination, ``server.address``/``server.port`` and, coming in, the consumer group."""
+        provider = getattr(self._transport, "broker_settings", None)
+        if provider is None:
+            return
+        settings = provider(pattern, message_type)
+        attributes[MESSAGING_DESTINATION_NAME] = settings.destination
+        if settings.server_address:
+            attributes[SERVER_ADDRESS] = settings.server_address
+            if settings.server_port is not None:
+                attributes[SERVER_PORT] = settings.server_port
+        if inbound and settings.consumer_group:
+            attributes[MESSAGING_CONSUMER_GROUP_NAME] = settings.consumer_group
+
+    def _producer_spec(self, key: tuple[str, str, bool, str], broker: bool) -> Spec:
         pattern, message_type, inbound, system = key
-        kinds = _KINDS.get(pattern, _DEFAULT_KINDS)
         operation = "receive" if inbound else pattern
         spec: Spec = (
             f"{operation} {message_type}",
-            kinds[1] if inbound else kinds[0],
+            _RECEIVE_KIND if inbound else _SEND_KIND,
             {
                 MESSAGING_SYSTEM: system,
                 MESSAGING_OPERATION_TYPE: OP_RECEIVE if inbound else OP_SEND,
@@ -266,15 +384,17 @@ class TracingMiddleware:
                 MESSAGING_DESTINATION_NAME: message_type,
             },
         )
+        if broker:
+            self._broker_attributes(pattern, message_type, spec[2], inbound)
         if len(self._producers) < _CACHE_LIMIT:
             self._producers[key] = spec
         return spec
 
-    def _consumer_spec(self, key: tuple[str, str, str, str]) -> Spec:
+    def _consumer_spec(self, key: tuple[str, str, str, str], inbound: bool) -> Spec:
         pattern, message_type, handler, system = key
         spec: Spec = (
             f"process {message_type}",
-            _KINDS.get(pattern, _DEFAULT_KINDS)[1],
+            _PROCESS_KIND,
             {
                 MESSAGING_SYSTEM: system,
                 MESSAGING_OPERATION_TYPE: OP_PROCESS,
@@ -283,6 +403,8 @@ class TracingMiddleware:
                 CODE_FUNCTION_NAME: handler,
             },
         )
+        if inbound:
+            self._broker_attributes(pattern, message_type, spec[2], True)
         if len(self._consumers) < _CACHE_LIMIT:
             self._consumers[key] = spec
         return spec

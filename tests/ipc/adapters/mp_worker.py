@@ -12,20 +12,27 @@ worker's transport logs to stderr (pytest shows it when a test fails). Roles:
   ``{"started": n}`` and hang on that command (to be killed mid-command), ``sleep`` slows
   each command down.
 - ``responder``: answers ``Ask`` with ``n * 2`` inside an instrumented bus and prints the
-  spans it recorded (``{"spans": [...]}``) after each query.
+  spans it recorded (``{"spans": [...]}``) after each query; option ``dispatch`` makes it
+  compute the answer through an instrumented coordinator's dispatch, ``sampler`` =
+  ``"parent_off"`` samples with ``ParentBased(ALWAYS_OFF)`` (default: ``ParentBased(ALWAYS_ON)``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import sys
 import time
 from typing import Any
 
-from jeeves_control_tower.ipc import InMemoryCommBus
+from opentelemetry import trace
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
+from jeeves_control_tower.observability import trace_carrier
+from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 from tests.conformance.messages import REGISTRY, Ask, DoWork
 
 
@@ -74,14 +81,18 @@ async def connect(
 
 async def main(roles: set[str], kind: str, url: str, prefix: str, opts: dict[str, Any]) -> None:
     exporter: Any = None
+    coordinator: CommBusCoordinator | None = None
+    dispatching: asyncio.Task[None] | None = None
     if "responder" in roles:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
         from prometheus_client import CollectorRegistry
 
         exporter = InMemorySpanExporter()
-        provider = TracerProvider()
+        parent_off = opts.get("sampler") == "parent_off"
+        provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF if parent_off else ALWAYS_ON))
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         bus = InMemoryCommBus(tracer_provider=provider, registry=CollectorRegistry(), flow=False)
     else:
@@ -101,10 +112,47 @@ async def main(roles: set[str], kind: str, url: str, prefix: str, opts: dict[str
 
         bus.register_handler("DoWork", handle)
     if "responder" in roles:
+        if opts.get("dispatch"):
+            coordinator = CommBusCoordinator(NullLogger(), bus)
+
+            async def double(e: Envelope) -> Envelope:
+                e.outputs["n"] = e.metadata["n"] * 2
+                return e
+
+            coordinator.register_service(ServiceDescriptor(name="svc", service_type="worker"))
+            coordinator.register_handler("svc", double)
+
+        # The dispatches run in a task of their own, started with no trace context (like a
+        # work queue): the caller's context reaches them only through the envelope.
+        queue: asyncio.Queue[tuple[Envelope, asyncio.Future[int]]] = asyncio.Queue()
+
+        async def dispatcher() -> None:
+            assert coordinator is not None
+            while True:
+                envelope, answered = await queue.get()
+                done = await coordinator.dispatch(
+                    DispatchTarget(service_name="svc", method="run"), envelope
+                )
+                answered.set_result(int(done.outputs["n"]))
+
+        if coordinator is not None:
+            dispatching = asyncio.create_task(dispatcher(), context=contextvars.Context())
 
         async def answer(q: Ask) -> int:
             asyncio.get_running_loop().call_later(0.05, report_spans)
-            return q.n * 2
+            if coordinator is None:
+                return q.n * 2
+            caller = trace.get_current_span().get_span_context()
+            request = RequestContext(
+                request_id=f"q{q.n}",
+                capability="run",
+                trace_id=f"{caller.trace_id:032x}",
+                span_id=f"{caller.span_id:016x}",
+                trace_carrier=trace_carrier(),
+            )
+            answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            await queue.put((Envelope(request_context=request, metadata={"n": q.n}), answered))
+            return await answered
 
         def report_spans() -> None:
             spans = exporter.get_finished_spans()
@@ -118,6 +166,8 @@ async def main(roles: set[str], kind: str, url: str, prefix: str, opts: dict[str
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
     await transport.close()
+    if dispatching is not None:
+        dispatching.cancel()
 
 
 def _span(span: Any) -> dict[str, Any]:
@@ -127,6 +177,9 @@ def _span(span: Any) -> dict[str, Any]:
         "trace_id": f"{ctx.trace_id:032x}",
         "span_id": f"{ctx.span_id:016x}",
         "parent": f"{span.parent.span_id:016x}" if span.parent is not None else None,
+        "kind": span.kind.name,
+        "trace_state": ctx.trace_state.to_header(),
+        "attributes": dict(span.attributes or {}),
     }
 
 

@@ -1,7 +1,8 @@
 """Real OS processes talking through real brokers (see ``mp_worker.py`` and ``cluster.py``).
 
 Fan-out across processes, exactly-one handling of 1,000 commands by 3 consumer processes,
-and one trace across a cross-process query. The fault tests (a consumer process killed
+one trace across a cross-process query, and the caller's sampling decision and tracestate
+kept across processes. The fault tests (a consumer process killed
 mid-command, a broker killed and restarted) are in ``tests/reliability/test_broker_faults.py``.
 """
 
@@ -10,11 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from prometheus_client import CollectorRegistry
 
 from tests import brokers
@@ -88,3 +93,64 @@ async def test_a_cross_process_query_is_one_trace(cluster: Cluster) -> None:
     entry = [s for s in remote if s["parent"] == f"{query_context.span_id:016x}"]
     assert entry, f"no span in the responder is a child of the caller's span: {remote}"
     provider.shutdown()
+
+
+def _caller_context(flags: str) -> tuple[str, str, Any]:
+    """A fixed W3C caller (trace id, span id) with ``flags`` and a vendor tracestate, as the
+    configured propagator extracts it."""
+    trace_hex, span_hex = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    carrier = {"traceparent": f"00-{trace_hex}-{span_hex}-{flags}", "tracestate": "vendor=abc"}
+    return trace_hex, span_hex, propagate.extract(carrier)
+
+
+@pytest.mark.parametrize("flags", ["00", "01"])
+async def test_the_callers_sampling_decision_and_tracestate_cross_processes(
+    cluster: Cluster, flags: str
+) -> None:
+    """Under ``ParentBased(ALWAYS_OFF)`` in both processes: an unsampled caller gets not one
+    span exported anywhere; a sampled one gets every span of the query, the remote handler
+    and its dispatch exported under its trace id and tracestate, each span's parent
+    exported too (or the caller's own span)."""
+    responder = await cluster.spawn("responder", sampler="parent_off", dispatch=True)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    caller = await cluster.bus(tracer_provider=provider, registry=CollectorRegistry(), flow=False)
+    trace_hex, span_hex, context = _caller_context(flags)
+    token = otel_context.attach(context)
+    try:
+        assert await caller.query(Ask(21)) == 42
+    finally:
+        otel_context.detach(token)
+    await eventually(lambda: bool(responder.values("spans")), timeout=10)
+    remote = responder.values("spans")[-1]
+    local = [
+        {
+            "name": s.name,
+            "trace_id": f"{s.context.trace_id:032x}",
+            "span_id": f"{s.context.span_id:016x}",
+            "parent": f"{s.parent.span_id:016x}" if s.parent is not None else None,
+            "trace_state": s.context.trace_state.to_header(),
+            "kind": s.kind.name,
+        }
+        for s in exporter.get_finished_spans()
+    ]
+    provider.shutdown()
+    if flags == "00":
+        assert local == [] and remote == []
+        return
+    spans = local + remote
+    names = {s["name"] for s in spans}
+    assert {"query Ask", "receive Ask", "process Ask", "dispatch svc", "process svc"} <= names
+    assert {s["trace_id"] for s in spans} == {trace_hex}
+    assert {s["trace_state"] for s in spans} == {"vendor=abc"}
+    exported = {s["span_id"] for s in spans} | {span_hex}
+    assert all(s["parent"] in exported for s in spans), spans
+    kinds = {s["name"]: s["kind"] for s in spans}
+    assert kinds == {
+        "query Ask": "PRODUCER",
+        "receive Ask": "CLIENT",
+        "process Ask": "CONSUMER",
+        "dispatch svc": "PRODUCER",
+        "process svc": "CONSUMER",
+    }

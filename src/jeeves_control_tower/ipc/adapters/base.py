@@ -34,8 +34,10 @@ Query correlation ids are unguessable (``secrets.token_urlsafe``, 128 bits) and 
 is accepted only when it carries the id of the query it answers.
 
 Telemetry "settings provider": ``transport.system`` is the ``messaging.system`` value
-(``redis``, ``nats``) and :meth:`destination` the broker-side name of a destination, so the
-tracing and metrics middleware can label spans and series without knowing the broker.
+(``redis``, ``nats``), :meth:`destination` the broker-side name of a destination and
+:meth:`broker_settings` all of it (destination, server address and port from the URL,
+consumer group) as plain data, so the tracing and metrics middleware can label spans and
+series without knowing the broker.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from typing import Any, ClassVar, Self
 from ...logging import ensure_logger
 from .. import InMemoryCommBus, MiddlewareContext, get_message_type
 from ..middlewares import DedupeMiddleware
-from .features import TransportFeatures, default_process_id, redact_url
+from .features import BrokerSettings, TransportFeatures, default_process_id, redact_url, server_of
 from .inbound import Inbound, InternalCallback
 from .metrics import SENT, AdapterMetrics
 from .tracecontext import current_otel_context, outgoing_headers
@@ -71,6 +73,10 @@ class BrokerTransport(abc.ABC):
     """
 
     system: ClassVar[str] = "broker"
+    #: The broker's port when the URL names none (``server.port``).
+    default_port: ClassVar[int | None] = None
+    #: The broker URL, credentials redacted (set by the subclass).
+    url: str = ""
     features: ClassVar[TransportFeatures]
 
     def __init__(
@@ -123,6 +129,7 @@ class BrokerTransport(abc.ABC):
             max_query_ttl=None if max_query_ttl is None else float(max_query_ttl),
             signer=self.signer,
         )
+        self.inbound.broker_settings = self.broker_settings
         self._count_published = self.metrics.wire_counter(SENT, "publish")
         if dedupe is True:
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
@@ -203,6 +210,21 @@ class BrokerTransport(abc.ABC):
     def destination(self, pattern: str, message_type: str) -> str:
         """The broker-side name (channel, stream, subject) ``pattern`` uses for a type."""
         return f"{self.prefix}{pattern}:{message_type}"
+
+    def consumer_group(self, pattern: str) -> str | None:
+        """The consumer group reading ``pattern`` messages, if the broker has one."""
+        return None
+
+    def broker_settings(self, pattern: str, message_type: str) -> BrokerSettings:
+        """Where ``pattern`` messages of ``message_type`` go on the broker, for telemetry."""
+        address, port = server_of(self.url, self.default_port)
+        return BrokerSettings(
+            self.system,
+            self.destination(pattern, message_type),
+            address,
+            port,
+            self.consumer_group(pattern),
+        )
 
     # ------------------------------------------------------------------ consumption
 

@@ -5,8 +5,28 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import urlsplit
 
-__all__ = ["TransportFeatures", "default_process_id", "redact_url"]
+__all__ = [
+    "BrokerSettings",
+    "TransportFeatures",
+    "default_process_id",
+    "redact_url",
+    "server_of",
+]
+
+
+class BrokerSettings(NamedTuple):
+    """What telemetry may say about where a message went or came from (plain data, no
+    telemetry names): the messaging system, the broker-side destination (stream, channel,
+    subject), the server's address and port, and the consumer group reading it."""
+
+    system: str
+    destination: str
+    server_address: str | None
+    server_port: int | None
+    consumer_group: str | None
 
 
 @dataclass(frozen=True)
@@ -32,6 +52,22 @@ def redact_url(url: str) -> str:
         return "***" if "@" in url else url
     userinfo, at, host = rest.rpartition("@")
     return f"{scheme}://***@{host}" if at and userinfo else url
+
+
+def server_of(url: str, default_port: int | None) -> tuple[str | None, int | None]:
+    """``(host, port)`` of the first server in ``url`` (``default_port`` when it names
+    none; ``(path, None)`` for a ``unix://`` socket; ``(None, None)`` when unparsable)."""
+    first = url.split(",", 1)[0].strip()
+    try:
+        parts = urlsplit(first)
+        if parts.scheme == "unix":
+            return (parts.path or None), None
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None, None
+    if not host:
+        return None, None
+    return host, port if port is not None else default_port
 
 
 def default_process_id() -> str:

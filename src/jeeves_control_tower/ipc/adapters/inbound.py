@@ -34,7 +34,7 @@ from ...types import LoggerProtocol
 from .. import InMemoryCommBus, NoHandlerError, QueryAbortedError
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
-from .tracecontext import attach_trace, detach_trace
+from .tracecontext import attach_trace, begin_batch, detach_trace, end_batch, link_batch
 from .wire import Frame, Signer, WireCodec, WireError
 
 __all__ = [
@@ -113,6 +113,16 @@ class Inbound:
         # Internal event types removed while still subscribed on the broker: frames of
         # theirs still in flight are dropped, never handed to the application's bus.
         self._retired_events: set[str] = set()
+        #: The transport's ``broker_settings(pattern, type)`` (telemetry of batches).
+        self.broker_settings: Callable[[str, str], Any] | None = None
+
+    def begin_batch(self, pattern: str, message_type: str, count: int) -> object | None:
+        """Tell telemetry ``count`` messages were read at once (see :func:`.begin_batch`);
+        the token for :func:`.end_batch`."""
+        settings = self.broker_settings
+        if settings is None or count < 2:
+            return None
+        return begin_batch(self.bus, settings(pattern, message_type), count)
 
     # ------------------------------------------------------------------ internal endpoints
 
@@ -199,8 +209,14 @@ class Inbound:
             if unsealed is None:
                 return
             data = unsealed
-        for frame in self._decode_events(data, message_type):
-            await self._deliver_event(frame)
+        frames = self._decode_events(data, message_type)
+        batch = self.begin_batch("publish", message_type, len(frames))
+        try:
+            for frame in frames:
+                link_batch(frame.headers)
+                await self._deliver_event(frame)
+        finally:
+            end_batch(batch)
 
     def _decode_events(self, data: bytes, message_type: str) -> list[Frame]:
         """The event frames of ``message_type`` in ``data`` (one, or a batch); rejected
@@ -258,6 +274,7 @@ class Inbound:
             return REJECT
         if not self.bus.has_handler(frame.type):
             return REQUEUE
+        link_batch(frame.headers)
         token = attach_trace(frame.headers)
         try:
             await self.bus.deliver_incoming(

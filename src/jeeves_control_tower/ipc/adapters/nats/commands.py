@@ -23,6 +23,7 @@ from ....types import LoggerProtocol
 from ..consumer import ConsumerLoop
 from ..inbound import ACK, REJECT, REQUEUE
 from ..metrics import AdapterMetrics
+from ..tracecontext import end_batch
 
 __all__ = ["JetStreamConsumer"]
 
@@ -44,8 +45,11 @@ class JetStreamConsumer(ConsumerLoop):
         max_deliveries: int,
         metrics: AdapterMetrics,
         logger: LoggerProtocol,
+        begin_batch: Callable[[int], object | None] = lambda count: None,
     ) -> None:
         super().__init__()
+        # telemetry of a batch fetched (tracecontext.begin_batch / end_batch)
+        self._begin_batch = begin_batch
         self._js = js
         self._stream = stream
         self.subject = subject
@@ -113,11 +117,13 @@ class JetStreamConsumer(ConsumerLoop):
     async def _process(self, msgs: list[Any]) -> None:
         pending = list(msgs)
         keepalive = asyncio.get_running_loop().create_task(self._keepalive(pending))
+        batch = self._begin_batch(len(msgs))
         try:
             for msg in msgs:
                 await self._one(msg)  # in progress (kept alive) until handled
                 pending.remove(msg)
         finally:
+            end_batch(batch)
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive

@@ -60,6 +60,8 @@ from .subjects import token
 __all__ = ["NatsTransport"]
 
 _PENDING = 10_000
+#: The queue group of the query responders (one of them answers).
+_RESPONDERS = "responders"
 
 #: Bounds of an event batch frame (see :mod:`..batching`): small enough that one frame
 #: never holds a consumer's pump for long, large enough to amortise a NATS message.
@@ -80,6 +82,7 @@ class NatsTransport(BrokerTransport):
     """
 
     system = "nats"
+    default_port = 4222
     features = TransportFeatures("nats")
 
     def __init__(
@@ -140,6 +143,9 @@ class NatsTransport(BrokerTransport):
     def destination(self, pattern: str, message_type: str) -> str:
         kind = {"publish": "evt", "send": "cmd", "query": "qry"}.get(pattern, pattern)
         return f"{self.prefix}.{kind}.{token(message_type)}"
+
+    def consumer_group(self, pattern: str) -> str | None:
+        return _RESPONDERS if pattern == "query" else None  # queries: one queue group
 
     @property
     def dead_letters(self) -> str:
@@ -329,7 +335,7 @@ class NatsTransport(BrokerTransport):
         elif pattern == "query":
             sub = await nc.subscribe(
                 subject,
-                queue="responders",
+                queue=_RESPONDERS,
                 cb=functools.partial(self._on_query, message_type),
                 pending_msgs_limit=_PENDING,
             )
@@ -352,6 +358,7 @@ class NatsTransport(BrokerTransport):
                 max_deliveries=self.max_deliveries,
                 metrics=self.metrics,
                 logger=self.logger,
+                begin_batch=functools.partial(self.inbound.begin_batch, "send", message_type),
             )
             self._consumers[message_type] = consumer
             consumer.start()

@@ -32,6 +32,7 @@ from ....types import LoggerProtocol
 from ..consumer import ConsumerLoop
 from ..inbound import ACK, REJECT
 from ..metrics import AdapterMetrics
+from ..tracecontext import end_batch
 from .conn import UNREACHABLE, DedicatedConnection
 from .mux import MuxConnection
 
@@ -67,8 +68,11 @@ class StreamConsumer(ConsumerLoop):
         max_deliveries: int,
         metrics: AdapterMetrics,
         logger: LoggerProtocol,
+        begin_batch: Callable[[int], object | None] = lambda count: None,
     ) -> None:
         super().__init__()
+        # telemetry of a batch read (tracecontext.begin_batch / end_batch)
+        self._begin_batch = begin_batch
         self._client = client
         self._reads = DedicatedConnection(client)
         self._writer = writer
@@ -183,6 +187,7 @@ class StreamConsumer(ConsumerLoop):
         ids = [e[0] for e in entries]
         keepalive = asyncio.get_running_loop().create_task(self._keepalive(ids))
         done: list[Any] = []
+        batch = self._begin_batch(len(entries))
         try:
             for entry_id, fields in entries:
                 if not fields:  # deleted after it was delivered: nothing left to do
@@ -206,6 +211,7 @@ class StreamConsumer(ConsumerLoop):
                 if outcome in (ACK, REJECT):
                     done.append(entry_id)
         finally:
+            end_batch(batch)
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive

@@ -25,6 +25,7 @@ a refused connection (tried twice), a refused password, a TLS error or no answer
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable
@@ -40,7 +41,7 @@ from .conn import UNREACHABLE
 from .mux import MuxConnection
 from .pubsub import PubSubReader
 from .queries import REQUEST_SCRIPT, QueryResponder
-from .streams import StreamConsumer
+from .streams import GROUP, StreamConsumer
 
 __all__ = ["RedisTransport"]
 
@@ -60,6 +61,7 @@ class RedisTransport(BrokerTransport):
     """
 
     system = "redis"
+    default_port = 6379
     features = TransportFeatures("redis")
 
     def __init__(
@@ -114,6 +116,9 @@ class RedisTransport(BrokerTransport):
     def destination(self, pattern: str, message_type: str) -> str:
         kind = {"publish": "evt", "send": "cmd", "query": "qry"}.get(pattern, pattern)
         return f"{self.prefix}{kind}:{message_type}"
+
+    def consumer_group(self, pattern: str) -> str | None:
+        return GROUP if pattern == "send" else None  # commands: one stream group
 
     @property
     def dead_letters(self) -> str:
@@ -277,6 +282,7 @@ class RedisTransport(BrokerTransport):
                 max_deliveries=self.max_deliveries,
                 metrics=self.metrics,
                 logger=self.logger,
+                begin_batch=functools.partial(self.inbound.begin_batch, "send", message_type),
             )
             self._streams[message_type] = consumer
             consumer.start()
