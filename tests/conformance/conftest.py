@@ -1,4 +1,4 @@
-"""Broker cleanup for the conformance subclasses (and helpers other tests import here).
+"""Broker cleanup for the conformance subclasses (other tests import it from here too).
 
 The suite itself is :mod:`jeeves_control_tower.testing.conformance`; this directory only
 subclasses it once per transport of the project (``test_conformance.py``).
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-from jeeves_control_tower.testing import eventually
-
-__all__ = ["eventually", "nats_cleanup", "redis_cleanup"]
+__all__ = ["nats_cleanup", "redis_cleanup"]
 
 
 async def redis_cleanup(url: str, prefix: str) -> None:

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 from jeeves_control_tower.logging import NullLogger
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 
 #: Message types this workload sends (none of them is a demo message type).
 MESSAGE_TYPES = {"Happened", "DoWork", "Ask"}

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from jeeves_control_tower.ipc import InMemoryCommBus, NoHandlerError, TransportError
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import Ask, DoWork, Happened
 from tests.ipc.adapters.cluster import KINDS, Cluster, Worker
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("kind", KINDS)]

@@ -36,9 +36,10 @@ from typing import Any
 import pytest
 
 from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY, DoWork
 from tests import brokers
-from tests.conformance.conftest import eventually, nats_cleanup
-from tests.conformance.messages import REGISTRY, DoWork
+from tests.conformance.conftest import nats_cleanup
 
 PREFETCH = 4
 HANDLER_DELAY = 0.003

@@ -16,8 +16,8 @@ import pytest
 
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
+from jeeves_control_tower.testing.messages import REGISTRY
 from tests import brokers
-from tests.conformance.messages import REGISTRY
 from tests.helpers import ListLogger, unavailable
 from tests.security.tls import SECRET, exercise_patterns, make_certs, no_secret
 

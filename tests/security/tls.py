@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from jeeves_control_tower.ipc import InMemoryCommBus
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import Ask, DoWork, Happened
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests.helpers import ListLogger, unavailable
 
 SECRET = "tls-s3cr3t-pw"

@@ -21,9 +21,9 @@ import pytest
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
+from jeeves_control_tower.testing.messages import REGISTRY
 from tests import brokers
 from tests.conformance.conftest import nats_cleanup
-from tests.conformance.messages import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -32,8 +32,8 @@ from opentelemetry import trace
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.observability import trace_carrier
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork
 from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
-from tests.conformance.messages import REGISTRY, Ask, DoWork
 
 
 class _StderrLogger:

@@ -18,9 +18,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import Ask, DoWork, Happened
 from tests.ipc.adapters.cluster import KINDS, Cluster
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"

@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters import RemoteError
 from jeeves_control_tower.ipc.adapters.wire.signing import TAG_BYTES, Signer
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually, nats_cleanup, redis_cleanup
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
+from tests.conformance.conftest import nats_cleanup, redis_cleanup
 
 
 def frame(mtype: str, pattern: str, n: int, **extra: Any) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from prometheus_client import CollectorRegistry
 
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import Ask, DoWork, Happened
 from tests.ipc.adapters.cluster import KINDS, Cluster, Worker
 
 pytestmark = pytest.mark.slow

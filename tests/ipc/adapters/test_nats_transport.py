@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 from jeeves_control_tower.ipc.adapters.nats.subjects import token
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually, nats_cleanup
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
+from tests.conformance.conftest import nats_cleanup
 from tests.helpers import ListLogger
 
 from .wire_counts import check_wire_counts

@@ -21,9 +21,9 @@ from jeeves_control_tower.ipc.adapters.peers import (
 )
 from jeeves_control_tower.ipc.adapters.services import HEARTBEAT, RemoteServices
 from jeeves_control_tower.logging import NullLogger
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import REGISTRY
 
 
 @pytest.mark.parametrize(

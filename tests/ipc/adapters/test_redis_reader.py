@@ -17,9 +17,9 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport, resp
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
 
 from . import test_redis_transport as transport_tests
 

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters import MessageRegistry, RemoteError
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import REGISTRY, Ask, DoWork, Happened
 from tests.helpers import ListLogger
 
 from .wire_counts import check_wire_counts

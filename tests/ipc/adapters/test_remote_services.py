@@ -11,10 +11,11 @@ import pytest
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from jeeves_control_tower.ipc.adapters.services import RemoteServices
 from jeeves_control_tower.logging import NullLogger
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import REGISTRY
 from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 from tests import brokers
-from tests.conformance.conftest import eventually, nats_cleanup
-from tests.conformance.messages import REGISTRY
+from tests.conformance.conftest import nats_cleanup
 
 Node = tuple[CommBusCoordinator, RemoteServices]
 

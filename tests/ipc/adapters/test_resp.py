@@ -19,7 +19,7 @@ from jeeves_control_tower.ipc.adapters.redis.resp import (
     make_reader,
     make_writer,
 )
-from tests.conformance.conftest import eventually
+from jeeves_control_tower.testing import eventually
 
 WIRE = (
     b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhe\r\nl\r\n"  # a bulk string holding CRLF

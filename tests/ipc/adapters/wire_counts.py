@@ -7,8 +7,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
-from tests.conformance.conftest import eventually
-from tests.conformance.messages import Ask, DoWork, Happened
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests.helpers import ListLogger
 
 

@@ -15,8 +15,8 @@ from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery
 from jeeves_control_tower.ipc.adapters import MessageRegistry, WireCodec, WireError
 from jeeves_control_tower.ipc.adapters.metrics import AdapterMetrics
 from jeeves_control_tower.ipc.adapters.wire.codec import Frame, Reply
+from jeeves_control_tower.testing.messages import REGISTRY, Answer, Level, Point, Rich
 from jeeves_control_tower.types import Envelope, RequestContext
-from tests.conformance.messages import REGISTRY, Answer, Level, Point, Rich
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
