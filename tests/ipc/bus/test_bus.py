@@ -814,6 +814,34 @@ class TestMiddlewareScope:
             ["before:s", "after:s:error", "before:s", "after:s:error"] if scoped else []
         )
 
+    async def test_a_transport_returning_a_failed_future_raises_transport_error(
+        self, bus: InMemoryCommBus
+    ) -> None:
+        from jeeves_control_tower.ipc import TransportError
+
+        class FutureCarrier:
+            """A transport whose methods are plain functions returning futures."""
+
+            def _failed(self) -> asyncio.Future[None]:
+                future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                future.set_exception(OSError("refused"))
+                return future
+
+            def publish(self, ctx: MiddlewareContext, message: Any) -> asyncio.Future[None]:
+                return self._failed()
+
+            def send(self, ctx: MiddlewareContext, message: Any) -> asyncio.Future[None]:
+                return self._failed()
+
+            async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any:
+                return None
+
+        bus.attach_transport(FutureCarrier())  # type: ignore[arg-type]
+        with pytest.raises(TransportError, match=r"publish .MemoryStored. .*OSError: refused"):
+            await bus.publish(MemoryStored("x"))
+        with pytest.raises(TransportError, match=r"send .DoThing. .*OSError: refused"):
+            await bus.send(DoThing())
+
     async def test_attaching_a_transport_recompiles_for_out(self, bus: InMemoryCommBus) -> None:
         calls: list[str] = []
         bus.add_middleware(Scoped("s", calls, {("publish", "out")}))

@@ -330,13 +330,7 @@ class BrokerTransport(abc.ABC):
         if headers or current_otel_context():
             headers = outgoing_headers(headers)
         message_type = ctx.message_type
-        data = self.codec.encode(
-            message,
-            pattern="publish",
-            message_id=ctx.message_id,
-            headers=headers or None,
-            message_type=message_type,
-        )
+        data = self.codec.encode_event(message, ctx.message_id, message_type, headers or None)
         pending = self._queue_event(message_type, data)
         if pending is not None:
             await pending

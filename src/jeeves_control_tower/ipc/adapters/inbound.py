@@ -210,11 +210,38 @@ class Inbound:
                 return
             data = unsealed
         frames = self._decode_events(data, message_type)
+        internal = self._internal
+        retired = self._retired_events
+        bus = self.bus
         batch = self.begin_batch("publish", message_type, len(frames))
         try:
-            for frame in frames:
-                link_batch(frame.headers)
-                await self._deliver_event(frame)
+            for frame in frames:  # each event in turn, in this coroutine (none made per event)
+                headers = frame.headers
+                link_batch(headers)
+                callback = internal.get(("publish", frame.type)) if internal else None
+                if (
+                    callback is None
+                    and frame.type in retired
+                    and not bus.get_subscribers(frame.type)
+                ):
+                    self.logger.debug("retired_internal_event", message_type=frame.type)
+                    continue
+                token = attach_trace(headers) if headers else None
+                try:
+                    if callback is not None:
+                        await callback(frame.message)
+                    else:
+                        await bus.deliver_incoming(
+                            "publish", frame.message, headers=headers, message_id=frame.id
+                        )
+                except Exception as exc:
+                    self._failed("publish", frame, exc)
+                except asyncio.CancelledError as exc:
+                    reraise_if_stopping()
+                    self._failed("publish", frame, exc)
+                finally:
+                    if token is not None:
+                        detach_trace(token)
         finally:
             end_batch(batch)
 
@@ -232,33 +259,6 @@ class Inbound:
         if frames:
             self.metrics.wire(RECEIVED, "publish", len(frames))
         return frames
-
-    async def _deliver_event(self, frame: Frame) -> None:
-        headers = frame.headers
-        callback = self._internal.get(("publish", frame.type)) if self._internal else None
-        if (
-            callback is None
-            and frame.type in self._retired_events
-            and not self.bus.get_subscribers(frame.type)
-        ):
-            self.logger.debug("retired_internal_event", message_type=frame.type)
-            return
-        token = attach_trace(headers) if headers else None
-        try:
-            if callback is not None:
-                await callback(frame.message)
-            else:
-                await self.bus.deliver_incoming(
-                    "publish", frame.message, headers=headers, message_id=frame.id
-                )
-        except Exception as exc:
-            self._failed("publish", frame, exc)
-        except asyncio.CancelledError as exc:
-            reraise_if_stopping()
-            self._failed("publish", frame, exc)
-        finally:
-            if token is not None:
-                detach_trace(token)
 
     async def handle_command(self, data: bytes, message_type: str) -> str:
         """Run one command frame read from the destination of ``message_type``; returns

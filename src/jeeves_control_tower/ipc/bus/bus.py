@@ -36,7 +36,7 @@ from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .handlers import HandlerEntry, check_handler, check_name, check_timeout
 from .middleware import AnyMiddleware
 from .routes import IncomingRoute, Route, compile_routes, run_incoming
-from .transport import Transport
+from .transport import Transport, not_accepted
 
 __all__ = [
     "CommBusProtocol",
@@ -306,9 +306,19 @@ class InMemoryCommBus:
         Returns when every subscriber has finished. Subscriber errors are logged, never
         raised. Cancelling the publisher cancels the subscribers still running.
         """
-        outcome = self._publish_route(event, get_message_type(event), None)
-        if outcome.__class__ is Resume or outcome.__class__ is CoroutineType:
-            await outcome
+        message_type = get_message_type(event)
+        outcome = self._publish_route(event, message_type, None)
+        if outcome.__class__ is not str:  # a Resume or coroutine: still running
+            try:
+                await outcome
+            except TransportError:
+                raise
+            except Exception as exc:
+                # Only a transport's own awaitable, handed back by the step out on the
+                # empty chain, raises here (every other route logs its handlers' errors):
+                # it did not accept the event (see ToTransport; the try costs nothing
+                # otherwise in Python >= 3.11).
+                raise not_accepted("publish", message_type, exc) from exc
 
     async def send(self, command: Any) -> None:
         """Deliver ``command`` to its one handler and wait for it to finish.
@@ -316,9 +326,15 @@ class InMemoryCommBus:
         Handler errors are logged, not raised; a command with no handler is logged as a
         warning. Cancelling the sender cancels the handler.
         """
-        outcome = self._send_route(command, get_message_type(command), None)
-        if outcome.__class__ is Resume or outcome.__class__ is CoroutineType:
-            await outcome
+        message_type = get_message_type(command)
+        outcome = self._send_route(command, message_type, None)
+        if outcome.__class__ is not str:  # a Resume or coroutine: still running
+            try:
+                await outcome
+            except TransportError:
+                raise
+            except Exception as exc:  # as in publish: the transport did not accept it
+                raise not_accepted("send", message_type, exc) from exc
 
     async def query(self, query: Any, timeout: float | None = None) -> Any:
         """Send ``query`` to its handler and return the result.
@@ -335,7 +351,8 @@ class InMemoryCommBus:
         else:
             check_timeout(timeout, "timeout")
         result = self._query_route(query, get_message_type(query), timeout)
-        if result.__class__ is Resume or result.__class__ is CoroutineType:
+        running = result.__class__
+        if running is Resume or running is CoroutineType:
             return await result
         return result
 

@@ -68,7 +68,10 @@ from .frames import (
     plain_values,
 )
 
-__all__ = ["Frame", "Reply", "WireCodec", "WireError"]
+__all__ = ["MAX_EVENT_HEADS", "Frame", "Reply", "WireCodec", "WireError"]
+
+#: How many message types' event frame starts a codec keeps (encode_event).
+MAX_EVENT_HEADS = 1024
 
 
 class WireCodec:
@@ -103,6 +106,8 @@ class WireCodec:
         # Json.dumps_plain when orjson is in use (frames of flat scalars), else None
         fmt = self._fmt
         self._plain: Any = fmt.dumps_plain if isinstance(fmt, Json) and fmt.fast else None
+        # message type -> (its class's entry, the start of its event frames): encode_event
+        self._event_heads: dict[str, tuple[Any, bytes]] = {}
         self.max_frame_bytes = max_frame_bytes
         self.max_depth = max_depth
         self.max_headers = max_headers
@@ -168,6 +173,72 @@ class WireCodec:
             and (ts is None or ts - ts == 0.0)
         )
         return self._dump(frame, plain, pattern, mtype)
+
+    def encode_event(
+        self, message: Any, message_id: str, message_type: str, headers: dict[str, str] | None
+    ) -> bytes:
+        """``encode(message, pattern="publish", message_id=..., headers=...,
+        message_type=...)``, for the per-event path: the same frame, its keys in another
+        order. The part every event of a type shares (version, type, class, pattern) is
+        written once per type (JSON with orjson; a cache of at most
+        :data:`MAX_EVENT_HEADS` types) and put in front of the event's own (id, headers,
+        payload), dumped with one call; whatever this cannot write so (another format, an
+        unregistered class, a value that is not a flat scalar) goes through :meth:`encode`.
+        """
+        entry = self._by_cls.get(message.__class__)
+        head = self._event_heads.get(message_type)
+        if head is None or entry is None or head[0] is not entry:
+            head = self._event_head(entry, message_type)
+            if head is None:
+                return self.encode(
+                    message,
+                    pattern="publish",
+                    message_id=message_id,
+                    headers=headers,
+                    message_type=message_type,
+                )
+        payload = entry.encode(message)  # type: ignore[union-attr]  # head: entry is not None
+        if not plain_values(payload) or (headers is not None and not plain_values(headers)):
+            return self.encode(
+                message,
+                pattern="publish",
+                message_id=message_id,
+                headers=headers,
+                message_type=message_type,
+            )
+        own = (
+            {"id": message_id, "headers": headers, "payload": payload}
+            if headers
+            else {"id": message_id, "payload": payload}
+        )
+        try:
+            data: bytes = head[1] + self._plain(own)[1:]  # '{"v":1,...,' + '"id":...}'
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise WireError("unencodable", f"{describe('publish', message_type)}: {exc}") from None
+        if len(data) > self.max_frame_bytes:
+            raise WireError(
+                "oversized",
+                f"{describe('publish', message_type)}: {len(data)} bytes"
+                f" > max_frame_bytes={self.max_frame_bytes}",
+            )
+        return data
+
+    def _event_head(self, entry: Any, message_type: str) -> tuple[Any, bytes] | None:
+        """The shared start of the event frames of ``message_type`` whose class has
+        ``entry`` (cached), or ``None`` when :meth:`encode_event` cannot write them so."""
+        if entry is None or self._plain is None or message_type.__class__ is not str:
+            return None
+        head: dict[str, Any] = {"v": WIRE_VERSION, "type": message_type, "pattern": "publish"}
+        if entry.name != message_type:
+            head["class"] = entry.name
+        try:
+            text = self._plain(head)  # str values only
+        except (TypeError, ValueError):
+            return None
+        cached = (entry, text[:-1] + b",")  # '{"v":1,"type":...,"pattern":"publish",'
+        if len(self._event_heads) < MAX_EVENT_HEADS:
+            self._event_heads[message_type] = cached
+        return cached
 
     def encode_batch(self, frames: list[bytes]) -> bytes:
         """One batch frame carrying ``frames`` (event frames made by :meth:`encode`, in

@@ -88,14 +88,21 @@ def dataclass_entry(name: str, cls: type) -> ClassEntry:
     # case is checked in one pass and the payload itself becomes the keyword arguments.
     simple = all(s is None or s.__class__ is type for s in specs.values())
     exact = tuple((n, s) for n, s in specs.items() if s is not None)
+    count = len(allowed)
+    # every field has an exact type: the right number of keys, each a field, is all of them
+    all_exact = len(exact) == count
 
     def decode_simple(payload: dict[str, Any]) -> Any:
-        if payload.keys() == allowed:  # every field there, as encode sends them
-            for key, spec in exact:
-                if payload[key].__class__ is not spec:
-                    break  # a wrong type: the full check says which
-            else:
-                return cls(**payload)
+        if len(payload) == count:  # as many keys as fields, as encode sends them
+            try:
+                for key, spec in exact:
+                    if payload[key].__class__ is not spec:
+                        break  # a wrong type: the full check says which
+                else:
+                    if all_exact or payload.keys() == allowed:
+                        return cls(**payload)
+            except KeyError:
+                pass  # a field is missing (another key in its place): the full check
         return decode(payload)  # the full check: the instance, or the WireError
 
     def decode(payload: dict[str, Any]) -> Any:
