@@ -232,3 +232,33 @@ def test_mark_process_dead_needs_a_directory(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
         mark_process_dead(os.getpid())
+
+
+def test_a_missing_multiprocess_directory_is_a_logged_503_on_both_carriers(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A broken setup is told, not hidden: ``/metrics`` answers 503 (JSON, no-store) and
+    the path is logged; the other routes keep working."""
+    from starlette.testclient import TestClient
+
+    from jeeves_control_tower.observability import FlowRecorder, serve
+    from tests.helpers import ListLogger
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    logger = ListLogger()
+    server = serve(registry=CollectorRegistry(), flow=FlowRecorder(), logger=logger)
+    try:
+        metrics = http_get(server.url + "/metrics")
+        assert metrics.status == 503 and "multiprocess" in metrics.json()["error"]
+        assert metrics.headers["Cache-Control"] == "no-store"
+        assert http_get(server.url + "/healthz").status == 200
+    finally:
+        server.close()
+    assert any(
+        m == "observability_metrics_unavailable" and "missing" in f["error"]
+        for _, m, f in logger.records
+    )
+    app = create_app(registry=CollectorRegistry(), flow=FlowRecorder(), logger=ListLogger())
+    with TestClient(app) as client:
+        answer = client.get("/metrics")
+    assert answer.status_code == 503 and answer.headers["cache-control"] == "no-store"

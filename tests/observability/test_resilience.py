@@ -148,7 +148,25 @@ def test_reporter_never_raises() -> None:
     reporter("tracing", "before", Hostile())
     reporter = ErrorReporter(logger)
     reporter("tracing", "before", Hostile())
+    # logged both times: a broken counter does not swallow the log line
     assert [f["error"] for _, m, f in logger.records if m == "telemetry_failed"] == [
-        "<unprintable>"
+        "<unprintable>",
+        "<unprintable>",
+    ]
+    assert reporter.count == 1
+
+
+def test_a_failing_error_counter_does_not_hide_the_log_line() -> None:
+    """The counter may live on the backend that failed (a broken multiprocess directory)."""
+
+    class Broken:
+        def labels(self, *values: str) -> Any:
+            raise OSError("metrics backend gone")
+
+    logger = ListLogger()
+    reporter = ErrorReporter(logger, counter=Broken())
+    reporter("metrics", "publish", RuntimeError("write failed"))
+    assert [(f["component"], f["error"]) for _, m, f in logger.records] == [
+        ("metrics", "write failed")
     ]
     assert reporter.count == 1

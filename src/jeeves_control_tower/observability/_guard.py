@@ -60,11 +60,6 @@ class ErrorReporter:
                 self._last[component] = now
                 log = True
                 suppressed = self._suppressed.pop(component, 0)
-        if self._counter is not None:
-            child = self._children.get(component)
-            if child is None:
-                child = self._children[component] = self._counter.labels(component)
-            child.inc()
         if log:
             try:
                 text = str(exc)
@@ -78,3 +73,11 @@ class ErrorReporter:
                 error=text,
                 suppressed_since_last_report=suppressed,
             )
+        # Counted after the log line, apart: the counter may live on the very backend that
+        # failed (a broken multiprocess directory), and the log must not depend on it.
+        if self._counter is not None:
+            with contextlib.suppress(Exception):
+                child = self._children.get(component)
+                if child is None:
+                    child = self._children[component] = self._counter.labels(component)
+                child.inc()

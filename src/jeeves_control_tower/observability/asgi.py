@@ -29,12 +29,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..types import LoggerProtocol
 from .flow import FlowRecorder
-from .multiprocess import exposition_registry
+from .multiprocess import MultiprocessUnavailable, exposition_registry
 from .routes import (
     COMMON_HEADERS,
     METHOD_NOT_ALLOWED,
     METHODS,
     METRICS,
+    METRICS_UNAVAILABLE,
     ROUTES,
     UNAUTHORIZED,
     Answer,
@@ -125,7 +126,12 @@ class _Metrics:
         if not self._endpoint.authorized(authorization):
             await _response(UNAUTHORIZED)(scope, receive, send)
             return
-        registry = exposition_registry(self._endpoint.registry)
+        try:
+            registry = exposition_registry(self._endpoint.registry)
+        except MultiprocessUnavailable as exc:
+            self._endpoint.logger.error("observability_metrics_unavailable", error=str(exc))
+            await _response(METRICS_UNAVAILABLE)(scope, receive, send)
+            return
         if registry is self._endpoint.registry:
             await self._app(scope, receive, send)
         else:  # multiprocess mode: a fresh aggregate per scrape

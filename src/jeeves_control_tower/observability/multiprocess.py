@@ -25,7 +25,13 @@ import os
 
 from prometheus_client import CollectorRegistry, multiprocess
 
-__all__ = ["ENV", "exposition_registry", "mark_process_dead", "multiprocess_dir"]
+__all__ = [
+    "ENV",
+    "MultiprocessUnavailable",
+    "exposition_registry",
+    "mark_process_dead",
+    "multiprocess_dir",
+]
 
 #: The environment variable prometheus_client's multiprocess mode is keyed on.
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -36,12 +42,20 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(ENV) or None
 
 
+class MultiprocessUnavailable(RuntimeError):
+    """``PROMETHEUS_MULTIPROC_DIR`` is set but is not a readable directory: no aggregate
+    can be rendered (the endpoints answer ``503`` and log the path)."""
+
+
 def exposition_registry(registry: CollectorRegistry) -> CollectorRegistry:
     """What one scrape renders: the aggregate of every worker's files in multiprocess mode
-    (a new registry each call), else ``registry`` itself."""
+    (a new registry each call), else ``registry`` itself. :class:`MultiprocessUnavailable`
+    when the directory is missing or unreadable."""
     path = multiprocess_dir()
     if path is None:
         return registry
+    if not (os.path.isdir(path) and os.access(path, os.R_OK | os.X_OK)):
+        raise MultiprocessUnavailable(f"{ENV}={path!r} is not a readable directory")
     aggregate = CollectorRegistry()
     multiprocess.MultiProcessCollector(aggregate, path=path)  # type: ignore[no-untyped-call]
     return aggregate

@@ -45,6 +45,7 @@ __all__ = [
     "METHODS",
     "METHOD_NOT_ALLOWED",
     "METRICS",
+    "METRICS_UNAVAILABLE",
     "ROUTES",
     "UNAUTHORIZED",
     "Answer",
@@ -132,6 +133,10 @@ def error(status: int, message: str, *headers: tuple[str, str]) -> Answer:
 
 UNAUTHORIZED = error(401, "unauthorized", ("WWW-Authenticate", "Bearer"))
 METHOD_NOT_ALLOWED = error(405, "method not allowed", ("Allow", ", ".join(METHODS)))
+#: ``/metrics`` in multiprocess mode whose directory is missing or unreadable (logged).
+METRICS_UNAVAILABLE = error(
+    503, "metrics unavailable: the multiprocess directory cannot be read (see the log)"
+)
 
 
 def not_found(path: str) -> Answer:

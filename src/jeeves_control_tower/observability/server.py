@@ -48,12 +48,13 @@ from prometheus_client.exposition import choose_encoder
 from ..types import LoggerProtocol
 from ._connections import Connections, RequestReader, RequestTimeout, RequestTooLarge
 from .flow import FlowRecorder
-from .multiprocess import exposition_registry
+from .multiprocess import MultiprocessUnavailable, exposition_registry
 from .routes import (
     COMMON_HEADERS,
     METHOD_NOT_ALLOWED,
     METHODS,
     METRICS,
+    METRICS_UNAVAILABLE,
     ROUTES,
     UNAUTHORIZED,
     Answer,
@@ -217,6 +218,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
             return Answer(200, encoder(exposition_registry(app.registry)), content_type)
+        except MultiprocessUnavailable as exc:
+            app.logger.error("observability_metrics_unavailable", error=str(exc))
+            return METRICS_UNAVAILABLE
         except Exception as exc:
             app.logger.error("observability_http_failed", path=path, error=repr(exc))
             return error(500, "internal error")

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
+from jeeves_control_tower.ipc.adapters import RemoteError
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 from jeeves_control_tower.ipc.adapters.nats.subjects import token
 from jeeves_control_tower.testing import eventually
@@ -145,6 +146,35 @@ async def test_send_fails_loudly_when_the_server_stays_away() -> None:
                 await bus.query(Ask(1), timeout=0.5)
         finally:
             await t.close()
+
+
+async def test_a_reply_over_the_servers_max_payload_is_an_error_not_a_timeout() -> None:
+    """The server would refuse a reply above its ``max_payload``: the caller is told so at
+    once (``RemoteError``) instead of waiting out its timeout."""
+
+    class SmallPayloadServer(brokers.NatsServer):
+        def args(self) -> list[str]:
+            conf = f"{self.dir}/small.conf"
+            with open(conf, "w") as f:
+                f.write("max_payload: 262144\n")
+            return [*super().args(), "-c", conf]
+
+    with SmallPayloadServer() as server:
+        asker, answerer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+        answerer.register_handler("Ask", lambda q: "x" * q.n)
+        options: dict[str, Any] = {"registry": REGISTRY, "metrics": False}
+        t1 = await NatsTransport.connect(asker, server.url, **options)
+        t2 = await NatsTransport.connect(answerer, server.url, **options)
+        try:
+            await t2.sync()
+            assert await asker.query(Ask(1000), timeout=5) == "x" * 1000
+            started = time.monotonic()
+            with pytest.raises(RemoteError, match="max_payload"):
+                await asker.query(Ask(300_000), timeout=5)
+            assert time.monotonic() - started < 2.5
+        finally:
+            await t1.close()
+            await t2.close()
 
 
 async def test_credentials_are_used_but_never_logged() -> None:

@@ -960,6 +960,16 @@ class TestDeliverIncomingDirect:
             await lbus.deliver_incoming("query", GetState("slow"), timeout=0.01)
 
 
+class TestDeliverLocalDeprecated:
+    async def test_the_old_name_delivers_with_a_deprecation_warning(
+        self, lbus: InMemoryCommBus
+    ) -> None:
+        lbus.register_handler("GetState", lambda q: q.key * 2)
+        with pytest.warns(DeprecationWarning, match="deliver_incoming"):
+            pending = lbus.deliver_local("query", GetState("ab"))
+        assert await pending == ("ok", "abab")
+
+
 class TestDeliverIncomingThroughTheChain:
     """``deliver_incoming`` with middleware: the same outcomes, read off the context."""
 
@@ -1007,6 +1017,46 @@ class TestDeliverIncomingThroughTheChain:
             ("send", "no_handler", None),
             ("publish", "no_handler", None),
         ]
+
+    async def test_after_sees_no_result_when_a_suspended_step_fails(
+        self, lbus: InMemoryCommBus
+    ) -> None:
+        """A handler that suspends, then raises or times out: ``after`` gets the error and
+        ``result=None``, never the step's pending coroutine."""
+        seen: list[tuple[str, str, Any, str]] = []
+
+        class Results:
+            def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:
+                seen.append((ctx.pattern, ctx.outcome, result, type(error).__name__))
+                return result
+
+        async def fail(_: Any) -> None:
+            await asyncio.sleep(0)
+            raise KeyError("boom")
+
+        async def slow(_: Any) -> None:
+            await asyncio.sleep(10)
+
+        lbus.add_middleware(Results())
+        lbus.subscribe("MemoryStored", fail)
+        lbus.subscribe("MemoryStored", fail)
+        lbus.register_handler("DoThing", fail)
+        lbus.register_handler("GetState", fail)
+        await lbus.publish(MemoryStored("x"))
+        await lbus.send(DoThing())
+        with pytest.raises(KeyError):
+            await lbus.query(GetState())
+        lbus.unregister_handler("GetState")
+        lbus.register_handler("GetState", slow)
+        with pytest.raises(TimeoutError):
+            await lbus.query(GetState(), timeout=0.01)
+        assert [(p, r) for p, _, r, _ in seen] == [
+            ("publish", None),
+            ("send", None),
+            ("query", None),
+            ("query", None),
+        ]
+        assert [e for *_, e in seen][2:] == ["KeyError", "TimeoutError"]
 
     async def test_aborted(self, lbus: InMemoryCommBus) -> None:
         class Abort:

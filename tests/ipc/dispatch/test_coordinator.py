@@ -531,6 +531,26 @@ class TestRemoteDispatch:
         coordinator.attach_remote(second)
         assert coordinator.remote is second
 
+    async def test_setting_remote_still_works_with_a_deprecation_warning(
+        self, coordinator: CommBusCoordinator
+    ) -> None:
+        class Remote:
+            async def dispatch(
+                self, target: DispatchTarget, envelope: Envelope, deadline: float
+            ) -> Envelope:
+                envelope.outputs["remote"] = True
+                return envelope
+
+        register(coordinator)
+        remote = Remote()
+        with pytest.warns(DeprecationWarning, match="attach_remote"):
+            coordinator.remote = remote  # the old way
+        assert coordinator.remote is remote
+        assert (await coordinator.dispatch(target(), env())).outputs == {"remote": True}
+        with pytest.warns(DeprecationWarning):
+            coordinator.remote = None
+        assert coordinator.remote is None
+
 
 def test_update_remote_service_notifies_observers(coordinator: CommBusCoordinator) -> None:
     seen: list[tuple[str, int, int, int, bool]] = []

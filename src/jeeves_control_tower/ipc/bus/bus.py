@@ -23,6 +23,7 @@ the exceptions live in :mod:`.errors`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -271,6 +272,26 @@ class InMemoryCommBus:
             raise ValueError(f"unknown pattern {pattern!r}")
         message_type = get_message_type(message)
         return run_incoming(route, message, message_type, headers, message_id, timeout)
+
+    def deliver_local(
+        self,
+        pattern: str,
+        message: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        message_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Coroutine[Any, Any, tuple[str, Any]]:
+        """Deprecated name of :meth:`deliver_incoming` (the name transports were told to
+        call before 0.2); same arguments and result, with a ``DeprecationWarning``."""
+        warnings.warn(
+            "InMemoryCommBus.deliver_local is deprecated: call deliver_incoming",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.deliver_incoming(
+            pattern, message, headers=headers, message_id=message_id, timeout=timeout
+        )
 
     @property
     def middlewares(self) -> tuple[Any, ...]:

@@ -206,9 +206,13 @@ class ChainRoute:
                 message = ctx.message = out
             else:
                 reached = True
-                result = self.step(message, ctx.message_type, timeout, ctx)
-                if result.__class__ is Resume or result.__class__ is CoroutineType:
-                    result = await result
+                # The step's awaitable is kept apart from ``result``: when awaiting it
+                # raises, ``after`` hooks must see no result, not the pending coroutine.
+                pending = self.step(message, ctx.message_type, timeout, ctx)
+                if pending.__class__ is Resume or pending.__class__ is CoroutineType:
+                    result = await pending
+                else:
+                    result = pending
         except BaseException as exc:
             error = exc
             if ctx.outcome == "ok":

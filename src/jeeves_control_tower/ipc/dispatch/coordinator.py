@@ -9,6 +9,7 @@ coordinator owns its :class:`~.service_registry.ServiceRegistry` and the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,6 +118,21 @@ class CommBusCoordinator:
         """Where dispatches to a service with no local handler go (``None``: they end
         ``no_handler``); see :meth:`attach_remote`."""
         return self._dispatcher.remote
+
+    @remote.setter
+    def remote(self, remote: RemoteDispatcher | None) -> None:
+        """Deprecated: ``coordinator.remote = x`` (how remotes were attached before 0.2)
+        is :meth:`attach_remote` (``None``: :meth:`detach_remote`), with a
+        ``DeprecationWarning``."""
+        warnings.warn(
+            "setting CommBusCoordinator.remote is deprecated: call attach_remote/detach_remote",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if remote is None:
+            self.detach_remote()
+        else:
+            self.attach_remote(remote)
 
     def attach_remote(self, remote: RemoteDispatcher) -> None:
         """Carry dispatches to services with no local handler through ``remote`` (a

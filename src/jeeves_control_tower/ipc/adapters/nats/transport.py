@@ -404,11 +404,19 @@ class NatsTransport(BrokerTransport):
 
     async def _answer(self, data: bytes, reply_to: str, message_type: str) -> None:
         try:
-            _, _, reply = await self.inbound.handle_query(
+            _, corr, reply = await self.inbound.handle_query(
                 data, message_type, has_return_address=bool(reply_to)
             )
             if reply is not None and reply_to:
-                await self._client().publish_now(reply_to, self.seal(reply))
+                client = self._client()
+                sealed = self.seal(reply)
+                if len(sealed) > client.max_payload:  # the server would refuse it: say so
+                    too_big = TransportError(
+                        f"the reply ({len(sealed)} bytes) is over the NATS server's"
+                        f" max_payload ({client.max_payload} bytes)"
+                    )
+                    sealed = self.seal(self.codec.encode_reply(corr, kind="error", error=too_big))
+                await client.publish_now(reply_to, sealed)
                 self.metrics.wire(SENT, "reply")
         except Exception as exc:
             self.logger.warning("nats_reply_failed", error_type=type(exc).__name__)
