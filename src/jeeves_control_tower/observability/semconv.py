@@ -21,7 +21,6 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
 from opentelemetry.semconv.attributes.code_attributes import CODE_FUNCTION_NAME
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
-from opentelemetry.semconv.schemas import Schemas
 
 __all__ = [
     "CODE_FUNCTION_NAME",
@@ -54,11 +53,14 @@ __all__ = [
     "qualified_error_type",
 ]
 
-#: The one semantic-conventions version every span, kind and attribute here follows: the
-#: newest the installed ``opentelemetry-semantic-conventions`` ships (messaging: ``send``
-#: PRODUCER, ``receive`` CLIENT, ``process`` CONSUMER since 1.28; ``code.function.name``).
-SCHEMA_URL = Schemas.V1_44_0.value
-SEMCONV_VERSION = SCHEMA_URL.rsplit("/", 1)[1]
+#: The one semantic-conventions version every span, kind and attribute here follows
+#: (messaging: ``send`` PRODUCER, ``receive`` CLIENT, ``process`` CONSUMER since 1.28;
+#: ``code.function.name``). Spelled out rather than taken from ``Schemas``: the declared
+#: minimum ``opentelemetry-semantic-conventions`` (0.54b0) has every attribute used here,
+#: with the same names, but its ``Schemas`` enum stops at 1.33 (tested by the
+#: minimum-versions job).
+SEMCONV_VERSION = "1.44.0"
+SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 
 #: ``messaging.system`` of every span this package emits.
 SYSTEM = "jeeves.commbus"
