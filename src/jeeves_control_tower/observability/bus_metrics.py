@@ -93,7 +93,9 @@ class MetricsMiddleware:
             self._on_error("metrics", "after", exc)
             return result
         otel = self.otel
-        if otel is not None and (otel.live or otel.poll()):
+        if otel is not None and (
+            otel.live or (ctx.started >= otel.next_look and otel.look(ctx.started))
+        ):
             try:
                 self._record_otel(otel, ctx, error, elapsed, series.message_type)
             except Exception as exc:

@@ -125,7 +125,7 @@ class DispatchMetrics(WholeDispatchObserver):
             self._on_error("metrics", "dispatch_end", exc)
             return
         otel = self.otel
-        if otel is not None and (otel.live or otel.poll()):
+        if otel is not None and (otel.live or otel.look_now()):
             try:
                 etype = outcome_error(outcome, error, metrics.error_types)
                 otel.sent(SYSTEM, "dispatch", series.service, etype, duration)

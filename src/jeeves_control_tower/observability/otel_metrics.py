@@ -17,15 +17,17 @@ bounded the same way) and, when the operation did not end ``ok``, ``error.type``
 
 Cost: with no recording provider (the API's no-op provider, or the global placeholder the
 API hands out before any provider is set), nothing is recorded and the caller's check is
-one attribute read plus, while the global placeholder is in place, a countdown that looks
-for a global provider again every :data:`RECHECK_EVERY` calls (``set_meter_provider`` can
-happen once per process, so once a real one is seen it stays). When live, the attribute
+two attribute reads and a float comparison against the message's own start time: while the
+global placeholder is in place, the global provider is looked up again at most once per
+:data:`RECHECK_SECONDS` (``set_meter_provider`` can happen once per process, so once a
+real one is seen it stays). When live, the attribute
 set of each ``(system, operation, destination, error type)`` is built once and cached
 (bounded). Callers wrap the recording in their error guard: this module may raise.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from opentelemetry import metrics
@@ -53,7 +55,7 @@ from .semconv import (
 __all__ = [
     "DURATION_BUCKETS",
     "INSTRUMENT_NAMES",
-    "RECHECK_EVERY",
+    "RECHECK_SECONDS",
     "OtelMetrics",
     "is_recording_provider",
     "outcome_error",
@@ -64,8 +66,8 @@ __all__ = [
 DURATION_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
-#: While the global provider is the API's placeholder, how many calls pass between looks.
-RECHECK_EVERY = 256
+#: While the global provider is the API's placeholder, the seconds between two looks at it.
+RECHECK_SECONDS = 1.0
 INSTRUMENT_NAMES = (
     MESSAGING_CLIENT_SENT_MESSAGES,
     MESSAGING_CLIENT_CONSUMED_MESSAGES,
@@ -87,19 +89,20 @@ def is_recording_provider(provider: MeterProvider) -> bool:
 
 class OtelMetrics:
     """The four messaging instruments of one meter provider (``None``: the global one,
-    looked up lazily). Check :attr:`live` (or :meth:`poll` when it is false) before
-    recording. Thread-safe enough: racing caches at worst build an attribute set twice."""
+    looked up lazily). Before recording, the caller checks :attr:`live`, and when it is
+    false, ``now >= next_look and look(now)`` (``now``: a ``time.perf_counter()`` reading).
+    Thread-safe enough: racing caches at worst build an attribute set twice."""
 
     def __init__(self, meter_provider: MeterProvider | None = None) -> None:
         self._provider = meter_provider
         self.live = False
-        self._countdown = 0
+        self.next_look = float("-inf")
         self._attrs: dict[tuple[str, str, str, str | None], dict[str, str]] = {}
         self._sent: Counter
         self._consumed: Counter
         self._operation: Histogram
         self._process: Histogram
-        self.poll()
+        self.look(time.perf_counter())
 
     @classmethod
     def create(cls, meter_provider: MeterProvider | None) -> OtelMetrics | None:
@@ -108,15 +111,12 @@ class OtelMetrics:
             return None
         return cls(meter_provider)
 
-    def poll(self) -> bool:
-        """Whether recording is on now; while it is off, looks for a recording global
-        provider once every :data:`RECHECK_EVERY` calls (the first call looks at once)."""
+    def look(self, now: float) -> bool:
+        """Whether recording is on; when it is off, looks for a recording global provider
+        and, finding none, sets :attr:`next_look` to ``now`` + :data:`RECHECK_SECONDS`."""
         if self.live:
             return True
-        self._countdown -= 1
-        if self._countdown > 0:
-            return False
-        self._countdown = RECHECK_EVERY
+        self.next_look = now + RECHECK_SECONDS
         provider = self._provider
         if provider is None:
             provider = metrics.get_meter_provider()
@@ -148,6 +148,12 @@ class OtelMetrics:
         )
         self.live = True
         return True
+
+    def look_now(self) -> bool:
+        """:meth:`look`, when :attr:`next_look` has passed (for callers with no clock
+        reading at hand)."""
+        now = time.perf_counter()
+        return now >= self.next_look and self.look(now)
 
     def _attributes(
         self, system: str, operation: str, destination: str, error: str | None
