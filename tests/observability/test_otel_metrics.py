@@ -131,8 +131,13 @@ async def test_failed_operations_carry_error_type(tel: Telemetry, meters: Meters
     async def slow(q: Any) -> None:
         await asyncio.sleep(5)
 
+    fanned = type("Fanned", (), {"message_type": "Fanned"})
+    bus.subscribe("Fanned", bad)  # two subscribers failing: the publish's error is a group
+    bus.subscribe("Fanned", bad)
+    bus.subscribe("Fanned", lambda e: None)
     bus.register_handler("DoThing", bad)
     bus.register_handler("GetState", slow)
+    await bus.publish(fanned())
     await bus.send(DoThing())
     with pytest.raises(TimeoutError):
         await bus.query(GetState(), timeout=0.01)
@@ -142,12 +147,14 @@ async def test_failed_operations_carry_error_type(tel: Telemetry, meters: Meters
         attrs("send", "DoThing", "ValueError"): 1,
         attrs("query", "GetState", "timeout"): 1,
         attrs("publish", "Stored", "no_handler"): 1,
+        attrs("publish", "Fanned", "ExceptionGroup"): 1,
     }
     assert meters.points(OPERATION) == meters.points(SENT)
     # a message no handler received is not consumed
     assert meters.points(CONSUMED) == {
         attrs("process", "DoThing", "ValueError"): 1,
         attrs("process", "GetState", "timeout"): 1,
+        attrs("process", "Fanned", "ExceptionGroup"): 1,
     }
     assert meters.points(PROCESS) == meters.points(CONSUMED)
 
