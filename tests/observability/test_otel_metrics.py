@@ -20,7 +20,12 @@ from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.util.types import Attributes
 
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
+from jeeves_control_tower.ipc import (
+    CommBusCoordinator,
+    InMemoryCommBus,
+    MiddlewareContext,
+    RetryPolicy,
+)
 from jeeves_control_tower.observability.otel_metrics import (
     DURATION_BUCKETS,
     is_recording_provider,
@@ -196,6 +201,39 @@ async def test_dispatch_ok_error_timeout(tel: Telemetry, meters: Meters) -> None
     assert meters.points(SENT) == dispatched
     assert meters.points(OPERATION) == dispatched
     assert tel.sample("commbus_dispatch_total", service="svc", method="run", outcome="ok") == 2
+
+
+class _Transport:
+    """Carries nothing: every message produced on a bus with it attached goes "out"."""
+
+    system = "redis"
+
+    async def publish(self, ctx: MiddlewareContext, message: Any) -> None:
+        pass
+
+    async def send(self, ctx: MiddlewareContext, message: Any) -> None:
+        pass
+
+    async def query(self, ctx: MiddlewareContext, message: Any, timeout: float) -> Any:
+        return "remote"
+
+
+async def test_over_a_transport_out_is_sent_and_in_is_consumed(
+    tel: Telemetry, meters: Meters
+) -> None:
+    bus = InMemoryCommBus(logger=tel.logger, meter_provider=meters.provider, **tel.options)
+    bus.attach_transport(_Transport())
+    bus.subscribe("Stored", lambda e: None)
+    await bus.publish(Stored())  # goes out to the broker: sent, not consumed here
+    assert await bus.query(GetState()) == "remote"
+    outcome, _ = await bus.deliver_incoming("publish", Stored(), headers={})
+    assert outcome == "ok"
+    assert meters.points(SENT) == {
+        attrs("publish", "Stored", system="redis"): 1,
+        attrs("query", "GetState", system="redis"): 1,
+    }
+    assert meters.points(CONSUMED) == {attrs("process", "Stored", system="redis"): 1}
+    assert meters.points(PROCESS) == meters.points(CONSUMED)
 
 
 async def test_destinations_are_bounded_like_the_labels(tel: Telemetry, meters: Meters) -> None:
