@@ -283,6 +283,37 @@ async def test_a_failing_instrument_is_counted_not_raised(tel: Telemetry) -> Non
     assert tel.sample("commbus_messages_total", **labels) == 1
 
 
+class _RaisingProvider(MeterProvider):
+    def get_meter(
+        self,
+        name: str,
+        version: str | None = None,
+        schema_url: str | None = None,
+        attributes: Attributes = None,
+    ) -> Meter:
+        raise RuntimeError("no meter today")
+
+
+async def test_a_raising_provider_breaks_neither_building_nor_messages(tel: Telemetry) -> None:
+    bus = InMemoryCommBus(logger=tel.logger, meter_provider=_RaisingProvider(), **tel.options)
+    bus.register_handler("DoThing", lambda c: None)
+    await bus.send(DoThing())
+    await bus.send(DoThing())  # looked again only a second later: one failure so far
+    assert tel.sample("commbus_telemetry_errors_total", component="otel_metrics") == 1
+    coordinator = CommBusCoordinator(
+        tel.logger,
+        InMemoryCommBus(instrument=False),
+        meter_provider=_RaisingProvider(),
+        **tel.options,
+    )
+    register(coordinator, handler=lambda e: asyncio.sleep(0, e))
+    done = await coordinator.dispatch(target(), envelope())
+    assert not done.terminated and not done.errors
+    assert tel.sample("commbus_telemetry_errors_total", component="otel_metrics") == 2
+    labels = {"pattern": "send", "message_type": "DoThing", "outcome": "ok"}
+    assert tel.sample("commbus_messages_total", **labels) == 2
+
+
 async def test_without_a_recording_provider_nothing_is_recorded(tel: Telemetry) -> None:
     noop = InMemoryCommBus(logger=tel.logger, meter_provider=ApiNoOpMeterProvider(), **tel.options)
     assert noop.telemetry.otel_metrics is None  # an injected no-op provider: not even a check

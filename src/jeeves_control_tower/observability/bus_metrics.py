@@ -93,11 +93,10 @@ class MetricsMiddleware:
             self._on_error("metrics", "after", exc)
             return result
         otel = self.otel
-        if otel is not None and (
-            otel.live or (ctx.started >= otel.next_look and otel.look(ctx.started))
-        ):
+        if otel is not None:
             try:
-                self._record_otel(otel, ctx, error, elapsed, series.message_type)
+                if otel.live or (ctx.started >= otel.next_look and otel.look(ctx.started)):
+                    self._record_otel(otel, ctx, error, elapsed, series.message_type)
             except Exception as exc:
                 self._on_error("otel_metrics", "after", exc)
         return result

@@ -125,10 +125,11 @@ class DispatchMetrics(WholeDispatchObserver):
             self._on_error("metrics", "dispatch_end", exc)
             return
         otel = self.otel
-        if otel is not None and (otel.live or otel.look_now()):
+        if otel is not None:
             try:
-                etype = outcome_error(outcome, error, metrics.error_types)
-                otel.sent(SYSTEM, "dispatch", series.service, etype, duration)
+                if otel.live or otel.look_now():
+                    etype = outcome_error(outcome, error, metrics.error_types)
+                    otel.sent(SYSTEM, "dispatch", series.service, etype, duration)
             except Exception as exc:
                 self._on_error("otel_metrics", "dispatch_end", exc)
 

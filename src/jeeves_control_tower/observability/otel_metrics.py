@@ -102,7 +102,8 @@ class OtelMetrics:
         self._consumed: Counter
         self._operation: Histogram
         self._process: Histogram
-        self.look(time.perf_counter())
+        # No look here: the first message looks, under its caller's error guard, so a
+        # provider that raises can never break building a bus.
 
     @classmethod
     def create(cls, meter_provider: MeterProvider | None) -> OtelMetrics | None:
