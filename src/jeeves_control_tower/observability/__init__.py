@@ -1,9 +1,10 @@
 """Built-in observability for the bus and the coordinator.
 
 - :func:`instrument_bus` / :func:`instrument_coordinator`: OpenTelemetry spans (messaging
-  semantic conventions), Prometheus metrics and the live flow feed. Called automatically
-  for a bus or coordinator built with defaults; every dependency is injectable
-  (``tracer_provider``, ``registry``, ``flow``, ``logger``).
+  semantic conventions), Prometheus metrics, OpenTelemetry messaging metrics
+  (:mod:`.otel_metrics`) and the live flow feed. Called automatically for a bus or
+  coordinator built with defaults; every dependency is injectable (``tracer_provider``,
+  ``meter_provider``, ``registry``, ``flow``, ``logger``).
 - :func:`serve`: the HTTP endpoint (``/metrics``, ``/api/services``, ``/api/flow``,
   ``/api/stats``, ``/healthz``); ``observability.asgi.create_app`` serves the same as an
   ASGI app to mount in your own service (``asgi`` extra; not imported here).

@@ -21,6 +21,7 @@ from ..ipc import MiddlewareContext
 from ._context import message_trace_id
 from ._guard import ErrorReporter
 from .metrics import BusSeries, CommBusMetrics, get_metrics
+from .otel_metrics import OtelMetrics, outcome_error
 from .semconv import error_type
 
 __all__ = ["MetricsMiddleware"]
@@ -48,9 +49,11 @@ class MetricsMiddleware:
         *,
         registry: CollectorRegistry | None = None,
         on_error: OnError | None = None,
+        otel: OtelMetrics | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self._on_error = on_error or ErrorReporter(counter=self.metrics.telemetry_errors)
+        self.otel = otel
         self._inflight: dict[str, Any] = {}  # pattern -> bound in-flight gauge child
         self._series: dict[tuple[str, str], tuple[BusSeries, Any]] = {}  # raw key -> children
 
@@ -84,13 +87,40 @@ class MetricsMiddleware:
         self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
     ) -> Any:
         try:
-            self._record(ctx, error)
+            elapsed = _perf() - ctx.started
+            series = self._record(ctx, error, elapsed)
         except Exception as exc:
             self._on_error("metrics", "after", exc)
+            return result
+        otel = self.otel
+        if otel is not None:
+            try:
+                if otel.live or (ctx.started >= otel.next_look and otel.look(ctx.started)):
+                    self._record_otel(otel, ctx, error, elapsed, series.message_type)
+            except Exception as exc:
+                self._on_error("otel_metrics", "after", exc)
         return result
 
-    def _record(self, ctx: MiddlewareContext, error: BaseException | None) -> None:
-        elapsed = _perf() - ctx.started
+    def _record_otel(
+        self,
+        otel: OtelMetrics,
+        ctx: MiddlewareContext,
+        error: BaseException | None,
+        elapsed: float,
+        destination: str,
+    ) -> None:
+        """The OpenTelemetry side: a message produced here is sent (direction local/out);
+        one delivered to local handlers (local/in) is consumed and processed."""
+        etype = outcome_error(ctx.outcome, error, self.metrics.error_types)
+        direction = ctx.direction
+        if direction != "in":
+            otel.sent(ctx.system, ctx.pattern, destination, etype, elapsed)
+        if direction != "out" and ctx.handlers:
+            otel.consumed(ctx.system, destination, etype, elapsed)
+
+    def _record(
+        self, ctx: MiddlewareContext, error: BaseException | None, elapsed: float
+    ) -> BusSeries:
         pattern = ctx.pattern
         key = (pattern, ctx.message_type)
         bundle = self._series.get(key)
@@ -129,3 +159,4 @@ class MetricsMiddleware:
                         pattern, series.message_type, label
                     )
                 child.inc()
+        return series

@@ -21,6 +21,8 @@ from ._context import recording_trace_id
 from ._guard import ErrorReporter
 from .bus_metrics import OnError
 from .metrics import OTHER, CommBusMetrics, DispatchSeries, get_metrics
+from .otel_metrics import OtelMetrics, outcome_error
+from .semconv import SYSTEM
 
 __all__ = ["DispatchMetrics"]
 
@@ -60,9 +62,11 @@ class DispatchMetrics(WholeDispatchObserver):
         *,
         registry: CollectorRegistry | None = None,
         on_error: OnError | None = None,
+        otel: OtelMetrics | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else get_metrics(registry)
         self._on_error = on_error or ErrorReporter(counter=self.metrics.telemetry_errors)
+        self.otel = otel
         self._inflight: Any = None
         self._gauges: dict[str, _ServiceGauges] = {}
         self._types: dict[str, str] = {}  # registered service -> service_type
@@ -119,6 +123,15 @@ class DispatchMetrics(WholeDispatchObserver):
                 series.timeouts.inc()
         except Exception as exc:
             self._on_error("metrics", "dispatch_end", exc)
+            return
+        otel = self.otel
+        if otel is not None:
+            try:
+                if otel.live or otel.look_now():
+                    etype = outcome_error(outcome, error, metrics.error_types)
+                    otel.sent(SYSTEM, "dispatch", series.service, etype, duration)
+            except Exception as exc:
+                self._on_error("otel_metrics", "dispatch_end", exc)
 
     # ------------------------------------------------------------------ registry
 

@@ -5,7 +5,7 @@ A bus or coordinator built with defaults calls these through
 built with ``instrument=False``. Both are idempotent (a second call returns the live
 handle) and never set any global (tracer provider, registry).
 
-Defaults: the global tracer provider, ``prometheus_client.REGISTRY``, the process-wide
+Defaults: the global tracer and meter providers, ``prometheus_client.REGISTRY``, the process-wide
 :func:`~.flow.default_flow` recorder. A coordinator inherits whatever its bus was
 instrumented with unless told otherwise, and instruments *dispatch only*: its bus's
 messages are the bus's business (a bus built with ``instrument=False`` stays quiet; call
@@ -17,6 +17,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
@@ -27,6 +28,7 @@ from .dispatch_metrics import DispatchMetrics
 from .dispatch_tracing import DispatchTracer
 from .flow import FlowRecorder, default_flow
 from .metrics import DEFAULT_MAX_LABEL_VALUES, CommBusMetrics, get_metrics
+from .otel_metrics import OtelMetrics
 from .tracing import TracingMiddleware
 
 __all__ = ["BusTelemetry", "CoordinatorTelemetry", "instrument_bus", "instrument_coordinator"]
@@ -41,15 +43,19 @@ class _Telemetry:
     def __init__(
         self,
         tracer_provider: TracerProvider | None,
+        meter_provider: MeterProvider | None,
         registry: CollectorRegistry | None,
         metrics: CommBusMetrics | None,
+        otel_metrics: OtelMetrics | None,
         flow: FlowRecorder | None,
         reporter: ErrorReporter,
         options: dict[str, Any],
     ) -> None:
         self.tracer_provider = tracer_provider  # None: the global provider
+        self.meter_provider = meter_provider  # None: the global provider
         self.registry = registry  # None when metrics are off
         self.metrics = metrics
+        self.otel_metrics = otel_metrics  # None when metrics are off or can never record
         self.flow = flow
         self.errors = reporter
         self.options = options
@@ -158,6 +164,7 @@ class CoordinatorTelemetry(_Telemetry):
 
 def _pieces(
     tracer_provider: TracerProvider | None,
+    meter_provider: MeterProvider | None,
     registry: CollectorRegistry | None,
     flow: FlowRecorder | bool | None,
     logger: LoggerProtocol | None,
@@ -172,8 +179,10 @@ def _pieces(
         recorder.adopt_reporter(reporter)
     return {
         "tracer_provider": tracer_provider if tracing else None,
+        "meter_provider": meter_provider if metrics else None,
         "registry": container.registry if container else None,
         "metrics": container,
+        "otel_metrics": OtelMetrics.create(meter_provider) if metrics else None,
         "flow": recorder,
         "reporter": reporter,
     }
@@ -183,6 +192,7 @@ def instrument_bus(
     bus: Any,
     *,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
     registry: CollectorRegistry | None = None,
     flow: FlowRecorder | bool | None = None,
     logger: LoggerProtocol | None = None,
@@ -192,15 +202,19 @@ def instrument_bus(
     metrics: bool = True,
 ) -> BusTelemetry:
     """Add the tracing, metrics and flow middleware (in that order, tracing outermost) to
-    ``bus`` and return the handle. ``flow=False`` / ``tracing=False`` / ``metrics=False``
-    leave a piece out; ``record_payloads`` puts message ``repr``s on spans (the flow
-    recorder has its own switch). A bus that is already instrumented gets its live
-    handle back, unchanged."""
+    ``bus`` and return the handle. ``meter_provider`` (default: the global one) receives
+    the OpenTelemetry messaging metrics next to the Prometheus ones (see
+    :mod:`.otel_metrics`; ``metrics=False`` turns both off). ``flow=False`` /
+    ``tracing=False`` / ``metrics=False`` leave a piece out; ``record_payloads`` puts
+    message ``repr``s on spans (the flow recorder has its own switch). A bus that is
+    already instrumented gets its live handle back, unchanged."""
     existing = _buses.get(bus)
     if existing is not None and not existing.closed:
         return existing
     logger = logger if logger is not None else getattr(bus, "logger", None)
-    kw = _pieces(tracer_provider, registry, flow, logger, max_label_values, tracing, metrics)
+    kw = _pieces(
+        tracer_provider, meter_provider, registry, flow, logger, max_label_values, tracing, metrics
+    )
     on_error = kw["reporter"]
     middlewares: list[Any] = []
     if tracing:
@@ -214,7 +228,9 @@ def instrument_bus(
             )
         )
     if kw["metrics"] is not None:
-        middlewares.append(MetricsMiddleware(kw["metrics"], on_error=on_error))
+        middlewares.append(
+            MetricsMiddleware(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"])
+        )
     if kw["flow"] is not None:
         middlewares.append(kw["flow"])
     for mw in middlewares:
@@ -231,6 +247,7 @@ def instrument_coordinator(
     coordinator: Any,
     *,
     tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
     registry: CollectorRegistry | None = None,
     flow: FlowRecorder | bool | None = None,
     logger: LoggerProtocol | None = None,
@@ -253,19 +270,29 @@ def instrument_coordinator(
         if registry is None or registry is bus_handle.registry:
             reporter = bus_handle.errors  # one rate limit and one count for the pair
         tracer_provider = tracer_provider or bus_handle.tracer_provider
+        meter_provider = meter_provider or bus_handle.meter_provider
         registry = registry or bus_handle.registry
         if flow is None:
             flow = bus_handle.flow or False
     logger = logger if logger is not None else getattr(coordinator, "logger", None)
-    kw = _pieces(tracer_provider, registry, flow, logger, max_label_values, tracing, metrics)
+    kw = _pieces(
+        tracer_provider, meter_provider, registry, flow, logger, max_label_values, tracing, metrics
+    )
     if reporter is not None:
         kw["reporter"] = reporter
+    if (
+        bus_handle is not None
+        and bus_handle.otel_metrics is not None
+        and kw["otel_metrics"] is not None
+        and kw["meter_provider"] is bus_handle.meter_provider
+    ):
+        kw["otel_metrics"] = bus_handle.otel_metrics  # one set of instruments and cache
     on_error = kw["reporter"]
     parts: list[Any] = []
     if tracing:
         parts.append(DispatchTracer(tracer_provider, on_error=on_error))
     if kw["metrics"] is not None:
-        parts.append(DispatchMetrics(kw["metrics"], on_error=on_error))
+        parts.append(DispatchMetrics(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"]))
     if kw["flow"] is not None:
         parts.append(kw["flow"])
     fanout = _Fanout(tuple(parts))
