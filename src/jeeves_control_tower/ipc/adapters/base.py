@@ -61,6 +61,10 @@ from .wire import MessageRegistry, Signer, WireCodec
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
 
 
+#: Most (pattern, type) pairs whose telemetry settings a transport keeps built.
+_SETTINGS_CACHE = 1024
+
+
 class BrokerTransport(abc.ABC):
     """Base of the broker transports; see the module docstring for the contract.
 
@@ -129,6 +133,7 @@ class BrokerTransport(abc.ABC):
             max_query_ttl=None if max_query_ttl is None else float(max_query_ttl),
             signer=self.signer,
         )
+        self._settings: dict[tuple[str, str], BrokerSettings] = {}
         self.inbound.broker_settings = self.broker_settings
         self._count_published = self.metrics.wire_counter(SENT, "publish")
         if dedupe is True:
@@ -216,15 +221,22 @@ class BrokerTransport(abc.ABC):
         return None
 
     def broker_settings(self, pattern: str, message_type: str) -> BrokerSettings:
-        """Where ``pattern`` messages of ``message_type`` go on the broker, for telemetry."""
-        address, port = server_of(self.url, self.default_port)
-        return BrokerSettings(
-            self.system,
-            self.destination(pattern, message_type),
-            address,
-            port,
-            self.consumer_group(pattern),
-        )
+        """Where ``pattern`` messages of ``message_type`` go on the broker, for telemetry
+        (built once per pattern and type: the URL is parsed once, not per message)."""
+        key = (pattern, message_type)
+        settings = self._settings.get(key)
+        if settings is None:
+            address, port = server_of(self.url, self.default_port)
+            settings = BrokerSettings(
+                self.system,
+                self.destination(pattern, message_type),
+                address,
+                port,
+                self.consumer_group(pattern),
+            )
+            if len(self._settings) < _SETTINGS_CACHE:
+                self._settings[key] = settings
+        return settings
 
     # ------------------------------------------------------------------ consumption
 

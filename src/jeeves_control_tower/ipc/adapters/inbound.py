@@ -120,8 +120,8 @@ class Inbound:
         """Tell telemetry ``count`` messages were read at once (see :func:`.begin_batch`);
         the token for :func:`.end_batch`."""
         settings = self.broker_settings
-        if settings is None or count < 2:
-            return None
+        if settings is None or count < 2 or self.bus.telemetry is None:
+            return None  # checked before the settings are built: nothing to record
         return begin_batch(self.bus, settings(pattern, message_type), count)
 
     # ------------------------------------------------------------------ internal endpoints
@@ -217,7 +217,8 @@ class Inbound:
         try:
             for frame in frames:  # each event in turn, in this coroutine (none made per event)
                 headers = frame.headers
-                link_batch(headers)
+                if batch is not None:
+                    link_batch(headers)
                 callback = internal.get(("publish", frame.type)) if internal else None
                 if (
                     callback is None
