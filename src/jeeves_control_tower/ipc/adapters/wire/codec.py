@@ -74,6 +74,15 @@ __all__ = ["MAX_EVENT_HEADS", "Frame", "Reply", "WireCodec", "WireError"]
 MAX_EVENT_HEADS = 1024
 
 
+#: What a JSON/MessagePack encoder raises for a value it cannot write.
+_UNENCODABLE = (TypeError, ValueError, OverflowError, RecursionError)
+
+
+def _unencodable(what: str, mtype: str, exc: BaseException) -> WireError:
+    """The error of a frame the encoder could not write (both encoding paths)."""
+    return WireError("unencodable", f"{describe(what, mtype)}: {exc}")
+
+
 class WireCodec:
     """Encodes outgoing messages and decodes incoming frames (see the module docstring).
 
@@ -213,14 +222,10 @@ class WireCodec:
         )
         try:
             data: bytes = head[1] + self._plain(own)[1:]  # '{"v":1,...,' + '"id":...}'
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise WireError("unencodable", f"{describe('publish', message_type)}: {exc}") from None
+        except _UNENCODABLE as exc:
+            raise _unencodable("publish", message_type, exc) from None
         if len(data) > self.max_frame_bytes:
-            raise WireError(
-                "oversized",
-                f"{describe('publish', message_type)}: {len(data)} bytes"
-                f" > max_frame_bytes={self.max_frame_bytes}",
-            )
+            raise self._oversized("publish", message_type, data)
         return data
 
     def _event_head(self, entry: Any, message_type: str) -> tuple[Any, bytes] | None:
@@ -300,15 +305,18 @@ class WireCodec:
                 data: bytes = self._plain(frame)
             else:
                 data = self._fmt.dumps(frame)
-        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
-            raise WireError("unencodable", f"{describe(what, mtype)}: {exc}") from None
+        except _UNENCODABLE as exc:
+            raise _unencodable(what, mtype, exc) from None
         if len(data) > self.max_frame_bytes:
-            raise WireError(
-                "oversized",
-                f"{describe(what, mtype)}: {len(data)} bytes"
-                f" > max_frame_bytes={self.max_frame_bytes}",
-            )
+            raise self._oversized(what, mtype, data)
         return data
+
+    def _oversized(self, what: str, mtype: str, data: bytes) -> WireError:
+        """The error of a frame over :attr:`max_frame_bytes` (both encoding paths)."""
+        return WireError(
+            "oversized",
+            f"{describe(what, mtype)}: {len(data)} bytes > max_frame_bytes={self.max_frame_bytes}",
+        )
 
     # ------------------------------------------------------------------ decode
 
