@@ -27,12 +27,12 @@ import importlib.util
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-Loop = Callable[[int], Awaitable[None]]
+import bench_hotpath  # benchmarks/ (run from this folder, as bench_load's load/)
+from bench_hotpath import Ask, Ev, Loop
 
 CASES = (
     "publish_1",
@@ -45,18 +45,6 @@ CASES = (
     "publish_in",
     "query_in",
 )
-
-
-class Ev:
-    category = "event"
-
-
-class Cmd:
-    category = "command"
-
-
-class Ask:
-    category = "query"
 
 
 class NoBroker:
@@ -115,55 +103,22 @@ def telemetry_options(mode: str) -> dict[str, Any]:
 
 
 def build_cases(package: str, mode: str) -> dict[str, Loop]:
-    """The cases of ``bench_hotpath`` in ``mode`` on the package imported as ``package``."""
+    """The cases of ``bench_hotpath`` in ``mode`` on the package imported as ``package``,
+    plus the way out to a transport and the way in from one."""
     ipc = importlib.import_module(f"{package}.ipc")
-    types = importlib.import_module(f"{package}.types")
     null = importlib.import_module(f"{package}.logging").NullLogger
     opts = telemetry_options(mode)
-    bus1 = ipc.InMemoryCommBus(logger=null(), **opts)
-    bus10 = ipc.InMemoryCommBus(logger=null(), **opts)
+    cases = bench_hotpath.build_cases(opts, package)
 
     async def handler(msg: Any) -> int:
         return 1
 
-    async def dispatch_handler(env: Any) -> Any:
-        return env
-
-    bus1.subscribe("Ev", handler)
-    bus1.register_handler("Cmd", handler)
-    bus1.register_handler("Ask", handler)
-    for _ in range(10):
-        bus10.subscribe("Ev", handler)
-    coordinator = ipc.CommBusCoordinator(null(), bus1, **opts)
     bus_out = ipc.InMemoryCommBus(logger=null(), **telemetry_options(mode))
     bus_out.attach_transport(NoBroker())
-    coordinator.register_service(types.ServiceDescriptor(name="svc", service_type="worker"))
-    coordinator.register_handler("svc", dispatch_handler)
-    target = types.DispatchTarget(service_name="svc", method="run")
-    envelope = types.Envelope(request_context=types.RequestContext(request_id="r", capability="c"))
-    ev, cmd, ask = Ev(), Cmd(), Ask()
-
-    async def publish_1(n: int) -> None:
-        for _ in range(n):
-            await bus1.publish(ev)
-
-    async def publish_10(n: int) -> None:
-        for _ in range(n):
-            await bus10.publish(ev)
-
-    async def send(n: int) -> None:
-        for _ in range(n):
-            await bus1.send(cmd)
-
-    async def query(n: int) -> None:
-        for _ in range(n):
-            await bus1.query(ask)
-
-    async def dispatch(n: int) -> None:
-        history = envelope.processing_history
-        for _ in range(n):
-            await coordinator.dispatch(target, envelope)
-            history.clear()
+    bus_in = ipc.InMemoryCommBus(logger=null(), **opts)
+    bus_in.subscribe("Ev", handler)
+    bus_in.register_handler("Ask", handler)
+    ev, ask = Ev(), Ask()
 
     async def publish_out(n: int) -> None:
         for _ in range(n):
@@ -174,7 +129,7 @@ def build_cases(package: str, mode: str) -> dict[str, Loop]:
             await bus_out.query(ask)
 
     # what a transport calls for a message from its broker (named deliver_local before)
-    incoming = getattr(bus1, "deliver_incoming", None) or bus1.deliver_local
+    incoming = getattr(bus_in, "deliver_incoming", None) or bus_in.deliver_local
 
     async def publish_in(n: int) -> None:
         for _ in range(n):
@@ -184,9 +139,11 @@ def build_cases(package: str, mode: str) -> dict[str, Loop]:
         for _ in range(n):
             await incoming("query", ask, timeout=30.0)
 
-    loops = [publish_1, publish_10, send, query, dispatch]
-    loops += [publish_out, query_out, publish_in, query_in]
-    return dict(zip(CASES, loops, strict=True))
+    cases.update(
+        publish_out=publish_out, query_out=query_out, publish_in=publish_in, query_in=query_in
+    )
+    assert tuple(cases) == CASES
+    return cases
 
 
 async def measure(sides: dict[str, dict[str, Loop]], rounds: int, messages: int) -> Any:

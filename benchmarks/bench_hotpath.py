@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import platform
 import statistics
@@ -36,10 +37,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
-from jeeves_control_tower.logging import NullLogger
-from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 
 RESULTS = Path(__file__).parent / "results" / "hotpath.json"
 
@@ -111,16 +108,21 @@ class Telemetry:
         return self.ended - self.exported
 
 
-def build_cases(opts: dict[str, Any]) -> dict[str, Loop]:
-    bus1 = InMemoryCommBus(logger=NullLogger(), **opts)
-    bus10 = InMemoryCommBus(logger=NullLogger(), **opts)
+def build_cases(opts: dict[str, Any], package: str = "jeeves_control_tower") -> dict[str, Loop]:
+    """publish_1, publish_10, send, query and dispatch with ``opts``, on the package
+    imported as ``package`` (``bench_core_ab`` loads a second tree under another name)."""
+    ipc = importlib.import_module(f"{package}.ipc")
+    types = importlib.import_module(f"{package}.types")
+    null = importlib.import_module(f"{package}.logging").NullLogger
+    bus1 = ipc.InMemoryCommBus(logger=null(), **opts)
+    bus10 = ipc.InMemoryCommBus(logger=null(), **opts)
 
     async def handler(msg: Any) -> int:
         return 1
 
-    envelope = Envelope(request_context=RequestContext(request_id="r", capability="c"))
+    envelope = types.Envelope(request_context=types.RequestContext(request_id="r", capability="c"))
 
-    async def dispatch_handler(env: Envelope) -> Envelope:
+    async def dispatch_handler(env: Any) -> Any:
         return env
 
     bus1.subscribe("Ev", handler)
@@ -128,10 +130,10 @@ def build_cases(opts: dict[str, Any]) -> dict[str, Loop]:
     bus1.register_handler("Ask", handler)
     for _ in range(10):
         bus10.subscribe("Ev", handler)
-    coordinator = CommBusCoordinator(NullLogger(), bus1, **opts)
-    coordinator.register_service(ServiceDescriptor(name="svc", service_type="worker"))
+    coordinator = ipc.CommBusCoordinator(null(), bus1, **opts)
+    coordinator.register_service(types.ServiceDescriptor(name="svc", service_type="worker"))
     coordinator.register_handler("svc", dispatch_handler)
-    target = DispatchTarget(service_name="svc", method="run")
+    target = types.DispatchTarget(service_name="svc", method="run")
     ev, cmd, ask = Ev(), Cmd(), Ask()
 
     async def publish_1(n: int) -> None:
