@@ -1,0 +1,153 @@
+"""Services that processes register with the hub, served through the hub's coordinator.
+
+A client registers a service on its Connect stream (``register_service``); the hub
+registers it in its own :class:`~jeeves_control_tower.ipc.CommBusCoordinator` with a
+handler that routes each dispatch attempt to that client (a ``dispatch`` delivery) and
+waits for the resulting envelope. Admission, priority order, ``max_concurrent``, retries
+and the deadline are therefore the hub coordinator's, for every caller: the hub's own
+code, a ``Dispatch`` call, or a client's ``dispatch`` request.
+
+- A name belongs to one live process: registering a name another connected process holds,
+  or one of the hub's own services, is refused. A name whose process went away may be
+  taken over (by the same process after a reconnect, or any other).
+- Health: a client whose stream ends has its services marked unhealthy at once (a dispatch
+  then ends ``unhealthy``; one in flight ends with ``process ... went away``); one that sends
+  no heartbeat for ``3 * heartbeat_interval`` too, until its next heartbeat, which also
+  carries the health each service reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from ....types import DispatchTarget, Envelope, SchedulingPriority, ServiceDescriptor
+from ... import CommBusCoordinator
+from ..tracecontext import attach_trace, detach_trace, outgoing_headers
+from . import commbus_pb2 as pb
+from .checks import name_problem
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["HubServices"]
+
+_OWNER = "grpc_process"
+
+
+class HubServices:
+    def __init__(
+        self, coordinator: CommBusCoordinator, router: Any, heartbeat_interval: float
+    ) -> None:
+        self.coordinator = coordinator
+        self.router = router
+        self.heartbeat_interval = heartbeat_interval
+        self._owners: dict[str, Session] = {}
+        self._gone: set[str] = set()  # names whose process went away
+
+    def register(self, session: Session, service: pb.Service) -> str | None:
+        """Register ``service`` for ``session``; why not (``None``: registered)."""
+        name = service.name
+        problem = name_problem(name)
+        if problem is not None:
+            return problem
+        owner = self._owners.get(name)
+        if owner is session:
+            return None
+        current = self.coordinator.get_service(name)
+        if owner is not None or (current is not None and name not in self._gone):
+            return f"service {name[:100]!r} is held by another process"
+        if current is not None:
+            self.coordinator.unregister_service(name)
+        self._gone.discard(name)
+        descriptor = ServiceDescriptor(
+            name=name,
+            service_type=service.service_type or "grpc",
+            version=service.version or "1.0.0",
+            capabilities=list(service.capabilities),
+            max_concurrent=max(1, service.max_concurrent or 10),
+            metadata={_OWNER: session.process_id},
+        )
+        self.coordinator.register_service(descriptor)
+        self.coordinator.register_handler(name, self._handler(session, name))
+        self._owners[name] = session
+        return None
+
+    def unregister(self, session: Session, name: str) -> None:
+        if self._owners.get(name) is session:
+            del self._owners[name]
+            self.coordinator.unregister_service(name)
+
+    def heartbeat(self, session: Session, heartbeat: pb.Heartbeat) -> None:
+        for health in heartbeat.services:
+            if self._owners.get(health.name) is session:
+                self.coordinator.set_service_health(health.name, health.healthy)
+
+    def session_gone(self, session: Session) -> None:
+        for name, owner in list(self._owners.items()):
+            if owner is session:
+                del self._owners[name]
+                self._gone.add(name)
+                self.coordinator.set_service_health(name, False)
+
+    def expire(self, now: float) -> None:
+        """Mark unhealthy the services of processes silent for three heartbeat intervals."""
+        limit = 3 * self.heartbeat_interval
+        for name, owner in self._owners.items():
+            if now - owner.last_heard > limit:
+                self.coordinator.set_service_health(name, False)
+
+    def _handler(self, session: Session, name: str) -> Any:
+        router = self.router
+
+        async def forward(envelope: Envelope) -> Envelope:
+            future: asyncio.Future[tuple[pb.Status, bytes, str]] = (
+                asyncio.get_running_loop().create_future()
+            )
+
+            def answer(status: pb.Status, data: bytes, text: str) -> None:
+                if not future.done():
+                    future.set_result((status, data, text))
+
+            body = {"service": name, "envelope": envelope.to_dict()}
+            headers = outgoing_headers(None)
+            if headers:
+                body["headers"] = headers
+            data = json.dumps(body).encode()
+            # The coordinator bounds the attempt by the dispatch's deadline (it cancels
+            # this await); the router's own timer only frees the entry after that.
+            if not router.request(session, "dispatch", name, data, 3600.0, answer):
+                raise ConnectionError(f"process {session.process_id} cannot take dispatches")
+            status, reply, text = await future
+            if status == pb.UNAVAILABLE:
+                raise ConnectionError(text or f"the process serving {name!r} went away")
+            if status != pb.OK:
+                raise RuntimeError(text or f"dispatch to {name!r} failed ({status})")
+            return Envelope.from_dict(json.loads(reply))
+
+        return forward
+
+    async def dispatch(self, request: pb.DispatchRequest) -> tuple[pb.Status, bytes, str]:
+        """Run a ``Dispatch`` request through the hub's coordinator (the caller's trace
+        context, from ``request.headers``, is current meanwhile)."""
+        token = attach_trace(dict(request.headers) or None)
+        try:
+            return await self._dispatch(request)
+        finally:
+            detach_trace(token)
+
+    async def _dispatch(self, request: pb.DispatchRequest) -> tuple[pb.Status, bytes, str]:
+        try:
+            envelope = Envelope.from_dict(json.loads(request.envelope or b"{}"))
+            target = DispatchTarget(
+                service_name=request.service,
+                method=request.method or "process",
+                priority=SchedulingPriority(request.priority or "normal"),
+                timeout_seconds=request.timeout_seconds or 30.0,
+                max_retries=request.max_retries,
+            )
+        except (ValueError, TypeError) as exc:
+            return pb.REFUSED, b"", f"bad dispatch request: {str(exc)[:300]}"
+        result = await self.coordinator.dispatch(target, envelope)
+        return pb.OK, json.dumps(result.to_dict()).encode(), ""

@@ -1,0 +1,276 @@
+"""A process's one Connect stream to the hub, kept open: connect, reconnect, buffer.
+
+:class:`HubLink` owns the gRPC channel and the stream. Everything the process sends goes
+through one ordered outbox written by one task (gRPC allows one write at a time):
+
+- :meth:`post` queues a message (an event, an answer, a subscription); while the hub is
+  unreachable the outbox is the bounded reconnect buffer: at most ``buffer_messages``
+  events wait (:meth:`post_event` then raises :class:`TransportError`); answers and control
+  messages are never refused (they are few and bounded by what the hub delivered).
+- :meth:`request` sends a request and waits for its ``Result`` (a send, a query, a
+  dispatch, an acknowledged subscription); a request whose stream breaks before its
+  result arrives fails with :class:`TransportError` (a send is retried by the transport).
+
+:meth:`open` fails fast: the first connection must be ready within ``connect_timeout``
+and the hub must welcome this process (else :class:`TransportError`: unreachable,
+``UNAUTHENTICATED``, TLS failure). Once open, a broken stream is reopened by itself
+(backoff 0.05 s doubling to 2 s, forever); on every (re)connection ``on_connected()``
+gives the messages that re-establish the process's state (subscriptions, services),
+written before anything buffered. Event-loop-thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ... import TransportError
+from . import commbus_pb2 as pb
+
+__all__ = ["HubLink"]
+
+_CONNECT = "/jeeves.commbus.v1.CommBus/Connect"
+
+
+class HubLink:
+    def __init__(
+        self,
+        target: str,
+        *,
+        process_id: str,
+        on_delivery: Callable[[pb.Delivery], None],
+        on_connected: Callable[[], list[pb.ClientMessage]],
+        logger: Any,
+        on_reconnect: Callable[[], None] = lambda: None,
+        credentials: Any = None,
+        token: str | None = None,
+        channel_options: list[tuple[str, Any]] | None = None,
+        connect_timeout: float = 2.0,
+        buffer_messages: int = 10_000,
+    ) -> None:
+        self.target = target
+        self.process_id = process_id
+        self.on_delivery = on_delivery
+        self.on_connected = on_connected
+        self.on_reconnect = on_reconnect
+        self.logger = logger
+        self._credentials = credentials
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._options = channel_options or []
+        self.connect_timeout = connect_timeout
+        self.buffer_messages = buffer_messages
+        self.welcome: pb.Welcome | None = None
+        self._channel: Any = None
+        self._call: Any = None
+        self._outbox: deque[pb.ClientMessage] = deque()
+        self._events = 0  # events in the outbox
+        self._wake = asyncio.Event()
+        self._space = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._pending: dict[int, asyncio.Future[pb.Result]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        import grpc
+
+        if self._credentials is not None:
+            self._channel = grpc.aio.secure_channel(self.target, self._credentials, self._options)
+        else:
+            self._channel = grpc.aio.insecure_channel(self.target, self._options)
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), self.connect_timeout)
+            await self._start_stream()
+        except BaseException as exc:
+            await self._channel.close()
+            if isinstance(exc, TimeoutError):
+                raise TransportError(
+                    f"the gRPC hub at {self.target} did not answer within {self.connect_timeout}s"
+                ) from None
+            if isinstance(exc, grpc.aio.AioRpcError):
+                raise TransportError(
+                    f"the gRPC hub at {self.target} refused the connection:"
+                    f" {exc.code().name}: {exc.details()}"
+                ) from None
+            raise
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._write_loop()), loop.create_task(self._keep())]
+
+    async def _start_stream(self) -> None:
+        """Open the stream, say hello, wait for the welcome (raises when refused)."""
+        call = self._channel.stream_stream(
+            _CONNECT,
+            request_serializer=pb.ClientMessage.SerializeToString,
+            response_deserializer=pb.HubMessage.FromString,
+        )(metadata=self._metadata)
+        await call.write(pb.ClientMessage(hello=pb.Hello(process_id=self.process_id)))
+        first = await asyncio.wait_for(call.read(), self.connect_timeout)
+        if not isinstance(first, pb.HubMessage) or first.WhichOneof("kind") != "welcome":
+            call.cancel()
+            raise TransportError(f"the gRPC hub at {self.target} did not welcome this process")
+        self.welcome = first.welcome
+        self._call = call
+        replay = self.on_connected()
+        self._outbox.extendleft(reversed(replay))
+        self._connected.set()
+        self._wake.set()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._connected.clear()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._call is not None:
+            with contextlib.suppress(Exception):
+                await self._call.done_writing()
+            self._call.cancel()
+        self._fail_pending("the gRPC transport is closed")
+        if self._channel is not None:
+            await self._channel.close()
+
+    async def _keep(self) -> None:
+        """Read the stream; when it breaks, reopen it (forever, until closed)."""
+        delay = 0.05
+        while not self._closed:
+            call = self._call
+            try:
+                if call is not None:
+                    await self._read(call)
+            except Exception as exc:
+                self.logger.warning(
+                    "grpc_stream_lost", target=self.target, error=type(exc).__name__
+                )
+            self._connected.clear()
+            self._call = None
+            self._fail_pending(f"the stream to the gRPC hub at {self.target} broke")
+            if call is not None:
+                call.cancel()
+            while not self._closed:
+                await asyncio.sleep(delay)
+                try:
+                    await self._start_stream()
+                except Exception as exc:
+                    delay = min(delay * 2, 2.0)
+                    self.logger.debug("grpc_reconnect_failed", error=type(exc).__name__)
+                    continue
+                delay = 0.05
+                self.on_reconnect()
+                self.logger.info("grpc_reconnected", target=self.target)
+                break
+
+    async def _read(self, call: Any) -> None:
+        import grpc
+
+        on_delivery = self.on_delivery
+        pending = self._pending
+        while True:
+            message = await call.read()
+            if message is grpc.aio.EOF:
+                return
+            kind = message.WhichOneof("kind")
+            if kind == "delivery":
+                on_delivery(message.delivery)
+            elif kind == "result":
+                future = pending.pop(message.result.id, None)
+                if future is not None and not future.done():
+                    future.set_result(message.result)
+            elif kind == "notice":
+                notice = message.notice
+                self.logger.warning(
+                    "grpc_hub_notice", status=pb.Status.Name(notice.status),
+                    message=notice.message[:300], message_type=notice.type[:200],
+                )  # fmt: skip
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(TransportError(why))
+
+    # ------------------------------------------------------------------ writing
+
+    def post(self, message: pb.ClientMessage) -> None:
+        """Queue ``message`` (never refused: answers and control messages)."""
+        if self._closed:
+            raise TransportError("the gRPC transport is closed")
+        self._outbox.append(message)
+        self._wake.set()
+
+    def post_event(self, message: pb.ClientMessage) -> asyncio.Future[None] | None:
+        """Queue an event: ``None`` once queued; while connected and the buffer is full,
+        an awaitable for room (back-pressure); while disconnected and full, raises."""
+        if self._events >= self.buffer_messages:
+            if not self.connected or self._closed:
+                raise TransportError(
+                    f"the gRPC hub at {self.target} is unreachable and {self.buffer_messages}"
+                    " events are buffered already"
+                )
+            return asyncio.ensure_future(self._post_later(message))
+        self._events += 1
+        self.post(message)
+        return None
+
+    async def _post_later(self, message: pb.ClientMessage) -> None:
+        while self._events >= self.buffer_messages:
+            self._space.clear()
+            await self._space.wait()
+        self._events += 1
+        self.post(message)
+
+    async def request(self, message: pb.ClientMessage, rid: int, timeout: float) -> pb.Result:
+        future: asyncio.Future[pb.Result] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        try:
+            self.post(message)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._pending.pop(rid, None)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    async def _write_loop(self) -> None:
+        outbox = self._outbox
+        while not self._closed:
+            if not outbox or not self._connected.is_set():
+                self._wake.clear()
+                if not outbox:
+                    await self._wake.wait()
+                    continue
+                await self._connected.wait()
+                continue
+            call = self._call
+            message = outbox[0]
+            try:
+                await call.write(message)
+            except Exception as exc:  # the stream broke: _keep reconnects, we keep it
+                self.logger.debug("grpc_write_failed", error=type(exc).__name__)
+                self._connected.clear()
+                await asyncio.sleep(0.01)
+                continue
+            outbox.popleft()
+            if message.WhichOneof("kind") == "publish":
+                self._events -= 1
+                if self._events < self.buffer_messages:
+                    self._space.set()
