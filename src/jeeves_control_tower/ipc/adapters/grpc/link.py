@@ -84,6 +84,11 @@ class HubLink:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def buffered(self) -> int:
+        """Events waiting in the outbox (the reconnect buffer while disconnected)."""
+        return self._events
+
     # ------------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
