@@ -39,4 +39,3 @@ def test_the_committed_modules_match_the_proto(tmp_path: Path) -> None:
             f"commbus_pb2{suffix} is stale: regenerate it with "
             f"python -m grpc_tools.protoc -I src --python_out=src --pyi_out=src {RELATIVE}"
         )
-

@@ -17,8 +17,8 @@ Limits (everything a client sends is hostile):
 - ``token``: with one, every call must carry ``authorization: Bearer <token>`` (compared
   in constant time), else ``UNAUTHENTICATED``. ``tls=(private_key_pem, certificate_pem)``
   serves TLS only. Loopback (``127.0.0.1``) by default.
-- Frames are checked before they are routed (:mod:`.checks`); a process id already
-  connected replaces the older stream (a client reconnecting before the hub saw it go).
+- Frames are checked before they are routed (:mod:`.checks`); a second stream claiming a
+  process id already connected is refused (``ALREADY_EXISTS``).
 """
 
 from __future__ import annotations
@@ -168,19 +168,22 @@ class GrpcHub:
                 return hmac.compare_digest(given, self._token)
         return False
 
-    def session_opened(self, session: Session) -> bool:
-        """Add ``session`` (replacing an older one of its process id); ``False``: refused."""
-        old = self.sessions.get(session.process_id)
-        if old is not None:
-            old.close("replaced")
-        elif len(self.sessions) >= self.max_clients:
+    def session_opened(self, session: Session) -> str | None:
+        """Add ``session``; why not (``None``: added). A process id already connected is
+        refused (``duplicate_process``): a stream cannot take over another's
+        subscriptions and services by claiming its id; a client reconnecting before the
+        hub saw its old stream end is refused until it did, and retries."""
+        if session.process_id in self.sessions:
+            self.hub_metrics.refused("duplicate_process")
+            return "this process id is connected already"
+        if len(self.sessions) >= self.max_clients:
             self.hub_metrics.refused("too_many_clients")
-            return False
+            return "too many clients"
         self.sessions[session.process_id] = session
         self.router.add_peer(session)
         self.hub_metrics.clients(1)
         self.logger.info("grpc_client_connected", process=session.process_id[:200])
-        return True
+        return None
 
     def session_closed(self, session: Session, reason: str) -> None:
         if self.sessions.get(session.process_id) is session:

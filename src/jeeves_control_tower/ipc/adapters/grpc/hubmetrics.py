@@ -2,10 +2,9 @@
 
 - ``commbus_grpc_clients`` (gauge): processes connected to the hub now;
 - ``commbus_grpc_disconnects_total{reason}`` (counter): ``closed`` (the client's stream
-  ended), ``slow_consumer`` (its queue was full), ``replaced`` (the same process id
-  connected again), ``hub_closed``;
+  ended), ``slow_consumer`` (its queue was full), ``hub_closed``;
 - ``commbus_grpc_refused_total{reason}`` (counter): ``unauthenticated``, ``no_hello``,
-  ``too_many_clients``.
+  ``too_many_clients``, ``duplicate_process``.
 
 ``prometheus_client`` is optional; every method swallows its own errors.
 """

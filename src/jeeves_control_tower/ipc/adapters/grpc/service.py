@@ -126,8 +126,11 @@ class _Methods:
             hub.hub_metrics.refused("no_hello")
             await context.abort(self.grpc.StatusCode.INVALID_ARGUMENT, "say hello first")
         session = Session(hub, context, process_id)
-        if not hub.session_opened(session):
-            await context.abort(self.grpc.StatusCode.RESOURCE_EXHAUSTED, "too many clients")
+        refused = hub.session_opened(session)
+        if refused is not None:
+            code = self.grpc.StatusCode
+            busy = refused == "too many clients"
+            await context.abort(code.RESOURCE_EXHAUSTED if busy else code.ALREADY_EXISTS, refused)
         session.put(hub.welcome())
         loop = asyncio.get_running_loop()
         reader = loop.create_task(self._read(session, requests))
