@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import DynamicEvent, TransportError
-from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport, serve_grpc
+from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.testing import eventually
 from tests.security.tls import make_certs

@@ -28,7 +28,11 @@ async def test_publish_reaches_every_process_and_the_hub() -> None:
         seen: list[tuple[str, int]] = []
         hub.bus.subscribe("Happened", lambda e: seen.append(("hub", e.n)))
         for i, (bus, _) in enumerate(clients):
-            bus.subscribe("Happened", lambda e, i=i: seen.append((f"c{i}", e.n)))
+
+            def on_event(e: Happened, name: str = f"c{i}") -> None:
+                seen.append((name, e.n))
+
+            bus.subscribe("Happened", on_event)
         for _, transport in clients:
             await transport.sync()
         await hub.local.sync()
@@ -113,7 +117,7 @@ async def test_the_reconnect_buffer_is_bounded() -> None:
 
 
 async def test_a_command_in_flight_is_routed_again_when_its_process_goes_away() -> None:
-    async with hub_and_clients(3, registry=REGISTRY) as (hub, clients):
+    async with hub_and_clients(3, registry=REGISTRY) as (_, clients):
         (a, _), (b, tb), (c, tc) = clients
         started, release = asyncio.Event(), asyncio.Event()
         handled: list[tuple[str, int]] = []
