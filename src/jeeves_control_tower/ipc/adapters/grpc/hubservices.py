@@ -118,7 +118,8 @@ class HubServices:
             # The coordinator bounds the attempt by the dispatch's deadline (it cancels
             # this await); the router's own timer only frees the entry after that.
             if not router.request(session, "dispatch", name, data, 3600.0, answer):
-                raise ConnectionError(f"process {session.process_id} cannot take dispatches")
+                why = session.closed_reason or "cannot take it"
+                raise ConnectionError(f"process {session.process_id} went away ({why})")
             status, reply, text = await future
             if status == pb.UNAVAILABLE:
                 raise ConnectionError(text or f"the process serving {name!r} went away")
