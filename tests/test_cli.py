@@ -119,3 +119,37 @@ def test_dashboard_serves_the_checkouts_app(tmp_path: Path) -> None:
         stop_process(proc, timeout=15)
         if proc.stdout:
             proc.stdout.close()
+
+
+async def test_hub_serves_processes_until_sigterm(tmp_path: Path) -> None:
+    """``jeeves-ipc hub --port 0``: two buses joined to it see each other; SIGTERM stops it."""
+    import asyncio
+    import signal
+
+    from jeeves_control_tower.ipc import DynamicQuery, InMemoryCommBus
+    from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jeeves_control_tower.cli", "hub", "--port", "0",
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("Jeeves hub listening on 127.0.0.1:")
+        address = line.rsplit(" ", 1)[1].strip()
+        a, b = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+        ta = await GrpcTransport.connect(a, address, metrics=False)
+        tb = await GrpcTransport.connect(b, address, metrics=False)
+        b.register_handler("cli.ping", lambda q: "pong")
+        await tb.sync()
+        assert await a.query(DynamicQuery("cli.ping", {})) == "pong"
+        await ta.close()
+        await tb.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -4,6 +4,7 @@
   Ctrl-C / SIGTERM (exit status 0) or for ``--duration`` seconds.
 - ``jeeves-ipc dashboard`` serves the Streamlit dashboard (the ``dashboard`` extra).
 - ``jeeves-ipc grafana export DIR`` writes the Grafana dashboard, provisioning and alert rules.
+- ``jeeves-ipc hub --port N`` serves a bus and its coordinator over gRPC (the ``grpc`` extra).
 
 Each subcommand sets ``run`` (``Namespace -> exit status``) on the parsed arguments.
 """
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_dashboard(commands)
     _add_grafana(commands)
+    _add_hub(commands)
     return parser
 
 
@@ -133,6 +135,70 @@ def _add_grafana(commands: Commands) -> None:
     export.add_argument("directory", type=Path, metavar="DIR")
     export.add_argument("--force", action="store_true", help="overwrite files that exist")
     export.set_defaults(run=_run_grafana_export)
+
+
+def _add_hub(commands: Commands) -> None:
+    hub = commands.add_parser(
+        "hub",
+        help="serve a bus and its coordinator over gRPC (commbus.proto)",
+        description="Serve a control-tower hub: any process that speaks commbus.proto (Python's"
+        " GrpcTransport, or another language) joins the bus through it. Runs until Ctrl-C /"
+        " SIGTERM. Needs the grpc extra: pip install 'jeeves-control-tower[grpc]'.",
+    )
+    hub.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    hub.add_argument("--port", type=_port, default=50051, help="port (default 50051; 0 = any)")
+    hub.add_argument(
+        "--token",
+        default=os.environ.get("JEEVES_HUB_TOKEN") or None,
+        help="require this bearer token (default: $JEEVES_HUB_TOKEN, else none)",
+    )
+    hub.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate")
+    hub.add_argument("--tls-key", type=Path, help="... and this PEM private key")
+    hub.set_defaults(run=_run_hub)
+
+
+async def _hub(args: argparse.Namespace) -> None:
+    from .ipc import InMemoryCommBus
+    from .ipc.adapters.grpc import serve_grpc
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    tls = None
+    if args.tls_cert is not None:
+        tls = (args.tls_key.read_bytes(), args.tls_cert.read_bytes())
+    hub = await serve_grpc(
+        InMemoryCommBus(), host=args.host, port=args.port, token=args.token, tls=tls
+    )
+    print(f"Jeeves hub listening on {hub.address}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await hub.close()
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("jeeves-ipc: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        print(
+            "jeeves-ipc: the hub needs the grpc extra: pip install 'jeeves-control-tower[grpc]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        asyncio.run(_hub(args))
+    except (OSError, RuntimeError) as exc:
+        print(f"jeeves-ipc: cannot start the hub: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
 async def _demo(args: argparse.Namespace) -> None:

@@ -16,6 +16,7 @@ from jeeves_control_tower.types import (
     DispatchTarget,
     Envelope,
     RequestContext,
+    SchedulingPriority,
     ServiceDescriptor,
 )
 
@@ -32,8 +33,8 @@ def target(name: str, priority: str = "normal", timeout: float = 10.0) -> Dispat
     return DispatchTarget(
         service_name=name,
         method="run",
-        priority=priority,
-        timeout_seconds=timeout,  # type: ignore[arg-type]
+        priority=SchedulingPriority(priority),
+        timeout_seconds=timeout,
     )
 
 
