@@ -123,3 +123,24 @@ async def test_a_killed_process_marks_its_services_down_and_its_command_moves_on
             if proc.returncode is None:
                 proc.kill()
             await proc.wait()
+
+
+async def test_the_hub_lists_its_processes_for_the_observability_endpoint() -> None:
+    async with hub_and_clients(2, {"heartbeat_interval": 0.05}) as (hub, [(_, ta), (_, tb)]):
+        served = await GrpcServices(ta).start()
+
+        async def handler(envelope: Envelope) -> Envelope:
+            return envelope
+
+        served.register(ServiceDescriptor(name="listed", service_type="t"), handler)
+
+        def listed() -> dict[str, tuple[bool, list[str]]]:
+            snapshot = hub.peers.snapshot()
+            return {p["process"]: (p["alive"], p["services"]) for p in snapshot["peers"]}
+
+        await eventually(lambda: listed().get(ta.process_id) == (True, ["listed"]))
+        assert listed()[tb.process_id] == (True, [])
+        assert hub.peers.snapshot()["process"] == hub.local.process_id
+        await served.close()
+        await tb.close()
+        await eventually(lambda: listed().get(tb.process_id, (True,))[0] is False)

@@ -31,13 +31,13 @@ from typing import Any, Self
 from ....logging import ensure_logger
 from ... import CommBusCoordinator, InMemoryCommBus
 from ..metrics import AdapterMetrics
+from ..peers import PeerTable
 from . import commbus_pb2 as pb
 from .hubmetrics import HubMetrics
-from .hubservices import HubServices
+from .hubservices import Client, HubServices
 from .local import HubBus
 from .router import Router
 from .service import add_commbus_service
-from .session import Session
 
 __all__ = ["GrpcHub", "serve_grpc"]
 
@@ -100,7 +100,11 @@ class GrpcHub:
             **bus_options,
         )
         self.signer = self.local.signer
-        self.sessions: dict[str, Session] = {}
+        self.sessions: dict[str, Client] = {}
+        #: The processes connected to the hub, for the observability endpoint's
+        #: ``/api/peers`` (``server.peers = hub.peers``): refreshed every heartbeat
+        #: interval while connected, a goodbye when a stream ends.
+        self.peers = PeerTable(3 * heartbeat_interval, 30 * heartbeat_interval)
         self._server: Any = None
         self._expiry: asyncio.Task[None] | None = None
 
@@ -168,7 +172,7 @@ class GrpcHub:
                 return hmac.compare_digest(given, self._token)
         return False
 
-    def session_opened(self, session: Session) -> str | None:
+    def session_opened(self, session: Client) -> str | None:
         """Add ``session``; why not (``None``: added). A process id already connected is
         refused (``duplicate_process``): a stream cannot take over another's
         subscriptions and services by claiming its id; a client reconnecting before the
@@ -181,15 +185,17 @@ class GrpcHub:
             return "too many clients"
         self.sessions[session.process_id] = session
         self.router.add_peer(session)
+        self.peers.heard(session.process_id, {"services": []})
         self.hub_metrics.clients(1)
         self.logger.info("grpc_client_connected", process=session.process_id[:200])
         return None
 
-    def session_closed(self, session: Session, reason: str) -> None:
+    def session_closed(self, session: Client, reason: str) -> None:
         if self.sessions.get(session.process_id) is session:
             del self.sessions[session.process_id]
         self.router.remove_peer(session)
         self.services.session_gone(session)
+        self.peers.heard(session.process_id, {"services": [], "bye": True})
         self.hub_metrics.clients(-1)
         self.hub_metrics.disconnected(reason)
         self.logger.info(
@@ -211,6 +217,19 @@ class GrpcHub:
             await asyncio.sleep(self.heartbeat_interval)
             with contextlib.suppress(Exception):
                 self.services.expire(loop.time())
+                self._fleet()
+
+    def _fleet(self) -> None:
+        """Refresh :attr:`peers`: the hub itself and each connected process, with the
+        services it holds."""
+        owners = self.services.owners()
+        held: dict[str, list[dict[str, str]]] = {}
+        for name, owner in owners.items():
+            held.setdefault(owner, []).append({"name": name})
+        local = [s.name for s in self.coordinator.list_services(healthy_only=False)]
+        self.peers.local(self.local.process_id, None, [n for n in local if n not in owners])
+        for process_id in self.sessions:
+            self.peers.heard(process_id, {"services": held.get(process_id, [])})
 
 
 async def serve_grpc(

@@ -20,18 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ....types import DispatchTarget, Envelope, SchedulingPriority, ServiceDescriptor
 from ... import CommBusCoordinator
 from ..tracecontext import attach_trace, detach_trace, outgoing_headers
 from . import commbus_pb2 as pb
 from .checks import name_problem
+from .router import Peer
 
-if TYPE_CHECKING:
-    from .session import Session
+__all__ = ["Client", "HubServices"]
 
-__all__ = ["HubServices"]
+
+class Client(Peer, Protocol):
+    """A process connected to the hub (:class:`~.session.Client`), as the hub sees it."""
+
+    #: When the hub last heard from it (``loop.time()``).
+    last_heard: float
+    #: Why its stream ended (``None``: connected).
+    closed_reason: str | None
+
+    def close(self, reason: str) -> None: ...
+
 
 _OWNER = "grpc_process"
 
@@ -43,10 +53,10 @@ class HubServices:
         self.coordinator = coordinator
         self.router = router
         self.heartbeat_interval = heartbeat_interval
-        self._owners: dict[str, Session] = {}
+        self._owners: dict[str, Client] = {}
         self._gone: set[str] = set()  # names whose process went away
 
-    def register(self, session: Session, service: pb.Service) -> str | None:
+    def register(self, session: Client, service: pb.Service) -> str | None:
         """Register ``service`` for ``session``; why not (``None``: registered)."""
         name = service.name
         problem = name_problem(name)
@@ -74,17 +84,21 @@ class HubServices:
         self._owners[name] = session
         return None
 
-    def unregister(self, session: Session, name: str) -> None:
+    def owners(self) -> dict[str, str]:
+        """Service name -> the process id serving it (connected processes only)."""
+        return {name: session.process_id for name, session in self._owners.items()}
+
+    def unregister(self, session: Client, name: str) -> None:
         if self._owners.get(name) is session:
             del self._owners[name]
             self.coordinator.unregister_service(name)
 
-    def heartbeat(self, session: Session, heartbeat: pb.Heartbeat) -> None:
+    def heartbeat(self, session: Client, heartbeat: pb.Heartbeat) -> None:
         for health in heartbeat.services:
             if self._owners.get(health.name) is session:
                 self.coordinator.set_service_health(health.name, health.healthy)
 
-    def session_gone(self, session: Session) -> None:
+    def session_gone(self, session: Client) -> None:
         for name, owner in list(self._owners.items()):
             if owner is session:
                 del self._owners[name]
@@ -98,7 +112,7 @@ class HubServices:
             if now - owner.last_heard > limit:
                 self.coordinator.set_service_health(name, False)
 
-    def _handler(self, session: Session, name: str) -> Any:
+    def _handler(self, session: Client, name: str) -> Any:
         router = self.router
 
         async def forward(envelope: Envelope) -> Envelope:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import commbus_pb2 as pb
 from .checks import frame_problem, name_problem
+from .contracts import Host
 from .session import Session
-
-if TYPE_CHECKING:
-    from .hub import GrpcHub
 
 __all__ = ["SERVICE", "add_commbus_service"]
 
@@ -26,7 +24,7 @@ SERVICE = "jeeves.commbus.v1.CommBus"
 HELLO_TIMEOUT = 5.0
 
 
-def add_commbus_service(server: Any, hub: GrpcHub) -> None:
+def add_commbus_service(server: Any, hub: Host) -> None:
     import grpc
 
     methods = _Methods(hub, grpc)
@@ -46,7 +44,7 @@ def add_commbus_service(server: Any, hub: GrpcHub) -> None:
 
 
 class _Methods:
-    def __init__(self, hub: GrpcHub, grpc: Any) -> None:
+    def __init__(self, hub: Host, grpc: Any) -> None:
         self.hub = hub
         self.grpc = grpc
 

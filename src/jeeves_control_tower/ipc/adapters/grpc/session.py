@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import commbus_pb2 as pb
 from .checks import PATTERNS, frame_problem, name_problem
-
-if TYPE_CHECKING:
-    from .hub import GrpcHub
+from .contracts import Host
 
 __all__ = ["Session"]
 
@@ -30,7 +28,7 @@ _CLOSE = pb.HubMessage()  # the writer's signal to end the stream
 class Session:
     """One client of the hub (see the module docstring)."""
 
-    def __init__(self, hub: GrpcHub, context: Any, process_id: str) -> None:
+    def __init__(self, hub: Host, context: Any, process_id: str) -> None:
         self.hub = hub
         self.context = context
         self.process_id = process_id
