@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ....types import DispatchTarget, Envelope, SchedulingPriority, ServiceDescriptor
@@ -27,7 +28,7 @@ from ... import CommBusCoordinator
 from ..tracecontext import attach_trace, detach_trace, outgoing_headers
 from . import commbus_pb2 as pb
 from .checks import name_problem
-from .router import Peer
+from .router import Peer, Router
 
 __all__ = ["Client", "HubServices"]
 
@@ -44,11 +45,14 @@ class Client(Peer, Protocol):
 
 
 _OWNER = "grpc_process"
+#: The router's own bound on a dispatch attempt; the coordinator's deadline comes first
+#: (it cancels the attempt, and the request is forgotten).
+_UNBOUNDED = 3600.0
 
 
 class HubServices:
     def __init__(
-        self, coordinator: CommBusCoordinator, router: Any, heartbeat_interval: float
+        self, coordinator: CommBusCoordinator, router: Router, heartbeat_interval: float
     ) -> None:
         self.coordinator = coordinator
         self.router = router
@@ -112,7 +116,7 @@ class HubServices:
             if now - owner.last_heard > limit:
                 self.coordinator.set_service_health(name, False)
 
-    def _handler(self, session: Client, name: str) -> Any:
+    def _handler(self, session: Client, name: str) -> Callable[[Envelope], Awaitable[Envelope]]:
         router = self.router
 
         async def forward(envelope: Envelope) -> Envelope:
@@ -131,10 +135,14 @@ class HubServices:
             data = json.dumps(body).encode()
             # The coordinator bounds the attempt by the dispatch's deadline (it cancels
             # this await); the router's own timer only frees the entry after that.
-            if not router.request(session, "dispatch", name, data, 3600.0, answer):
+            rid = router.request(session, "dispatch", name, data, _UNBOUNDED, answer)
+            if not rid:
                 why = session.closed_reason or "cannot take it"
                 raise ConnectionError(f"process {session.process_id} went away ({why})")
-            status, reply, text = await future
+            try:
+                status, reply, text = await future
+            finally:
+                router.forget(rid)  # cancelled at the dispatch's deadline: nothing to wait for
             if status == pb.UNAVAILABLE:
                 raise ConnectionError(text or f"the process serving {name!r} went away")
             if status != pb.OK:

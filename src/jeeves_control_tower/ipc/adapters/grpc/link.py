@@ -123,8 +123,12 @@ class HubLink:
             request_serializer=pb.ClientMessage.SerializeToString,
             response_deserializer=pb.HubMessage.FromString,
         )(metadata=self._metadata)
-        await call.write(pb.ClientMessage(hello=pb.Hello(process_id=self.process_id)))
-        first = await asyncio.wait_for(call.read(), self.connect_timeout)
+        try:
+            await call.write(pb.ClientMessage(hello=pb.Hello(process_id=self.process_id)))
+            first = await asyncio.wait_for(call.read(), self.connect_timeout)
+        except BaseException:
+            call.cancel()
+            raise
         if not isinstance(first, pb.HubMessage) or first.WhichOneof("kind") != "welcome":
             call.cancel()
             raise TransportError(f"the gRPC hub at {self.target} did not welcome this process")

@@ -207,7 +207,7 @@ class Router:
             peer = self._next(key)
             if peer is not None and self.request(
                 peer, "query", message_type, data, timeout, answer
-            ):
+            ):  # fmt: skip
                 return
         answer(pb.NO_HANDLER, b"", f"no process handles query type {message_type[:200]!r}")
 
@@ -219,9 +219,10 @@ class Router:
         data: bytes,
         timeout: float,
         answer: Answer,
-    ) -> bool:
-        """Deliver a query or dispatch to ``peer``; ``answer`` is called exactly once
-        (unless this returns ``False``: the peer could not take it, nothing was sent)."""
+    ) -> int:
+        """Deliver a query or dispatch to ``peer``; its request id (``answer`` is then
+        called exactly once, unless :meth:`forget` is), or 0 when the peer could not take
+        it (nothing was sent)."""
         rid = next(self._ids)
         timer = asyncio.get_running_loop().call_later(timeout, self._expired, rid)
         self._in_flight[rid] = _InFlight(peer, pattern, message_type, data, answer, timer)
@@ -229,10 +230,16 @@ class Router:
             id=rid, pattern=pattern, type=message_type, data=data, deadline=time.time() + timeout
         )
         if peer.deliver(delivery):
-            return True
+            return rid
         timer.cancel()
         self._in_flight.pop(rid, None)
-        return False
+        return 0
+
+    def forget(self, rid: int) -> None:
+        """Drop request ``rid`` unanswered (its caller gave up); a late answer is stray."""
+        item = self._in_flight.pop(rid, None)
+        if item is not None and item.timer is not None:
+            item.timer.cancel()
 
     def _expired(self, rid: int) -> None:
         item = self._in_flight.pop(rid, None)
