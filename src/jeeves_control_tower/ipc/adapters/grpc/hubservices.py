@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 from ....types import DispatchTarget, Envelope, SchedulingPriority, ServiceDescriptor
 from ... import CommBusCoordinator
