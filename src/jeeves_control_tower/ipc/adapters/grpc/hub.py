@@ -86,7 +86,11 @@ class GrpcHub:
         self.logger = ensure_logger(logger, "jeeves_control_tower.adapters.grpc.hub")
         self.metrics = AdapterMetrics("grpc", metrics_registry, enabled=metrics)
         self.hub_metrics = HubMetrics(metrics_registry, enabled=metrics)
-        self.router = Router(max_waiting=max_waiting, on_redelivered=self.metrics.redelivered)
+        self.router = Router(
+            max_waiting=max_waiting,
+            on_redelivered=self.metrics.redelivered,
+            on_stray=lambda: self.metrics.rejected("unexpected_reply"),
+        )
         self.services = HubServices(self.coordinator, self.router, heartbeat_interval)
         self.local = HubBus(
             self.bus,

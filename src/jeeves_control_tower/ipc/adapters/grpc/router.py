@@ -19,7 +19,8 @@ bytes between peers by ``(pattern, type)``:
   (the peer went away first).
 
 A peer may answer only what was delivered to it: an answer naming another peer's
-delivery, or none, is ignored (and reported to ``on_stray``). Event-loop-thread only.
+delivery, or none, is ignored (and reported to ``on_stray``). At most ``max_in_flight``
+queries wait for their answers (beyond that a query is refused). Event-loop-thread only.
 """
 
 from __future__ import annotations
@@ -69,10 +70,12 @@ class Router:
         self,
         *,
         max_waiting: int = 10_000,
+        max_in_flight: int = 100_000,
         on_redelivered: Callable[[int], None] = lambda n: None,
         on_stray: Callable[[], None] = lambda: None,
     ) -> None:
         self.max_waiting = max_waiting
+        self.max_in_flight = max_in_flight
         self._on_redelivered = on_redelivered
         self._on_stray = on_stray
         self._routes: dict[tuple[str, str], list[Peer]] = {}
@@ -201,7 +204,12 @@ class Router:
         return self._waiting_count
 
     def query(self, message_type: str, data: bytes, timeout: float, answer: Answer) -> None:
-        """Ask one consumer of ``("query", type)``; ``answer`` is called exactly once."""
+        """Ask one consumer of ``("query", type)``; ``answer`` is called exactly once
+        (``REFUSED`` at once while ``max_in_flight`` queries, dispatches and commands are
+        unanswered: a flood cannot grow the hub's memory without bound)."""
+        if len(self._in_flight) >= self.max_in_flight:
+            answer(pb.REFUSED, b"", f"the hub has {self.max_in_flight} requests in flight")
+            return
         key = ("query", message_type)
         for _ in range(len(self._routes.get(key, ()))):
             peer = self._next(key)
