@@ -135,3 +135,25 @@ async def test_a_command_in_flight_is_routed_again_when_its_process_goes_away() 
         await tb.link.close()  # b's stream ends with the command unanswered
         await eventually(lambda: handled == [("c", 9)])
         release.set()
+
+
+async def test_metrics_say_transport_grpc() -> None:
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    options = {"metrics": True, "metrics_registry": registry}
+    async with hub_and_clients(2, registry=REGISTRY, **options) as (_, [(a, _), (b, tb)]):
+        b.subscribe("Happened", lambda e: None)
+        b.register_handler("Ask", lambda q: q.n)
+        await tb.sync()
+        await a.publish(Happened(1))
+        assert await a.query(Ask(1)) == 1
+
+        def count(direction: str, pattern: str) -> float:
+            labels = {"transport": "grpc", "direction": direction, "pattern": pattern}
+            return registry.get_sample_value("commbus_wire_messages_total", labels) or 0.0
+
+        await eventually(lambda: count("received", "publish") == 1)
+        assert count("sent", "publish") == 1
+        assert count("sent", "query") == 1 and count("received", "query") == 1
+        assert count("sent", "reply") == 1 and count("received", "reply") == 1
