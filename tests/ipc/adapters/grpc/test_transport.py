@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -141,7 +142,7 @@ async def test_metrics_say_transport_grpc() -> None:
     from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry()
-    options = {"metrics": True, "metrics_registry": registry}
+    options: dict[str, Any] = {"metrics": True, "metrics_registry": registry}
     async with hub_and_clients(2, registry=REGISTRY, **options) as (_, [(a, _), (b, tb)]):
         b.subscribe("Happened", lambda e: None)
         b.register_handler("Ask", lambda q: q.n)
