@@ -152,13 +152,19 @@ def _add_hub(commands: Commands) -> None:
         default=os.environ.get("JEEVES_HUB_TOKEN") or None,
         help="require this bearer token (default: $JEEVES_HUB_TOKEN, else none)",
     )
+    hub.add_argument(
+        "--endpoint-port",
+        type=_port,
+        help="also serve the observability endpoint (/metrics, /api/services, /api/peers:"
+        " the connected processes) on this port (the observability extra)",
+    )
     hub.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate")
     hub.add_argument("--tls-key", type=Path, help="... and this PEM private key")
     hub.set_defaults(run=_run_hub)
 
 
 async def _hub(args: argparse.Namespace) -> None:
-    from .ipc import InMemoryCommBus
+    from .ipc import CommBusCoordinator, InMemoryCommBus
     from .ipc.adapters.grpc import serve_grpc
 
     stop = asyncio.Event()
@@ -169,13 +175,21 @@ async def _hub(args: argparse.Namespace) -> None:
     tls = None
     if args.tls_cert is not None:
         tls = (args.tls_key.read_bytes(), args.tls_cert.read_bytes())
-    hub = await serve_grpc(
-        InMemoryCommBus(), host=args.host, port=args.port, token=args.token, tls=tls
-    )
+    coordinator = CommBusCoordinator(None, InMemoryCommBus())
+    hub = await serve_grpc(coordinator, host=args.host, port=args.port, token=args.token, tls=tls)
     print(f"Jeeves hub listening on {hub.address}", flush=True)
+    endpoint = None
+    if args.endpoint_port is not None:
+        from .observability import serve
+
+        endpoint = serve(coordinator, host=args.host, port=args.endpoint_port, token=args.token)
+        endpoint.peers = hub.peers
+        print(f"  endpoint {endpoint.url}  (/metrics, /api/peers)", flush=True)
     try:
         await stop.wait()
     finally:
+        if endpoint is not None:
+            endpoint.close()
         await hub.close()
 
 
