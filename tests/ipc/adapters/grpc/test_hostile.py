@@ -13,7 +13,7 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from jeeves_control_tower.ipc import DynamicEvent, TransportError
+from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery, TransportError
 from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.testing import eventually
@@ -210,8 +210,32 @@ async def test_tls_only_when_configured(tmp_path: Path, channel_to: Any) -> None
         try:
             bus.register_handler("tls.ping", lambda q: "pong")
             await transport.sync()
-            from jeeves_control_tower.ipc import DynamicQuery
 
             assert await hub.bus.query(DynamicQuery("tls.ping", {})) == "pong"
+        finally:
+            await transport.close()
+
+
+async def test_with_a_signing_key_unsigned_frames_never_pass_the_hub() -> None:
+    registry = CollectorRegistry()
+    key = "k" * 32
+    hub_options = {"signing_key": key, "metrics": True, "metrics_registry": registry}
+    async with hub_and_clients(2, hub_options, signing_key=key) as (hub, clients):
+        (a, _), (b, tb) = clients
+        seen: list[Any] = []
+        b.subscribe("signed.evt", seen.append)
+        b.register_handler("signed.q", lambda q: "signed")
+        await tb.sync()
+        await a.publish(DynamicEvent("signed.evt", {"n": 1}))
+        assert await a.query(DynamicQuery("signed.q", {})) == "signed"
+        await eventually(lambda: len(seen) == 1)
+
+        unsigned = new_bus()
+        transport = await GrpcTransport.connect(unsigned, hub.address, metrics=False)
+        try:
+            await unsigned.publish(DynamicEvent("signed.evt", {"n": 2}))
+            await eventually(lambda: rejected(registry, "bad_signature") >= 1)
+            await asyncio.sleep(0.1)
+            assert len(seen) == 1
         finally:
             await transport.close()
