@@ -1,12 +1,12 @@
 """What a hostile client cannot do to the hub: oversized or malformed messages, no token,
-a stream it never reads, names another process holds, plaintext against TLS."""
+a stream it never reads, names another process holds, unsigned frames when frames are
+signed. TLS: tests/security/test_grpc_tls.py."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,7 +17,6 @@ from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery, TransportError
 from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.testing import eventually
-from tests.security.tls import make_certs
 
 from .hubs import hub_and_clients, new_bus
 
@@ -195,25 +194,6 @@ async def test_a_name_another_process_holds_cannot_be_taken(channel_to: Any) -> 
         first.cancel()
         await eventually(lambda: "p1" not in hub.sessions)
         second.cancel()
-
-
-async def test_tls_only_when_configured(tmp_path: Path, channel_to: Any) -> None:
-    certs = make_certs(tmp_path)
-    tls = (certs["key"].read_bytes(), certs["server"].read_bytes())
-    async with hub_and_clients(0, {"tls": tls}) as (hub, _):
-        with pytest.raises(TransportError):
-            await GrpcTransport.connect(new_bus(), hub.address, connect_timeout=1.0, metrics=False)
-        bus = new_bus()
-        transport = await GrpcTransport.connect(
-            bus, hub.address, tls=certs["ca"].read_bytes(), metrics=False
-        )
-        try:
-            bus.register_handler("tls.ping", lambda q: "pong")
-            await transport.sync()
-
-            assert await hub.bus.query(DynamicQuery("tls.ping", {})) == "pong"
-        finally:
-            await transport.close()
 
 
 async def test_with_a_signing_key_unsigned_frames_never_pass_the_hub() -> None:
