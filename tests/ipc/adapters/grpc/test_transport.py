@@ -158,3 +158,17 @@ async def test_metrics_say_transport_grpc() -> None:
         assert count("sent", "publish") == 1
         assert count("sent", "query") == 1 and count("received", "query") == 1
         assert count("sent", "reply") == 1 and count("received", "reply") == 1
+
+
+async def test_close_writes_what_was_published_before_it() -> None:
+    async with hub_and_clients(1, {"registry": REGISTRY}) as (hub, _):
+        seen: list[int] = []
+        hub.bus.subscribe("Happened", lambda e: seen.append(e.n))
+        await hub.local.sync()
+        bus = new_bus()
+        transport = await GrpcTransport.connect(bus, hub.address, registry=REGISTRY, metrics=False)
+        for i in range(2000):
+            await bus.publish(Happened(i))
+        await transport.close()
+        await eventually(lambda: len(seen) == 2000)
+        assert seen == list(range(2000))

@@ -139,7 +139,12 @@ class HubLink:
         self._connected.set()
         self._wake.set()
 
-    async def close(self) -> None:
+    async def close(self, drain: float = 2.0) -> None:
+        """Write what is queued (for at most ``drain`` seconds, while connected), then end
+        the stream and the channel; pending requests fail with :class:`TransportError`."""
+        deadline = asyncio.get_running_loop().time() + drain
+        while self._outbox and self.connected and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
         self._closed = True
         self._connected.clear()
         for task in self._tasks:
@@ -147,7 +152,7 @@ class HubLink:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._call is not None:
             with contextlib.suppress(Exception):
-                await self._call.done_writing()
+                await asyncio.wait_for(self._call.done_writing(), 1.0)
             self._call.cancel()
         self._fail_pending("the gRPC transport is closed")
         if self._channel is not None:
