@@ -70,6 +70,7 @@ class HubLink:
         self._events = 0  # events in the outbox
         self._wake = asyncio.Event()
         self._space = asyncio.Event()
+        self._emptied = asyncio.Event()  # set when the writer empties the outbox
         self._connected = asyncio.Event()
         self._pending: dict[int, asyncio.Future[pb.Result]] = {}
         self._ids = itertools.count(1)
@@ -142,9 +143,10 @@ class HubLink:
     async def close(self, drain: float = 2.0) -> None:
         """Write what is queued (for at most ``drain`` seconds, while connected), then end
         the stream and the channel; pending requests fail with :class:`TransportError`."""
-        deadline = asyncio.get_running_loop().time() + drain
-        while self._outbox and self.connected and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.005)
+        self._emptied.clear()
+        if self._outbox and self.connected:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._emptied.wait(), drain)
         self._closed = True
         self._connected.clear()
         for task in self._tasks:
@@ -284,6 +286,8 @@ class HubLink:
                 await asyncio.sleep(0.01)
                 continue
             outbox.popleft()
+            if not outbox:
+                self._emptied.set()
             if message.WhichOneof("kind") == "publish":
                 self._events -= 1
                 if self._events < self.buffer_messages:
