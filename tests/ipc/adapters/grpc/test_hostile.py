@@ -145,16 +145,21 @@ async def test_without_the_token_nothing_is_accepted(channel_to: Any) -> None:
         await publish(frame, metadata=(("authorization", "Bearer s3cret-token"),))
 
 
-async def test_a_client_that_never_reads_is_disconnected(channel_to: Any) -> None:
+@pytest.mark.parametrize(
+    "limit", [{"max_queue": 20}, {"max_queue_bytes": 1 << 20}], ids=["messages", "bytes"]
+)
+async def test_a_client_that_never_reads_is_disconnected(
+    channel_to: Any, limit: dict[str, int]
+) -> None:
     registry = CollectorRegistry()
-    options = {"max_queue": 20, "metrics": True, "metrics_registry": registry}
+    options = {**limit, "metrics": True, "metrics_registry": registry}
     async with hub_and_clients(0, options) as (hub, _):
         call = stream(channel_to(hub.address))
         await call.write(pb.ClientMessage(hello=pb.Hello(process_id="never-reads")))
         await call.write(pb.ClientMessage(subscribe=pb.Interest(pattern="publish", type="flood")))
         await eventually(lambda: hub.router.consumers("publish", "flood") == 1)
         data = event_frame("flood", {"pad": "x" * 60_000})
-        for _ in range(2000):  # ~120 MB offered; the hub holds at most 20 messages for it
+        for _ in range(2000):  # ~120 MB offered; the hub holds 20 messages or 1 MiB for it
             hub.router.publish("flood", data)
             if "never-reads" not in hub.sessions:
                 break

@@ -24,6 +24,7 @@ class Host(Protocol):
     signer: Signer | None
     check_frames: bool
     max_queue: int
+    max_queue_bytes: int
     max_interests: int
     max_timeout: float
 

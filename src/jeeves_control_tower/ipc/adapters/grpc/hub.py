@@ -9,8 +9,9 @@ Limits (everything a client sends is hostile):
 
 - ``max_frame_bytes`` (1 MiB): the largest frame; the server refuses any gRPC message
   over ``max_frame_bytes + 64 KiB`` (``RESOURCE_EXHAUSTED``) before reading it.
-- ``max_queue`` (10,000): messages waiting to be written to one client; a client that
-  falls that far behind is disconnected (``slow_consumer``).
+- ``max_queue`` (10,000) messages or ``max_queue_bytes`` (64 MiB) of frames waiting to be
+  written to one client; a client that falls that far behind is disconnected
+  (``slow_consumer``).
 - ``max_clients`` (1,000), ``max_interests`` (10,000 subscriptions per client),
   ``max_waiting`` (10,000 commands held for want of a handler), ``max_timeout`` (300 s,
   the longest query a client may ask for).
@@ -58,6 +59,7 @@ class GrpcHub:
         tls: tuple[bytes, bytes] | None = None,
         max_frame_bytes: int = 1 << 20,
         max_queue: int = 10_000,
+        max_queue_bytes: int = 64 << 20,
         max_clients: int = 1000,
         max_interests: int = 10_000,
         max_waiting: int = 10_000,
@@ -80,6 +82,7 @@ class GrpcHub:
         self._tls = tls
         self.max_frame_bytes = max_frame_bytes
         self.max_queue, self.max_clients = max_queue, max_clients
+        self.max_queue_bytes = max_queue_bytes
         self.max_interests, self.max_timeout = max_interests, max_timeout
         self.heartbeat_interval = heartbeat_interval
         self.check_frames = check_frames

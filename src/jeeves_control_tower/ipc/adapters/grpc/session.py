@@ -5,7 +5,8 @@ in order and applies each (subscribe, publish, send, query, dispatch, answers, s
 registration, heartbeats), and writes what is routed to the client from a bounded
 outbox: when ``max_queue`` messages wait because the client does not read its stream
 (or reads too slowly), the client is disconnected (``slow_consumer``) rather than let the
-hub's memory grow. Everything the client sends is checked first (:mod:`.checks`); a
+hub's memory grow; likewise when the frames waiting for it reach ``max_queue_bytes``.
+Everything the client sends is checked first (:mod:`.checks`); a
 refused message is counted and answered with a ``Notice`` (or a ``Result`` for a request),
 never routed. A client may hold at most ``max_interests`` subscriptions.
 """
@@ -32,7 +33,9 @@ class Session:
         self.hub = hub
         self.context = context
         self.process_id = process_id
-        self.outbox: asyncio.Queue[pb.HubMessage] = asyncio.Queue(hub.max_queue)
+        self.outbox: asyncio.Queue[tuple[pb.HubMessage, int]] = asyncio.Queue(hub.max_queue)
+        #: Bytes of frames waiting in :attr:`outbox` (bounded by ``max_queue_bytes``).
+        self.queued_bytes = 0
         self.closed_reason: str | None = None
         self.last_heard = asyncio.get_running_loop().time()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -42,16 +45,22 @@ class Session:
     # ------------------------------------------------------------------ to the client
 
     def deliver(self, delivery: pb.Delivery) -> bool:
-        return self.put(pb.HubMessage(delivery=delivery))
+        return self.put(pb.HubMessage(delivery=delivery), len(delivery.data))
 
-    def put(self, message: pb.HubMessage) -> bool:
+    def put(self, message: pb.HubMessage, size: int = 0) -> bool:
+        """Queue ``message`` (of about ``size`` bytes) for the client; ``False`` (and the
+        client disconnected) when its queue is full, in messages or in bytes."""
         if self.closed_reason is not None:
             return False
+        if self.queued_bytes + size > self.hub.max_queue_bytes:
+            self.close("slow_consumer")
+            return False
         try:
-            self.outbox.put_nowait(message)
+            self.outbox.put_nowait((message, size))
         except asyncio.QueueFull:
             self.close("slow_consumer")
             return False
+        self.queued_bytes += size
         return True
 
     def close(self, reason: str) -> None:
@@ -62,11 +71,12 @@ class Session:
         self.closed_reason = reason
         self.hub.session_closed(self, reason)
         with contextlib.suppress(asyncio.QueueFull):
-            self.outbox.put_nowait(_CLOSE)
+            self.outbox.put_nowait((_CLOSE, 0))
         self.ended.set()  # the stream ends now, whatever its outbox still holds
 
     def result(self, rid: int, status: pb.Status, data: bytes = b"", message: str = "") -> None:
-        self.put(pb.HubMessage(result=pb.Result(id=rid, status=status, data=data, message=message)))
+        result = pb.Result(id=rid, status=status, data=data, message=message)
+        self.put(pb.HubMessage(result=result), len(data))
 
     def notice(self, status: pb.Status, message: str, message_type: str = "") -> None:
         self.put(pb.HubMessage(notice=pb.Notice(status=status, message=message, type=message_type)))
@@ -74,9 +84,10 @@ class Session:
     async def write_loop(self) -> None:
         outbox, write = self.outbox, self.context.write
         while True:
-            message = await outbox.get()
+            message, size = await outbox.get()
             if message is _CLOSE:
                 return
+            self.queued_bytes -= size
             await write(message)
 
     # ------------------------------------------------------------------ from the client
