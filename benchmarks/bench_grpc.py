@@ -12,8 +12,9 @@ telemetry off, on loopback:
   Raw: a plain ``grpc.aio`` server streaming the same number of messages of the same size
   to a client that reads them all. Target: >= 0.7x raw.
 
-Raw and hub are measured alternately, round by round (medians of the throughput rounds,
-latency samples pooled), so machine noise hits both alike.
+Raw and hub are measured alternately, round by round (medians of the throughput rounds),
+and the query round trips one by one (raw, hub, raw, hub...; samples pooled), so machine
+noise hits both alike.
 
 Run: ``.venv/bin/python benchmarks/bench_grpc.py [--quick] [--out FILE]`` or
 ``benchmarks/bench_adapters.py --only grpc``.
@@ -162,17 +163,21 @@ def stats(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def latencies(side: Raw | Hub, n: int) -> list[float]:
-    out = []
+async def latencies(sides: dict[str, Raw | Hub], n: int) -> dict[str, list[float]]:
+    """``n`` round trips on each side, interleaved one by one (raw, hub, raw, hub...), so
+    that a burst of load on the shared machine hits both alike."""
+    out: dict[str, list[float]] = {who: [] for who in sides}
+    clock = time.perf_counter
     for i in range(n):
-        start = time.perf_counter()
-        await side.query(i)
-        out.append(time.perf_counter() - start)
+        for who, side in sides.items():
+            start = clock()
+            await side.query(i)
+            out[who].append(clock() - start)
     return out
 
 
 async def run(quick: bool = False) -> dict[str, Any]:
-    n = {"pub": 5_000, "query": 300} if quick else {"pub": 20_000, "query": 2_000}
+    n = {"pub": 5_000, "query": 300} if quick else {"pub": 20_000, "query": 4_000}
     rounds = 2 if quick else 5
     sides: dict[str, Raw | Hub] = {"raw": Raw(), "hub": Hub()}
     tput: dict[str, list[float]] = {w: [] for w in sides}
@@ -182,12 +187,12 @@ async def run(quick: bool = False) -> dict[str, Any]:
     try:
         for side in sides.values():  # warm-up
             await side.publish_many(1000)
-            await latencies(side, 100)
+        await latencies(sides, 100)
         for _ in range(rounds):
             for who, side in sides.items():
                 tput[who].append(await side.publish_many(n["pub"]))
-            for who, side in sides.items():
-                lats[who] += await latencies(side, n["query"] // rounds)
+            for who, samples in (await latencies(sides, n["query"] // rounds)).items():
+                lats[who] += samples
     finally:
         for side in sides.values():
             await side.close()

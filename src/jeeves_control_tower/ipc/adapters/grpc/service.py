@@ -132,16 +132,15 @@ class _Methods:
         session.put(hub.welcome())
         loop = asyncio.get_running_loop()
         reader = loop.create_task(self._read(session, requests))
-        writer = loop.create_task(session.write_loop())
         ended = loop.create_task(session.ended.wait())
         try:
-            await asyncio.wait({reader, writer, ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             session.close(session.closed_reason or "closed")
-            for task in (reader, writer, ended):
+            for task in (reader, ended):
                 task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.gather(reader, writer, ended, return_exceptions=True)
+                await asyncio.gather(reader, ended, return_exceptions=True)
             await session.finish()
 
     async def _read(self, session: Session, requests: Any) -> None:

@@ -2,8 +2,9 @@
 
 A :class:`Session` is the client as a peer of the router. It reads the client's messages
 in order and applies each (subscribe, publish, send, query, dispatch, answers, service
-registration, heartbeats), and writes what is routed to the client from a bounded
-outbox: when ``max_queue`` messages wait because the client does not read its stream
+registration, heartbeats), and writes what is routed to the client
+(:class:`~.writer.StreamWriter`, started at once when the stream is idle), a bounded amount
+of it waiting: when ``max_queue`` messages wait because the client does not read its stream
 (or reads too slowly), the client is disconnected (``slow_consumer``) rather than let the
 hub's memory grow; likewise when the frames waiting for it reach ``max_queue_bytes``.
 Everything the client sends is checked first (:mod:`.checks`); a
@@ -14,16 +15,14 @@ never routed. A client may hold at most ``max_interests`` subscriptions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from . import commbus_pb2 as pb
 from .checks import PATTERNS, frame_problem, name_problem
 from .contracts import Host
+from .writer import StreamWriter
 
 __all__ = ["Session"]
-
-_CLOSE = pb.HubMessage()  # the writer's signal to end the stream
 
 
 class Session:
@@ -33,9 +32,11 @@ class Session:
         self.hub = hub
         self.context = context
         self.process_id = process_id
-        self.outbox: asyncio.Queue[tuple[pb.HubMessage, int]] = asyncio.Queue(hub.max_queue)
-        #: Bytes of frames waiting in :attr:`outbox` (bounded by ``max_queue_bytes``).
+        #: Messages and bytes of frames waiting to be written (bounded by ``max_queue`` and
+        #: ``max_queue_bytes``).
+        self.queued = 0
         self.queued_bytes = 0
+        self.writer = StreamWriter(self._write, self._spawn, self._write_failed)
         self.closed_reason: str | None = None
         self.last_heard = asyncio.get_running_loop().time()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -52,15 +53,12 @@ class Session:
         client disconnected) when its queue is full, in messages or in bytes."""
         if self.closed_reason is not None:
             return False
-        if self.queued_bytes + size > self.hub.max_queue_bytes:
+        if self.queued >= self.hub.max_queue or self.queued_bytes + size > self.hub.max_queue_bytes:
             self.close("slow_consumer")
             return False
-        try:
-            self.outbox.put_nowait((message, size))
-        except asyncio.QueueFull:
-            self.close("slow_consumer")
-            return False
+        self.queued += 1
         self.queued_bytes += size
+        self.writer.put((message, size))
         return True
 
     def close(self, reason: str) -> None:
@@ -70,9 +68,7 @@ class Session:
             return
         self.closed_reason = reason
         self.hub.session_closed(self, reason)
-        with contextlib.suppress(asyncio.QueueFull):
-            self.outbox.put_nowait((_CLOSE, 0))
-        self.ended.set()  # the stream ends now, whatever its outbox still holds
+        self.ended.set()  # the stream ends now, whatever is still queued for it
 
     def result(self, rid: int, status: pb.Status, data: bytes = b"", message: str = "") -> None:
         result = pb.Result(id=rid, status=status, data=data, message=message)
@@ -81,14 +77,15 @@ class Session:
     def notice(self, status: pb.Status, message: str, message_type: str = "") -> None:
         self.put(pb.HubMessage(notice=pb.Notice(status=status, message=message, type=message_type)))
 
-    async def write_loop(self) -> None:
-        outbox, write = self.outbox, self.context.write
-        while True:
-            message, size = await outbox.get()
-            if message is _CLOSE:
-                return
-            self.queued_bytes -= size
-            await write(message)
+    async def _write(self, item: tuple[pb.HubMessage, int]) -> None:
+        message, size = item
+        self.queued -= 1
+        self.queued_bytes -= size
+        if self.closed_reason is None:
+            await self.context.write(message)
+
+    def _write_failed(self, exc: BaseException) -> None:
+        self.close("closed")
 
     # ------------------------------------------------------------------ from the client
 
