@@ -1,7 +1,8 @@
 """A process's one Connect stream to the hub, kept open: connect, reconnect, buffer.
 
 :class:`HubLink` owns the gRPC channel and the stream. Everything the process sends goes
-through one ordered outbox written by one task (gRPC allows one write at a time):
+through one ordered outbox, one write at a time (gRPC allows no more), the first write of
+an idle stream started in the caller:
 
 - :meth:`post` queues a message (an event, an answer, a subscription); while the hub is
   unreachable the outbox is the bounded reconnect buffer: at most ``buffer_messages``
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ... import TransportError
+from ...bus.eager import Resume, start
 from . import commbus_pb2 as pb
 
 __all__ = ["HubLink"]
@@ -68,7 +70,8 @@ class HubLink:
         self._call: Any = None
         self._outbox: deque[pb.ClientMessage] = deque()
         self._events = 0  # events in the outbox
-        self._wake = asyncio.Event()
+        self._writing = False  # a drain of the outbox is running
+        self._drainer: asyncio.Task[None] | None = None
         self._space = asyncio.Event()
         self._emptied = asyncio.Event()  # set when the writer empties the outbox
         self._connected = asyncio.Event()
@@ -115,7 +118,8 @@ class HubLink:
                 ) from None
             raise
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._write_loop()), loop.create_task(self._keep())]
+        self._tasks = [loop.create_task(self._keep())]
+        self._kick()
 
     async def _start_stream(self) -> None:
         """Open the stream, say hello, wait for the welcome (raises when refused)."""
@@ -138,7 +142,8 @@ class HubLink:
         replay = self.on_connected()
         self._outbox.extendleft(reversed(replay))
         self._connected.set()
-        self._wake.set()
+        if self._tasks:  # a reconnection (open() starts writing itself)
+            self._kick()
 
     async def close(self, drain: float = 2.0) -> None:
         """Write what is queued (for at most ``drain`` seconds, while connected), then end
@@ -149,9 +154,10 @@ class HubLink:
                 await asyncio.wait_for(self._emptied.wait(), drain)
         self._closed = True
         self._connected.clear()
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._drainer] if self._drainer is not None else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._call is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._call.done_writing(), 1.0)
@@ -226,7 +232,7 @@ class HubLink:
         if self._closed:
             raise TransportError("the gRPC transport is closed")
         self._outbox.append(message)
-        self._wake.set()
+        self._kick()
 
     def post_event(self, message: pb.ClientMessage) -> asyncio.Future[None] | None:
         """Queue an event: ``None`` once queued; while connected and the buffer is full,
@@ -266,29 +272,46 @@ class HubLink:
             await asyncio.wait_for(self._connected.wait(), timeout)
         return self.connected
 
-    async def _write_loop(self) -> None:
+    def _kick(self) -> None:
+        """Start writing the outbox unless a write is running or the stream is down. The
+        first write starts here, in the caller (gRPC has the bytes before this returns: no
+        event-loop hop per message); a task carries on only when a write must wait."""
+        if self._writing or not self._outbox or self._closed or not self._connected.is_set():
+            return
+        self._writing = True
+        try:
+            rest = start(self._drain, True, self._call)
+        except Exception as exc:
+            self._write_failed(exc)
+            return
+        if rest.__class__ is Resume:
+            self._drainer = asyncio.get_running_loop().create_task(self._finish(rest))
+
+    async def _finish(self, rest: Resume) -> None:
+        try:
+            await rest
+        except Exception as exc:
+            self._write_failed(exc)
+
+    def _write_failed(self, exc: Exception) -> None:
+        """The stream broke under a write: the message stays first in the outbox, and the
+        reconnection (:meth:`_keep`, whose read fails too) writes it again."""
+        self._writing = False
+        self.logger.debug("grpc_write_failed", error=type(exc).__name__)
+        self._connected.clear()
+
+    async def _drain(self, call: Any) -> None:
         outbox = self._outbox
-        while not self._closed:
-            if not outbox or not self._connected.is_set():
-                self._wake.clear()
-                if not outbox:
-                    await self._wake.wait()
-                    continue
-                await self._connected.wait()
-                continue
-            call = self._call
+        while outbox and self._call is call and self._connected.is_set():
             message = outbox[0]
-            try:
-                await call.write(message)
-            except Exception as exc:  # the stream broke: _keep reconnects, we keep it
-                self.logger.debug("grpc_write_failed", error=type(exc).__name__)
-                self._connected.clear()
-                await asyncio.sleep(0.01)
-                continue
+            await call.write(message)
             outbox.popleft()
-            if not outbox:
-                self._emptied.set()
             if message.WhichOneof("kind") == "publish":
                 self._events -= 1
                 if self._events < self.buffer_messages:
                     self._space.set()
+        if not outbox:
+            self._emptied.set()
+        self._writing = False
+        if outbox and self._call is not call:
+            self._kick()  # reconnected meanwhile: carry on on the new stream
