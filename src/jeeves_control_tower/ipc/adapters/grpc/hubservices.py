@@ -58,7 +58,6 @@ class HubServices:
         self.router = router
         self.heartbeat_interval = heartbeat_interval
         self._owners: dict[str, Client] = {}
-        self._gone: set[str] = set()  # names whose process went away
 
     def register(self, session: Client, service: pb.Service) -> str | None:
         """Register ``service`` for ``session``; why not (``None``: registered)."""
@@ -70,11 +69,12 @@ class HubServices:
         if owner is session:
             return None
         current = self.coordinator.get_service(name)
-        if owner is not None or (current is not None and name not in self._gone):
+        # A name is free when nobody holds it, or when it was registered through a hub
+        # (it carries its process in its metadata) and that process is not connected now.
+        if owner is not None or (current is not None and _OWNER not in current.metadata):
             return f"service {name[:100]!r} is held by another process"
         if current is not None:
             self.coordinator.unregister_service(name)
-        self._gone.discard(name)
         descriptor = ServiceDescriptor(
             name=name,
             service_type=service.service_type or "grpc",
@@ -106,7 +106,6 @@ class HubServices:
         for name, owner in list(self._owners.items()):
             if owner is session:
                 del self._owners[name]
-                self._gone.add(name)
                 self.coordinator.set_service_health(name, False)
 
     def expire(self, now: float) -> None:
