@@ -189,6 +189,15 @@ async def test_a_name_another_process_holds_cannot_be_taken(channel_to: Any) -> 
         )
         service = hub.coordinator.get_service("billing")
         assert service is not None and service.metadata["grpc_process"] == "p1"
+        # nor one of the hub's own services
+        from jeeves_control_tower.types import ServiceDescriptor
+
+        hub.coordinator.register_service(ServiceDescriptor(name="hub.own", service_type="t"))
+        await second.write(pb.ClientMessage(register_service=pb.Service(name="hub.own")))
+        notice = await second.read()
+        assert notice.notice.status == pb.REFUSED and notice.notice.type == "hub.own"
+        own = hub.coordinator.get_service("hub.own")
+        assert own is not None and "grpc_process" not in own.metadata
         # nor by claiming the holder's process id: that stream is refused
         thief = stream(channel_to(hub.address))
         await thief.write(pb.ClientMessage(hello=pb.Hello(process_id="p1")))
