@@ -17,6 +17,7 @@ from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery, TransportError
 from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.types import ServiceDescriptor
 
 from .hubs import hub_and_clients, new_bus
 
@@ -190,8 +191,6 @@ async def test_a_name_another_process_holds_cannot_be_taken(channel_to: Any) -> 
         service = hub.coordinator.get_service("billing")
         assert service is not None and service.metadata["grpc_process"] == "p1"
         # nor one of the hub's own services
-        from jeeves_control_tower.types import ServiceDescriptor
-
         hub.coordinator.register_service(ServiceDescriptor(name="hub.own", service_type="t"))
         await second.write(pb.ClientMessage(register_service=pb.Service(name="hub.own")))
         notice = await second.read()
