@@ -146,22 +146,29 @@ class HubLink:
             self._kick()
 
     async def close(self, drain: float = 2.0) -> None:
-        """Write what is queued (for at most ``drain`` seconds, while connected), then end
-        the stream and the channel; pending requests fail with :class:`TransportError`."""
+        """Write what is queued (for at most ``drain`` seconds, while connected), half-close
+        the stream and wait (as long again at most) for the hub to end it, then close the
+        channel; pending requests fail with :class:`TransportError`."""
         self._emptied.clear()
         if self._outbox and self.connected:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._emptied.wait(), drain)
         self._closed = True
+        call = self._call
+        if call is not None and self.connected:
+            # Half-close, then let the hub end the stream: it has read everything written
+            # by then (cancelling at once could drop what gRPC had not sent yet).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(call.done_writing(), 1.0)
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=drain)
         self._connected.clear()
         tasks = [*self._tasks, *([self._drainer] if self._drainer is not None else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self._call is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._call.done_writing(), 1.0)
-            self._call.cancel()
+        if call is not None:
+            call.cancel()
         self._fail_pending("the gRPC transport is closed")
         if self._channel is not None:
             await self._channel.close()
