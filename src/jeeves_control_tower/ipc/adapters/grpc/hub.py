@@ -14,7 +14,7 @@ Limits (everything a client sends is hostile):
   (``slow_consumer``).
 - ``max_clients`` (1,000), ``max_interests`` (10,000 subscriptions per client),
   ``max_waiting`` (10,000 commands held for want of a handler), ``max_timeout`` (300 s,
-  the longest query a client may ask for).
+  the longest a query from a client runs).
 - ``token``: with one, every call must carry ``authorization: Bearer <token>`` (compared
   in constant time), else ``UNAUTHENTICATED``. ``tls=(private_key_pem, certificate_pem)``
   serves TLS only. Loopback (``127.0.0.1``) by default.

@@ -9,7 +9,8 @@ of it waiting: when ``max_queue`` messages wait because the client does not read
 hub's memory grow; likewise when the frames waiting for it reach ``max_queue_bytes``.
 Everything the client sends is checked first (:mod:`.checks`); a
 refused message is counted and answered with a ``Notice`` (or a ``Result`` for a request),
-never routed. A client may hold at most ``max_interests`` subscriptions.
+never routed. A client may hold at most ``max_interests`` subscriptions and have
+:data:`MAX_DISPATCHES` dispatches running; a query runs for ``max_timeout`` at most.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from .checks import PATTERNS, frame_problem, name_problem
 from .contracts import Host
 from .writer import StreamWriter
 
-__all__ = ["Session"]
+__all__ = ["MAX_DISPATCHES", "Session"]
+
+#: Dispatches one client may have running through the hub at once (beyond: refused).
+MAX_DISPATCHES = 1000
 
 
 class Session:
@@ -133,11 +137,18 @@ class Session:
         elif kind == "unsubscribe":
             router.unsubscribe(self, message.unsubscribe.pattern, message.unsubscribe.type)
         elif kind == "dispatch":
-            self._spawn(self._dispatch(message.dispatch))
+            if len(self._tasks) >= MAX_DISPATCHES:
+                self.result(message.dispatch.id, pb.REFUSED, message="too many dispatches")
+            else:
+                self._spawn(self._dispatch(message.dispatch))
         elif kind == "register_service":
+            name = message.register_service.name
             problem = self.hub.services.register(self, message.register_service)
             if problem is not None:
-                self.refuse("refused_service", problem, message.register_service.name)
+                self.hub.logger.warning(
+                    "grpc_service_refused", process=self.process_id[:200], service=name[:200]
+                )
+                self.notice(pb.REFUSED, problem, name[:256])
         elif kind == "unregister_service":
             self.hub.services.unregister(self, message.unregister_service.type)
         elif kind == "heartbeat":
@@ -165,10 +176,10 @@ class Session:
         if frame.pattern != "query" or not self._frame_ok(frame, "query"):
             self.result(request.id, pb.REFUSED, message="malformed query")
             return
-        timeout = request.timeout if 0 < request.timeout <= self.hub.max_timeout else None
-        if timeout is None:
+        if not request.timeout > 0:
             self.result(request.id, pb.REFUSED, message="a query needs a timeout")
             return
+        timeout = min(request.timeout, self.hub.max_timeout)
         rid = request.id
 
         def answer(status: pb.Status, data: bytes, text: str) -> None:
