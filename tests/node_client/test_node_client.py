@@ -3,8 +3,8 @@
 from Python, answers a query and serves a dispatch from the hub's coordinator, with the
 trace id of the Python caller; and it publishes and queries into Python under its own trace.
 
-Needs ``node`` and ``npm ci`` run here (``scripts/setup`` does it); outside CI the test is
-skipped when either is missing, in CI it fails."""
+Needs ``node`` (outside CI the test is skipped without it, in CI it fails) and ``npm ci``
+run here (``scripts/setup`` does it; without it the test fails, saying so)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -37,7 +38,7 @@ def node_ready() -> str:
     if node is None:
         unavailable("node is not installed")
     if not (HERE / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        unavailable("tests/node_client/node_modules is missing: run npm ci there (scripts/setup)")
+        pytest.fail("tests/node_client/node_modules is missing: run `npm ci` there (scripts/setup)")
     return node
 
 
