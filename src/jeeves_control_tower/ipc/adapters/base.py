@@ -52,6 +52,7 @@ from typing import Any, ClassVar, Self
 from ...logging import ensure_logger
 from .. import InMemoryCommBus, MiddlewareContext, get_message_type
 from ..middlewares import DedupeMiddleware
+from .consumption import Consumption
 from .features import BrokerSettings, TransportFeatures, default_process_id, redact_url, server_of
 from .inbound import Inbound, InternalCallback
 from .metrics import SENT, AdapterMetrics
@@ -140,10 +141,13 @@ class BrokerTransport(abc.ABC):
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
         else:
             self._dedupe = dedupe or None
-        self._consuming: set[tuple[str, str]] = set()
-        self._refresh_lock = asyncio.Lock()
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._dirty = False
+        #: What the transport consumes on the broker, kept in step with the bus.
+        self.consumption = Consumption(
+            self._wanted,
+            lambda pattern, message_type: self._start_consuming(pattern, message_type),
+            lambda pattern, message_type: self._stop_consuming(pattern, message_type),
+            self.logger,
+        )
         self._unlisten: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -176,10 +180,9 @@ class BrokerTransport(abc.ABC):
             self.bus.detach_transport()
         if self._dedupe is not None:
             self.bus.remove_middleware(self._dedupe)
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
+        self.consumption.close()
         try:
-            await self._stop_all()
+            await self.consumption.stop_all()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=5.0)
         finally:
@@ -254,51 +257,14 @@ class BrokerTransport(abc.ABC):
     async def refresh(self) -> None:
         """Bring broker consumption in line with the bus's registrations (and internal
         endpoints). Runs automatically after each change; await it to be sure."""
-        async with self._refresh_lock:
-            while not self._closed:
-                self._dirty = False
-                want = self._wanted()
-                for key in sorted(self._consuming - want):
-                    self._consuming.discard(key)
-                    await self._stop_consuming(*key)
-                for key in sorted(want - self._consuming):
-                    await self._start_consuming(*key)
-                    self._consuming.add(key)
-                if not self._dirty:
-                    return
+        await self.consumption.refresh()
 
     async def sync(self) -> None:
         """Wait until every registration change so far is reflected on the broker."""
-        while self._refresh_task is not None and not self._refresh_task.done():
-            await asyncio.shield(self._refresh_task)
-        await self.refresh()
+        await self.consumption.sync()
 
     def _registrations_changed(self) -> None:
-        self._dirty = True
-        if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):
-            return
-        self._refresh_task = asyncio.get_running_loop().create_task(self._background_refresh())
-
-    async def _background_refresh(self) -> None:
-        delay = 0.05
-        while not self._closed:
-            try:
-                await self.refresh()
-                return
-            except Exception as exc:
-                self.logger.error(
-                    "transport_refresh_failed", error_type=type(exc).__name__, error=str(exc)
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _stop_all(self) -> None:
-        for key in sorted(self._consuming):
-            self._consuming.discard(key)
-            try:
-                await self._stop_consuming(*key)
-            except Exception as exc:
-                self.logger.warning("transport_stop_failed", error=str(exc))
+        self.consumption.changed()
 
     # ------------------------------------------------------------------ internal endpoints
 

@@ -18,14 +18,15 @@ applies) to the step that delivers it to this process's handlers
 (:class:`~.delivery.Delivery`, which the bus owns) or hands it to the attached transport
 (:class:`~.transport.ToTransport`). Routes are compiled when the middleware list or the
 transport changes, never per message. This module holds the public API and registration;
-the exceptions live in :mod:`.errors`.
+the exceptions live in :mod:`.errors`, the process-wide bus in :mod:`.default` and the
+protocol a bus meets in :mod:`.protocol`.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ...logging import ensure_logger
 from ...types import LoggerProtocol
@@ -40,32 +41,12 @@ from .routes import IncomingRoute, Route, compile_routes, run_incoming
 from .transport import Transport, not_accepted
 
 __all__ = [
-    "CommBusProtocol",
     "InMemoryCommBus",
     "NoHandlerError",
     "QueryAbortedError",
     "Transport",
     "TransportError",
-    "get_commbus",
-    "reset_commbus",
 ]
-
-
-@runtime_checkable
-class CommBusProtocol(Protocol):
-    """What the coordinator and adapters need from a bus."""
-
-    async def publish(self, event: Any) -> None: ...
-
-    async def send(self, command: Any) -> None: ...
-
-    async def query(self, query: Any, timeout: float | None = None) -> Any: ...
-
-    def subscribe(self, event_type: str, handler: HandlerFunc) -> Callable[[], None]: ...
-
-    def register_handler(self, message_type: str, handler: HandlerFunc) -> None: ...
-
-    def has_handler(self, message_type: str) -> bool: ...
 
 
 class InMemoryCommBus:
@@ -376,29 +357,3 @@ class InMemoryCommBus:
         if running is Resume or running is CoroutineType:
             return await result
         return result
-
-
-_global_bus: InMemoryCommBus | None = None
-
-
-def get_commbus(logger: LoggerProtocol | None = None) -> InMemoryCommBus:
-    """Get the process-wide CommBus, creating it on first use (with ``logger``, if given).
-
-    A ``logger`` passed once the bus exists is ignored.
-    """
-    global _global_bus
-    if _global_bus is None:
-        _global_bus = InMemoryCommBus(logger=logger)
-    return _global_bus
-
-
-def reset_commbus() -> None:
-    """Forget the process-wide CommBus (for tests); the next :func:`get_commbus` builds a
-    new one."""
-    global _global_bus
-    bus = _global_bus
-    _global_bus = None
-    if bus is not None and bus.telemetry is not None:
-        close = getattr(bus.telemetry, "close", None)
-        if callable(close):
-            close()
