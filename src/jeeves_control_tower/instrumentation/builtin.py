@@ -1,8 +1,8 @@
 """The built-in telemetry as an :class:`~jeeves_control_tower.ipc.telemetry.Instrumentation`.
 
-:data:`DEFAULT` is what the core's seam finds through the entry point
-``jeeves_control_tower.instrumentation:default`` (so every bus and coordinator built with
-defaults gets it when the observability extra is installed); the
+:data:`DEFAULT` is what the core's seam finds through the entry point ``default`` of the
+group ``jeeves_control_tower.telemetry`` (so every bus and coordinator built with defaults
+gets it when the observability extra is installed); the
 :class:`~.instrumentor.CommBusInstrumentor` installs its own :class:`BuiltinInstrumentation`
 with the providers it was given. Importing this module imports the observability extra
 (``ImportError`` when it is not installed: the seam then finds no default).

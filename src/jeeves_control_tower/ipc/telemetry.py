@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 #: The entry-point group holding the default instrumentation (the entry named ``default``).
-ENTRY_POINT_GROUP = "jeeves_control_tower.instrumentation"
+ENTRY_POINT_GROUP = "jeeves_control_tower.telemetry"
 #: The message of the ``ImportError`` raised when telemetry is asked for and there is none.
 MISSING = (
     "telemetry needs the observability extra: pip install 'jeeves-control-tower[observability]'"
