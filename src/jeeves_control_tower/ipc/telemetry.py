@@ -27,7 +27,9 @@ instrumentation or, when there is none (never set, or set to ``None``), the defa
 raises ``ImportError`` (:data:`MISSING`) when there is no default either.
 
 Switching the instrumentation changes what objects built *afterwards* get; an existing
-object keeps its handle (``uninstrument()`` closes the handles its instrumentation made).
+object keeps its handle (``CommBusInstrumentor().uninstrument()`` closes the handles the
+built-in instrumentations made, default included: see
+:mod:`jeeves_control_tower.instrumentation.instrumentor`).
 Thread-safe; the entry point is looked up at most once until :func:`reset_instrumentation`.
 """
 
