@@ -1,12 +1,11 @@
 """What every broker transport shares; a transport only moves bytes.
 
-:class:`BrokerTransport` implements the bus's :class:`~jeeves_control_tower.ipc.Transport`
-protocol once for every broker: it encodes outgoing messages with the :class:`WireCodec`,
-injects the W3C trace context (``traceparent``) into the frame headers while the producer
-span is current, decodes what arrives (rejecting bad frames with a counted reason, never
-crashing the consumer), continues the producer's trace around local delivery, maps query
-replies to results or exceptions, and keeps the broker consumption in step with what is
-registered on the bus (through :meth:`InMemoryCommBus.add_registration_listener`).
+:class:`BrokerTransport` implements the bus's :class:`~jeeves_control_tower.ipc.Transport` protocol
+once for every broker: it encodes outgoing messages with the :class:`WireCodec`, carrying their
+headers (the trace context the telemetry put there) in the frame, decodes what arrives (rejecting
+bad frames with a counted reason, never crashing the consumer) and hands it with its headers to the
+bus, maps query replies to results or exceptions, and keeps the broker consumption in step with what
+is registered on the bus (through :meth:`InMemoryCommBus.add_registration_listener`).
 
 A transport subclass (Redis, NATS, later RabbitMQ) implements only these primitives:
 
@@ -56,7 +55,7 @@ from .consumption import Consumption
 from .features import BrokerSettings, TransportFeatures, default_process_id, redact_url, server_of
 from .inbound import Inbound, InternalCallback
 from .metrics import SENT, AdapterMetrics
-from .tracecontext import current_otel_context, outgoing_headers
+from .tracecontext import outgoing_headers
 from .wire import MessageRegistry, Signer, WireCodec
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
@@ -289,11 +288,14 @@ class BrokerTransport(abc.ABC):
     async def publish_internal(self, message: Any) -> None:
         """Publish outside the bus's middleware chain."""
         ctx = MiddlewareContext(message, get_message_type(message), pattern="publish")
+        ctx.headers = outgoing_headers(self.bus, None)
         await self.publish(ctx, message)
 
     async def query_internal(self, message: Any, timeout: float) -> Any:
-        """Query outside the bus's middleware chain (trace context still propagates)."""
+        """Query outside the bus's middleware chain (the bus's telemetry, if any, still
+        adds the trace context to its headers)."""
         ctx = MiddlewareContext(message, get_message_type(message), pattern="query")
+        ctx.headers = outgoing_headers(self.bus, None)
         return await self.query(ctx, message, timeout)
 
     # ------------------------------------------------------------------ outgoing (Transport)
@@ -302,13 +304,8 @@ class BrokerTransport(abc.ABC):
         """Hand an event to the broker; returns once the broker (or, while it is
         unreachable, the bounded reconnect buffer) holds it, or once the transport
         queued it in order for the broker (see :meth:`_queue_event`)."""
-        headers = ctx.headers
-        # Most events carry no headers and run with no span: the check is inlined here
-        # (publish is the per-event path) and outgoing_headers only runs when it may add one.
-        if headers or current_otel_context():
-            headers = outgoing_headers(headers)
         message_type = ctx.message_type
-        data = self.codec.encode_event(message, ctx.message_id, message_type, headers or None)
+        data = self.codec.encode_event(message, ctx.message_id, message_type, ctx.headers or None)
         pending = self._queue_event(message_type, data)
         if pending is not None:
             await pending
@@ -327,7 +324,7 @@ class BrokerTransport(abc.ABC):
         """Queue a command durably on the broker (see the transport for buffering)."""
         mid = ctx.message_id
         data = self.codec.encode(
-            message, pattern="send", message_id=mid, headers=outgoing_headers(ctx.headers)
+            message, pattern="send", message_id=mid, headers=ctx.headers or None
         )
         await self._send_frame(ctx.message_type, data, mid)
         self.metrics.wire(SENT, "send")
@@ -341,7 +338,7 @@ class BrokerTransport(abc.ABC):
             message,
             pattern="query",
             message_id=ctx.message_id,
-            headers=outgoing_headers(ctx.headers),
+            headers=ctx.headers or None,
             reply_to=self._reply_to(),
             corr=corr,
             ttl=round(timeout, 6),

@@ -1,4 +1,4 @@
-"""Frames arriving from a broker: decode, continue the trace, deliver, answer.
+"""Frames arriving from a broker: decode, deliver with their headers, answer.
 
 :class:`Inbound` is the inbound side a :class:`~.base.BrokerTransport` owns
 (``transport.inbound``); a transport feeds what it reads to :meth:`Inbound.handle_event`,
@@ -205,9 +205,10 @@ class Inbound:
                 ):
                     self.logger.debug("retired_internal_event", message_type=frame.type)
                     continue
-                token = attach_trace(headers) if headers else None
+                token = None
                 try:
                     if callback is not None:
+                        token = attach_trace(bus, headers)  # outside the chain: see there
                         await callback(frame.message)
                     else:
                         await bus.deliver_incoming(
@@ -219,8 +220,7 @@ class Inbound:
                     reraise_if_stopping()
                     self._failed("publish", frame, exc)
                 finally:
-                    if token is not None:
-                        detach_trace(token)
+                    detach_trace(token)
         finally:
             end_batch(batch)
 
@@ -254,7 +254,6 @@ class Inbound:
         if not self.bus.has_handler(frame.type):
             return REQUEUE
         link_batch(frame.headers)
-        token = attach_trace(frame.headers)
         try:
             await self.bus.deliver_incoming(
                 "send", frame.message, headers=frame.headers, message_id=frame.id
@@ -264,8 +263,6 @@ class Inbound:
         except asyncio.CancelledError as exc:
             reraise_if_stopping()
             self._failed("send", frame, exc)
-        finally:
-            detach_trace(token)
         return ACK
 
     async def handle_query(
@@ -315,7 +312,9 @@ class Inbound:
         cap = self.query_ttl_cap()
         timeout = ttl if ttl is not None and 0.0 < ttl < cap else cap
         callback = self.internal.callbacks.get(("query", frame.type))
-        token = attach_trace(frame.headers)
+        # The bus's chain extracts the trace context of its messages; the transports' own
+        # (a callback) bypass it, so their headers go to the bus's telemetry.
+        token = attach_trace(self.bus, frame.headers) if callback is not None else None
         result: Any = None
         kind = ""
         error: BaseException | None = None

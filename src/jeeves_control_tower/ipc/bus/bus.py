@@ -31,6 +31,7 @@ from typing import Any
 from ...logging import ensure_logger
 from ...types import LoggerProtocol
 from ..messages import HandlerFunc, get_message_type
+from ..telemetry import instrument_new
 from .chain import CompiledChain, validate_middleware
 from .delivery import Delivery
 from .eager import CoroutineType, Resume
@@ -69,10 +70,11 @@ class InMemoryCommBus:
     ) -> None:
         """``query_timeout`` is the default for :meth:`query` (seconds, > 0).
 
-        Keyword arguments beyond the reference signature configure the built-in telemetry
-        and are handed to :func:`jeeves_control_tower.observability.instrument_bus`:
-        ``instrument`` (``True`` by default when the observability extra is installed,
-        ``False`` turns it off), ``tracer_provider``, ``registry``, ``flow``, ...
+        Keyword arguments beyond the reference signature configure the telemetry, which
+        attaches through the seam :mod:`jeeves_control_tower.ipc.telemetry` (by default the
+        built-in one, :func:`jeeves_control_tower.observability.instrument_bus`, when the
+        observability extra is installed): ``instrument`` (``False`` turns it off, ``True``
+        insists on it), ``tracer_provider``, ``meter_provider``, ``registry``, ``flow``, ...
         """
         check_timeout(query_timeout, "query_timeout")
         self._query_timeout = float(query_timeout)
@@ -91,13 +93,7 @@ class InMemoryCommBus:
         self._incoming_routes: Mapping[str, IncomingRoute]
         self._set_routes(None)
         self.telemetry: Any = None
-        instrument = telemetry.pop("instrument", None)
-        if instrument is not False:
-            from ..._instrumentation import auto_instrument_bus
-
-            self.telemetry = auto_instrument_bus(self, explicit=instrument is True, **telemetry)
-        elif telemetry:
-            raise TypeError(f"unexpected arguments with instrument=False: {sorted(telemetry)}")
+        self.telemetry = instrument_new("bus", self, telemetry)
 
     # ------------------------------------------------------------------ registration
 
