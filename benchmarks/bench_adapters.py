@@ -16,16 +16,18 @@ as the raw baselines), telemetry off:
 Targets (issue 14): publish throughput >= 0.8x raw; query p50 within 1.2x of raw, in
 each of three consecutive runs.
 Raw and adapter are measured alternately, round by round (medians of the throughput
-rounds; latency samples pooled), so machine noise hits both alike. Before each timed phase
-the garbage collector runs (``gc.collect()``, outside the timing), so each phase pays for
-the collections its own allocations trigger, not for what the phase before it left
-behind (the round order raw -> adapter would otherwise bill the adapter's publish phase
-for the raw JetStream send phase's survivors). A full run compares each broker in a fresh
-child process (``--only``), raw and adapter side by side in it as before: the NATS
-comparison does not inherit the Redis half's heap (redis-py and hiredis imported add
-about 16,000 objects for every full collection to walk). Prints a table with the ratios
-(adapter / raw) and writes ``benchmarks/results/adapters.json``, with the load average
-(1 min) at the start and end of each broker's comparison.
+rounds), and within a round the latency samples alternate in blocks of 50 (pooled), so
+machine noise hits both alike. Before each timed phase (each throughput measurement,
+each pattern's latency blocks of a round) the garbage collector runs (``gc.collect()``,
+outside the timing), so each phase pays for the collections its own allocations trigger,
+not for what the phase before it left behind (the round order raw -> adapter would
+otherwise bill the adapter's publish phase for the raw JetStream send phase's survivors).
+A full run compares each broker in a fresh child process (``--only``), raw and adapter
+side by side in it as before: the NATS comparison does not inherit the Redis half's heap
+(redis-py and hiredis imported add about 16,000 objects for every full collection to
+walk). Prints a table with the ratios (adapter / raw) and writes
+``benchmarks/results/adapters.json``, with the load average (1 min) at the start and end
+of each broker's comparison.
 
 Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats] [--out
 FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
@@ -61,6 +63,8 @@ RESULTS = Path(__file__).parent / "results" / "adapters.json"
 REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
 PAYLOAD = "x" * 64
+#: Latency samples taken from one side before the other side takes as many.
+LATENCY_BLOCK = 50
 
 
 @dataclass
@@ -378,7 +382,6 @@ async def measure_throughput(side: Side, pattern: str, n: int) -> float:
 
 
 async def measure_latency(side: Side, pattern: str, n: int) -> list[float]:
-    gc.collect()  # outside the timing, as for throughput
     if pattern == "query":
         return await latency(n, side.query, None)
     one = getattr(side, f"{pattern}_one", None) or (
@@ -408,12 +411,17 @@ async def compare(kind: str, n: dict[str, int], rounds: int) -> dict[str, Any]:
                     except TimeoutError as exc:
                         raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
             for pattern in ("publish", "send", "query"):
-                for who, side in sides.items():
-                    count = n["query"] if pattern == "query" else n["lat"]
-                    try:
-                        lats[who][pattern] += await measure_latency(side, pattern, count // rounds)
-                    except TimeoutError as exc:
-                        raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
+                count = (n["query"] if pattern == "query" else n["lat"]) // rounds
+                gc.collect()  # outside the timing, as for throughput
+                # Blocks of LATENCY_BLOCK samples, raw and adapter in turn: both sample the
+                # machine's load as it changes within the round.
+                for start in range(0, count, LATENCY_BLOCK):
+                    for who, side in sides.items():
+                        block = min(LATENCY_BLOCK, count - start)
+                        try:
+                            lats[who][pattern] += await measure_latency(side, pattern, block)
+                        except TimeoutError as exc:
+                            raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
     finally:
         for side in sides.values():
             await side.close()
