@@ -65,15 +65,18 @@ def request_body(target: DispatchTarget, attempt: int, envelope: Envelope) -> by
 
 
 def target_from_json(data: Any) -> dict[str, Any]:
-    """The checked ``target`` object of a request body (``service_name`` and ``method``
-    strings, ``priority`` a string); ``AnswerError`` when it is not."""
+    """The checked ``target`` object of a request body (``method`` a non-empty string,
+    ``service_name`` and ``priority`` strings when present); ``AnswerError`` when it is
+    not. A server takes the service from its URL: ``service_name`` is the caller's name
+    for it, informative."""
     if not isinstance(data, dict):
         raise AnswerError("target must be an object")
-    for key in ("service_name", "method"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise AnswerError(f"target.{key} must be a non-empty string")
-    if "priority" in data and not isinstance(data["priority"], str):
-        raise AnswerError("target.priority must be a string")
+    method = data.get("method")
+    if not isinstance(method, str) or not method.strip():
+        raise AnswerError("target.method must be a non-empty string")
+    for key in ("service_name", "priority"):
+        if key in data and not isinstance(data[key], str):
+            raise AnswerError(f"target.{key} must be a string")
     return data
 
 
