@@ -248,3 +248,27 @@ async def test_mounted_server_span_continues_the_callers_trace(wired: Wired) -> 
         sample("commbus_wire_messages_total", {"direction": "received", "pattern": "publish"}) == 1
     )
     assert sample("commbus_wire_rejected_total", {"reason": "bad_field"}) == 1
+
+
+async def test_documents(face: httpx2.AsyncClient) -> None:
+    openapi = (await face.get("/openapi.json")).json()
+    assert openapi["openapi"] == "3.1.0"
+    assert set(openapi["paths"]) >= {
+        "/v1/publish/OrderPlaced",
+        "/v1/send/ChargeCard",
+        "/v1/query/GetBalance",
+        "/v1/dispatch/{service}",
+    }
+    body = openapi["paths"]["/v1/publish/OrderPlaced"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OrderPlaced"
+    }
+    asyncapi = (await face.get("/asyncapi.json")).json()
+    assert asyncapi["servers"] == {
+        "http": {
+            "host": "face",
+            "protocol": "http",
+            "description": "The bus's HTTP face (OpenAPI: /openapi.json).",
+        }
+    }
+    assert asyncapi["channels"]["http.query.GetBalance"]["address"] == "/v1/query/GetBalance"
