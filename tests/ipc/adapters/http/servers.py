@@ -20,7 +20,13 @@ import uvicorn
 async def uvicorn_app(app: Any) -> AsyncIterator[str]:
     """Serve ``app`` on 127.0.0.1 (a free port); yields its base URL."""
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", lifespan="off", access_log=False
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        ws="none",  # no websockets: uvicorn 0.30 imports a deprecated websockets API
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -101,5 +101,5 @@ def run_serve_http(args: argparse.Namespace) -> int:
         options["registry"] = registry
     deferred = _Deferred(target, options)
     app = Starlette(routes=[Mount("/", app=deferred)], lifespan=deferred.lifespan)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="none")
     return 0
