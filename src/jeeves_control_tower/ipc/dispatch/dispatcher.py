@@ -176,20 +176,14 @@ class Dispatcher:
                 error: BaseException | None = None
                 try:
                     if seen is None:  # unobserved: no task, no timer unless the handler suspends
-                        told = (
-                            _current.set(DispatchAttempt(target, attempt, deadline))
-                            if aware
-                            else None
-                        )
-                        try:
+                        if aware:  # it reads current_attempt(): set in a context of its own
+                            context = copy_context()
+                            context.run(_current.set, DispatchAttempt(target, attempt, deadline))
+                            result = start_in(context, handler.fn, handler.is_async, envelope)
+                        else:
                             result = start(handler.fn, handler.is_async, envelope)
-                            if result.__class__ is Resume:
-                                result = await self._until_deadline(
-                                    result, deadline, target, attempt
-                                )
-                        finally:
-                            if told is not None:
-                                _current.reset(told)
+                        if result.__class__ is Resume:
+                            result = await self._until_deadline(result, deadline, target, attempt)
                     else:
                         result = await self._observed_attempt(
                             handler, envelope, deadline, target, attempt, seen, aware
