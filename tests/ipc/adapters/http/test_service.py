@@ -267,7 +267,7 @@ async def test_oversized_answers_are_refused(
     assert out.terminated and "exceeds 100000" in (out.termination_reason or "")
 
 
-async def test_204_and_full_echo_are_valid_answers(pool: HttpPool) -> None:
+async def test_204_and_a_full_echo_are_valid_answers(pool: HttpPool) -> None:
     e = env()
     echoed = dict(e.to_dict(), outputs={"a": 1}, terminated=True, termination_reason="done")
     answers = iter([raw("204 No Content", b""), raw("200 OK", json.dumps(echoed).encode())])
@@ -277,8 +277,26 @@ async def test_204_and_full_echo_are_valid_answers(pool: HttpPool) -> None:
         assert same is e and not e.terminated
         assert json.loads(server.requests[0].body)["target"]["method"] == "call"
         assert "jeeves-deadline-ms" not in server.requests[0].headers
-        out = await svc(e)
-    assert out.outputs == {"a": 1} and out.terminated and out.termination_reason == "done"
+        with pytest.raises(HttpServiceError) as caught:
+            await svc(e)
+    assert e.outputs == {"a": 1} and e.terminated
+    assert not caught.value.retryable and "terminated the envelope: done" in str(caught.value)
+
+
+async def test_a_terminated_answer_ends_the_dispatch_as_an_error(
+    coordinator: CommBusCoordinator, pool: HttpPool
+) -> None:
+    async def refuse(body: Any) -> Response:
+        return JSONResponse({"outputs": {"why": "limit"}, "terminated": True,
+                             "termination_reason": "over the limit"})  # fmt: skip
+
+    rec = Recorder(refuse)
+    async with uvicorn_app(rec.app()) as base:
+        setup(coordinator, service(f"{base}/dispatch", pool))
+        out = await coordinator.dispatch(target(max_retries=3), env())
+    assert out.terminated and len(rec.seen) == 1
+    assert "over the limit" in (out.termination_reason or "")
+    assert out.outputs == {"why": "limit"} and out.errors[-1]["outcome"] == "error"
 
 
 async def test_client_span_and_metrics(coordinator: CommBusCoordinator, pool: HttpPool) -> None:

@@ -12,6 +12,8 @@ tells the coordinator what each answer means by what it returns or raises.
 answer                                  outcome
 ======================================  ================================================
 2xx with a valid JSON answer (or 204)   the envelope, updated (:func:`.envelope.apply_answer`)
+2xx whose answer is terminated          not retryable: the dispatch ends ``error`` with the
+                                        service's reason (outputs and errors applied)
 408, 429, 5xx                           :class:`HttpServiceError`, retryable; a
                                         ``Retry-After`` (seconds or HTTP date) is the
                                         least wait before the next attempt, which
@@ -238,6 +240,13 @@ class HttpService:
         except (ValueError, RecursionError) as exc:
             raise self._rejected("malformed", f"not JSON ({type(exc).__name__})") from None
         self._telemetry.metrics.wire(RECEIVED, "reply")
+        if envelope.terminated:  # the service ended it: an error here too, not retried
+            raise HttpServiceError(
+                f"{self._shown_url} terminated the envelope: {envelope.termination_reason}",
+                status=status,
+                retryable=False,
+                kind="terminated",
+            )
         return envelope
 
     def _rejected(self, reason: str, detail: str) -> HttpServiceError:
