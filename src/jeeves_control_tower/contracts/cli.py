@@ -74,7 +74,7 @@ def describe_url(url: str, prefix: str | None = None) -> Any:
     options: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("http", "https"):
-        from ..ipc.adapters.http.app import HttpFaceDescription
+        from ..ipc.adapters.http.contract import HttpFaceDescription
 
         return HttpFaceDescription(url)
     from ..ipc import InMemoryCommBus

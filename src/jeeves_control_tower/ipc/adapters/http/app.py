@@ -39,37 +39,14 @@ from ....logging import ensure_logger
 from ....types import LoggerProtocol
 from ... import InMemoryCommBus, get_commbus
 from ...dispatch import CommBusCoordinator
-from ..description import ChannelDescription, ServerDescription
 from ..wire import MessageRegistry, default_registry
+from .contract import HttpFaceDescription
 from .face import BusFace
 from .openapi import openapi_document
 from .problems import Problem
 from .telemetry import HttpTelemetry
 
-__all__ = ["HttpFaceDescription", "create_app"]
-
-
-class HttpFaceDescription:
-    """The face as an AsyncAPI server and channels (the :mod:`..description` hook)."""
-
-    def __init__(self, base_url: str) -> None:
-        scheme, _, rest = base_url.partition("://")
-        host, _, path = rest.partition("/")
-        self.protocol = scheme or "http"
-        self.host = host or "localhost"
-        self.pathname = "/" + path.rstrip("/") if path.strip("/") else None
-
-    def asyncapi_server(self) -> ServerDescription:
-        return ServerDescription(
-            self.host, self.protocol, self.pathname, "The bus's HTTP face (OpenAPI: /openapi.json)."
-        )
-
-    def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
-        return ChannelDescription(
-            f"/v1/{pattern}/{message_type}",
-            "POST the payload as JSON (see /openapi.json for answers and errors).",
-            operation_bindings={"http": {"method": "POST", "bindingVersion": "0.3.0"}},
-        )
+__all__ = ["create_app"]
 
 
 def create_app(
