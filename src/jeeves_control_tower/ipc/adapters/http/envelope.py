@@ -1,5 +1,5 @@
 """The JSON contract of a dispatch over HTTP, both ways (the client in :mod:`.service`, the
-server in :mod:`.app`): one request body, one answer rule, the header names.
+server in :mod:`.face`): one request body, one answer rule, the header names.
 
 Request (``POST``, ``Content-Type: application/json``)::
 
@@ -14,7 +14,8 @@ context), ``Authorization: Bearer <token>`` when a token is configured.
 
 Answer (2xx, ``application/json``): an object with any of the envelope's fields; the ones
 read are ``outputs`` and ``metadata`` (objects, replacing the sent ones), ``errors`` (an
-array of objects, replacing), ``terminated`` and ``termination_reason``. ``envelope_id``,
+array of objects, replacing), ``terminated`` and ``termination_reason`` (the service ended
+it: :class:`~.service.HttpService` reports that as a failed dispatch). ``envelope_id``,
 when present, must be the one sent. Echoing the whole envelope back is therefore valid, and
 so is ``{"outputs": {...}}``. ``204 No Content`` leaves the envelope as sent.
 """
