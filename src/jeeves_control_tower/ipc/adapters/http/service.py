@@ -163,7 +163,7 @@ class HttpService:
                 status, answer = await self._post(body, headers, budget)
                 result = self._answer(envelope, status, answer)
             except HttpServiceError as exc:
-                telemetry.client_outcome(span, status, exc.kind)
+                telemetry.client_outcome(span, exc.status if status is None else status, exc.kind)
                 raise
             except BaseException as exc:  # cancelled at the deadline, or a bug
                 telemetry.client_outcome(span, status, type(exc).__name__)
@@ -212,13 +212,17 @@ class HttpService:
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise self._rejected("oversized", f"answer of {declared} bytes exceeds {limit}")
+            raise self._rejected(
+                "oversized", f"answer of {declared} bytes exceeds {limit}", response.status_code
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.aiter_bytes():
             size += len(chunk)
             if size > limit:
-                raise self._rejected("oversized", f"answer exceeds {limit} bytes")
+                raise self._rejected(
+                    "oversized", f"answer exceeds {limit} bytes", response.status_code
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -249,10 +253,13 @@ class HttpService:
             )
         return envelope
 
-    def _rejected(self, reason: str, detail: str) -> HttpServiceError:
+    def _rejected(self, reason: str, detail: str, status: int | None = None) -> HttpServiceError:
         self._telemetry.metrics.rejected(reason)
         return HttpServiceError(
-            f"unusable answer from {self._shown_url}: {detail}", retryable=False, kind=reason
+            f"unusable answer from {self._shown_url}: {detail}",
+            status=status,
+            retryable=False,
+            kind=reason,
         )
 
 
