@@ -47,12 +47,14 @@ from typing import Any, Self
 
 from ... import InMemoryCommBus, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
+from ..description import ChannelDescription, ServerDescription, default_server
 from ..metrics import SENT
 from ..pump import OrderedPump
 from ..wire import TAG_BYTES, EventBatcher
 from .client import DirectClient
 from .commands import JetStreamConsumer
 from .connection import ConnectionEvents, open_client
+from .contract import nats_channel
 from .publisher import EventPublisher
 from .responder import QueryRunner
 from .streams import CommandStreams
@@ -149,6 +151,14 @@ class NatsTransport(BrokerTransport):
 
     def consumer_group(self, pattern: str) -> str | None:
         return _RESPONDERS if pattern == "query" else None  # queries: one queue group
+
+    def asyncapi_server(self) -> ServerDescription:
+        """The AsyncAPI hook (:mod:`..description`): this NATS server."""
+        return default_server(self)
+
+    def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
+        """The AsyncAPI hook: the subject (and stream, queue group) of a type."""
+        return nats_channel(self, pattern, message_type, _RESPONDERS)
 
     @property
     def dead_letters(self) -> str:
