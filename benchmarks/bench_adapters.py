@@ -16,8 +16,18 @@ as the raw baselines), telemetry off:
 Targets (issue 14): publish throughput >= 0.8x raw; query p50 within 1.2x of raw, in
 each of three consecutive runs.
 Raw and adapter are measured alternately, round by round (medians of the throughput
-rounds; latency samples pooled), so machine noise hits both alike. Prints a table with the
-ratios (adapter / raw) and writes ``benchmarks/results/adapters.json``.
+rounds), and within a round the latency samples alternate in blocks of 50 (pooled), so
+machine noise hits both alike. Before each timed phase (each throughput measurement,
+each pattern's latency blocks of a round) the garbage collector runs (``gc.collect()``,
+outside the timing), so each phase pays for the collections its own allocations trigger,
+not for what the phase before it left behind (the round order raw -> adapter would
+otherwise bill the adapter's publish phase for the raw JetStream send phase's survivors).
+A full run compares each broker in a fresh child process (``--only``), raw and adapter
+side by side in it as before: the NATS comparison does not inherit the Redis half's heap
+(redis-py and hiredis imported add about 16,000 objects for every full collection to
+walk). Prints a table with the ratios (adapter / raw) and writes
+``benchmarks/results/adapters.json``, with the load average (1 min) at the start and end
+of each broker's comparison.
 
 Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats] [--out
 FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
@@ -30,10 +40,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -50,6 +64,8 @@ RESULTS = Path(__file__).parent / "results" / "adapters.json"
 REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
 PAYLOAD = "x" * 64
+#: Latency samples taken from one side before the other side takes as many.
+LATENCY_BLOCK = 50
 
 
 @dataclass
@@ -351,6 +367,7 @@ async def raw_nats_side() -> Side:
 
 
 async def measure_throughput(side: Side, pattern: str, n: int) -> float:
+    gc.collect()  # outside the timing: this phase pays only for its own garbage
     op, counter, window = (
         (side.publish, side.events, side.publish_window)
         if pattern == "publish"
@@ -395,12 +412,17 @@ async def compare(kind: str, n: dict[str, int], rounds: int) -> dict[str, Any]:
                     except TimeoutError as exc:
                         raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
             for pattern in ("publish", "send", "query"):
-                for who, side in sides.items():
-                    count = n["query"] if pattern == "query" else n["lat"]
-                    try:
-                        lats[who][pattern] += await measure_latency(side, pattern, count // rounds)
-                    except TimeoutError as exc:
-                        raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
+                count = (n["query"] if pattern == "query" else n["lat"]) // rounds
+                gc.collect()  # outside the timing, as for throughput
+                # Blocks of LATENCY_BLOCK samples, raw and adapter in turn: both sample the
+                # machine's load as it changes within the round.
+                for start in range(0, count, LATENCY_BLOCK):
+                    for who, side in sides.items():
+                        block = min(LATENCY_BLOCK, count - start)
+                        try:
+                            lats[who][pattern] += await measure_latency(side, pattern, block)
+                        except TimeoutError as exc:
+                            raise RuntimeError(f"{kind} {who} {pattern}: {exc!r}") from exc
     finally:
         for side in sides.values():
             await side.close()
@@ -443,6 +465,9 @@ def table(results: dict[str, Any]) -> str:
                 f"{'':6} {'':8} {'ratio':8} {q['throughput']:>9} {q['p50']:>9} {q['p99']:>9}"
             )
         t = r["targets"]
+        load = r.get("load_average_1m")
+        if load:
+            lines.append(f"{kind}: load average (1 min) {load[0]} at the start, {load[1]} at end")
         lines.append(
             f"{kind}: publish throughput {t['publish_throughput_ratio']} (target >= 0.8:"
             f" {'met' if t['publish_ok'] else 'MISSED'}), query p50 {t['query_p50_ratio']}x"
@@ -458,9 +483,11 @@ async def run(quick: bool, only: tuple[str, ...] = ("redis", "nats")) -> dict[st
     brokers: dict[str, Any] = {}
     rounds = 2 if quick else 5
     for kind in only:
+        load_before = os.getloadavg()[0]
         both = await compare(kind, n, rounds)
         r = ratios(both["adapter"], both["raw"])
         brokers[kind] = {
+            "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
             "raw": both["raw"],
             "adapter": both["adapter"],
             "ratio": r,
@@ -480,6 +507,27 @@ async def run(quick: bool, only: tuple[str, ...] = ("redis", "nats")) -> dict[st
     }
 
 
+def in_children(quick: bool) -> dict[str, Any]:
+    """Each broker's comparison in a fresh process (``--only``), merged into one result."""
+    merged: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in ("redis", "nats"):
+            out = Path(tmp) / f"{kind}.json"
+            cmd = [sys.executable, __file__, "--only", kind, "--out", str(out)]
+            # its table is printed once, merged, below
+            subprocess.run(
+                [*cmd, *(["--quick"] if quick else [])], check=True, stdout=subprocess.DEVNULL
+            )
+            part = json.loads(out.read_text())
+            if not merged:
+                merged = part
+            else:
+                merged["brokers"].update(part["brokers"])
+    merged["generated_at"] = datetime.now(UTC).isoformat()
+    merged["processes"] = "one fresh process per broker"
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
@@ -496,7 +544,8 @@ def main() -> None:
         if args.out is not None:
             args.out.write_text(json.dumps(grpc_results, indent=2) + "\n")
         return
-    results = asyncio.run(run(args.quick, (args.only,) if args.only else ("redis", "nats")))
+    only = (args.only,) if args.only else ()
+    results = asyncio.run(run(args.quick, only)) if only else in_children(args.quick)
     print(table(results))
     out = args.out or (None if args.quick or args.only else RESULTS)
     if out is not None:

@@ -6,7 +6,8 @@ is started so the page shows live data on its own. With ``JEEVES_TRACE_URL`` set
 template holding ``{trace_id}``, e.g. ``http://localhost:16686/trace/{trace_id}``) trace ids
 link to the trace UI. Endpoints are polled once per refresh interval for the whole server,
 however many viewers (:class:`~dashboard.source.SharedPoller`). This module is layout
-only: fetching is in ``source``, shaping in ``data``/``series``/``graph``/``history``.
+only (the flow section in ``flow_view``): fetching is in ``source``, shaping in
+``data``/``series``/``graph``/``history``.
 """
 
 from __future__ import annotations
@@ -26,31 +27,18 @@ if __package__ in (None, ""):  # run as a script (``streamlit run``): PEP 366, i
             sys.path.insert(0, str(_HERE.parent))
         __package__ = "dashboard"
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from . import data, graph, history, series
+from . import data, history, series
 from .fleet import ALLOW_ENV, AllowList, Fleet
+from .flow_view import flow_section
 from .source import EndpointState, SharedPoller
+from .timetext import clock, span_text, spans_text
 
 KEEP_RECORDS = 15_000
 RECOVERED_BANNER_S = 20.0
-LEGEND = (
-    ":blue[■ publish] · :orange[■ send] · :violet[■ query] · :green[■ dispatch]"
-    " — edge width = rate, colour = share failed"
-    " (:green[none] · :orange[some] · :red[25 % or more])"
-)
-#: One time format everywhere: 24-hour UTC, in tables, chart axes and tooltips.
-TIME_AXIS = alt.Axis(format="%H:%M:%S", title=None, labelAngle=0)
-UTC = alt.Scale(type="utc")
 WINDOWS = {"1 min": 60.0, "5 min": 300.0, "15 min": 900.0}
-PATTERN_COLOURS = alt.Scale(
-    domain=list(data.PATTERNS), range=["#1e88e5", "#fb8c00", "#8e24aa", "#43a047"]
-)
-PROBLEM_COLOURS = alt.Scale(
-    domain=["errors", "timeouts", "retries"], range=["#e53935", "#fb8c00", "#5c6bc0"]
-)
 
 
 @st.cache_resource(show_spinner="Starting the in-process demo…")
@@ -128,7 +116,7 @@ def status_banners(endpoints: list[str], refresh: int) -> None:
         if state is None or state.up is None:
             st.info(f"Connecting to {shown}…")
         elif not state.up:
-            since = _clock(state.down_since or now) + " UTC"
+            since = clock(state.down_since or now) + " UTC"
             st.error(
                 f"**Endpoint down:** {shown} has not answered since {since}"
                 f" ({data.md_escape(state.error)}). Showing the last data received;"
@@ -145,7 +133,7 @@ def kpi_row(
     flow: pd.DataFrame, services: pd.DataFrame, cover: data.Coverage, n_up: int, n: int
 ) -> None:
     k = series.kpis(flow, services, cover)
-    over = f"Over {_spans_text(cover)}: the time the flow data covers."
+    over = f"Over {spans_text(cover)}: the time the flow data covers."
     cols = st.columns(6)
     cols[0].metric("Endpoints up", f"{n_up} / {n}")
     cols[1].metric("Healthy services", f"{k['healthy']:.0f} / {k['services']:.0f}")
@@ -160,24 +148,6 @@ def kpi_row(
     )
 
 
-def _spans_text(cover: data.Coverage) -> str:
-    """The span(s) the rates are over: one, or each endpoint's (its rate over its own)."""
-    spans = {url: cover.span(url) for url in cover.starts}
-    if len(set(map(round, spans.values()))) <= 1:
-        return f"the last {_span_text(next(iter(spans.values()), cover.now - cover.window_start))}"
-    each = ", ".join(f"{data.md_escape(u)} {_span_text(s)}" for u, s in spans.items())
-    return f"each endpoint's own span, rates summed ({each})"
-
-
-def _span_text(span_s: float) -> str:
-    minutes, seconds = divmod(round(span_s), 60)
-    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
-
-
-def _clock(at: float) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(at))
-
-
 def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
     st.subheader("Service registry")
     shown = data.filter_services(services, opts["types"], opts["health"])
@@ -187,8 +157,8 @@ def registry_section(services: pd.DataFrame, opts: dict[str, Any]) -> None:
     windowed = services["windowed"] if "windowed" in services else pd.Series(dtype=bool)
     span = opts.get("history_span")
     over = (
-        f"Load, queue and counts over the last {_span_text(span[1] - span[0])}"
-        f" ({_clock(span[0])} to {_clock(span[1])} UTC), from the endpoint's own history;"
+        f"Load, queue and counts over the last {span_text(span[1] - span[0])}"
+        f" ({clock(span[0])} to {clock(span[1])} UTC), from the endpoint's own history;"
         " *Handled* counts dispatches, *Events* bus messages its handlers ran."
         if span and windowed.any()
         else "The endpoint keeps no history (an older version): load, queue and counts"
@@ -250,106 +220,6 @@ def _health_colour(value: object) -> str:
     return "color: #2e7d32" if healthy else "color: #c62828; font-weight: 600"
 
 
-def _line(frame: pd.DataFrame, y: str, title: str, dash: str | None = None) -> alt.Chart:
-    scale = alt.Scale(type="symlog") if dash else alt.Scale()
-    enc: dict[str, Any] = {
-        "x": alt.X("bucket:T", axis=TIME_AXIS, scale=UTC),
-        "y": alt.Y(f"{y}:Q", title=title, scale=scale),
-        "color": alt.Color("pattern:N", scale=PATTERN_COLOURS, title="Pattern"),
-        "tooltip": [_time_tip(), "pattern:N", alt.Tooltip(f"{y}:Q", format=".2f")],
-    }
-    if dash:
-        enc["strokeDash"] = alt.StrokeDash(f"{dash}:N", title="Quantile")
-        enc["tooltip"].append(f"{dash}:N")
-    chart: alt.Chart = alt.Chart(frame).mark_line(interpolate="monotone").encode(**enc)
-    return chart
-
-
-def _time_tip() -> alt.Tooltip:
-    return alt.Tooltip("bucket:T", title="time (UTC)", format="%H:%M:%S", formatType="utc")
-
-
-def flow_section(flow: pd.DataFrame, opts: dict[str, Any]) -> None:
-    st.subheader("Live message flow")
-    window_s = opts["window_s"]
-    now = opts["now"]
-    cover: data.Coverage = opts["coverage"]
-    since = cover.since
-    st.caption(
-        f"Rates, shares and charts over {_clock(since)} to {_clock(now)} UTC"
-        f" ({_spans_text(cover)}): the part of the {_span_text(window_s)} window the"
-        " flow data covers (all of it unless a buffer dropped records)."
-    )
-    st.markdown("**Who talks to whom** · message types → handlers and services")
-    st.caption(LEGEND)
-    st.graphviz_chart(graph.to_dot(graph.flow_edges(flow, cover)))
-    latest_table(flow)
-    bucket = data.bucket_seconds(window_s)
-    a, b, c = st.columns(3)
-    with a:
-        st.markdown("**Throughput** (messages / s)")
-        rates = series.throughput_series(flow, bucket, now, since)
-        _chart_or_wait(rates, lambda f: _line(f, "rate", "msg/s"))
-    with b:
-        st.markdown("**Latency** p50 / p95 (ms, log scale)")
-        latency = series.latency_series(flow, bucket, now, since)
-        _chart_or_wait(latency, lambda f: _line(f, "latency_ms", "ms", dash="quantile"))
-    with c:
-        st.markdown("**Errors, timeouts and retries**")
-        # Retries come from the endpoint's history (5 s buckets), so the bars use 5 s too.
-        coarse = max(bucket, 5.0)
-        retries = history.history_retries(opts["histories"], since, now)
-        problems = series.problem_series(flow, retries, coarse, now, since)
-        _chart_or_wait(
-            problems,
-            lambda f: (
-                alt.Chart(f)
-                .mark_bar()
-                .encode(
-                    x=alt.X("bucket:T", axis=TIME_AXIS, scale=UTC),
-                    y=alt.Y("count:Q", title="count", stack=True),
-                    color=alt.Color("kind:N", scale=PROBLEM_COLOURS, title=None),
-                    tooltip=[_time_tip(), "kind:N", "count:Q"],
-                )
-            ),
-        )
-
-
-def latest_table(flow: pd.DataFrame) -> None:
-    st.markdown("**Latest messages**")
-    table = data.latest_messages(flow, 200)
-    template = os.environ.get(data.TRACE_URL_VAR, "")
-    trace: Any = st.column_config.TextColumn("Trace id", width=250)
-    if template and data.trace_link(template, "0" * 32):
-        table["trace_id"] = [data.trace_link(template, t) for t in table["trace_id"]]
-        trace = st.column_config.LinkColumn(
-            "Trace id", width=250, display_text=r"([0-9a-f]{32})", help="Opens the trace UI"
-        )
-    st.dataframe(
-        table,
-        hide_index=True,
-        height=420,
-        key="latest_table",
-        column_config={
-            "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss.SSS", width=95),
-            "pattern": st.column_config.TextColumn("Pattern", width=65),
-            "type": st.column_config.TextColumn("Type", width=150),
-            "target": st.column_config.TextColumn("Target", width=285),
-            "duration_ms": st.column_config.NumberColumn("ms", format="%.2f", width=55),
-            "outcome": st.column_config.TextColumn("Outcome", width=70),
-            "error": st.column_config.TextColumn("Error", width=160),
-            "trace_id": trace,
-        },
-    )
-
-
-def _chart_or_wait(frame: pd.DataFrame, build: Any) -> None:
-    if frame.empty:
-        st.caption("Waiting for traffic…")
-        return
-    st.altair_chart(build(frame).properties(height=220), width="stretch")
-
-
 @st.cache_resource(max_entries=16)
 def shared_fleet(seeds: tuple[str, ...], token: str, allow_rules: str) -> Fleet:
     """One fleet discovery per set of given endpoints for the whole server: every session
@@ -372,7 +242,7 @@ def processes_section(fleet: Fleet) -> None:
     rows = fleet.rows(st.session_state.get("states", {}))
     for row in rows:
         seen = row["last_seen"]
-        row["last_seen"] = _clock(seen) if seen else "—"
+        row["last_seen"] = clock(seen) if seen else "—"
     columns = ["process", "endpoint", "status", "last_seen", "services", "note"]
     st.dataframe(
         pd.DataFrame(rows, columns=columns).style.map(

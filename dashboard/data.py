@@ -1,6 +1,8 @@
 """Pure data shaping for the dashboard: JSON from the observability endpoint in, frames out.
 
-Nothing here does I/O or touches Streamlit, so every function is unit-tested on plain data.
+The registry table is shaped in :mod:`.services`, field checks are in :mod:`.fields`
+(both re-exported here). Nothing here does I/O or touches Streamlit, so every function is
+unit-tested on plain data.
 The endpoint's JSON is treated as untrusted: every field is type-checked and clipped before
 it reaches a table, a chart or the graph source.
 """
@@ -15,8 +17,18 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
+from .fields import MAX_TEXT, count, md_escape, number, text
+from .services import (
+    REGISTRY_SHOWN,
+    SERVICE_COLUMNS,
+    filter_services,
+    registry_view,
+    services_frame,
+)
+
 __all__ = [
     "ENV_VAR",
+    "MAX_TEXT",
     "PATTERNS",
     "REGISTRY_SHOWN",
     "SERVICE_COLUMNS",
@@ -41,26 +53,6 @@ __all__ = [
 #: Environment variable holding comma-separated endpoint URLs.
 ENV_VAR = "JEEVES_ENDPOINTS"
 PATTERNS = ("publish", "send", "query", "dispatch")
-MAX_TEXT = 120
-
-SERVICE_COLUMNS = [
-    "endpoint",
-    "name",
-    "type",
-    "version",
-    "capabilities",
-    "health",
-    "load",
-    "capacity",
-    "load_pct",
-    "queue_depth",
-    "requests",
-    "errors",
-    "timeouts",
-    "retries",
-    "error_pct",
-    "avg_latency_ms",
-]
 
 FLOW_COLUMNS = [
     "endpoint",
@@ -74,35 +66,6 @@ FLOW_COLUMNS = [
     "error_type",
     "trace_id",
 ]
-
-
-def _text(value: Any, default: str = "") -> str:
-    """A display-safe string: non-strings become ``default``, long ones are clipped."""
-    if not isinstance(value, str):
-        return default
-    text: str = value.replace("\n", " ").replace("\r", " ")
-    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
-
-
-def _number(value: Any, default: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return float(value) if math.isfinite(value) else default
-
-
-def _count(value: Any) -> int:
-    return max(0, int(_number(value)))
-
-
-def md_escape(value: object) -> str:
-    """``value`` as literal text inside Streamlit markdown: every ASCII punctuation mark is
-    backslash-escaped (no links, images, emphasis, ``:colour[...]`` directives or emoji
-    shortcodes can be smuggled in) and line breaks become spaces."""
-    text = " ".join(str(value).split())
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
-
-
-_MD_SPECIAL = frozenset("\\`*_{}[]()<>#+-.!|~:$&\"'=/@%^;,?")
 
 
 def bucket_seconds(window_s: float) -> float:
@@ -225,104 +188,10 @@ def next_cursor(after: int | None, last_seq: Any, fetched_max: int | None, limit
     dashboard opens on recent traffic. A ``last_seq`` below our cursor means the endpoint
     restarted: start over from its newest records.
     """
-    newest = _count(last_seq)
+    newest = count(last_seq)
     if after is None or newest < after:
         return max(0, newest - limit)
     return max(after, fetched_max or 0)
-
-
-# ---------------------------------------------------------------------- services
-
-
-def services_frame(payloads: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per service from ``{endpoint: /api/services JSON}``."""
-    rows = []
-    for endpoint, payload in payloads.items():
-        services = payload.get("services") if isinstance(payload, Mapping) else None
-        for svc in services if isinstance(services, list) else []:
-            if not isinstance(svc, Mapping) or not _text(svc.get("name")):
-                continue
-            load = _count(svc.get("current_load"))
-            capacity = _count(svc.get("max_concurrent"))
-            requests = _count(svc.get("requests"))
-            errors = _count(svc.get("errors"))
-            timeouts = _count(svc.get("timeouts"))
-            caps = svc.get("capabilities")
-            rows.append(
-                {
-                    "endpoint": endpoint,
-                    "name": _text(svc.get("name")),
-                    "type": _text(svc.get("service_type"), "unknown") or "unknown",
-                    "version": _text(svc.get("version")),
-                    "capabilities": [_text(c) for c in caps if isinstance(c, str)]
-                    if isinstance(caps, list)
-                    else [],
-                    "health": "healthy" if svc.get("healthy") is True else "unhealthy",
-                    "load": load,
-                    "capacity": capacity,
-                    "load_pct": min(100.0, 100.0 * load / capacity) if capacity else 0.0,
-                    "queue_depth": _count(svc.get("queue_depth")),
-                    "requests": requests,
-                    "errors": errors,
-                    "timeouts": timeouts,
-                    "retries": _count(svc.get("retries")),
-                    "error_pct": 100.0 * (errors + timeouts) / requests if requests else 0.0,
-                    "avg_latency_ms": _number(svc.get("avg_latency_ms")),
-                }
-            )
-    return pd.DataFrame(rows, columns=SERVICE_COLUMNS)
-
-
-def filter_services(frame: pd.DataFrame, types: Sequence[str], health: str) -> pd.DataFrame:
-    """Rows of the chosen ``types`` (none chosen = all) and ``health``
-    (``"all"``, ``"healthy"`` or ``"unhealthy"``)."""
-    mask = pd.Series(True, index=frame.index)
-    if types:
-        mask &= frame["type"].isin(list(types))
-    if health in ("healthy", "unhealthy"):
-        mask &= frame["health"] == health
-    return frame[mask].reset_index(drop=True)
-
-
-#: The registry columns the page shows, in order (the others stay in the frame, for tests
-#: and for sorting): narrow enough to fit a 1600 px wide page with the sidebar open.
-REGISTRY_SHOWN = [
-    "name", "type", "version", "health", "slots", "load_pct", "queue", "requests", "events",
-    "problems", "error_pct", "avg_latency_ms", "capabilities",
-]  # fmt: skip
-
-
-def registry_view(frame: pd.DataFrame, with_endpoint: bool) -> pd.DataFrame:
-    """The registry table: health with a marker, load as ``average (peak …) / capacity``
-    and queue as ``average (peak …)`` (see :func:`dashboard.history.apply_history`),
-    errors / timeouts / retries in one cell."""
-    peaks = frame["load_peak"] if "load_peak" in frame else frame["load"]
-    view = frame.assign(
-        health=frame["health"].map({"healthy": "● healthy", "unhealthy": "● unhealthy"}),
-        slots=[
-            f"{float(a):.1f} (peak {float(p):g}) / {b}"
-            for a, p, b in zip(frame["load"], peaks, frame["capacity"], strict=True)
-        ],
-    )
-    for column in ("queue_peak", "events"):
-        if column not in view:
-            view[column] = 0
-    view["queue"] = [
-        f"{float(a):.1f} (peak {float(p):g})"
-        for a, p in zip(view["queue_depth"], view["queue_peak"], strict=True)
-    ]
-    view["problems"] = [
-        f"{e} / {t} / {r}"
-        for e, t, r in zip(view["errors"], view["timeouts"], view["retries"], strict=True)
-    ]
-    columns = [
-        "name", "type", "version", "health", "slots", "load_pct", "queue_depth", "queue_peak",
-        "queue", "requests", "events", "errors", "timeouts", "retries", "problems", "error_pct",
-        "avg_latency_ms", "capabilities",
-    ]  # fmt: skip
-    if with_endpoint:
-        columns.append("endpoint")
-    return view[columns].sort_values(["type", "name"]).reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------- flow records
@@ -341,15 +210,15 @@ def normalize_record(record: Any, endpoint: str) -> dict[str, Any] | None:
     return {
         "endpoint": endpoint,
         "seq": seq,
-        "time": _number(record.get("time")),
+        "time": number(record.get("time")),
         "pattern": pattern,
-        "message_type": _text(record.get("message_type"), "?") or "?",
-        "targets": tuple(_text(t) for t in targets if isinstance(t, str))
+        "message_type": text(record.get("message_type"), "?") or "?",
+        "targets": tuple(text(t) for t in targets if isinstance(t, str))
         if isinstance(targets, list)
         else (),
-        "duration_ms": max(0.0, _number(record.get("duration_ms"))),
-        "outcome": _text(record.get("outcome"), "unknown") or "unknown",
-        "error_type": _text(record.get("error_type")) or None,
+        "duration_ms": max(0.0, number(record.get("duration_ms"))),
+        "outcome": text(record.get("outcome"), "unknown") or "unknown",
+        "error_type": text(record.get("error_type")) or None,
         "trace_id": trace if isinstance(trace, str) and len(trace) == 32 else None,
     }
 

@@ -15,7 +15,8 @@ An advertised URL comes from the broker, so it is untrusted:
   (:meth:`AllowList.trusts`): a given endpoint, or a ``$JEEVES_FLEET_ALLOW`` rule with a
   host and an explicit port. A URL admitted only by a broader rule (no port, or
   ``*.domain``) is fetched without the token;
-- redirects are never followed (:func:`dashboard.net.get`), so an admitted endpoint cannot
+- redirects are never followed (:func:`dashboard.net.get`; :mod:`.peers` fetches,
+  :mod:`.allow` decides), so an admitted endpoint cannot
   bounce the token elsewhere;
 - a ``/api/peers`` answer is read up to :data:`MAX_BYTES` within ``timeout`` seconds in
   total (one discovery at most ``deadline`` seconds, with no lock held meanwhile); a longer
@@ -33,18 +34,17 @@ room: a restarted process comes back under a new id.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from jeeves_control_tower.ipc.adapters.peers import MAX_NAME, MAX_SERVICES, valid_endpoint
 
-from . import net
+from .allow import ALLOW_ENV, AllowList
+from .peers import MAX_BYTES, PeersError, fetch_peers
 
 __all__ = [
     "ALLOW_ENV",
@@ -56,162 +56,11 @@ __all__ = [
     "fetch_peers",
 ]
 
-#: Environment variable: extra allow-list rules, comma-separated (see :class:`AllowList`).
-ALLOW_ENV = "JEEVES_FLEET_ALLOW"
-MAX_BYTES = 256 * 1024
 MAX_ENTRIES = 256
 MAX_PROCESSES = 256
 MAX_FOLLOW = 32
 FORGET_AFTER = 900.0
 DISCOVERY_DEADLINE = 4.0
-
-
-class PeersError(Exception):
-    """An endpoint gave no usable ``/api/peers`` answer."""
-
-
-Fetch = Callable[[str, str, float], Any]
-
-
-def fetch_peers(base: str, token: str = "", timeout: float = 2.0) -> Any:
-    """GET ``base + "/api/peers"`` (no redirects, ``timeout`` seconds in total) and decode
-    it; :class:`PeersError` on any failure. An answer longer than :data:`MAX_BYTES` is
-    cut there and the complete entries of ``peers`` before the cut are kept: the result
-    then has ``"truncated": True``."""
-    try:
-        body = net.get(base + "/api/peers", token=token, timeout=timeout, max_bytes=MAX_BYTES)
-    except net.TooLarge as exc:
-        return _prefix(exc.body)
-    except net.GetError as exc:
-        raise PeersError(str(exc)) from None
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise PeersError("/api/peers did not return JSON") from None
-
-
-def _prefix(body: bytes) -> dict[str, Any]:
-    """The top-level members of a JSON object cut short, up to the cut; of a ``peers``
-    array cut short, its complete entries. :class:`PeersError` if nothing usable."""
-    text = body.decode("utf-8", errors="ignore")
-    decoder = json.JSONDecoder()
-    out: dict[str, Any] = {"truncated": True}
-    pos = _skip(text, 0)
-    if not text.startswith("{", pos):
-        raise PeersError("/api/peers did not return JSON")
-    pos += 1
-    try:
-        while True:
-            pos = _skip(text, pos)
-            key, pos = decoder.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if not isinstance(key, str) or not text.startswith(":", pos):
-                break
-            pos = _skip(text, pos + 1)
-            if key == "peers" and text.startswith("[", pos):
-                out["peers"] = entries = []
-                pos += 1
-                while True:
-                    pos = _skip(text, pos)
-                    entry, pos = decoder.raw_decode(text, pos)
-                    entries.append(entry)
-                    pos = _skip(text, pos)
-                    if not text.startswith(",", pos):
-                        break
-                    pos += 1
-            else:
-                out[key], pos = decoder.raw_decode(text, pos)
-            pos = _skip(text, pos)
-            if not text.startswith(",", pos):
-                break
-            pos += 1
-    except ValueError:
-        pass  # the cut: keep what was complete
-    if not isinstance(out.get("peers"), list):
-        raise PeersError(f"/api/peers answer larger than {MAX_BYTES} bytes")
-    return out
-
-
-def _skip(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-# ---------------------------------------------------------------------- allow-list
-
-
-_Rule = tuple[str, str, int | None]  # scheme, host ("*.x" = any subdomain of x), port
-
-
-def _default_port(scheme: str) -> int:
-    return 443 if scheme == "https" else 80
-
-
-def _parts(url: str) -> tuple[str, str, int] | None:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        return None
-    return parts.scheme, parts.hostname.lower(), port or _default_port(parts.scheme)
-
-
-@dataclass(frozen=True)
-class AllowList:
-    """Which URLs the dashboard may follow, and which may get the bearer token.
-
-    A rule is ``(scheme, host, port)``; ``host`` may be ``*.domain`` (any subdomain, not
-    the domain itself) and ``port`` ``None`` (any). A URL is followed if a rule admits it
-    (:meth:`allows`); the token goes only where a rule names the origin exactly: a host,
-    not a wildcard, and a port (:meth:`trusts`)."""
-
-    rules: frozenset[_Rule]
-
-    @classmethod
-    def for_endpoints(cls, endpoints: Iterable[str], extra: str = "") -> AllowList:
-        """The exact origins (scheme, host and port) of ``endpoints``, plus the rules in
-        ``extra`` (comma/space-separated ``scheme://host[:port]`` or
-        ``scheme://*.domain[:port]``; malformed ones are ignored, see :meth:`parse`)."""
-        rules = set(filter(None, map(_parts, endpoints)))
-        return cls(frozenset(rules | set(cls.parse(extra)[0])))
-
-    @staticmethod
-    def parse(text: str) -> tuple[list[_Rule], list[str]]:
-        """``(rules, rejected)`` from a comma/space-separated list of rules."""
-        rules: list[_Rule] = []
-        rejected: list[str] = []
-        for raw in (text or "").replace(",", " ").split():
-            wildcard = "://*." in raw
-            parts = _parts(raw.replace("://*.", "://", 1))
-            tail = urlsplit(raw).path if parts else ""
-            if parts is None or tail.strip("/") or "@" in raw or "?" in raw or "#" in raw:
-                rejected.append(raw)
-                continue
-            scheme, host, _ = parts
-            explicit = urlsplit(raw.replace("://*.", "://", 1)).port
-            rules.append((scheme, f"*.{host}" if wildcard else host, explicit))
-        return rules, rejected
-
-    def allows(self, url: str) -> bool:
-        """Whether ``url`` may be fetched at all."""
-        parts = _parts(url)
-        if parts is None:
-            return False
-        scheme, host, port = parts
-        for r_scheme, r_host, r_port in self.rules:
-            if r_scheme != scheme or (r_port is not None and r_port != port):
-                continue
-            if r_host == host or (r_host.startswith("*.") and host.endswith(r_host[1:])):
-                return True
-        return False
-
-    def trusts(self, url: str) -> bool:
-        """Whether the bearer token may be sent to ``url``: its exact origin is a rule."""
-        parts = _parts(url)
-        return parts is not None and not parts[1].startswith("*.") and parts in self.rules
 
 
 # ---------------------------------------------------------------------- the fleet
@@ -229,6 +78,9 @@ class Process:
     followed: bool = False
     note: str = ""
     alive_at: float = 0.0  # when a peer list last called it alive (the dashboard's clock)
+
+
+Fetch = Callable[[str, str, float], Any]
 
 
 class _State(Protocol):

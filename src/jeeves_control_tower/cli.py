@@ -4,6 +4,8 @@
   Ctrl-C / SIGTERM (exit status 0) or for ``--duration`` seconds.
 - ``jeeves-ipc dashboard`` serves the Streamlit dashboard (the ``dashboard`` extra).
 - ``jeeves-ipc grafana export DIR`` writes the Grafana dashboard, provisioning and alert rules.
+- ``jeeves-ipc serve-http TARGET`` serves the bus's HTTP face (the ``http`` extra).
+- ``jeeves-ipc asyncapi`` prints the AsyncAPI 3.0 document of the registered messages.
 - ``jeeves-ipc hub --port N`` serves a bus and its coordinator over gRPC (the ``grpc`` extra).
 
 Each subcommand sets ``run`` (``Namespace -> exit status``) on the parsed arguments.
@@ -27,6 +29,8 @@ from typing import TypeAlias
 
 from . import __version__
 from ._assets import AssetNotFound, asset_dir, grafana_files
+from .contracts.cli import add_asyncapi_command
+from .ipc.adapters.http.cli import add_serve_http_command
 
 __all__ = ["build_parser", "main", "use_otlp_endpoint"]
 
@@ -62,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_dashboard(commands)
     _add_grafana(commands)
+    add_serve_http_command(commands)
+    add_asyncapi_command(commands)
     _add_hub(commands)
     return parser
 

@@ -266,15 +266,15 @@ def test_an_oversized_answer_is_used_as_far_as_it_is_read(
 
 
 def test_an_answer_that_is_not_json_even_in_part_is_an_error() -> None:
-    from dashboard.fleet import _prefix
+    from dashboard.peers import read_prefix
 
     with pytest.raises(PeersError):
-        _prefix(b"<html>" * 100)
+        read_prefix(b"<html>" * 100)
     with pytest.raises(PeersError):
-        _prefix(b'{"process": "x", "junk": ' + b"[" * 100)
-    assert _prefix(b'{"process": "me", "peers": [{"process": "a"}, {"process": "b"')["peers"] == [
-        {"process": "a"}
-    ]
+        read_prefix(b'{"process": "x", "junk": ' + b"[" * 100)
+    assert read_prefix(b'{"process": "me", "peers": [{"process": "a"}, {"process": "b"')[
+        "peers"
+    ] == [{"process": "a"}]
 
 
 @pytest.mark.parametrize("headers_too", [False, True])

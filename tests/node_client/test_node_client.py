@@ -17,8 +17,14 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry
 
-from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery, InMemoryCommBus
+from jeeves_control_tower.ipc import (
+    CommBusCoordinator,
+    DynamicEvent,
+    DynamicQuery,
+    InMemoryCommBus,
+)
 from jeeves_control_tower.ipc.adapters.grpc import PROTO, serve_grpc
 from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.types import (
@@ -46,8 +52,13 @@ async def test_a_node_process_joins_the_bus_through_the_hub() -> None:
     node = node_ready()
     provider = TracerProvider()
     tracer = provider.get_tracer("node-test")
-    bus = InMemoryCommBus(query_timeout=10.0, instrument=False)
-    hub = await serve_grpc(bus, port=0, metrics=False, heartbeat_interval=0.5)
+    # The hub's bus and coordinator are instrumented: their telemetry injects the trace
+    # context into what goes out and continues the one that comes in (the transports
+    # only carry the headers).
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(query_timeout=10.0, tracer_provider=provider, registry=registry)
+    coordinator = CommBusCoordinator(None, bus, tracer_provider=provider, registry=registry)
+    hub = await serve_grpc(coordinator, port=0, metrics=False, heartbeat_interval=0.5)
     proc = await asyncio.create_subprocess_exec(
         node, str(HERE / "client.js"), hub.address, str(PROTO),
         stdout=asyncio.subprocess.PIPE, cwd=HERE,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -82,12 +83,23 @@ def test_bounds() -> None:
         h.service_state(name, 1, 0, 1)
         h.dispatch(name, "ok", 0, 0.1)
         h.handler_run(name, False, 0.1)
-    for second in range(100):  # the ring keeps ``horizon`` stored seconds per series
+    for second in range(100):
         clock.now = T0 + second
         h.dispatch("a", "ok", 0, 0.0)
     snap = h.snapshot(5, 1)
     assert set(snap["services"]) == {"a", "b"} and set(snap["handlers"]) == {"a", "b"}
-    assert len(h._services["a"].buckets) == 5
+    # The ring keeps ``horizon`` stored seconds per series: 2,000 more seconds of
+    # dispatches retain nothing (unbounded, each stored second would hold a bucket).
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for second in range(100, 2100):
+            clock.now = T0 + second
+            h.dispatch("a", "ok", 0, 0.0)
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < 20_000, f"{retained} bytes retained by 2,000 stored seconds"
     with pytest.raises(ValueError):
         h.snapshot(6, 1)
     with pytest.raises(ValueError):

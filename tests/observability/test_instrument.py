@@ -9,6 +9,7 @@ import weakref
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from jeeves_control_tower.instrumentation.propagation import PropagationMiddleware
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, get_commbus, reset_commbus
 from jeeves_control_tower.observability import (
     BusTelemetry,
@@ -103,10 +104,11 @@ def test_instrumenting_twice_returns_the_live_handle(tel: Telemetry) -> None:
 def test_pieces_can_be_left_out(tel: Telemetry) -> None:
     bus = InMemoryCommBus(instrument=False)
     handle = instrument_bus(bus, tracer_provider=tel.provider, tracing=False, metrics=False)
-    assert [type(m) for m in bus.middlewares] == [FlowRecorder]
+    # No spans, but the trace context still crosses transports (PropagationMiddleware).
+    assert [type(m) for m in bus.middlewares] == [PropagationMiddleware, FlowRecorder]
     assert handle.metrics is None and handle.registry is None
     quiet = InMemoryCommBus(registry=tel.registry, flow=False, tracing=False)
-    assert [type(m) for m in quiet.middlewares] == [MetricsMiddleware]
+    assert [type(m) for m in quiet.middlewares] == [PropagationMiddleware, MetricsMiddleware]
     assert quiet.telemetry.flow is None
 
 

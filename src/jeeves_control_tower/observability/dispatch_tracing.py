@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
     Link,
@@ -33,6 +33,7 @@ from opentelemetry.trace import (
     TracerProvider,
 )
 
+from ..instrumentation import propagation as propagate  # the one place it happens
 from ..types import DispatchTarget, Envelope, RequestContext
 from ._guard import ErrorReporter
 from .bus_metrics import OnError

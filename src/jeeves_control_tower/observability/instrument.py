@@ -1,9 +1,10 @@
 """Wiring: :func:`instrument_bus` and :func:`instrument_coordinator`, and their handles.
 
-A bus or coordinator built with defaults calls these through
-``jeeves_control_tower._instrumentation``; they can also be called by hand on an object
-built with ``instrument=False``. Both are idempotent (a second call returns the live
-handle) and never set any global (tracer provider, registry).
+A bus or coordinator built with defaults gets these through the core's telemetry seam
+(:mod:`jeeves_control_tower.ipc.telemetry`, which finds
+:mod:`jeeves_control_tower.instrumentation.builtin` by its entry point); they can also be called by
+hand on an object built with ``instrument=False``. Both are idempotent (a second call returns the
+live handle) and never set any global (tracer provider, registry).
 
 Defaults: the global tracer and meter providers, ``prometheus_client.REGISTRY``, the process-wide
 :func:`~.flow.default_flow` recorder. A coordinator inherits whatever its bus was
@@ -21,6 +22,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from ..instrumentation import propagation
 from ..types import LoggerProtocol
 from ._guard import ErrorReporter
 from .bus_metrics import MetricsMiddleware
@@ -85,6 +87,33 @@ class BusTelemetry(_Telemetry):
             if isinstance(mw, TracingMiddleware):
                 return mw.receive_batch(settings, count)
         return None
+
+    # The transports' own traffic (heartbeats, remote dispatch) bypasses the middleware
+    # chain: they hand its headers here (see jeeves_control_tower.ipc.telemetry).
+
+    def inject(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """``headers`` with the current trace context added (unchanged once closed)."""
+        if not self.closed:
+            try:
+                return propagation.inject_into(headers)
+            except Exception as exc:
+                self.errors("propagation", "inject", exc)
+        return headers
+
+    def attach(self, headers: dict[str, str] | None) -> object | None:
+        """Make the context ``headers`` carry current; the token for :meth:`detach`."""
+        if not self.closed:
+            try:
+                return propagation.attach(headers)
+            except Exception as exc:
+                self.errors("propagation", "attach", exc)
+        return None
+
+    def detach(self, token: object | None) -> None:
+        try:
+            propagation.detach(token)
+        except Exception as exc:
+            self.errors("propagation", "detach", exc)
 
     def close(self) -> None:
         if self.closed:
@@ -201,13 +230,15 @@ def instrument_bus(
     tracing: bool = True,
     metrics: bool = True,
 ) -> BusTelemetry:
-    """Add the tracing, metrics and flow middleware (in that order, tracing outermost) to
-    ``bus`` and return the handle. ``meter_provider`` (default: the global one) receives
-    the OpenTelemetry messaging metrics next to the Prometheus ones (see
-    :mod:`.otel_metrics`; ``metrics=False`` turns both off). ``flow=False`` /
-    ``tracing=False`` / ``metrics=False`` leave a piece out; ``record_payloads`` puts
-    message ``repr``s on spans (the flow recorder has its own switch). A bus that is
-    already instrumented gets its live handle back, unchanged."""
+    """Add the tracing, metrics and flow middleware (in that order, tracing outermost) to ``bus``
+    and return the handle (``tracing=False``: a
+    :class:`~jeeves_control_tower.instrumentation.propagation.PropagationMiddleware` in the tracing
+    middleware's place, so the trace context still crosses transports). ``meter_provider`` (default:
+    the global one) receives the OpenTelemetry messaging metrics next to the Prometheus ones (see
+    :mod:`.otel_metrics`; ``metrics=False`` turns both off). ``flow=False`` / ``tracing=False`` /
+    ``metrics=False`` leave a piece out; ``record_payloads`` puts message ``repr``s on spans (the
+    flow recorder has its own switch). A bus that is already instrumented gets its live handle back,
+    unchanged."""
     existing = _buses.get(bus)
     if existing is not None and not existing.closed:
         return existing
@@ -227,6 +258,8 @@ def instrument_bus(
                 broker=lambda: getattr(bus_ref(), "transport", None),
             )
         )
+    else:  # no spans, but the trace context still crosses the transports
+        middlewares.append(propagation.PropagationMiddleware(on_error))
     if kw["metrics"] is not None:
         middlewares.append(
             MetricsMiddleware(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"])

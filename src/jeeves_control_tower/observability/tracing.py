@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import (
     NoOpTracer,
     ProxyTracer,
@@ -40,6 +40,7 @@ from opentelemetry.trace import (
 )
 
 from .. import __version__
+from ..instrumentation import propagation as propagate  # the one place it happens
 from ..ipc import MiddlewareContext
 from ._guard import ErrorReporter
 from .semconv import (

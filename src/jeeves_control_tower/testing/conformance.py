@@ -47,6 +47,7 @@ import pytest_asyncio
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from ..instrumentation.propagation import PropagationMiddleware
 from ..ipc import (
     CommBusCoordinator,
     DynamicEvent,
@@ -357,9 +358,13 @@ class TransportConformance:
         assert all(h is not None and h["x-tenant"] == "t1" for _, h in stamp_b.incoming)
 
     async def test_trace_context_crosses_the_wire(self, harness: Harness) -> None:
+        # The telemetry writes and reads the trace context (here only its propagation, the
+        # buses being uninstrumented); the transport must carry it both ways.
         provider = TracerProvider()
         tracer = provider.get_tracer("conformance")
         a, b = await harness.bus(), await harness.bus()
+        for bus in {id(a): a, id(b): b}.values():  # one bus when the transport shares it
+            bus.add_middleware(PropagationMiddleware())
         seen: list[int] = []
         b.register_handler(
             "Ask", lambda q: seen.append(trace.get_current_span().get_span_context().trace_id)

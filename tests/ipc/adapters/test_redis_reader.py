@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
-from jeeves_control_tower.ipc.adapters.redis import RedisTransport, resp
+from jeeves_control_tower.ipc.adapters.redis import RedisTransport, fallback, resp
 from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
@@ -142,7 +142,7 @@ async def test_without_the_fast_path_redis_py_reads_and_writes(
     """No hiredis, or an untested redis-py: every pattern still works, through redis-py."""
     monkeypatch.setattr(resp, "FAST_PATH", False)
     used = {"read": 0, "write": 0}
-    read, write = resp._FallbackReader.read, resp._QueuedWriter.write
+    read, write = fallback.FallbackReader.read, fallback.QueuedWriter.write
 
     async def counted_read(self: Any) -> Any:
         used["read"] += 1
@@ -152,8 +152,8 @@ async def test_without_the_fast_path_redis_py_reads_and_writes(
         used["write"] += 1
         write(self, packed)
 
-    monkeypatch.setattr(resp._FallbackReader, "read", counted_read)
-    monkeypatch.setattr(resp._QueuedWriter, "write", counted_write)
+    monkeypatch.setattr(fallback.FallbackReader, "read", counted_read)
+    monkeypatch.setattr(fallback.QueuedWriter, "write", counted_write)
     consumer = Consumer()
     commands: list[int] = []
     consumer.bus.register_handler("DoWork", lambda c: commands.append(c.n))

@@ -1,12 +1,11 @@
 """What every broker transport shares; a transport only moves bytes.
 
-:class:`BrokerTransport` implements the bus's :class:`~jeeves_control_tower.ipc.Transport`
-protocol once for every broker: it encodes outgoing messages with the :class:`WireCodec`,
-injects the W3C trace context (``traceparent``) into the frame headers while the producer
-span is current, decodes what arrives (rejecting bad frames with a counted reason, never
-crashing the consumer), continues the producer's trace around local delivery, maps query
-replies to results or exceptions, and keeps the broker consumption in step with what is
-registered on the bus (through :meth:`InMemoryCommBus.add_registration_listener`).
+:class:`BrokerTransport` implements the bus's :class:`~jeeves_control_tower.ipc.Transport` protocol
+once for every broker: it encodes outgoing messages with the :class:`WireCodec`, carrying their
+headers (the trace context the telemetry put there) in the frame, decodes what arrives (rejecting
+bad frames with a counted reason, never crashing the consumer) and hands it with its headers to the
+bus, maps query replies to results or exceptions, and keeps the broker consumption in step with what
+is registered on the bus (through :meth:`InMemoryCommBus.add_registration_listener`).
 
 A transport subclass (Redis, NATS, later RabbitMQ) implements only these primitives:
 
@@ -52,10 +51,11 @@ from typing import Any, ClassVar, Self
 from ...logging import ensure_logger
 from .. import InMemoryCommBus, MiddlewareContext, get_message_type
 from ..middlewares import DedupeMiddleware
+from .consumption import Consumption
 from .features import BrokerSettings, TransportFeatures, default_process_id, redact_url, server_of
 from .inbound import Inbound, InternalCallback
 from .metrics import SENT, AdapterMetrics
-from .tracecontext import current_otel_context, outgoing_headers
+from .tracecontext import outgoing_headers
 from .wire import MessageRegistry, Signer, WireCodec
 
 __all__ = ["BrokerTransport", "TransportFeatures", "default_process_id", "redact_url"]
@@ -140,10 +140,13 @@ class BrokerTransport(abc.ABC):
             self._dedupe: DedupeMiddleware | None = DedupeMiddleware()
         else:
             self._dedupe = dedupe or None
-        self._consuming: set[tuple[str, str]] = set()
-        self._refresh_lock = asyncio.Lock()
-        self._refresh_task: asyncio.Task[None] | None = None
-        self._dirty = False
+        #: What the transport consumes on the broker, kept in step with the bus.
+        self.consumption = Consumption(
+            self._wanted,
+            lambda pattern, message_type: self._start_consuming(pattern, message_type),
+            lambda pattern, message_type: self._stop_consuming(pattern, message_type),
+            self.logger,
+        )
         self._unlisten: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._started = False
@@ -176,10 +179,9 @@ class BrokerTransport(abc.ABC):
             self.bus.detach_transport()
         if self._dedupe is not None:
             self.bus.remove_middleware(self._dedupe)
-        if self._refresh_task is not None:
-            self._refresh_task.cancel()
+        self.consumption.close()
         try:
-            await self._stop_all()
+            await self.consumption.stop_all()
             if self._tasks:
                 await asyncio.wait(set(self._tasks), timeout=5.0)
         finally:
@@ -254,51 +256,14 @@ class BrokerTransport(abc.ABC):
     async def refresh(self) -> None:
         """Bring broker consumption in line with the bus's registrations (and internal
         endpoints). Runs automatically after each change; await it to be sure."""
-        async with self._refresh_lock:
-            while not self._closed:
-                self._dirty = False
-                want = self._wanted()
-                for key in sorted(self._consuming - want):
-                    self._consuming.discard(key)
-                    await self._stop_consuming(*key)
-                for key in sorted(want - self._consuming):
-                    await self._start_consuming(*key)
-                    self._consuming.add(key)
-                if not self._dirty:
-                    return
+        await self.consumption.refresh()
 
     async def sync(self) -> None:
         """Wait until every registration change so far is reflected on the broker."""
-        while self._refresh_task is not None and not self._refresh_task.done():
-            await asyncio.shield(self._refresh_task)
-        await self.refresh()
+        await self.consumption.sync()
 
     def _registrations_changed(self) -> None:
-        self._dirty = True
-        if self._closed or (self._refresh_task is not None and not self._refresh_task.done()):
-            return
-        self._refresh_task = asyncio.get_running_loop().create_task(self._background_refresh())
-
-    async def _background_refresh(self) -> None:
-        delay = 0.05
-        while not self._closed:
-            try:
-                await self.refresh()
-                return
-            except Exception as exc:
-                self.logger.error(
-                    "transport_refresh_failed", error_type=type(exc).__name__, error=str(exc)
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-
-    async def _stop_all(self) -> None:
-        for key in sorted(self._consuming):
-            self._consuming.discard(key)
-            try:
-                await self._stop_consuming(*key)
-            except Exception as exc:
-                self.logger.warning("transport_stop_failed", error=str(exc))
+        self.consumption.changed()
 
     # ------------------------------------------------------------------ internal endpoints
 
@@ -323,11 +288,14 @@ class BrokerTransport(abc.ABC):
     async def publish_internal(self, message: Any) -> None:
         """Publish outside the bus's middleware chain."""
         ctx = MiddlewareContext(message, get_message_type(message), pattern="publish")
+        ctx.headers = outgoing_headers(self.bus, None)
         await self.publish(ctx, message)
 
     async def query_internal(self, message: Any, timeout: float) -> Any:
-        """Query outside the bus's middleware chain (trace context still propagates)."""
+        """Query outside the bus's middleware chain (the bus's telemetry, if any, still
+        adds the trace context to its headers)."""
         ctx = MiddlewareContext(message, get_message_type(message), pattern="query")
+        ctx.headers = outgoing_headers(self.bus, None)
         return await self.query(ctx, message, timeout)
 
     # ------------------------------------------------------------------ outgoing (Transport)
@@ -336,13 +304,8 @@ class BrokerTransport(abc.ABC):
         """Hand an event to the broker; returns once the broker (or, while it is
         unreachable, the bounded reconnect buffer) holds it, or once the transport
         queued it in order for the broker (see :meth:`_queue_event`)."""
-        headers = ctx.headers
-        # Most events carry no headers and run with no span: the check is inlined here
-        # (publish is the per-event path) and outgoing_headers only runs when it may add one.
-        if headers or current_otel_context():
-            headers = outgoing_headers(headers)
         message_type = ctx.message_type
-        data = self.codec.encode_event(message, ctx.message_id, message_type, headers or None)
+        data = self.codec.encode_event(message, ctx.message_id, message_type, ctx.headers or None)
         pending = self._queue_event(message_type, data)
         if pending is not None:
             await pending
@@ -361,7 +324,7 @@ class BrokerTransport(abc.ABC):
         """Queue a command durably on the broker (see the transport for buffering)."""
         mid = ctx.message_id
         data = self.codec.encode(
-            message, pattern="send", message_id=mid, headers=outgoing_headers(ctx.headers)
+            message, pattern="send", message_id=mid, headers=ctx.headers or None
         )
         await self._send_frame(ctx.message_type, data, mid)
         self.metrics.wire(SENT, "send")
@@ -375,7 +338,7 @@ class BrokerTransport(abc.ABC):
             message,
             pattern="query",
             message_id=ctx.message_id,
-            headers=outgoing_headers(ctx.headers),
+            headers=ctx.headers or None,
             reply_to=self._reply_to(),
             corr=corr,
             ttl=round(timeout, 6),

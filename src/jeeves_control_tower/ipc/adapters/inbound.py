@@ -1,4 +1,4 @@
-"""Frames arriving from a broker: decode, continue the trace, deliver, answer.
+"""Frames arriving from a broker: decode, deliver with their headers, answer.
 
 :class:`Inbound` is the inbound side a :class:`~.base.BrokerTransport` owns
 (``transport.inbound``); a transport feeds what it reads to :meth:`Inbound.handle_event`,
@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from ...types import LoggerProtocol
 from .. import InMemoryCommBus, NoHandlerError, QueryAbortedError
+from .internal import InternalCallback, InternalEndpoints
 from .metrics import RECEIVED, AdapterMetrics
 from .pump import reraise_if_stopping
+from .replies import BAD_SIGNATURE, UNEXPECTED_REPLY, RemoteError, read_reply
 from .tracecontext import attach_trace, begin_batch, detach_trace, end_batch, link_batch
 from .wire import Frame, Signer, WireCodec, WireError
 
@@ -46,6 +48,7 @@ __all__ = [
     "UNEXPECTED_REPLY",
     "WRONG_DESTINATION",
     "Inbound",
+    "InternalCallback",
     "RemoteError",
 ]
 
@@ -58,29 +61,12 @@ REJECT = "reject"  # undecodable: dead-letter it and acknowledge, never retry
 QUERY_CLOCK_SLACK = 1.0
 
 #: The ``commbus_wire_rejected_total`` reason of a frame read from a destination that is
-#: not its own (another message type or pattern), and of a reply whose ``corr`` is not
-#: the one the query was sent with.
+#: not its own (another message type or pattern); see :mod:`.replies` for
+#: ``unexpected_reply`` and ``bad_signature``.
 WRONG_DESTINATION = "wrong_destination"
-UNEXPECTED_REPLY = "unexpected_reply"
-#: ... of a frame without a valid signature, when the transport has a ``signing_key``.
-BAD_SIGNATURE = "bad_signature"
 #: ... of a query with no return address: no ``reply_to`` (or one outside the transport's
 #: reply namespace) and, where the broker carries one (NATS), no reply subject.
 NO_REPLY_TO = "no_reply_to"
-
-
-class RemoteError(RuntimeError):
-    """A query's handler in another process raised ``remote_type``; or the reply to a
-    query could not be decoded (``remote_type == "WireError"``)."""
-
-    def __init__(self, message_type: str, remote_type: str, text: str) -> None:
-        super().__init__(f"query {message_type!r} failed remotely: {remote_type}: {text}")
-        self.message_type = message_type
-        self.remote_type = remote_type
-        self.remote_message = text
-
-
-InternalCallback = Callable[[Any], Awaitable[Any]]
 
 
 class Inbound:
@@ -109,10 +95,8 @@ class Inbound:
         self.system = system
         self.max_query_ttl = max_query_ttl
         self.signer = signer
-        self._internal: dict[tuple[str, str], InternalCallback] = {}
-        # Internal event types removed while still subscribed on the broker: frames of
-        # theirs still in flight are dropped, never handed to the application's bus.
-        self._retired_events: set[str] = set()
+        #: The internal endpoints (see :mod:`.internal`).
+        self.internal = InternalEndpoints()
         #: The transport's ``broker_settings(pattern, type)`` (telemetry of batches).
         self.broker_settings: Callable[[str, str], Any] | None = None
 
@@ -128,24 +112,18 @@ class Inbound:
 
     def internal_endpoints(self) -> set[tuple[str, str]]:
         """The ``(pattern, message type)`` pairs consumed for internal endpoints."""
-        return set(self._internal)
+        return self.internal.keys()
 
     def add_internal(self, pattern: str, message_type: str, callback: InternalCallback) -> None:
         """Hand frames of ``(pattern, message_type)`` to ``callback`` instead of the bus
         (``publish``: ``await callback(message)``; ``query``: its result is the reply)."""
-        self._internal[(pattern, message_type)] = callback
-        if pattern == "publish":
-            self._retired_events.discard(message_type)
+        self.internal.add(pattern, message_type, callback)
 
     def remove_internal(self, pattern: str, message_type: str) -> bool:
         """Stop handing ``(pattern, message_type)`` to its callback; whether there was
         one. Events of a removed type still in flight are dropped, not delivered to the
         bus (unless the bus subscribes to that type itself)."""
-        if self._internal.pop((pattern, message_type), None) is None:
-            return False
-        if pattern == "publish":
-            self._retired_events.add(message_type)
-        return True
+        return self.internal.remove(pattern, message_type)
 
     # ------------------------------------------------------------------ frames
 
@@ -210,8 +188,8 @@ class Inbound:
                 return
             data = unsealed
         frames = self._decode_events(data, message_type)
-        internal = self._internal
-        retired = self._retired_events
+        internal = self.internal.callbacks
+        retired = self.internal.retired
         bus = self.bus
         batch = self.begin_batch("publish", message_type, len(frames))
         try:
@@ -227,9 +205,10 @@ class Inbound:
                 ):
                     self.logger.debug("retired_internal_event", message_type=frame.type)
                     continue
-                token = attach_trace(headers) if headers else None
+                token = None
                 try:
                     if callback is not None:
+                        token = attach_trace(bus, headers)  # outside the chain: see there
                         await callback(frame.message)
                     else:
                         await bus.deliver_incoming(
@@ -241,8 +220,7 @@ class Inbound:
                     reraise_if_stopping()
                     self._failed("publish", frame, exc)
                 finally:
-                    if token is not None:
-                        detach_trace(token)
+                    detach_trace(token)
         finally:
             end_batch(batch)
 
@@ -276,7 +254,6 @@ class Inbound:
         if not self.bus.has_handler(frame.type):
             return REQUEUE
         link_batch(frame.headers)
-        token = attach_trace(frame.headers)
         try:
             await self.bus.deliver_incoming(
                 "send", frame.message, headers=frame.headers, message_id=frame.id
@@ -286,8 +263,6 @@ class Inbound:
         except asyncio.CancelledError as exc:
             reraise_if_stopping()
             self._failed("send", frame, exc)
-        finally:
-            detach_trace(token)
         return ACK
 
     async def handle_query(
@@ -336,8 +311,10 @@ class Inbound:
             return None, None, None
         cap = self.query_ttl_cap()
         timeout = ttl if ttl is not None and 0.0 < ttl < cap else cap
-        callback = self._internal.get(("query", frame.type))
-        token = attach_trace(frame.headers)
+        callback = self.internal.callbacks.get(("query", frame.type))
+        # The bus's chain extracts the trace context of its messages; the transports' own
+        # (a callback) bypass it, so their headers go to the bus's telemetry.
+        token = attach_trace(self.bus, frame.headers) if callback is not None else None
         result: Any = None
         kind = ""
         error: BaseException | None = None
@@ -379,31 +356,15 @@ class Inbound:
         reply must carry ``corr``, the query's unguessable correlation id; only a
         ``rejected`` error (a responder that could not read the query, so not its corr
         either) may come without one."""
-        try:
-            if self.signer is not None:
-                unsealed = self.signer.open(raw)
-                if unsealed is None:
-                    self.codec.count_rejected(BAD_SIGNATURE)
-                    raise WireError(BAD_SIGNATURE, "the reply has no valid signature")
-                raw = unsealed
-            reply = self.codec.decode_reply(raw)
-            if reply.corr != corr and (reply.corr is not None or reply.kind != "rejected"):
-                self.codec.count_rejected(UNEXPECTED_REPLY)
-                raise WireError(UNEXPECTED_REPLY, "the reply does not carry the query's corr")
-        except WireError as exc:
-            self._reject(exc, "reply")
-            raise RemoteError(message_type, "WireError", f"undecodable reply: {exc}") from None
-        self.metrics.wire(RECEIVED, "reply")
-        if reply.ok:
-            return reply.result
-        where = f"query {message_type!r} (remote {reply.error_type}: {reply.message})"
-        if reply.kind == "no_handler":
-            raise NoHandlerError(f"no handler answered {where}")
-        if reply.kind == "timeout":
-            raise TimeoutError(f"the remote handler timed out: {where}")
-        if reply.kind == "aborted":
-            raise QueryAbortedError(f"aborted by remote middleware: {where}")
-        raise RemoteError(message_type, reply.error_type, reply.message)
+        return read_reply(
+            raw,
+            message_type,
+            corr,
+            codec=self.codec,
+            metrics=self.metrics,
+            signer=self.signer,
+            reject=self._reject,
+        )
 
     def _failed(self, pattern: str, frame: Frame, exc: BaseException) -> None:
         self.logger.error(

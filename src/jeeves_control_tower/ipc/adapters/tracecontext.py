@@ -1,28 +1,28 @@
-"""Trace context across the wire, both ways: the one place the adapters touch OpenTelemetry.
+"""What the transports hand to the bus's telemetry: headers, never trace contexts.
 
-Outgoing, :func:`outgoing_headers` injects the current W3C trace context (``traceparent``,
-``tracestate``, baggage) into a frame's headers while the producer span is current, unless
-the tracing middleware already did. Incoming, :func:`attach_trace` makes the producer's
-context current around local delivery and :func:`detach_trace` restores the previous one.
+The transports do no propagation (that lives in :mod:`jeeves_control_tower.instrumentation.
+propagation`): a message of the application carries its headers through the middleware
+chain (``ctx.headers`` out, ``deliver_incoming(headers=...)`` in), where the telemetry
+injects and extracts. The transports' own traffic bypasses the chain, so its headers are
+handed to the bus's telemetry handle (``bus.telemetry``, see
+:mod:`jeeves_control_tower.ipc.telemetry`): :func:`outgoing_headers` asks it to add the
+current context, :func:`attach_trace` / :func:`detach_trace` to make an arriving one
+current. With no telemetry on the bus, the headers go as they are and nothing is attached.
+
 Messages read in one batch: :func:`begin_batch` hands their count and the transport's
-``BrokerSettings`` to the bus's telemetry (``bus.telemetry.receive_batch``, when there is
-one), :func:`link_batch` passes each message's headers on while the batch is handled and
+``BrokerSettings`` to the telemetry (``bus.telemetry.receive_batch``, when there is one),
+:func:`link_batch` passes each message's headers on while the batch is handled and
 :func:`end_batch` closes it; the telemetry makes the span and its links.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import Any, cast
-
-from opentelemetry import context as otel_context
-from opentelemetry import propagate
 
 __all__ = [
     "attach_trace",
     "begin_batch",
-    "current_otel_context",
     "detach_trace",
     "end_batch",
     "link_batch",
@@ -33,29 +33,32 @@ __all__ = [
 _batch: ContextVar[Any] = ContextVar("jeeves_batch_receive", default=None)
 
 
-def outgoing_headers(headers: dict[str, str] | None) -> dict[str, str] | None:
-    """``headers`` (a message's, possibly ``None``) with the current trace context added
-    when there is one to propagate; ``None`` when there is nothing to send."""
-    if headers and "traceparent" in headers:
-        return headers  # the tracing middleware already put the producer span there
-    if not current_otel_context():
-        return headers or None  # no span and no baggage: nothing to propagate
-    headers = dict(headers) if headers else {}
-    propagate.inject(headers)
+def outgoing_headers(bus: Any, headers: dict[str, str] | None) -> dict[str, str] | None:
+    """``headers`` of a transport's own message (possibly ``None``) as the bus's telemetry
+    wants them sent (with the current trace context); ``None`` when there is nothing."""
+    inject = getattr(bus.telemetry, "inject", None)
+    if inject is not None:
+        headers = inject(headers)
     return headers or None
 
 
-def attach_trace(headers: dict[str, str] | None) -> object | None:
-    """Make the producer's trace context (``traceparent`` header) current; the token for
-    :func:`detach_trace`, or ``None`` when the frame carries none."""
-    if not headers or "traceparent" not in headers:
+def attach_trace(bus: Any, headers: dict[str, str] | None) -> tuple[Any, object] | None:
+    """Hand the headers of a transport's own arriving message to the bus's telemetry to
+    make their context current; the token for :func:`detach_trace` (``None``: nothing)."""
+    if not headers:
         return None
-    return otel_context.attach(propagate.extract(headers))
+    telemetry = bus.telemetry
+    attach = getattr(telemetry, "attach", None)
+    if attach is None:
+        return None
+    token = attach(headers)
+    return None if token is None else (telemetry, token)
 
 
-def detach_trace(token: object | None) -> None:
+def detach_trace(token: tuple[Any, object] | None) -> None:
     if token is not None:
-        otel_context.detach(token)  # type: ignore[arg-type]
+        telemetry, inner = token
+        telemetry.detach(inner)
 
 
 def begin_batch(bus: Any, settings: Any, count: int) -> object | None:
@@ -82,18 +85,3 @@ def end_batch(token: object | None) -> None:
         record, reset = cast("tuple[Any, Token[Any]]", token)
         _batch.reset(reset)
         record.end()
-
-
-def _otel_context_getter() -> Callable[[], Any]:
-    """``opentelemetry.context.get_current``, or the ``ContextVar.get`` it ends in when the
-    runtime context is the default contextvars one (two Python calls less per message)."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    var = getattr(runtime, "_current_context", None)
-    get = getattr(var, "get", None)
-    if type(runtime).__name__ == "ContextVarsRuntimeContext" and callable(get):
-        return get  # type: ignore[no-any-return]
-    return otel_context.get_current
-
-
-#: The current OpenTelemetry context (empty, so falsy, when no span or baggage is set).
-current_otel_context = _otel_context_getter()

@@ -1,6 +1,8 @@
 """The bus: :class:`InMemoryCommBus`, its one run path and the seam to a transport.
 
 - :mod:`.bus`: the bus (public API, registration, middleware and transport);
+- :mod:`.default`: the process-wide bus (:func:`get_commbus`, :func:`reset_commbus`);
+- :mod:`.protocol`: :class:`CommBusProtocol`, what the coordinator and adapters need;
 - :mod:`.routes`: what a message of each pattern and direction runs, compiled once;
 - :mod:`.delivery`: the last step of a message delivered here (fan-out, handler runs);
 - :mod:`.chain`: the middleware chain, compiled once, run per message;
@@ -11,7 +13,8 @@
 - :mod:`.handlers`, :mod:`.errors`: registered handlers and argument checks; the exceptions.
 """
 
-from .bus import CommBusProtocol, InMemoryCommBus, get_commbus, reset_commbus
+from .bus import InMemoryCommBus
+from .default import get_commbus, reset_commbus
 from .errors import NoHandlerError, QueryAbortedError, TransportError
 from .middleware import (
     AfterMiddleware,
@@ -22,6 +25,7 @@ from .middleware import (
     MiddlewareContext,
     new_message_id,
 )
+from .protocol import CommBusProtocol
 from .transport import Transport
 
 __all__ = [

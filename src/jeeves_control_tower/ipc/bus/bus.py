@@ -18,18 +18,20 @@ applies) to the step that delivers it to this process's handlers
 (:class:`~.delivery.Delivery`, which the bus owns) or hands it to the attached transport
 (:class:`~.transport.ToTransport`). Routes are compiled when the middleware list or the
 transport changes, never per message. This module holds the public API and registration;
-the exceptions live in :mod:`.errors`.
+the exceptions live in :mod:`.errors`, the process-wide bus in :mod:`.default` and the
+protocol a bus meets in :mod:`.protocol`.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from ...logging import ensure_logger
 from ...types import LoggerProtocol
 from ..messages import HandlerFunc, get_message_type
+from ..telemetry import instrument_new
 from .chain import CompiledChain, validate_middleware
 from .delivery import Delivery
 from .eager import CoroutineType, Resume
@@ -40,32 +42,12 @@ from .routes import IncomingRoute, Route, compile_routes, run_incoming
 from .transport import Transport, not_accepted
 
 __all__ = [
-    "CommBusProtocol",
     "InMemoryCommBus",
     "NoHandlerError",
     "QueryAbortedError",
     "Transport",
     "TransportError",
-    "get_commbus",
-    "reset_commbus",
 ]
-
-
-@runtime_checkable
-class CommBusProtocol(Protocol):
-    """What the coordinator and adapters need from a bus."""
-
-    async def publish(self, event: Any) -> None: ...
-
-    async def send(self, command: Any) -> None: ...
-
-    async def query(self, query: Any, timeout: float | None = None) -> Any: ...
-
-    def subscribe(self, event_type: str, handler: HandlerFunc) -> Callable[[], None]: ...
-
-    def register_handler(self, message_type: str, handler: HandlerFunc) -> None: ...
-
-    def has_handler(self, message_type: str) -> bool: ...
 
 
 class InMemoryCommBus:
@@ -88,10 +70,11 @@ class InMemoryCommBus:
     ) -> None:
         """``query_timeout`` is the default for :meth:`query` (seconds, > 0).
 
-        Keyword arguments beyond the reference signature configure the built-in telemetry
-        and are handed to :func:`jeeves_control_tower.observability.instrument_bus`:
-        ``instrument`` (``True`` by default when the observability extra is installed,
-        ``False`` turns it off), ``tracer_provider``, ``registry``, ``flow``, ...
+        Keyword arguments beyond the reference signature configure the telemetry, which
+        attaches through the seam :mod:`jeeves_control_tower.ipc.telemetry` (by default the
+        built-in one, :func:`jeeves_control_tower.observability.instrument_bus`, when the
+        observability extra is installed): ``instrument`` (``False`` turns it off, ``True``
+        insists on it), ``tracer_provider``, ``meter_provider``, ``registry``, ``flow``, ...
         """
         check_timeout(query_timeout, "query_timeout")
         self._query_timeout = float(query_timeout)
@@ -110,13 +93,7 @@ class InMemoryCommBus:
         self._incoming_routes: Mapping[str, IncomingRoute]
         self._set_routes(None)
         self.telemetry: Any = None
-        instrument = telemetry.pop("instrument", None)
-        if instrument is not False:
-            from ..._instrumentation import auto_instrument_bus
-
-            self.telemetry = auto_instrument_bus(self, explicit=instrument is True, **telemetry)
-        elif telemetry:
-            raise TypeError(f"unexpected arguments with instrument=False: {sorted(telemetry)}")
+        self.telemetry = instrument_new("bus", self, telemetry)
 
     # ------------------------------------------------------------------ registration
 
@@ -376,29 +353,3 @@ class InMemoryCommBus:
         if running is Resume or running is CoroutineType:
             return await result
         return result
-
-
-_global_bus: InMemoryCommBus | None = None
-
-
-def get_commbus(logger: LoggerProtocol | None = None) -> InMemoryCommBus:
-    """Get the process-wide CommBus, creating it on first use (with ``logger``, if given).
-
-    A ``logger`` passed once the bus exists is ignored.
-    """
-    global _global_bus
-    if _global_bus is None:
-        _global_bus = InMemoryCommBus(logger=logger)
-    return _global_bus
-
-
-def reset_commbus() -> None:
-    """Forget the process-wide CommBus (for tests); the next :func:`get_commbus` builds a
-    new one."""
-    global _global_bus
-    bus = _global_bus
-    _global_bus = None
-    if bus is not None and bus.telemetry is not None:
-        close = getattr(bus.telemetry, "close", None)
-        if callable(close):
-            close()

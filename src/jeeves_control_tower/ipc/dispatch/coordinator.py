@@ -17,6 +17,7 @@ from ...logging import ensure_logger
 from ...types import DispatchTarget, Envelope, LoggerProtocol, ServiceDescriptor
 from ..bus import InMemoryCommBus, NoHandlerError, QueryAbortedError, get_commbus
 from ..messages import DynamicEvent, DynamicQuery, HandlerFunc
+from ..telemetry import instrument_new
 from .contracts import (
     DISPATCH_OUTCOMES,
     DispatchHandler,
@@ -80,7 +81,8 @@ class CommBusCoordinator:
     ) -> None:
         """``logger`` may be any structlog-style logger or a ``logging.Logger``;
         ``commbus`` defaults to :func:`get_commbus`. Extra keywords (``instrument``,
-        ``tracer_provider``, ``registry``, ...) configure the built-in telemetry, as for
+        ``tracer_provider``, ``registry``, ...) configure the telemetry, which attaches
+        through the seam :mod:`jeeves_control_tower.ipc.telemetry`, as for
         :class:`InMemoryCommBus`."""
         self._logger = ensure_logger(logger, "jeeves_control_tower.coordinator")
         self._bus = commbus if commbus is not None else get_commbus(logger)
@@ -95,15 +97,7 @@ class CommBusCoordinator:
             remote,
         )
         self.telemetry: Any = None
-        instrument = telemetry.pop("instrument", None)
-        if instrument is not False:
-            from ..._instrumentation import auto_instrument_coordinator
-
-            self.telemetry = auto_instrument_coordinator(
-                self, explicit=instrument is True, **telemetry
-            )
-        elif telemetry:
-            raise TypeError(f"unexpected arguments with instrument=False: {sorted(telemetry)}")
+        self.telemetry = instrument_new("coordinator", self, telemetry)
 
     @property
     def commbus(self) -> InMemoryCommBus:

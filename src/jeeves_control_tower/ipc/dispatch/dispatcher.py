@@ -26,6 +26,7 @@ from ...types import DispatchTarget, Envelope, LoggerProtocol
 from ..bus.eager import Resume, start, start_in
 from ..bus.handlers import HandlerEntry
 from .admission import Admission, QueueFull
+from .attempt import AttemptFailed, DispatchAttempt, _current
 from .contracts import DISPATCH_OUTCOMES, DispatchHandler, DispatchObserver, RemoteDispatcher
 from .retry import RetryPolicy
 from .service_registry import ServiceGone, ServiceRegistry
@@ -78,6 +79,8 @@ class Dispatcher:
         self._logger = logger
         self._observer_failed = on_observer_error
         self._handlers: dict[str, HandlerEntry] = {}
+        #: services whose handler reads ``current_attempt()`` (set only for those)
+        self._attempt_aware: set[str] = set()
         self._observers: tuple[DispatchObserver, ...] = ()
         #: Where dispatches to a service with no local handler go (``None``: they end
         #: ``no_handler``).
@@ -85,9 +88,14 @@ class Dispatcher:
 
     def add_handler(self, service_name: str, handler: DispatchHandler) -> None:
         self._handlers[service_name] = HandlerEntry(handler)
+        if getattr(handler, "wants_dispatch_attempt", False) is True:
+            self._attempt_aware.add(service_name)
+        else:
+            self._attempt_aware.discard(service_name)
 
     def remove_handler(self, service_name: str) -> None:
         self._handlers.pop(service_name, None)
+        self._attempt_aware.discard(service_name)
 
     def has_handler(self, service_name: str) -> bool:
         return service_name in self._handlers
@@ -159,6 +167,7 @@ class Dispatcher:
                 return result
             admission = self._services.admission(name)
             rank = target.priority.rank
+            aware = name in self._attempt_aware
             while True:
                 if not admission.try_acquire():
                     await self._wait_for_slot(admission, rank, deadline, target, attempt)
@@ -167,12 +176,17 @@ class Dispatcher:
                 error: BaseException | None = None
                 try:
                     if seen is None:  # unobserved: no task, no timer unless the handler suspends
-                        result = start(handler.fn, handler.is_async, envelope)
+                        if aware:  # it reads current_attempt(): set in a context of its own
+                            context = copy_context()
+                            context.run(_current.set, DispatchAttempt(target, attempt, deadline))
+                            result = start_in(context, handler.fn, handler.is_async, envelope)
+                        else:
+                            result = start(handler.fn, handler.is_async, envelope)
                         if result.__class__ is Resume:
                             result = await self._until_deadline(result, deadline, target, attempt)
                     else:
                         result = await self._observed_attempt(
-                            handler, envelope, deadline, target, attempt, seen
+                            handler, envelope, deadline, target, attempt, seen, aware
                         )
                 except _Ended as ended:
                     self._record(envelope, target, attempt, "timeout", began, None)
@@ -193,7 +207,12 @@ class Dispatcher:
                         seen.attempts = attempt
                     return result
                 self._record(envelope, target, attempt, "error", began, error)
-                ended_error = self._retry_or_end(target, attempt, error, deadline, loop.time())
+                delay = self._retry.delay(attempt)
+                if isinstance(error, AttemptFailed) and error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                ended_error = self._retry_or_end(
+                    target, attempt, error, deadline, loop.time() + delay
+                )
                 if ended_error is not None:
                     ended_error.attempts = attempt
                     raise ended_error
@@ -205,7 +224,7 @@ class Dispatcher:
                     error_type=type(error).__name__,
                     error=str(error),
                 )
-                await asyncio.sleep(self._retry.delay(attempt))
+                await asyncio.sleep(delay)
         except _Ended as ended:
             if seen is not None:
                 seen.outcome, seen.error = ended.outcome, ended.error or ended
@@ -240,17 +259,23 @@ class Dispatcher:
         attempt: int,
         error: BaseException,
         deadline: float,
-        now: float,
+        retry_at: float,
     ) -> _Ended | None:
         described = f"{type(error).__name__}: {error}"
         name = target.service_name
+        if isinstance(error, AttemptFailed) and not error.retryable:
+            return _Ended(
+                "error",
+                f"service {name!r} failed after {attempt} attempt(s), not retryable: {described}",
+                error,
+            )
         if attempt > target.max_retries:
             return _Ended(
                 "error",
                 f"service {name!r} failed after {attempt} attempt(s): {described}",
                 error,
             )
-        if now + self._retry.delay(attempt) >= deadline:
+        if retry_at >= deadline:
             return _Ended(
                 "error",
                 f"service {name!r} failed after {attempt} attempt(s), no time left before the"
@@ -289,10 +314,13 @@ class Dispatcher:
         target: DispatchTarget,
         attempt: int,
         seen: _Observation,
+        aware: bool,
     ) -> Any:
         """One attempt, with the observers' attempt hooks around it, in its own context."""
         observers, tokens = seen.observers, seen.tokens
         context = copy_context()
+        if aware:
+            context.run(_current.set, DispatchAttempt(target, attempt, deadline))
         attempt_tokens = context.run(self._attempt_start, seen, target, attempt)
         error: BaseException | None = None
         try:

@@ -324,12 +324,36 @@ def test_registry_used_by_default_round_trips() -> None:
     assert out.message == Answer(1, "x")
 
 
+class RecordingRegistry(CollectorRegistry):
+    """A registry that keeps what is registered in it (through its public ``register``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered: list[Any] = []
+
+    def register(self, collector: Any) -> None:
+        super().register(collector)
+        self.registered.append(collector)
+
+    def family(self, name: str) -> Any:
+        """The registered collector that describes the metric ``name``."""
+        (found,) = [c for c in self.registered if name in {m.name for m in c.describe()}]
+        return found
+
+
+class Raising:
+    """A child whose increment fails (a broken registry)."""
+
+    def inc(self, n: float = 1) -> None:
+        raise RuntimeError("registry gone")
+
+
 def test_wire_counter_binds_each_child_once_and_never_raises() -> None:
     from jeeves_control_tower.ipc.adapters.metrics import RECEIVED, SENT
 
-    reg = CollectorRegistry()
+    reg = RecordingRegistry()
     m = AdapterMetrics("redis", reg)
-    family = m._c["commbus_wire_messages"]
+    family = reg.family("commbus_wire_messages")
     calls: list[tuple[str, ...]] = []
     real_labels = family.labels
 
@@ -341,17 +365,30 @@ def test_wire_counter_binds_each_child_once_and_never_raises() -> None:
     for _ in range(3):
         m.wire(SENT, "publish")
         m.wire(RECEIVED, "reply")
+    count = m.wire_counter(SENT, "publish")
+    assert count is not None
+    count()
+    # One labels() per (direction, pattern), however many frames are counted.
     assert calls == [("redis", SENT, "publish"), ("redis", RECEIVED, "reply")]
     labels = {"transport": "redis", "direction": "sent", "pattern": "publish"}
-    assert reg.get_sample_value("commbus_wire_messages_total", labels) == 3
+    assert reg.get_sample_value("commbus_wire_messages_total", labels) == 4
 
     def broken(*values: str) -> Any:
         raise RuntimeError("registry gone")
 
     family.labels = broken
     m.wire(SENT, "query")  # binding fails: counted nowhere, no exception
-    m._wire[SENT, "publish"] = lambda: 1 / 0
-    m.wire(SENT, "publish")  # a raising child: no exception either
+    assert m.wire_counter(SENT, "send") is None  # nothing bound: nothing to call
+    family.labels = lambda *values: Raising()
+    m.wire(SENT, "reply")  # a raising child: no exception either
+    m.wire(RECEIVED, "send", 3)
+    raising = m.wire_counter(RECEIVED, "query")
+    assert raising is not None
+    raising()  # ... nor from the hot-path counter
+    assert (
+        reg.get_sample_value("commbus_wire_messages_total", {**labels, "pattern": "query"}) is None
+    )
+    assert AdapterMetrics("redis", enabled=False).wire_counter(SENT, "publish") is None
     AdapterMetrics("redis", enabled=False).wire(SENT, "publish")
 
 

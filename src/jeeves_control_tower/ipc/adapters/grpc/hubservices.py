@@ -128,7 +128,7 @@ class HubServices:
                     future.set_result((status, data, text))
 
             body = {"service": name, "envelope": envelope.to_dict()}
-            headers = outgoing_headers(None)
+            headers = outgoing_headers(self.coordinator.commbus, None)
             if headers:
                 body["headers"] = headers
             data = json.dumps(body).encode()
@@ -153,7 +153,7 @@ class HubServices:
     async def dispatch(self, request: pb.DispatchRequest) -> tuple[pb.Status, bytes, str]:
         """Run a ``Dispatch`` request through the hub's coordinator (the caller's trace
         context, from ``request.headers``, is current meanwhile)."""
-        token = attach_trace(dict(request.headers) or None)
+        token = attach_trace(self.coordinator.commbus, dict(request.headers) or None)
         try:
             return await self._dispatch(request)
         finally:

@@ -96,7 +96,7 @@ class GrpcServices:
             timeout_seconds=target.timeout_seconds,
             max_retries=target.max_retries,
             envelope=json.dumps(envelope.to_dict()).encode(),
-            headers=outgoing_headers(None) or {},
+            headers=outgoing_headers(self.transport.bus, None) or {},
         )
         rid = link.next_id()
         message = pb.ClientMessage(dispatch=pb.Request(id=rid, dispatch=request))
@@ -114,7 +114,7 @@ class GrpcServices:
         payload = json.loads(delivery.data)
         envelope = Envelope.from_dict(payload["envelope"])
         headers = payload.get("headers")
-        token = attach_trace(headers if isinstance(headers, dict) else None)
+        token = attach_trace(self.transport.bus, headers if isinstance(headers, dict) else None)
         try:
             left = delivery.deadline - time.time() if delivery.deadline else None
             async with asyncio.timeout(left):

@@ -43,16 +43,19 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Awaitable
-from typing import Any, NoReturn, Self
+from typing import Any, Self
 
 from ... import InMemoryCommBus, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
+from ..description import ChannelDescription, ServerDescription, default_server
 from ..metrics import SENT
 from ..pump import OrderedPump
 from ..wire import TAG_BYTES, EventBatcher
 from .client import DirectClient
 from .commands import JetStreamConsumer
 from .connection import ConnectionEvents, open_client
+from .contract import nats_channel
+from .publisher import EventPublisher
 from .responder import QueryRunner
 from .streams import CommandStreams
 from .subjects import token
@@ -121,8 +124,10 @@ class NatsTransport(BrokerTransport):
         self._streams: CommandStreams | None = None  # made once connected
         self._subs: dict[tuple[str, str], Any] = {}
         self._pumps: dict[str, OrderedPump] = {}
-        self._subjects: dict[str, str] = {}  # event type -> subject (publish hot path)
-        self._batcher: EventBatcher | None = None  # made once connected (server's max payload)
+        #: Events out (batched once connected: the batch bound is the server's max payload).
+        self.events = EventPublisher(
+            lambda message_type: self.destination("publish", message_type), self.signer
+        )
         self._consumers: dict[str, JetStreamConsumer] = {}
         #: Answers the queries read from NATS (a task each, ``max_concurrency`` at once).
         self.queries = QueryRunner(
@@ -147,6 +152,14 @@ class NatsTransport(BrokerTransport):
     def consumer_group(self, pattern: str) -> str | None:
         return _RESPONDERS if pattern == "query" else None  # queries: one queue group
 
+    def asyncapi_server(self) -> ServerDescription:
+        """The AsyncAPI hook (:mod:`..description`): this NATS server."""
+        return default_server(self)
+
+    def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
+        """The AsyncAPI hook: the subject (and stream, queue group) of a type."""
+        return nats_channel(self, pattern, message_type, _RESPONDERS)
+
     @property
     def dead_letters(self) -> str:
         """The dead-letter subject (stored in the ``{prefix}_dead`` stream)."""
@@ -164,8 +177,7 @@ class NatsTransport(BrokerTransport):
 
     async def flush(self, timeout: float = 5.0) -> None:
         """Wait until the server has everything published so far."""
-        if self._batcher is not None:
-            await self._batcher.flush()
+        await self.events.flush()
         await self._nc.flush(timeout=timeout)
 
     def reads_directly(self, message_type: str) -> bool:
@@ -198,9 +210,10 @@ class NatsTransport(BrokerTransport):
         options.update(self._connect_options)
         client = await open_client(self._url, options, self._events)
         self._nc = client
+        self.events.client = client
         if self.batch_events:
-            self._batcher = EventBatcher(
-                self._send_event,
+            self.events.batcher = EventBatcher(
+                self.events.send,
                 self.codec.encode_batch,
                 max_bytes=min(self.codec.max_frame_bytes, client.max_payload, _BATCH_BYTES)
                 - (TAG_BYTES if self.signer is not None else 0),
@@ -225,8 +238,7 @@ class NatsTransport(BrokerTransport):
         self.logger.info("nats_connected", url=self.url, process=self.process_id)
 
     async def _disconnect(self) -> None:
-        if self._batcher is not None:
-            await self._batcher.flush()  # what was published before close() goes out
+        await self.events.flush()  # what was published before close() goes out
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await self._nc.close()
@@ -241,47 +253,12 @@ class NatsTransport(BrokerTransport):
         return self._nc
 
     def _queue_event(self, message_type: str, data: bytes) -> Awaitable[None] | None:
-        """Batch the frame while connected (see :mod:`..batching`); else send it on its own,
-        after what is batched for its subject, so that errors reach the publisher."""
-        subject = self._subjects.get(message_type)
-        if subject is None:
-            subject = self._subjects[message_type] = self.destination("publish", message_type)
-        nc = self._nc
-        if nc is None or self._closed:
+        """Batch the frame while connected (see :class:`.publisher.EventPublisher`); else
+        send it on its own, after what is batched for its subject, so that errors reach
+        the publisher."""
+        if self._closed:
             raise TransportError("the NATS transport is not connected")
-        batcher = self._batcher
-        if batcher is not None and nc.is_connected:
-            pending = batcher.add(subject, data)
-            if pending is not False:
-                return pending
-        return self._send_alone(subject, data)
-
-    async def _send_alone(self, subject: str, data: bytes) -> None:
-        if self._batcher is not None:
-            pending = self._batcher.take(subject)
-            if pending is not None:
-                await pending
-        await self._send_event((subject, data))
-
-    async def _send_event(self, item: tuple[str, bytes]) -> None:
-        """Hand one frame (an event or a batch of events) to nats-py."""
-        nc = self._nc
-        signer = self.signer
-        if signer is not None:
-            item = (item[0], signer.seal(item[1]))
-        try:
-            await nc.publish(*item)
-        except Exception as exc:
-            self._publish_failed(nc, exc)
-
-    def _publish_failed(self, nc: Any, exc: Exception) -> NoReturn:
-        import nats.errors
-
-        if nc is None or nc.is_closed:
-            raise TransportError("the NATS transport is not connected") from None
-        if isinstance(exc, nats.errors.Error):
-            raise TransportError(f"publish not accepted: {type(exc).__name__}") from None
-        raise exc
+        return self.events.queue(message_type, data)
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         subject = self.destination("send", message_type)

@@ -9,7 +9,8 @@ redis-py's ``Connection``, ``_reader`` and ``_writer`` (the asyncio streams);
 :data:`FAST_PATH` says whether the installed redis-py is the tested major (8) and hiredis
 is importable, and each connection is checked again for the two streams. Otherwise the
 connection is read with redis-py's own ``read_response`` and written with
-``send_packed_command`` (:func:`make_reader`, :func:`make_writer`): slower, still correct.
+``send_packed_command`` (:func:`make_reader`, :func:`make_writer`, :mod:`.fallback`):
+slower, still correct.
 
 Contract of ``await reader.read()``: the next reply; an error reply is returned as a
 :class:`ResponseError` value (``NoScriptError`` for ``NOSCRIPT``), never raised, so the
@@ -35,14 +36,14 @@ reply boundary) or the structure to skip lies beyond those 64 KiB, it raises
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+from .fallback import FallbackReader, QueuedWriter
 
 __all__ = [
     "FAST_PATH",
@@ -334,21 +335,6 @@ class _Cursor:
         return self._buf
 
 
-class _FallbackReader:
-    """redis-py's own parser (unbounded: it reads a reply whole)."""
-
-    __slots__ = ("_conn",)
-
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def read(self) -> Any:
-        try:
-            return await self._conn.read_response()
-        except ResponseError as exc:
-            return exc
-
-
 def _streams(conn: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     reader = getattr(conn, "_reader", None)
     writer = getattr(conn, "_writer", None)
@@ -368,7 +354,7 @@ def make_reader(conn: Any, max_reply: int, *, skip_oversized: bool = False) -> R
     ``skip_oversized``), redis-py's parser otherwise."""
     streams = _streams(conn)
     if streams is None:
-        return _FallbackReader(conn)
+        return FallbackReader(conn)
     if skip_oversized:
         return SkippingReader(streams[0], max_reply)
     return HiredisReader(streams[0], max_reply)
@@ -383,35 +369,4 @@ def make_writer(
     streams = _streams(conn)
     if streams is not None:
         return streams[1].writelines
-    return _QueuedWriter(conn, on_error).write
-
-
-class _QueuedWriter:
-    """Writes through redis-py's public ``send_packed_command``, in order, from one task."""
-
-    def __init__(self, conn: Any, on_error: Callable[[BaseException], None]) -> None:
-        self._conn = conn
-        self._on_error = on_error
-        self._queue: deque[list[bytes]] = deque()
-        self._task: asyncio.Task[None] | None = None
-
-    def write(self, packed: list[bytes]) -> None:
-        self._queue.append(packed)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            while self._queue:
-                packed = self._queue.popleft()
-                if not self._conn.is_connected:  # dropped: never let redis-py reopen it
-                    raise RedisConnectionError("the connection was closed")
-                await self._conn.send_packed_command(packed, check_health=False)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._queue.clear()
-            with contextlib.suppress(Exception):
-                self._on_error(exc)
-        finally:
-            self._task = None
+    return QueuedWriter(conn, on_error).write

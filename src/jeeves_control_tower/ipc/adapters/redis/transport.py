@@ -29,15 +29,18 @@ import functools
 import hashlib
 import secrets
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any, Self
 
 from redis.exceptions import NoScriptError
 
 from ... import InMemoryCommBus, NoHandlerError, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
+from ..description import ChannelDescription, ServerDescription, default_server
 from ..metrics import SENT
 from ..pump import OrderedPump
 from .conn import UNREACHABLE
+from .contract import redis_channel
 from .mux import MuxConnection
 from .pubsub import PubSubReader
 from .queries import REQUEST_SCRIPT, QueryResponder
@@ -119,6 +122,16 @@ class RedisTransport(BrokerTransport):
 
     def consumer_group(self, pattern: str) -> str | None:
         return GROUP if pattern == "send" else None  # commands: one stream group
+
+    def asyncapi_server(self) -> ServerDescription:
+        """The AsyncAPI hook (:mod:`..description`): this Redis server."""
+        described = default_server(self)
+        db = self.url.split("://", 1)[-1].partition("/")[2].split("?", 1)[0]
+        return replace(described, pathname=f"/{db}" if db else None)
+
+    def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
+        """The AsyncAPI hook: the Pub/Sub channel, stream or query list of a type."""
+        return redis_channel(self, pattern, message_type)
 
     @property
     def dead_letters(self) -> str:

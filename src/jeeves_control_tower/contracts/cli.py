@@ -1,0 +1,105 @@
+"""``jeeves-ipc asyncapi``: print the AsyncAPI 3.0 document of a bus as deployed.
+
+::
+
+    jeeves-ipc asyncapi --messages myapp.messages \\
+        --transport redis://cache:6379/0 --transport nats://nats:4222 > asyncapi.json
+
+``--messages`` imports modules that register message classes (``register_message``, in
+the default registry) or names a ``MessageRegistry`` as ``module:attribute``; each
+``--transport`` URL is described (``redis://``, ``rediss://``, ``nats://``, ``tls://``,
+and ``http(s)://`` for an HTTP face's base URL) without connecting to it. No transport:
+the in-process bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_asyncapi_command", "describe_url", "load_registry"]
+
+
+def add_asyncapi_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "asyncapi",
+        help="print the AsyncAPI 3.0 document of the registered messages on their transports",
+        description=__doc__.split("::", 1)[0].strip() if __doc__ else None,
+    )
+    parser.add_argument(
+        "--messages",
+        action="append",
+        default=[],
+        metavar="MODULE[:REGISTRY]",
+        help="import MODULE (registering its messages), or use its MessageRegistry REGISTRY",
+    )
+    parser.add_argument(
+        "--transport", action="append", default=[], metavar="URL", help="describe this transport"
+    )
+    parser.add_argument(
+        "--prefix",
+        help="passed as is to every transport: Redis takes it with its separator ('shop:'),"
+        " NATS as one subject token ('shop') (default: each one's own)",
+    )
+    parser.add_argument("--title", default="jeeves bus", help="info.title")
+    parser.add_argument("--version", dest="doc_version", default="1", help="info.version")
+    parser.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    parser.set_defaults(run=run_asyncapi)
+
+
+def load_registry(specs: list[str]) -> Any:
+    """Import each ``module`` (or ``module:attribute``, a MessageRegistry); the registry
+    named last, else the default one."""
+    from ..ipc.adapters.wire import MessageRegistry, default_registry
+
+    chosen: Any = default_registry
+    sys.path.insert(0, ".")
+    for spec in specs:
+        module_name, _, attribute = spec.partition(":")
+        module = importlib.import_module(module_name)
+        if attribute:
+            found = getattr(module, attribute)
+            if not isinstance(found, MessageRegistry):
+                raise SystemExit(f"{spec} is not a MessageRegistry")
+            chosen = found
+    return chosen
+
+
+def describe_url(url: str, prefix: str | None = None) -> Any:
+    """An unconnected transport (or HTTP face description) for ``url``."""
+    options: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("http", "https"):
+        from ..ipc.adapters.http.contract import HttpFaceDescription
+
+        return HttpFaceDescription(url)
+    from ..ipc import InMemoryCommBus
+
+    bus = InMemoryCommBus(instrument=False)
+    if scheme in ("redis", "rediss", "unix"):
+        from ..ipc.adapters.redis import RedisTransport
+
+        return RedisTransport(bus, url, metrics=False, **options)
+    if scheme in ("nats", "tls"):
+        from ..ipc.adapters.nats import NatsTransport
+
+        return NatsTransport(bus, url, metrics=False, **options)
+    raise SystemExit(f"no transport for {url!r} (redis://, nats://, http://)")
+
+
+def run_asyncapi(args: argparse.Namespace) -> int:
+    from .asyncapi import asyncapi_document
+
+    registry = load_registry(args.messages)
+    transports = [describe_url(u, args.prefix) for u in args.transport]
+    doc = asyncapi_document(registry, transports, title=args.title, version=args.doc_version)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    if args.output is not None:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0

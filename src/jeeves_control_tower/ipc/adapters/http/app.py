@@ -1,0 +1,143 @@
+"""The bus's HTTP face: a Starlette app outside callers use, mountable in your own app.
+
+::
+
+    app = create_app(coordinator, token="s3cret")              # serve it: uvicorn, or
+    my_app.mount("/bus", app)                                   # jeeves-ipc serve-http
+
+Routes (all ``POST`` but the two documents): ``/v1/publish/{type}``, ``/v1/send/{type}``,
+``/v1/query/{type}`` (the payload: the registered class's fields as a JSON object) and
+``/v1/dispatch/{service}`` (the :mod:`.envelope` contract); ``GET /openapi.json``
+(:mod:`.openapi`) and ``GET /asyncapi.json``
+(:func:`jeeves_control_tower.contracts.asyncapi_document`, listing this face and the
+``transports`` given). How each request is checked and answered: :mod:`.face`; errors are
+RFC 9457 problem details (:mod:`.problems`). With ``token`` every route, documents
+included, requires ``Authorization: Bearer <token>``.
+
+``types`` limits the message types offered (default: every registered one but the
+built-ins, read when the app is made), each under the pattern(s) of its class's
+``category`` (:mod:`jeeves_control_tower.contracts.catalog`). ``timeout`` bounds queries
+and dispatches (a caller's ``Jeeves-Deadline-Ms`` may shorten it); ``max_body_bytes``
+bounds request bodies (default 1 MiB).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ....contracts.asyncapi import asyncapi_document
+from ....contracts.catalog import catalog
+from ....logging import ensure_logger
+from ....types import LoggerProtocol
+from ... import InMemoryCommBus, get_commbus
+from ...dispatch import CommBusCoordinator
+from ..wire import MessageRegistry, default_registry
+from .contract import HttpFaceDescription
+from .face import BusFace
+from .openapi import openapi_document
+from .problems import Problem
+from .telemetry import HttpTelemetry
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    target: CommBusCoordinator | InMemoryCommBus | None = None,
+    *,
+    registry: MessageRegistry | None = None,
+    types: Sequence[str] | None = None,
+    token: str | None = None,
+    max_body_bytes: int = 1 << 20,
+    timeout: float = 30.0,
+    transports: Sequence[Any] = (),
+    title: str = "jeeves bus",
+    tracer_provider: trace.TracerProvider | None = None,
+    metrics_registry: Any = None,
+    metrics: bool = True,
+    logger: LoggerProtocol | None = None,
+) -> Starlette:
+    """The HTTP face of ``target`` (a coordinator: dispatch too; a bus: messages only;
+    ``None``: the global bus). See the module docstring."""
+    if max_body_bytes < 1 or not timeout > 0:
+        raise ValueError("max_body_bytes >= 1 and timeout > 0 are required")
+    if token is not None and not token:
+        raise ValueError("token must be a non-empty string (or None)")
+    coordinator = target if isinstance(target, CommBusCoordinator) else None
+    if coordinator is not None:
+        bus = coordinator.commbus
+    else:
+        bus = target if isinstance(target, InMemoryCommBus) else get_commbus()
+    registry = registry if registry is not None else default_registry
+    names = list(types) if types is not None else None
+    patterns = {c.name: c.patterns for c in catalog(registry, types=names)}
+    face = BusFace(
+        bus,
+        coordinator,
+        registry,
+        patterns,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        timeout=timeout,
+        telemetry=HttpTelemetry(
+            tracer_provider=tracer_provider, metrics_registry=metrics_registry, metrics=metrics
+        ),
+        logger=ensure_logger(logger, "jeeves_control_tower.adapters.http"),
+    )
+    documents: dict[tuple[str, str], bytes] = {}
+
+    def document(request: Request, kind: str) -> Response:
+        if not face.authorised(request):
+            return Problem("unauthorized", "missing or wrong bearer token").response(
+                request.url.path
+            )
+        root = request.scope.get("root_path", "") or ""
+        key = (kind, root)
+        body = documents.get(key)
+        if body is None:
+            if kind == "openapi":
+                doc = openapi_document(
+                    registry,
+                    types=sorted(patterns),
+                    dispatch=coordinator is not None,
+                    token=token is not None,
+                    title=title,
+                    server_url=root or "/",
+                )
+            else:
+                base = f"{request.url.scheme}://{request.url.netloc}{root}"
+                doc = asyncapi_document(
+                    registry,
+                    [HttpFaceDescription(base), *transports],
+                    types=sorted(patterns),
+                    title=title,
+                )
+            body = documents[key] = json.dumps(doc, ensure_ascii=False).encode()
+        return Response(body, media_type="application/json")
+
+    async def openapi(request: Request) -> Response:
+        return document(request, "openapi")
+
+    async def asyncapi(request: Request) -> Response:
+        return document(request, "asyncapi")
+
+    def route(op: str) -> Route:
+        async def endpoint(request: Request) -> Response:
+            return await face.handle(request, op)
+
+        name = "{service}" if op == "dispatch" else "{type}"
+        return Route(f"/v1/{op}/{name}", endpoint, methods=["POST"], name=op)
+
+    routes = [route(op) for op in ("publish", "send", "query", "dispatch")]
+    routes += [
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/asyncapi.json", asyncapi, methods=["GET"]),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,105 @@
+"""``jeeves-ipc serve-http``: serve the bus's HTTP face with uvicorn.
+
+::
+
+    jeeves-ipc serve-http myapp.wiring:coordinator --port 8080 --token "$JEEVES_TOKEN"
+
+``TARGET`` is ``module:attribute``: a ``CommBusCoordinator`` or ``InMemoryCommBus``, or a
+callable (sync or async) returning one, called once on the server's event loop at startup
+(where a factory can connect its transports). ``--messages`` names the
+``MessageRegistry`` as ``module:attribute`` (default: the default registry, filled by
+importing ``TARGET``'s module). Stops on Ctrl-C / SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+__all__ = ["add_serve_http_command"]
+
+
+def add_serve_http_command(commands: Any) -> None:
+    parser = commands.add_parser(
+        "serve-http",
+        help="serve the bus's HTTP face (publish/send/query/dispatch, OpenAPI, AsyncAPI)",
+        description=__doc__.split("::", 1)[0].strip() if __doc__ else None,
+    )
+    parser.add_argument("target", metavar="TARGET", help="module:attribute (see above)")
+    parser.add_argument("--messages", metavar="MODULE:REGISTRY", help="the MessageRegistry")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("JEEVES_TOKEN") or None,
+        help="require this bearer token (default: $JEEVES_TOKEN, else none)",
+    )
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=1 << 20, help="request body bound (1 MiB)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="query/dispatch bound in seconds (30)"
+    )
+    parser.set_defaults(run=run_serve_http)
+
+
+def _load(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise SystemExit(f"TARGET must be module:attribute, got {spec!r}")
+    sys.path.insert(0, ".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+class _Deferred:
+    """An ASGI app whose face is built at lifespan startup, on the server's loop."""
+
+    def __init__(self, target: Any, options: dict[str, Any]) -> None:
+        self.target = target
+        self.options = options
+        self.face: Any = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        from .app import create_app
+
+        target = self.target
+        if callable(target):
+            target = target()
+            if inspect.isawaitable(target):
+                target = await target
+        self.face = create_app(target, **self.options)
+        yield
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.face(scope, receive, send)
+
+
+def run_serve_http(args: argparse.Namespace) -> int:
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from ...adapters.wire import MessageRegistry
+
+    target = _load(args.target)
+    options: dict[str, Any] = {
+        "token": args.token,
+        "max_body_bytes": args.max_body_bytes,
+        "timeout": args.timeout,
+    }
+    if args.messages:
+        registry = _load(args.messages)
+        if not isinstance(registry, MessageRegistry):
+            raise SystemExit(f"{args.messages} is not a MessageRegistry")
+        options["registry"] = registry
+    deferred = _Deferred(target, options)
+    app = Starlette(routes=[Mount("/", app=deferred)], lifespan=deferred.lifespan)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="none")
+    return 0

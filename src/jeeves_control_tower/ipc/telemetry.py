@@ -1,0 +1,160 @@
+"""The telemetry seam: the one way telemetry attaches to the core.
+
+The core (``jeeves_control_tower.ipc``, ``jeeves_control_tower.types``) never imports
+telemetry code, not even lazily. A bus or a coordinator asks this module, when it is
+constructed, for the *instrumentation* of the process: an object with two methods,
+
+- ``instrument_bus(bus, options) -> handle`` and
+- ``instrument_coordinator(coordinator, options) -> handle``,
+
+whose handle becomes ``bus.telemetry`` / ``coordinator.telemetry``. ``options`` are the
+constructor's telemetry keywords (``tracer_provider``, ``registry``, ...), which override
+the instrumentation's own defaults.
+
+Which instrumentation a new object gets:
+
+- after :func:`set_instrumentation` (``CommBusInstrumentor().instrument(...)`` calls it):
+  that one; ``set_instrumentation(None)`` (``uninstrument()`` calls it) means none;
+- otherwise the **default**: the object named ``default`` in the entry-point group
+  :data:`ENTRY_POINT_GROUP`, found once per process. This package declares it (the built-in
+  telemetry); loading it fails with ``ImportError`` when the observability extra is not
+  installed, and then there is none. That is the design card's promise: a bus built with
+  defaults is instrumented out of the box when the extra is installed.
+
+Per object: ``instrument=False`` means no telemetry (and no telemetry keywords);
+``instrument=True`` or any telemetry keyword asks for it explicitly, so it uses the set
+instrumentation or, when there is none (never set, or set to ``None``), the default, and
+raises ``ImportError`` (:data:`MISSING`) when there is no default either.
+
+Switching the instrumentation changes what objects built *afterwards* get; an existing
+object keeps its handle (``CommBusInstrumentor().uninstrument()`` closes the handles the
+built-in instrumentations made, default included: see
+:mod:`jeeves_control_tower.instrumentation.instrumentor`).
+Thread-safe; the entry point is looked up at most once until :func:`reset_instrumentation`.
+"""
+
+from __future__ import annotations
+
+import threading
+from importlib.metadata import entry_points
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "MISSING",
+    "Instrumentation",
+    "default_instrumentation",
+    "get_instrumentation",
+    "instrument_new",
+    "reset_instrumentation",
+    "set_instrumentation",
+]
+
+#: The entry-point group holding the default instrumentation (the entry named ``default``).
+ENTRY_POINT_GROUP = "jeeves_control_tower.telemetry"
+#: The message of the ``ImportError`` raised when telemetry is asked for and there is none.
+MISSING = (
+    "telemetry needs the observability extra: pip install 'jeeves-control-tower[observability]'"
+)
+
+
+@runtime_checkable
+class Instrumentation(Protocol):
+    """What attaches telemetry to a new bus or coordinator (see the module docstring).
+
+    A bus handle may also offer what the broker transports ask of it, each optional:
+    ``inject(headers) -> headers`` (the current trace context added, for the transports'
+    own traffic outside the middleware chain), ``attach(headers) -> token`` /
+    ``detach(token)`` (the context in ``headers`` made current around such traffic
+    arriving) and ``receive_batch(settings, count)`` (a batch read at once). Neither the
+    methods nor the handles' may raise into the core."""
+
+    def instrument_bus(self, bus: Any, options: dict[str, Any]) -> Any: ...
+
+    def instrument_coordinator(self, coordinator: Any, options: dict[str, Any]) -> Any: ...
+
+
+_lock = threading.Lock()
+_UNSET: Any = object()
+_chosen: Any = _UNSET  # _UNSET: the default; None: none; else the set instrumentation
+_found: Any = _UNSET  # the default once looked up: an Instrumentation, or the ImportError
+
+
+def set_instrumentation(instrumentation: Instrumentation | None) -> None:
+    """Make ``instrumentation`` the one buses and coordinators built from now on get
+    (``None``: none, unless one asks explicitly)."""
+    global _chosen
+    if instrumentation is not None and not isinstance(instrumentation, Instrumentation):
+        raise TypeError(f"not an Instrumentation: {type(instrumentation).__name__}")
+    _chosen = instrumentation
+
+
+def reset_instrumentation() -> None:
+    """Back to the default instrumentation, looked up again on next use."""
+    global _chosen, _found
+    with _lock:
+        _chosen = _found = _UNSET
+
+
+def default_instrumentation() -> Instrumentation | None:
+    """The default instrumentation (entry point ``default`` of :data:`ENTRY_POINT_GROUP`),
+    or ``None`` when there is none or it cannot be imported."""
+    found = _default()
+    return None if isinstance(found, BaseException) else found
+
+
+def get_instrumentation() -> Instrumentation | None:
+    """The instrumentation a bus or coordinator built now with defaults gets."""
+    chosen = _chosen
+    return default_instrumentation() if chosen is _UNSET else chosen
+
+
+def _default() -> Any:
+    global _found
+    found = _found
+    if found is not _UNSET:
+        return found
+    with _lock:
+        if _found is _UNSET:
+            _found = _load()
+        return _found
+
+
+def _load() -> Any:
+    """The ``default`` entry point of the group, loaded: an :class:`Instrumentation`, or the
+    ``ImportError`` that says why there is none."""
+    for entry in entry_points(group=ENTRY_POINT_GROUP, name="default"):
+        try:
+            loaded = entry.load()
+        except ImportError as exc:
+            return exc
+        if not isinstance(loaded, Instrumentation):
+            return ImportError(f"{entry.value} is not an Instrumentation")
+        return loaded
+    return ImportError(f"no 'default' entry point in the group {ENTRY_POINT_GROUP!r}")
+
+
+def instrument_new(kind: str, target: Any, options: dict[str, Any]) -> Any:
+    """The telemetry handle of ``target``, a bus (``kind="bus"``) or a coordinator
+    (``"coordinator"``) being constructed with the telemetry keywords ``options``
+    (``instrument`` among them, popped here); ``None`` for none. See the module docstring."""
+    instrument = options.pop("instrument", None)
+    if instrument is False:
+        if options:
+            raise TypeError(f"unexpected arguments with instrument=False: {sorted(options)}")
+        return None
+    explicit = instrument is True or bool(options)
+    chosen = _chosen
+    instrumentation = None if chosen is _UNSET else chosen
+    if instrumentation is None and (chosen is _UNSET or explicit):
+        found = _default()
+        if isinstance(found, BaseException):
+            if explicit:
+                raise ImportError(MISSING) from found
+            return None
+        instrumentation = found
+    if instrumentation is None:
+        return None
+    if kind == "bus":
+        return instrumentation.instrument_bus(target, options)
+    return instrumentation.instrument_coordinator(target, options)

@@ -1,0 +1,41 @@
+"""``jeeves-ipc asyncapi`` as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from jeeves_control_tower.cli import main
+
+
+def test_asyncapi_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "asyncapi.json"
+    code = main(
+        [
+            "asyncapi",
+            "--messages",
+            "tests.ipc.adapters.http.served:REGISTRY",
+            "--transport",
+            "nats://localhost:4222",
+            "--prefix",
+            "shop",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    doc = json.loads(out.read_text())
+    assert doc["asyncapi"] == "3.0.0"
+    assert doc["channels"]["nats.publish.OrderPlaced"]["address"] == "shop.evt.OrderPlaced"
+    assert doc["channels"]["nats.send.ChargeCard"]["address"] == "shop.cmd.ChargeCard"
+    args = ["asyncapi", "--messages", "tests.ipc.adapters.http.served:REGISTRY"]
+    assert main([*args, "--transport", "redis://localhost:6379/0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["channels"]["redis.publish.OrderPlaced"]["address"] == "jeeves:evt:OrderPlaced"
+    assert main(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["channels"]["publish.OrderPlaced"]["address"] == "OrderPlaced"
+    with pytest.raises(SystemExit):
+        main(["asyncapi", "--transport", "kafka://x"])

@@ -1,0 +1,12 @@
+"""A target for ``jeeves-ipc serve-http`` in tests: an async factory, as a user writes one."""
+
+from __future__ import annotations
+
+from jeeves_control_tower.ipc import CommBusCoordinator
+from tests.ipc.adapters.http.messages import Wired, registry
+
+REGISTRY = registry()
+
+
+async def build() -> CommBusCoordinator:
+    return Wired().coordinator

@@ -1,0 +1,274 @@
+"""The bus's HTTP face: each pattern, validation, bounds, token, problem details, trace
+context, and one face serving another process's HttpService over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx2
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from jeeves_control_tower.ipc.adapters.http import HttpPool, HttpService, create_app
+from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
+from tests.ipc.adapters.http.messages import ChargeCard, Currency, Wired, registry
+from tests.ipc.adapters.http.servers import uvicorn_app
+
+ORDER = {"order_id": "o1", "lines": [1, 2], "total": {"amount": 3, "currency": "USD"}}
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def wired() -> Wired:
+    return Wired()
+
+
+def client(app: Any) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://face")
+
+
+@pytest.fixture
+async def face(wired: Wired) -> AsyncIterator[httpx2.AsyncClient]:
+    app = create_app(wired.coordinator, registry=registry(), metrics=False)
+    async with client(app) as c:
+        yield c
+
+
+def envelope_body(service: str = "svc", **target: Any) -> dict[str, Any]:
+    e = Envelope(request_context=RequestContext(request_id="r1", capability="c"))
+    return {"target": {"service_name": service, "method": "run", **target}, "envelope": e.to_dict()}
+
+
+async def test_publish_send_query(face: httpx2.AsyncClient, wired: Wired) -> None:
+    r = await face.post("/v1/publish/OrderPlaced", json=ORDER)
+    assert r.status_code == 202 and r.json() == {"status": "accepted"}
+    event = wired.events[0]
+    assert event.total.currency is Currency.USD and event.total.amount == 3.0
+    r = await face.post("/v1/send/ChargeCard", json={"card": "4111", "amount": 5})
+    assert r.status_code == 202 and wired.commands == [ChargeCard("4111", 5)]
+    r = await face.post("/v1/query/GetBalance", json={"account": "a"})
+    assert r.status_code == 200
+    assert r.json() == {"type": "Balance", "result": {"account": "a", "cents": 1200}}
+    r = await face.post("/v1/query/Untyped", json={"value": {"x": [1]}})
+    assert r.json() == {"result": [1, "two", None]}
+
+
+async def test_dispatch_answers_the_envelope(face: httpx2.AsyncClient) -> None:
+    r = await face.post("/v1/dispatch/svc", json=envelope_body(priority="high"))
+    assert r.status_code == 200
+    out = Envelope.from_dict(r.json())
+    assert out.outputs == {"handled": True} and not out.terminated
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "kind"),
+    [
+        ("/v1/publish/Nope", {}, 404, "not-found"),
+        ("/v1/send/OrderPlaced", ORDER, 404, "not-found"),  # an event is not sent
+        ("/v1/publish/OrderPlaced", {**ORDER, "lines": ["x"]}, 422, "invalid-payload"),
+        ("/v1/publish/OrderPlaced", {**ORDER, "extra": 1}, 422, "invalid-payload"),
+        ("/v1/publish/OrderPlaced", {"order_id": "o"}, 422, "invalid-payload"),
+        ("/v1/publish/OrderPlaced", [1], 422, "invalid-payload"),
+        ("/v1/publish/Envelope", {}, 404, "not-found"),  # built-ins are not offered
+        ("/v1/dispatch/nope", envelope_body("nope"), 404, "not-found"),
+        ("/v1/dispatch/svc", {"target": {"method": 1}, "envelope": {}}, 422, "invalid-payload"),
+        ("/v1/dispatch/svc", {"target": {}, "envelope": {}}, 422, "invalid-payload"),
+        ("/v1/dispatch/svc", envelope_body(priority="urgent"), 422, "invalid-payload"),
+        (
+            "/v1/dispatch/svc",
+            {**envelope_body(), "envelope": {"request_context": 1}},
+            422,
+            "invalid-payload",
+        ),
+    ],
+)
+async def test_problems(
+    face: httpx2.AsyncClient, path: str, body: Any, status: int, kind: str
+) -> None:
+    r = await face.post(path, json=body)
+    assert r.status_code == status
+    assert r.headers["content-type"] == PROBLEM
+    problem = r.json()
+    assert problem["status"] == status and problem["instance"] == path
+    assert problem["type"].endswith(f":problem:{kind}") and problem["title"]
+
+
+async def test_malformed_media_and_size(wired: Wired) -> None:
+    app = create_app(wired.coordinator, registry=registry(), max_body_bytes=64, metrics=False)
+    async with client(app) as c:
+        r = await c.post(
+            "/v1/publish/OrderPlaced", content=b"{", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400
+        r = await c.post(
+            "/v1/publish/OrderPlaced", content=b"NaN", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400
+        r = await c.post(
+            "/v1/publish/OrderPlaced", content=b"{}", headers={"content-type": "text/plain"}
+        )
+        assert r.status_code == 415
+        r = await c.post("/v1/publish/OrderPlaced", json={"order_id": "x" * 100})
+        assert r.status_code == 413
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: bounded as read
+            for _ in range(10):
+                yield b"          "
+
+        r = await c.post(
+            "/v1/publish/OrderPlaced",
+            content=chunks(),
+            headers={"content-type": "application/json"},
+        )
+        assert r.status_code == 413
+        deep = b"[" * 30 + b"]" * 30
+        r = await c.post(
+            "/v1/query/Untyped", content=deep, headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 422  # valid JSON, not an object
+    assert wired.events == []
+
+
+async def test_token_guards_everything(wired: Wired) -> None:
+    app = create_app(wired.coordinator, registry=registry(), token="s3cret", metrics=False)
+    async with client(app) as c:
+        for path in ("/openapi.json", "/asyncapi.json"):
+            r = await c.get(path)
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+        r = await c.post(
+            "/v1/publish/OrderPlaced", json=ORDER, headers={"Authorization": "Bearer nope"}
+        )
+        assert r.status_code == 401 and wired.events == []
+        ok = {"Authorization": "Bearer s3cret"}
+        r = await c.post("/v1/publish/OrderPlaced", json=ORDER, headers=ok)
+        assert r.status_code == 202
+        r = await c.get("/openapi.json", headers=ok)
+        assert r.json()["security"] == [{"bearer": []}]
+
+
+async def test_query_failures() -> None:
+    from jeeves_control_tower.ipc import InMemoryCommBus
+
+    bus = InMemoryCommBus(query_timeout=5.0, instrument=False)
+    gate = asyncio.Event()
+
+    async def stuck(q: Any) -> Any:
+        await gate.wait()
+
+    def broken(q: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    bus.register_handler("GetBalance", stuck)
+    bus.register_handler("Untyped", broken)
+    app = create_app(bus, registry=registry(), timeout=2.0, metrics=False)
+    async with client(app) as c:
+        r = await c.post(
+            "/v1/query/GetBalance", json={"account": "a"}, headers={"Jeeves-Deadline-Ms": "100"}
+        )
+        assert r.status_code == 504 and r.json()["type"].endswith("timeout")
+        r = await c.post("/v1/query/Untyped", json={"value": 1})
+        assert r.status_code == 500 and "secret" not in r.text
+        assert "RuntimeError" in r.json()["detail"]
+        r = await c.post("/v1/query/Balance", json={"account": "a", "cents": 1})
+        assert r.status_code == 404 and r.json()["type"].endswith("no-handler")
+        r = await c.post("/v1/dispatch/svc", json=envelope_body())  # a bus: no dispatch
+        assert r.status_code == 404
+    gate.set()
+
+
+async def test_face_serves_another_process_httpservice(wired: Wired) -> None:
+    """One process's HttpService dispatching through another process's face."""
+    app = create_app(wired.coordinator, registry=registry(), token="t", metrics=False)
+    caller = Wired()
+    pool = HttpPool()
+    try:
+        async with uvicorn_app(app) as base:
+            caller.coordinator.register_service(ServiceDescriptor(name="far", service_type="w"))
+            caller.coordinator.register_handler(
+                "far", HttpService(f"{base}/v1/dispatch/svc", token="t", pool=pool, metrics=False)
+            )
+            e = Envelope(request_context=RequestContext(request_id="r9", capability="c"))
+            out = await caller.coordinator.dispatch(
+                DispatchTarget("far", "run", timeout_seconds=3), e
+            )
+            assert not out.terminated and out.outputs == {"handled": True}
+            caller.coordinator.register_service(ServiceDescriptor(name="far2", service_type="w"))
+            caller.coordinator.register_handler(
+                "far2",
+                HttpService(f"{base}/v1/dispatch/svc", token="wrong", pool=pool, metrics=False),
+            )
+            out = await caller.coordinator.dispatch(DispatchTarget("far2", "run"), e)
+            assert out.terminated and "HTTP 401" in (out.termination_reason or "")
+    finally:
+        await pool.aclose()
+
+
+async def test_mounted_server_span_continues_the_callers_trace(wired: Wired) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    metrics = CollectorRegistry()
+    face_app = create_app(
+        wired.coordinator, registry=registry(), tracer_provider=provider, metrics_registry=metrics
+    )
+    outer = Starlette(routes=[Mount("/bus", app=face_app)])
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    async with client(outer) as c:
+        r = await c.post("/bus/v1/publish/OrderPlaced", json=ORDER, headers=headers)
+        assert r.status_code == 202
+        r = await c.post("/bus/v1/publish/OrderPlaced", json={}, headers=headers)
+        assert r.status_code == 422
+        doc = (await c.get("/bus/openapi.json")).json()
+        assert doc["servers"] == [{"url": "/bus"}]
+    spans = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    assert [s.name for s in spans] == ["POST /v1/publish/{type}"] * 2
+    for s in spans:
+        assert f"{s.context.trace_id:032x}" == trace_id
+        assert s.parent is not None and s.parent.span_id == 0x00F067AA0BA902B7
+    assert (
+        spans[0].attributes is not None and spans[0].attributes["http.response.status_code"] == 202
+    )
+    assert (
+        spans[1].attributes is not None and spans[1].attributes["http.response.status_code"] == 422
+    )
+
+    def sample(name: str, labels: dict[str, str]) -> float | None:
+        return metrics.get_sample_value(name, {"transport": "http", **labels})
+
+    assert (
+        sample("commbus_wire_messages_total", {"direction": "received", "pattern": "publish"}) == 1
+    )
+    assert sample("commbus_wire_rejected_total", {"reason": "bad_field"}) == 1
+
+
+async def test_documents(face: httpx2.AsyncClient) -> None:
+    openapi = (await face.get("/openapi.json")).json()
+    assert openapi["openapi"] == "3.1.0"
+    assert set(openapi["paths"]) >= {
+        "/v1/publish/OrderPlaced",
+        "/v1/send/ChargeCard",
+        "/v1/query/GetBalance",
+        "/v1/dispatch/{service}",
+    }
+    body = openapi["paths"]["/v1/publish/OrderPlaced"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OrderPlaced"
+    }
+    asyncapi = (await face.get("/asyncapi.json")).json()
+    assert asyncapi["servers"] == {
+        "http": {
+            "host": "face",
+            "protocol": "http",
+            "description": "The bus's HTTP face (OpenAPI: /openapi.json).",
+        }
+    }
+    assert asyncapi["channels"]["http.query.GetBalance"]["address"] == "/v1/query/GetBalance"
