@@ -172,3 +172,12 @@ async def test_close_writes_what_was_published_before_it() -> None:
         await transport.close()
         await eventually(lambda: len(seen) == 2000)
         assert seen == list(range(2000))
+
+
+async def test_asyncapi_describes_the_hub_and_its_routes() -> None:
+    async with hub_and_clients(1) as (hub, [(_, transport)]):
+        server = transport.asyncapi_server()
+        assert server.protocol == "grpc" and server.host == hub.address
+        channel = transport.asyncapi_channel("send", "DoWork")
+        assert channel.address == "send:DoWork" and "Exactly one" in channel.description
+        assert channel.channel_bindings["grpc"]["service"] == "jeeves.commbus.v1.CommBus"

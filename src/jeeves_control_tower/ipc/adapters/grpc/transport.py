@@ -36,6 +36,7 @@ from typing import Any, Self
 
 from ... import InMemoryCommBus, TransportError
 from ..base import BrokerTransport, TransportFeatures
+from ..description import ChannelDescription, ServerDescription, default_server
 from ..metrics import SENT
 from ..wire import TAG_BYTES, EventBatcher
 from . import commbus_pb2 as pb
@@ -43,9 +44,18 @@ from .deliveries import Deliveries
 from .hub import FRAME_OVERHEAD
 from .link import HubLink
 from .local import answer_of
+from .service import SERVICE
 
 __all__ = ["GrpcTransport"]
 
+#: What each pattern guarantees through the hub (the AsyncAPI channel descriptions).
+_GUARANTEES = {
+    "publish": "Every process consuming the type now, and the hub's own bus; at-most-once;"
+    " in order per producer (events of one loop iteration may travel as one batch frame).",
+    "send": "Exactly one consuming process; held by the hub until one subscribes; routed"
+    " again when its process goes away unanswered; lost if the hub stops.",
+    "query": "One answering process (round robin); no responder: NoHandlerError.",
+}
 _BATCH_FRAMES = 256
 _BATCH_BYTES = 256 << 10
 
@@ -111,6 +121,18 @@ class GrpcTransport(BrokerTransport):
 
     def destination(self, pattern: str, message_type: str) -> str:
         return f"{pattern}:{message_type}"
+
+    def asyncapi_server(self) -> ServerDescription:
+        """The AsyncAPI hook (:mod:`..description`): the hub this process joined."""
+        return default_server(self)
+
+    def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
+        """The AsyncAPI hook: a ``(pattern, type)`` routed by the hub, and its guarantee."""
+        return ChannelDescription(
+            self.destination(pattern, message_type),
+            _GUARANTEES.get(pattern, "Routed by the hub."),
+            channel_bindings={"grpc": {"service": SERVICE, "method": "Connect"}},
+        )
 
     # ------------------------------------------------------------------ connection
 
