@@ -128,10 +128,10 @@ class GrpcTransport(BrokerTransport):
 
     def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
         """The AsyncAPI hook: a ``(pattern, type)`` routed by the hub, and its guarantee."""
+        guarantee = _GUARANTEES.get(pattern, "Routed by the hub.")
         return ChannelDescription(
             self.destination(pattern, message_type),
-            _GUARANTEES.get(pattern, "Routed by the hub."),
-            channel_bindings={"grpc": {"service": SERVICE, "method": "Connect"}},
+            f"{guarantee} Carried on the {SERVICE}/Connect stream (AsyncAPI has no gRPC binding).",
         )
 
     # ------------------------------------------------------------------ connection
