@@ -14,8 +14,8 @@ import pytest
 
 from jeeves_control_tower.contracts import asyncapi_document
 from jeeves_control_tower.ipc import InMemoryCommBus
-from jeeves_control_tower.ipc.adapters.http.contract import HttpFaceDescription
 from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
+from jeeves_control_tower.ipc.adapters.http.contract import HttpFaceDescription
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 from tests.ipc.adapters.http.messages import registry
