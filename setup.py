@@ -23,6 +23,7 @@ setup(
     packages=[*find_packages("src"), DASHBOARD, *grafana],
     package_data={
         "jeeves_control_tower": ["py.typed"],
+        "jeeves_control_tower.ipc.adapters.grpc": ["commbus.proto", "*.pyi"],
         **{name: ["*"] for name in grafana},
     },
 )

@@ -32,6 +32,7 @@ of each broker's comparison.
 Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats] [--out
 FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222, or JT_REDIS_URL/JT_NATS_URL).
+``--only grpc`` runs :mod:`bench_grpc` instead (the hub next to raw grpcio; no broker).
 """
 
 from __future__ import annotations
@@ -530,11 +531,19 @@ def in_children(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
-    parser.add_argument("--only", choices=("redis", "nats"), help="one broker only")
+    parser.add_argument("--only", choices=("redis", "nats", "grpc"), help="one broker only")
     parser.add_argument(
         "--out", type=Path, help=f"results file (default {RESULTS} for a full run of both)"
     )
     args = parser.parse_args()
+    if args.only == "grpc":
+        import bench_grpc  # benchmarks/ (run from this folder, as bench_core_ab's bench_hotpath)
+
+        grpc_results = asyncio.run(bench_grpc.run(args.quick))
+        print(bench_grpc.table(grpc_results))
+        if args.out is not None:
+            args.out.write_text(json.dumps(grpc_results, indent=2) + "\n")
+        return
     only = (args.only,) if args.only else ()
     results = asyncio.run(run(args.quick, only)) if only else in_children(args.quick)
     print(table(results))

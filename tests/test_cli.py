@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -119,3 +120,48 @@ def test_dashboard_serves_the_checkouts_app(tmp_path: Path) -> None:
         stop_process(proc, timeout=15)
         if proc.stdout:
             proc.stdout.close()
+
+
+async def test_hub_serves_processes_until_sigterm(tmp_path: Path) -> None:
+    """``jeeves-ipc hub --port 0 --endpoint-port 0``: two buses joined to it see each other,
+    its endpoint lists them at /api/peers; SIGTERM stops it."""
+    import asyncio
+    import signal
+
+    from jeeves_control_tower.ipc import DynamicQuery, InMemoryCommBus
+    from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "jeeves_control_tower.cli", "hub", "--port", "0",
+        "--endpoint-port", "0", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.startswith("Jeeves hub listening on 127.0.0.1:")
+        address = line.rsplit(" ", 1)[1].strip()
+        a, b = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+        ta = await GrpcTransport.connect(a, address, metrics=False)
+        tb = await GrpcTransport.connect(b, address, metrics=False)
+        b.register_handler("cli.ping", lambda q: "pong")
+        await tb.sync()
+        assert await a.query(DynamicQuery("cli.ping", {})) == "pong"
+        endpoint = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().split()[1]
+
+        def fleet() -> set[str]:
+            with urllib.request.urlopen(f"{endpoint}/api/peers", timeout=5) as response:
+                return {p["process"] for p in json.load(response)["peers"] if p["alive"]}
+
+        deadline = time.monotonic() + 20
+        while {ta.process_id, tb.process_id} - await asyncio.to_thread(fleet):
+            assert time.monotonic() < deadline, "the endpoint does not list the processes"
+            await asyncio.sleep(0.2)
+        await ta.close()
+        await tb.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

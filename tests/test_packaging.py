@@ -94,6 +94,8 @@ def test_the_wheel_carries_the_dashboard_and_grafana_inside_the_package(
         assert f"jeeves_control_tower/dashboard/{module}.py" in names
     assert "jeeves_control_tower/grafana/dashboards/jeeves-commbus.json" in names
     assert "jeeves_control_tower/grafana/provisioning/datasources/prometheus.yml" in names
+    for contract in ("commbus.proto", "commbus_pb2.py", "commbus_pb2.pyi"):  # the gRPC contract
+        assert f"jeeves_control_tower/ipc/adapters/grpc/{contract}" in names
     done = installed.run(installed.bin("python"), "-c", "import dashboard")
     assert "No module named 'dashboard'" in done.stderr
 

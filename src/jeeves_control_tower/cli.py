@@ -6,6 +6,7 @@
 - ``jeeves-ipc grafana export DIR`` writes the Grafana dashboard, provisioning and alert rules.
 - ``jeeves-ipc serve-http TARGET`` serves the bus's HTTP face (the ``http`` extra).
 - ``jeeves-ipc asyncapi`` prints the AsyncAPI 3.0 document of the registered messages.
+- ``jeeves-ipc hub --port N`` serves a bus and its coordinator over gRPC (the ``grpc`` extra).
 
 Each subcommand sets ``run`` (``Namespace -> exit status``) on the parsed arguments.
 """
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grafana(commands)
     add_serve_http_command(commands)
     add_asyncapi_command(commands)
+    _add_hub(commands)
     return parser
 
 
@@ -139,6 +141,84 @@ def _add_grafana(commands: Commands) -> None:
     export.add_argument("directory", type=Path, metavar="DIR")
     export.add_argument("--force", action="store_true", help="overwrite files that exist")
     export.set_defaults(run=_run_grafana_export)
+
+
+def _add_hub(commands: Commands) -> None:
+    hub = commands.add_parser(
+        "hub",
+        help="serve a bus and its coordinator over gRPC (commbus.proto)",
+        description="Serve a control-tower hub: any process that speaks commbus.proto (Python's"
+        " GrpcTransport, or another language) joins the bus through it. Runs until Ctrl-C /"
+        " SIGTERM. Needs the grpc extra: pip install 'jeeves-control-tower[grpc]'.",
+    )
+    hub.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    hub.add_argument("--port", type=_port, default=50051, help="port (default 50051; 0 = any)")
+    hub.add_argument(
+        "--token",
+        default=os.environ.get("JEEVES_HUB_TOKEN") or None,
+        help="require this bearer token (default: $JEEVES_HUB_TOKEN, else none)",
+    )
+    hub.add_argument(
+        "--endpoint-port",
+        type=_port,
+        help="also serve the observability endpoint (/metrics, /api/services, /api/peers:"
+        " the connected processes) on this port (the observability extra)",
+    )
+    hub.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate")
+    hub.add_argument("--tls-key", type=Path, help="... and this PEM private key")
+    hub.set_defaults(run=_run_hub)
+
+
+async def _hub(args: argparse.Namespace) -> None:
+    from .ipc import CommBusCoordinator, InMemoryCommBus
+    from .ipc.adapters.grpc import serve_grpc
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    tls = None
+    if args.tls_cert is not None:
+        tls = (args.tls_key.read_bytes(), args.tls_cert.read_bytes())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus())
+    hub = await serve_grpc(coordinator, host=args.host, port=args.port, token=args.token, tls=tls)
+    print(f"Jeeves hub listening on {hub.address}", flush=True)
+    endpoint = None
+    if args.endpoint_port is not None:
+        from .observability import serve
+
+        endpoint = serve(coordinator, host=args.host, port=args.endpoint_port, token=args.token)
+        endpoint.peers = hub.peers
+        print(f"  endpoint {endpoint.url}  (/metrics, /api/peers)", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+        await hub.close()
+
+
+def _run_hub(args: argparse.Namespace) -> int:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("jeeves-ipc: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        print(
+            "jeeves-ipc: the hub needs the grpc extra: pip install 'jeeves-control-tower[grpc]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        asyncio.run(_hub(args))
+    except (OSError, RuntimeError) as exc:
+        print(f"jeeves-ipc: cannot start the hub: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
 
 
 async def _demo(args: argparse.Namespace) -> None:

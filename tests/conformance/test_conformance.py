@@ -1,6 +1,7 @@
 """The project's transports run the public conformance suite, each through a subclass.
 
-In-process bus, Redis and NATS (against the real brokers) and :class:`TestTransport`:
+In-process bus, Redis and NATS (against the real brokers), the gRPC hub (a private hub
+per test) and :class:`TestTransport`:
 exactly what a third-party transport would write (see docs/testing.md).
 """
 
@@ -80,3 +81,21 @@ class TestNatsConformance(TransportConformance):
             yield TransportUnderTest(NatsTransport.features, connect)
         finally:
             await nats_cleanup(url, prefix)
+
+
+class TestGrpcConformance(TransportConformance):
+    """Every "process" joins one private hub; the hub's own bus takes part too."""
+
+    @pytest_asyncio.fixture
+    async def transport_under_test(self) -> AsyncIterator[TransportUnderTest]:
+        from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport, serve_grpc
+
+        hub = await serve_grpc(InMemoryCommBus(instrument=False), port=0, metrics=False)
+
+        async def connect(bus: InMemoryCommBus, registry: MessageRegistry) -> ConnectedTransport:
+            return await GrpcTransport.connect(bus, hub.address, registry=registry, metrics=False)
+
+        try:
+            yield TransportUnderTest(GrpcTransport.features, connect)
+        finally:
+            await hub.close(grace=0)

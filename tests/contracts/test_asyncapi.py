@@ -14,6 +14,7 @@ import pytest
 
 from jeeves_control_tower.contracts import asyncapi_document
 from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.http.contract import HttpFaceDescription
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
@@ -37,6 +38,7 @@ def transports() -> list[Any]:
     return [
         RedisTransport(bus, "redis://:pw@cache.internal:6380/2", metrics=False),
         NatsTransport(bus, "nats://user:pw@nats.internal:4222", metrics=False),
+        GrpcTransport(bus, "hub.internal:50051", metrics=False),
         HttpFaceDescription("https://api.example/bus"),
     ]
 
@@ -87,6 +89,11 @@ def test_servers_channels_and_bindings() -> None:
             "protocol": "nats",
             "description": "nats://***@nats.internal:4222",
         },
+        "grpc": {
+            "host": "hub.internal:50051",
+            "protocol": "grpc",
+            "description": "grpc://hub.internal:50051",
+        },
         "https": {
             "host": "api.example",
             "protocol": "https",
@@ -102,6 +109,7 @@ def test_servers_channels_and_bindings() -> None:
     assert ch["nats.query.GetBalance"]["address"] == "jeeves.qry.GetBalance"
     assert ch["nats.send.ChargeCard"]["bindings"]["nats"]["stream"] == "jeeves_commands"
     assert ch["https.query.GetBalance"]["address"] == "/v1/query/GetBalance"
+    assert ch["grpc.send.ChargeCard"]["address"] == "send:ChargeCard"
     assert ch["nats.reply"]["address"] is None
     # an event is published only, a command sent only; a class without category: all three
     assert "redis.send.OrderPlaced" not in ch and "redis.publish.ChargeCard" not in ch

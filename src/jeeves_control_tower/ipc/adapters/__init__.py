@@ -9,8 +9,8 @@ needed by the core::
     from jeeves_control_tower.ipc.adapters.redis import RedisTransport
     transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")
 
-``RedisTransport`` and ``NatsTransport`` are also reachable as attributes of this package
-(imported on first access).
+``RedisTransport`` and ``NatsTransport`` (and ``GrpcTransport``, of :mod:`.grpc`, the hub's
+client) are also reachable as attributes of this package (imported on first access).
 """
 
 from typing import Any
@@ -53,4 +53,8 @@ def __getattr__(name: str) -> Any:
         from .nats import NatsTransport
 
         return NatsTransport
+    if name == "GrpcTransport":
+        from .grpc import GrpcTransport
+
+        return GrpcTransport
     raise AttributeError(name)

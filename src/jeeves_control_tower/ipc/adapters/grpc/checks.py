@@ -1,0 +1,98 @@
+"""What the hub checks of everything a client sends, before routing it.
+
+The hub routes frames without decoding their payload (it does not know every process's
+message classes), but it never forwards what cannot be a frame of the kind it claims to
+be: :func:`frame_problem` parses the frame's JSON (each element of a batch frame) and
+checks the wire version and that its ``type`` and ``pattern`` are the ones the client
+routed it by. A frame that fails is not routed; the reason is counted in
+``commbus_wire_rejected_total{transport="grpc"}`` and told to the client in a ``Notice``.
+The receiving process decodes and checks every frame again (its codec is the authority).
+
+Names are bounded too (:data:`MAX_NAME`), and so is the nesting the parser accepts
+(:data:`MAX_DEPTH`, checked on the raw bytes before parsing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from ..wire import Signer
+
+__all__ = ["MAX_DEPTH", "MAX_NAME", "PATTERNS", "frame_problem", "name_problem"]
+
+#: The longest message type or service name the hub accepts (characters).
+MAX_NAME = 256
+#: The deepest JSON nesting the hub parses in a frame.
+MAX_DEPTH = 64
+#: The patterns a client may route by.
+PATTERNS = ("publish", "send", "query")
+
+_loads: Callable[[bytes], Any]
+try:
+    import orjson
+
+    _loads = orjson.loads
+except ImportError:  # pragma: no cover - orjson comes with the grpc extra's neighbours
+    _loads = json.loads
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a message type or service name (``None``: it can)."""
+    if not name:
+        return "empty name"
+    if len(name) > MAX_NAME:
+        return f"name longer than {MAX_NAME} characters"
+    if not name.isprintable():
+        return "name with control characters"
+    return None
+
+
+def _too_deep(data: bytes) -> bool:
+    depth = 0
+    # Brackets inside strings count too: a conservative bound, never an under-count.
+    for byte in data:
+        if byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def frame_problem(
+    data: bytes, pattern: str, message_type: str, signer: Signer | None = None
+) -> str | None:
+    """The ``commbus_wire_rejected_total`` reason ``data`` is refused for, or ``None``.
+
+    ``malformed``: not a JSON object of wire version 1 (or a batch of them, for
+    ``publish``); ``too_deep``; ``wrong_destination``: a ``type`` or ``pattern`` other than
+    the ones it is routed by; ``bad_signature`` (with a ``signer``)."""
+    if signer is not None:
+        opened = signer.open(data)
+        if opened is None:
+            return "bad_signature"
+        data = opened
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _too_deep(data):
+        return "too_deep"
+    try:
+        frame = _loads(data)
+    except (ValueError, RecursionError):
+        return "malformed"
+    if not isinstance(frame, dict) or frame.get("v") != 1:
+        return "malformed"
+    batch = frame.get("batch")
+    if batch is not None:
+        if pattern != "publish" or not isinstance(batch, list) or not batch:
+            return "malformed"
+        for item in batch:
+            if not isinstance(item, dict) or item.get("v") != 1:
+                return "malformed"
+            if item.get("type") != message_type or item.get("pattern") != pattern:
+                return "wrong_destination"
+        return None
+    if frame.get("type") != message_type or frame.get("pattern") != pattern:
+        return "wrong_destination"
+    return None

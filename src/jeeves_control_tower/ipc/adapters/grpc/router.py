@@ -1,0 +1,269 @@
+"""The hub's routing table: who consumes what, and where each message goes.
+
+A *peer* is one process joined to the hub: a client's Connect stream (:class:`~.session.Session`)
+or the hub's own bus (:class:`~.local.HubBus`). The router never reads a frame; it moves
+bytes between peers by ``(pattern, type)``:
+
+- **publish**: to every peer consuming ``("publish", type)`` now (the sender included, if
+  it consumes the type: its bus delivers to its own subscribers that way), in order per
+  sender; at-most-once.
+- **send**: to exactly one peer consuming ``("send", type)`` (round robin). With none, the
+  command waits in the hub (at most ``max_waiting`` commands in all: beyond that ``send``
+  is refused) until one subscribes. A command stays *in flight* until its peer answers
+  (``OK``, ``REJECT``: done; ``REQUEUE``: routed again); when the peer goes away first it is
+  routed again (counted as a redelivery). Commands live in the hub's memory: a hub restart
+  loses those not yet answered.
+- **query** and **dispatch**: to one peer (round robin over the query's consumers; the
+  dispatch's serving peer), answered through a callback exactly once: the peer's answer,
+  ``NO_HANDLER`` (nobody consumes it), ``TIMEOUT`` (no answer in time) or ``UNAVAILABLE``
+  (the peer went away first).
+
+A peer may answer only what was delivered to it: an answer naming another peer's
+delivery, or none, is ignored (and reported to ``on_stray``). At most ``max_in_flight``
+queries wait for their answers (beyond that a query is refused). Event-loop-thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from . import commbus_pb2 as pb
+
+__all__ = ["Answer", "Peer", "Router"]
+
+#: ``answer(status, data, message)``: how a routed query or dispatch ended.
+Answer = Callable[[pb.Status, bytes, str], None]
+
+
+class Peer(Protocol):
+    """A process joined to the hub."""
+
+    process_id: str
+
+    def deliver(self, delivery: pb.Delivery) -> bool:
+        """Hand ``delivery`` to the process without waiting; ``False`` if it cannot take
+        it (gone, or too far behind: the peer then removes itself)."""
+        ...
+
+
+@dataclass(slots=True)
+class _InFlight:
+    peer: Peer
+    pattern: str
+    type: str
+    data: bytes
+    answer: Answer | None  # None: a command
+    timer: asyncio.TimerHandle | None
+
+
+class Router:
+    """See the module docstring. ``on_redelivered(n)`` counts commands routed again after
+    their peer went away; ``on_stray()`` an answer that matched nothing of its peer's."""
+
+    def __init__(
+        self,
+        *,
+        max_waiting: int = 10_000,
+        max_in_flight: int = 100_000,
+        on_redelivered: Callable[[int], None] = lambda n: None,
+        on_stray: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.max_waiting = max_waiting
+        self.max_in_flight = max_in_flight
+        self._on_redelivered = on_redelivered
+        self._on_stray = on_stray
+        self._routes: dict[tuple[str, str], list[Peer]] = {}
+        self._turn: dict[tuple[str, str], int] = {}
+        self._interests: dict[Peer, set[tuple[str, str]]] = {}
+        self._waiting: dict[str, deque[bytes]] = {}
+        self._waiting_count = 0
+        self._in_flight: dict[int, _InFlight] = {}
+        self._ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ peers
+
+    @property
+    def peers(self) -> list[Peer]:
+        return list(self._interests)
+
+    def add_peer(self, peer: Peer) -> None:
+        self._interests.setdefault(peer, set())
+
+    def remove_peer(self, peer: Peer) -> None:
+        """Forget ``peer``: its routes go, its commands in flight are routed again, its
+        queries and dispatches in flight end ``UNAVAILABLE``."""
+        for key in self._interests.pop(peer, set()):
+            self._drop_route(peer, key)
+        redelivered = 0
+        for rid, item in list(self._in_flight.items()):
+            if item.peer is not peer:
+                continue
+            del self._in_flight[rid]
+            if item.timer is not None:
+                item.timer.cancel()
+            if item.answer is None:
+                redelivered += 1
+                self._route_command(item.type, item.data)
+            else:
+                item.answer(pb.UNAVAILABLE, b"", f"process {peer.process_id} went away")
+        if redelivered:
+            self._on_redelivered(redelivered)
+
+    def subscribe(self, peer: Peer, pattern: str, message_type: str) -> None:
+        key = (pattern, message_type)
+        interests = self._interests.setdefault(peer, set())
+        if key in interests:
+            return
+        interests.add(key)
+        self._routes.setdefault(key, []).append(peer)
+        if pattern == "send":
+            self._release_waiting(message_type)
+
+    def unsubscribe(self, peer: Peer, pattern: str, message_type: str) -> None:
+        key = (pattern, message_type)
+        interests = self._interests.get(peer)
+        if interests is not None and key in interests:
+            interests.discard(key)
+            self._drop_route(peer, key)
+
+    def interests(self, peer: Peer) -> int:
+        return len(self._interests.get(peer, ()))
+
+    def consumers(self, pattern: str, message_type: str) -> int:
+        return len(self._routes.get((pattern, message_type), ()))
+
+    def _drop_route(self, peer: Peer, key: tuple[str, str]) -> None:
+        peers = self._routes.get(key)
+        if peers is None:
+            return
+        peers[:] = [p for p in peers if p is not peer]
+        if not peers:
+            del self._routes[key]
+            self._turn.pop(key, None)
+
+    def _next(self, key: tuple[str, str]) -> Peer | None:
+        peers = self._routes.get(key)
+        if not peers:
+            return None
+        turn = self._turn.get(key, 0) % len(peers)
+        self._turn[key] = turn + 1
+        return peers[turn]
+
+    # ------------------------------------------------------------------ routing
+
+    def publish(self, message_type: str, data: bytes) -> int:
+        """Deliver an event frame to every consumer of its type; how many took it."""
+        peers = self._routes.get(("publish", message_type))
+        if not peers:
+            return 0
+        delivery = pb.Delivery(pattern="publish", type=message_type, data=data)
+        taken = 0
+        for peer in list(peers):
+            if peer.deliver(delivery):
+                taken += 1
+        return taken
+
+    def send(self, message_type: str, data: bytes) -> bool:
+        """Route a command to one consumer, or hold it; ``False`` when the hub holds
+        ``max_waiting`` commands already (refused)."""
+        if not self._routes.get(("send", message_type)) and self._waiting_count >= self.max_waiting:
+            return False
+        self._route_command(message_type, data)
+        return True
+
+    def _route_command(self, message_type: str, data: bytes) -> None:
+        key = ("send", message_type)
+        for _ in range(len(self._routes.get(key, ()))):
+            peer = self._next(key)
+            if peer is None:
+                break
+            rid = next(self._ids)
+            self._in_flight[rid] = _InFlight(peer, "send", message_type, data, None, None)
+            if peer.deliver(pb.Delivery(id=rid, pattern="send", type=message_type, data=data)):
+                return
+            self._in_flight.pop(rid, None)
+        self._waiting.setdefault(message_type, deque()).append(data)
+        self._waiting_count += 1
+
+    def _release_waiting(self, message_type: str) -> None:
+        held = self._waiting.pop(message_type, None)
+        if held:
+            self._waiting_count -= len(held)
+            for data in held:
+                self._route_command(message_type, data)
+
+    @property
+    def waiting(self) -> int:
+        """Commands held for want of a handler."""
+        return self._waiting_count
+
+    def query(self, message_type: str, data: bytes, timeout: float, answer: Answer) -> None:
+        """Ask one consumer of ``("query", type)``; ``answer`` is called exactly once
+        (``REFUSED`` at once while ``max_in_flight`` queries, dispatches and commands are
+        unanswered: a flood cannot grow the hub's memory without bound)."""
+        if len(self._in_flight) >= self.max_in_flight:
+            answer(pb.REFUSED, b"", f"the hub has {self.max_in_flight} requests in flight")
+            return
+        key = ("query", message_type)
+        for _ in range(len(self._routes.get(key, ()))):
+            peer = self._next(key)
+            if peer is not None and self.request(
+                peer, "query", message_type, data, timeout, answer
+            ):  # fmt: skip
+                return
+        answer(pb.NO_HANDLER, b"", f"no process handles query type {message_type[:200]!r}")
+
+    def request(
+        self,
+        peer: Peer,
+        pattern: str,
+        message_type: str,
+        data: bytes,
+        timeout: float,
+        answer: Answer,
+    ) -> int:
+        """Deliver a query or dispatch to ``peer``; its request id (``answer`` is then
+        called exactly once, unless :meth:`forget` is), or 0 when the peer could not take
+        it (nothing was sent)."""
+        rid = next(self._ids)
+        timer = asyncio.get_running_loop().call_later(timeout, self._expired, rid)
+        self._in_flight[rid] = _InFlight(peer, pattern, message_type, data, answer, timer)
+        delivery = pb.Delivery(
+            id=rid, pattern=pattern, type=message_type, data=data, deadline=time.time() + timeout
+        )
+        if peer.deliver(delivery):
+            return rid
+        timer.cancel()
+        self._in_flight.pop(rid, None)
+        return 0
+
+    def forget(self, rid: int) -> None:
+        """Drop request ``rid`` unanswered (its caller gave up); a late answer is stray."""
+        item = self._in_flight.pop(rid, None)
+        if item is not None and item.timer is not None:
+            item.timer.cancel()
+
+    def _expired(self, rid: int) -> None:
+        item = self._in_flight.pop(rid, None)
+        if item is not None and item.answer is not None:
+            item.answer(pb.TIMEOUT, b"", f"{item.pattern} {item.type[:200]!r} timed out")
+
+    def respond(self, peer: Peer, response: pb.Response) -> None:
+        """A peer's answer to one of its deliveries."""
+        item = self._in_flight.get(response.id)
+        if item is None or item.peer is not peer:
+            self._on_stray()
+            return
+        del self._in_flight[response.id]
+        if item.timer is not None:
+            item.timer.cancel()
+        if item.answer is not None:
+            item.answer(response.status, response.data, response.message)
+        elif response.status == pb.REQUEUE:
+            self._route_command(item.type, item.data)

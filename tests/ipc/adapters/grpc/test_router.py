@@ -1,0 +1,87 @@
+"""The hub's routing table, with fake peers (no sockets)."""
+
+from __future__ import annotations
+
+from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
+from jeeves_control_tower.ipc.adapters.grpc.router import Answer, Router
+
+
+class FakePeer:
+    def __init__(self, process_id: str, accept: bool = True) -> None:
+        self.process_id = process_id
+        self.accept = accept
+        self.got: list[pb.Delivery] = []
+
+    def deliver(self, delivery: pb.Delivery) -> bool:
+        if self.accept:
+            self.got.append(delivery)
+        return self.accept
+
+
+def answers() -> tuple[list[tuple[int, bytes, str]], Answer]:
+    seen: list[tuple[int, bytes, str]] = []
+
+    def answer(status: pb.Status, data: bytes, text: str) -> None:
+        seen.append((status, data, text))
+
+    return seen, answer
+
+
+async def test_publish_reaches_every_consumer_and_send_one_in_turn() -> None:
+    router = Router()
+    a, b = FakePeer("a"), FakePeer("b")
+    for peer in (a, b):
+        router.subscribe(peer, "publish", "E")
+        router.subscribe(peer, "send", "C")
+    assert router.publish("E", b"e") == 2
+    for _ in range(4):
+        assert router.send("C", b"c")
+    assert [d.pattern for d in a.got] == ["publish", "send", "send"]
+    assert [d.pattern for d in b.got] == ["publish", "send", "send"]
+
+
+async def test_commands_wait_bounded_and_move_on_when_their_peer_goes() -> None:
+    router = Router(max_waiting=2)
+    assert router.send("C", b"1") and router.send("C", b"2")
+    assert not router.send("C", b"3")  # refused: the hub holds max_waiting already
+    a, b = FakePeer("a"), FakePeer("b")
+    redelivered: list[int] = []
+    router = Router(on_redelivered=redelivered.append)
+    router.send("C", b"1")
+    router.subscribe(a, "send", "C")
+    assert [d.data for d in a.got] == [b"1"]
+    router.subscribe(b, "send", "C")
+    router.remove_peer(a)  # unanswered: routed again
+    assert [d.data for d in b.got] == [b"1"] and redelivered == [1]
+    router.respond(b, pb.Response(id=b.got[0].id, status=pb.REQUEUE))
+    assert len(b.got) == 2  # requeued, and b is the only consumer left
+
+
+async def test_answers_only_from_the_peer_asked() -> None:
+    stray: list[int] = []
+    router = Router(on_stray=lambda: stray.append(1))
+    a, b = FakePeer("a"), FakePeer("b")
+    router.subscribe(a, "query", "Q")
+    seen, answer = answers()
+    router.query("Q", b"q", 5.0, answer)
+    rid = a.got[0].id
+    router.respond(b, pb.Response(id=rid, status=pb.OK, data=b"forged"))
+    assert seen == [] and stray == [1]
+    router.respond(a, pb.Response(id=rid, status=pb.OK, data=b"r"))
+    router.respond(a, pb.Response(id=rid, status=pb.OK, data=b"again"))
+    assert seen == [(pb.OK, b"r", "")] and stray == [1, 1]
+
+
+async def test_a_query_ends_once_no_handler_gone_or_refused() -> None:
+    router = Router(max_in_flight=1)
+    seen, answer = answers()
+    router.query("Q", b"q", 5.0, answer)
+    assert seen[-1][0] == pb.NO_HANDLER
+    a = FakePeer("a")
+    router.subscribe(a, "query", "Q")
+    router.query("Q", b"q", 5.0, answer)
+    router.query("Q", b"q", 5.0, answer)
+    assert seen[-1][0] == pb.REFUSED  # one in flight already
+    router.remove_peer(a)
+    assert seen[-1][0] == pb.UNAVAILABLE and "went away" in seen[-1][2]
+    assert len(seen) == 3
