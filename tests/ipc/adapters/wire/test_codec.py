@@ -553,3 +553,54 @@ def test_reply_results_round_trip_and_what_json_cannot_carry_is_an_error(
         for bad in (math.nan, {"a": math.inf}, [-math.inf]):
             reply = c.decode_reply(c.encode_reply(None, result=bad))
             assert not reply.ok and reply.kind == "error" and "unencodable" in reply.message
+
+
+@dataclass
+class TreeNode:
+    """A message class that refers to itself."""
+
+    name: str
+    children: list[TreeNode] = field(default_factory=list)
+
+
+@dataclass
+class Husband:
+    name: str
+    wife: Wife | None = None
+
+
+@dataclass
+class Wife:
+    name: str
+    husband: Husband | None = None
+
+
+def test_classes_that_refer_to_themselves_or_each_other_are_checked_at_every_depth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import typing
+
+    resolved: list[type] = []
+    real = typing.get_type_hints
+
+    def counting(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        resolved.append(obj)
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(typing, "get_type_hints", counting)
+    reg = MessageRegistry()
+    reg.register(TreeNode)
+    reg.register(Husband)
+    # Registration resolves each class once; nested decoders are built on first use (it
+    # used to recurse until the interpreter's limit and then quietly stop checking).
+    assert resolved.count(TreeNode) == 1 and resolved.count(Husband) == 1
+    c = WireCodec(registry=reg)
+    tree = TreeNode("a", [TreeNode("b", [TreeNode("c", [TreeNode("d")])]), TreeNode("e")])
+    out = c.decode(c.encode(tree, pattern="publish", message_id="t"))
+    assert out.message == tree and isinstance(out.message.children[0].children[0], TreeNode)
+    couple = Husband("h", Wife("w", Husband("h2")))
+    assert c.decode(c.encode(couple, pattern="publish", message_id="h")).message == couple
+    bad = c.encode(tree, pattern="publish", message_id="t2").replace(b'"d"', b"7")
+    with pytest.raises(WireError, match="bad_field"):
+        c.decode(bad)
+    assert resolved.count(TreeNode) == 2  # the nested decoder: built once, kept, shared

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 import typing
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +146,26 @@ def _data_descriptor(cls: type, name: str) -> bool:
     return hasattr(kind, "__set__") or hasattr(kind, "__delete__")
 
 
+#: The decoders of nested dataclasses, built once per class (see :func:`_nested`).
+_NESTED: weakref.WeakKeyDictionary[type, Callable[[dict[str, Any]], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _nested(kind: type) -> Callable[[dict[str, Any]], Any]:
-    """The payload decoder of a dataclass nested in a message's field."""
-    return dataclass_entry(kind.__name__, kind).decode
+    """The payload decoder of a dataclass nested in a message's field, built on its first
+    use and kept, one per class: a class that refers to itself (a tree node), or classes
+    that refer to each other, would otherwise build their decoders without end. The depth
+    of what it decodes is bounded by the format's own depth limit."""
+
+    decode: Callable[[dict[str, Any]], Any] | None = None
+
+    def lazy(payload: dict[str, Any]) -> Any:
+        nonlocal decode
+        if decode is None:
+            decode = _NESTED.get(kind)
+            if decode is None:
+                decode = _NESTED[kind] = dataclass_entry(kind.__name__, kind).decode
+        return decode(payload)
+
+    return lazy
