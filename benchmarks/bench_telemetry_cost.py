@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_hotpath import Loop, Telemetry, build_cases, measure, reference_cases  # noqa: E402
+from bench_hotpath import Loop, Telemetry, build_cases, measure, reference_cases
 
 RESULTS = Path(__file__).parent / "results" / "telemetry_cost.json"
 OPS = ("publish_1", "send", "query", "dispatch")
