@@ -24,8 +24,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
     Link,
-    NoOpTracer,
-    ProxyTracer,
     SpanContext,
     SpanKind,
     Status,
@@ -95,14 +93,6 @@ class DispatchTracer:
         self._on_error = on_error or ErrorReporter()
         self._specs: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def _is_noop(self) -> bool:
-        """True when spans would come from OpenTelemetry's no-op tracer (no SDK configured),
-        resolving a proxy tracer the way its ``start_span`` does."""
-        tracer = self._tracer
-        if type(tracer) is ProxyTracer:
-            tracer = getattr(tracer, "_tracer", tracer)
-        return type(tracer) is NoOpTracer
-
     def _attributes(self, target: DispatchTarget) -> dict[str, Any]:
         key = (target.service_name, target.method, target.priority.value)
         attributes = self._specs.get(key)
@@ -129,8 +119,6 @@ class DispatchTracer:
                 parent = _caller_parent(rc)
                 if parent is None and rc.trace_id:
                     links = _caller_link(rc)  # a root span the sampler decides, linked
-            if parent is None and self._is_noop():
-                return None  # what the no-op tracer amounts to: it hands back the current span
             span = self._tracer.start_span(
                 f"dispatch {target.service_name}",
                 parent,
@@ -139,8 +127,10 @@ class DispatchTracer:
                 links,
             )
             recording = span.is_recording()
-            if not recording and span.get_span_context() == current:
-                return None  # a no-op tracer handed back the current span
+            if not recording:
+                made = span.get_span_context()
+                if not made.is_valid or made == current:
+                    return None  # no SDK: the no-op tracer's invalid (or the current) span
             context = trace.set_span_in_context(span, parent)
             return (span, otel_context.attach(context), recording)
         except Exception as exc:

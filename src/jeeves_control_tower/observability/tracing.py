@@ -18,7 +18,10 @@ queries continues the same trace. Each handler span is current only inside its h
 
 Cheap when nothing is sampled: attribute work is done only for recording spans, span names
 and attribute dicts are built once per ``(pattern, type[, handler])`` (bounded cache),
-and a no-op tracer (no SDK configured) costs no span and no context switch. Payloads are
+and a no-op tracer (no SDK configured) costs no context switch: whether a span is worth
+making current is read off the span itself (``is_recording()``,
+``get_span_context().is_valid``, public API), so a provider installed later is picked up by
+the next message. Payloads are
 recorded only with ``record_payloads=True``. Never raises: failures go to ``on_error``.
 """
 
@@ -30,8 +33,6 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import (
-    NoOpTracer,
-    ProxyTracer,
     Span,
     SpanKind,
     Status,
@@ -179,16 +180,6 @@ class TracingMiddleware:
         self._hooks_seen: tuple[Any, ...] | None = None
         self._hooks_left: tuple[Any, ...] = ()
 
-    def _is_noop(self) -> bool:
-        """True when spans would come from OpenTelemetry's no-op tracer (no SDK configured):
-        it hands back the current span, so a message has nothing to start or switch. A
-        proxy tracer is resolved the way its ``start_span`` does it, so a provider set
-        later is picked up."""
-        tracer = self._tracer
-        if type(tracer) is ProxyTracer:
-            tracer = getattr(tracer, "_tracer", tracer)
-        return type(tracer) is NoOpTracer
-
     def _leave_hooks(self, ctx: MiddlewareContext) -> None:
         hooks = ctx.hooks
         if hooks is not self._hooks_seen:
@@ -210,16 +201,6 @@ class TracingMiddleware:
         remote = None
         if direction == "in" and ctx.headers:
             remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
-        if remote is None and self._is_noop():
-            # What the no-op tracer amounts to (see the ``else`` branch below): the span it
-            # hands back is the current one, so there is nothing to switch and no handler
-            # span; skip creating it and comparing contexts (the path of a bus with no SDK).
-            self._leave_hooks(ctx)
-            if direction == "out":
-                if ctx.headers is None:
-                    ctx.headers = {}
-                propagate.inject(ctx.headers)
-            return
         if direction != "local" and self._broker is not None:
             self._check_transport()
         key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
@@ -238,11 +219,13 @@ class TracingMiddleware:
         else:
             # Not recording: no handler spans for this message, so leave its handler hooks.
             self._leave_hooks(ctx)
-            if remote is not None or span.get_span_context() != _current_span_context():
+            context = span.get_span_context()
+            if context.is_valid and (remote is not None or context != _current_span_context()):
                 # Sampled out: still make it current so nested messages inherit the decision.
                 parent = trace.set_span_in_context(span, remote)
                 ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
-            # else: a no-op tracer handed back the current span; nothing to switch.
+            # else: no SDK (OpenTelemetry's no-op tracer hands back the current span, or an
+            # invalid one): there is no decision to carry and nothing to switch.
         if direction == "out":  # a transport carries it: put our context on the wire
             if ctx.headers is None:
                 ctx.headers = {}
@@ -317,8 +300,6 @@ class TracingMiddleware:
         ``messaging.batch.message_count`` and, added by :meth:`BatchReceive.link`, a link
         to each message's producer context. ``None`` when it would not record."""
         try:
-            if self._is_noop():
-                return None
             attributes: dict[str, Any] = {
                 MESSAGING_SYSTEM: settings.system,
                 MESSAGING_OPERATION_TYPE: OP_RECEIVE,
