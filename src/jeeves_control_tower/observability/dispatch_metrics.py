@@ -37,6 +37,7 @@ _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "serv
 class _ServiceGauges:
     __slots__ = (
         "capacity",
+        "descriptor",
         "healthy",
         "last_capacity",
         "last_healthy",
@@ -53,6 +54,17 @@ class _ServiceGauges:
         self.last_capacity = -1
         self.last_healthy: bool | None = None
         self.last_queue = -1
+        self.descriptor: ServiceDescriptor | None = None
+
+    def watch(self, service: ServiceDescriptor) -> None:
+        """Outside multiprocess mode: the gauges read ``service`` (the registry's live
+        descriptor; single attribute reads, atomic under the GIL) and the last queue depth
+        notified when they are scraped, instead of being set on every change."""
+        self.descriptor = service
+        self.load.set_function(lambda: service.current_load)
+        self.capacity.set_function(lambda: service.max_concurrent)
+        self.healthy.set_function(lambda: 1 if service.healthy else 0)
+        self.queue.set_function(lambda: self.last_queue)
 
 
 class DispatchMetrics(WholeDispatchObserver):
@@ -191,6 +203,11 @@ class DispatchMetrics(WholeDispatchObserver):
                 if self.metrics.services(name) == OTHER:
                     return
                 gauges = self._gauges[name] = _ServiceGauges(self.metrics, name)
+            if self._aggregate is not None:  # perf: read at scrape time (see watch)
+                gauges.last_queue = queue_depth
+                if gauges.descriptor is not service:
+                    gauges.watch(service)
+                return
             gauges.load.set(service.current_load)
             if queue_depth != gauges.last_queue:  # perf: load changes on every dispatch, this not
                 gauges.queue.set(queue_depth)
