@@ -85,6 +85,8 @@ _PAYLOAD_LIMIT = 1000
 _SEND_KIND = SpanKind.PRODUCER
 _RECEIVE_KIND = SpanKind.CLIENT
 _PROCESS_KIND = SpanKind.CONSUMER
+# The context of the no-op tracer's span when nothing is current (perf: an identity check).
+_INVALID = trace.INVALID_SPAN_CONTEXT
 # The parent of a batch receive span: none (a batch has no one parent; it links them).
 _EMPTY = otel_context.Context()
 
@@ -220,7 +222,9 @@ class TracingMiddleware:
             # Not recording: no handler spans for this message, so leave its handler hooks.
             self._leave_hooks(ctx)
             context = span.get_span_context()
-            if context.is_valid and (remote is not None or context != _current_span_context()):
+            if context is not _INVALID and (
+                remote is not None or context != _current_span_context()
+            ):
                 # Sampled out: still make it current so nested messages inherit the decision.
                 parent = trace.set_span_in_context(span, remote)
                 ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
