@@ -17,6 +17,7 @@ failures go to ``on_error``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -33,6 +34,7 @@ from opentelemetry.trace import (
 
 from ..types import DispatchTarget, Envelope, RequestContext
 from ._guard import ErrorReporter
+from ._noop import NoopWatch
 from .bus_metrics import OnError
 from .semconv import (
     DISPATCH_ATTEMPT,
@@ -90,6 +92,7 @@ class DispatchTracer:
         self, tracer_provider: TracerProvider | None = None, *, on_error: OnError | None = None
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
+        self._noop = NoopWatch(tracer_provider)
         self._on_error = on_error or ErrorReporter()
         self._specs: dict[tuple[str, str, str], dict[str, Any]] = {}
 
@@ -119,6 +122,8 @@ class DispatchTracer:
                 parent = _caller_parent(rc)
                 if parent is None and rc.trace_id:
                     links = _caller_link(rc)  # a root span the sampler decides, linked
+            if parent is None and self._noop.is_noop(time.perf_counter()):
+                return None  # no SDK: no span to start, switch or end
             span = self._tracer.start_span(
                 f"dispatch {target.service_name}",
                 parent,

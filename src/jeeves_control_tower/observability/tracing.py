@@ -18,15 +18,16 @@ queries continues the same trace. Each handler span is current only inside its h
 
 Cheap when nothing is sampled: attribute work is done only for recording spans, span names
 and attribute dicts are built once per ``(pattern, type[, handler])`` (bounded cache),
-and a no-op tracer (no SDK configured) costs no context switch: whether a span is worth
-making current is read off the span itself (``is_recording()``,
-``get_span_context().is_valid``, public API), so a provider installed later is picked up by
-the next message. Payloads are
+and a no-op tracer (no SDK configured) costs no span and no context switch (see
+:class:`._noop.NoopWatch`: public API only; a global provider set later is picked up within
+a second). A span that does not record is made current only when it carries a decision
+(``get_span_context()`` valid and not the current one). Payloads are
 recorded only with ``record_payloads=True``. Never raises: failures go to ``on_error``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,7 @@ from opentelemetry.trace import (
 from .. import __version__
 from ..ipc import MiddlewareContext
 from ._guard import ErrorReporter
+from ._noop import NoopWatch
 from .semconv import (
     CODE_FUNCTION_NAME,
     ERROR_TYPE,
@@ -168,6 +170,7 @@ class TracingMiddleware:
         broker: Callable[[], Any] | None = None,
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
+        self._noop = NoopWatch(tracer_provider)
         # The bus's transport, read for each message crossing the wire: its
         # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in
         # ipc.adapters) labels broker spans; the cached specs are dropped when it changes.
@@ -203,6 +206,15 @@ class TracingMiddleware:
         remote = None
         if direction == "in" and ctx.headers:
             remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
+        if remote is None and self._noop.is_noop(ctx.started):
+            # No SDK: the no-op tracer's span would be the current one (or an invalid one),
+            # nothing to start, switch or end, and no handler spans for this message.
+            self._leave_hooks(ctx)
+            if direction == "out":
+                if ctx.headers is None:
+                    ctx.headers = {}
+                propagate.inject(ctx.headers)
+            return
         if direction != "local" and self._broker is not None:
             self._check_transport()
         key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
@@ -304,6 +316,8 @@ class TracingMiddleware:
         ``messaging.batch.message_count`` and, added by :meth:`BatchReceive.link`, a link
         to each message's producer context. ``None`` when it would not record."""
         try:
+            if self._noop.is_noop(time.perf_counter()):
+                return None
             attributes: dict[str, Any] = {
                 MESSAGING_SYSTEM: settings.system,
                 MESSAGING_OPERATION_TYPE: OP_RECEIVE,
