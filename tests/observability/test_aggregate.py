@@ -80,11 +80,28 @@ async def test_buckets_are_cumulative_and_sum_is_the_sum() -> None:
     assert 4 * 0.003 <= total < 4 * 1.0
 
 
+def assert_histograms_consistent(registry: CollectorRegistry) -> None:
+    """In one scrape: each series' buckets never decrease and ``+Inf`` equals ``_count``."""
+    for family in registry.collect():
+        if family.type != "histogram":
+            continue
+        buckets: dict[tuple[tuple[str, str], ...], list[float]] = {}
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        for sample in family.samples:
+            key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(key, []).append(sample.value)
+            elif sample.name.endswith("_count"):
+                counts[key] = sample.value
+        for key, values in buckets.items():
+            assert values == sorted(values) and values[-1] == counts[key]
+
+
 def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
     """Buses on two event-loop threads share a registry; the main thread scrapes all along:
     every scrape is monotonic and each series consistent, and the last one is exact."""
     registry = CollectorRegistry()
-    per_thread = 3000
+    per_thread = 20_000
     labels = {"pattern": "publish", "message_type": "Stored", "outcome": "ok"}
 
     def writer() -> None:
@@ -103,12 +120,16 @@ def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
     for t in threads:
         t.start()
     last = 0.0
+    scrapes = 0
     while any(t.is_alive() for t in threads):
+        scrapes += 1
         seen = value(registry, "commbus_messages_total", **labels)
         assert seen >= last
         last = seen
+        assert_histograms_consistent(registry)
     for t in threads:
         t.join()
+    assert scrapes > 0 and last <= 2 * per_thread  # scrapes ran while the writers wrote
     assert value(registry, "commbus_messages_total", **labels) == 2 * per_thread
     hist = {"pattern": "publish", "message_type": "Stored"}
     assert value(registry, "commbus_message_duration_seconds_count", **hist) == 2 * per_thread

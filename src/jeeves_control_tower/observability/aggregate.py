@@ -107,8 +107,9 @@ class Cell:
             self.errors[key] = self.errors.get(key, 0) + n
         for i, n in enumerate(other.counts):
             self.counts[i] += n
-            if other.exemplars[i] is not None:
-                self.exemplars[i] = other.exemplars[i]
+            theirs, ours = other.exemplars[i], self.exemplars[i]
+            if theirs is not None and (ours is None or theirs[2] >= ours[2]):
+                self.exemplars[i] = theirs  # the newest exemplar of the bucket
         self.sum += other.sum
         self.extra[0] += other.extra[0]
         self.extra[1] += other.extra[1]
@@ -161,7 +162,7 @@ class AggregateCollector(Collector):
         aggregate = Aggregate(self.bounds)
         with self._lock:
             self._live.add(aggregate)
-        weakref.finalize(owner, self._retire, aggregate)
+        weakref.finalize(owner, self._retire, aggregate).atexit = False
         return aggregate
 
     def _retire(self, aggregate: Aggregate) -> None:
