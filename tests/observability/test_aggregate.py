@@ -150,3 +150,18 @@ async def test_counts_of_a_collected_bus_stay() -> None:
     other.subscribe("Stored", lambda e: None)
     await other.publish(Stored())
     assert value(registry, "commbus_messages_total", outcome="ok", **labels) == 7
+
+
+async def test_a_failing_series_lookup_does_not_leak_in_flight() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+    bus.subscribe("Stored", lambda e: None)
+    metrics = get_metrics(registry)
+
+    def boom(value: str) -> str:
+        raise RuntimeError("limiter down")
+
+    metrics.message_types = boom  # type: ignore[assignment]
+    await bus.publish(Stored())
+    assert value(registry, "commbus_telemetry_errors_total", component="metrics") == 1
+    assert value(registry, "commbus_inflight_messages", pattern="publish") == 0

@@ -145,13 +145,12 @@ class MetricsMiddleware:
     def _count(self, ctx: MiddlewareContext, error: BaseException | None, elapsed: float) -> str:
         """The aggregate path: what :meth:`Cell.observe` does, inlined (perf)."""
         pattern = ctx.pattern
+        self._inflight_counts[pattern] -= 1  # first: a failing lookup below must not leak it
         key = (pattern, ctx.message_type)
         found = self._cells.get(key)
         if found is None:
             found = self._bind_cell(key)
         cell = found[0]
-        counts = self._inflight_counts
-        counts[pattern] -= 1
         outcome = ctx.outcome
         outcomes = cell.outcomes
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
