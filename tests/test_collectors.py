@@ -35,7 +35,8 @@ def test_a_name_registered_by_someone_else_is_the_registrys_error() -> None:
 
 def test_two_containers_and_transports_share_the_collectors() -> None:
     registry = CollectorRegistry()
-    assert CommBusMetrics(registry).messages_total is CommBusMetrics(registry).messages_total
+    first, again = CommBusMetrics(registry), CommBusMetrics(registry)
+    assert first.aggregate is not None and first.aggregate is again.aggregate
     AdapterMetrics("redis", registry).reconnected()
     AdapterMetrics("redis", registry).reconnected()
     value = registry.get_sample_value("commbus_transport_reconnects_total", {"transport": "redis"})

@@ -12,6 +12,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc.adapters.metrics import AdapterMetrics
+from jeeves_control_tower.observability.aggregate import FAMILIES, AggregateCollector
 from jeeves_control_tower.observability.metrics import get_metrics
 from tests.helpers import unavailable
 
@@ -136,6 +137,11 @@ def family_labels() -> dict[str, set[str]]:
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
     out: dict[str, set[str]] = {}
     for collector in getattr(registry, "_collector_to_names", {}):
+        if isinstance(collector, AggregateCollector):  # declares its families in a table
+            for name, (kind, _, names) in FAMILIES.items():
+                for suffix in suffixes.get(kind, ("",)):
+                    out[name + suffix] = set(names) | ({"le"} if suffix == "_bucket" else set())
+            continue
         labels = set(collector._labelnames)
         for family in collector.describe():
             for suffix in suffixes.get(family.type, ("",)):

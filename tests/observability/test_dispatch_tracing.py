@@ -230,3 +230,24 @@ async def test_request_context_trace_ids_are_linked_not_continued(
     await instrumented_coordinator.dispatch(target(), envelope(trace_id="not-hex", span_id="zz"))
     assert tel.span("dispatch svc").parent is None
     assert not tel.span("dispatch svc").links
+
+
+async def test_a_noop_provider_keeps_the_callers_span_current(tel: Telemetry) -> None:
+    """No SDK behind the coordinator's tracer: no dispatch span, and the caller's span (made
+    by another provider) stays current in the handler and afterwards."""
+    bus = InMemoryCommBus(instrument=False)
+    coordinator = CommBusCoordinator(
+        None, bus, tracer_provider=trace.NoOpTracerProvider(), registry=tel.registry
+    )
+    seen: list[trace.SpanContext] = []
+
+    async def handler(e: Envelope) -> Envelope:
+        seen.append(trace.get_current_span().get_span_context())
+        return e
+
+    register(coordinator, handler=handler)
+    with tel.provider.get_tracer("app").start_as_current_span("caller") as caller:
+        await coordinator.dispatch(target(), envelope())
+        assert trace.get_current_span() is caller
+    assert seen == [caller.get_span_context()]
+    assert [s.name for s in tel.spans()] == ["caller"]

@@ -332,6 +332,25 @@ async def test_noop_global_tracer_is_harmless() -> None:
     assert not trace.get_current_span().get_span_context().is_valid
 
 
+async def test_a_noop_provider_keeps_the_callers_span_current(tel: Telemetry) -> None:
+    """No SDK behind the bus's tracer (OpenTelemetry's no-op tracer): the span current in
+    the caller (made by another provider) stays current in the handler and afterwards."""
+    bus = InMemoryCommBus(instrument=False)
+    bus.add_middleware(TracingMiddleware(trace.NoOpTracerProvider()))
+    seen: list[trace.SpanContext] = []
+
+    def handler(q: GetState) -> int:
+        seen.append(trace.get_current_span().get_span_context())
+        return 3
+
+    bus.register_handler("GetState", handler)
+    with tel.provider.get_tracer("app").start_as_current_span("caller") as caller:
+        assert await bus.query(GetState()) == 3
+        assert trace.get_current_span() is caller
+    assert seen == [caller.get_span_context()]
+    assert [s.name for s in tel.spans()] == ["caller"]
+
+
 class _Transport:
     system = "redis"
 

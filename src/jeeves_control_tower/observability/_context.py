@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from opentelemetry.context import get_current
 from opentelemetry.trace import get_current_span
 
 __all__ = ["exemplar", "message_trace_id", "recording_trace_id"]
@@ -11,7 +12,10 @@ __all__ = ["exemplar", "message_trace_id", "recording_trace_id"]
 
 def recording_trace_id() -> int:
     """The trace id of the current span if it is recording (sampled), else ``0``."""
-    span = get_current_span()
+    current = get_current()
+    if not current:  # perf: an empty context (a mapping) holds no span at all
+        return 0
+    span = get_current_span(current)
     if span.is_recording():
         return span.get_span_context().trace_id
     return 0
@@ -23,8 +27,7 @@ def message_trace_id(ctx: Any) -> int:
     (they run back to back in the same context, so they would see the same span)."""
     trace_id: int | None = ctx.trace_id
     if trace_id is None:
-        span = get_current_span()
-        trace_id = ctx.trace_id = span.get_span_context().trace_id if span.is_recording() else 0
+        trace_id = ctx.trace_id = recording_trace_id()
     return trace_id
 
 

@@ -5,7 +5,10 @@ dispatches, and the per-service gauges (load, capacity, queue depth, health) kep
 from the registry's change notifications; a service that is unregistered is removed from
 the per-service gauges. Services past the label limit are folded into ``other`` in the
 dispatch metrics and are left out of the per-service gauges (a gauge cannot be summed
-meaningfully). Never raises: failures go to ``on_error``.
+meaningfully). Outside multiprocess mode the dispatch counts, latency, retries, timeouts and
+in-flight count are plain Python in this observer's :class:`~.aggregate.Aggregate`, folded
+into ``/metrics`` at scrape time (see :mod:`.aggregate`). Never raises: failures go to
+``on_error``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ..ipc import WholeDispatchObserver
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import recording_trace_id
 from ._guard import ErrorReporter
+from .aggregate import Cell
 from .bus_metrics import OnError
 from .metrics import OTHER, CommBusMetrics, DispatchSeries, get_metrics
 from .otel_metrics import OtelMetrics, outcome_error
@@ -33,6 +37,7 @@ _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "serv
 class _ServiceGauges:
     __slots__ = (
         "capacity",
+        "descriptor",
         "healthy",
         "last_capacity",
         "last_healthy",
@@ -49,6 +54,17 @@ class _ServiceGauges:
         self.last_capacity = -1
         self.last_healthy: bool | None = None
         self.last_queue = -1
+        self.descriptor: ServiceDescriptor | None = None
+
+    def watch(self, service: ServiceDescriptor) -> None:
+        """Outside multiprocess mode: the gauges read ``service`` (the registry's live
+        descriptor; single attribute reads, atomic under the GIL) and the last queue depth
+        notified when they are scraped, instead of being set on every change."""
+        self.descriptor = service
+        self.load.set_function(lambda: service.current_load)
+        self.capacity.set_function(lambda: service.max_concurrent)
+        self.healthy.set_function(lambda: 1 if service.healthy else 0)
+        self.queue.set_function(lambda: self.last_queue)
 
 
 class DispatchMetrics(WholeDispatchObserver):
@@ -71,6 +87,9 @@ class DispatchMetrics(WholeDispatchObserver):
         self._gauges: dict[str, _ServiceGauges] = {}
         self._types: dict[str, str] = {}  # registered service -> service_type
         self._series: dict[tuple[str, str], DispatchSeries] = {}  # raw (service, method)
+        collector = self.metrics.aggregate
+        self._aggregate = collector.attach(self) if collector is not None else None
+        self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, service)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -78,6 +97,11 @@ class DispatchMetrics(WholeDispatchObserver):
         """Returns the trace id current at the start (the dispatch span's, when the tracer
         runs first), for the exemplar."""
         try:
+            aggregate = self._aggregate
+            if aggregate is not None:
+                counts = aggregate.inflight
+                counts["dispatch"] = counts.get("dispatch", 0) + 1
+                return recording_trace_id()
             if self._inflight is None:
                 self._inflight = self.metrics.inflight_for("dispatch")
             self._inflight.inc()
@@ -95,32 +119,12 @@ class DispatchMetrics(WholeDispatchObserver):
         error: BaseException | None,
         duration: float,
     ) -> None:
+        metrics = self.metrics
         try:
-            metrics = self.metrics
-            inflight = self._inflight
-            if inflight is None:
-                inflight = metrics.inflight_for("dispatch")
-            inflight.dec()
-            key = (target.service_name, target.method)
-            series = self._series.get(key)  # perf: one lookup, not two label limiters
-            if series is None:
-                series = metrics.dispatch_series(*key)
-                if len(self._series) < _CACHE_LIMIT:
-                    self._series[key] = series
-            counter = series.outcomes.get(outcome)
-            if counter is None:
-                counter = series.outcomes[outcome] = metrics.dispatch_total.labels(
-                    series.service, series.method, outcome
-                )
-            counter.inc()
-            if token:
-                series.duration.observe(duration, {"trace_id": format(token, "032x")})
+            if self._aggregate is not None:
+                destination = self._count(token, target, outcome, attempts, duration)
             else:
-                series.duration.observe(duration)
-            if attempts > 1:
-                series.retries.inc(attempts - 1)
-            if outcome == "timeout":
-                series.timeouts.inc()
+                destination = self._record(token, target, outcome, attempts, duration)
         except Exception as exc:
             self._on_error("metrics", "dispatch_end", exc)
             return
@@ -129,9 +133,62 @@ class DispatchMetrics(WholeDispatchObserver):
             try:
                 if otel.live or otel.look_now():
                     etype = outcome_error(outcome, error, metrics.error_types)
-                    otel.sent(SYSTEM, "dispatch", series.service, etype, duration)
+                    otel.sent(SYSTEM, "dispatch", destination, etype, duration)
             except Exception as exc:
                 self._on_error("otel_metrics", "dispatch_end", exc)
+
+    def _count(
+        self, token: Any, target: DispatchTarget, outcome: str, attempts: int, duration: float
+    ) -> str:
+        """The aggregate path (see :meth:`.aggregate.Cell.observe`); the folded service."""
+        assert self._aggregate is not None
+        self._aggregate.inflight["dispatch"] -= 1
+        key = (target.service_name, target.method)
+        found = self._cells.get(key)
+        if found is None:
+            metrics = self.metrics
+            service = metrics.services(key[0])
+            found = (self._aggregate.dispatch_cell(service, metrics.methods(key[1])), service)
+            if len(self._cells) < _CACHE_LIMIT:
+                self._cells[key] = found
+        cell = found[0]
+        cell.observe(outcome, duration, token or 0)
+        if attempts > 1:
+            cell.extra[1] += attempts - 1
+        if outcome == "timeout":
+            cell.extra[0] += 1
+        return found[1]
+
+    def _record(
+        self, token: Any, target: DispatchTarget, outcome: str, attempts: int, duration: float
+    ) -> str:
+        """The multiprocess path: prometheus_client children; the folded service."""
+        metrics = self.metrics
+        inflight = self._inflight
+        if inflight is None:
+            inflight = metrics.inflight_for("dispatch")
+        inflight.dec()
+        key = (target.service_name, target.method)
+        series = self._series.get(key)  # perf: one lookup, not two label limiters
+        if series is None:
+            series = metrics.dispatch_series(*key)
+            if len(self._series) < _CACHE_LIMIT:
+                self._series[key] = series
+        counter = series.outcomes.get(outcome)
+        if counter is None:
+            counter = series.outcomes[outcome] = metrics.dispatch_total.labels(
+                series.service, series.method, outcome
+            )
+        counter.inc()
+        if token:
+            series.duration.observe(duration, {"trace_id": format(token, "032x")})
+        else:
+            series.duration.observe(duration)
+        if attempts > 1:
+            series.retries.inc(attempts - 1)
+        if outcome == "timeout":
+            series.timeouts.inc()
+        return series.service
 
     # ------------------------------------------------------------------ registry
 
@@ -146,6 +203,11 @@ class DispatchMetrics(WholeDispatchObserver):
                 if self.metrics.services(name) == OTHER:
                     return
                 gauges = self._gauges[name] = _ServiceGauges(self.metrics, name)
+            if self._aggregate is not None:  # perf: read at scrape time (see watch)
+                gauges.last_queue = queue_depth
+                if gauges.descriptor is not service:
+                    gauges.watch(service)
+                return
             gauges.load.set(service.current_load)
             if queue_depth != gauges.last_queue:  # perf: load changes on every dispatch, this not
                 gauges.queue.set(queue_depth)

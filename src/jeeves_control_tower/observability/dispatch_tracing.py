@@ -17,6 +17,7 @@ failures go to ``on_error``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -24,8 +25,6 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
     Link,
-    NoOpTracer,
-    ProxyTracer,
     SpanContext,
     SpanKind,
     Status,
@@ -36,6 +35,7 @@ from opentelemetry.trace import (
 from ..instrumentation import propagation as propagate  # the one place it happens
 from ..types import DispatchTarget, Envelope, RequestContext
 from ._guard import ErrorReporter
+from ._noop import NoopWatch
 from .bus_metrics import OnError
 from .semconv import (
     DISPATCH_ATTEMPT,
@@ -59,6 +59,7 @@ from .tracing import get_tracer, set_error
 __all__ = ["DispatchTracer"]
 
 _CACHE_LIMIT = 4096
+_INVALID = trace.INVALID_SPAN_CONTEXT
 
 
 def _caller_parent(rc: RequestContext) -> Context | None:
@@ -93,21 +94,15 @@ class DispatchTracer:
         self, tracer_provider: TracerProvider | None = None, *, on_error: OnError | None = None
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
+        self._noop = NoopWatch(tracer_provider)
         self._on_error = on_error or ErrorReporter()
-        self._specs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._specs: dict[tuple[str, str, Any], tuple[str, dict[str, Any]]] = {}
 
-    def _is_noop(self) -> bool:
-        """True when spans would come from OpenTelemetry's no-op tracer (no SDK configured),
-        resolving a proxy tracer the way its ``start_span`` does."""
-        tracer = self._tracer
-        if type(tracer) is ProxyTracer:
-            tracer = getattr(tracer, "_tracer", tracer)
-        return type(tracer) is NoOpTracer
-
-    def _attributes(self, target: DispatchTarget) -> dict[str, Any]:
-        key = (target.service_name, target.method, target.priority.value)
-        attributes = self._specs.get(key)
-        if attributes is None:
+    def _spec(self, target: DispatchTarget) -> tuple[str, dict[str, Any]]:
+        """The span name and attributes of a dispatch to ``target`` (cached, bounded)."""
+        key = (target.service_name, target.method, target.priority)
+        spec = self._specs.get(key)
+        if spec is None:
             attributes = {
                 MESSAGING_SYSTEM: SYSTEM,
                 MESSAGING_OPERATION_TYPE: OP_SEND,
@@ -115,11 +110,12 @@ class DispatchTracer:
                 MESSAGING_DESTINATION_NAME: key[0],
                 DISPATCH_SERVICE: key[0],
                 DISPATCH_METHOD: key[1],
-                DISPATCH_PRIORITY: key[2],
+                DISPATCH_PRIORITY: key[2].value,
             }
+            spec = (f"dispatch {key[0]}", attributes)
             if len(self._specs) < _CACHE_LIMIT:
-                self._specs[key] = attributes
-        return attributes
+                self._specs[key] = spec
+        return spec
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any:
         try:
@@ -130,18 +126,17 @@ class DispatchTracer:
                 parent = _caller_parent(rc)
                 if parent is None and rc.trace_id:
                     links = _caller_link(rc)  # a root span the sampler decides, linked
-            if parent is None and self._is_noop():
-                return None  # what the no-op tracer amounts to: it hands back the current span
-            span = self._tracer.start_span(
-                f"dispatch {target.service_name}",
-                parent,
-                SpanKind.PRODUCER,
-                self._attributes(target),
-                links,
-            )
+            if parent is None and self._noop.is_noop(time.perf_counter()):
+                return None  # no SDK: no span to start, switch or end
+            name, attributes = self._spec(target)
+            span = self._tracer.start_span(name, parent, SpanKind.PRODUCER, attributes, links)
             recording = span.is_recording()
-            if not recording and span.get_span_context() == current:
-                return None  # a no-op tracer handed back the current span
+            if not recording:
+                made = span.get_span_context()
+                # A tracer with no SDK behind it hands back the current span's context (or
+                # the invalid one): no decision to carry, nothing to switch (perf: identity).
+                if made is current or made is _INVALID or not made.is_valid:
+                    return None
             context = trace.set_span_in_context(span, parent)
             return (span, otel_context.attach(context), recording)
         except Exception as exc:

@@ -11,6 +11,13 @@ Label cardinality is bounded: each of ``message_type``, ``service``, ``method`` 
 ``error_type`` admits at most ``max_label_values`` distinct values per registry; later ones
 are folded into ``"other"``.
 
+Outside multiprocess mode the counters, histograms and the in-flight gauge are kept in plain
+Python by each recorder and exposed by one custom collector per registry
+(:class:`.aggregate.AggregateCollector`, the ``aggregate`` attribute): per message that is a
+dict lookup and a ``bisect`` instead of a prometheus_client lock per update. With
+``PROMETHEUS_MULTIPROC_DIR`` set they are prometheus_client collectors (the ``*_total`` /
+``*_duration`` / ``inflight`` attributes), whose values go to the multiprocess files.
+
 Thread-safety: everything here may be used from any thread (prometheus_client is
 thread-safe; the caches tolerate races by at worst binding a child twice).
 """
@@ -24,6 +31,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from .._collectors import declare as _declare
+from .aggregate import AggregateCollector
+from .multiprocess import multiprocess_dir
 
 __all__ = [
     "DEFAULT_MAX_LABEL_VALUES",
@@ -150,6 +159,15 @@ def _gauge(name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegi
     return _declare(Gauge, name, doc, labels, registry, multiprocess_mode=GAUGE_MODES[name])
 
 
+def _aggregate(
+    name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegistry, buckets: Any
+) -> AggregateCollector:
+    """``declare``'s factory for the one :class:`AggregateCollector` of ``registry``."""
+    collector = AggregateCollector(buckets)
+    registry.register(collector)
+    return collector
+
+
 class CommBusMetrics:
     """The metric families of one registry, plus label limiters and pre-bound children.
 
@@ -165,6 +183,51 @@ class CommBusMetrics:
         self.methods = LabelLimiter(max_label_values)
         self.error_types = LabelLimiter(max_label_values)
         r, b = registry, LATENCY_BUCKETS
+        #: The counters and histograms in plain Python, exposed by one custom collector
+        #: (see :mod:`.aggregate`); ``None`` in multiprocess mode, where they must be in
+        #: prometheus_client's files and the families below are used instead.
+        self.aggregate: AggregateCollector | None = None
+        self.messages_total: Any = None
+        self.message_duration: Any = None
+        self.handler_errors: Any = None
+        self.timeouts_total: Any = None
+        self.inflight: Any = None
+        self.dispatch_total: Any = None
+        self.dispatch_duration: Any = None
+        self.dispatch_retries: Any = None
+        if multiprocess_dir() is None:
+            self.aggregate = _declare(_aggregate, "commbus_messages", "", (), r, buckets=b)
+        else:
+            self._declare_families(r, b)
+        self.service_load = _gauge(
+            "commbus_service_load", "Attempts running in the service (current_load).",
+            ("service",), r,
+        )  # fmt: skip
+        self.service_capacity = _gauge(
+            "commbus_service_capacity", "max_concurrent of the service.", ("service",), r
+        )
+        self.service_queue_depth = _gauge(
+            "commbus_service_queue_depth", "Dispatches waiting for a slot.", ("service",), r
+        )
+        self.service_healthy = _gauge(
+            "commbus_service_healthy", "1 if the service is healthy, else 0.", ("service",), r
+        )
+        self.services_registered = _gauge(
+            "commbus_services_registered", "Registered services by service_type.",
+            ("service_type",), r,
+        )  # fmt: skip
+        self.telemetry_errors = _declare(
+            Counter, "commbus_telemetry_errors_total",
+            "Failures inside telemetry hooks (caught; the message path is unaffected).",
+            ("component",), r,
+        )  # fmt: skip
+        self._bus: dict[tuple[str, str], BusSeries] = {}
+        self._dispatch: dict[tuple[str, str], DispatchSeries] = {}
+        self._inflight: dict[str, Any] = {}
+
+    def _declare_families(self, r: CollectorRegistry, b: tuple[float, ...]) -> None:
+        """Multiprocess mode: the counters, histograms and the in-flight gauge as
+        prometheus_client collectors (their values go to the multiprocess files)."""
         self.messages_total = _declare(
             Counter, "commbus_messages_total", "Bus messages by pattern, type and outcome.",
             ("pattern", "message_type", "outcome"), r,
@@ -199,31 +262,6 @@ class CommBusMetrics:
             Counter, "commbus_dispatch_retries_total", "Dispatch attempts after the first.",
             ("service", "method"), r,
         )  # fmt: skip
-        self.service_load = _gauge(
-            "commbus_service_load", "Attempts running in the service (current_load).",
-            ("service",), r,
-        )  # fmt: skip
-        self.service_capacity = _gauge(
-            "commbus_service_capacity", "max_concurrent of the service.", ("service",), r
-        )
-        self.service_queue_depth = _gauge(
-            "commbus_service_queue_depth", "Dispatches waiting for a slot.", ("service",), r
-        )
-        self.service_healthy = _gauge(
-            "commbus_service_healthy", "1 if the service is healthy, else 0.", ("service",), r
-        )
-        self.services_registered = _gauge(
-            "commbus_services_registered", "Registered services by service_type.",
-            ("service_type",), r,
-        )  # fmt: skip
-        self.telemetry_errors = _declare(
-            Counter, "commbus_telemetry_errors_total",
-            "Failures inside telemetry hooks (caught; the message path is unaffected).",
-            ("component",), r,
-        )  # fmt: skip
-        self._bus: dict[tuple[str, str], BusSeries] = {}
-        self._dispatch: dict[tuple[str, str], DispatchSeries] = {}
-        self._inflight: dict[str, Any] = {}
 
     def bus_series(self, pattern: str, message_type: str) -> BusSeries:
         """Children for a bus message (``message_type`` is folded here)."""

@@ -18,20 +18,22 @@ queries continues the same trace. Each handler span is current only inside its h
 
 Cheap when nothing is sampled: attribute work is done only for recording spans, span names
 and attribute dicts are built once per ``(pattern, type[, handler])`` (bounded cache),
-and a no-op tracer (no SDK configured) costs no span and no context switch. Payloads are
+and a no-op tracer (no SDK configured) costs no span and no context switch (see
+:class:`._noop.NoopWatch`: public API only; a global provider set later is picked up within
+a second). A span that does not record is made current only when it carries a decision
+(``get_span_context()`` valid and not the current one). Payloads are
 recorded only with ``record_payloads=True``. Never raises: failures go to ``on_error``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import (
-    NoOpTracer,
-    ProxyTracer,
     Span,
     SpanKind,
     Status,
@@ -43,6 +45,7 @@ from .. import __version__
 from ..instrumentation import propagation as propagate  # the one place it happens
 from ..ipc import MiddlewareContext
 from ._guard import ErrorReporter
+from ._noop import NoopWatch
 from .semconv import (
     CODE_FUNCTION_NAME,
     ERROR_TYPE,
@@ -85,6 +88,8 @@ _PAYLOAD_LIMIT = 1000
 _SEND_KIND = SpanKind.PRODUCER
 _RECEIVE_KIND = SpanKind.CLIENT
 _PROCESS_KIND = SpanKind.CONSUMER
+# The context of the no-op tracer's span when nothing is current (perf: an identity check).
+_INVALID = trace.INVALID_SPAN_CONTEXT
 # The parent of a batch receive span: none (a batch has no one parent; it links them).
 _EMPTY = otel_context.Context()
 
@@ -166,6 +171,7 @@ class TracingMiddleware:
         broker: Callable[[], Any] | None = None,
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
+        self._noop = NoopWatch(tracer_provider)
         # The bus's transport, read for each message crossing the wire: its
         # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in
         # ipc.adapters) labels broker spans; the cached specs are dropped when it changes.
@@ -179,16 +185,6 @@ class TracingMiddleware:
         # every message of a chain the same tuple), so dropping out costs no new tuple.
         self._hooks_seen: tuple[Any, ...] | None = None
         self._hooks_left: tuple[Any, ...] = ()
-
-    def _is_noop(self) -> bool:
-        """True when spans would come from OpenTelemetry's no-op tracer (no SDK configured):
-        it hands back the current span, so a message has nothing to start or switch. A
-        proxy tracer is resolved the way its ``start_span`` does it, so a provider set
-        later is picked up."""
-        tracer = self._tracer
-        if type(tracer) is ProxyTracer:
-            tracer = getattr(tracer, "_tracer", tracer)
-        return type(tracer) is NoOpTracer
 
     def _leave_hooks(self, ctx: MiddlewareContext) -> None:
         hooks = ctx.hooks
@@ -211,10 +207,9 @@ class TracingMiddleware:
         remote = None
         if direction == "in" and ctx.headers:
             remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
-        if remote is None and self._is_noop():
-            # What the no-op tracer amounts to (see the ``else`` branch below): the span it
-            # hands back is the current one, so there is nothing to switch and no handler
-            # span; skip creating it and comparing contexts (the path of a bus with no SDK).
+        if remote is None and self._noop.is_noop(ctx.started):
+            # No SDK: the no-op tracer's span would be the current one (or an invalid one),
+            # nothing to start, switch or end, and no handler spans for this message.
             self._leave_hooks(ctx)
             if direction == "out":
                 if ctx.headers is None:
@@ -239,11 +234,15 @@ class TracingMiddleware:
         else:
             # Not recording: no handler spans for this message, so leave its handler hooks.
             self._leave_hooks(ctx)
-            if remote is not None or span.get_span_context() != _current_span_context():
+            context = span.get_span_context()
+            if context is not _INVALID and (
+                remote is not None or context != _current_span_context()
+            ):
                 # Sampled out: still make it current so nested messages inherit the decision.
                 parent = trace.set_span_in_context(span, remote)
                 ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
-            # else: a no-op tracer handed back the current span; nothing to switch.
+            # else: no SDK (OpenTelemetry's no-op tracer hands back the current span, or an
+            # invalid one): there is no decision to carry and nothing to switch.
         if direction == "out":  # a transport carries it: put our context on the wire
             if ctx.headers is None:
                 ctx.headers = {}
@@ -318,7 +317,7 @@ class TracingMiddleware:
         ``messaging.batch.message_count`` and, added by :meth:`BatchReceive.link`, a link
         to each message's producer context. ``None`` when it would not record."""
         try:
-            if self._is_noop():
+            if self._noop.is_noop(time.perf_counter()):
                 return None
             attributes: dict[str, Any] = {
                 MESSAGING_SYSTEM: settings.system,

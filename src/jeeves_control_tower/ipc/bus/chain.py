@@ -127,6 +127,7 @@ class ChainRoute:
         "logger",
         "pattern",
         "step",
+        "sync",
         "system",
     )
 
@@ -148,17 +149,94 @@ class ChainRoute:
         self.system = system
         self.step = step
         self.logger = logger
+        # Every hook a plain function: the message runs without a coroutine of its own
+        # until something suspends (see enter).
+        self.sync = not any(is_async for _, is_async in chain.befores) and not any(
+            is_async for _, is_async, _ in chain.afters
+        )
 
-    def enter(
-        self, message: Any, message_type: str, timeout: float | None
-    ) -> Coroutine[Any, Any, Any]:
-        """Start a message produced here on this chain: its run, to await (a
-        :class:`Route`)."""
+    def enter(self, message: Any, message_type: str, timeout: float | None) -> Any:
+        """Start a message produced here on this chain (a :class:`Route`): its run, to
+        await, or, when every hook is a plain function and the step finished without
+        suspending, already its outcome (publish, send) or result (query), with the same
+        hooks run in the same order and the same errors raised as by :meth:`run`."""
         ctx = MiddlewareContext(
             message, message_type, None, None, self.pattern, None, self.direction, self.system
         )
         ctx.hooks = self.hooks
-        return self.run(ctx, message, timeout)
+        if not self.sync:
+            return self.run(ctx, message, timeout)
+        error: BaseException | None = None
+        result: Any = None
+        called = 0
+        reached = False
+        try:
+            for before, _ in self.befores:
+                called += 1
+                if before is None:
+                    continue
+                out = before(ctx, message)
+                if out is None:
+                    ctx.outcome = "aborted"
+                    break
+                message = ctx.message = out
+            else:
+                reached = True
+                pending = self.step(message, ctx.message_type, timeout, ctx)
+                if pending.__class__ is Resume or pending.__class__ is CoroutineType:
+                    return self._resume(ctx, message, pending, called)
+                result = pending
+        except BaseException as exc:
+            error = exc
+            _failed(ctx, exc)
+        result = self._afters_sync(ctx, message, result, error, called)
+        result = self._conclude(ctx, result, error, reached)
+        if self.is_query and (result.__class__ is Resume or result.__class__ is CoroutineType):
+            return _value(result)  # a result that is itself awaitable is never awaited
+        return result
+
+    async def _resume(self, ctx: MiddlewareContext, message: Any, pending: Any, called: int) -> Any:
+        """The rest of :meth:`enter` once the step suspended: await it, then the hooks."""
+        error: BaseException | None = None
+        result: Any = None
+        try:
+            result = await pending
+        except BaseException as exc:
+            error = exc
+            _failed(ctx, exc)
+        result = self._afters_sync(ctx, message, result, error, called)
+        return self._conclude(ctx, result, error, True)
+
+    def _afters_sync(
+        self,
+        ctx: MiddlewareContext,
+        message: Any,
+        result: Any,
+        error: BaseException | None,
+        called: int,
+    ) -> Any:
+        """The plain ``after`` hooks of the middleware whose ``before`` was called."""
+        skip = len(self.afters) - called
+        for after, _, name in self.afters:
+            if skip:
+                skip -= 1
+                continue
+            if after is None:
+                continue
+            try:
+                result = after(ctx, message, result, error)
+            except Exception as exc:
+                self._after_failed(ctx, name, exc)
+        return result
+
+    def _after_failed(self, ctx: MiddlewareContext, name: str, exc: Exception) -> None:
+        self.logger.error(
+            "middleware_after_failed",
+            middleware=name,
+            message_type=ctx.message_type,
+            error_type=type(exc).__name__,
+            error=str(exc),
+        )
 
     def enter_incoming(
         self,
@@ -187,7 +265,6 @@ class ChainRoute:
     async def run(self, ctx: MiddlewareContext, message: Any, timeout: float | None) -> Any:
         """``before`` hooks, the step, ``after`` hooks. Returns the query's result, or the
         outcome of a publish or send (``ctx.outcome``)."""
-        pattern = self.pattern
         result: Any = None
         error: BaseException | None = None
         called = 0
@@ -215,14 +292,7 @@ class ChainRoute:
                     result = pending
         except BaseException as exc:
             error = exc
-            if ctx.outcome == "ok":
-                ctx.outcome = (
-                    "timeout"
-                    if isinstance(exc, TimeoutError)
-                    else "cancelled"
-                    if isinstance(exc, asyncio.CancelledError)
-                    else "error"
-                )
+            _failed(ctx, exc)
         # the ``after`` hooks of the middleware whose ``before`` was called, innermost first
         skip = len(self.afters) - called
         for after, is_async, name in self.afters:
@@ -237,13 +307,14 @@ class ChainRoute:
                     out = await out
                 result = out
             except Exception as exc:
-                self.logger.error(
-                    "middleware_after_failed",
-                    middleware=name,
-                    message_type=ctx.message_type,
-                    error_type=type(exc).__name__,
-                    error=str(exc),
-                )
+                self._after_failed(ctx, name, exc)
+        return self._conclude(ctx, result, error, reached)
+
+    def _conclude(
+        self, ctx: MiddlewareContext, result: Any, error: BaseException | None, reached: bool
+    ) -> Any:
+        """After the hooks: raise what must be raised, log, return the result or outcome."""
+        pattern = self.pattern
         if error is not None:
             if self.is_query or not isinstance(error, Exception):
                 raise error
@@ -263,6 +334,22 @@ class ChainRoute:
             if self.is_query:
                 raise QueryAbortedError(f"query {ctx.message_type!r} was aborted by middleware")
         return result if self.is_query else ctx.outcome
+
+
+def _failed(ctx: MiddlewareContext, exc: BaseException) -> None:
+    """Record on ``ctx`` the outcome ``exc`` makes, unless one was recorded already."""
+    if ctx.outcome == "ok":
+        ctx.outcome = (
+            "timeout"
+            if isinstance(exc, TimeoutError)
+            else "cancelled"
+            if isinstance(exc, asyncio.CancelledError)
+            else "error"
+        )
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 def _is_async(fn: Any) -> bool:

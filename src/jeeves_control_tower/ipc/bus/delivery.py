@@ -197,11 +197,13 @@ class Delivery:
             return "error"
         return "ok"
 
-    async def _run_observed(
+    def _run_observed(
         self, handler: HandlerEntry, message: Any, timeout: float | None, ctx: MiddlewareContext
     ) -> Any:
         """Run a command's or query's handler for a message on a chain: its name and the
-        outcome recorded on ``ctx``, the handler hooks around it, its errors raised."""
+        outcome recorded on ``ctx``, the handler hooks around it, its errors raised.
+        Returns its result or, once it suspended, a coroutine for it (a result that is
+        itself a coroutine object comes back inside one, as in :meth:`to_query_handler`)."""
         ctx.handlers.append(handler.name)
         hooks = ctx.hooks
         tokens: Any = None
@@ -209,27 +211,58 @@ class Delivery:
         if hooks:
             context = copy_context()
             tokens = context.run(start_hooks, hooks, ctx, handler.name, self._logger)
-        error: BaseException | None = None
         try:
             if context is not None:
                 result = start_in(context, handler.fn, handler.is_async, message)
             else:
                 result = start(handler.fn, handler.is_async, message)
-            if result.__class__ is Resume:
-                result = await resume_within(result, timeout)
-            return result
+        except BaseException as exc:
+            self._observed_failed(handler, timeout, ctx, exc)
+            if hooks:
+                end_hooks(hooks, ctx, tokens, exc, self._logger)
+            raise
+        if result.__class__ is Resume:
+            return self._finish_observed(handler, result, timeout, ctx, hooks, tokens)
+        if hooks:
+            end_hooks(hooks, ctx, tokens, None, self._logger)
+        if result.__class__ is CoroutineType:
+            return _value(result)
+        return result
+
+    async def _finish_observed(
+        self,
+        handler: HandlerEntry,
+        resume: Resume,
+        timeout: float | None,
+        ctx: MiddlewareContext,
+        hooks: tuple[Any, ...],
+        tokens: Any,
+    ) -> Any:
+        """The rest of :meth:`_run_observed` once the handler suspended."""
+        error: BaseException | None = None
+        try:
+            return await resume_within(resume, timeout)
         except BaseException as exc:
             error = exc
-            if isinstance(exc, TimeoutError) and timeout is not None:
-                ctx.outcome = "timeout"
-            elif not isinstance(exc, asyncio.CancelledError):
-                ctx.outcome = "error"
-            if ctx.pattern == "send" and isinstance(exc, Exception):
-                self._send_failed(ctx.message_type, handler, exc)
+            self._observed_failed(handler, timeout, ctx, exc)
             raise
         finally:
             if hooks:
                 end_hooks(hooks, ctx, tokens, error, self._logger)
+
+    def _observed_failed(
+        self,
+        handler: HandlerEntry,
+        timeout: float | None,
+        ctx: MiddlewareContext,
+        exc: BaseException,
+    ) -> None:
+        if isinstance(exc, TimeoutError) and timeout is not None:
+            ctx.outcome = "timeout"
+        elif not isinstance(exc, asyncio.CancelledError):
+            ctx.outcome = "error"
+        if ctx.pattern == "send" and isinstance(exc, Exception):
+            self._send_failed(ctx.message_type, handler, exc)
 
     def _fan_out(
         self,

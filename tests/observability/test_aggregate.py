@@ -1,0 +1,167 @@
+"""The counters and histograms kept in plain Python and folded in at scrape time: exact
+against counts of what happened, also with scrapes racing the writers on other threads, and
+after a bus is garbage-collected."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.observability import get_metrics
+from jeeves_control_tower.observability.metrics import LATENCY_BUCKETS
+
+from .support import DoThing, GetState, Stored, echo, envelope, register, target
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_bus_and_dispatch_counts_are_exact() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+    coordinator = CommBusCoordinator(None, bus, registry=registry, tracing=False, flow=False)
+    register(coordinator, handler=echo)
+    bus.subscribe("Stored", lambda e: None)
+    bus.register_handler("DoThing", lambda c: None)
+
+    async def answer(q: GetState) -> int:
+        return 1
+
+    bus.register_handler("GetState", answer)
+    for _ in range(37):
+        await bus.publish(Stored())
+    for _ in range(5):
+        await bus.send(DoThing())
+        await bus.query(GetState())
+    for _ in range(3):
+        await coordinator.dispatch(target(), envelope())
+    labels = {"pattern": "publish", "message_type": "Stored"}
+    assert value(registry, "commbus_messages_total", outcome="ok", **labels) == 37
+    assert value(registry, "commbus_message_duration_seconds_count", **labels) == 37
+    assert value(registry, "commbus_message_duration_seconds_bucket", le="+Inf", **labels) == 37
+    assert value(registry, "commbus_messages_total", pattern="send", message_type="DoThing",
+                 outcome="ok") == 5  # fmt: skip
+    assert (
+        registry.get_sample_value(
+            "commbus_timeouts_total", {"pattern": "query", "target": "GetState"}
+        )
+        == 0
+    )  # the query's timeout series exists from its first message
+    assert value(registry, "commbus_dispatch_total", service="svc", method="run",
+                 outcome="ok") == 3  # fmt: skip
+    assert value(registry, "commbus_dispatch_retries_total", service="svc", method="run") == 0
+    for pattern in ("publish", "send", "query", "dispatch"):
+        assert value(registry, "commbus_inflight_messages", pattern=pattern) == 0
+    text = generate_latest(registry).decode()
+    first = f'le="{LATENCY_BUCKETS[0]}"'
+    assert f"commbus_message_duration_seconds_bucket{{{first}," in text
+
+
+async def test_buckets_are_cumulative_and_sum_is_the_sum() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+
+    async def slow(e: Stored) -> None:
+        await asyncio.sleep(0.003)
+
+    bus.subscribe("Stored", slow)
+    for _ in range(4):
+        await bus.publish(Stored())
+    labels = {"pattern": "publish", "message_type": "Stored"}
+    under_1ms = value(registry, "commbus_message_duration_seconds_bucket", le="0.001", **labels)
+    assert under_1ms == 0
+    assert value(registry, "commbus_message_duration_seconds_bucket", le="30.0", **labels) == 4
+    total = value(registry, "commbus_message_duration_seconds_sum", **labels)
+    assert 4 * 0.003 <= total < 4 * 1.0
+
+
+def assert_histograms_consistent(registry: CollectorRegistry) -> None:
+    """In one scrape: each series' buckets never decrease and ``+Inf`` equals ``_count``."""
+    for family in registry.collect():
+        if family.type != "histogram":
+            continue
+        buckets: dict[tuple[tuple[str, str], ...], list[float]] = {}
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        for sample in family.samples:
+            key = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+            if sample.name.endswith("_bucket"):
+                buckets.setdefault(key, []).append(sample.value)
+            elif sample.name.endswith("_count"):
+                counts[key] = sample.value
+        for key, values in buckets.items():
+            assert values == sorted(values) and values[-1] == counts[key]
+
+
+def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
+    """Buses on two event-loop threads share a registry; the main thread scrapes all along:
+    every scrape is monotonic and each series consistent, and the last one is exact."""
+    registry = CollectorRegistry()
+    per_thread = 20_000
+    labels = {"pattern": "publish", "message_type": "Stored", "outcome": "ok"}
+
+    def writer() -> None:
+        async def run() -> None:
+            bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+            bus.subscribe("Stored", lambda e: None)
+            for i in range(per_thread):
+                await bus.publish(Stored())
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+
+        asyncio.run(run())
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    get_metrics(registry)
+    for t in threads:
+        t.start()
+    last = 0.0
+    scrapes = 0
+    while any(t.is_alive() for t in threads):
+        scrapes += 1
+        seen = value(registry, "commbus_messages_total", **labels)
+        assert seen >= last
+        last = seen
+        assert_histograms_consistent(registry)
+    for t in threads:
+        t.join()
+    assert scrapes > 0 and last <= 2 * per_thread  # scrapes ran while the writers wrote
+    assert value(registry, "commbus_messages_total", **labels) == 2 * per_thread
+    hist = {"pattern": "publish", "message_type": "Stored"}
+    assert value(registry, "commbus_message_duration_seconds_count", **hist) == 2 * per_thread
+
+
+async def test_counts_of_a_collected_bus_stay() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+    bus.subscribe("Stored", lambda e: None)
+    for _ in range(6):
+        await bus.publish(Stored())
+    del bus
+    gc.collect()
+    labels = {"pattern": "publish", "message_type": "Stored"}
+    assert value(registry, "commbus_messages_total", outcome="ok", **labels) == 6
+    assert value(registry, "commbus_message_duration_seconds_count", **labels) == 6
+    other = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+    other.subscribe("Stored", lambda e: None)
+    await other.publish(Stored())
+    assert value(registry, "commbus_messages_total", outcome="ok", **labels) == 7
+
+
+async def test_a_failing_series_lookup_does_not_leak_in_flight() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+    bus.subscribe("Stored", lambda e: None)
+    metrics = get_metrics(registry)
+
+    def boom(value: str) -> str:
+        raise RuntimeError("limiter down")
+
+    metrics.message_types = boom  # type: ignore[assignment]
+    await bus.publish(Stored())
+    assert value(registry, "commbus_telemetry_errors_total", component="metrics") == 1
+    assert value(registry, "commbus_inflight_messages", pattern="publish") == 0
