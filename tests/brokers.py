@@ -1,7 +1,7 @@
 """Broker helpers for tests: reach the shared brokers, or run a private one.
 
-Tests against the shared brokers (Redis on 6379, NATS on 4222, or ``JT_REDIS_URL`` /
-``JT_NATS_URL``) are skipped when the broker is unreachable, unless the ``CI``
+Tests against the shared brokers (Redis on 6379, NATS on 4222, RabbitMQ on 5672, or
+``JT_REDIS_URL`` / ``JT_NATS_URL`` / ``JT_RABBITMQ_URL``) are skipped when the broker is unreachable, unless the ``CI``
 environment variable is set: in CI an unreachable broker fails the test.
 
 Fault tests never touch the shared brokers: :class:`RedisServer` and :class:`NatsServer`
@@ -24,6 +24,7 @@ from tests.helpers import stop_process, unavailable
 
 REDIS_URL = os.environ.get("JT_REDIS_URL", "redis://127.0.0.1:6379/0")
 NATS_URL = os.environ.get("JT_NATS_URL", "nats://127.0.0.1:4222")
+RABBITMQ_URL = os.environ.get("JT_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 def _reachable(url: str) -> bool:

@@ -1,6 +1,6 @@
 """The project's transports run the public conformance suite, each through a subclass.
 
-In-process bus, Redis and NATS (against the real brokers) and :class:`TestTransport`:
+In-process bus, Redis, NATS and RabbitMQ (against the real brokers) and :class:`TestTransport`:
 exactly what a third-party transport would write (see docs/testing.md).
 """
 
@@ -22,7 +22,7 @@ from jeeves_control_tower.testing.conformance import (
 )
 from tests import brokers
 
-from .conftest import nats_cleanup, redis_cleanup
+from .conftest import nats_cleanup, rabbitmq_cleanup, redis_cleanup
 
 
 class TestInMemoryConformance(TransportConformance):
@@ -80,3 +80,26 @@ class TestNatsConformance(TransportConformance):
             yield TransportUnderTest(NatsTransport.features, connect)
         finally:
             await nats_cleanup(url, prefix)
+
+
+@pytest.mark.rabbitmq
+class TestRabbitMQConformance(TransportConformance):
+    @pytest_asyncio.fixture
+    async def transport_under_test(self) -> AsyncIterator[TransportUnderTest]:
+        from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
+
+        url = brokers.require(brokers.RABBITMQ_URL, "RabbitMQ")
+        prefix = brokers.unique("jttest")
+        connected: list[RabbitMQTransport] = []
+
+        async def connect(bus: InMemoryCommBus, registry: MessageRegistry) -> ConnectedTransport:
+            t = await RabbitMQTransport.connect(
+                bus, url, prefix=prefix, registry=registry, metrics=False
+            )
+            connected.append(t)
+            return t
+
+        try:
+            yield TransportUnderTest(RabbitMQTransport.features, connect)
+        finally:
+            await rabbitmq_cleanup(url, set().union(*(t.topology.durable for t in connected)))
