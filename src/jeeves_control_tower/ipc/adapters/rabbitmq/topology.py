@@ -21,6 +21,8 @@ redeclaration with other arguments), so any of them may come first.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from typing import Any
 
 from ....types import LoggerProtocol
@@ -55,19 +57,25 @@ class Topology:
         self.dead_letters = f"{prefix}.dead"
         self.commands: Any = None
         self.link: Link | None = None
+        self.url: Any = None
+        self.connect_options: dict[str, Any] = {}
         self.send_timeout = send_timeout
         self.metrics = metrics
         self.logger = logger
         self._command_queues: dict[str, Any] = {}
         self._dead_exchange: Any = None
+        self._declaring: dict[str, asyncio.Future[Any]] = {}
         #: The durable queues and exchanges declared here, as ``(kind, name)`` pairs
         #: (``kind``: ``queue`` or ``exchange``): what outlives the processes.
         self.durable: set[tuple[str, str]] = set()
 
-    def attach(self, commands: Any, link: Link) -> None:
-        """Work over ``commands``, a channel in publisher-confirm mode, of ``link``."""
+    def attach(self, commands: Any, link: Link, url: Any, connect_options: dict[str, Any]) -> None:
+        """Work over ``commands``, a channel in publisher-confirm mode, of ``link``;
+        durable queues are first created over a connection of their own to ``url``."""
         self.commands = commands
         self.link = link
+        self.url = url
+        self.connect_options = connect_options
 
     def command_queue(self, message_type: str) -> str:
         return f"{self.prefix}.cmd.{routing_key(message_type)}"
@@ -106,17 +114,53 @@ class Topology:
         return exchange, queue
 
     async def command_queue_of(self, message_type: str) -> Any:
-        """The (declared) durable quorum queue of ``message_type``'s commands."""
+        """The (declared) durable quorum queue of ``message_type``'s commands; concurrent
+        callers share one declaration."""
         queue = self._command_queues.get(message_type)
-        if queue is None:
-            queue = await self.commands.declare_queue(
-                self.command_queue(message_type),
-                durable=True,
-                arguments={"x-queue-type": "quorum"},
-            )
-            self._command_queues[message_type] = queue
-            self.durable.add(("queue", queue.name))
+        if queue is not None:
+            return queue
+        declaring = self._declaring.get(message_type)
+        if declaring is None:
+            declaring = asyncio.ensure_future(self._declare_command_queue(message_type))
+            self._declaring[message_type] = declaring
+            declaring.add_done_callback(lambda _: self._declaring.pop(message_type, None))
+        return await asyncio.shield(declaring)
+
+    async def _declare_command_queue(self, message_type: str) -> Any:
+        await self._create(self.command_queue(message_type), {"x-queue-type": "quorum"})
+        queue = await self.commands.declare_queue(
+            self.command_queue(message_type),
+            durable=True,
+            arguments={"x-queue-type": "quorum"},
+        )
+        self._command_queues[message_type] = queue
+        self.durable.add(("queue", queue.name))
         return queue
+
+    async def _create(self, name: str, arguments: dict[str, Any]) -> None:
+        """Create a durable queue on a short-lived connection of its own: RabbitMQ 3.10
+        answers two processes creating the same quorum queue at once by closing one's
+        *connection* (INTERNAL_ERROR); that must not be the transport's connection. The
+        loser retries after a short random pause (by then the queue exists)."""
+        import aio_pika
+
+        if self.url is None:
+            return
+        for attempt in range(6):
+            try:
+                connection = await aio_pika.connect(self.url, **self.connect_options)
+                try:
+                    channel = await connection.channel()
+                    await channel.declare_queue(name, durable=True, arguments=arguments)
+                    return
+                finally:
+                    with contextlib.suppress(Exception):
+                        await connection.close()
+            except Exception as exc:
+                if attempt == 5:
+                    raise
+                self.logger.debug("rabbitmq_declare_retry", error_type=type(exc).__name__)
+                await asyncio.sleep(0.05 + random.random() * 0.2 * (attempt + 1))
 
     async def query_queue_of(self, channel: Any, message_type: str) -> Any:
         """Declare the auto-delete queue of ``message_type``'s queries on ``channel``."""

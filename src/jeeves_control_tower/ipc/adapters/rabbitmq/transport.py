@@ -45,6 +45,8 @@ from collections.abc import Awaitable
 from contextvars import ContextVar
 from typing import Any, Self
 
+from yarl import URL
+
 from ... import InMemoryCommBus, MiddlewareContext, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
 from ..pump import OrderedPump
@@ -207,7 +209,12 @@ class RabbitMQTransport(BrokerTransport):
                 "events": events, "requests": requests, "queries": queries,
                 "dispatch": dispatch, "commands": commands,
             }  # fmt: skip
-            self.topology.attach(commands, link)
+            self.topology.attach(
+                commands,
+                link,
+                URL(self._url),
+                {"ssl_context": self._ssl} if self._ssl is not None else {},
+            )
             self._exchange, self._events_queue = await self.topology.declare(events)
             await self._events_queue.consume(self._on_event, no_ack=True)
             self._requester = Requester(requests, self.metrics, self.spawn)
