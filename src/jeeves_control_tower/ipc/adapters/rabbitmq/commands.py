@@ -69,8 +69,9 @@ class CommandConsumer:
         """Stop consuming; the command in hand finishes (for at most ``timeout`` s), the
         ones waiting go back to the queue (unacknowledged: RabbitMQ redelivers them)."""
         if self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self.queue.cancel(self._tag)
+            with contextlib.suppress(Exception):  # bounded: a robust channel waits for
+                async with asyncio.timeout(2.0):  # a connection that may never return
+                    await self.queue.cancel(self._tag)
             self._tag = None
         if self._worker is not None:
             self._inbox.put_nowait(None)
@@ -82,7 +83,8 @@ class CommandConsumer:
             message = self._inbox.get_nowait()
             if message is not None:
                 with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
+                    async with asyncio.timeout(2.0):
+                        await message.nack(requeue=True)
 
     async def _run(self) -> None:
         while True:

@@ -139,8 +139,9 @@ class Responder:
 
     async def stop(self) -> None:
         if self._tag is not None:
-            with contextlib.suppress(Exception):
-                await self.queue.cancel(self._tag)
+            with contextlib.suppress(Exception):  # bounded: a robust channel waits for
+                async with asyncio.timeout(2.0):  # a connection that may never return
+                    await self.queue.cancel(self._tag)
             self._tag = None
 
     async def _on_query(self, message: Any) -> None:
@@ -163,4 +164,5 @@ class Responder:
             self._logger.warning("rabbitmq_reply_failed", error_type=type(exc).__name__)
         finally:
             with contextlib.suppress(Exception):
-                await message.ack()
+                async with asyncio.timeout(2.0):
+                    await message.ack()
