@@ -44,7 +44,10 @@ async def open_connection(
     import aio_pika
     from yarl import URL
 
-    options: dict[str, Any] = {"client_properties": {"connection_name": name}}
+    options: dict[str, Any] = {
+        "client_properties": {"connection_name": name},
+        "reconnect_interval": 1.0,
+    }
     if ssl_context is not None:
         options["ssl_context"] = ssl_context
     connection = aio_pika.RobustConnection(URL(url), **options)

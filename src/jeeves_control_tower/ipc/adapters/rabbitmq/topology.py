@@ -187,25 +187,21 @@ class Topology:
             raise TransportError("the RabbitMQ transport is not connected")
         while True:
             left = deadline - loop.time()
-            try:
-                if not await link.wait_up(max(left, 0.0)):
-                    raise TimeoutError
-                async with asyncio.timeout(max(left, 0.001)):
-                    await self.command_queue_of(message_type)
-                    await self.commands.default_exchange.publish(message, name)
-                return
-            except TimeoutError:
+            if left <= 0:
                 raise TransportError(
                     f"command {message_type!r} not stored within {self.send_timeout}s:"
                     f" {link.url} is unreachable"
-                ) from None
-            except Exception as exc:
-                if loop.time() + delay >= deadline:
-                    raise TransportError(
-                        f"command {message_type!r} not stored: {type(exc).__name__}"
-                    ) from None
+                )
+            try:
+                if not await link.wait_up(left):
+                    continue
+                async with asyncio.timeout(left):
+                    await self.command_queue_of(message_type)
+                    await self.commands.default_exchange.publish(message, name)
+                return
+            except Exception as exc:  # the connection dropped meanwhile: again, same id
                 self.logger.debug("rabbitmq_send_retry", error_type=type(exc).__name__)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, max(deadline - loop.time(), 0.0)))
                 delay = min(delay * 2, 1.0)
 
     async def dead_letter(self, body: bytes, reason: str, message_type: str) -> None:

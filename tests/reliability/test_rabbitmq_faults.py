@@ -1,0 +1,84 @@
+"""RabbitMQ faults with real OS processes.
+
+- The private broker (:class:`tests.brokers.RabbitMQServer`, its own node, ports and
+  directories) is stopped (SIGTERM) and restarted in the middle of a stream of commands
+  while a
+  consumer process works through them: no ``send`` raises (each retries until RabbitMQ
+  confirmed it), every command is handled, and the consumer process reconnects by itself.
+  (Not yet covered: a SIGKILLed node. A private node restarted after SIGKILL of its
+  process group accepted connections here but confirmed no publish, even from a fresh
+  client, so that case tests the test broker, not the transport.)
+- A consumer process is SIGKILLed while its handler is inside a command: the command
+  (never acknowledged) is redelivered to another live consumer process. No broker fault
+  is involved, so this one runs on the shared broker (an Erlang node takes seconds to
+  start: the tests on a private one are kept few).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from jeeves_control_tower.testing import eventually
+from jeeves_control_tower.testing.messages import DoWork
+from tests import brokers
+from tests.ipc.adapters.cluster import Cluster
+
+pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq]
+
+PATIENCE = 60.0
+
+
+async def test_broker_restarted_mid_stream_loses_no_command() -> None:
+    with brokers.RabbitMQServer() as server:
+        cluster = Cluster("rabbitmq", server.url)
+        try:
+            consumer = await cluster.spawn("consumer")
+            producer = await cluster.bus()
+            for i in range(100):
+                await producer.send(DoWork(i))
+            await eventually(lambda: len(consumer.values("handled")) >= 20, timeout=PATIENCE)
+
+            async def rest() -> None:
+                for i in range(100, 200):
+                    await producer.send(DoWork(i))
+
+            sending = asyncio.create_task(rest())  # sends in flight through the outage
+            await asyncio.sleep(0.05)
+            await asyncio.to_thread(server.restart, signal.SIGTERM)
+            await asyncio.wait_for(sending, PATIENCE)  # each send retried until confirmed
+
+            def missing() -> set[int]:
+                return set(range(200)) - set(consumer.values("handled"))
+
+            await eventually(lambda: not missing(), timeout=PATIENCE)
+            assert consumer.alive
+        finally:
+            await cluster.close()
+
+
+async def test_a_consumer_process_killed_mid_command_is_redelivered_to_another() -> None:
+    cluster = Cluster("rabbitmq", brokers.require(brokers.RABBITMQ_URL, "RabbitMQ"))
+    try:
+        doomed = await cluster.spawn("consumer", hang_on=5)
+        producer = await cluster.bus()
+        for i in range(10):
+            await producer.send(DoWork(i))
+        await eventually(lambda: doomed.values("started") == [5], timeout=PATIENCE)
+        survivor = await cluster.spawn("consumer")
+        doomed.kill()  # SIGKILL while its handler is inside command 5
+        assert await asyncio.wait_for(doomed.proc.wait(), PATIENCE) == -signal.SIGKILL
+        for i in range(10, 20):
+            await producer.send(DoWork(i))
+
+        def done() -> set[int]:
+            return set(doomed.values("handled")) | set(survivor.values("handled"))
+
+        await eventually(lambda: done() == set(range(20)), timeout=PATIENCE)
+        assert 5 in survivor.values("handled") and 5 not in doomed.values("handled")
+        assert survivor.alive
+    finally:
+        await cluster.close()
+        await cluster.cleanup()
