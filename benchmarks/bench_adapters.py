@@ -19,9 +19,11 @@ Raw and adapter are measured alternately, round by round (medians of the through
 rounds; latency samples pooled), so machine noise hits both alike. Prints a table with the
 ratios (adapter / raw) and writes ``benchmarks/results/adapters.json``.
 
-Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats] [--out
-FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
+Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats|rabbitmq]
+[--out FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222, or JT_REDIS_URL/JT_NATS_URL).
+RabbitMQ runs only with ``--only rabbitmq``: three clients side by side, see
+``bench_rabbitmq.py``.
 """
 
 from __future__ import annotations
@@ -482,11 +484,21 @@ async def run(quick: bool, only: tuple[str, ...] = ("redis", "nats")) -> dict[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
-    parser.add_argument("--only", choices=("redis", "nats"), help="one broker only")
+    parser.add_argument("--only", choices=("redis", "nats", "rabbitmq"), help="one broker only")
     parser.add_argument(
         "--out", type=Path, help=f"results file (default {RESULTS} for a full run of both)"
     )
     args = parser.parse_args()
+    if args.only == "rabbitmq":  # three clients side by side: bench_rabbitmq.py
+        import bench_rabbitmq
+
+        amqp = asyncio.run(bench_rabbitmq.run(args.quick))
+        amqp["generated_at"] = datetime.now(UTC).isoformat()
+        print(bench_rabbitmq.table(amqp))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(amqp, indent=2) + "\n")
+        return
     results = asyncio.run(run(args.quick, (args.only,) if args.only else ("redis", "nats")))
     print(table(results))
     out = args.out or (None if args.quick or args.only else RESULTS)
