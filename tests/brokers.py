@@ -164,18 +164,18 @@ class RabbitMQServer(_Server):
     binary = "rabbitmq-server"
     script = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
-    def __init__(self) -> None:
+    def __init__(self, listeners: str | None = None) -> None:
+        """``listeners``: the config lines that open the AMQP port (``self.port``), to
+        replace the plain ``listeners.tcp.default`` one (a TLS listener, say)."""
         super().__init__()
         if not os.path.exists(self.script):
             unavailable(f"{self.script} is not installed")
         self.dist_port = free_port()
         self.node = f"jt{uuid.uuid4().hex[:8]}@localhost"
         with open(os.path.join(self.dir, "rabbitmq.conf"), "w") as f:
-            f.write(
-                f"listeners.tcp.default = 127.0.0.1:{self.port}\n"
-                # a shared test machine: no resource alarm may block publishers
-                "disk_free_limit.absolute = 1MB\nvm_memory_high_watermark.relative = 0.95\n"
-            )
+            f.write(listeners or f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+            # a shared test machine: no resource alarm may block publishers
+            f.write("disk_free_limit.absolute = 1MB\nvm_memory_high_watermark.relative = 0.95\n")
         with open(os.path.join(self.dir, "enabled_plugins"), "w") as f:
             f.write("[].\n")
         open(os.path.join(self.dir, "env.conf"), "w").close()
