@@ -8,6 +8,8 @@
   (Not yet covered: a SIGKILLed node. A private node restarted after SIGKILL of its
   process group accepted connections here but confirmed no publish, even from a fresh
   client, so that case tests the test broker, not the transport.)
+- While the private broker is down, events wait in a bounded buffer (beyond it
+  ``publish`` raises), queries fail at once, and the buffer goes out on reconnect.
 - A consumer process is SIGKILLed while its handler is inside a command: the command
   (never acknowledged) is redelivered to another live consumer process. No broker fault
   is involved, so this one runs on the shared broker (an Erlang node takes seconds to
@@ -21,8 +23,10 @@ import signal
 
 import pytest
 
+from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
+from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
 from jeeves_control_tower.testing import eventually
-from jeeves_control_tower.testing.messages import DoWork
+from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
 from tests.ipc.adapters.cluster import Cluster
 
@@ -82,3 +86,37 @@ async def test_a_consumer_process_killed_mid_command_is_redelivered_to_another()
     finally:
         await cluster.close()
         await cluster.cleanup()
+
+
+async def test_while_the_broker_is_down_events_wait_in_a_bounded_buffer() -> None:
+    with brokers.RabbitMQServer() as server:
+        producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+        seen: list[int] = []
+        consumer.subscribe("Happened", lambda e: seen.append(e.n))
+        opts = {"registry": REGISTRY, "metrics": False}
+        tc = await RabbitMQTransport.connect(consumer, server.url, **opts)
+        tp = await RabbitMQTransport.connect(producer, server.url, buffer_size=5, **opts)
+        try:
+            await tc.sync()
+            await asyncio.to_thread(server.stop)
+            await eventually(lambda: tp.connection.connected.is_set() is False, timeout=10)
+            for i in range(5):
+                await producer.publish(Happened(i))  # held for the reconnect
+            with pytest.raises(TransportError, match="buffer is full"):
+                await producer.publish(Happened(5))
+            with pytest.raises(TransportError, match="unreachable"):
+                await producer.query(Ask(1))  # queries fail at once meanwhile
+            await asyncio.to_thread(server.start)
+            await asyncio.wait_for(tp.flush(), PATIENCE)  # the buffer went out on reconnect
+            await eventually(lambda: tc.connection.connected.is_set(), timeout=PATIENCE)
+            await tc.sync()
+
+            async def delivered() -> None:
+                while 100 not in seen:
+                    await producer.publish(Happened(100))  # restored bindings deliver again
+                    await asyncio.sleep(0.2)
+
+            await asyncio.wait_for(delivered(), PATIENCE)
+        finally:
+            await tp.close()
+            await tc.close()

@@ -9,7 +9,7 @@ needed by the core::
     from jeeves_control_tower.ipc.adapters.redis import RedisTransport
     transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")
 
-``RedisTransport`` and ``NatsTransport`` are also reachable as attributes of this package
+``RedisTransport``, ``NatsTransport`` and ``RabbitMQTransport`` are also reachable as attributes of this package
 (imported on first access).
 """
 
@@ -53,4 +53,8 @@ def __getattr__(name: str) -> Any:
         from .nats import NatsTransport
 
         return NatsTransport
+    if name == "RabbitMQTransport":
+        from .rabbitmq import RabbitMQTransport
+
+        return RabbitMQTransport
     raise AttributeError(name)
