@@ -9,8 +9,8 @@ needed by the core::
     from jeeves_control_tower.ipc.adapters.redis import RedisTransport
     transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")
 
-``RedisTransport``, ``NatsTransport`` and ``RabbitMQTransport`` are also reachable as attributes of this package
-(imported on first access).
+``RedisTransport``, ``NatsTransport`` and ``RabbitMQTransport`` are also reachable as
+attributes of this package (imported on first access).
 """
 
 from typing import Any
