@@ -9,7 +9,8 @@
   process group accepted connections here but confirmed no publish, even from a fresh
   client, so that case tests the test broker, not the transport.)
 - While the private broker is down, events wait in a bounded buffer (beyond it
-  ``publish`` raises), queries fail at once, and the buffer goes out on reconnect.
+  ``publish`` raises), queries fail at once, and the buffer goes out on reconnect;
+  events and queries then work again without restarting anything.
 - A consumer process is SIGKILLed while its handler is inside a command: the command
   (never acknowledged) is redelivered to another live consumer process. No broker fault
   is involved, so this one runs on the shared broker (an Erlang node takes seconds to
@@ -93,6 +94,7 @@ async def test_while_the_broker_is_down_events_wait_in_a_bounded_buffer() -> Non
         producer, consumer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
         seen: list[int] = []
         consumer.subscribe("Happened", lambda e: seen.append(e.n))
+        consumer.register_handler("Ask", lambda q: q.n * 2)
         opts = {"registry": REGISTRY, "metrics": False}
         tc = await RabbitMQTransport.connect(consumer, server.url, **opts)
         tp = await RabbitMQTransport.connect(producer, server.url, buffer_size=5, **opts)
@@ -117,6 +119,8 @@ async def test_while_the_broker_is_down_events_wait_in_a_bounded_buffer() -> Non
                     await asyncio.sleep(0.2)
 
             await asyncio.wait_for(delivered(), PATIENCE)
+            # Queries again: the responder's queue and the caller's reply-to are restored.
+            assert await producer.query(Ask(21), timeout=10) == 42
         finally:
             await tp.close()
             await tc.close()
