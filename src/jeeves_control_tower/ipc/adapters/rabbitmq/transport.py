@@ -53,7 +53,7 @@ from ..pump import OrderedPump
 from ..services import DISPATCH_PREFIX
 from ..wire import TAG_BYTES, EventBatcher
 from .commands import CommandConsumer
-from .connection import Link, open_connection
+from .connection import Link, open_connection, scrub
 from .events import EventWriter
 from .names import priority_of, routing_key
 from .queries import Requester, Responder
@@ -222,7 +222,8 @@ class RabbitMQTransport(BrokerTransport):
             await self.topology.dead_letter_depth()
         except Exception as exc:
             await link.close()
-            raise TransportError(f"cannot set up {self.url}: {type(exc).__name__}: {exc}") from None
+            why = f"{type(exc).__name__}: {scrub(str(exc))}"
+            raise TransportError(f"cannot set up {self.url}: {why}") from None
         self._writer = EventWriter(
             events,
             self.topology.events_exchange,
