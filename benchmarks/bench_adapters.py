@@ -29,10 +29,12 @@ walk). Prints a table with the ratios (adapter / raw) and writes
 ``benchmarks/results/adapters.json``, with the load average (1 min) at the start and end
 of each broker's comparison.
 
-Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats] [--out
-FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
+Run: ``.venv/bin/python benchmarks/bench_adapters.py [--quick] [--only redis|nats|rabbitmq]
+[--out FILE]`` (``--only`` writes no results unless ``--out`` is given; needs Redis on
 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222, or JT_REDIS_URL/JT_NATS_URL).
 ``--only grpc`` runs :mod:`bench_grpc` instead (the hub next to raw grpcio; no broker).
+RabbitMQ runs only with ``--only rabbitmq``: three clients side by side, see
+``bench_rabbitmq.py``.
 """
 
 from __future__ import annotations
@@ -531,11 +533,23 @@ def in_children(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages (smoke run)")
-    parser.add_argument("--only", choices=("redis", "nats", "grpc"), help="one broker only")
+    parser.add_argument(
+        "--only", choices=("redis", "nats", "rabbitmq", "grpc"), help="one broker only"
+    )
     parser.add_argument(
         "--out", type=Path, help=f"results file (default {RESULTS} for a full run of both)"
     )
     args = parser.parse_args()
+    if args.only == "rabbitmq":  # three clients side by side: bench_rabbitmq.py
+        import bench_rabbitmq
+
+        amqp = asyncio.run(bench_rabbitmq.run(args.quick))
+        amqp["generated_at"] = datetime.now(UTC).isoformat()
+        print(bench_rabbitmq.table(amqp))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(amqp, indent=2) + "\n")
+        return
     if args.only == "grpc":
         import bench_grpc  # benchmarks/ (run from this folder, as bench_core_ab's bench_hotpath)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 
-__all__ = ["nats_cleanup", "redis_cleanup"]
+__all__ = ["nats_cleanup", "rabbitmq_cleanup", "redis_cleanup"]
 
 
 async def redis_cleanup(url: str, prefix: str) -> None:
@@ -36,3 +36,23 @@ async def nats_cleanup(url: str, prefix: str) -> None:
                 await js.delete_stream(name)
     finally:
         await nc.close()
+
+
+async def rabbitmq_cleanup(url: str, durable: set[tuple[str, str]]) -> None:
+    """Delete the durable queues and exchanges named (``RabbitMQTransport.topology.durable``
+    of the transports a test connected)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    try:
+        for kind, name in sorted(durable):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                if kind == "queue":
+                    await channel.queue_delete(name)
+                else:
+                    await channel.exchange_delete(name)
+            with contextlib.suppress(Exception):
+                await channel.close()
+    finally:
+        await connection.close()

@@ -1,7 +1,7 @@
 """The project's transports run the public conformance suite, each through a subclass.
 
-In-process bus, Redis and NATS (against the real brokers), the gRPC hub (a private hub
-per test) and :class:`TestTransport`:
+In-process bus, Redis, NATS and RabbitMQ (against the real brokers), the gRPC hub (a
+private hub per test) and :class:`TestTransport`:
 exactly what a third-party transport would write (see docs/testing.md).
 """
 
@@ -23,7 +23,7 @@ from jeeves_control_tower.testing.conformance import (
 )
 from tests import brokers
 
-from .conftest import nats_cleanup, redis_cleanup
+from .conftest import nats_cleanup, rabbitmq_cleanup, redis_cleanup
 
 
 class TestInMemoryConformance(TransportConformance):
@@ -99,3 +99,26 @@ class TestGrpcConformance(TransportConformance):
             yield TransportUnderTest(GrpcTransport.features, connect)
         finally:
             await hub.close(grace=0)
+
+
+@pytest.mark.rabbitmq
+class TestRabbitMQConformance(TransportConformance):
+    @pytest_asyncio.fixture
+    async def transport_under_test(self) -> AsyncIterator[TransportUnderTest]:
+        from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
+
+        url = brokers.require(brokers.RABBITMQ_URL, "RabbitMQ")
+        prefix = brokers.unique("jttest")
+        connected: list[RabbitMQTransport] = []
+
+        async def connect(bus: InMemoryCommBus, registry: MessageRegistry) -> ConnectedTransport:
+            t = await RabbitMQTransport.connect(
+                bus, url, prefix=prefix, registry=registry, metrics=False
+            )
+            connected.append(t)
+            return t
+
+        try:
+            yield TransportUnderTest(RabbitMQTransport.features, connect)
+        finally:
+            await rabbitmq_cleanup(url, set().union(*(t.topology.durable for t in connected)))

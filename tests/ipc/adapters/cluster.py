@@ -23,7 +23,7 @@ from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
 from jeeves_control_tower.testing.messages import REGISTRY
 from tests import brokers
-from tests.conformance.conftest import nats_cleanup
+from tests.conformance.conftest import nats_cleanup, rabbitmq_cleanup
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -32,6 +32,11 @@ KINDS = [
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("nats", marks=pytest.mark.nats),
 ]
+#: ... and RabbitMQ too (the tests that run on it so far).
+ALL_KINDS = [*KINDS, pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)]
+
+#: The shared broker's URL of each kind.
+URLS = {"redis": brokers.REDIS_URL, "nats": brokers.NATS_URL, "rabbitmq": brokers.RABBITMQ_URL}
 
 
 class Worker:
@@ -117,6 +122,12 @@ class Cluster:
             from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 
             self.transports.append(await RedisTransport.connect(bus, self.url, **opts))
+        elif self.kind == "rabbitmq":
+            from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
+
+            self.transports.append(
+                await RabbitMQTransport.connect(bus, self.url, send_timeout=30, **opts)
+            )
         else:
             from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 
@@ -136,6 +147,9 @@ class Cluster:
         if self.kind == "nats":
             await nats_cleanup(self.url, self.prefix)
             return
+        if self.kind == "rabbitmq":
+            await rabbitmq_cleanup(self.url, rabbitmq_durables(self.prefix))
+            return
         import redis.asyncio as aioredis
 
         client = aioredis.from_url(self.url)
@@ -148,3 +162,13 @@ class Cluster:
 def new_prefix(kind: str) -> str:
     """A namespace of its own for one test's keys, streams and subjects."""
     return brokers.unique("jt:mp:") + ":" if kind == "redis" else brokers.unique("jtmp")
+
+
+def rabbitmq_durables(prefix: str) -> set[tuple[str, str]]:
+    """What the worker roles leave on RabbitMQ under ``prefix``."""
+    return {
+        ("exchange", f"{prefix}.events"),
+        ("exchange", f"{prefix}.dead"),
+        ("queue", f"{prefix}.dead"),
+        ("queue", f"{prefix}.cmd.DoWork"),
+    }

@@ -15,6 +15,9 @@ worker's transport logs to stderr (pytest shows it when a test fails). Roles:
   spans it recorded (``{"spans": [...]}``) after each query; option ``dispatch`` makes it
   compute the answer through an instrumented coordinator's dispatch, ``sampler`` =
   ``"parent_off"`` samples with ``ParentBased(ALWAYS_OFF)`` (default: ``ParentBased(ALWAYS_ON)``).
+- ``slow_service``: serves the dispatch service ``slow`` (``max_concurrent=1``) through
+  ``RemoteServices``, printing ``{"serving": tag}`` (the envelope's ``metadata["tag"]``)
+  as each dispatch starts and taking ``sleep`` seconds (0.3) over it.
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ async def connect(
         return await RedisTransport.connect(
             bus, url, min_idle=opts.get("redelivery", 30.0), **common
         )
+    if kind == "rabbitmq":
+        from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
+
+        return await RabbitMQTransport.connect(bus, url, **common)
     from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 
     return await NatsTransport.connect(bus, url, ack_wait=opts.get("redelivery", 30.0), **common)
@@ -160,11 +167,30 @@ async def main(roles: set[str], kind: str, url: str, prefix: str, opts: dict[str
 
         bus.register_handler("Ask", answer)
 
+    slow: CommBusCoordinator | None = None
+    if "slow_service" in roles:
+        slow = CommBusCoordinator(NullLogger(), bus, instrument=False)
+
+        async def serve(e: Envelope) -> Envelope:
+            emit(serving=e.metadata["tag"])
+            await asyncio.sleep(opts.get("sleep", 0.3))
+            return e
+
+        slow.register_service(ServiceDescriptor("slow", "worker", max_concurrent=1))
+        slow.register_handler("slow", serve)
+
     transport = await connect(kind, bus, url, prefix, opts)
+    services = None
+    if slow is not None:
+        from jeeves_control_tower.ipc.adapters.services import RemoteServices
+
+        services = await RemoteServices(slow, transport, interval=0.2).start()
     await transport.sync()
     emit(ready=os.getpid())
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
+    if services is not None:
+        await services.close()
     await transport.close()
     if dispatching is not None:
         dispatching.cancel()

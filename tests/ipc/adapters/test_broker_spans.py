@@ -21,17 +21,14 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests import brokers
-from tests.ipc.adapters.cluster import KINDS, Cluster
+from tests.ipc.adapters.cluster import ALL_KINDS, KINDS, URLS, Cluster
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 CALLER = {"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "vendor=abc"}
 
 
-@pytest.fixture(params=KINDS)
-async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
-    kind = request.param
-    url = brokers.require(brokers.REDIS_URL if kind == "redis" else brokers.NATS_URL, kind)
-    c = Cluster(kind, url)
+async def _cluster(kind: str) -> AsyncIterator[Cluster]:
+    c = Cluster(kind, brokers.require(URLS[kind], kind))
     try:
         yield c
     finally:
@@ -39,11 +36,27 @@ async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
         await c.cleanup()
 
 
+@pytest.fixture(params=KINDS)
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    """Redis and NATS: brokers read commands in batches (RabbitMQ pushes them one by one)."""
+    async for c in _cluster(request.param):
+        yield c
+
+
+@pytest.fixture(params=ALL_KINDS)
+async def any_cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
+    async for c in _cluster(request.param):
+        yield c
+
+
 def attrs(span: ReadableSpan) -> dict[str, Any]:
     return dict(span.attributes or {})
 
 
-async def test_broker_spans_name_the_broker_and_keep_the_callers_trace(cluster: Cluster) -> None:
+async def test_broker_spans_name_the_broker_and_keep_the_callers_trace(
+    any_cluster: Cluster,
+) -> None:
+    cluster = any_cluster
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -76,7 +89,9 @@ async def test_broker_spans_name_the_broker_and_keep_the_callers_trace(cluster: 
     transport = cluster.transports[0]
     host = urlsplit(cluster.url).hostname
     port = urlsplit(cluster.url).port or transport.default_port
-    group = {"redis": ("handlers", None), "nats": (None, "responders")}[cluster.kind]
+    group = {"redis": ("handlers", None), "nats": (None, "responders"), "rabbitmq": (None, None)}[
+        cluster.kind
+    ]
     by_name: dict[str, list[ReadableSpan]] = {}
     for s in spans:
         by_name.setdefault(s.name, []).append(s)

@@ -1,4 +1,4 @@
-"""Hostile frames injected with the raw broker clients (redis-py, nats-py), as any client
+"""Hostile frames injected with the raw broker clients (redis-py, nats-py, aio-pika), as any client
 allowed on the broker could: a frame read from another type's destination is never
 delivered, a query cannot hold a slot for ever, replies must carry their query's
 unguessable corr, dead letters are counted and measured."""
@@ -20,7 +20,7 @@ from jeeves_control_tower.ipc.adapters.wire.signing import TAG_BYTES, Signer
 from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
-from tests.conformance.conftest import nats_cleanup, redis_cleanup
+from tests.conformance.conftest import nats_cleanup, rabbitmq_cleanup, redis_cleanup
 
 
 def frame(mtype: str, pattern: str, n: int, **extra: Any) -> dict[str, Any]:
@@ -218,16 +218,94 @@ class NatsBroker(Broker):
         await nats_cleanup(self.url, self.prefix)
 
 
+class RabbitMQBroker(Broker):
+    kind = "rabbitmq"
+
+    def __init__(self) -> None:
+        from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
+
+        self.cls = RabbitMQTransport
+        self.url = brokers.require(brokers.RABBITMQ_URL, "RabbitMQ")
+        self.prefix = brokers.unique("jttest")
+        self.metrics = CollectorRegistry()
+        self.transports = []
+
+    async def start(self) -> None:
+        import aio_pika
+
+        self.raw = await aio_pika.connect(self.url)
+        self.channel = await self.raw.channel()
+
+    async def _publish(self, exchange: Any, key: str, data: bytes, **props: Any) -> None:
+        import aio_pika
+
+        await exchange.publish(aio_pika.Message(data, **props), key)
+
+    async def inject_event(self, t: Any, dest_type: str, data: bytes) -> None:
+        exchange_name, _, key = t.destination("publish", dest_type).partition("/")
+        exchange = await self.channel.get_exchange(exchange_name, ensure=False)
+        await self._publish(exchange, key, data)
+
+    async def inject_command(self, t: Any, dest_type: str, data: bytes) -> None:
+        await self._publish(self.channel.default_exchange, t.destination("send", dest_type), data)
+
+    async def spy(self) -> tuple[str, list[dict[str, Any]]]:
+        replies: list[dict[str, Any]] = []
+
+        async def on_reply(message: Any) -> None:
+            replies.append(json.loads(message.body))
+
+        queue = await self.channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
+        await queue.consume(on_reply, no_ack=True)
+        return "amq.rabbitmq.reply-to", replies
+
+    async def inject_query(self, t: Any, dest_type: str, data: bytes, reply_to: str) -> None:
+        await self._publish(
+            self.channel.default_exchange,
+            t.destination("query", dest_type),
+            data,
+            reply_to=reply_to or None,
+            correlation_id="spy",
+        )
+
+    async def fake_responder(self, t: Any, query_type: str) -> asyncio.Queue[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        declared = await self.channel.declare_queue(
+            t.destination("query", query_type), auto_delete=True
+        )
+
+        async def on_message(message: Any) -> None:
+            async def reply(body: bytes, m: Any = message) -> None:
+                await self._publish(
+                    self.channel.default_exchange, m.reply_to, body, correlation_id=m.correlation_id
+                )
+
+            await queue.put((unwire(message.body), reply))
+
+        await declared.consume(on_message, no_ack=True)
+        return queue
+
+    async def close(self) -> None:
+        durable = set().union(*(t.topology.durable for t in self.transports))
+        await super().close()
+        await self.raw.close()
+        await rabbitmq_cleanup(self.url, durable)
+
+
 @pytest.fixture(
     params=[
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
     ]
 )
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     b: Broker
     if request.param == "redis":
         b = RedisBroker()
+    elif request.param == "rabbitmq":
+        b = RabbitMQBroker()
+        await b.start()
     else:
         b = NatsBroker()
         await b.start()

@@ -25,15 +25,15 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.testing.messages import Ask, DoWork, Happened
 from tests import brokers
-from tests.ipc.adapters.cluster import KINDS, Cluster, Worker
+from tests.ipc.adapters.cluster import ALL_KINDS, URLS, Cluster, Worker
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=ALL_KINDS)
 async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[Cluster]:
     kind = request.param
-    url = brokers.require(brokers.REDIS_URL if kind == "redis" else brokers.NATS_URL, kind)
+    url = brokers.require(URLS[kind], kind)
     c = Cluster(kind, url)
     try:
         yield c

@@ -15,7 +15,7 @@ from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.testing.messages import REGISTRY
 from jeeves_control_tower.types import DispatchTarget, Envelope, RequestContext, ServiceDescriptor
 from tests import brokers
-from tests.conformance.conftest import nats_cleanup
+from tests.conformance.conftest import nats_cleanup, rabbitmq_cleanup
 
 Node = tuple[CommBusCoordinator, RemoteServices]
 
@@ -24,6 +24,7 @@ Node = tuple[CommBusCoordinator, RemoteServices]
     params=[
         pytest.param("redis", marks=pytest.mark.redis),
         pytest.param("nats", marks=pytest.mark.nats),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
     ]
 )
 async def node(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
@@ -35,6 +36,11 @@ async def node(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Aw
 
         url = brokers.require(brokers.REDIS_URL, "Redis")
         prefix = brokers.unique("jt:test:") + ":"
+    elif request.param == "rabbitmq":
+        from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport as Transport  # type: ignore[assignment]
+
+        url = brokers.require(brokers.RABBITMQ_URL, "RabbitMQ")
+        prefix = brokers.unique("jttest")
     else:
         from jeeves_control_tower.ipc.adapters.nats import NatsTransport as Transport  # type: ignore[assignment]
 
@@ -64,6 +70,8 @@ async def node(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Aw
         await transport.close()
     if request.param == "nats":
         await nats_cleanup(url, prefix)
+    if request.param == "rabbitmq":
+        await rabbitmq_cleanup(url, set().union(*(t.topology.durable for t, _ in made)))
 
 
 def envelope() -> Envelope:

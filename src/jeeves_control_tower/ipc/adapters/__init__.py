@@ -9,8 +9,9 @@ needed by the core::
     from jeeves_control_tower.ipc.adapters.redis import RedisTransport
     transport = await RedisTransport.connect(bus, "redis://localhost:6379/0")
 
-``RedisTransport`` and ``NatsTransport`` (and ``GrpcTransport``, of :mod:`.grpc`, the hub's
-client) are also reachable as attributes of this package (imported on first access).
+``RedisTransport``, ``NatsTransport``, ``RabbitMQTransport`` and ``GrpcTransport`` (of
+:mod:`.grpc`, the hub's client) are also reachable as attributes of this package (imported
+on first access).
 """
 
 from typing import Any
@@ -57,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from .grpc import GrpcTransport
 
         return GrpcTransport
+    if name == "RabbitMQTransport":
+        from .rabbitmq import RabbitMQTransport
+
+        return RabbitMQTransport
     raise AttributeError(name)
