@@ -160,17 +160,20 @@ async def test_slow_handler_keeps_its_commands(env: dict[str, Any]) -> None:
     a, b = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
     handled: list[tuple[str, int]] = []
 
+    # The handler runs 2.5x min_idle, so b tries to claim the entry several times meanwhile;
+    # a re-claims it every min_idle / 3, which leaves a loaded machine 0.66 s of slack (at
+    # min_idle 0.2 a 0.13 s stall of a's loop let b rob it: CI run ci3).
     async def slow(cmd: DoWork) -> None:
-        await asyncio.sleep(0.8)
+        await asyncio.sleep(2.5)
         handled.append(("a", cmd.n))
 
     a.register_handler("DoWork", slow)
-    await env["connect"](a, min_idle=0.2, prefetch=1)
+    await env["connect"](a, min_idle=1.0, prefetch=1)
     await a.send(DoWork(1))
     await asyncio.sleep(0.1)
     b.register_handler("DoWork", lambda c: handled.append(("b", c.n)))
-    await env["connect"](b, min_idle=0.2)
-    await eventually(lambda: len(handled) >= 1)
+    await env["connect"](b, min_idle=1.0)
+    await eventually(lambda: len(handled) >= 1, timeout=10)
     await asyncio.sleep(0.5)
     assert handled == [("a", 1)]
 
