@@ -316,7 +316,7 @@ async def test_the_event_writer_reports_what_it_holds_while_disconnected() -> No
         async def get_underlay_channel(self) -> Underlay:
             return self.underlay
 
-    channel, up, deltas = Channel(), [True], []
+    channel, up, deltas = Channel(), [True], list[int]()
     writer = EventWriter(
         channel,
         "x.events",
