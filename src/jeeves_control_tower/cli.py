@@ -100,6 +100,15 @@ def _add_demo(commands: Commands) -> None:
         help="export spans over OTLP to this base URL, as $OTEL_EXPORTER_OTLP_ENDPOINT would"
         " (the flag wins over every OTEL_* endpoint; default: the OTEL_* environment)",
     )
+    demo.add_argument(
+        "--transport",
+        metavar="URL",
+        help="run the demo's bus over this broker: redis://, nats://, amqp(s)://, or"
+        " grpc://HOST:PORT for a running hub (default: in-process)",
+    )
+    demo.add_argument(
+        "--prefix", help="the transport's name prefix, as is (default: the transport's own)"
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="log every bus event")
     demo.set_defaults(run=_run_demo)
 
@@ -245,6 +254,9 @@ async def _demo(args: argparse.Namespace) -> None:
         print(f"Jeeves demo running at {url}", flush=True)
         print(f"  metrics  {url}/metrics", flush=True)
         print(f"  api      {url}/api/services  {url}/api/flow  {url}/api/stats", flush=True)
+        link = getattr(system, "link", None)
+        if link is not None:  # the URL as the transport shows it: credentials redacted
+            print(f"  over     {link.transport.system} {link.transport.url}", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
 
     system = await run_demo(
@@ -256,6 +268,8 @@ async def _demo(args: argparse.Namespace) -> None:
         stop=stop,
         on_ready=ready,
         logger=logger,
+        transport=args.transport,
+        prefix=args.prefix,
     )
     total = sum(system.workload.started.values())
     elapsed = time.monotonic() - started
@@ -279,12 +293,18 @@ def use_otlp_endpoint(url: str | None, environ: MutableMapping[str, str] = os.en
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from .demo.broker import SCHEMES
+    from .ipc import TransportError
+
+    if args.transport is not None and args.transport.split("://", 1)[0].lower() not in SCHEMES:
+        print(f"jeeves-ipc: --transport takes {', '.join(SCHEMES)} URLs", file=sys.stderr)
+        return 2
     use_otlp_endpoint(args.otlp_endpoint)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         asyncio.run(_demo(args))
-    except OSError as exc:
+    except (OSError, TransportError) as exc:  # a TransportError names no credentials
         print(f"jeeves-ipc: cannot start the demo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown

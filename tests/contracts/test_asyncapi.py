@@ -17,6 +17,7 @@ from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.http.contract import HttpFaceDescription
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
+from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
 from tests.ipc.adapters.http.messages import registry
 
@@ -39,6 +40,7 @@ def transports() -> list[Any]:
         RedisTransport(bus, "redis://:pw@cache.internal:6380/2", metrics=False),
         NatsTransport(bus, "nats://user:pw@nats.internal:4222", metrics=False),
         GrpcTransport(bus, "hub.internal:50051", metrics=False),
+        RabbitMQTransport(bus, "amqps://app:pw@rabbit.internal/shop", prefix="shop", metrics=False),
         HttpFaceDescription("https://api.example/bus"),
     ]
 
@@ -73,6 +75,11 @@ def test_the_validation_catches_a_broken_document(official: dict[str, Any]) -> N
     doc["operations"]["redis.publish.OrderPlaced.send"]["action"] = "publish"  # AsyncAPI 2
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft7Validator(official).validate(doc)
+    # the amqp bindings are checked too: a queue channel naming an exchange is refused
+    doc = asyncapi_document(registry(), transports())
+    doc["channels"]["amqps.send.ChargeCard"]["bindings"]["amqp"]["exchange"] = {"name": "x"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft7Validator(official).validate(doc)
 
 
 def test_servers_channels_and_bindings() -> None:
@@ -93,6 +100,12 @@ def test_servers_channels_and_bindings() -> None:
             "host": "hub.internal:50051",
             "protocol": "grpc",
             "description": "grpc://hub.internal:50051",
+        },
+        "amqps": {
+            "host": "rabbit.internal:5671",
+            "protocol": "amqps",
+            "pathname": "/shop",
+            "description": "RabbitMQ amqps://***@rabbit.internal/shop",
         },
         "https": {
             "host": "api.example",
@@ -155,3 +168,54 @@ def test_a_transport_without_the_hook_is_still_described() -> None:
     doc = asyncapi_document(registry(), [Bare()], types=["ChargeCard"])
     assert doc["servers"]["amqp"]["host"] == "rabbit:5672"
     assert doc["channels"]["amqp.send.ChargeCard"]["address"] == "jeeves.send.ChargeCard"
+
+
+def test_rabbitmq_channels_carry_the_real_names() -> None:
+    doc = asyncapi_document(registry(), transports())
+    ch, ops = doc["channels"], doc["operations"]
+    event = ch["amqps.publish.OrderPlaced"]
+    assert event["address"] == "OrderPlaced"  # the routing key on the events exchange
+    assert event["servers"] == [{"$ref": "#/servers/amqps"}]
+    assert event["bindings"]["amqp"] == {
+        "is": "routingKey",
+        "exchange": {
+            "name": "shop.events",
+            "type": "topic",
+            "durable": True,
+            "autoDelete": False,
+            "vhost": "shop",
+        },
+        "bindingVersion": "0.3.0",
+    }
+    assert ops["amqps.publish.OrderPlaced.send"]["bindings"]["amqp"]["cc"] == ["OrderPlaced"]
+    command = ch["amqps.send.ChargeCard"]
+    assert command["address"] == "shop.cmd.ChargeCard"
+    amqp = command["bindings"]["amqp"]
+    assert amqp["is"] == "queue" and "exchange" not in amqp
+    assert amqp["queue"]["name"] == "shop.cmd.ChargeCard" and amqp["queue"]["durable"] is True
+    assert amqp["x-arguments"] == {"x-queue-type": "quorum"}
+    assert amqp["x-dead-letter-exchange"] == "shop.dead"
+    assert "at-least-once" in command["description"] and "shop.dead" in command["description"]
+    send_op = ops["amqps.send.ChargeCard.receive"]["bindings"]["amqp"]
+    assert send_op["deliveryMode"] == 2 and send_op["ack"] is True
+    query = ch["amqps.query.GetBalance"]
+    assert query["address"] == "shop.qry.GetBalance"
+    assert query["bindings"]["amqp"]["queue"]["autoDelete"] is True
+    assert "amq.rabbitmq.reply-to" in query["description"]
+    assert ops["amqps.query.GetBalance.send"]["reply"]["channel"] == {
+        "$ref": "#/channels/amqps.reply"
+    }
+
+
+def test_rabbitmq_dispatch_queues_are_priority_queues() -> None:
+    from jeeves_control_tower.ipc.adapters.rabbitmq.contract import rabbitmq_channel
+    from jeeves_control_tower.ipc.adapters.services import DISPATCH_PREFIX
+
+    bus = InMemoryCommBus(instrument=False)
+    transport = RabbitMQTransport(bus, "amqp://guest:guest@localhost:5672/", metrics=False)
+    channel = rabbitmq_channel(transport, "query", DISPATCH_PREFIX + "billing")
+    amqp = channel.channel_bindings["amqp"]
+    assert amqp["x-arguments"] == {"x-max-priority": 9}
+    assert amqp["queue"]["vhost"] == "/"
+    assert transport.asyncapi_server().host == "localhost:5672"
+    assert transport.asyncapi_server().pathname is None

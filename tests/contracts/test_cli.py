@@ -39,3 +39,16 @@ def test_asyncapi_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert printed["channels"]["publish.OrderPlaced"]["address"] == "OrderPlaced"
     with pytest.raises(SystemExit):
         main(["asyncapi", "--transport", "kafka://x"])
+
+
+def test_asyncapi_over_rabbitmq_and_a_grpc_hub(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["asyncapi", "--messages", "tests.ipc.adapters.http.served:REGISTRY"]
+    hosts = ["--transport", "amqp://guest:secret@127.0.0.1:1/", "--transport", "grpc://hub:1"]
+    assert main([*args, *hosts]) == 0  # nothing listens there: described, not connected
+    out = capsys.readouterr().out
+    assert "secret" not in out
+    doc = json.loads(out)
+    assert doc["servers"]["amqp"]["host"] == "127.0.0.1:1"
+    assert doc["servers"]["grpc"]["host"] == "hub:1"
+    assert doc["channels"]["amqp.send.ChargeCard"]["address"] == "jeeves.cmd.ChargeCard"
+    assert doc["channels"]["grpc.send.ChargeCard"]["address"] == "send:ChargeCard"

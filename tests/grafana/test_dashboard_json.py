@@ -300,3 +300,19 @@ def test_compose_file_is_valid() -> None:
         "redis",
         "nats",
     }
+
+
+def test_transport_panels_show_every_transport() -> None:
+    """A demo over Redis, NATS, RabbitMQ or gRPC (``jeeves-ipc demo --transport``) lands in
+    the same panels: no selector picks a transport, and every panel over a family with the
+    ``transport`` label keeps it apart (``by (transport, ...)``)."""
+    labelled = {name for name, labels in family_labels().items() if "transport" in labels}
+    assert "commbus_wire_messages_total" in labelled
+    seen = 0
+    for title, expr in raw_expressions(DASHBOARD):
+        for metric, matchers, body in selectors(expr):
+            assert "transport" not in matchers, f"{title}: {metric}{body}"
+        if metric_names(expr) & labelled:
+            seen += 1
+            assert "transport" in grouping_labels(expr), f"{title}: {expr}"
+    assert seen >= 5

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus, TransportError
 from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
@@ -95,9 +97,21 @@ async def test_while_the_broker_is_down_events_wait_in_a_bounded_buffer() -> Non
         seen: list[int] = []
         consumer.subscribe("Happened", lambda e: seen.append(e.n))
         consumer.register_handler("Ask", lambda q: q.n * 2)
-        opts = {"registry": REGISTRY, "metrics": False}
+        opts: dict[str, Any] = {"registry": REGISTRY, "metrics": False}
         tc = await RabbitMQTransport.connect(consumer, server.url, **opts)
-        tp = await RabbitMQTransport.connect(producer, server.url, buffer_size=5, **opts)
+        gauge = CollectorRegistry()
+        tp = await RabbitMQTransport.connect(
+            producer,
+            server.url,
+            buffer_size=5,
+            registry=REGISTRY,
+            metrics_registry=gauge,
+        )
+
+        def held() -> float | None:
+            labels = {"transport": "rabbitmq"}
+            return gauge.get_sample_value("commbus_transport_buffered_messages", labels)
+
         try:
             await tc.sync()
             await asyncio.to_thread(server.stop)
@@ -106,10 +120,12 @@ async def test_while_the_broker_is_down_events_wait_in_a_bounded_buffer() -> Non
                 await producer.publish(Happened(i))  # held for the reconnect
             with pytest.raises(TransportError, match="buffer is full"):
                 await producer.publish(Happened(5))
+            await eventually(lambda: held() == 5, timeout=10)  # the gauge shows them
             with pytest.raises(TransportError, match="unreachable"):
                 await producer.query(Ask(1))  # queries fail at once meanwhile
             await asyncio.to_thread(server.start)
             await asyncio.wait_for(tp.flush(), PATIENCE)  # the buffer went out on reconnect
+            assert held() == 0
             await eventually(lambda: tc.connection.connected.is_set(), timeout=PATIENCE)
             await tc.sync()
 

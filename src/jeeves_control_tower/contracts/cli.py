@@ -8,6 +8,7 @@
 ``--messages`` imports modules that register message classes (``register_message``, in
 the default registry) or names a ``MessageRegistry`` as ``module:attribute``; each
 ``--transport`` URL is described (``redis://``, ``rediss://``, ``nats://``, ``tls://``,
+``amqp://``, ``amqps://``, ``grpc://host:port`` (``grpcs://`` with TLS) for a gRPC hub,
 and ``http(s)://`` for an HTTP face's base URL) without connecting to it. No transport:
 the in-process bus.
 """
@@ -43,7 +44,8 @@ def add_asyncapi_command(commands: Any) -> None:
     parser.add_argument(
         "--prefix",
         help="passed as is to every transport: Redis takes it with its separator ('shop:'),"
-        " NATS as one subject token ('shop') (default: each one's own)",
+        " NATS as one subject token ('shop'), RabbitMQ as a name prefix ('shop'); a gRPC"
+        " hub takes none (default: each one's own)",
     )
     parser.add_argument("--title", default="jeeves bus", help="info.title")
     parser.add_argument("--version", dest="doc_version", default="1", help="info.version")
@@ -88,7 +90,18 @@ def describe_url(url: str, prefix: str | None = None) -> Any:
         from ..ipc.adapters.nats import NatsTransport
 
         return NatsTransport(bus, url, metrics=False, **options)
-    raise SystemExit(f"no transport for {url!r} (redis://, nats://, http://)")
+    if scheme in ("amqp", "amqps"):
+        from ..ipc.adapters.rabbitmq import RabbitMQTransport
+
+        return RabbitMQTransport(bus, url, metrics=False, **options)
+    if scheme in ("grpc", "grpcs"):
+        from ..ipc.adapters.grpc import GrpcTransport
+
+        # The hub's own names (pattern:type) take no prefix.
+        return GrpcTransport(bus, url.split("://", 1)[1], tls=scheme == "grpcs", metrics=False)
+    raise SystemExit(
+        f"no transport for {url!r} (redis://, nats://, amqp://, amqps://, grpc://, http://)"
+    )
 
 
 def run_asyncapi(args: argparse.Namespace) -> int:

@@ -24,6 +24,7 @@ from ..ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from ..logging import NullLogger
 from ..observability import FlowRecorder, ObservabilityServer, serve
 from ..types import LoggerProtocol
+from .broker import BrokerLink, connect_demo
 from .otel import tracer_provider as otel_tracer_provider
 from .services import Behaviour
 from .wiring import DemoServices
@@ -93,6 +94,8 @@ class DemoSystem:
         self.flapper = HealthFlapper(
             self.services, "billing", self.config.flap_period, self.config.flap_down
         )
+        #: The broker the bus is attached to (:mod:`.broker`); ``None``: in-process.
+        self.link: BrokerLink | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Generate traffic until ``stop`` is set; returns once everything has wound down."""
@@ -121,15 +124,24 @@ async def run_demo(
     on_ready: ReadyCallback | None = None,
     otlp_endpoint: str | None = None,
     logger: LoggerProtocol | None = None,
+    transport: str | None = None,
+    prefix: str | None = None,
 ) -> DemoSystem:
     """Serve the endpoint and run the demo until ``stop`` is set or ``duration`` seconds
-    have passed. ``on_ready(server, system)`` is called once the endpoint is listening.
+    have passed. ``on_ready(server, system)`` is called once the endpoint is listening
+    (and, with ``transport``, once the bus is attached to that broker URL with ``prefix``:
+    :func:`.broker.connect_demo`; a broker that cannot be reached raises
+    :class:`~jeeves_control_tower.ipc.TransportError` before any traffic).
     Tracing as :class:`DemoSystem` sets it up (``otlp_endpoint``: the full traces URL)."""
     system = DemoSystem(config, otlp_endpoint=otlp_endpoint, logger=logger)
     stop = stop if stop is not None else asyncio.Event()
     timer = None
     server = serve(system.coordinator, host=host, port=port, token=token, logger=logger)
     try:
+        if transport is not None:
+            system.link = await connect_demo(
+                system, transport, server=server, prefix=prefix, logger=logger
+            )
         if duration is not None:
             timer = asyncio.get_running_loop().call_later(duration, stop.set)
         if on_ready is not None:
@@ -138,8 +150,12 @@ async def run_demo(
     finally:
         if timer is not None:
             timer.cancel()
-        server.close()
-        system.close()
+        try:
+            if system.link is not None:
+                await system.link.close()
+        finally:
+            server.close()
+            system.close()
     return system
 
 

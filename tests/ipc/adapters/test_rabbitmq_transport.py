@@ -292,3 +292,53 @@ async def test_credentials_are_never_logged_while_connected(caplog: Any) -> None
         await t.close()
     assert all("guest:guest" not in f"{m} {f}" for _, m, f in logger.records)
     assert "guest:guest" not in caplog.text
+
+
+async def test_the_event_writer_reports_what_it_holds_while_disconnected() -> None:
+    """commbus_transport_buffered_messages: frames held while the broker is away, reported
+    up when they queue, down as they go out; nothing held while connected."""
+    from jeeves_control_tower.ipc.adapters.rabbitmq.events import EventWriter
+
+    class Underlay:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+            self.fail = False
+
+        async def basic_publish(self, body: bytes, *, routing_key: str, **_: Any) -> None:
+            if self.fail:
+                raise ConnectionError("gone")
+            self.sent.append(routing_key)
+
+    class Channel:
+        def __init__(self) -> None:
+            self.underlay = Underlay()
+
+        async def get_underlay_channel(self) -> Underlay:
+            return self.underlay
+
+    channel, up, deltas = Channel(), [True], list[int]()
+    writer = EventWriter(
+        channel,
+        "x.events",
+        seal=lambda b: b,
+        logger=ListLogger(),
+        up=lambda: up[0],
+        on_held=deltas.append,
+    )
+    writer.write(("a", b"1"))
+    await writer.drained()
+    assert channel.underlay.sent == ["a"] and writer.held == 0 and deltas == []
+    up[0], channel.underlay.fail = False, True
+    for key in "bcd":
+        writer.write((key, b"2"))
+    await eventually(lambda: writer.held == 3)
+    assert sum(deltas) == 3
+    up[0], channel.underlay.fail = True, False
+    await asyncio.wait_for(writer.drained(), 5)
+    assert channel.underlay.sent == ["a", "b", "c", "d"]
+    assert writer.held == 0 and sum(deltas) == 0
+    up[0], channel.underlay.fail = False, True
+    writer.write(("e", b"3"))
+    await eventually(lambda: writer.held == 1)
+    await writer.close()  # what it held is gone with it, and no longer reported
+    assert writer.held == 0 and sum(deltas) == 0

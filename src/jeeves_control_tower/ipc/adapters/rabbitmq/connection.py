@@ -22,7 +22,7 @@ from ....types import LoggerProtocol
 from ... import TransportError
 from ..metrics import AdapterMetrics
 
-__all__ = ["Link", "open_connection", "scrub"]
+__all__ = ["Link", "open_channels", "open_connection", "scrub"]
 
 _CREDENTIALS = re.compile(r"//[^/@\s]*@")
 
@@ -67,6 +67,26 @@ async def open_connection(
             why = f"{type(exc).__name__}: {scrub(str(exc))}"
         raise TransportError(f"cannot connect to {redacted}: {why}") from None
     return connection
+
+
+async def open_channels(
+    connection: Any, *, queries: int, dispatch: int, commands: int
+) -> dict[str, Any]:
+    """The transport's channels on ``connection``, by job: ``events`` (no confirms),
+    ``requests`` (confirms, returns raise: no responder), ``queries``, ``dispatch`` and
+    ``commands`` (confirms) with their prefetch counts."""
+    events = await connection.channel(publisher_confirms=False)
+    requests = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    answering = await connection.channel(publisher_confirms=False)
+    await answering.set_qos(prefetch_count=queries)
+    dispatching = await connection.channel(publisher_confirms=False)
+    await dispatching.set_qos(prefetch_count=dispatch)
+    handling = await connection.channel(publisher_confirms=True)
+    await handling.set_qos(prefetch_count=commands)
+    return {
+        "events": events, "requests": requests, "queries": answering,
+        "dispatch": dispatching, "commands": handling,
+    }  # fmt: skip
 
 
 class Link:

@@ -49,12 +49,14 @@ from yarl import URL
 
 from ... import InMemoryCommBus, MiddlewareContext, TransportError
 from ..base import BrokerTransport, TransportFeatures, redact_url
+from ..description import ChannelDescription, ServerDescription
 from ..pump import OrderedPump
 from ..services import DISPATCH_PREFIX
 from ..wire import TAG_BYTES, EventBatcher
 from .commands import CommandConsumer
-from .connection import Link, open_connection, scrub
-from .events import EventWriter
+from .connection import Link, open_channels, open_connection, scrub
+from .contract import rabbitmq_channel, rabbitmq_server
+from .events import EventWriter, outgoing_event
 from .names import priority_of, routing_key
 from .queries import Requester, Responder
 from .topology import Topology
@@ -159,6 +161,14 @@ class RabbitMQTransport(BrokerTransport):
             return self.topology.query_queue(message_type)
         return f"{self.prefix}.{pattern}.{routing_key(message_type)}"
 
+    def asyncapi_server(self) -> ServerDescription:
+        """The AsyncAPI hook (:mod:`..description`): this broker and virtual host."""
+        return rabbitmq_server(self)
+
+    def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
+        """The AsyncAPI hook: the exchange or queue of a type, with ``amqp`` bindings."""
+        return rabbitmq_channel(self, pattern, message_type)
+
     @property
     def dead_letters(self) -> str:
         """The dead-letter exchange and queue (``{prefix}.dead``)."""
@@ -197,27 +207,22 @@ class RabbitMQTransport(BrokerTransport):
             connection, self.url, self.logger, self.metrics, lambda: self.closed
         )
         try:
-            events = await connection.channel(publisher_confirms=False)
-            requests = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            queries = await connection.channel(publisher_confirms=False)
-            await queries.set_qos(prefetch_count=self.max_concurrency)
-            dispatch = await connection.channel(publisher_confirms=False)
-            await dispatch.set_qos(prefetch_count=self.dispatch_prefetch)
-            commands = await connection.channel(publisher_confirms=True)
-            await commands.set_qos(prefetch_count=self.prefetch)
-            self._channels = {
-                "events": events, "requests": requests, "queries": queries,
-                "dispatch": dispatch, "commands": commands,
-            }  # fmt: skip
+            channels = self._channels = await open_channels(
+                connection,
+                queries=self.max_concurrency,
+                dispatch=self.dispatch_prefetch,
+                commands=self.prefetch,
+            )
+            events = channels["events"]
             self.topology.attach(
-                commands,
+                channels["commands"],
                 link,
                 URL(self._url),
                 {"ssl_context": self._ssl} if self._ssl is not None else {},
             )
             self._exchange, self._events_queue = await self.topology.declare(events)
             await self._events_queue.consume(self._on_event, no_ack=True)
-            self._requester = Requester(requests, self.metrics, self.spawn)
+            self._requester = Requester(channels["requests"], self.metrics, self.spawn)
             await self._requester.start()
             await self.topology.dead_letter_depth()
         except Exception as exc:
@@ -229,6 +234,8 @@ class RabbitMQTransport(BrokerTransport):
             self.topology.events_exchange,
             seal=self.seal,
             logger=self.logger,
+            up=lambda: link.up,
+            on_held=self.metrics.buffered,
         )
         if self.batch_events:
             self._batcher = EventBatcher(
@@ -263,25 +270,15 @@ class RabbitMQTransport(BrokerTransport):
         link, writer = self._link, self._writer
         if link is None or writer is None or self._closed:
             raise TransportError("the RabbitMQ transport is not connected")
-        key = routing_key(message_type)
-        # While disconnected the writer's queue is the reconnect buffer: bounded here.
-        if not link.up and writer.pending >= self.buffer_size:
-            raise TransportError(
-                f"{self.url} is unreachable and the reconnect buffer is full"
-                f" ({self.buffer_size} events)"
-            )
-        batcher = self._batcher
-        if batcher is None:
-            return writer.write((key, data))
-        if link.up:
-            pending = batcher.add(key, data)
-            if pending is not False:
-                return pending
-        taken = batcher.take(key)  # what was batched before goes first
-        written = writer.write((key, data))
-        if taken is None:
-            return written
-        return _in_turn(taken, written)
+        return outgoing_event(
+            writer,
+            self._batcher,
+            link.up,
+            routing_key(message_type),
+            data,
+            self.buffer_size,
+            self.url,
+        )
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         if not self._connected or self._closed:
@@ -397,9 +394,3 @@ class RabbitMQTransport(BrokerTransport):
             body, message_type, has_return_address=True
         )
         return corr, reply
-
-
-async def _in_turn(*pending: Awaitable[None] | None) -> None:
-    for awaitable in pending:
-        if awaitable is not None:
-            await awaitable
