@@ -163,6 +163,26 @@ async def test_no_responder_is_detected_at_once(env: dict[str, Any]) -> None:
     assert time.monotonic() - started < 2  # the returned message, not the timeout
 
 
+async def test_an_absurdly_long_timeout_neither_fails_nor_breaks_other_queries(
+    env: dict[str, Any],
+) -> None:
+    """A timeout beyond RabbitMQ's longest message TTL (49.7 days) used to be sent as the
+    query's expiration: a channel error that failed it and every query beside it."""
+    asker, answerer = InMemoryCommBus(instrument=False), InMemoryCommBus(instrument=False)
+
+    async def answer(q: Ask) -> int:
+        await asyncio.sleep(0.1)
+        return q.n
+
+    answerer.register_handler("Ask", answer)
+    await env["connect"](answerer)
+    await env["connect"](asker)
+    for timeout in (1e9, 1e12):
+        beside = asyncio.create_task(asker.query(Ask(7), timeout=5))
+        assert await asker.query(Ask(1), timeout=timeout) == 1
+        assert await beside == 7
+
+
 async def test_a_command_whose_consumer_dies_is_redelivered_then_dead_lettered(
     env: dict[str, Any],
 ) -> None:

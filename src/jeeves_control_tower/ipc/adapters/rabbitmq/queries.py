@@ -30,6 +30,11 @@ from ....types import LoggerProtocol
 from ... import NoHandlerError, TransportError
 from ..metrics import SENT, AdapterMetrics
 
+#: The longest per-message TTL RabbitMQ accepts (2**32 - 1 ms, about 49.7 days): a longer
+#: ``expiration`` is a channel error that also fails every other query on the channel. A
+#: caller's longer timeout still holds on this side; the broker drops the query after this.
+MAX_EXPIRATION = (2**32 - 1) / 1000
+
 __all__ = ["REPLY_TO", "Requester", "Responder"]
 
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -79,7 +84,7 @@ class Requester:
             reply_to=REPLY_TO,
             correlation_id=corr,
             message_id=corr,
-            expiration=max(timeout, 0.001),
+            expiration=min(max(timeout, 0.001), MAX_EXPIRATION),
             priority=priority,
         )
         try:
