@@ -37,8 +37,17 @@ def test_asyncapi_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["channels"]["publish.OrderPlaced"]["address"] == "OrderPlaced"
-    with pytest.raises(SystemExit):
-        main(["asyncapi", "--transport", "kafka://x"])
+    with pytest.raises(SystemExit, match="no transport") as refused:
+        main(["asyncapi", "--transport", "kafka://user:hunter2@x:9092"])
+    assert "hunter2" not in str(refused.value.code)  # credentials never shown
+
+
+def test_asyncapi_names_the_missing_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "jeeves_control_tower.ipc.adapters.rabbitmq", None)
+    with pytest.raises(SystemExit, match=r"pip install 'jeeves-control-tower\[rabbitmq\]'"):
+        main(["asyncapi", "--transport", "amqp://guest:secret@127.0.0.1:1/"])
 
 
 def test_asyncapi_over_rabbitmq_and_a_grpc_hub(capsys: pytest.CaptureFixture[str]) -> None:

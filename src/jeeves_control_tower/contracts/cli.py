@@ -71,37 +71,48 @@ def load_registry(specs: list[str]) -> Any:
     return chosen
 
 
+#: URL scheme -> (transport module under ipc.adapters, class, the extra it needs)
+_SCHEMES: dict[str, tuple[str, str, str]] = {
+    "redis": ("redis", "RedisTransport", "redis"),
+    "rediss": ("redis", "RedisTransport", "redis"),
+    "unix": ("redis", "RedisTransport", "redis"),
+    "nats": ("nats", "NatsTransport", "nats"),
+    "tls": ("nats", "NatsTransport", "nats"),
+    "amqp": ("rabbitmq", "RabbitMQTransport", "rabbitmq"),
+    "amqps": ("rabbitmq", "RabbitMQTransport", "rabbitmq"),
+    "grpc": ("grpc", "GrpcTransport", "grpc"),
+    "grpcs": ("grpc", "GrpcTransport", "grpc"),
+}
+
+
 def describe_url(url: str, prefix: str | None = None) -> Any:
-    """An unconnected transport (or HTTP face description) for ``url``."""
-    options: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
+    """An unconnected transport (or HTTP face description) for ``url``; ``SystemExit``
+    with a message (credentials redacted) for an unknown scheme or a missing extra."""
+    from ..ipc.adapters import redact_url
+
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("http", "https"):
         from ..ipc.adapters.http.contract import HttpFaceDescription
 
         return HttpFaceDescription(url)
+    if scheme not in _SCHEMES:
+        known = ", ".join(f"{s}://" for s in (*_SCHEMES, "http", "https"))
+        raise SystemExit(f"no transport for {redact_url(url)!r} (known: {known})")
+    module, name, extra = _SCHEMES[scheme]
+    try:
+        kind = getattr(importlib.import_module(f"..ipc.adapters.{module}", __package__), name)
+    except ImportError as exc:
+        raise SystemExit(
+            f"{scheme}:// needs the {extra} extra: pip install 'jeeves-control-tower[{extra}]'"
+            f" ({exc})"
+        ) from None
     from ..ipc import InMemoryCommBus
 
     bus = InMemoryCommBus(instrument=False)
-    if scheme in ("redis", "rediss", "unix"):
-        from ..ipc.adapters.redis import RedisTransport
-
-        return RedisTransport(bus, url, metrics=False, **options)
-    if scheme in ("nats", "tls"):
-        from ..ipc.adapters.nats import NatsTransport
-
-        return NatsTransport(bus, url, metrics=False, **options)
-    if scheme in ("amqp", "amqps"):
-        from ..ipc.adapters.rabbitmq import RabbitMQTransport
-
-        return RabbitMQTransport(bus, url, metrics=False, **options)
-    if scheme in ("grpc", "grpcs"):
-        from ..ipc.adapters.grpc import GrpcTransport
-
-        # The hub's own names (pattern:type) take no prefix.
-        return GrpcTransport(bus, url.split("://", 1)[1], tls=scheme == "grpcs", metrics=False)
-    raise SystemExit(
-        f"no transport for {url!r} (redis://, nats://, amqp://, amqps://, grpc://, http://)"
-    )
+    if module == "grpc":  # the hub's own names (pattern:type) take no prefix
+        return kind(bus, url.split("://", 1)[1], tls=scheme == "grpcs", metrics=False)
+    options: dict[str, Any] = {} if prefix is None else {"prefix": prefix}
+    return kind(bus, url, metrics=False, **options)
 
 
 def run_asyncapi(args: argparse.Namespace) -> int:
