@@ -217,10 +217,13 @@ class HubLink:
             kind = message.WhichOneof("kind")
             if kind == "delivery":
                 on_delivery(message.delivery)
+                if message.delivery.pattern == "query":
+                    await _after_waiters()
             elif kind == "result":
                 future = pending.pop(message.result.id, None)
                 if future is not None and not future.done():
                     future.set_result(message.result)
+                    await _after_waiters()
             elif kind == "notice":
                 notice = message.notice
                 self.logger.warning(
@@ -271,12 +274,14 @@ class HubLink:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[pb.Result] = loop.create_future()
         self._pending[rid] = future
-        timer = loop.call_later(timeout, _expire, future)
         try:
-            self.post(message)
-            return await future
+            self.post(message)  # the write starts here: the timer is armed after it
+            timer = loop.call_later(timeout, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
         finally:
-            timer.cancel()
             self._pending.pop(rid, None)
 
     def next_id(self) -> int:
@@ -330,6 +335,12 @@ class HubLink:
         self._writing = False
         if outbox and self._call is not call:
             self._kick()  # reconnected meanwhile: carry on on the new stream
+
+
+async def _after_waiters() -> None:
+    """Let what a result or a query woke run before the next read is posted (posting a
+    read costs a gRPC batch: it need not delay the answer or the caller's next write)."""
+    await asyncio.sleep(0)
 
 
 def _expire(future: asyncio.Future[pb.Result]) -> None:
