@@ -16,6 +16,12 @@ Raw and hub are measured alternately, round by round (medians of the throughput 
 and the query round trips one by one (raw, hub, raw, hub...; samples pooled), so machine
 noise hits both alike.
 
+For reference (no target), after those: the same two hops through a minimal raw grpcio
+relay (a caller stream -> a relay server -> a responder stream and back, no bus, no codec,
+one message per write, as the hub), alternating one by one with the raw unary echo in a
+phase of its own (the pair above is measured as before): what gRPC alone costs for two
+hops, i.e. the floor under the hub's query.
+
 Run: ``.venv/bin/python benchmarks/bench_grpc.py [--quick] [--out FILE]`` or
 ``benchmarks/bench_adapters.py --only grpc``.
 """
@@ -29,6 +35,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +117,59 @@ class Raw:
         await self.server.stop(0)
 
 
+class Relay:
+    """Two hops with raw grpcio only: caller stream -> relay server -> responder stream
+    -> relay server -> caller stream (bytes as they come, one write per message)."""
+
+    async def start(self, quick: bool) -> None:
+        self.streams: dict[bytes, Any] = {}
+        ready = asyncio.Event()
+
+        async def connect(requests: Any, context: Any) -> None:
+            name = await context.read()
+            self.streams[name] = context
+            if len(self.streams) == 2:
+                ready.set()
+            other = b"B" if name == b"A" else b"A"
+            while (message := await context.read()) is not grpc.aio.EOF:
+                await ready.wait()
+                await self.streams[other].write(message)
+
+        server = grpc.aio.server()
+        handler = grpc.stream_stream_rpc_method_handler(connect, _identity, _identity)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("raw.Relay", {"Connect": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        self.server = server
+        self.channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in "AB"]
+        self.a, self.b = (
+            ch.stream_stream("/raw.Relay/Connect", _identity, _identity)() for ch in self.channels
+        )
+        await self.a.write(b"A")
+        await self.b.write(b"B")
+
+        async def echo() -> None:
+            while (message := await self.b.read()) is not grpc.aio.EOF:
+                await self.b.write(message)
+
+        self.responder = asyncio.get_running_loop().create_task(echo())
+        await ready.wait()
+
+    async def query(self, i: int) -> None:
+        await self.a.write(RAW)
+        await self.a.read()
+
+    async def close(self) -> None:
+        self.responder.cancel()
+        self.a.cancel()
+        self.b.cancel()
+        for channel in self.channels:
+            await channel.close()
+        await self.server.stop(0)
+
+
 class Hub:
     """A hub and two processes joined to it: ``a`` asks and publishes, ``b`` answers and
     subscribes."""
@@ -163,7 +223,7 @@ def stats(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def latencies(sides: dict[str, Raw | Hub], n: int) -> dict[str, list[float]]:
+async def latencies(sides: Mapping[str, Raw | Hub | Relay], n: int) -> dict[str, list[float]]:
     """``n`` round trips on each side, interleaved one by one (raw, hub, raw, hub...), so
     that a burst of load on the shared machine hits both alike."""
     out: dict[str, list[float]] = {who: [] for who in sides}
@@ -193,6 +253,14 @@ async def run(quick: bool = False) -> dict[str, Any]:
                 tput[who].append(await side.publish_many(n["pub"]))
             for who, samples in (await latencies(sides, n["query"] // rounds)).items():
                 lats[who] += samples
+        relay = Relay()
+        await relay.start(quick)
+        try:
+            pair: dict[str, Raw | Hub | Relay] = {"raw": sides["raw"], "relay": relay}
+            await latencies(pair, 100)
+            floor = await latencies(pair, n["query"] // 2)
+        finally:
+            await relay.close()
     finally:
         for side in sides.values():
             await side.close()
@@ -202,6 +270,10 @@ async def run(quick: bool = False) -> dict[str, Any]:
     }
     publish_ratio = round(out["hub"]["publish_msgs_per_s"] / out["raw"]["publish_msgs_per_s"], 2)
     query_ratio = round(out["hub"]["query"]["p50_us"] / out["raw"]["query"]["p50_us"], 2)
+    reference: dict[str, Any] = {who: stats(samples) for who, samples in floor.items()}
+    reference["relay_p50_ratio"] = round(
+        reference["relay"]["p50_us"] / reference["raw"]["p50_us"], 2
+    )
     return {
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": {
@@ -219,6 +291,7 @@ async def run(quick: bool = False) -> dict[str, Any]:
             "query_p50_ratio": query_ratio,
             "query_ok": query_ratio <= 1.3,
         },
+        "reference_two_hop_raw_relay": reference,
     }
 
 
@@ -235,6 +308,8 @@ def table(results: dict[str, Any]) -> str:
         f"grpc: publish throughput {t['publish_throughput_ratio']}x raw server stream (target"
         f" >= 0.7: {'met' if t['publish_ok'] else 'MISSED'}), query p50 {t['query_p50_ratio']}x"
         f" raw unary echo (target <= 1.3: {'met' if t['query_ok'] else 'MISSED'});"
+        f" a raw grpcio two-hop relay {results['reference_two_hop_raw_relay']['relay_p50_ratio']}x"
+        " (the floor, no target);"
         f" load average {results['machine']['loadavg_1m']} at the end"
     )
     return "\n".join(lines)

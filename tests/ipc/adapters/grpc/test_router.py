@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.ipc.adapters.grpc.router import Answer, Router
 
@@ -85,3 +87,26 @@ async def test_a_query_ends_once_no_handler_gone_or_refused() -> None:
     router.remove_peer(a)
     assert seen[-1][0] == pb.UNAVAILABLE and "went away" in seen[-1][2]
     assert len(seen) == 3
+
+
+async def test_a_query_times_out_once_and_a_peer_may_answer_during_delivery() -> None:
+    router = Router()
+    slow = FakePeer("slow")
+    router.subscribe(slow, "query", "Q")
+    seen, answer = answers()
+    router.query("Q", b"q", 0.01, answer)
+    await asyncio.sleep(0.05)
+    assert [s[0] for s in seen] == [pb.TIMEOUT]
+    router.respond(slow, pb.Response(id=slow.got[0].id, status=pb.OK, data=b"late"))
+    assert len(seen) == 1  # a late answer is stray
+
+    class AtOnce(FakePeer):  # answers inside deliver (as the hub's own bus does when busy)
+        def deliver(self, delivery: pb.Delivery) -> bool:
+            router.respond(self, pb.Response(id=delivery.id, status=pb.UNAVAILABLE))
+            return True
+
+    router.unsubscribe(slow, "query", "Q")
+    router.subscribe(AtOnce("now"), "query", "Q")
+    router.query("Q", b"q", 0.01, answer)
+    await asyncio.sleep(0.05)  # past the timeout: still answered exactly once
+    assert [s[0] for s in seen] == [pb.TIMEOUT, pb.UNAVAILABLE]

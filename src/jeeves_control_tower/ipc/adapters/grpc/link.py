@@ -32,6 +32,7 @@ from typing import Any
 from ... import TransportError
 from ...bus.eager import Resume, start
 from . import commbus_pb2 as pb
+from .carry import Carry
 
 __all__ = ["HubLink"]
 
@@ -71,7 +72,7 @@ class HubLink:
         self._outbox: deque[pb.ClientMessage] = deque()
         self._events = 0  # events in the outbox
         self._writing = False  # a drain of the outbox is running
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainer: Carry | None = None
         self._space = asyncio.Event()
         self._emptied = asyncio.Event()  # set when the writer empties the outbox
         self._connected = asyncio.Event()
@@ -163,10 +164,11 @@ class HubLink:
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=drain)
         self._connected.clear()
-        tasks = [*self._tasks, *([self._drainer] if self._drainer is not None else [])]
-        for task in tasks:
+        if self._drainer is not None:
+            self._drainer.cancel()
+        for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if call is not None:
             call.cancel()
         self._fail_pending("the gRPC transport is closed")
@@ -215,10 +217,13 @@ class HubLink:
             kind = message.WhichOneof("kind")
             if kind == "delivery":
                 on_delivery(message.delivery)
+                if message.delivery.pattern == "query":
+                    await _after_waiters()
             elif kind == "result":
                 future = pending.pop(message.result.id, None)
                 if future is not None and not future.done():
                     future.set_result(message.result)
+                    await _after_waiters()
             elif kind == "notice":
                 notice = message.notice
                 self.logger.warning(
@@ -269,12 +274,14 @@ class HubLink:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[pb.Result] = loop.create_future()
         self._pending[rid] = future
-        timer = loop.call_later(timeout, _expire, future)
         try:
-            self.post(message)
-            return await future
+            self.post(message)  # the write starts here: the timer is armed after it
+            timer = loop.call_later(timeout, _expire, future)
+            try:
+                return await future
+            finally:
+                timer.cancel()
         finally:
-            timer.cancel()
             self._pending.pop(rid, None)
 
     def next_id(self) -> int:
@@ -288,7 +295,8 @@ class HubLink:
     def _kick(self) -> None:
         """Start writing the outbox unless a write is running or the stream is down. The
         first write starts here, in the caller (gRPC has the bytes before this returns: no
-        event-loop hop per message); a task carries on only when a write must wait."""
+        event-loop hop per message); a write that must wait goes on from its future's
+        callback (:class:`~.carry.Carry`), not in a task."""
         if self._writing or not self._outbox or self._closed or not self._connected.is_set():
             return
         self._writing = True
@@ -298,12 +306,11 @@ class HubLink:
             self._write_failed(exc)
             return
         if rest.__class__ is Resume:
-            self._drainer = asyncio.get_running_loop().create_task(self._finish(rest))
+            self._drainer = Carry(rest, self._drained)
 
-    async def _finish(self, rest: Resume) -> None:
-        try:
-            await rest
-        except Exception as exc:
+    def _drained(self, exc: BaseException | None) -> None:
+        self._drainer = None
+        if isinstance(exc, Exception):
             self._write_failed(exc)
 
     def _write_failed(self, exc: Exception) -> None:
@@ -328,6 +335,12 @@ class HubLink:
         self._writing = False
         if outbox and self._call is not call:
             self._kick()  # reconnected meanwhile: carry on on the new stream
+
+
+async def _after_waiters() -> None:
+    """Let what a result or a query woke run before the next read is posted (posting a
+    read costs a gRPC batch: it need not delay the answer or the caller's next write)."""
+    await asyncio.sleep(0)
 
 
 def _expire(future: asyncio.Future[pb.Result]) -> None:

@@ -232,16 +232,19 @@ class Router:
         called exactly once, unless :meth:`forget` is), or 0 when the peer could not take
         it (nothing was sent)."""
         rid = next(self._ids)
-        timer = asyncio.get_running_loop().call_later(timeout, self._expired, rid)
-        self._in_flight[rid] = _InFlight(peer, pattern, message_type, data, answer, timer)
+        item = _InFlight(peer, pattern, message_type, data, answer, None)
+        self._in_flight[rid] = item
         delivery = pb.Delivery(
             id=rid, pattern=pattern, type=message_type, data=data, deadline=time.time() + timeout
         )
-        if peer.deliver(delivery):
-            return rid
-        timer.cancel()
-        self._in_flight.pop(rid, None)
-        return 0
+        if not peer.deliver(delivery):
+            self._in_flight.pop(rid, None)
+            return 0
+        # The timer is armed once the delivery is on its way (its write started: the
+        # round trip's critical path), unless the peer answered it already.
+        if self._in_flight.get(rid) is item:
+            item.timer = asyncio.get_running_loop().call_later(timeout, self._expired, rid)
+        return rid
 
     def forget(self, rid: int) -> None:
         """Drop request ``rid`` unanswered (its caller gave up); a late answer is stray."""
@@ -261,9 +264,9 @@ class Router:
             self._on_stray()
             return
         del self._in_flight[response.id]
-        if item.timer is not None:
-            item.timer.cancel()
         if item.answer is not None:
             item.answer(response.status, response.data, response.message)
         elif response.status == pb.REQUEUE:
             self._route_command(item.type, item.data)
+        if item.timer is not None:  # after the answer is on its way
+            item.timer.cancel()

@@ -115,8 +115,10 @@ class _Methods:
         await self._guard(context)
         hub = self.hub
         try:
-            first = await asyncio.wait_for(anext(aiter(requests)), HELLO_TIMEOUT)
-        except (TimeoutError, StopAsyncIteration):
+            first = await asyncio.wait_for(context.read(), HELLO_TIMEOUT)
+        except TimeoutError:
+            first = self.grpc.aio.EOF
+        if first is self.grpc.aio.EOF:
             hub.hub_metrics.refused("no_hello")
             return
         process_id = first.hello.process_id if first.WhichOneof("kind") == "hello" else ""
@@ -131,7 +133,7 @@ class _Methods:
             await context.abort(code.RESOURCE_EXHAUSTED if busy else code.ALREADY_EXISTS, refused)
         session.put(hub.welcome())
         loop = asyncio.get_running_loop()
-        reader = loop.create_task(self._read(session, requests))
+        reader = loop.create_task(self._read(session, context))
         ended = loop.create_task(session.ended.wait())
         try:
             await asyncio.wait({reader, ended}, return_when=asyncio.FIRST_COMPLETED)
@@ -143,9 +145,15 @@ class _Methods:
                 await asyncio.gather(reader, ended, return_exceptions=True)
             await session.finish()
 
-    async def _read(self, session: Session, requests: Any) -> None:
+    async def _read(self, session: Session, context: Any) -> None:
+        # context.read(), not the request iterator: one async generator less per message.
         handle = session.handle
-        async for message in requests:
+        read = context.read
+        eof = self.grpc.aio.EOF
+        while True:
+            message = await read()
+            if message is eof:
+                return
             try:
                 handle(message)
             except Exception as exc:  # a bug here must not take the hub down

@@ -40,7 +40,7 @@ class Session:
         #: ``max_queue_bytes``).
         self.queued = 0
         self.queued_bytes = 0
-        self.writer = StreamWriter(self._write, self._spawn, self._write_failed)
+        self.writer = StreamWriter(self._write, self._write_failed)
         self.closed_reason: str | None = None
         self.last_heard = asyncio.get_running_loop().time()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -197,6 +197,7 @@ class Session:
         task.add_done_callback(self._tasks.discard)
 
     async def finish(self) -> None:
+        self.writer.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -5,8 +5,9 @@ every message a trip through the event loop before its bytes reach gRPC; on a ro
 through the hub (four writes) that is most of what the hub adds. :class:`StreamWriter`
 starts the write of a message put while no write is running at once, in the caller
 (eagerly, :func:`~...bus.eager.start`): gRPC has the bytes before :meth:`put` returns, and
-a task only carries on when the write has to wait (flow control), writing whatever was
-put meanwhile, in order. Event-loop-thread only.
+the rest of a write that has to wait (for its completion, flow control) carries on from
+its future's callback (:class:`~.carry.Carry`, not a task), writing whatever was put
+meanwhile, in order. Event-loop-thread only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ...bus.eager import Resume, start
+from .carry import Carry
 
 __all__ = ["StreamWriter"]
 
@@ -23,22 +25,21 @@ __all__ = ["StreamWriter"]
 class StreamWriter:
     """``put(message)`` writes with ``write`` after everything put before it.
 
-    ``spawn(coro)`` runs the rest of a write that had to wait; ``failed(exc)`` is told
-    when a write raised (the stream is broken: what is still queued is dropped)."""
+    ``failed(exc)`` is told when a write raised (the stream is broken: what is still
+    queued is dropped); :meth:`close` cancels a write that waits."""
 
-    __slots__ = ("_failed", "_queue", "_running", "_spawn", "_write")
+    __slots__ = ("_carry", "_failed", "_queue", "_running", "_write")
 
     def __init__(
         self,
         write: Callable[[Any], Coroutine[Any, Any, Any]],
-        spawn: Callable[[Coroutine[Any, Any, Any]], Any],
         failed: Callable[[BaseException], None],
     ) -> None:
         self._write = write
-        self._spawn = spawn
         self._failed = failed
         self._queue: deque[Any] = deque()
         self._running = False
+        self._carry: Carry | None = None
 
     @property
     def idle(self) -> bool:
@@ -55,7 +56,7 @@ class StreamWriter:
             self._stopped(exc)
             return
         if result.__class__ is Resume:
-            self._spawn(self._finish(result))
+            self._carry = Carry(result, self._ended)
 
     async def _drain(self, _: None) -> None:
         queue, write = self._queue, self._write
@@ -63,12 +64,16 @@ class StreamWriter:
             await write(queue.popleft())
         self._running = False
 
-    async def _finish(self, rest: Resume) -> None:
-        try:
-            await rest
-        except BaseException as exc:
+    def _ended(self, exc: BaseException | None) -> None:
+        self._carry = None
+        if exc is not None:
             self._stopped(exc)
-            raise
+
+    def close(self) -> None:
+        """Cancel the write that waits, if any (what is queued is dropped)."""
+        carry = self._carry
+        if carry is not None:
+            carry.cancel()
 
     def _stopped(self, exc: BaseException) -> None:
         self._queue.clear()
