@@ -1,17 +1,25 @@
 """FlowRecorder: the live message-flow feed behind ``/api/flow``, ``/api/services`` and
 ``/api/stats`` (shapes in ``docs/endpoint.md``).
 
-It is a bus middleware (one record per publish/send/query) and a dispatch observer (one
-record per dispatch, plus per-service counts and a view of the registry). Records live in a
+It is fed by the bus's message probe (:class:`~.bus_probe.BusProbe`, one record per
+publish/send/query; it is also a bus middleware for a bus without telemetry) and is a
+dispatch observer (one record per dispatch, plus per-service counts and a view of the
+registry). Records live in a
 ring buffer of ``capacity`` entries with consecutive sequence numbers, so memory is bounded
 under any load; payloads are kept only with ``record_payloads=True`` (a ``repr`` cut to 200
 characters).
 
-Thread-safety: hooks run on the event loop thread; the readers (:meth:`flow`,
-:meth:`services`, :meth:`stats`) may run on any thread (the HTTP server's). Every mutation
-and every snapshot happens under one short lock; descriptor fields are read from the live
-descriptor (single attribute reads, atomic under the GIL). The recorder never calls into
-the coordinator, so a busy event loop never stalls a reader.
+Thread-safety: writers run on event-loop threads (any number of buses and coordinators,
+on any threads, may share one recorder); the readers (:meth:`flow`, :meth:`services`,
+:meth:`stats`) may run on any thread (the HTTP server's). A writer takes no lock: it
+appends its record to :attr:`handoff` (a ``deque``, whose ``append`` is atomic), and the
+reader, under the recorder's lock, moves what was handed off into the ring, numbering the
+records in hand-off order and counting them (:meth:`drain`; a writer drains too, once per
+``capacity`` records, so the hand-off stays bounded when nobody reads). Every answer is
+exact as of its read. In-flight counts are kept per writer (a bus's probe, a
+coordinator's observer: single-writer dicts) and summed by the reader. Descriptor fields
+are read from the live descriptor (single attribute reads, atomic under the GIL). The
+recorder never calls into the coordinator, so a busy event loop never stalls a reader.
 
 Never raises into the message path: failures, including a raising ``sink``, go to
 ``on_error``.
@@ -22,6 +30,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +47,10 @@ __all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
 OnError = Callable[[str, str, BaseException], None]
 #: (seq, time, pattern, type, targets, seconds, outcome, error_type, trace_id, payload)
 Record = tuple[Any, ...]
+#: A record handed off, not numbered yet: (time, pattern, type, handlers, seconds, outcome,
+#: error_type, trace_id, payload, attempts); ``handlers``: entries with a ``name``, or
+#: names; ``attempts``: a dispatch's, 0 for a bus message.
+Raw = tuple[Any, ...]
 
 DEFAULT_CAPACITY = 2000
 #: Most records one :meth:`FlowRecorder.flow` call returns.
@@ -60,7 +73,9 @@ class FlowRecorder(WholeDispatchObserver):
     """Bounded flow feed plus per-service dispatch statistics.
 
     ``sink``, if given, is called with each record (as a dict, outside the lock, on the
-    event loop thread) after it was stored. ``max_services`` bounds the per-service tables.
+    event loop thread) after it was stored; with a sink, writers store at once, under the
+    lock (a sink set later sees the records from then on). ``max_services`` bounds the
+    per-service tables.
 
     ``history`` (a private :class:`~.history.History` by default) is fed with every
     registry change and every dispatch, so ``/api/history`` can show the past window to a
@@ -91,6 +106,9 @@ class FlowRecorder(WholeDispatchObserver):
         self._fallback = ErrorReporter()
         self._max_services = max_services
         self._lock = threading.Lock()
+        #: The lock-free hand-off from writers (see the module docstring).
+        self.handoff: deque[Raw] = deque()
+        self._writers: weakref.WeakSet[Any] = weakref.WeakSet()  # each has .inflight
         self._records: deque[Record] = deque(maxlen=capacity)
         self._seq = 0
         self._messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
@@ -117,7 +135,77 @@ class FlowRecorder(WholeDispatchObserver):
     @property
     def last_seq(self) -> int:
         """The newest sequence number assigned (0 before the first record)."""
+        with self._lock:
+            self._drain()
         return self._seq
+
+    def add_writer(self, writer: Any) -> None:
+        """Count ``writer.inflight`` (a ``dict[str, int]`` only ``writer`` changes) in
+        :meth:`stats` for as long as ``writer`` lives."""
+        with self._lock:
+            self._writers.add(writer)
+
+    def drain(self) -> None:
+        """Move what was handed off into the ring (see the module docstring)."""
+        with self._lock:
+            self._drain()
+
+    def store(self, raw: Raw) -> None:
+        """Hand ``raw`` off (the lock-free path), or, with a sink, store it at once and
+        give it to the sink. Event-loop thread (any)."""
+        if self.sink is None:
+            handoff = self.handoff
+            handoff.append(raw)
+            if len(handoff) >= self.capacity:
+                self.drain()
+            return
+        with self._lock:
+            self._drain()
+            handoff = self.handoff
+            handoff.append(raw)
+            record = self._drain()
+        sink = self.sink
+        if sink is not None and record is not None:
+            self._to_sink(sink, record)
+
+    def _drain(self) -> Record | None:
+        """Under the lock: number, store and count every record handed off; the last."""
+        handoff = self.handoff
+        if not handoff:
+            return None
+        records = self._records
+        messages = self._messages
+        seq = self._seq
+        record: Record | None = None
+        while handoff:
+            raw = handoff.popleft()
+            seq += 1
+            targets = tuple([h if h.__class__ is str else h.name for h in raw[3]])
+            record = (seq, raw[0], raw[1], raw[2], targets, *raw[4:9])
+            records.append(record)
+            outcome = raw[5]
+            counts = messages.get(raw[1])
+            if counts is None:
+                self._dispatched(raw[3][0], outcome, raw[9], raw[4])
+                counts = self._dispatch
+            counts[outcome] = counts.get(outcome, 0) + 1
+        self._seq = seq
+        return record
+
+    def _dispatched(self, name: str, outcome: str, attempts: int, duration: float) -> None:
+        """Under the lock: a drained dispatch record into the service statistics."""
+        stats = self._stats.get(name)
+        if stats is None:
+            if name not in self._services or len(self._stats) >= self._max_services:
+                return
+            stats = self._stats[name] = [0, 0, 0, 0, 0.0]
+        stats[0] += 1
+        if outcome == "timeout":
+            stats[2] += 1
+        elif outcome != "ok":
+            stats[1] += 1
+        stats[3] += max(0, attempts - 1)
+        stats[4] += duration
 
     # ------------------------------------------------------------------ recording
 
@@ -140,27 +228,15 @@ class FlowRecorder(WholeDispatchObserver):
     ) -> Any:
         try:
             seconds = _perf() - ctx.started
-            started = _now() - seconds
             pattern = ctx.pattern
-            outcome = ctx.outcome
-            message_type = ctx.message_type
-            targets = tuple(ctx.handlers)
-            etype = error_type(error) if error is not None else None
-            trace_id = message_trace_id(ctx)
-            payload = _payload(message) if self.record_payloads else None
-            counts = self._messages[pattern]
+            raw = (
+                _now() - seconds, pattern, ctx.message_type, tuple(ctx.handlers), seconds,
+                ctx.outcome, error_type(error) if error is not None else None,
+                message_trace_id(ctx), _payload(message) if self.record_payloads else None, 0,
+            )  # fmt: skip
             with self._lock:
-                seq = self._seq = self._seq + 1
-                record = (
-                    seq, started, pattern, message_type, targets, seconds, outcome, etype,
-                    trace_id, payload,
-                )  # fmt: skip
-                self._records.append(record)
-                counts[outcome] = counts.get(outcome, 0) + 1
                 self._inflight[pattern] -= 1
-            sink = self.sink
-            if sink is not None:
-                self._to_sink(sink, record)
+            self.store(raw)
         except Exception as exc:
             self._report("flow", "after", exc)
         return result
@@ -196,51 +272,37 @@ class FlowRecorder(WholeDispatchObserver):
         duration: float,
     ) -> None:
         try:
-            name = target.service_name
-            if outcome == "ok":
-                etype = None
-            elif outcome == "error" and error is not None:
-                etype = error_type(error)
-            else:
-                etype = TIMEOUT if outcome == "timeout" else outcome
-            record: Record = (
-                _now() - duration,
-                "dispatch",
-                target.method,
-                (name,),
-                duration,
-                outcome,
-                etype,
-                token or 0,
-                None,
-            )
-            counts = self._dispatch
-            # One lock for the service statistics and the record (perf: _add, inlined).
             with self._lock:
-                known = name in self._services
-                stats = self._stats.get(name)
-                if stats is None and known and len(self._stats) < self._max_services:
-                    stats = self._stats[name] = [0, 0, 0, 0, 0.0]
-                if stats is not None:
-                    stats[0] += 1
-                    if outcome == "timeout":
-                        stats[2] += 1
-                    elif outcome != "ok":
-                        stats[1] += 1
-                    stats[3] += max(0, attempts - 1)
-                    stats[4] += duration
-                seq = self._seq = self._seq + 1
-                record = (seq, *record)
-                self._records.append(record)
-                counts[outcome] = counts.get(outcome, 0) + 1
                 self._inflight["dispatch"] -= 1
-            sink = self.sink
-            if sink is not None:
-                self._to_sink(sink, record)
-            if known:
-                self.history.dispatch(name, outcome, max(0, attempts - 1), duration)
+            self.dispatched(token or 0, target, outcome, attempts, error, duration)
         except Exception as exc:
             self._report("flow", "dispatch_end", exc)
+
+    def dispatched(
+        self,
+        trace_id: int,
+        target: DispatchTarget,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        """One dispatch done: its record handed off (no lock), the history told. For
+        a writer that counts its own in-flight dispatches (see :meth:`add_writer`)."""
+        name = target.service_name
+        if outcome == "ok":
+            etype = None
+        elif outcome == "error" and error is not None:
+            etype = error_type(error)
+        else:
+            etype = TIMEOUT if outcome == "timeout" else outcome
+        raw = (
+            _now() - duration, "dispatch", target.method, (name,), duration, outcome,
+            etype, trace_id, None, attempts,
+        )  # fmt: skip
+        self.store(raw)
+        if name in self._services:
+            self.history.dispatch(name, outcome, max(0, attempts - 1), duration)
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         try:
@@ -300,6 +362,7 @@ class FlowRecorder(WholeDispatchObserver):
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be an int within 1..{MAX_LIMIT}")
         with self._lock:
+            self._drain()
             last = self._seq
             records = self._records
             if records:
@@ -312,6 +375,7 @@ class FlowRecorder(WholeDispatchObserver):
     def services(self) -> list[dict[str, Any]]:
         """The registry as last reported, in registration order, with dispatch counts."""
         with self._lock:
+            self._drain()
             rows = [(d, q, list(self._stats.get(n, ()))) for n, (d, q) in self._services.items()]
         out = []
         for d, queue_depth, stats in rows:
@@ -343,9 +407,13 @@ class FlowRecorder(WholeDispatchObserver):
     def stats(self) -> dict[str, Any]:
         """Totals since the recorder was created (the ``/api/stats`` body)."""
         with self._lock:
+            self._drain()
             messages = {p: dict(c) for p, c in self._messages.items()}
             dispatch = dict(self._dispatch)
             inflight = dict(self._inflight)
+            for writer in list(self._writers):
+                for pattern, n in list(writer.inflight.items()):
+                    inflight[pattern] = inflight.get(pattern, 0) + n
             descriptors = [row[0] for row in self._services.values()]
             last = self._seq
         return {

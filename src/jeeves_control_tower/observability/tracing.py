@@ -265,6 +265,8 @@ class TracingMiddleware:
         span, token, parent, _ = entry
         otel_context.detach(token)
         if parent is not None:
+            # the message's recording span, for the probe (called once this span is detached)
+            ctx.trace_id = span.get_span_context().trace_id
             outcome = ctx.outcome
             if outcome != "ok":
                 span.set_attribute(MESSAGE_OUTCOME, outcome)
