@@ -92,8 +92,9 @@ class MessageProbe(Protocol):
       ``inflight`` is a plain ``dict[str, int]`` that only this bus writes, so a reader on
       another thread may read it at any time, and no lock is needed);
     - when it is done (its handlers finished, failed or timed out, or it was handed to the
-      transport, or it was aborted or cancelled): ``probe.inflight[pattern] -= 1``, then one
-      call of :meth:`message`.
+      transport, or it was aborted or cancelled): one call of :meth:`message`, which takes
+      it out of ``inflight`` again (``probe.inflight[pattern] -= 1``) and reads the clock
+      for its duration.
 
     A probe that raises is logged by the bus (``message_probe_failed``), never raised into
     the message path; it should never raise, and it must be cheap: it runs once per
@@ -108,7 +109,7 @@ class MessageProbe(Protocol):
         direction: str,
         system: str,
         message_type: str,
-        seconds: float,
+        started: float,
         outcome: str,
         handlers: Sequence[Any],
         error: BaseException | Sequence[BaseException] | None,
@@ -116,14 +117,15 @@ class MessageProbe(Protocol):
         message: Any,
     ) -> None:
         """One message done: its ``pattern`` ("publish", "send", "query"), ``direction``
-        ("local", "out", "in"), messaging ``system``, ``message_type``, ``seconds`` from
-        entering the bus to done, ``outcome`` ("ok", "error", "timeout", "no_handler",
-        "aborted", "cancelled"), the ``handlers`` it reached (handler entries with a
-        ``name``, or names), ``error``: what its handlers or middleware raised (one
-        exception, or, for a publish delivered here with no middleware, the list of the
-        failing subscribers' errors; ``None`` for none), ``trace_id``: the trace id of its
-        recording span when a tracing middleware set one (``None``: not looked up; the
-        current context is the caller's), and the ``message`` itself."""
+        ("local", "out", "in"), messaging ``system``, ``message_type``, ``started`` (the
+        ``time.perf_counter()`` reading when it entered the bus: the duration is from then to
+        this call), ``outcome`` ("ok", "error", "timeout", "no_handler", "aborted",
+        "cancelled"), the ``handlers`` it reached (handler entries with a ``name``, or
+        names), ``error``: what its handlers or middleware raised (one exception, or, for a
+        publish delivered here with no middleware, the list of the failing subscribers'
+        errors; ``None`` for none), ``trace_id``: the trace id of its recording span when a
+        tracing middleware set one (``None``: not looked up; the current context is the
+        caller's), and the ``message`` itself."""
 
 
 _lock = threading.Lock()

@@ -9,7 +9,6 @@ Sync hooks only; never raises (failures go to ``on_error``).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +24,6 @@ from .otel_metrics import OtelMetrics
 __all__ = ["MetricsMiddleware"]
 
 OnError = Callable[[str, str, BaseException], None]
-_perf = time.perf_counter
 
 
 class MetricsMiddleware:
@@ -65,10 +63,8 @@ class MetricsMiddleware:
         self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
     ) -> Any:
         try:
-            pattern = ctx.pattern
-            self.probe.inflight[pattern] -= 1  # first: nothing below may leak it
             self.probe.message(
-                pattern, ctx.direction, ctx.system, ctx.message_type, _perf() - ctx.started,
+                ctx.pattern, ctx.direction, ctx.system, ctx.message_type, ctx.started,
                 ctx.outcome, ctx.handlers, error, message_trace_id(ctx), message,
             )  # fmt: skip
         except Exception as exc:

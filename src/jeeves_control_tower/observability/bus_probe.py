@@ -26,6 +26,8 @@ from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.context import get_current as _get_current
+
 from ._context import recording_trace_id
 from .aggregate import Cell
 from .metrics import BusSeries, CommBusMetrics
@@ -91,6 +93,8 @@ class BusProbe:
         self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, type)
         self._series: dict[tuple[str, str], BusSeries] = {}  # multiprocess: raw key -> children
         self._record_payloads = bool(getattr(flow, "record_payloads", False))
+        self._handoff = getattr(flow, "handoff", None)
+        self._drain_at = getattr(flow, "capacity", 0)
         if flow is not None:
             flow.add_writer(self)
 
@@ -100,20 +104,36 @@ class BusProbe:
         direction: str,
         system: str,
         message_type: str,
-        seconds: float,
+        started: float,
         outcome: str,
         handlers: Any,
         error: Any,
         trace_id: int | None,
         message: Any,
     ) -> None:
-        """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`)."""
+        """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`).
+        The common case is written out in one frame (perf: every call here is per message)."""
+        seconds = _perf() - started
+        self.inflight[pattern] -= 1
         if trace_id is None:
-            trace_id = recording_trace_id()
+            current = _get_current()
+            trace_id = 0 if not current else recording_trace_id()
         destination = message_type
         if self.metrics is not None:
             try:
-                if self._aggregate is not None:
+                cells = self._cells.get((pattern, message_type))
+                if cells is not None:  # the aggregate path, bound: Cell.observe, inlined
+                    cell, destination = cells
+                    outcomes = cell.outcomes
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    i = _bisect(cell.bounds, seconds)
+                    cell.counts[i] += 1
+                    cell.sum += seconds
+                    if trace_id:
+                        cell.exemplars[i] = (trace_id, seconds, _now())
+                    if outcome == "timeout":
+                        cell.extra[0] += 1
+                elif self._aggregate is not None:
                     destination = self._count(pattern, message_type, seconds, outcome, trace_id)
                 else:
                     destination = self._record(pattern, message_type, seconds, outcome, trace_id)
@@ -124,25 +144,58 @@ class BusProbe:
             otel = self.otel
             if otel is not None:
                 try:
-                    if otel.live or (_perf() >= otel.next_look and otel.look(_perf())):
-                        etype = outcome_error(outcome, _one(error), self.metrics.error_types)
-                        if direction != "in":
-                            otel.sent(system, pattern, destination, etype, seconds)
-                        if direction != "out" and handlers:
-                            otel.consumed(system, destination, etype, seconds)
+                    if otel.live or (started >= otel.next_look and otel.look(started)):
+                        self._otel(
+                            otel,
+                            direction,
+                            system,
+                            pattern,
+                            destination,
+                            seconds,
+                            outcome,
+                            handlers,
+                            error,
+                        )
                 except Exception as exc:
                     self._on_error("otel_metrics", "message", exc)
         flow = self.flow
         if flow is not None:
             try:
                 raw = (
-                    _now() - seconds, pattern, message_type, handlers, seconds, outcome,
+                    started, pattern, message_type, handlers, seconds, outcome,
                     _flow_error(error) if error is not None else None, trace_id,
                     _payload(message) if self._record_payloads else None, 0,
                 )  # fmt: skip
-                flow.store(raw)
+                handoff = self._handoff
+                if flow.sink is None and handoff is flow.handoff:  # the lock-free hand-off
+                    handoff.append(raw)
+                    if len(handoff) >= self._drain_at:
+                        flow.drain()
+                else:
+                    flow.store(raw)
             except Exception as exc:
                 self._on_error("flow", "message", exc)
+
+    def _otel(
+        self,
+        otel: OtelMetrics,
+        direction: str,
+        system: str,
+        pattern: str,
+        destination: str,
+        seconds: float,
+        outcome: str,
+        handlers: Any,
+        error: Any,
+    ) -> None:
+        """The OpenTelemetry side: a message produced here is sent (direction local/out);
+        one delivered to local handlers (local/in) is consumed and processed."""
+        assert self.metrics is not None
+        etype = outcome_error(outcome, _one(error), self.metrics.error_types)
+        if direction != "in":
+            otel.sent(system, pattern, destination, etype, seconds)
+        if direction != "out" and handlers:
+            otel.consumed(system, destination, etype, seconds)
 
     def _count(
         self, pattern: str, message_type: str, seconds: float, outcome: str, trace_id: int

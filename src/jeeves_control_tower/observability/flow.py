@@ -31,8 +31,9 @@ import itertools
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from ..ipc import MiddlewareContext, WholeDispatchObserver
@@ -45,11 +46,10 @@ from .semconv import TIMEOUT, error_type
 __all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
 
 OnError = Callable[[str, str, BaseException], None]
-#: (seq, time, pattern, type, targets, seconds, outcome, error_type, trace_id, payload)
-Record = tuple[Any, ...]
-#: A record handed off, not numbered yet: (time, pattern, type, handlers, seconds, outcome,
-#: error_type, trace_id, payload, attempts); ``handlers``: entries with a ``name``, or
-#: names; ``attempts``: a dispatch's, 0 for a bus message.
+#: A record as handed off and kept: (started, pattern, type, handlers, seconds, outcome,
+#: error_type, trace_id, payload, attempts); ``started``: a ``time.perf_counter()`` reading
+#: (made wall-clock time when read); ``handlers``: entries with a ``name``, or names;
+#: ``attempts``: a dispatch's, 0 for a bus message. Its number is its place in the order.
 Raw = tuple[Any, ...]
 
 DEFAULT_CAPACITY = 2000
@@ -57,6 +57,7 @@ DEFAULT_CAPACITY = 2000
 MAX_LIMIT = 1000
 _PAYLOAD_LIMIT = 200
 _BUS_PATTERNS = ("publish", "send", "query")
+_COUNT_KEY = itemgetter(1, 5)  # a Raw's (pattern, outcome)
 _perf = time.perf_counter
 _now = time.time
 
@@ -109,14 +110,14 @@ class FlowRecorder(WholeDispatchObserver):
         #: The lock-free hand-off from writers (see the module docstring).
         self.handoff: deque[Raw] = deque()
         self._writers: weakref.WeakSet[Any] = weakref.WeakSet()  # each has .inflight
-        self._records: deque[Record] = deque(maxlen=capacity)
+        self._records: deque[Raw] = deque(maxlen=capacity)  # the newest _seq is the last
         self._seq = 0
-        self._messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
-        self._dispatch: dict[str, int] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()  # (pattern, outcome) -> records
         self._inflight = dict.fromkeys((*_BUS_PATTERNS, "dispatch"), 0)
         self._services: dict[str, list[Any]] = {}  # name -> [descriptor, queue_depth]
         self._stats: dict[str, list[float]] = {}  # name -> [req, err, timeouts, retries, secs]
         self._started = _now()
+        self._offset = self._started - _perf()
         self.history = history if history is not None else History()
         if handler_runs:  # the bus finds the hook pair by attribute when it compiles
             self.handler_start = self._handler_start
@@ -161,36 +162,30 @@ class FlowRecorder(WholeDispatchObserver):
             return
         with self._lock:
             self._drain()
-            handoff = self.handoff
-            handoff.append(raw)
-            record = self._drain()
+            self.handoff.append(raw)
+            self._drain()
+            seq = self._seq
         sink = self.sink
-        if sink is not None and record is not None:
-            self._to_sink(sink, record)
+        if sink is not None:
+            self._to_sink(sink, seq, raw)
 
-    def _drain(self) -> Record | None:
-        """Under the lock: number, store and count every record handed off; the last."""
+    def _drain(self) -> None:
+        """Under the lock: store and count every record handed off, in hand-off order (a
+        record's number is its place in that order: ``_seq`` counts them all)."""
         handoff = self.handoff
-        if not handoff:
-            return None
-        records = self._records
-        messages = self._messages
-        seq = self._seq
-        record: Record | None = None
-        while handoff:
-            raw = handoff.popleft()
-            seq += 1
-            targets = tuple([h if h.__class__ is str else h.name for h in raw[3]])
-            record = (seq, raw[0], raw[1], raw[2], targets, *raw[4:9])
-            records.append(record)
-            outcome = raw[5]
-            counts = messages.get(raw[1])
-            if counts is None:
-                self._dispatched(raw[3][0], outcome, raw[9], raw[4])
-                counts = self._dispatch
-            counts[outcome] = counts.get(outcome, 0) + 1
-        self._seq = seq
-        return record
+        n = len(handoff)
+        if not n:
+            return
+        popleft = handoff.popleft
+        batch = [popleft() for _ in range(n)]
+        self._records.extend(batch)
+        counted = Counter(map(_COUNT_KEY, batch))
+        self._counts.update(counted)
+        if any(pattern == "dispatch" for pattern, _ in counted):
+            for raw in batch:
+                if raw[1] == "dispatch":
+                    self._dispatched(raw[3][0], raw[5], raw[9], raw[4])
+        self._seq += n
 
     def _dispatched(self, name: str, outcome: str, attempts: int, duration: float) -> None:
         """Under the lock: a drained dispatch record into the service statistics."""
@@ -209,9 +204,9 @@ class FlowRecorder(WholeDispatchObserver):
 
     # ------------------------------------------------------------------ recording
 
-    def _to_sink(self, sink: Callable[[dict[str, Any]], Any], record: Record) -> None:
+    def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
-            sink(self._as_dict(record))
+            sink(self._as_dict(seq, raw, self._clock_offset()))
         except Exception as exc:
             self._report("flow_sink", "sink", exc)
 
@@ -230,7 +225,7 @@ class FlowRecorder(WholeDispatchObserver):
             seconds = _perf() - ctx.started
             pattern = ctx.pattern
             raw = (
-                _now() - seconds, pattern, ctx.message_type, tuple(ctx.handlers), seconds,
+                ctx.started, pattern, ctx.message_type, tuple(ctx.handlers), seconds,
                 ctx.outcome, error_type(error) if error is not None else None,
                 message_trace_id(ctx), _payload(message) if self.record_payloads else None, 0,
             )  # fmt: skip
@@ -297,7 +292,7 @@ class FlowRecorder(WholeDispatchObserver):
         else:
             etype = TIMEOUT if outcome == "timeout" else outcome
         raw = (
-            _now() - duration, "dispatch", target.method, (name,), duration, outcome,
+            _perf() - duration, "dispatch", target.method, (name,), duration, outcome,
             etype, trace_id, None, attempts,
         )  # fmt: skip
         self.store(raw)
@@ -335,14 +330,24 @@ class FlowRecorder(WholeDispatchObserver):
 
     # ------------------------------------------------------------------ reading
 
-    def _as_dict(self, record: Record) -> dict[str, Any]:
-        seq, started, pattern, mtype, targets, seconds, outcome, etype, trace_id, payload = record
+    def _clock_offset(self) -> float:
+        """Wall clock minus perf clock, for the records' times: fixed, so that a record
+        reads the same every time, and set again only when the clocks drifted apart by
+        more than a millisecond (the wall clock was stepped or slewed)."""
+        now = _now() - _perf()
+        if abs(now - self._offset) > 0.001:
+            self._offset = now
+        return self._offset
+
+    def _as_dict(self, seq: int, raw: Raw, offset: float) -> dict[str, Any]:
+        """Record ``seq`` as the feed shows it (``offset``: wall clock minus perf clock)."""
+        started, pattern, mtype, handlers, seconds, outcome, etype, trace_id, payload, _ = raw
         out: dict[str, Any] = {
             "seq": seq,
-            "time": round(started, 6),
+            "time": round(started + offset, 6),
             "pattern": pattern,
             "message_type": mtype,
-            "targets": list(targets),
+            "targets": [h if h.__class__ is str else h.name for h in handlers],
             "duration_ms": round(seconds * 1000.0, 3),
             "outcome": outcome,
             "error_type": etype,
@@ -365,12 +370,15 @@ class FlowRecorder(WholeDispatchObserver):
             self._drain()
             last = self._seq
             records = self._records
-            if records:
-                start = max(0, after + 1 - records[0][0])
-                chosen = list(itertools.islice(records, start, start + limit))
-            else:
-                chosen = []
-        return {"last_seq": last, "records": [self._as_dict(r) for r in chosen]}
+            first = last - len(records) + 1  # the number of the oldest record kept
+            start = max(0, after + 1 - first)
+            chosen = list(itertools.islice(records, start, start + limit))
+        offset = self._clock_offset()
+        first += start
+        return {
+            "last_seq": last,
+            "records": [self._as_dict(first + i, r, offset) for i, r in enumerate(chosen)],
+        }
 
     def services(self) -> list[dict[str, Any]]:
         """The registry as last reported, in registration order, with dispatch counts."""
@@ -408,14 +416,17 @@ class FlowRecorder(WholeDispatchObserver):
         """Totals since the recorder was created (the ``/api/stats`` body)."""
         with self._lock:
             self._drain()
-            messages = {p: dict(c) for p, c in self._messages.items()}
-            dispatch = dict(self._dispatch)
+            counts = list(self._counts.items())
             inflight = dict(self._inflight)
             for writer in list(self._writers):
                 for pattern, n in list(writer.inflight.items()):
                     inflight[pattern] = inflight.get(pattern, 0) + n
             descriptors = [row[0] for row in self._services.values()]
             last = self._seq
+        messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
+        dispatch: dict[str, int] = {}
+        for (pattern, outcome), n in counts:
+            messages.get(pattern, dispatch)[outcome] = n  # a pattern not on the bus: dispatch
         return {
             "uptime_seconds": round(_now() - self._started, 3),
             "messages": messages,

@@ -35,13 +35,11 @@ def report(
     trace_id: int | None,
     message: Any,
 ) -> None:
-    """The end of a message: out of ``probe.inflight``, then one ``probe.message`` call. A
-    probe that raises is logged, never raised into the message path."""
-    seconds = _perf() - started
-    probe.inflight[pattern] -= 1
+    """The end of a message: one ``probe.message`` call (which takes it out of
+    ``probe.inflight``). A probe that raises is logged, never raised into the message path."""
     try:
         probe.message(
-            pattern, direction, system, message_type, seconds, outcome, handlers, error,
+            pattern, direction, system, message_type, started, outcome, handlers, error,
             trace_id, message,
         )  # fmt: skip
     except Exception as exc:

@@ -24,7 +24,6 @@ from .delivery import Delivery
 from .eager import CoroutineType, Resume
 from .errors import NoHandlerError
 from .handlers import HandlerEntry, command_failed, subscriber_failed
-from .observation import enter
 
 __all__ = ["ProbedDelivery"]
 
@@ -39,7 +38,8 @@ class ProbedDelivery:
         self._delivery = delivery
         self._subscribers = delivery.subscribers
         self._handlers = delivery.handlers
-        self._probe = probe
+        self._inflight = probe.inflight
+        self._message = probe.message
         self._logger = logger
 
     def step(self, pattern: str) -> Route:
@@ -61,25 +61,25 @@ class ProbedDelivery:
         trace_id: int | None,
         message: Any,
     ) -> None:
-        """:func:`report`, written out for the direct path (one frame fewer)."""
-        seconds = _perf() - started
-        probe = self._probe
-        probe.inflight[pattern] -= 1
+        """:func:`~.observation.report` for a message of this route."""
         try:
-            probe.message(
-                pattern, "local", SYSTEM, message_type, seconds, outcome, handlers, error,
+            self._message(
+                pattern, "local", SYSTEM, message_type, started, outcome, handlers, error,
                 trace_id, message,
             )  # fmt: skip
         except Exception as exc:
-            self._logger.error(
-                "message_probe_failed", error_type=type(exc).__name__, error=str(exc)
-            )
+            self._probe_failed(exc)
+
+    def _probe_failed(self, exc: Exception) -> None:
+        self._logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
 
     # ------------------------------------------------------------------ publish
 
     def publish(self, event: Any, message_type: str, timeout: float | None) -> Any:
         """As :meth:`~.delivery.Delivery.to_subscribers`, reported."""
-        started = enter(self._probe, "publish")
+        inflight = self._inflight  # enter(), written out (perf)
+        inflight["publish"] = inflight.get("publish", 0) + 1
+        started = _perf()
         subs = self._subscribers.get(message_type)
         if not subs:
             self._done("publish", message_type, started, "no_handler", (), None, None, event)
@@ -95,7 +95,12 @@ class ProbedDelivery:
                 return "error"
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
                 return self._publish_rest(event, message_type, subs, started, result, errors)
-            self._done("publish", message_type, started, "ok", subs, None, None, event)
+            try:  # _done(), written out on the common path (perf)
+                self._message(
+                    "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
+                )
+            except Exception as exc:
+                self._probe_failed(exc)
             return "ok"
         outcome = self._delivery.fan_out(event, message_type, subs, None, errors)
         if outcome.__class__ is str:
@@ -132,7 +137,9 @@ class ProbedDelivery:
 
     def send(self, command: Any, message_type: str, timeout: float | None) -> Any:
         """As :meth:`~.delivery.Delivery.to_command_handler`, reported."""
-        started = enter(self._probe, "send")
+        inflight = self._inflight  # enter(), written out (perf)
+        inflight["send"] = inflight.get("send", 0) + 1
+        started = _perf()
         handler = self._handlers.get(message_type)
         if handler is None:
             self._logger.warning("no_handler", pattern="send", message_type=message_type)
@@ -146,7 +153,21 @@ class ProbedDelivery:
             return "error"
         if handler.is_async or (result is not None and inspect.isawaitable(result)):
             return self._send_rest(command, message_type, handler, started, result)
-        self._done("send", message_type, started, "ok", (handler,), None, None, command)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "send",
+                "local",
+                SYSTEM,
+                message_type,
+                started,
+                "ok",
+                (handler,),
+                None,
+                None,
+                command,
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
         return "ok"
 
     async def _send_rest(
@@ -168,7 +189,9 @@ class ProbedDelivery:
 
     def query(self, query: Any, message_type: str, timeout: float | None) -> Any:
         """As :meth:`~.delivery.Delivery.to_query_handler`, reported."""
-        started = enter(self._probe, "query")
+        inflight = self._inflight  # enter(), written out (perf)
+        inflight["query"] = inflight.get("query", 0) + 1
+        started = _perf()
         handlers = (self._handlers.get(message_type),)
         try:
             result = self._delivery.to_query_handler(query, message_type, timeout)
@@ -177,7 +200,12 @@ class ProbedDelivery:
             raise
         if result.__class__ is Resume or result.__class__ is CoroutineType:
             return self._query_rest(query, message_type, started, handlers, result)
-        self._done("query", message_type, started, "ok", handlers, None, None, query)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
         return result
 
     async def _query_rest(
