@@ -29,6 +29,7 @@ from .bus_probe import BusProbe
 from .dispatch_metrics import DispatchMetrics
 from .dispatch_tracing import DispatchTracer
 from .flow import FlowRecorder, default_flow
+from .flow_dispatch import FlowDispatch
 from .handler_runs import HandlerRuns
 from .metrics import DEFAULT_MAX_LABEL_VALUES, CommBusMetrics, get_metrics
 from .otel_metrics import OtelMetrics
@@ -142,6 +143,8 @@ class _Fanout:
 
     def __init__(self, parts: tuple[Any, ...]) -> None:
         self.parts = parts
+        # no part watches attempts (no tracer): the dispatcher then copies no context
+        self.observes_attempts = any(getattr(p, "observes_attempts", True) for p in parts)
 
     def dispatch_start(self, target: Any, envelope: Any) -> tuple[tuple[Any, ...], list[Any]]:
         parts = self.parts
@@ -336,7 +339,7 @@ def instrument_coordinator(
     if kw["metrics"] is not None:
         parts.append(DispatchMetrics(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"]))
     if kw["flow"] is not None:
-        parts.append(kw["flow"])
+        parts.append(FlowDispatch(kw["flow"], on_error))
     fanout = _Fanout(tuple(parts))
     coordinator.add_observer(fanout)
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
