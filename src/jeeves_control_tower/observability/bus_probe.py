@@ -34,7 +34,7 @@ from .metrics import BusSeries, CommBusMetrics
 from .otel_metrics import OtelMetrics, outcome_error
 from .semconv import error_type
 
-__all__ = ["BusProbe"]
+__all__ = ["BusProbe", "payload_repr"]
 
 OnError = Callable[[str, str, BaseException], None]
 _now = time.time
@@ -164,7 +164,7 @@ class BusProbe:
                 raw = (
                     started, pattern, message_type, handlers, seconds, outcome,
                     _flow_error(error) if error is not None else None, trace_id,
-                    _payload(message) if self._record_payloads else None, 0,
+                    payload_repr(message) if self._record_payloads else None, 0,
                 )  # fmt: skip
                 handoff = self._handoff
                 if flow.sink is None and handoff is flow.handoff:  # the lock-free hand-off
@@ -298,7 +298,8 @@ def _flow_error(error: Any) -> str:
     return error_type(error)
 
 
-def _payload(message: Any) -> str:
+def payload_repr(message: Any) -> str:
+    """A message's ``repr`` for a flow record, cut to 200 characters."""
     try:
         text = repr(message)
     except Exception:

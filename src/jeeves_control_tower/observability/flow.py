@@ -1,13 +1,11 @@
 """FlowRecorder: the live message-flow feed behind ``/api/flow``, ``/api/services`` and
 ``/api/stats`` (shapes in ``docs/endpoint.md``).
 
-It is fed by the bus's message probe (:class:`~.bus_probe.BusProbe`, one record per
-publish/send/query; it is also a bus middleware for a bus without telemetry) and is a
-dispatch observer (one record per dispatch, plus per-service counts and a view of the
-registry). Records live in a
-ring buffer of ``capacity`` entries with consecutive sequence numbers, so memory is bounded
-under any load; payloads are kept only with ``record_payloads=True`` (a ``repr`` cut to 200
-characters).
+Fed by the bus's probe (:class:`~.bus_probe.BusProbe`: one record per publish/send/query;
+it is also a bus middleware, for a bus without telemetry) and a dispatch observer (one
+record per dispatch, per-service counts, a view of the registry). Records live in a ring
+of ``capacity`` entries with consecutive sequence numbers (memory bounded under any load);
+payloads only with ``record_payloads=True`` (a ``repr`` cut to 200 characters).
 
 Thread-safety: writers run on event-loop threads (any number of buses and coordinators,
 on any threads, may share one recorder); the readers (:meth:`flow`, :meth:`services`,
@@ -16,13 +14,10 @@ appends its record to :attr:`handoff` (a ``deque``, whose ``append`` is atomic),
 reader, under the recorder's lock, moves what was handed off into the ring, numbering the
 records in hand-off order and counting them (:meth:`drain`; a writer drains too, once per
 ``capacity`` records, so the hand-off stays bounded when nobody reads). Every answer is
-exact as of its read. In-flight counts are kept per writer (a bus's probe, a
-coordinator's observer: single-writer dicts) and summed by the reader. Descriptor fields
-are read from the live descriptor (single attribute reads, atomic under the GIL). The
-recorder never calls into the coordinator, so a busy event loop never stalls a reader.
-
-Never raises into the message path: failures, including a raising ``sink``, go to
-``on_error``.
+exact as of its read. In-flight counts are kept per writer (single-writer dicts) and
+summed by the reader. Descriptors are read live (single attribute reads, atomic under the
+GIL); the recorder never calls into the coordinator, so a busy loop never stalls a reader.
+Never raises into the message path: failures, a raising ``sink`` too, go to ``on_error``.
 """
 
 from __future__ import annotations
@@ -40,6 +35,8 @@ from ..ipc import MiddlewareContext, WholeDispatchObserver
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
+from .bus_probe import payload_repr as _payload
+from .flow_views import record_dict, service_row
 from .history import History
 from .semconv import TIMEOUT, error_type
 
@@ -55,19 +52,10 @@ Raw = tuple[Any, ...]
 DEFAULT_CAPACITY = 2000
 #: Most records one :meth:`FlowRecorder.flow` call returns.
 MAX_LIMIT = 1000
-_PAYLOAD_LIMIT = 200
 _BUS_PATTERNS = ("publish", "send", "query")
 _COUNT_KEY = itemgetter(1, 5)  # a Raw's (pattern, outcome)
 _perf = time.perf_counter
 _now = time.time
-
-
-def _payload(message: Any) -> str:
-    try:
-        text = repr(message)
-    except Exception:
-        return f"<unrepresentable {type(message).__name__}>"
-    return text[:_PAYLOAD_LIMIT]
 
 
 class FlowRecorder(WholeDispatchObserver):
@@ -206,7 +194,7 @@ class FlowRecorder(WholeDispatchObserver):
 
     def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
-            sink(self._as_dict(seq, raw, self._clock_offset()))
+            sink(record_dict(seq, raw, self._clock_offset(), self.record_payloads))
         except Exception as exc:
             self._report("flow_sink", "sink", exc)
 
@@ -339,24 +327,6 @@ class FlowRecorder(WholeDispatchObserver):
             self._offset = now
         return self._offset
 
-    def _as_dict(self, seq: int, raw: Raw, offset: float) -> dict[str, Any]:
-        """Record ``seq`` as the feed shows it (``offset``: wall clock minus perf clock)."""
-        started, pattern, mtype, handlers, seconds, outcome, etype, trace_id, payload, _ = raw
-        out: dict[str, Any] = {
-            "seq": seq,
-            "time": round(started + offset, 6),
-            "pattern": pattern,
-            "message_type": mtype,
-            "targets": [h if h.__class__ is str else h.name for h in handlers],
-            "duration_ms": round(seconds * 1000.0, 3),
-            "outcome": outcome,
-            "error_type": etype,
-            "trace_id": format(trace_id, "032x") if trace_id else None,
-        }
-        if self.record_payloads:
-            out["payload"] = payload
-        return out
-
     def flow(self, after: int = 0, limit: int = 200) -> dict[str, Any]:
         """``{"last_seq": N, "records": [...]}``: records with ``seq > after``, oldest
         first, at most ``limit`` (1..1000; ``ValueError`` otherwise, or for ``after < 0``).
@@ -377,7 +347,10 @@ class FlowRecorder(WholeDispatchObserver):
         first += start
         return {
             "last_seq": last,
-            "records": [self._as_dict(first + i, r, offset) for i, r in enumerate(chosen)],
+            "records": [
+                record_dict(first + i, r, offset, self.record_payloads)
+                for i, r in enumerate(chosen)
+            ],
         }
 
     def services(self) -> list[dict[str, Any]]:
@@ -385,32 +358,7 @@ class FlowRecorder(WholeDispatchObserver):
         with self._lock:
             self._drain()
             rows = [(d, q, list(self._stats.get(n, ()))) for n, (d, q) in self._services.items()]
-        out = []
-        for d, queue_depth, stats in rows:
-            requests, errors, timeouts, retries, seconds = stats or (0, 0, 0, 0, 0.0)
-            try:
-                metadata = dict(d.metadata)
-            except Exception:
-                metadata = {}
-            out.append(
-                {
-                    "name": d.name,
-                    "service_type": d.service_type,
-                    "version": d.version,
-                    "capabilities": list(d.capabilities),
-                    "healthy": bool(d.healthy),
-                    "current_load": d.current_load,
-                    "max_concurrent": d.max_concurrent,
-                    "queue_depth": queue_depth,
-                    "requests": int(requests),
-                    "errors": int(errors),
-                    "timeouts": int(timeouts),
-                    "retries": int(retries),
-                    "avg_latency_ms": round(seconds / requests * 1000.0, 3) if requests else 0.0,
-                    "metadata": metadata,
-                }
-            )
-        return out
+        return [service_row(d, queue_depth, stats) for d, queue_depth, stats in rows]
 
     def stats(self) -> dict[str, Any]:
         """Totals since the recorder was created (the ``/api/stats`` body)."""

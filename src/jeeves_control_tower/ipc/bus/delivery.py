@@ -14,9 +14,8 @@ handler that suspended, or a coroutine when there is more to do). A lone handler
 hooks and no timer is simply awaited; handlers that must not cost a task or a timer unless
 they suspend (the subscribers of a fan-out, a query's handler) are started eagerly.
 
-Contracts (see the bus's docstring for the public ones): the per-handler hooks
-(``handler_start`` / ``handler_end``) run in a copy of the caller's context, one per handler
-run; a failing hook is logged, never raised into the message path. Event-loop-thread only.
+Contracts (the public ones: the bus's docstring): the per-handler hooks run in a copy of
+the caller's context, one per handler run; a failing hook is logged, never raised.
 """
 
 from __future__ import annotations
