@@ -130,7 +130,21 @@ class ProbedDelivery:
         except BaseException as exc:
             self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
             raise
-        self._done("publish", message_type, started, outcome, subs, errors or None, None, event)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "publish",
+                "local",
+                SYSTEM,
+                message_type,
+                started,
+                outcome,
+                subs,
+                errors or None,
+                None,
+                event,
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
         return outcome
 
     # ------------------------------------------------------------------ send
@@ -182,7 +196,21 @@ class ProbedDelivery:
         except BaseException as exc:
             self._done("send", message_type, started, _ended(exc), (handler,), exc, None, command)
             raise
-        self._done("send", message_type, started, "ok", (handler,), None, None, command)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "send",
+                "local",
+                SYSTEM,
+                message_type,
+                started,
+                "ok",
+                (handler,),
+                None,
+                None,
+                command,
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
         return "ok"
 
     # ------------------------------------------------------------------ query
@@ -216,7 +244,12 @@ class ProbedDelivery:
         except BaseException as exc:
             self._query_failed(query, message_type, started, handlers, exc)
             raise
-        self._done("query", message_type, started, "ok", handlers, None, None, query)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
         return result
 
     def _query_failed(
