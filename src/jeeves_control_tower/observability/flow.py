@@ -61,18 +61,18 @@ _now = time.time
 class FlowRecorder(WholeDispatchObserver):
     """Bounded flow feed plus per-service dispatch statistics.
 
-    ``sink``, if given, is called with each record (as a dict, outside the lock, on the
-    event loop thread) after it was stored; with a sink, writers store at once, under the
-    lock (a sink set later sees the records from then on). ``max_services`` bounds the
-    per-service tables.
+    ``sink``, if given, is called with each record (a dict, outside the lock, on the event
+    loop thread) once stored (with a sink, writers store at once, under the lock; a sink
+    set later sees the records from then on). ``max_services`` bounds the service tables.
 
     ``history`` (a private :class:`~.history.History` by default) is fed with every
     registry change and every dispatch, so ``/api/history`` can show the past window to a
     client that just arrived. With ``handler_runs=True`` it also gets every bus handler
     run (runs, failures, seconds per handler: what a subscriber-only service did): the
-    recorder then is a :class:`~jeeves_control_tower.ipc.bus.middleware.HandlerHook`, which
-    makes the bus run each handler in a context copy, so it is off by default (in
-    process, a publish to three plain subscribers runs at about half the rate).
+    recorder then is a :class:`~jeeves_control_tower.ipc.bus.middleware.HandlerHook`
+    (instrumentation adds :class:`~.handler_runs.HandlerRuns` for it), which makes the bus
+    run each handler in a context copy, so it is off by default (about half the rate for
+    a publish to three plain subscribers).
     """
 
     def __init__(
@@ -134,14 +134,13 @@ class FlowRecorder(WholeDispatchObserver):
         with self._lock:
             self._writers.add(writer)
 
-    def drain(self) -> None:
-        """Move what was handed off into the ring (see the module docstring)."""
+    def drain(self) -> None:  # what was handed off, into the ring (see the module docstring)
         with self._lock:
             self._drain()
 
     def store(self, raw: Raw) -> None:
-        """Hand ``raw`` off (the lock-free path), or, with a sink, store it at once and
-        give it to the sink. Event-loop thread (any)."""
+        """Hand ``raw`` off (no lock), or, with a sink, store it at once and give it to the
+        sink. Event-loop thread (any)."""
         if self.sink is None:
             handoff = self.handoff
             handoff.append(raw)
@@ -158,8 +157,8 @@ class FlowRecorder(WholeDispatchObserver):
             self._to_sink(sink, seq, raw)
 
     def _drain(self) -> None:
-        """Under the lock: store and count every record handed off, in hand-off order (a
-        record's number is its place in that order: ``_seq`` counts them all)."""
+        """Under the lock: store and count what was handed off, in hand-off order (a
+        record's number is its place in that order)."""
         handoff = self.handoff
         n = len(handoff)
         if not n:
@@ -189,8 +188,6 @@ class FlowRecorder(WholeDispatchObserver):
             stats[1] += 1
         stats[3] += max(0, attempts - 1)
         stats[4] += duration
-
-    # ------------------------------------------------------------------ recording
 
     def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
@@ -319,9 +316,8 @@ class FlowRecorder(WholeDispatchObserver):
     # ------------------------------------------------------------------ reading
 
     def _clock_offset(self) -> float:
-        """Wall clock minus perf clock, for the records' times: fixed, so that a record
-        reads the same every time, and set again only when the clocks drifted apart by
-        more than a millisecond (the wall clock was stepped or slewed)."""
+        """Wall clock minus perf clock for the records' times: fixed (a record reads the same
+        every time), set again when the clocks drift apart by more than a millisecond."""
         now = _now() - _perf()
         if abs(now - self._offset) > 0.001:
             self._offset = now
