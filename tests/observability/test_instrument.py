@@ -15,12 +15,12 @@ from jeeves_control_tower.observability import (
     BusTelemetry,
     CoordinatorTelemetry,
     FlowRecorder,
-    MetricsMiddleware,
     TracingMiddleware,
     default_flow,
     instrument_bus,
     instrument_coordinator,
 )
+from jeeves_control_tower.observability.bus_probe import BusProbe
 from jeeves_control_tower.types import Envelope
 
 from .conftest import Telemetry
@@ -32,11 +32,10 @@ def test_defaults(tel: Telemetry) -> None:
     handle = bus.telemetry
     assert isinstance(handle, BusTelemetry)
     assert handle.registry is REGISTRY and handle.flow is default_flow()
-    assert [type(m) for m in bus.middlewares] == [
-        TracingMiddleware,
-        MetricsMiddleware,
-        FlowRecorder,
-    ]
+    # metrics and flow ride no middleware: the bus tells the handle's probe of each message
+    assert [type(m) for m in bus.middlewares] == [TracingMiddleware]
+    assert isinstance(handle.probe, BusProbe) and bus.message_probe is handle.probe
+    assert handle.probe.flow is default_flow() and handle.probe.metrics is handle.metrics
     again = InMemoryCommBus(tracer_provider=tel.provider)  # same registry: no collision
     assert again.telemetry.metrics is handle.metrics
     handle.close()
@@ -53,7 +52,8 @@ def test_instrument_false() -> None:
 async def test_coordinator_on_an_instrumented_bus_adds_no_bus_middleware(
     instrumented_bus: InMemoryCommBus, instrumented_coordinator: CommBusCoordinator, tel: Telemetry
 ) -> None:
-    assert len(instrumented_bus.middlewares) == 3
+    assert len(instrumented_bus.middlewares) == 1
+    assert instrumented_bus.message_probe is instrumented_bus.telemetry.probe
     handle = instrumented_coordinator.telemetry
     assert isinstance(handle, CoordinatorTelemetry)
     assert handle.bus is instrumented_bus.telemetry
@@ -94,7 +94,7 @@ def test_instrumenting_twice_returns_the_live_handle(tel: Telemetry) -> None:
     first = instrument_bus(bus, **tel.options)
     assert instrument_bus(bus, **tel.options) is first
     assert bus.telemetry is first  # findable by serve(bus) and reset_commbus
-    assert len(bus.middlewares) == 3
+    assert len(bus.middlewares) == 1 and bus.message_probe is first.probe
     coordinator = CommBusCoordinator(None, bus, instrument=False)
     handle = instrument_coordinator(coordinator)
     assert instrument_coordinator(coordinator) is handle
@@ -105,11 +105,14 @@ def test_pieces_can_be_left_out(tel: Telemetry) -> None:
     bus = InMemoryCommBus(instrument=False)
     handle = instrument_bus(bus, tracer_provider=tel.provider, tracing=False, metrics=False)
     # No spans, but the trace context still crosses transports (PropagationMiddleware).
-    assert [type(m) for m in bus.middlewares] == [PropagationMiddleware, FlowRecorder]
+    assert [type(m) for m in bus.middlewares] == [PropagationMiddleware]
     assert handle.metrics is None and handle.registry is None
+    assert handle.probe is not None and handle.probe.metrics is None and handle.probe.flow
     quiet = InMemoryCommBus(registry=tel.registry, flow=False, tracing=False)
-    assert [type(m) for m in quiet.middlewares] == [PropagationMiddleware, MetricsMiddleware]
-    assert quiet.telemetry.flow is None
+    assert [type(m) for m in quiet.middlewares] == [PropagationMiddleware]
+    assert quiet.telemetry.flow is None and quiet.telemetry.probe.flow is None
+    silent = InMemoryCommBus(flow=False, tracing=False, metrics=False)
+    assert silent.telemetry.probe is None and silent.message_probe is None
 
 
 async def test_close(tel: Telemetry) -> None:
@@ -118,7 +121,7 @@ async def test_close(tel: Telemetry) -> None:
     register(coordinator, handler=echo)
     bus.telemetry.close()
     bus.telemetry.close()
-    assert bus.middlewares == ()
+    assert bus.middlewares == () and bus.message_probe is None
     await bus.publish(Stored())
     assert tel.spans() == []
 
@@ -138,14 +141,14 @@ async def test_close(tel: Telemetry) -> None:
     assert [s.name for s in tel.spans()] == ["process slow", "dispatch slow"]
     assert tel.flow.last_seq == 1
     fresh = instrument_bus(bus, **tel.options)
-    assert fresh is not None and len(bus.middlewares) == 3
+    assert fresh is not None and len(bus.middlewares) == 1 and bus.message_probe is fresh.probe
 
 
 def test_reset_commbus_closes_the_global_bus_telemetry() -> None:
     bus = get_commbus()
-    assert bus.telemetry is not None and len(bus.middlewares) == 3
+    assert bus.telemetry is not None and len(bus.middlewares) == 1 and bus.message_probe
     reset_commbus()
-    assert not bus.middlewares and bus.telemetry.closed
+    assert not bus.middlewares and bus.telemetry.closed and bus.message_probe is None
 
 
 def test_handles_do_not_keep_their_bus_or_coordinator_alive(tel: Telemetry) -> None:

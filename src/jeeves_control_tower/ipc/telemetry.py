@@ -26,6 +26,12 @@ Per object: ``instrument=False`` means no telemetry (and no telemetry keywords);
 instrumentation or, when there is none (never set, or set to ``None``), the default, and
 raises ``ImportError`` (:data:`MISSING`) when there is no default either.
 
+**Metrics and flow attach without middleware**: a bus handle may give the bus a
+:class:`MessageProbe` (``bus.set_message_probe(probe)``). The bus then reports every message
+to it once, from the step that delivered it (or handed it to a transport), with what
+happened: one Python call per message, and the handlers' own path otherwise unchanged.
+Middleware (tracing spans) stays for what must run *around* the handlers.
+
 Switching the instrumentation changes what objects built *afterwards* get; an existing
 object keeps its handle (``CommBusInstrumentor().uninstrument()`` closes the handles the
 built-in instrumentations made, default included: see
@@ -36,6 +42,7 @@ Thread-safe; the entry point is looked up at most once until :func:`reset_instru
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from importlib.metadata import entry_points
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,6 +50,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MISSING",
     "Instrumentation",
+    "MessageProbe",
     "default_instrumentation",
     "get_instrumentation",
     "instrument_new",
@@ -72,6 +80,52 @@ class Instrumentation(Protocol):
     def instrument_bus(self, bus: Any, options: dict[str, Any]) -> Any: ...
 
     def instrument_coordinator(self, coordinator: Any, options: dict[str, Any]) -> Any: ...
+
+
+@runtime_checkable
+class MessageProbe(Protocol):
+    """The one observation seam of a bus for metrics and flow (see the module docstring).
+
+    For every message of every pattern and direction, on the bus's event-loop thread:
+
+    - when it enters the bus: ``probe.inflight[pattern] += 1`` (the bus does this itself:
+      ``inflight`` is a plain ``dict[str, int]`` that only this bus writes, so a reader on
+      another thread may read it at any time, and no lock is needed);
+    - when it is done (its handlers finished, failed or timed out, or it was handed to the
+      transport, or it was aborted or cancelled): one call of :meth:`message`, which takes
+      it out of ``inflight`` again (``probe.inflight[pattern] -= 1``) and reads the clock
+      for its duration.
+
+    A probe that raises is logged by the bus (``message_probe_failed``), never raised into
+    the message path; it should never raise, and it must be cheap: it runs once per
+    message, inside the caller's ``publish``/``send``/``query``.
+    """
+
+    inflight: dict[str, int]
+
+    def message(
+        self,
+        pattern: str,
+        direction: str,
+        system: str,
+        message_type: str,
+        started: float,
+        outcome: str,
+        handlers: Sequence[Any],
+        error: BaseException | Sequence[BaseException] | None,
+        trace_id: int | None,
+        message: Any,
+    ) -> None:
+        """One message done: its ``pattern`` ("publish", "send", "query"), ``direction``
+        ("local", "out", "in"), messaging ``system``, ``message_type``, ``started`` (the
+        ``time.perf_counter()`` reading when it entered the bus: the duration is from then to
+        this call), ``outcome`` ("ok", "error", "timeout", "no_handler", "aborted",
+        "cancelled"), the ``handlers`` it reached (handler entries with a ``name``, or
+        names), ``error``: what its handlers or middleware raised (one exception, or, for a
+        publish delivered here with no middleware, the list of the failing subscribers'
+        errors; ``None`` for none), ``trace_id``: the trace id of its recording span when a
+        tracing middleware set one (``None``: not looked up; the current context is the
+        caller's), and the ``message`` itself."""
 
 
 _lock = threading.Lock()

@@ -1,20 +1,23 @@
 """FlowRecorder: the live message-flow feed behind ``/api/flow``, ``/api/services`` and
 ``/api/stats`` (shapes in ``docs/endpoint.md``).
 
-It is a bus middleware (one record per publish/send/query) and a dispatch observer (one
-record per dispatch, plus per-service counts and a view of the registry). Records live in a
-ring buffer of ``capacity`` entries with consecutive sequence numbers, so memory is bounded
-under any load; payloads are kept only with ``record_payloads=True`` (a ``repr`` cut to 200
-characters).
+Fed by the bus's probe (:class:`~.bus_probe.BusProbe`: one record per publish/send/query;
+it is also a bus middleware, for a bus without telemetry) and a dispatch observer (one
+record per dispatch, per-service counts, a view of the registry). Records live in a ring
+of ``capacity`` entries with consecutive sequence numbers (memory bounded under any load);
+payloads only with ``record_payloads=True`` (a ``repr`` cut to 200 characters).
 
-Thread-safety: hooks run on the event loop thread; the readers (:meth:`flow`,
-:meth:`services`, :meth:`stats`) may run on any thread (the HTTP server's). Every mutation
-and every snapshot happens under one short lock; descriptor fields are read from the live
-descriptor (single attribute reads, atomic under the GIL). The recorder never calls into
-the coordinator, so a busy event loop never stalls a reader.
-
-Never raises into the message path: failures, including a raising ``sink``, go to
-``on_error``.
+Thread-safety: writers run on event-loop threads (any number of buses and coordinators,
+on any threads, may share one recorder); the readers (:meth:`flow`, :meth:`services`,
+:meth:`stats`) may run on any thread (the HTTP server's). A writer takes no lock: it
+appends its record to :attr:`handoff` (a ``deque``, whose ``append`` is atomic), and the
+reader, under the recorder's lock, moves what was handed off into the ring, numbering the
+records in hand-off order and counting them (:meth:`drain`; a writer drains too, once per
+``capacity`` records, so the hand-off stays bounded when nobody reads). Every answer is
+exact as of its read. In-flight counts are kept per writer (single-writer dicts) and
+summed by the reader. Descriptors are read live (single attribute reads, atomic under the
+GIL); the recorder never calls into the coordinator, so a busy loop never stalls a reader.
+Never raises into the message path: failures, a raising ``sink`` too, go to ``on_error``.
 """
 
 from __future__ import annotations
@@ -22,53 +25,54 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections import deque
+import weakref
+from collections import Counter, deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from ..ipc import MiddlewareContext, WholeDispatchObserver
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
+from .bus_probe import payload_repr as _payload
+from .flow_views import record_dict, service_row
 from .history import History
 from .semconv import TIMEOUT, error_type
 
 __all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
 
 OnError = Callable[[str, str, BaseException], None]
-#: (seq, time, pattern, type, targets, seconds, outcome, error_type, trace_id, payload)
-Record = tuple[Any, ...]
+#: A record as handed off and kept: (started, pattern, type, handlers, seconds, outcome,
+#: error_type, trace_id, payload, attempts); ``started``: a ``time.perf_counter()`` reading
+#: (made wall-clock time when read); ``handlers``: entries with a ``name``, or names;
+#: ``attempts``: a dispatch's, 0 for a bus message. Its number is its place in the order.
+Raw = tuple[Any, ...]
 
 DEFAULT_CAPACITY = 2000
 #: Most records one :meth:`FlowRecorder.flow` call returns.
 MAX_LIMIT = 1000
-_PAYLOAD_LIMIT = 200
 _BUS_PATTERNS = ("publish", "send", "query")
+_COUNT_KEY = itemgetter(1, 5)  # a Raw's (pattern, outcome)
 _perf = time.perf_counter
 _now = time.time
-
-
-def _payload(message: Any) -> str:
-    try:
-        text = repr(message)
-    except Exception:
-        return f"<unrepresentable {type(message).__name__}>"
-    return text[:_PAYLOAD_LIMIT]
 
 
 class FlowRecorder(WholeDispatchObserver):
     """Bounded flow feed plus per-service dispatch statistics.
 
-    ``sink``, if given, is called with each record (as a dict, outside the lock, on the
-    event loop thread) after it was stored. ``max_services`` bounds the per-service tables.
+    ``sink``, if given, is called with each record (a dict, outside the lock, on the event
+    loop thread) once stored (with a sink, writers store at once, under the lock; a sink
+    set later sees the records from then on). ``max_services`` bounds the service tables.
 
     ``history`` (a private :class:`~.history.History` by default) is fed with every
     registry change and every dispatch, so ``/api/history`` can show the past window to a
     client that just arrived. With ``handler_runs=True`` it also gets every bus handler
     run (runs, failures, seconds per handler: what a subscriber-only service did): the
-    recorder then is a :class:`~jeeves_control_tower.ipc.bus.middleware.HandlerHook`, which
-    makes the bus run each handler in a context copy, so it is off by default (in
-    process, a publish to three plain subscribers runs at about half the rate).
+    recorder then is a :class:`~jeeves_control_tower.ipc.bus.middleware.HandlerHook`
+    (instrumentation adds :class:`~.handler_runs.HandlerRuns` for it), which makes the bus
+    run each handler in a context copy, so it is off by default (about half the rate for
+    a publish to three plain subscribers).
     """
 
     def __init__(
@@ -91,14 +95,17 @@ class FlowRecorder(WholeDispatchObserver):
         self._fallback = ErrorReporter()
         self._max_services = max_services
         self._lock = threading.Lock()
-        self._records: deque[Record] = deque(maxlen=capacity)
+        #: The lock-free hand-off from writers (see the module docstring).
+        self.handoff: deque[Raw] = deque()
+        self._writers: weakref.WeakSet[Any] = weakref.WeakSet()  # each has .inflight
+        self._records: deque[Raw] = deque(maxlen=capacity)  # the newest _seq is the last
         self._seq = 0
-        self._messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
-        self._dispatch: dict[str, int] = {}
+        self._counts: Counter[tuple[str, str]] = Counter()  # (pattern, outcome) -> records
         self._inflight = dict.fromkeys((*_BUS_PATTERNS, "dispatch"), 0)
         self._services: dict[str, list[Any]] = {}  # name -> [descriptor, queue_depth]
         self._stats: dict[str, list[float]] = {}  # name -> [req, err, timeouts, retries, secs]
         self._started = _now()
+        self._offset = self._started - _perf()
         self.history = history if history is not None else History()
         if handler_runs:  # the bus finds the hook pair by attribute when it compiles
             self.handler_start = self._handler_start
@@ -117,13 +124,74 @@ class FlowRecorder(WholeDispatchObserver):
     @property
     def last_seq(self) -> int:
         """The newest sequence number assigned (0 before the first record)."""
+        with self._lock:
+            self._drain()
         return self._seq
 
-    # ------------------------------------------------------------------ recording
+    def add_writer(self, writer: Any) -> None:
+        """Count ``writer.inflight`` (a ``dict[str, int]`` only ``writer`` changes) in
+        :meth:`stats` for as long as ``writer`` lives."""
+        with self._lock:
+            self._writers.add(writer)
 
-    def _to_sink(self, sink: Callable[[dict[str, Any]], Any], record: Record) -> None:
+    def drain(self) -> None:  # what was handed off, into the ring (see the module docstring)
+        with self._lock:
+            self._drain()
+
+    def store(self, raw: Raw) -> None:
+        """Hand ``raw`` off (no lock), or, with a sink, store it at once and give it to the
+        sink. Event-loop thread (any)."""
+        if self.sink is None:
+            handoff = self.handoff
+            handoff.append(raw)
+            if len(handoff) >= self.capacity:
+                self.drain()
+            return
+        with self._lock:
+            self._drain()
+            self.handoff.append(raw)
+            self._drain()
+            seq = self._seq
+        sink = self.sink
+        if sink is not None:
+            self._to_sink(sink, seq, raw)
+
+    def _drain(self) -> None:
+        """Under the lock: store and count what was handed off, in hand-off order (a
+        record's number is its place in that order)."""
+        handoff = self.handoff
+        n = len(handoff)
+        if not n:
+            return
+        popleft = handoff.popleft
+        batch = [popleft() for _ in range(n)]
+        self._records.extend(batch)
+        counted = Counter(map(_COUNT_KEY, batch))
+        self._counts.update(counted)
+        if any(pattern == "dispatch" for pattern, _ in counted):
+            for raw in batch:
+                if raw[1] == "dispatch":
+                    self._dispatched(raw[3][0], raw[5], raw[9], raw[4])
+        self._seq += n
+
+    def _dispatched(self, name: str, outcome: str, attempts: int, duration: float) -> None:
+        """Under the lock: a drained dispatch record into the service statistics."""
+        stats = self._stats.get(name)
+        if stats is None:
+            if name not in self._services or len(self._stats) >= self._max_services:
+                return
+            stats = self._stats[name] = [0, 0, 0, 0, 0.0]
+        stats[0] += 1
+        if outcome == "timeout":
+            stats[2] += 1
+        elif outcome != "ok":
+            stats[1] += 1
+        stats[3] += max(0, attempts - 1)
+        stats[4] += duration
+
+    def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
-            sink(self._as_dict(record))
+            sink(record_dict(seq, raw, self._clock_offset(), self.record_payloads))
         except Exception as exc:
             self._report("flow_sink", "sink", exc)
 
@@ -140,27 +208,15 @@ class FlowRecorder(WholeDispatchObserver):
     ) -> Any:
         try:
             seconds = _perf() - ctx.started
-            started = _now() - seconds
             pattern = ctx.pattern
-            outcome = ctx.outcome
-            message_type = ctx.message_type
-            targets = tuple(ctx.handlers)
-            etype = error_type(error) if error is not None else None
-            trace_id = message_trace_id(ctx)
-            payload = _payload(message) if self.record_payloads else None
-            counts = self._messages[pattern]
+            raw = (
+                ctx.started, pattern, ctx.message_type, tuple(ctx.handlers), seconds,
+                ctx.outcome, error_type(error) if error is not None else None,
+                message_trace_id(ctx), _payload(message) if self.record_payloads else None, 0,
+            )  # fmt: skip
             with self._lock:
-                seq = self._seq = self._seq + 1
-                record = (
-                    seq, started, pattern, message_type, targets, seconds, outcome, etype,
-                    trace_id, payload,
-                )  # fmt: skip
-                self._records.append(record)
-                counts[outcome] = counts.get(outcome, 0) + 1
                 self._inflight[pattern] -= 1
-            sink = self.sink
-            if sink is not None:
-                self._to_sink(sink, record)
+            self.store(raw)
         except Exception as exc:
             self._report("flow", "after", exc)
         return result
@@ -196,51 +252,37 @@ class FlowRecorder(WholeDispatchObserver):
         duration: float,
     ) -> None:
         try:
-            name = target.service_name
-            if outcome == "ok":
-                etype = None
-            elif outcome == "error" and error is not None:
-                etype = error_type(error)
-            else:
-                etype = TIMEOUT if outcome == "timeout" else outcome
-            record: Record = (
-                _now() - duration,
-                "dispatch",
-                target.method,
-                (name,),
-                duration,
-                outcome,
-                etype,
-                token or 0,
-                None,
-            )
-            counts = self._dispatch
-            # One lock for the service statistics and the record (perf: _add, inlined).
             with self._lock:
-                known = name in self._services
-                stats = self._stats.get(name)
-                if stats is None and known and len(self._stats) < self._max_services:
-                    stats = self._stats[name] = [0, 0, 0, 0, 0.0]
-                if stats is not None:
-                    stats[0] += 1
-                    if outcome == "timeout":
-                        stats[2] += 1
-                    elif outcome != "ok":
-                        stats[1] += 1
-                    stats[3] += max(0, attempts - 1)
-                    stats[4] += duration
-                seq = self._seq = self._seq + 1
-                record = (seq, *record)
-                self._records.append(record)
-                counts[outcome] = counts.get(outcome, 0) + 1
                 self._inflight["dispatch"] -= 1
-            sink = self.sink
-            if sink is not None:
-                self._to_sink(sink, record)
-            if known:
-                self.history.dispatch(name, outcome, max(0, attempts - 1), duration)
+            self.dispatched(token or 0, target, outcome, attempts, error, duration)
         except Exception as exc:
             self._report("flow", "dispatch_end", exc)
+
+    def dispatched(
+        self,
+        trace_id: int,
+        target: DispatchTarget,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        """One dispatch done: its record handed off (no lock), the history told. For
+        a writer that counts its own in-flight dispatches (see :meth:`add_writer`)."""
+        name = target.service_name
+        if outcome == "ok":
+            etype = None
+        elif outcome == "error" and error is not None:
+            etype = error_type(error)
+        else:
+            etype = TIMEOUT if outcome == "timeout" else outcome
+        raw = (
+            _perf() - duration, "dispatch", target.method, (name,), duration, outcome,
+            etype, trace_id, None, attempts,
+        )  # fmt: skip
+        self.store(raw)
+        if name in self._services:
+            self.history.dispatch(name, outcome, max(0, attempts - 1), duration)
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         try:
@@ -273,22 +315,13 @@ class FlowRecorder(WholeDispatchObserver):
 
     # ------------------------------------------------------------------ reading
 
-    def _as_dict(self, record: Record) -> dict[str, Any]:
-        seq, started, pattern, mtype, targets, seconds, outcome, etype, trace_id, payload = record
-        out: dict[str, Any] = {
-            "seq": seq,
-            "time": round(started, 6),
-            "pattern": pattern,
-            "message_type": mtype,
-            "targets": list(targets),
-            "duration_ms": round(seconds * 1000.0, 3),
-            "outcome": outcome,
-            "error_type": etype,
-            "trace_id": format(trace_id, "032x") if trace_id else None,
-        }
-        if self.record_payloads:
-            out["payload"] = payload
-        return out
+    def _clock_offset(self) -> float:
+        """Wall clock minus perf clock for the records' times: fixed (a record reads the same
+        every time), set again when the clocks drift apart by more than a millisecond."""
+        now = _now() - _perf()
+        if abs(now - self._offset) > 0.001:
+            self._offset = now
+        return self._offset
 
     def flow(self, after: int = 0, limit: int = 200) -> dict[str, Any]:
         """``{"last_seq": N, "records": [...]}``: records with ``seq > after``, oldest
@@ -300,54 +333,44 @@ class FlowRecorder(WholeDispatchObserver):
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be an int within 1..{MAX_LIMIT}")
         with self._lock:
+            self._drain()
             last = self._seq
             records = self._records
-            if records:
-                start = max(0, after + 1 - records[0][0])
-                chosen = list(itertools.islice(records, start, start + limit))
-            else:
-                chosen = []
-        return {"last_seq": last, "records": [self._as_dict(r) for r in chosen]}
+            first = last - len(records) + 1  # the number of the oldest record kept
+            start = max(0, after + 1 - first)
+            chosen = list(itertools.islice(records, start, start + limit))
+        offset = self._clock_offset()
+        first += start
+        return {
+            "last_seq": last,
+            "records": [
+                record_dict(first + i, r, offset, self.record_payloads)
+                for i, r in enumerate(chosen)
+            ],
+        }
 
     def services(self) -> list[dict[str, Any]]:
         """The registry as last reported, in registration order, with dispatch counts."""
         with self._lock:
+            self._drain()
             rows = [(d, q, list(self._stats.get(n, ()))) for n, (d, q) in self._services.items()]
-        out = []
-        for d, queue_depth, stats in rows:
-            requests, errors, timeouts, retries, seconds = stats or (0, 0, 0, 0, 0.0)
-            try:
-                metadata = dict(d.metadata)
-            except Exception:
-                metadata = {}
-            out.append(
-                {
-                    "name": d.name,
-                    "service_type": d.service_type,
-                    "version": d.version,
-                    "capabilities": list(d.capabilities),
-                    "healthy": bool(d.healthy),
-                    "current_load": d.current_load,
-                    "max_concurrent": d.max_concurrent,
-                    "queue_depth": queue_depth,
-                    "requests": int(requests),
-                    "errors": int(errors),
-                    "timeouts": int(timeouts),
-                    "retries": int(retries),
-                    "avg_latency_ms": round(seconds / requests * 1000.0, 3) if requests else 0.0,
-                    "metadata": metadata,
-                }
-            )
-        return out
+        return [service_row(d, queue_depth, stats) for d, queue_depth, stats in rows]
 
     def stats(self) -> dict[str, Any]:
         """Totals since the recorder was created (the ``/api/stats`` body)."""
         with self._lock:
-            messages = {p: dict(c) for p, c in self._messages.items()}
-            dispatch = dict(self._dispatch)
+            self._drain()
+            counts = list(self._counts.items())
             inflight = dict(self._inflight)
+            for writer in list(self._writers):
+                for pattern, n in list(writer.inflight.items()):
+                    inflight[pattern] = inflight.get(pattern, 0) + n
             descriptors = [row[0] for row in self._services.values()]
             last = self._seq
+        messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
+        dispatch: dict[str, int] = {}
+        for (pattern, outcome), n in counts:
+            messages.get(pattern, dispatch)[outcome] = n  # a pattern not on the bus: dispatch
         return {
             "uptime_seconds": round(_now() - self._started, 3),
             "messages": messages,

@@ -13,10 +13,12 @@ Two kinds of series, both at one-second resolution and kept for ``horizon`` seco
   handler seconds of a bus handler) are summed per second.
 
 Bounds: at most ``horizon`` stored seconds per series (a ring), at most ``max_series``
-services and as many handlers (later ones are not tracked). Every mutation and every read
-happens under one short lock, so hooks on the event loop thread and readers on the HTTP
-server's threads may interleave freely; :meth:`History.snapshot` copies under the lock and
-computes outside it.
+services and as many handlers (later ones are not tracked). Writers (hooks on event-loop
+threads) take no lock: each change is handed off with the time it happened (a ``deque``
+append, atomic) and applied in hand-off order, under one short lock, by the next reader
+(or by a writer once per 64 changes, so memory stays bounded when nobody reads).
+So readers on the HTTP server's threads see every change up to their read, exactly;
+:meth:`History.snapshot` copies under the lock and computes outside it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 #: Per bus handler: runs, failed runs, seconds (handler durations summed).
 HANDLER_COUNTERS = ("events", "errors", "seconds")
 
+#: Changes a writer hands off before it applies them itself (nobody read them meanwhile).
+_DRAIN_AT = 64
 # A stored gauge second: [second, integral up to t_last, peak, last value, t_last].
 _Gauge = list[float]
 
@@ -52,8 +56,10 @@ class _GaugeSeries:
         self.first = at  # the series is defined from here on
 
     def set(self, value: float, at: float) -> None:
-        second = math.floor(at)
         buckets = self.buckets
+        if buckets and buckets[-1][3] == value:
+            return  # no change: nothing to store (the step function goes on as it was)
+        second = math.floor(at)
         if buckets and buckets[-1][0] == second:
             b = buckets[-1]
             b[1] += b[3] * max(0.0, at - b[4])
@@ -103,6 +109,7 @@ class History:
         self.max_series = max_series
         self._clock = clock
         self._lock = threading.Lock()
+        self._pending: deque[tuple[Any, ...]] = deque()  # changes handed off, not applied yet
         self._gauges: dict[str, tuple[_GaugeSeries, _GaugeSeries]] = {}  # load, queue
         self._capacity: dict[str, int] = {}
         self._services: dict[str, _CounterSeries] = {}
@@ -110,46 +117,77 @@ class History:
         self.started = clock()
 
     # ------------------------------------------------------------------ recording
+    # Writers take no lock: each change is handed off with its time (a deque append, atomic)
+    # and applied, in hand-off order, under the lock by the next reader (or by a writer,
+    # once per _DRAIN_AT changes, so the hand-off stays bounded when nobody reads).
 
     def service_state(self, name: str, load: int, queue_depth: int, capacity: int) -> None:
         """A service's load, queue depth or capacity changed (or it registered)."""
-        at = self._clock()
-        with self._lock:
-            pair = self._gauges.get(name)
-            if pair is None:
-                if len(self._gauges) >= self.max_series:
-                    return
-                pair = self._gauges[name] = (
-                    _GaugeSeries(self.horizon, at),
-                    _GaugeSeries(self.horizon, at),
-                )
-            pair[0].set(float(load), at)
-            pair[1].set(float(queue_depth), at)
-            self._capacity[name] = capacity
+        pending = self._pending
+        pending.append((self._service_state, self._clock(), name, load, queue_depth, capacity))
+        if len(pending) >= _DRAIN_AT:
+            self._drain()
 
     def service_removed(self, name: str) -> None:
-        with self._lock:
-            self._gauges.pop(name, None)
-            self._capacity.pop(name, None)
-            self._services.pop(name, None)
+        self._pending.append((self._service_removed, 0.0, name))
+        self._drain()
 
     def dispatch(self, name: str, outcome: str, retries: int, seconds: float) -> None:
         """A dispatch to ``name`` ended with ``outcome`` after ``retries`` extra attempts."""
-        at = self._clock()
-        error = 1.0 if outcome not in ("ok", "timeout") else 0.0
-        timeout = 1.0 if outcome == "timeout" else 0.0
-        with self._lock:
-            series = self._counter(self._services, name, len(SERVICE_COUNTERS))
-            if series is not None:
-                series.add(at, (1.0, error, timeout, float(retries), seconds))
+        pending = self._pending
+        pending.append((self._dispatch, self._clock(), name, outcome, retries, seconds))
+        if len(pending) >= _DRAIN_AT:
+            self._drain()
 
     def handler_run(self, name: str, failed: bool, seconds: float) -> None:
         """A bus handler (subscriber, send or query handler) finished one run."""
-        at = self._clock()
+        pending = self._pending
+        pending.append((self._handler_run, self._clock(), name, failed, seconds))
+        if len(pending) >= _DRAIN_AT:
+            self._drain()
+
+    def _drain(self) -> None:
         with self._lock:
-            series = self._counter(self._handlers, name, len(HANDLER_COUNTERS))
-            if series is not None:
-                series.add(at, (1.0, 1.0 if failed else 0.0, seconds))
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        pending = self._pending
+        popleft = pending.popleft
+        for _ in range(len(pending)):
+            event = popleft()
+            event[0](*event[1:])
+
+    def _service_state(
+        self, at: float, name: str, load: int, queue_depth: int, capacity: int
+    ) -> None:
+        pair = self._gauges.get(name)
+        if pair is None:
+            if len(self._gauges) >= self.max_series:
+                return
+            pair = self._gauges[name] = (
+                _GaugeSeries(self.horizon, at),
+                _GaugeSeries(self.horizon, at),
+            )
+        pair[0].set(float(load), at)
+        pair[1].set(float(queue_depth), at)
+        self._capacity[name] = capacity
+
+    def _service_removed(self, at: float, name: str) -> None:
+        self._gauges.pop(name, None)
+        self._capacity.pop(name, None)
+        self._services.pop(name, None)
+
+    def _dispatch(self, at: float, name: str, outcome: str, retries: int, seconds: float) -> None:
+        error = 1.0 if outcome not in ("ok", "timeout") else 0.0
+        timeout = 1.0 if outcome == "timeout" else 0.0
+        series = self._counter(self._services, name, len(SERVICE_COUNTERS))
+        if series is not None:
+            series.add(at, (1.0, error, timeout, float(retries), seconds))
+
+    def _handler_run(self, at: float, name: str, failed: bool, seconds: float) -> None:
+        series = self._counter(self._handlers, name, len(HANDLER_COUNTERS))
+        if series is not None:
+            series.add(at, (1.0, 1.0 if failed else 0.0, seconds))
 
     def _counter(
         self, table: dict[str, _CounterSeries], name: str, width: int
@@ -179,6 +217,7 @@ class History:
         # Only the newest stored second of a series is ever mutated: copy it, share the rest
         # (the lock is held for pointer copies, not for the computation).
         with self._lock:
+            self._drain_locked()
             gauges = {
                 n: (g[0].first, _copy(g[0].buckets), _copy(g[1].buckets))
                 for n, g in self._gauges.items()

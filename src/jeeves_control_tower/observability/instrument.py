@@ -25,10 +25,12 @@ from prometheus_client import CollectorRegistry
 from ..instrumentation import propagation
 from ..types import LoggerProtocol
 from ._guard import ErrorReporter
-from .bus_metrics import MetricsMiddleware
+from .bus_probe import BusProbe
 from .dispatch_metrics import DispatchMetrics
 from .dispatch_tracing import DispatchTracer
 from .flow import FlowRecorder, default_flow
+from .flow_dispatch import FlowDispatch
+from .handler_runs import HandlerRuns
 from .metrics import DEFAULT_MAX_LABEL_VALUES, CommBusMetrics, get_metrics
 from .otel_metrics import OtelMetrics
 from .tracing import TracingMiddleware
@@ -68,10 +70,13 @@ class BusTelemetry(_Telemetry):
     """Handle of an instrumented bus; ``close()`` removes its middleware (idempotent).
     It refers to its bus weakly, so that the registry of handles never keeps a bus alive."""
 
-    def __init__(self, bus: Any, middlewares: tuple[Any, ...], **kw: Any) -> None:
+    def __init__(
+        self, bus: Any, middlewares: tuple[Any, ...], probe: BusProbe | None, **kw: Any
+    ) -> None:
         super().__init__(**kw)
         self._bus = weakref.ref(bus)
         self.middlewares = middlewares
+        self.probe = probe  # metrics + flow, told by the bus itself (no middleware)
 
     @property
     def bus(self) -> Any:
@@ -124,6 +129,8 @@ class BusTelemetry(_Telemetry):
             return
         for mw in self.middlewares:
             bus.remove_middleware(mw)
+        if self.probe is not None and getattr(bus, "message_probe", None) is self.probe:
+            bus.set_message_probe(None)
         if _buses.get(bus) is self:
             del _buses[bus]
 
@@ -136,6 +143,8 @@ class _Fanout:
 
     def __init__(self, parts: tuple[Any, ...]) -> None:
         self.parts = parts
+        # no part watches attempts (no tracer): the dispatcher then copies no context
+        self.observes_attempts = any(getattr(p, "observes_attempts", True) for p in parts)
 
     def dispatch_start(self, target: Any, envelope: Any) -> tuple[tuple[Any, ...], list[Any]]:
         parts = self.parts
@@ -230,10 +239,12 @@ def instrument_bus(
     tracing: bool = True,
     metrics: bool = True,
 ) -> BusTelemetry:
-    """Add the tracing, metrics and flow middleware (in that order, tracing outermost) to ``bus``
-    and return the handle (``tracing=False``: a
-    :class:`~jeeves_control_tower.instrumentation.propagation.PropagationMiddleware` in the tracing
-    middleware's place, so the trace context still crosses transports). ``meter_provider`` (default:
+    """Instrument ``bus`` and return the handle: the tracing middleware (``tracing=False``: a
+    :class:`~jeeves_control_tower.instrumentation.propagation.PropagationMiddleware` in its
+    place, which only messages crossing a transport run, so the trace context still crosses)
+    and, for metrics and flow, a :class:`~.bus_probe.BusProbe` the bus tells of every message
+    itself (``bus.set_message_probe``: no middleware; see
+    :class:`jeeves_control_tower.ipc.telemetry.MessageProbe`). ``meter_provider`` (default:
     the global one) receives the OpenTelemetry messaging metrics next to the Prometheus ones (see
     :mod:`.otel_metrics`; ``metrics=False`` turns both off). ``flow=False`` / ``tracing=False`` /
     ``metrics=False`` leave a piece out; ``record_payloads`` puts message ``repr``s on spans (the
@@ -260,16 +271,17 @@ def instrument_bus(
         )
     else:  # no spans, but the trace context still crosses the transports
         middlewares.append(propagation.PropagationMiddleware(on_error))
-    if kw["metrics"] is not None:
-        middlewares.append(
-            MetricsMiddleware(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"])
-        )
-    if kw["flow"] is not None:
-        middlewares.append(kw["flow"])
+    probe = None
+    if kw["metrics"] is not None or kw["flow"] is not None:
+        probe = BusProbe(kw["metrics"], otel=kw["otel_metrics"], flow=kw["flow"], on_error=on_error)
+    if callable(getattr(kw["flow"], "handler_start", None)):
+        middlewares.append(HandlerRuns(kw["flow"]))  # opt-in per-handler history
     for mw in middlewares:
         bus.add_middleware(mw)
+    if probe is not None:
+        bus.set_message_probe(probe)
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
-    handle = BusTelemetry(bus, tuple(middlewares), options=options, **kw)
+    handle = BusTelemetry(bus, tuple(middlewares), probe, options=options, **kw)
     _buses[bus] = handle
     if getattr(bus, "telemetry", None) is None:  # instrumented by hand: make it findable
         bus.telemetry = handle
@@ -327,7 +339,7 @@ def instrument_coordinator(
     if kw["metrics"] is not None:
         parts.append(DispatchMetrics(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"]))
     if kw["flow"] is not None:
-        parts.append(kw["flow"])
+        parts.append(FlowDispatch(kw["flow"], on_error))
     fanout = _Fanout(tuple(parts))
     coordinator.add_observer(fanout)
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}

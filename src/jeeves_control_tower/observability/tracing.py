@@ -46,6 +46,7 @@ from ..instrumentation import propagation as propagate  # the one place it happe
 from ..ipc import MiddlewareContext
 from ._guard import ErrorReporter
 from ._noop import NoopWatch
+from .batch_receive import BatchReceive
 from .semconv import (
     CODE_FUNCTION_NAME,
     ERROR_TYPE,
@@ -129,32 +130,6 @@ def payload_repr(message: Any) -> str:
     except Exception:
         return f"<unrepresentable {type(message).__name__}>"
     return text if len(text) <= _PAYLOAD_LIMIT else text[:_PAYLOAD_LIMIT] + "..."
-
-
-class BatchReceive:
-    """The recording span of one batch read (:meth:`TracingMiddleware.receive_batch`):
-    :meth:`link` adds a message's producer context from its headers, :meth:`end` ends it.
-    Never raises."""
-
-    __slots__ = ("_on_error", "_span")
-
-    def __init__(self, span: Span, on_error: OnError) -> None:
-        self._span = span
-        self._on_error = on_error
-
-    def link(self, headers: dict[str, str]) -> None:
-        try:
-            linked = trace.get_current_span(propagate.extract(headers)).get_span_context()
-            if linked.is_valid:
-                self._span.add_link(linked)
-        except Exception as exc:
-            self._on_error("tracing", "batch_link", exc)
-
-    def end(self) -> None:
-        try:
-            self._span.end()
-        except Exception as exc:
-            self._on_error("tracing", "batch_end", exc)
 
 
 class TracingMiddleware:
@@ -265,6 +240,8 @@ class TracingMiddleware:
         span, token, parent, _ = entry
         otel_context.detach(token)
         if parent is not None:
+            # the message's recording span, for the probe (called once this span is detached)
+            ctx.trace_id = span.get_span_context().trace_id
             outcome = ctx.outcome
             if outcome != "ok":
                 span.set_attribute(MESSAGE_OUTCOME, outcome)

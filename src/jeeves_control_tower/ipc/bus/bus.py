@@ -31,7 +31,7 @@ from typing import Any
 from ...logging import ensure_logger
 from ...types import LoggerProtocol
 from ..messages import HandlerFunc, get_message_type
-from ..telemetry import instrument_new
+from ..telemetry import MessageProbe, instrument_new
 from .chain import CompiledChain, validate_middleware
 from .delivery import Delivery
 from .eager import CoroutineType, Resume
@@ -84,6 +84,7 @@ class InMemoryCommBus:
         self._delivery = Delivery(self._subscribers, self._handlers, self._logger)
         self._middlewares: list[Any] = []
         self._transport: Transport | None = None
+        self._probe: Any = None
         self._registration_listeners: tuple[Callable[[], None], ...] = ()
         # The route of each pattern for messages produced here (direction "local", or "out"
         # with a transport) and for messages a transport delivers ("in").
@@ -194,11 +195,25 @@ class InMemoryCommBus:
     def _set_routes(self, chain: CompiledChain | None) -> None:
         """Compile the routes from ``chain`` (the compiled middleware list) and the
         transport attached now."""
-        routes = compile_routes(chain, self._transport, self._delivery, self._logger)
+        routes = compile_routes(chain, self._transport, self._delivery, self._logger, self._probe)
         self._publish_route = routes.publish
         self._send_route = routes.send
         self._query_route = routes.query
         self._incoming_routes = routes.incoming
+
+    @property
+    def message_probe(self) -> Any:
+        """The :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe` set, or ``None``."""
+        return self._probe
+
+    def set_message_probe(self, probe: Any) -> None:
+        """Report every message to ``probe`` from now on (``None``: stop); the telemetry
+        seam for metrics and flow (:class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`,
+        which says what the bus calls and when). One probe at a time."""
+        if probe is not None and not isinstance(probe, MessageProbe):
+            raise TypeError(f"not a MessageProbe: {type(probe).__name__}")
+        self._probe = probe
+        self._set_routes(CompiledChain.build(self._middlewares))
 
     # ------------------------------------------------------------------ transport
 
@@ -293,6 +308,7 @@ class InMemoryCommBus:
         self._subscribers.clear()
         self._handlers.clear()
         self._middlewares.clear()
+        self._probe = None
         self._set_routes(None)
         self._registrations_changed()
 

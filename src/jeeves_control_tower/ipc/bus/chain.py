@@ -22,6 +22,7 @@ from ...types import LoggerProtocol
 from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
 from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext
+from .observation import enter, report
 
 __all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
 
@@ -126,6 +127,7 @@ class ChainRoute:
         "is_query",
         "logger",
         "pattern",
+        "probe",
         "step",
         "sync",
         "system",
@@ -139,6 +141,7 @@ class ChainRoute:
         system: str,
         step: Step,
         logger: LoggerProtocol,
+        probe: Any = None,
     ) -> None:
         self.befores = chain.befores
         self.afters = chain.afters
@@ -149,6 +152,7 @@ class ChainRoute:
         self.system = system
         self.step = step
         self.logger = logger
+        self.probe = probe  # a MessageProbe (see ipc.telemetry), told once per message
         # Every hook a plain function: the message runs without a coroutine of its own
         # until something suspends (see enter).
         self.sync = not any(is_async for _, is_async in chain.befores) and not any(
@@ -164,6 +168,8 @@ class ChainRoute:
             message, message_type, None, None, self.pattern, None, self.direction, self.system
         )
         ctx.hooks = self.hooks
+        if self.probe is not None:
+            enter(self.probe, self.pattern)
         if not self.sync:
             return self.run(ctx, message, timeout)
         error: BaseException | None = None
@@ -190,6 +196,8 @@ class ChainRoute:
             error = exc
             _failed(ctx, exc)
         result = self._afters_sync(ctx, message, result, error, called)
+        if self.probe is not None:
+            self._report(ctx, error)
         result = self._conclude(ctx, result, error, reached)
         if self.is_query and (result.__class__ is Resume or result.__class__ is CoroutineType):
             return _value(result)  # a result that is itself awaitable is never awaited
@@ -205,6 +213,8 @@ class ChainRoute:
             error = exc
             _failed(ctx, exc)
         result = self._afters_sync(ctx, message, result, error, called)
+        if self.probe is not None:
+            self._report(ctx, error)
         return self._conclude(ctx, result, error, True)
 
     def _afters_sync(
@@ -260,6 +270,8 @@ class ChainRoute:
         )
         ctx.headers = headers
         ctx.hooks = self.hooks
+        if self.probe is not None:
+            enter(self.probe, self.pattern)
         return self.run(ctx, message, timeout)
 
     async def run(self, ctx: MiddlewareContext, message: Any, timeout: float | None) -> Any:
@@ -308,7 +320,18 @@ class ChainRoute:
                 result = out
             except Exception as exc:
                 self._after_failed(ctx, name, exc)
+        if self.probe is not None:
+            self._report(ctx, error)
         return self._conclude(ctx, result, error, reached)
+
+    def _report(self, ctx: MiddlewareContext, error: BaseException | None) -> None:
+        """Tell the probe how the message ended (after every hook: the duration covers
+        them, as a middleware outermost would see it)."""
+        report(
+            self.probe, self.logger, self.pattern, self.direction, self.system,
+            ctx.message_type, ctx.started, ctx.outcome, ctx.handlers, error, ctx.trace_id,
+            ctx.message,
+        )  # fmt: skip
 
     def _conclude(
         self, ctx: MiddlewareContext, result: Any, error: BaseException | None, reached: bool

@@ -14,9 +14,8 @@ handler that suspended, or a coroutine when there is more to do). A lone handler
 hooks and no timer is simply awaited; handlers that must not cost a task or a timer unless
 they suspend (the subscribers of a fan-out, a query's handler) are started eagerly.
 
-Contracts (see the bus's docstring for the public ones): the per-handler hooks
-(``handler_start`` / ``handler_end``) run in a copy of the caller's context, one per handler
-run; a failing hook is logged, never raised into the message path. Event-loop-thread only.
+Contracts (the public ones: the bus's docstring): the per-handler hooks run in a copy of
+the caller's context, one per handler run; a failing hook is logged, never raised.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from ...types import LoggerProtocol
 from .chain import Route, Step
 from .eager import CoroutineType, Resume, resume_within, start, start_in
 from .errors import NoHandlerError
-from .handlers import HandlerEntry
+from .handlers import HandlerEntry, command_failed, subscriber_failed
 from .hooks import end_hooks, start_hooks
 from .middleware import MiddlewareContext
 
@@ -51,8 +50,8 @@ class Delivery:
         handlers: dict[str, HandlerEntry],
         logger: LoggerProtocol,
     ) -> None:
-        self._subscribers = subscribers
-        self._handlers = handlers
+        self._subscribers = self.subscribers = subscribers
+        self._handlers = self.handlers = handlers
         self._logger = logger
 
     def step(self, pattern: str) -> Route:
@@ -86,12 +85,12 @@ class Delivery:
             try:
                 result = sub.fn(event)
             except Exception as exc:
-                self._subscriber_failed(message_type, sub, exc)
+                subscriber_failed(self._logger, message_type, sub, exc)
                 return "error"
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
                 return self._await_subscriber(message_type, sub, result)
             return "ok"
-        return self._fan_out(event, message_type, subs, None)
+        return self.fan_out(event, message_type, subs, None, [])
 
     def to_command_handler(self, command: Any, message_type: str, timeout: float | None) -> Any:
         """Run the handler of ``command``; its errors (and a missing handler) are logged.
@@ -103,7 +102,7 @@ class Delivery:
         try:  # simply called (awaited when async), as a lone subscriber
             result = handler.fn(command)
         except Exception as exc:
-            self._send_failed(message_type, handler, exc)
+            command_failed(self._logger, message_type, handler, exc)
             return "error"
         if handler.is_async or (result is not None and inspect.isawaitable(result)):
             return self._await_command(message_type, handler, result)
@@ -150,7 +149,7 @@ class Delivery:
         if not subs:
             ctx.outcome = "no_handler"
             return None
-        return self._fan_out(event, message_type, subs, ctx)
+        return self.fan_out(event, message_type, subs, ctx, [])
 
     def to_command_handler_observed(
         self, command: Any, message_type: str, timeout: float | None, ctx: MiddlewareContext
@@ -182,7 +181,7 @@ class Delivery:
         try:
             await running
         except Exception as exc:
-            self._subscriber_failed(message_type, sub, exc)
+            subscriber_failed(self._logger, message_type, sub, exc)
             return "error"
         return "ok"
 
@@ -193,7 +192,7 @@ class Delivery:
         try:
             await running
         except Exception as exc:
-            self._send_failed(message_type, handler, exc)
+            command_failed(self._logger, message_type, handler, exc)
             return "error"
         return "ok"
 
@@ -262,17 +261,19 @@ class Delivery:
         elif not isinstance(exc, asyncio.CancelledError):
             ctx.outcome = "error"
         if ctx.pattern == "send" and isinstance(exc, Exception):
-            self._send_failed(ctx.message_type, handler, exc)
+            command_failed(self._logger, ctx.message_type, handler, exc)
 
-    def _fan_out(
+    def fan_out(
         self,
         event: Any,
         message_type: str,
         subs: tuple[HandlerEntry, ...],
         ctx: MiddlewareContext | None,
+        errors: list[BaseException],
     ) -> Any:
         """Run every subscriber of one publish, concurrently; the outcome, or a
-        coroutine for it while some still run.
+        coroutine for it while some still run. The subscribers' errors (already logged)
+        are appended to ``errors``.
 
         Subscribers start in order. While no started subscriber is suspended, the next one
         runs eagerly in the publisher's task (most finish there without a task). Once one
@@ -280,7 +281,6 @@ class Delivery:
         in a task of its own: a started coroutine never moves to another task, because what
         it bound to the current task (``asyncio.timeout``, a ``TaskGroup``) must stay right.
         """
-        errors: list[BaseException] = []
         hooks = ctx.hooks if ctx is not None else ()
         inline: tuple[HandlerEntry, Any, Any] | None = None
         tasks: list[asyncio.Task[BaseException | None]] = []
@@ -314,7 +314,7 @@ class Delivery:
                         )
                         continue
             except Exception as exc:
-                self._subscriber_failed(message_type, sub, exc)
+                subscriber_failed(self._logger, message_type, sub, exc)
                 errors.append(exc)
                 if ctx is not None and hooks:
                     end_hooks(hooks, ctx, tokens, exc, self._logger)
@@ -384,7 +384,7 @@ class Delivery:
         try:
             await awaitable
         except Exception as exc:
-            self._subscriber_failed(message_type, sub, exc)
+            subscriber_failed(self._logger, message_type, sub, exc)
             error = exc
         except BaseException as exc:  # cancellation: end the hooks, then let it through
             if hooks and ctx is not None:
@@ -393,26 +393,6 @@ class Delivery:
         if hooks and ctx is not None:
             end_hooks(hooks, ctx, tokens, error, self._logger)
         return error
-
-    # ------------------------------------------------------------------ logging
-
-    def _subscriber_failed(self, message_type: str, sub: HandlerEntry, exc: BaseException) -> None:
-        self._logger.error(
-            "subscriber_failed",
-            message_type=message_type,
-            handler=sub.name,
-            error_type=type(exc).__name__,
-            error=str(exc),
-        )
-
-    def _send_failed(self, message_type: str, handler: HandlerEntry, exc: BaseException) -> None:
-        self._logger.error(
-            "command_failed",
-            message_type=message_type,
-            handler=handler.name,
-            error_type=type(exc).__name__,
-            error=str(exc),
-        )
 
 
 async def _value(value: Any) -> Any:

@@ -9,10 +9,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...types import LoggerProtocol
 from ..messages import HandlerFunc
 from .eager import is_async_callable
 
-__all__ = ["HandlerEntry", "check_handler", "check_name", "check_timeout", "handler_name"]
+__all__ = [
+    "HandlerEntry",
+    "check_handler",
+    "check_name",
+    "check_timeout",
+    "command_failed",
+    "handler_name",
+    "subscriber_failed",
+]
 
 
 class HandlerEntry:
@@ -50,3 +59,29 @@ def check_timeout(value: Any, what: str) -> None:
         or value <= 0
     ):
         raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+
+
+def subscriber_failed(
+    logger: LoggerProtocol, message_type: str, sub: HandlerEntry, exc: BaseException
+) -> None:
+    """Log a subscriber's error (a publish never raises it)."""
+    logger.error(
+        "subscriber_failed",
+        message_type=message_type,
+        handler=sub.name,
+        error_type=type(exc).__name__,
+        error=str(exc),
+    )
+
+
+def command_failed(
+    logger: LoggerProtocol, message_type: str, handler: HandlerEntry, exc: BaseException
+) -> None:
+    """Log a command handler's error (a send never raises it)."""
+    logger.error(
+        "command_failed",
+        message_type=message_type,
+        handler=handler.name,
+        error_type=type(exc).__name__,
+        error=str(exc),
+    )

@@ -19,6 +19,7 @@ from .chain import ChainRoute, CompiledChain, Route
 from .delivery import Delivery
 from .eager import CoroutineType, Resume
 from .middleware import PATTERNS
+from .probed import ProbedDelivery
 from .transport import ToTransport, Transport
 
 __all__ = ["IncomingRoute", "Route", "Routes", "compile_routes", "run_incoming"]
@@ -53,29 +54,42 @@ def compile_routes(
     transport: Transport | None,
     delivery: Delivery,
     logger: LoggerProtocol,
+    probe: Any = None,
 ) -> Routes:
     """Compile the route of every pattern and direction from ``chain`` (``None``: no
-    middleware) and ``transport`` (``None``: messages are delivered here)."""
+    middleware) and ``transport`` (``None``: messages are delivered here). With a
+    ``probe`` (a :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`), every route
+    reports each message to it once: the empty chain of a message delivered here through
+    :class:`~.probed.ProbedDelivery`, every other route through its :class:`ChainRoute`
+    (an empty one where no middleware applies)."""
     direction = "local" if transport is None else "out"
     system = getattr(transport, "system", "jeeves.commbus")
     out = ToTransport(transport) if transport is not None else None
+    probed = ProbedDelivery(delivery, probe, logger) if probe is not None else None
+    empty = CompiledChain((), (), ()) if probe is not None else None
     own: dict[str, Route] = {}
     incoming: dict[str, IncomingRoute] = {}
     for pattern in PATTERNS:
         here = delivery.step(pattern)
         observed = delivery.observed_step(pattern)
         scoped = chain.scoped(pattern, direction) if chain is not None else None
-        if scoped is None:
-            own[pattern] = here if out is None else out.step(pattern)
+        if scoped is None and probed is not None and out is None:
+            own[pattern] = probed.step(pattern)
         else:
-            step = observed if out is None else out.observed_step(pattern)
-            own[pattern] = ChainRoute(scoped, pattern, direction, system, step, logger).enter
+            scoped = scoped or empty
+            if scoped is None:
+                own[pattern] = here if out is None else out.step(pattern)
+            else:
+                step = observed if out is None else out.observed_step(pattern)
+                route = ChainRoute(scoped, pattern, direction, system, step, logger, probe)
+                own[pattern] = route.enter
         scoped = chain.scoped(pattern, "in") if chain is not None else None
+        scoped = scoped or empty
         incoming[pattern] = (
             IncomingRoute(here, False, pattern)
             if scoped is None
             else IncomingRoute(
-                ChainRoute(scoped, pattern, "in", system, observed, logger).enter_incoming,
+                ChainRoute(scoped, pattern, "in", system, observed, logger, probe).enter_incoming,
                 True,
                 pattern,
             )

@@ -48,7 +48,8 @@ class DispatchObserver(RegistryObserver, Protocol):
     """Telemetry for dispatch. Methods must be fast; exceptions are logged and ignored.
 
     ``attempt_start`` runs inside the attempt's own context copy, so what it makes current
-    (a span) is what the handler sees.
+    (a span) is what the handler sees. An observer with ``observes_attempts = False`` is
+    not called per attempt (see :class:`WholeDispatchObserver`).
     """
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any: ...
@@ -70,7 +71,11 @@ class DispatchObserver(RegistryObserver, Protocol):
 
 class WholeDispatchObserver:
     """Base for dispatch observers that only watch whole dispatches: the per-attempt hooks
-    of :class:`DispatchObserver` do nothing."""
+    of :class:`DispatchObserver` do nothing, and ``observes_attempts = False`` tells the
+    dispatcher so (when no observer of a dispatch watches attempts, they run as unobserved
+    ones: no context copy per attempt)."""
+
+    observes_attempts = False
 
     def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> None:
         return None

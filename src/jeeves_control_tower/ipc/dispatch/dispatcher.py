@@ -28,6 +28,7 @@ from ..bus.handlers import HandlerEntry
 from .admission import Admission, QueueFull
 from .attempt import AttemptFailed, DispatchAttempt, _current
 from .contracts import DISPATCH_OUTCOMES, DispatchHandler, DispatchObserver, RemoteDispatcher
+from .observation import Observation, observes_attempts
 from .retry import RetryPolicy
 from .service_registry import ServiceGone, ServiceRegistry
 
@@ -45,19 +46,6 @@ class _Ended(Exception):
         self.error = error
         self.attempts = 0
         self.envelope: Envelope | None = None  # already terminated elsewhere (remote)
-
-
-class _Observation:
-    """How an observed dispatch went, for its observers' ``dispatch_end``."""
-
-    __slots__ = ("attempts", "error", "observers", "outcome", "tokens")
-
-    def __init__(self, observers: tuple[DispatchObserver, ...], tokens: list[Any]) -> None:
-        self.observers = observers
-        self.tokens = tokens
-        self.outcome = "ok"
-        self.attempts = 0
-        self.error: BaseException | None = None
 
 
 class Dispatcher:
@@ -82,6 +70,7 @@ class Dispatcher:
         #: services whose handler reads ``current_attempt()`` (set only for those)
         self._attempt_aware: set[str] = set()
         self._observers: tuple[DispatchObserver, ...] = ()
+        self._per_attempt = False  # some observer wants the attempt hooks
         #: Where dispatches to a service with no local handler go (``None``: they end
         #: ``no_handler``).
         self.remote = remote
@@ -103,52 +92,31 @@ class Dispatcher:
     def add_observer(self, observer: DispatchObserver) -> None:
         """Dispatches started from now on are observed by ``observer`` too."""
         self._observers += (observer,)
+        self._per_attempt = observes_attempts(self._observers)
 
     def dispatch(self, target: DispatchTarget, envelope: Envelope) -> Coroutine[Any, Any, Envelope]:
         """The dispatch of a checked ``(target, envelope)``, to await: the resulting
         envelope, terminated with the reason when it did not end ``ok``."""
-        observers = self._observers
-        if observers:
-            return self._observed(target, envelope, observers)
-        return self._run(target, envelope, None)
-
-    async def _observed(
-        self, target: DispatchTarget, envelope: Envelope, observers: tuple[DispatchObserver, ...]
-    ) -> Envelope:
-        started = time.perf_counter()
-        tokens = []
-        for obs in observers:
-            try:
-                tokens.append(obs.dispatch_start(target, envelope))
-            except Exception as exc:
-                tokens.append(None)
-                self._observer_failed(obs, exc)
-        seen = _Observation(observers, tokens)
-        try:
-            return await self._run(target, envelope, seen)
-        except BaseException as exc:
-            seen.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-            seen.error = exc
-            raise
-        finally:
-            duration = time.perf_counter() - started
-            for obs, token in zip(observers, tokens, strict=True):
-                try:
-                    obs.dispatch_end(
-                        token, target, seen.outcome, seen.attempts, seen.error, duration
-                    )
-                except Exception as exc:
-                    self._observer_failed(obs, exc)
+        return self._run(target, envelope, self._observers or None)
 
     async def _run(
-        self, target: DispatchTarget, envelope: Envelope, seen: _Observation | None
+        self,
+        target: DispatchTarget,
+        envelope: Envelope,
+        observers: tuple[DispatchObserver, ...] | None,
     ) -> Envelope:
-        """Run the dispatch to its end; how it ended goes to ``seen`` when it is observed.
+        """Run the dispatch to its end; how it ended goes to its ``observers``, if any (in
+        this one coroutine: an observed dispatch costs no coroutine of its own).
 
         Attempts at the local handler until one succeeds, under admission; a service with
         no local handler goes to the remote dispatcher. (One coroutine for the whole
         unobserved dispatch: the attempt loop is not split out, its frame would cost a few
         per cent of the dispatch.)"""
+        seen = None
+        per_attempt = False
+        if observers is not None:
+            seen = Observation(observers, target, envelope, self._observer_failed)
+            per_attempt = self._per_attempt
         attempt = 0
         try:
             name = target.service_name
@@ -175,7 +143,7 @@ class Dispatcher:
                 began = time.perf_counter()
                 error: BaseException | None = None
                 try:
-                    if seen is None:  # unobserved: no task, no timer unless the handler suspends
+                    if not per_attempt:  # no task, no timer unless the handler suspends
                         if aware:  # it reads current_attempt(): set in a context of its own
                             context = copy_context()
                             context.run(_current.set, DispatchAttempt(target, attempt, deadline))
@@ -185,6 +153,7 @@ class Dispatcher:
                         if result.__class__ is Resume:
                             result = await self._until_deadline(result, deadline, target, attempt)
                     else:
+                        assert seen is not None
                         result = await self._observed_attempt(
                             handler, envelope, deadline, target, attempt, seen, aware
                         )
@@ -230,6 +199,14 @@ class Dispatcher:
                 seen.outcome, seen.error = ended.outcome, ended.error or ended
                 seen.attempts = ended.attempts
             return ended.envelope or self._terminate(envelope, target, ended)
+        except BaseException as exc:
+            if seen is not None:
+                seen.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+                seen.error = exc
+            raise
+        finally:
+            if seen is not None:
+                seen.end(target)
 
     async def _run_remote(
         self, target: DispatchTarget, envelope: Envelope, deadline: float
@@ -313,7 +290,7 @@ class Dispatcher:
         deadline: float,
         target: DispatchTarget,
         attempt: int,
-        seen: _Observation,
+        seen: Observation,
         aware: bool,
     ) -> Any:
         """One attempt, with the observers' attempt hooks around it, in its own context."""
@@ -339,7 +316,7 @@ class Dispatcher:
                 except Exception as exc:
                     self._observer_failed(obs, exc)
 
-    def _attempt_start(self, seen: _Observation, target: DispatchTarget, attempt: int) -> list[Any]:
+    def _attempt_start(self, seen: Observation, target: DispatchTarget, attempt: int) -> list[Any]:
         out = []
         for obs, token in zip(seen.observers, seen.tokens, strict=True):
             try:

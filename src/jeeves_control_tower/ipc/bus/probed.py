@@ -1,0 +1,270 @@
+"""The empty chain's steps with a message probe: metrics and flow without middleware.
+
+When telemetry set a :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe` on the bus
+and no middleware applies to a message produced and handled here (direction ``"local"``),
+its route is one of these steps: the handlers run exactly as on
+:class:`~.delivery.Delivery`'s empty chain (same order, same eager start, same errors
+logged), with the message counted in ``probe.inflight`` while it runs and one call of
+``probe.message(...)`` when it is done. No context object is made, no hook is looked up.
+
+Every other route with a probe (a chain, a transport, a message arriving from one) reports
+from :class:`~.chain.ChainRoute`, with the same call. Event-loop-thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from typing import Any
+
+from ...types import LoggerProtocol
+from .chain import Route
+from .delivery import Delivery
+from .eager import CoroutineType, Resume
+from .errors import NoHandlerError
+from .handlers import HandlerEntry, command_failed, subscriber_failed
+
+__all__ = ["ProbedDelivery"]
+
+_perf = time.perf_counter
+SYSTEM = "jeeves.commbus"
+
+
+class ProbedDelivery:
+    """:class:`~.delivery.Delivery`'s empty-chain steps reporting to ``probe``."""
+
+    def __init__(self, delivery: Delivery, probe: Any, logger: LoggerProtocol) -> None:
+        self._delivery = delivery
+        self._subscribers = delivery.subscribers
+        self._handlers = delivery.handlers
+        self._inflight = probe.inflight
+        self._message = probe.message
+        self._logger = logger
+
+    def step(self, pattern: str) -> Route:
+        """The route of a ``pattern`` message produced and delivered here."""
+        if pattern == "publish":
+            return self.publish
+        if pattern == "send":
+            return self.send
+        return self.query
+
+    def _done(
+        self,
+        pattern: str,
+        message_type: str,
+        started: float,
+        outcome: str,
+        handlers: Any,
+        error: Any,
+        trace_id: int | None,
+        message: Any,
+    ) -> None:
+        """:func:`~.observation.report` for a message of this route."""
+        try:
+            self._message(
+                pattern, "local", SYSTEM, message_type, started, outcome, handlers, error,
+                trace_id, message,
+            )  # fmt: skip
+        except Exception as exc:
+            self._probe_failed(exc)
+
+    def _probe_failed(self, exc: Exception) -> None:
+        self._logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
+
+    # ------------------------------------------------------------------ publish
+
+    def publish(self, event: Any, message_type: str, timeout: float | None) -> Any:
+        """As :meth:`~.delivery.Delivery.to_subscribers`, reported."""
+        inflight = self._inflight  # enter(), written out (perf)
+        inflight["publish"] = inflight.get("publish", 0) + 1
+        started = _perf()
+        subs = self._subscribers.get(message_type)
+        if not subs:
+            self._done("publish", message_type, started, "no_handler", (), None, None, event)
+            return "no_handler"
+        errors: list[BaseException] = []
+        if len(subs) == 1:  # alone: simply called, as on the unprobed path
+            sub = subs[0]
+            try:
+                result = sub.fn(event)
+            except Exception as exc:
+                subscriber_failed(self._logger, message_type, sub, exc)
+                self._done("publish", message_type, started, "error", subs, [exc], None, event)
+                return "error"
+            if sub.is_async or (result is not None and inspect.isawaitable(result)):
+                return self._publish_rest(event, message_type, subs, started, result, errors)
+            try:  # _done(), written out on the common path (perf)
+                self._message(
+                    "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
+                )
+            except Exception as exc:
+                self._probe_failed(exc)
+            return "ok"
+        outcome = self._delivery.fan_out(event, message_type, subs, None, errors)
+        if outcome.__class__ is str:
+            self._done("publish", message_type, started, outcome, subs, errors or None, None, event)
+            return outcome
+        return self._publish_rest(event, message_type, subs, started, outcome, errors)
+
+    async def _publish_rest(
+        self,
+        event: Any,
+        message_type: str,
+        subs: tuple[HandlerEntry, ...],
+        started: float,
+        running: Any,
+        errors: list[BaseException],
+    ) -> str:
+        try:
+            if len(subs) == 1:
+                try:
+                    await running
+                except Exception as exc:
+                    subscriber_failed(self._logger, message_type, subs[0], exc)
+                    errors.append(exc)
+                outcome = "error" if errors else "ok"
+            else:
+                outcome = await running
+        except BaseException as exc:
+            self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
+            raise
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "publish",
+                "local",
+                SYSTEM,
+                message_type,
+                started,
+                outcome,
+                subs,
+                errors or None,
+                None,
+                event,
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
+        return outcome
+
+    # ------------------------------------------------------------------ send
+
+    def send(self, command: Any, message_type: str, timeout: float | None) -> Any:
+        """As :meth:`~.delivery.Delivery.to_command_handler`, reported."""
+        inflight = self._inflight  # enter(), written out (perf)
+        inflight["send"] = inflight.get("send", 0) + 1
+        started = _perf()
+        handler = self._handlers.get(message_type)
+        if handler is None:
+            self._logger.warning("no_handler", pattern="send", message_type=message_type)
+            self._done("send", message_type, started, "no_handler", (), None, None, command)
+            return "no_handler"
+        try:
+            result = handler.fn(command)
+        except Exception as exc:
+            command_failed(self._logger, message_type, handler, exc)
+            self._done("send", message_type, started, "error", (handler,), exc, None, command)
+            return "error"
+        if handler.is_async or (result is not None and inspect.isawaitable(result)):
+            return self._send_rest(command, message_type, handler, started, result)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "send",
+                "local",
+                SYSTEM,
+                message_type,
+                started,
+                "ok",
+                (handler,),
+                None,
+                None,
+                command,
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
+        return "ok"
+
+    async def _send_rest(
+        self, command: Any, message_type: str, handler: HandlerEntry, started: float, running: Any
+    ) -> str:
+        try:
+            await running
+        except Exception as exc:
+            command_failed(self._logger, message_type, handler, exc)
+            self._done("send", message_type, started, "error", (handler,), exc, None, command)
+            return "error"
+        except BaseException as exc:
+            self._done("send", message_type, started, _ended(exc), (handler,), exc, None, command)
+            raise
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "send",
+                "local",
+                SYSTEM,
+                message_type,
+                started,
+                "ok",
+                (handler,),
+                None,
+                None,
+                command,
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
+        return "ok"
+
+    # ------------------------------------------------------------------ query
+
+    def query(self, query: Any, message_type: str, timeout: float | None) -> Any:
+        """As :meth:`~.delivery.Delivery.to_query_handler`, reported."""
+        inflight = self._inflight  # enter(), written out (perf)
+        inflight["query"] = inflight.get("query", 0) + 1
+        started = _perf()
+        handlers = (self._handlers.get(message_type),)
+        try:
+            result = self._delivery.to_query_handler(query, message_type, timeout)
+        except BaseException as exc:
+            self._query_failed(query, message_type, started, handlers, exc)
+            raise
+        if result.__class__ is Resume or result.__class__ is CoroutineType:
+            return self._query_rest(query, message_type, started, handlers, result)
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
+        return result
+
+    async def _query_rest(
+        self, query: Any, message_type: str, started: float, handlers: Any, running: Any
+    ) -> Any:
+        try:
+            result = await running
+        except BaseException as exc:
+            self._query_failed(query, message_type, started, handlers, exc)
+            raise
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
+        return result
+
+    def _query_failed(
+        self, query: Any, message_type: str, started: float, handlers: Any, exc: BaseException
+    ) -> None:
+        if isinstance(exc, NoHandlerError):
+            self._done("query", message_type, started, "no_handler", (), None, None, query)
+            return
+        self._done("query", message_type, started, _ended(exc), handlers, exc, None, query)
+
+
+def _ended(exc: BaseException) -> str:
+    """The outcome a message ends with when ``exc`` is raised through it."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"

@@ -1,0 +1,71 @@
+"""The observation of one dispatch: its observers' ``dispatch_start`` / ``dispatch_end``.
+
+An observer that only watches whole dispatches says so with ``observes_attempts = False``
+(:class:`~.contracts.WholeDispatchObserver` does): when no observer of a dispatch watches
+attempts, the dispatcher runs its attempts exactly as unobserved ones (no context copy, no
+attempt hooks). Event-loop-thread only; observer errors go to ``failed(observer, exc)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ...types import DispatchTarget, Envelope
+from .contracts import DispatchObserver
+
+__all__ = ["Observation", "observes_attempts"]
+
+_perf = time.perf_counter
+
+
+def observes_attempts(observers: tuple[DispatchObserver, ...]) -> bool:
+    """Whether some observer of ``observers`` wants the per-attempt hooks."""
+    return any(getattr(obs, "observes_attempts", True) for obs in observers)
+
+
+class Observation:
+    """How an observed dispatch went: started when made (every observer's
+    ``dispatch_start``, in registration order), ended with :meth:`end`."""
+
+    __slots__ = ("attempts", "error", "failed", "observers", "outcome", "started", "tokens")
+
+    def __init__(
+        self,
+        observers: tuple[DispatchObserver, ...],
+        target: DispatchTarget,
+        envelope: Envelope,
+        failed: Callable[[Any, BaseException], None],
+    ) -> None:
+        self.started = _perf()
+        self.observers = observers
+        self.failed = failed
+        self.outcome = "ok"
+        self.attempts = 0
+        self.error: BaseException | None = None
+        if len(observers) == 1:  # perf: the common case, one observer
+            obs = observers[0]
+            try:
+                self.tokens = [obs.dispatch_start(target, envelope)]
+            except Exception as exc:
+                self.tokens = [None]
+                failed(obs, exc)
+            return
+        tokens = []
+        for obs in observers:
+            try:
+                tokens.append(obs.dispatch_start(target, envelope))
+            except Exception as exc:
+                tokens.append(None)
+                failed(obs, exc)
+        self.tokens = tokens
+
+    def end(self, target: DispatchTarget) -> None:
+        """Every observer's ``dispatch_end``, with how the dispatch went."""
+        duration = _perf() - self.started
+        for obs, token in zip(self.observers, self.tokens, strict=True):
+            try:
+                obs.dispatch_end(token, target, self.outcome, self.attempts, self.error, duration)
+            except Exception as exc:
+                self.failed(obs, exc)

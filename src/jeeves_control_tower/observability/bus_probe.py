@@ -1,0 +1,307 @@
+"""BusProbe: the bus's metrics and flow record, told once per message by the bus itself.
+
+The :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe` of one instrumented bus (see
+that seam for what the bus calls, when and on which thread). Per message, one call of
+:meth:`BusProbe.message` does everything metrics and flow need, with no lock:
+
+- the Prometheus side, outside multiprocess mode: the outcome count, bucket count and sum
+  of the message's series, plain ints and floats in this probe's
+  :class:`~.aggregate.Aggregate` (folded into ``/metrics`` at scrape time by the registry's
+  collector; the in-flight counts the bus keeps in :attr:`BusProbe.inflight` are that
+  aggregate's); the bucket keeps the trace id of the message's recording span as an
+  exemplar. In multiprocess mode the same updates go to prometheus_client children bound
+  once per series (their files are what a scrape of the pre-fork server reads);
+- the OpenTelemetry messaging metrics, when a real meter provider is configured;
+- the flow record, handed off to the :class:`~.flow.FlowRecorder` (a ``deque`` append).
+
+The series of a ``(pattern, message_type)`` is found with one dict lookup (a bounded cache
+keyed by the raw type, in front of the label limiter). Single writer: the bus's
+event-loop thread; never raises (failures go to ``on_error``).
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import get_current as _get_current
+
+from ._context import recording_trace_id
+from .aggregate import Cell
+from .metrics import BusSeries, CommBusMetrics
+from .otel_metrics import OtelMetrics, outcome_error
+from .semconv import error_type
+
+__all__ = ["BusProbe", "payload_repr"]
+
+OnError = Callable[[str, str, BaseException], None]
+_now = time.time
+_perf = time.perf_counter
+_bisect = bisect_left
+#: Most raw ``(pattern, message_type)`` keys cached per probe; past it, the (bounded,
+#: folding) lookup in :class:`CommBusMetrics` is used for the new ones.
+_CACHE_LIMIT = 4096
+_PAYLOAD_LIMIT = 200
+
+
+class _GaugeCounts(dict[str, int]):
+    """Multiprocess mode: in-flight counts that also set this process's gauge (its file)."""
+
+    def __init__(self, metrics: CommBusMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def __setitem__(self, pattern: str, value: int) -> None:
+        delta = value - self.get(pattern, 0)
+        super().__setitem__(pattern, value)
+        self._metrics.inflight_for(pattern).inc(delta)  # other buses share the child
+
+
+class BusProbe:
+    """Metrics (Prometheus, OpenTelemetry) and flow records of one bus's messages.
+
+    ``metrics`` ``None``: no metrics; ``flow`` ``None``: no flow records. Counts
+    ``commbus_messages_total``, ``commbus_message_duration_seconds``,
+    ``commbus_handler_errors_total`` (each failing handler run once: every failing subscriber
+    of a publish; errors of middleware and timeouts are not handler errors),
+    ``commbus_timeouts_total{pattern="query"}`` and ``commbus_inflight_messages``.
+    """
+
+    def __init__(
+        self,
+        metrics: CommBusMetrics | None,
+        *,
+        otel: OtelMetrics | None = None,
+        flow: Any = None,
+        on_error: OnError,
+    ) -> None:
+        self.metrics = metrics
+        self.otel = otel
+        self.flow = flow
+        self._on_error = on_error
+        collector = metrics.aggregate if metrics is not None else None
+        self._aggregate = collector.attach(self) if collector is not None else None
+        self.inflight: dict[str, int] = (
+            self._aggregate.inflight
+            if self._aggregate is not None
+            else _GaugeCounts(metrics)
+            if metrics is not None
+            else {}
+        )
+        self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, type)
+        self._series: dict[tuple[str, str], BusSeries] = {}  # multiprocess: raw key -> children
+        self._record_payloads = bool(getattr(flow, "record_payloads", False))
+        self._handoff = getattr(flow, "handoff", None)
+        self._drain_at = getattr(flow, "capacity", 0)
+        if flow is not None:
+            flow.add_writer(self)
+
+    def message(
+        self,
+        pattern: str,
+        direction: str,
+        system: str,
+        message_type: str,
+        started: float,
+        outcome: str,
+        handlers: Any,
+        error: Any,
+        trace_id: int | None,
+        message: Any,
+    ) -> None:
+        """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`).
+        The common case is written out in one frame (perf: every call here is per message)."""
+        seconds = _perf() - started
+        self.inflight[pattern] -= 1
+        if trace_id is None:
+            current = _get_current()
+            trace_id = 0 if not current else recording_trace_id()
+        destination = message_type
+        if self.metrics is not None:
+            try:
+                cells = self._cells.get((pattern, message_type))
+                if cells is not None:  # the aggregate path, bound: Cell.observe, inlined
+                    cell, destination = cells
+                    outcomes = cell.outcomes
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    i = _bisect(cell.bounds, seconds)
+                    cell.counts[i] += 1
+                    cell.sum += seconds
+                    if trace_id:
+                        cell.exemplars[i] = (trace_id, seconds, _now())
+                    if outcome == "timeout":
+                        cell.extra[0] += 1
+                elif self._aggregate is not None:
+                    destination = self._count(pattern, message_type, seconds, outcome, trace_id)
+                else:
+                    destination = self._record(pattern, message_type, seconds, outcome, trace_id)
+                if outcome == "error" and error is not None and handlers:
+                    self._handler_errors(pattern, message_type, error)
+            except Exception as exc:
+                self._on_error("metrics", "message", exc)
+            otel = self.otel
+            if otel is not None:
+                try:
+                    if otel.live or (started >= otel.next_look and otel.look(started)):
+                        self._otel(
+                            otel,
+                            direction,
+                            system,
+                            pattern,
+                            destination,
+                            seconds,
+                            outcome,
+                            handlers,
+                            error,
+                        )
+                except Exception as exc:
+                    self._on_error("otel_metrics", "message", exc)
+        flow = self.flow
+        if flow is not None:
+            try:
+                raw = (
+                    started, pattern, message_type, handlers, seconds, outcome,
+                    _flow_error(error) if error is not None else None, trace_id,
+                    payload_repr(message) if self._record_payloads else None, 0,
+                )  # fmt: skip
+                handoff = self._handoff
+                if flow.sink is None and handoff is flow.handoff:  # the lock-free hand-off
+                    handoff.append(raw)
+                    if len(handoff) >= self._drain_at:
+                        flow.drain()
+                else:
+                    flow.store(raw)
+            except Exception as exc:
+                self._on_error("flow", "message", exc)
+
+    def _otel(
+        self,
+        otel: OtelMetrics,
+        direction: str,
+        system: str,
+        pattern: str,
+        destination: str,
+        seconds: float,
+        outcome: str,
+        handlers: Any,
+        error: Any,
+    ) -> None:
+        """The OpenTelemetry side: a message produced here is sent (direction local/out);
+        one delivered to local handlers (local/in) is consumed and processed."""
+        assert self.metrics is not None
+        etype = outcome_error(outcome, _one(error), self.metrics.error_types)
+        if direction != "in":
+            otel.sent(system, pattern, destination, etype, seconds)
+        if direction != "out" and handlers:
+            otel.consumed(system, destination, etype, seconds)
+
+    def _count(
+        self, pattern: str, message_type: str, seconds: float, outcome: str, trace_id: int
+    ) -> str:
+        """The aggregate path: what :meth:`Cell.observe` does, inlined (perf)."""
+        key = (pattern, message_type)
+        found = self._cells.get(key)
+        if found is None:
+            found = self._bind_cell(key)
+        cell = found[0]
+        outcomes = cell.outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        i = _bisect(cell.bounds, seconds)
+        cell.counts[i] += 1
+        cell.sum += seconds
+        if trace_id:
+            cell.exemplars[i] = (trace_id, seconds, _now())
+        if outcome == "timeout":
+            cell.extra[0] += 1
+        return found[1]
+
+    def _bind_cell(self, key: tuple[str, str]) -> tuple[Cell, str]:
+        assert self._aggregate is not None and self.metrics is not None
+        message_type = self.metrics.message_types(key[1])
+        found = (self._aggregate.bus_cell(key[0], message_type), message_type)
+        if len(self._cells) < _CACHE_LIMIT:
+            self._cells[key] = found
+        return found
+
+    def _record(
+        self, pattern: str, message_type: str, seconds: float, outcome: str, trace_id: int
+    ) -> str:
+        """The multiprocess path: prometheus_client children, bound once per series."""
+        metrics = self.metrics
+        assert metrics is not None
+        key = (pattern, message_type)
+        series = self._series.get(key)
+        if series is None:
+            series = metrics.bus_series(pattern, message_type)
+            if len(self._series) < _CACHE_LIMIT:
+                self._series[key] = series
+        counter = series.outcomes.get(outcome)
+        if counter is None:
+            counter = series.outcomes[outcome] = metrics.messages_total.labels(
+                pattern, series.message_type, outcome
+            )
+        counter.inc()
+        if trace_id:
+            series.duration.observe(seconds, {"trace_id": format(trace_id, "032x")})
+        else:
+            series.duration.observe(seconds)
+        if outcome == "timeout" and series.timeouts is not None:
+            series.timeouts.inc()
+        return series.message_type
+
+    def _handler_errors(self, pattern: str, message_type: str, error: Any) -> None:
+        """Count each failing handler run in ``error`` under its folded ``error_type``."""
+        metrics = self.metrics
+        assert metrics is not None
+        if isinstance(error, list):
+            errors: Any = error
+        elif pattern == "publish" and isinstance(error, BaseExceptionGroup):
+            errors = error.exceptions
+        else:
+            errors = (error,)
+        labels = [metrics.error_types(error_type(exc)) for exc in errors]
+        if self._aggregate is not None:
+            cell = self._cells.get((pattern, message_type)) or self._bind_cell(
+                (pattern, message_type)
+            )
+            counts = cell[0].errors
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+            return
+        series = self._series.get((pattern, message_type)) or metrics.bus_series(
+            pattern, message_type
+        )
+        for label in labels:
+            child = series.errors.get(label)
+            if child is None:
+                child = series.errors[label] = metrics.handler_errors.labels(
+                    pattern, series.message_type, label
+                )
+            child.inc()
+
+
+def _one(error: Any) -> BaseException | None:
+    """One exception for ``error`` (a list of subscriber errors becomes its only one, or a
+    group of them)."""
+    if isinstance(error, list):
+        if len(error) == 1:
+            return error[0]  # type: ignore[no-any-return]
+        return ExceptionGroup(f"{len(error)} subscribers failed", error)
+    return error  # type: ignore[no-any-return]
+
+
+def _flow_error(error: Any) -> str:
+    if isinstance(error, list):
+        return error_type(error[0]) if len(error) == 1 else "ExceptionGroup"
+    return error_type(error)
+
+
+def payload_repr(message: Any) -> str:
+    """A message's ``repr`` for a flow record, cut to 200 characters."""
+    try:
+        text = repr(message)
+    except Exception:
+        return f"<unrepresentable {type(message).__name__}>"
+    return text[:_PAYLOAD_LIMIT]
