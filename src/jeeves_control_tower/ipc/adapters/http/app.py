@@ -18,7 +18,9 @@ included, requires ``Authorization: Bearer <token>``.
 built-ins, read when the app is made), each under the pattern(s) of its class's
 ``category`` (:mod:`jeeves_control_tower.contracts.catalog`). ``timeout`` bounds queries
 and dispatches (a caller's ``Jeeves-Deadline-Ms`` may shorten it); ``max_body_bytes``
-bounds request bodies (default 1 MiB).
+bounds request bodies (default 1 MiB) and ``read_timeout`` the time the whole body may
+take to arrive (default 5 s, else ``408``; the request line and headers are the ASGI
+server's to bound: see ``jeeves-ipc serve-http``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int = 1 << 20,
     timeout: float = 30.0,
+    read_timeout: float = 5.0,
     transports: Sequence[Any] = (),
     title: str = "jeeves bus",
     tracer_provider: trace.TracerProvider | None = None,
@@ -66,8 +69,8 @@ def create_app(
 ) -> Starlette:
     """The HTTP face of ``target`` (a coordinator: dispatch too; a bus: messages only;
     ``None``: the global bus). See the module docstring."""
-    if max_body_bytes < 1 or not timeout > 0:
-        raise ValueError("max_body_bytes >= 1 and timeout > 0 are required")
+    if max_body_bytes < 1 or not timeout > 0 or not read_timeout > 0:
+        raise ValueError("max_body_bytes >= 1, timeout > 0 and read_timeout > 0 are required")
     if token is not None and not token:
         raise ValueError("token must be a non-empty string (or None)")
     coordinator = target if isinstance(target, CommBusCoordinator) else None
@@ -86,6 +89,7 @@ def create_app(
         token=token,
         max_body_bytes=max_body_bytes,
         timeout=timeout,
+        read_timeout=read_timeout,
         telemetry=HttpTelemetry(
             tracer_provider=tracer_provider, metrics_registry=metrics_registry, metrics=metrics
         ),

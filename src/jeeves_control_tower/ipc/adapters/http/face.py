@@ -2,7 +2,8 @@
 
 Order of checks (the first failing one answers): bearer token (401), ``Content-Type``
 ``application/json`` (415), body within ``max_body_bytes`` by its declared length and as
-read (413), JSON (400), a known message type offered with this pattern or a registered
+read (413), the whole body read within ``read_timeout`` of the request's arrival (408,
+``Connection: close``), JSON (400), a known message type offered with this pattern or a registered
 service (404), the payload against the message class (422). Then:
 
 - ``publish`` / ``send``: ``await bus.publish(message)`` / ``bus.send(message)``, ``202``
@@ -24,6 +25,7 @@ than a bounded excerpt.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 from collections.abc import Mapping
@@ -66,6 +68,7 @@ class BusFace:
         token: str | None,
         max_body_bytes: int,
         timeout: float,
+        read_timeout: float,
         telemetry: HttpTelemetry,
         logger: LoggerProtocol,
     ) -> None:
@@ -76,6 +79,7 @@ class BusFace:
         self._token = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
+        self.read_timeout = read_timeout
         self.telemetry = telemetry
         self.logger = logger
 
@@ -155,11 +159,17 @@ class BusFace:
             raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
-            chunks.append(chunk)
+        try:
+            # One deadline for the whole body, however the bytes trickle in.
+            async with asyncio.timeout(self.read_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            detail = f"the body did not arrive within {self.read_timeout:.3g}s"
+            raise self._rejected("request-timeout", "read_timeout", detail) from None
         return b"".join(chunks)
 
     def _deadline(self, request: Request) -> float:

@@ -179,6 +179,7 @@ _ALWAYS = (
     "malformed",
     "unauthorized",
     "not-found",
+    "request-timeout",
     "too-large",
     "unsupported-media-type",
     "invalid-payload",

@@ -1,0 +1,103 @@
+"""The face against hostile requests, driven at the ASGI level (no server in between): a
+body that never finishes, a client that goes away, bad deadline headers, huge names."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from jeeves_control_tower.ipc.adapters.http import create_app
+from tests.ipc.adapters.http.messages import Wired, registry
+
+
+@dataclass
+class Answer:
+    status: int | None
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def call(
+    app: Any,
+    path: str,
+    chunks: Sequence[bytes],
+    *,
+    then: str = "end",
+    headers: dict[str, str] | None = None,
+) -> Answer:
+    """One ``POST path`` whose body arrives as ``chunks``; ``then`` is what the client
+    does next: ``end`` (the body is complete), ``hang`` (sends nothing more, stays) or
+    ``disconnect``."""
+    raw_headers = {"content-type": "application/json", **(headers or {})}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in raw_headers.items()],
+        "client": ("127.0.0.1", 1234),
+        "server": ("face", 80),
+    }
+    events: list[dict[str, Any]] = [
+        {"type": "http.request", "body": c, "more_body": True} for c in chunks
+    ]
+    if then == "end":
+        events.append({"type": "http.request", "body": b"", "more_body": False})
+    elif then == "disconnect":
+        events.append({"type": "http.disconnect"})
+
+    async def receive() -> dict[str, Any]:
+        if events:
+            return events.pop(0)
+        await asyncio.Event().wait()  # a client that never sends again
+        raise AssertionError("unreachable")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 10)
+    start = next((m for m in sent if m["type"] == "http.response.start"), None)
+    return Answer(
+        start["status"] if start else None,
+        {k.decode(): v.decode() for k, v in start["headers"]} if start else {},
+        b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"),
+    )
+
+
+def rejected(metrics: CollectorRegistry, reason: str) -> float | None:
+    return metrics.get_sample_value(
+        "commbus_wire_rejected_total", {"transport": "http", "reason": reason}
+    )
+
+
+async def test_a_body_that_stops_coming_is_answered_408() -> None:
+    metrics = CollectorRegistry()
+    wired = Wired()
+    app = create_app(
+        wired.coordinator, registry=registry(), read_timeout=0.3, metrics_registry=metrics
+    )
+    answer = await call(
+        app, "/v1/query/GetBalance", [b'{"acc'], then="hang", headers={"content-length": "100"}
+    )
+    assert answer.status == 408 and answer.headers["connection"] == "close"
+    assert answer.json()["type"].endswith(":problem:request-timeout")
+    assert rejected(metrics, "read_timeout") == 1
+    # A body trickling in one byte at a time is bounded by the same single deadline.
+    slow = create_app(wired.coordinator, registry=registry(), read_timeout=0.3, metrics=False)
+    answer = await call(slow, "/v1/query/GetBalance", [b" "] * 5, then="hang")
+    assert answer.status == 408
