@@ -10,7 +10,9 @@ Routes (all ``POST`` but the two documents): ``/v1/publish/{type}``, ``/v1/send/
 ``/v1/dispatch/{service}`` (the :mod:`.envelope` contract); ``GET /openapi.json``
 (:mod:`.openapi`) and ``GET /asyncapi.json``
 (:func:`jeeves_control_tower.contracts.asyncapi_document`, listing this face and the
-``transports`` given). How each request is checked and answered: :mod:`.face`; errors are
+``transports`` given, the face itself at ``public_url`` when given, else at the address
+and mount path the connection reached: never a request header, since the documents are
+cached). How each request is checked and answered: :mod:`.face`; errors are
 RFC 9457 problem details (:mod:`.problems`). With ``token`` every route, documents
 included, requires ``Authorization: Bearer <token>``.
 
@@ -26,8 +28,9 @@ server's to bound: see ``jeeves-ipc serve-http``).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from starlette.applications import Starlette
@@ -61,6 +64,7 @@ def create_app(
     timeout: float = 30.0,
     read_timeout: float = 5.0,
     transports: Sequence[Any] = (),
+    public_url: str | None = None,
     title: str = "jeeves bus",
     tracer_provider: trace.TracerProvider | None = None,
     metrics_registry: Any = None,
@@ -71,6 +75,8 @@ def create_app(
     ``None``: the global bus). See the module docstring."""
     if max_body_bytes < 1 or not timeout > 0 or not read_timeout > 0:
         raise ValueError("max_body_bytes >= 1, timeout > 0 and read_timeout > 0 are required")
+    if public_url is not None:
+        public_url = _checked_url(public_url)
     if token is not None and not token:
         raise ValueError("token must be a non-empty string (or None)")
     coordinator = target if isinstance(target, CommBusCoordinator) else None
@@ -102,8 +108,11 @@ def create_app(
             return Problem("unauthorized", "missing or wrong bearer token").response(
                 request.url.path
             )
+        # Never from a request header (Host, X-Forwarded-*): the documents are cached and
+        # served to everyone. The mount path and the socket's address are the server's.
         root = request.scope.get("root_path", "") or ""
-        key = (kind, root)
+        base = public_url or _local_base(request.scope, root)
+        key = (kind, base)
         body = documents.get(key)
         if body is None:
             if kind == "openapi":
@@ -113,10 +122,9 @@ def create_app(
                     dispatch=coordinator is not None,
                     token=token is not None,
                     title=title,
-                    server_url=root or "/",
+                    server_url=public_url or root or "/",
                 )
             else:
-                base = f"{request.url.scheme}://{request.url.netloc}{root}"
                 doc = asyncapi_document(
                     registry,
                     [HttpFaceDescription(base), *transports],
@@ -145,3 +153,24 @@ def create_app(
         Route("/asyncapi.json", asyncapi, methods=["GET"]),
     ]
     return Starlette(routes=routes)
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("public_url must be http(s)://host[:port][/path]")
+    return url.rstrip("/")
+
+
+def _local_base(scope: Mapping[str, Any], root: str) -> str:
+    """The face's URL by the address the connection reached (the ASGI ``server``, taken
+    from the socket by the server), never by what the caller claims."""
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    server = scope.get("server")
+    if not server:
+        return f"{scheme}://localhost{root}"
+    host, port = server[0], server[1]
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    default = 443 if scheme == "https" else 80
+    netloc = host if port in (None, default) else f"{host}:{int(port)}"
+    return f"{scheme}://{netloc}{root}"

@@ -76,6 +76,11 @@ def add_serve_http_command(commands: Any) -> None:
         default=16 << 10,
         help="request line + headers bound, bytes (16 KiB; else 400)",
     )
+    parser.add_argument(
+        "--public-url",
+        help="the face's base URL as callers reach it, named by /openapi.json and "
+        "/asyncapi.json (default: the address a connection reached)",
+    )
     parser.set_defaults(run=run_serve_http)
 
 
@@ -124,6 +129,7 @@ def run_serve_http(args: argparse.Namespace) -> int:
         "max_body_bytes": args.max_body_bytes,
         "timeout": args.timeout,
         "read_timeout": args.read_timeout,
+        "public_url": args.public_url,
     }
     if args.messages:
         registry = _load(args.messages)
