@@ -9,9 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc.adapters.http import create_app
+from tests.helpers import ListLogger
 from tests.ipc.adapters.http.messages import Wired, registry
 
 
@@ -101,3 +106,34 @@ async def test_a_body_that_stops_coming_is_answered_408() -> None:
     slow = create_app(wired.coordinator, registry=registry(), read_timeout=0.3, metrics=False)
     answer = await call(slow, "/v1/query/GetBalance", [b" "] * 5, then="hang")
     assert answer.status == 408
+
+
+async def test_a_client_leaving_mid_body_is_not_a_server_fault() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    metrics = CollectorRegistry()
+    logger = ListLogger()
+    wired = Wired()
+    app = create_app(
+        wired.coordinator,
+        registry=registry(),
+        tracer_provider=provider,
+        metrics_registry=metrics,
+        logger=logger,
+    )
+    await call(
+        app,
+        "/v1/query/GetBalance",
+        [b'{"acc'],
+        then="disconnect",
+        headers={"content-length": "100"},
+    )
+    (span,) = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    attributes = dict(span.attributes or {})
+    assert attributes["error.type"] == "client_disconnect"
+    assert "http.response.status_code" not in attributes
+    assert span.status.status_code is StatusCode.UNSET
+    assert rejected(metrics, "client_disconnect") == 1
+    assert logger.messages("error") == []
+    assert logger.messages("info") == ["http_face_client_disconnected"]

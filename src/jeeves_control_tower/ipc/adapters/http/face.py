@@ -3,8 +3,8 @@
 Order of checks (the first failing one answers): bearer token (401), ``Content-Type``
 ``application/json`` (415), body within ``max_body_bytes`` by its declared length and as
 read (413), the whole body read within ``read_timeout`` of the request's arrival (408,
-``Connection: close``), JSON (400), a known message type offered with this pattern or a registered
-service (404), the payload against the message class (422). Then:
+``Connection: close``), JSON (400), a known message type offered with this pattern or a
+registered service (404), the payload against the message class (422). Then:
 
 - ``publish`` / ``send``: ``await bus.publish(message)`` / ``bus.send(message)``, ``202``
   once the bus took it (its subscribers or handler have run: the bus's own semantics);
@@ -16,6 +16,10 @@ service (404), the payload against the message class (422). Then:
   process's face can be another's HTTP service); ended ``unknown_service``/``no_handler``
   404, ``unhealthy``/``overloaded`` 503, ``timeout`` 504, each with the envelope in the
   problem's ``envelope`` member; ended ``error`` is a 200 with the terminated envelope.
+
+A client that disconnects before its body ends gets nothing (there is nobody to answer):
+counted as ``commbus_wire_rejected_total{reason="client_disconnect"}``, logged at info,
+its span given ``error.type=client_disconnect`` and no status code, not marked an error.
 
 The time a query or dispatch may take is the smallest of the server's bound and the
 caller's ``Jeeves-Deadline-Ms``. Everything arriving is hostile: sizes are bounded before
@@ -31,7 +35,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ....types import DispatchTarget, Envelope, LoggerProtocol, SchedulingPriority
@@ -46,6 +50,8 @@ from .telemetry import HttpTelemetry
 __all__ = ["BusFace"]
 
 _JSON_TYPES = ("application/json",)
+#: ``error.type`` and rejection reason of a request whose client left before its body ended.
+CLIENT_DISCONNECT = "client_disconnect"
 _OUTCOME_PROBLEM = {
     "unknown_service": "no-handler",
     "no_handler": "no-handler",
@@ -101,6 +107,12 @@ class BusFace:
             except Problem as problem:
                 telemetry.server_outcome(span, problem.status, problem.kind)
                 return problem.response(instance)
+            except ClientDisconnect:  # the caller's doing, not a server fault: no 5xx
+                telemetry.metrics.rejected(CLIENT_DISCONNECT)
+                telemetry.server_aborted(span, CLIENT_DISCONNECT)
+                self.logger.info("http_face_client_disconnected", op=op)
+                # Never delivered (nobody is listening); the ASGI call still needs one.
+                return Response(status_code=400, headers={"Connection": "close"})
             except Exception as exc:  # a bug here: answer 500, never the traceback
                 self.logger.error("http_face_failed", op=op, error_type=type(exc).__name__)
                 failed = Problem("handler-failed", f"internal error ({type(exc).__name__})")
