@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -52,7 +53,7 @@ async def call(
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(k.lower().encode(), v.encode()) for k, v in raw_headers.items()],
+        "headers": [(k.lower().encode(), v.encode("latin-1")) for k, v in raw_headers.items()],
         "client": ("127.0.0.1", 1234),
         "server": ("face", 80),
     }
@@ -137,3 +138,35 @@ async def test_a_client_leaving_mid_body_is_not_a_server_fault() -> None:
     assert rejected(metrics, "client_disconnect") == 1
     assert logger.messages("error") == []
     assert logger.messages("info") == ["http_face_client_disconnected"]
+
+
+@pytest.mark.parametrize("given", ["\u00b2", "9" * 5000, "-1", "1e3", "0x10", "1234567890", ""])
+async def test_a_malformed_deadline_header_is_a_400(given: str) -> None:
+    metrics = CollectorRegistry()
+    wired = Wired()
+    app = create_app(wired.coordinator, registry=registry(), metrics_registry=metrics)
+    body = json.dumps({"account": "a"}).encode()
+    for path in ("/v1/query/GetBalance", "/v1/dispatch/svc"):
+        answer = await call(app, path, [body], headers={"jeeves-deadline-ms": given})
+        assert answer.status == 400, (path, answer.body[:200])
+        problem = answer.json()
+        assert problem["type"].endswith(":problem:bad-header")
+        assert "Jeeves-Deadline-Ms" in problem["detail"] and len(answer.body) < 1000
+    assert rejected(metrics, "malformed") == 2
+    # Only queries and dispatches read it (as documented in /openapi.json).
+    order = {"order_id": "o1", "lines": [1], "total": {"amount": 3, "currency": "USD"}}
+    answer = await call(
+        app,
+        "/v1/publish/OrderPlaced",
+        [json.dumps(order).encode()],
+        headers={"jeeves-deadline-ms": given},
+    )
+    assert answer.status == 202
+
+
+async def test_a_zero_deadline_header_leaves_the_servers_bound() -> None:
+    app = create_app(Wired().coordinator, registry=registry(), metrics=False)
+    answer = await call(
+        app, "/v1/query/GetBalance", [b'{"account": "a"}'], headers={"jeeves-deadline-ms": "0"}
+    )
+    assert answer.status == 200 and answer.json()["result"]["cents"] == 1200

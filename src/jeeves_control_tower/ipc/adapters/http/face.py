@@ -22,7 +22,8 @@ counted as ``commbus_wire_rejected_total{reason="client_disconnect"}``, logged a
 its span given ``error.type=client_disconnect`` and no status code, not marked an error.
 
 The time a query or dispatch may take is the smallest of the server's bound and the
-caller's ``Jeeves-Deadline-Ms``. Everything arriving is hostile: sizes are bounded before
+caller's ``Jeeves-Deadline-Ms`` (1 to 9 ASCII digits, else 400 ``bad-header``; 0: no
+bound of the caller's). Everything arriving is hostile: sizes are bounded before
 reading, JSON nesting by the parser's recursion limit, and error details never echo more
 than a bounded excerpt.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,6 +52,7 @@ from .telemetry import HttpTelemetry
 __all__ = ["BusFace"]
 
 _JSON_TYPES = ("application/json",)
+_DEADLINE_MS = re.compile(r"[0-9]{1,9}", re.ASCII)
 #: ``error.type`` and rejection reason of a request whose client left before its body ended.
 CLIENT_DISCONNECT = "client_disconnect"
 _OUTCOME_PROBLEM = {
@@ -136,11 +139,11 @@ class BusFace:
             raise self._rejected(
                 "malformed", "malformed", f"not JSON ({type(exc).__name__})"
             ) from None
-        deadline = self._deadline(request)
         if op == "dispatch":
-            return await self._dispatch(name, data, deadline)
+            return await self._dispatch(name, data, self._deadline(request))
         if op not in self.patterns.get(name, ()):
             raise self._rejected("not-found", "unknown_type", f"no {op} of {name[:100]!r} here")
+        deadline = self._deadline(request) if op == "query" else self.timeout
         try:
             message = self.registry.from_payload(name, data)
         except WireError as exc:
@@ -185,10 +188,16 @@ class BusFace:
         return b"".join(chunks)
 
     def _deadline(self, request: Request) -> float:
+        """The server's bound, shortened by ``Jeeves-Deadline-Ms`` when that is 1 to 9
+        ASCII digits and not 0 (absent or 0: the server's bound); anything else is a 400."""
         given = request.headers.get(DEADLINE_HEADER.lower())
-        if given is not None and given.isdigit() and int(given) > 0:
-            return min(self.timeout, int(given) / 1000.0)
-        return self.timeout
+        if given is None:
+            return self.timeout
+        if _DEADLINE_MS.fullmatch(given) is None:
+            detail = f"{DEADLINE_HEADER} must be 1 to 9 ASCII digits (milliseconds)"
+            raise self._rejected("bad-header", "malformed", detail)
+        ms = int(given)
+        return min(self.timeout, ms / 1000.0) if ms > 0 else self.timeout
 
     def _result(self, result: Any) -> Response:
         body: dict[str, Any]

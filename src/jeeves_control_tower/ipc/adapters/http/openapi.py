@@ -152,7 +152,10 @@ def _deadline_header() -> dict[str, Any]:
         "name": DEADLINE_HEADER,
         "in": "header",
         "required": False,
-        "description": "milliseconds the caller waits at most (bounds the server's own limit)",
+        "description": (
+            "milliseconds the caller waits at most (bounds the server's own limit; 0: the "
+            "server's limit alone); anything but 1 to 9 ASCII digits is a 400"
+        ),
         "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
     }
 
@@ -191,7 +194,7 @@ def _message_op(contract: MessageContract, pattern: str) -> dict[str, Any]:
     more: tuple[str, ...]
     if pattern == "query":
         ok = {"200": {"description": "the handler's result", "content": _content(_RESULT)}}
-        more = ("no-handler", "unserialisable-result", "unavailable", "timeout")
+        more = ("bad-header", "no-handler", "unserialisable-result", "unavailable", "timeout")
     else:
         ok = {"202": {"description": "taken by the bus", "content": _content(_ACCEPTED)}}
         more = ("unavailable",)
@@ -217,6 +220,6 @@ def _dispatch_op() -> dict[str, Any]:
         "requestBody": {"required": True, "content": _content("DispatchRequest")},
         "responses": {
             "200": {"description": "the resulting envelope", "content": _content("Envelope")},
-            **_problems(*_ALWAYS, "no-handler", "unavailable", "timeout"),
+            **_problems(*_ALWAYS, "bad-header", "no-handler", "unavailable", "timeout"),
         },
     }

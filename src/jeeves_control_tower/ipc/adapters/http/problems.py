@@ -21,6 +21,7 @@ _TAG = "tag:jeeves-control-tower,2026:problem:"
 #: kind -> (status, title): every problem the face answers with.
 KINDS: dict[str, tuple[int, str]] = {
     "malformed": (400, "The request body is not valid JSON"),
+    "bad-header": (400, "A request header is malformed"),
     "unauthorized": (401, "A valid bearer token is required"),
     "not-found": (404, "No such message type or service"),
     "no-handler": (404, "Nothing handles this message type or service"),
