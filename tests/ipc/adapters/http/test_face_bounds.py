@@ -17,6 +17,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc.adapters.http import create_app
+from jeeves_control_tower.ipc.adapters.http.envelope import MAX_ID
+from jeeves_control_tower.ipc.adapters.http.openapi import ENVELOPE_SCHEMA
 from tests.helpers import ListLogger
 from tests.ipc.adapters.http.messages import Wired, registry
 
@@ -170,3 +172,45 @@ async def test_a_zero_deadline_header_leaves_the_servers_bound() -> None:
         app, "/v1/query/GetBalance", [b'{"account": "a"}'], headers={"jeeves-deadline-ms": "0"}
     )
     assert answer.status == 200 and answer.json()["result"]["cents"] == 1200
+
+
+def dispatch_body(**changes: Any) -> dict[str, Any]:
+    context = {"request_id": "r1", "capability": "c", **changes.pop("context", {})}
+    target = {"service_name": "svc", "method": "run", **changes.pop("target", {})}
+    envelope = {"request_context": context, **changes}
+    return {"target": target, "envelope": envelope}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (dispatch_body(target={"method": "m" * 300_000}), "target.method"),
+        (dispatch_body(target={"service_name": "s" * 257}), "target.service_name"),
+        (dispatch_body(target={"method": "run\n"}), "target.method"),
+        (dispatch_body(target={"priority": "p" * 10_000}), "target.priority"),
+        (dispatch_body(context={"request_id": "r" * 300_000}), "request_context.request_id"),
+        (dispatch_body(context={"capability": "c" * 257}), "request_context.capability"),
+        (dispatch_body(context={"trace_id": "\x00"}), "request_context.trace_id"),
+        (dispatch_body(request_id="r" * 257), "envelope.request_id"),
+        (dispatch_body(envelope_id="e" * 257), "envelope.envelope_id"),
+        (dispatch_body(session_id="s" * 257), "envelope.session_id"),
+    ],
+)
+async def test_dispatch_identifiers_are_bounded(body: dict[str, Any], field: str) -> None:
+    wired = Wired()
+    app = create_app(wired.coordinator, registry=registry(), metrics=False)
+    answer = await call(app, "/v1/dispatch/svc", [json.dumps(body).encode()])
+    assert answer.status == 422, answer.body[:200]
+    problem = answer.json()
+    assert problem["type"].endswith(":problem:invalid-payload") and field in problem["detail"]
+    assert len(answer.body) < 1000  # the value is never echoed
+
+
+async def test_dispatch_identifiers_at_the_bound_are_taken() -> None:
+    app = create_app(Wired().coordinator, registry=registry(), metrics=False)
+    body = dispatch_body(target={"method": "m" * 256}, context={"request_id": "r" * 256})
+    answer = await call(app, "/v1/dispatch/svc", [json.dumps(body).encode()])
+    assert answer.status == 200
+    assert answer.json()["request_context"]["request_id"] == "r" * 256
+    context = ENVELOPE_SCHEMA["properties"]["request_context"]["properties"]
+    assert context["request_id"]["maxLength"] == MAX_ID == 256  # the contract says so too

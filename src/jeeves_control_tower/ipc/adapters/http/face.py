@@ -45,7 +45,7 @@ from ... import InMemoryCommBus, NoHandlerError, QueryAbortedError, TransportErr
 from ...dispatch import CommBusCoordinator
 from ..metrics import RECEIVED, SENT
 from ..wire import MessageRegistry, WireError
-from .envelope import DEADLINE_HEADER, AnswerError, target_from_json
+from .envelope import DEADLINE_HEADER, AnswerError, check_identifiers, target_from_json
 from .problems import Problem
 from .telemetry import HttpTelemetry
 
@@ -221,6 +221,7 @@ class BusFace:
             if not isinstance(data, dict) or not isinstance(data.get("envelope"), dict):
                 raise AnswerError("the body must be an object with an envelope object")
             wanted = target_from_json(data.get("target"))
+            check_identifiers(wanted, data["envelope"])
             retries = wanted.get("max_retries", 0)
             if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
                 raise AnswerError("target.max_retries must be an integer within 0..10")
