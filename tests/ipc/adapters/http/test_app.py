@@ -272,3 +272,30 @@ async def test_documents(face: httpx2.AsyncClient) -> None:
         }
     }
     assert asyncapi["channels"]["http.query.GetBalance"]["address"] == "/v1/query/GetBalance"
+
+
+async def test_documents_never_take_the_host_header(wired: Wired) -> None:
+    """The documents are cached: a caller's ``Host`` must not become everyone's server."""
+    app = create_app(wired.coordinator, registry=registry(), metrics=False)
+    evil = {"Host": "attacker.example:666", "X-Forwarded-Host": "attacker.example"}
+    async with uvicorn_app(app) as base, httpx2.AsyncClient() as c:
+        for path in ("/asyncapi.json", "/openapi.json"):
+            r = await c.get(base + path, headers=evil)
+            assert r.status_code == 200 and "attacker" not in r.text
+        asyncapi = (await c.get(base + "/asyncapi.json")).json()
+        assert asyncapi["servers"]["http"]["host"] == base.removeprefix("http://")
+    public = create_app(
+        wired.coordinator, registry=registry(), public_url="https://api.example/bus/"
+    )
+    async with client(public) as c:
+        asyncapi = (await c.get("/asyncapi.json", headers=evil)).json()
+        server = asyncapi["servers"]["https"]
+        assert (server["host"], server["protocol"], server["pathname"]) == (
+            "api.example",
+            "https",
+            "/bus",
+        )
+        openapi = (await c.get("/openapi.json", headers=evil)).json()
+        assert openapi["servers"] == [{"url": "https://api.example/bus"}]
+    with pytest.raises(ValueError, match="public_url"):
+        create_app(wired.coordinator, registry=registry(), public_url="ftp://x")

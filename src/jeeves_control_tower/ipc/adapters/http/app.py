@@ -10,7 +10,9 @@ Routes (all ``POST`` but the two documents): ``/v1/publish/{type}``, ``/v1/send/
 ``/v1/dispatch/{service}`` (the :mod:`.envelope` contract); ``GET /openapi.json``
 (:mod:`.openapi`) and ``GET /asyncapi.json``
 (:func:`jeeves_control_tower.contracts.asyncapi_document`, listing this face and the
-``transports`` given). How each request is checked and answered: :mod:`.face`; errors are
+``transports`` given, the face itself at ``public_url`` when given, else at the address
+and mount path the connection reached: never a request header, since the documents are
+cached). How each request is checked and answered: :mod:`.face`; errors are
 RFC 9457 problem details (:mod:`.problems`). With ``token`` every route, documents
 included, requires ``Authorization: Bearer <token>``.
 
@@ -18,14 +20,17 @@ included, requires ``Authorization: Bearer <token>``.
 built-ins, read when the app is made), each under the pattern(s) of its class's
 ``category`` (:mod:`jeeves_control_tower.contracts.catalog`). ``timeout`` bounds queries
 and dispatches (a caller's ``Jeeves-Deadline-Ms`` may shorten it); ``max_body_bytes``
-bounds request bodies (default 1 MiB).
+bounds request bodies (default 1 MiB) and ``read_timeout`` the time the whole body may
+take to arrive (default 5 s, else ``408``; the request line and headers are the ASGI
+server's to bound: see ``jeeves-ipc serve-http``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from starlette.applications import Starlette
@@ -57,7 +62,9 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int = 1 << 20,
     timeout: float = 30.0,
+    read_timeout: float = 5.0,
     transports: Sequence[Any] = (),
+    public_url: str | None = None,
     title: str = "jeeves bus",
     tracer_provider: trace.TracerProvider | None = None,
     metrics_registry: Any = None,
@@ -66,8 +73,10 @@ def create_app(
 ) -> Starlette:
     """The HTTP face of ``target`` (a coordinator: dispatch too; a bus: messages only;
     ``None``: the global bus). See the module docstring."""
-    if max_body_bytes < 1 or not timeout > 0:
-        raise ValueError("max_body_bytes >= 1 and timeout > 0 are required")
+    if max_body_bytes < 1 or not timeout > 0 or not read_timeout > 0:
+        raise ValueError("max_body_bytes >= 1, timeout > 0 and read_timeout > 0 are required")
+    if public_url is not None:
+        public_url = _checked_url(public_url)
     if token is not None and not token:
         raise ValueError("token must be a non-empty string (or None)")
     coordinator = target if isinstance(target, CommBusCoordinator) else None
@@ -86,6 +95,7 @@ def create_app(
         token=token,
         max_body_bytes=max_body_bytes,
         timeout=timeout,
+        read_timeout=read_timeout,
         telemetry=HttpTelemetry(
             tracer_provider=tracer_provider, metrics_registry=metrics_registry, metrics=metrics
         ),
@@ -98,8 +108,11 @@ def create_app(
             return Problem("unauthorized", "missing or wrong bearer token").response(
                 request.url.path
             )
+        # Never from a request header (Host, X-Forwarded-*): the documents are cached and
+        # served to everyone. The mount path and the socket's address are the server's.
         root = request.scope.get("root_path", "") or ""
-        key = (kind, root)
+        base = public_url or _local_base(request.scope, root)
+        key = (kind, base)
         body = documents.get(key)
         if body is None:
             if kind == "openapi":
@@ -109,10 +122,9 @@ def create_app(
                     dispatch=coordinator is not None,
                     token=token is not None,
                     title=title,
-                    server_url=root or "/",
+                    server_url=public_url or root or "/",
                 )
             else:
-                base = f"{request.url.scheme}://{request.url.netloc}{root}"
                 doc = asyncapi_document(
                     registry,
                     [HttpFaceDescription(base), *transports],
@@ -141,3 +153,24 @@ def create_app(
         Route("/asyncapi.json", asyncapi, methods=["GET"]),
     ]
     return Starlette(routes=routes)
+
+
+def _checked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("public_url must be http(s)://host[:port][/path]")
+    return url.rstrip("/")
+
+
+def _local_base(scope: Mapping[str, Any], root: str) -> str:
+    """The face's URL by the address the connection reached (the ASGI ``server``, taken
+    from the socket by the server), never by what the caller claims."""
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    server = scope.get("server")
+    if not server:
+        return f"{scheme}://localhost{root}"
+    host, port = server[0], server[1]
+    host = f"[{host}]" if ":" in str(host) else str(host)
+    default = 443 if scheme == "https" else 80
+    netloc = host if port in (None, default) else f"{host}:{int(port)}"
+    return f"{scheme}://{netloc}{root}"

@@ -9,6 +9,15 @@ callable (sync or async) returning one, called once on the server's event loop a
 (where a factory can connect its transports). ``--messages`` names the
 ``MessageRegistry`` as ``module:attribute`` (default: the default registry, filled by
 importing ``TARGET``'s module). Stops on Ctrl-C / SIGTERM.
+
+Bounds (each an option): a request body must arrive within ``--read-timeout`` (5 s, else
+``408``); at most ``--limit-concurrency`` connections and requests at once (100; uvicorn
+answers ``503`` past it); an idle keep-alive connection closes after ``--keep-alive``
+seconds (5); a request line plus headers larger than ``--max-header-bytes`` (16 KiB) is
+refused (``400``). uvicorn has no deadline for the request line and headers: a client
+trickling them holds its connection (and a ``--limit-concurrency`` slot) as long as it
+likes, so facing untrusted networks put a reverse proxy with header and body timeouts in
+front (nginx ``client_header_timeout``/``client_body_timeout``).
 """
 
 from __future__ import annotations
@@ -45,6 +54,32 @@ def add_serve_http_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="query/dispatch bound in seconds (30)"
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=5.0,
+        help="seconds the whole request body may take to arrive (5; else 408)",
+    )
+    parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=100,
+        help="connections and requests at once; past it uvicorn answers 503 (100)",
+    )
+    parser.add_argument(
+        "--keep-alive", type=int, default=5, help="idle keep-alive connection lifetime, s (5)"
+    )
+    parser.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=16 << 10,
+        help="request line + headers bound, bytes (16 KiB; else 400)",
+    )
+    parser.add_argument(
+        "--public-url",
+        help="the face's base URL as callers reach it, named by /openapi.json and "
+        "/asyncapi.json (default: the address a connection reached)",
     )
     parser.set_defaults(run=run_serve_http)
 
@@ -93,6 +128,8 @@ def run_serve_http(args: argparse.Namespace) -> int:
         "token": args.token,
         "max_body_bytes": args.max_body_bytes,
         "timeout": args.timeout,
+        "read_timeout": args.read_timeout,
+        "public_url": args.public_url,
     }
     if args.messages:
         registry = _load(args.messages)
@@ -101,5 +138,22 @@ def run_serve_http(args: argparse.Namespace) -> int:
         options["registry"] = registry
     deferred = _Deferred(target, options)
     app = Starlette(routes=[Mount("/", app=deferred)], lifespan=deferred.lifespan)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", ws="none")
+    uvicorn.run(app, **uvicorn_options(args))
     return 0
+
+
+def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``uvicorn.run`` keywords of ``serve-http``'s options (its bounds included)."""
+    if args.limit_concurrency < 1 or args.keep_alive < 1 or args.max_header_bytes < 1024:
+        raise SystemExit("--limit-concurrency, --keep-alive >= 1, --max-header-bytes >= 1024")
+    return {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "ws": "none",
+        "http": "h11",  # the bounds below are h11's (httptools has no header bound)
+        "limit_concurrency": args.limit_concurrency,
+        "timeout_keep_alive": args.keep_alive,
+        "h11_max_incomplete_event_size": args.max_header_bytes,
+        "server_header": False,
+    }

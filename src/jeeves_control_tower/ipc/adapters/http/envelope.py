@@ -30,14 +30,22 @@ from ....types import DispatchTarget, Envelope
 __all__ = [
     "DEADLINE_HEADER",
     "IDEMPOTENCY_HEADER",
+    "MAX_ID",
     "AnswerError",
     "apply_answer",
+    "check_identifiers",
     "request_body",
     "target_from_json",
 ]
 
 DEADLINE_HEADER = "Jeeves-Deadline-Ms"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+#: The longest identifier a request may carry (characters, as gRPC's hub caps names):
+#: ``target`` ``service_name``/``method``/``priority`` and the envelope's ids.
+MAX_ID = 256
+_ENVELOPE_IDS = ("envelope_id", "request_id", "session_id", "user_id")
+_CONTEXT_IDS = ("request_id", "capability", "session_id", "user_id", "trace_id", "span_id")
 
 #: The answer fields that update the envelope, and the JSON type each must have.
 _UPDATABLE: dict[str, type] = {"outputs": dict, "metadata": dict, "errors": list}
@@ -79,6 +87,21 @@ def target_from_json(data: Any) -> dict[str, Any]:
         if key in data and not isinstance(data[key], str):
             raise AnswerError(f"target.{key} must be a string")
     return data
+
+
+def check_identifiers(target: dict[str, Any], envelope: dict[str, Any]) -> None:
+    """``AnswerError`` unless every identifier of a request body (``target``'s
+    ``service_name``, ``method``, ``priority``; the envelope's and its request context's
+    ids) that is a string is printable and at most :data:`MAX_ID` characters. Types are
+    the decoders' to check; the error names the field, never the value."""
+    fields = [(f"target.{k}", target.get(k)) for k in ("service_name", "method", "priority")]
+    fields += [(f"envelope.{k}", envelope.get(k)) for k in _ENVELOPE_IDS]
+    context = envelope.get("request_context")
+    if isinstance(context, dict):
+        fields += [(f"envelope.request_context.{k}", context.get(k)) for k in _CONTEXT_IDS]
+    for name, value in fields:
+        if isinstance(value, str) and (len(value) > MAX_ID or not value.isprintable()):
+            raise AnswerError(f"{name} must be printable and at most {MAX_ID} characters")
 
 
 def apply_answer(envelope: Envelope, answer: Any) -> Envelope:

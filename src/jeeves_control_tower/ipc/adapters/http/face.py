@@ -2,8 +2,9 @@
 
 Order of checks (the first failing one answers): bearer token (401), ``Content-Type``
 ``application/json`` (415), body within ``max_body_bytes`` by its declared length and as
-read (413), JSON (400), a known message type offered with this pattern or a registered
-service (404), the payload against the message class (422). Then:
+read (413), the whole body read within ``read_timeout`` of the request's arrival (408,
+``Connection: close``), JSON (400), a known message type offered with this pattern or a
+registered service (404), the payload against the message class (422). Then:
 
 - ``publish`` / ``send``: ``await bus.publish(message)`` / ``bus.send(message)``, ``202``
   once the bus took it (its subscribers or handler have run: the bus's own semantics);
@@ -16,20 +17,27 @@ service (404), the payload against the message class (422). Then:
   404, ``unhealthy``/``overloaded`` 503, ``timeout`` 504, each with the envelope in the
   problem's ``envelope`` member; ended ``error`` is a 200 with the terminated envelope.
 
+A client that disconnects before its body ends gets nothing (there is nobody to answer):
+counted as ``commbus_wire_rejected_total{reason="client_disconnect"}``, logged at info,
+its span given ``error.type=client_disconnect`` and no status code, not marked an error.
+
 The time a query or dispatch may take is the smallest of the server's bound and the
-caller's ``Jeeves-Deadline-Ms``. Everything arriving is hostile: sizes are bounded before
+caller's ``Jeeves-Deadline-Ms`` (1 to 9 ASCII digits, else 400 ``bad-header``; 0: no
+bound of the caller's). Everything arriving is hostile: sizes are bounded before
 reading, JSON nesting by the parser's recursion limit, and error details never echo more
 than a bounded excerpt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from ....types import DispatchTarget, Envelope, LoggerProtocol, SchedulingPriority
@@ -37,13 +45,16 @@ from ... import InMemoryCommBus, NoHandlerError, QueryAbortedError, TransportErr
 from ...dispatch import CommBusCoordinator
 from ..metrics import RECEIVED, SENT
 from ..wire import MessageRegistry, WireError
-from .envelope import DEADLINE_HEADER, AnswerError, target_from_json
+from .envelope import DEADLINE_HEADER, AnswerError, check_identifiers, target_from_json
 from .problems import Problem
 from .telemetry import HttpTelemetry
 
 __all__ = ["BusFace"]
 
 _JSON_TYPES = ("application/json",)
+_DEADLINE_MS = re.compile(r"[0-9]{1,9}", re.ASCII)
+#: ``error.type`` and rejection reason of a request whose client left before its body ended.
+CLIENT_DISCONNECT = "client_disconnect"
 _OUTCOME_PROBLEM = {
     "unknown_service": "no-handler",
     "no_handler": "no-handler",
@@ -66,6 +77,7 @@ class BusFace:
         token: str | None,
         max_body_bytes: int,
         timeout: float,
+        read_timeout: float,
         telemetry: HttpTelemetry,
         logger: LoggerProtocol,
     ) -> None:
@@ -76,6 +88,7 @@ class BusFace:
         self._token = f"Bearer {token}".encode() if token else None
         self.max_body_bytes = max_body_bytes
         self.timeout = timeout
+        self.read_timeout = read_timeout
         self.telemetry = telemetry
         self.logger = logger
 
@@ -97,6 +110,12 @@ class BusFace:
             except Problem as problem:
                 telemetry.server_outcome(span, problem.status, problem.kind)
                 return problem.response(instance)
+            except ClientDisconnect:  # the caller's doing, not a server fault: no 5xx
+                telemetry.metrics.rejected(CLIENT_DISCONNECT)
+                telemetry.server_aborted(span, CLIENT_DISCONNECT)
+                self.logger.info("http_face_client_disconnected", op=op)
+                # Never delivered (nobody is listening); the ASGI call still needs one.
+                return Response(status_code=400, headers={"Connection": "close"})
             except Exception as exc:  # a bug here: answer 500, never the traceback
                 self.logger.error("http_face_failed", op=op, error_type=type(exc).__name__)
                 failed = Problem("handler-failed", f"internal error ({type(exc).__name__})")
@@ -120,11 +139,11 @@ class BusFace:
             raise self._rejected(
                 "malformed", "malformed", f"not JSON ({type(exc).__name__})"
             ) from None
-        deadline = self._deadline(request)
         if op == "dispatch":
-            return await self._dispatch(name, data, deadline)
+            return await self._dispatch(name, data, self._deadline(request))
         if op not in self.patterns.get(name, ()):
             raise self._rejected("not-found", "unknown_type", f"no {op} of {name[:100]!r} here")
+        deadline = self._deadline(request) if op == "query" else self.timeout
         try:
             message = self.registry.from_payload(name, data)
         except WireError as exc:
@@ -155,18 +174,30 @@ class BusFace:
             raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
-            chunks.append(chunk)
+        try:
+            # One deadline for the whole body, however the bytes trickle in.
+            async with asyncio.timeout(self.read_timeout):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            detail = f"the body did not arrive within {self.read_timeout:.3g}s"
+            raise self._rejected("request-timeout", "read_timeout", detail) from None
         return b"".join(chunks)
 
     def _deadline(self, request: Request) -> float:
+        """The server's bound, shortened by ``Jeeves-Deadline-Ms`` when that is 1 to 9
+        ASCII digits and not 0 (absent or 0: the server's bound); anything else is a 400."""
         given = request.headers.get(DEADLINE_HEADER.lower())
-        if given is not None and given.isdigit() and int(given) > 0:
-            return min(self.timeout, int(given) / 1000.0)
-        return self.timeout
+        if given is None:
+            return self.timeout
+        if _DEADLINE_MS.fullmatch(given) is None:
+            detail = f"{DEADLINE_HEADER} must be 1 to 9 ASCII digits (milliseconds)"
+            raise self._rejected("bad-header", "malformed", detail)
+        ms = int(given)
+        return min(self.timeout, ms / 1000.0) if ms > 0 else self.timeout
 
     def _result(self, result: Any) -> Response:
         body: dict[str, Any]
@@ -190,6 +221,7 @@ class BusFace:
             if not isinstance(data, dict) or not isinstance(data.get("envelope"), dict):
                 raise AnswerError("the body must be an object with an envelope object")
             wanted = target_from_json(data.get("target"))
+            check_identifiers(wanted, data["envelope"])
             retries = wanted.get("max_retries", 0)
             if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 10:
                 raise AnswerError("target.max_retries must be an integer within 0..10")

@@ -17,13 +17,16 @@ from ....contracts.catalog import MessageContract, catalog
 from ....contracts.schema import JsonSchema
 from ....types import SchedulingPriority
 from ..wire import MessageRegistry
-from .envelope import DEADLINE_HEADER
+from .envelope import DEADLINE_HEADER, MAX_ID
 from .problems import KINDS
 
 __all__ = ["ENVELOPE_SCHEMA", "openapi_document"]
 
 _REF = "#/components/schemas/"
-_NAME = {"type": "string", "pattern": r"\S"}
+# Identifiers: printable, at most MAX_ID characters (the face answers 422 beyond).
+_NAME = {"type": "string", "pattern": r"\S", "maxLength": MAX_ID}
+_ID = {"type": "string", "maxLength": MAX_ID}
+_OPT_ID = {"type": ["string", "null"], "maxLength": MAX_ID}
 _STRINGS = {"type": "object", "additionalProperties": {"type": "string"}}
 
 #: What ``Envelope.to_dict()`` gives and ``Envelope.from_dict`` takes.
@@ -31,24 +34,24 @@ ENVELOPE_SCHEMA: JsonSchema = {
     "type": "object",
     "required": ["request_context"],
     "properties": {
-        "envelope_id": {"type": "string"},
+        "envelope_id": _ID,
         "request_context": {
             "type": "object",
             "required": ["request_id", "capability"],
             "properties": {
                 "request_id": _NAME,
                 "capability": _NAME,
-                "session_id": {"type": ["string", "null"]},
-                "user_id": {"type": ["string", "null"]},
-                "trace_id": {"type": ["string", "null"]},
-                "span_id": {"type": ["string", "null"]},
+                "session_id": _OPT_ID,
+                "user_id": _OPT_ID,
+                "trace_id": _OPT_ID,
+                "span_id": _OPT_ID,
                 "tags": {**_STRINGS, "maxProperties": 64},
                 "trace_carrier": {**_STRINGS, "maxProperties": 8},
             },
         },
-        "request_id": {"type": "string"},
-        "session_id": {"type": ["string", "null"]},
-        "user_id": {"type": ["string", "null"]},
+        "request_id": _ID,
+        "session_id": _OPT_ID,
+        "user_id": _OPT_ID,
         "metadata": {"type": "object"},
         "outputs": {"type": "object"},
         "errors": {"type": "array", "items": {"type": "object"}},
@@ -68,7 +71,7 @@ _DISPATCH_REQUEST: JsonSchema = {
             "type": "object",
             "required": ["method"],
             "properties": {
-                "service_name": {"type": "string", "description": "informative"},
+                "service_name": {**_ID, "description": "informative"},
                 "method": _NAME,
                 "priority": {"enum": [p.value for p in SchedulingPriority]},
                 "attempt": {"type": "integer", "description": "informative"},
@@ -152,7 +155,10 @@ def _deadline_header() -> dict[str, Any]:
         "name": DEADLINE_HEADER,
         "in": "header",
         "required": False,
-        "description": "milliseconds the caller waits at most (bounds the server's own limit)",
+        "description": (
+            "milliseconds the caller waits at most (bounds the server's own limit; 0: the "
+            "server's limit alone); anything but 1 to 9 ASCII digits is a 400"
+        ),
         "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
     }
 
@@ -179,6 +185,7 @@ _ALWAYS = (
     "malformed",
     "unauthorized",
     "not-found",
+    "request-timeout",
     "too-large",
     "unsupported-media-type",
     "invalid-payload",
@@ -190,7 +197,7 @@ def _message_op(contract: MessageContract, pattern: str) -> dict[str, Any]:
     more: tuple[str, ...]
     if pattern == "query":
         ok = {"200": {"description": "the handler's result", "content": _content(_RESULT)}}
-        more = ("no-handler", "unserialisable-result", "unavailable", "timeout")
+        more = ("bad-header", "no-handler", "unserialisable-result", "unavailable", "timeout")
     else:
         ok = {"202": {"description": "taken by the bus", "content": _content(_ACCEPTED)}}
         more = ("unavailable",)
@@ -216,6 +223,6 @@ def _dispatch_op() -> dict[str, Any]:
         "requestBody": {"required": True, "content": _content("DispatchRequest")},
         "responses": {
             "200": {"description": "the resulting envelope", "content": _content("Envelope")},
-            **_problems(*_ALWAYS, "no-handler", "unavailable", "timeout"),
+            **_problems(*_ALWAYS, "bad-header", "no-handler", "unavailable", "timeout"),
         },
     }

@@ -21,9 +21,11 @@ _TAG = "tag:jeeves-control-tower,2026:problem:"
 #: kind -> (status, title): every problem the face answers with.
 KINDS: dict[str, tuple[int, str]] = {
     "malformed": (400, "The request body is not valid JSON"),
+    "bad-header": (400, "A request header is malformed"),
     "unauthorized": (401, "A valid bearer token is required"),
     "not-found": (404, "No such message type or service"),
     "no-handler": (404, "Nothing handles this message type or service"),
+    "request-timeout": (408, "The request body did not arrive in time"),
     "too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "The request body must be application/json"),
     "invalid-payload": (422, "The payload does not match the message class"),
@@ -60,6 +62,8 @@ class Problem(Exception):
         headers = {"Cache-Control": "no-store"}
         if self.kind == "unauthorized":
             headers["WWW-Authenticate"] = 'Bearer realm="jeeves"'
+        if self.kind == "request-timeout":  # the rest of the body may still come: no reuse
+            headers["Connection"] = "close"
         return Response(
             json.dumps(body, ensure_ascii=False, default=str),
             status_code=self.status,

@@ -143,6 +143,14 @@ class HttpTelemetry:
             if status >= 500:
                 span.set_status(Status(StatusCode.ERROR, error or str(status)))
 
+    @staticmethod
+    def server_aborted(span: Span, error: str) -> None:
+        """Record a request the client abandoned (no response sent): ``error.type`` only.
+        The span status stays unset: the HTTP conventions leave client errors unset on
+        ``SERVER`` spans, and a client leaving is not the server failing."""
+        with contextlib.suppress(Exception):
+            span.set_attribute(ERROR_TYPE, error)
+
 
 def dispatch_attributes(service: str, method: str, attempt: int) -> dict[str, Any]:
     return {DISPATCH_SERVICE: service, DISPATCH_METHOD: method, DISPATCH_ATTEMPT: attempt}
