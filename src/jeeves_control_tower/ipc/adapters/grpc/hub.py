@@ -4,6 +4,8 @@
 ``jeeves-ipc hub --port N``) exposes the bus to any process that speaks the proto: a
 Python process joins with :class:`~.transport.GrpcTransport`, any other language with the
 generated stubs of ``commbus.proto`` (``jeeves_control_tower/ipc/adapters/grpc/commbus.proto``).
+Given a bus, the hub builds its coordinator instrumented as the bus is (same registry and
+providers: dispatches through the hub get spans and metrics), uninstrumented when it is not.
 
 Limits (everything a client sends is hostile):
 
@@ -75,7 +77,9 @@ class GrpcHub:
         if isinstance(bus_or_coordinator, CommBusCoordinator):
             self.coordinator = bus_or_coordinator
         else:
-            self.coordinator = CommBusCoordinator(None, bus_or_coordinator, instrument=False)
+            # Instrumented as the bus is (its registry and providers are inherited).
+            instrumented = getattr(bus_or_coordinator, "telemetry", None) is not None
+            self.coordinator = CommBusCoordinator(None, bus_or_coordinator, instrument=instrumented)
         self.bus = self.coordinator.commbus
         self.host, self.port = host, port
         self._token = None if token is None else f"Bearer {token}".encode()
