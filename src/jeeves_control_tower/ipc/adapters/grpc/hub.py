@@ -16,7 +16,8 @@ Limits (everything a client sends is hostile):
   (``slow_consumer``).
 - ``max_clients`` (1,000), ``max_interests`` (10,000 subscriptions per client),
   ``max_waiting`` (10,000 commands held for want of a handler), ``max_timeout`` (300 s,
-  the longest a query from a client runs).
+  the longest a query or a dispatch from a client runs; a dispatch asking for more
+  than :data:`~.hubservices.MAX_RETRIES` (10) retries is refused).
 - ``token``: with one, every call must carry ``authorization: Bearer <token>`` (compared
   in constant time), else ``UNAUTHENTICATED``. ``tls=(private_key_pem, certificate_pem)``
   serves TLS only. Loopback (``127.0.0.1``) by default.
@@ -98,7 +99,9 @@ class GrpcHub:
             on_redelivered=self.metrics.redelivered,
             on_stray=lambda: self.metrics.rejected("unexpected_reply"),
         )
-        self.services = HubServices(self.coordinator, self.router, heartbeat_interval)
+        self.services = HubServices(
+            self.coordinator, self.router, heartbeat_interval, max_timeout
+        )
         self.local = HubBus(
             self.bus,
             self.router,
