@@ -1,5 +1,6 @@
 """What one client may hold in the hub: pending queries by count and bytes, entries freed
-when the caller gives up (its stream or its unary call ends)."""
+when the caller gives up (its stream or its unary call ends, or it cancels), the responder
+told to stop."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
+from jeeves_control_tower.ipc import DynamicQuery
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.testing import eventually
 
@@ -115,3 +117,27 @@ async def test_a_unary_query_given_up_frees_its_entry(channel: Any) -> None:
         assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         await eventually(lambda: hub.router.in_flight == 0)
         responder.cancel()
+
+
+async def test_a_query_its_caller_gives_up_is_cancelled_in_the_hub_and_the_responder() -> None:
+    async with hub_and_clients(2) as (hub, [(responder, _), (caller, _)]):
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def slow(query: DynamicQuery) -> int:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return 1
+
+        responder.register_handler("slow.q", slow)
+        await eventually(lambda: hub.router.consumers("query", "slow.q") == 1)
+        asking = asyncio.ensure_future(caller.query(DynamicQuery("slow.q", {}), timeout=60))
+        await asyncio.wait_for(started.wait(), 10)
+        assert hub.router.in_flight == 1
+        asking.cancel()  # the caller gives up long before the query's 60 s
+        # Well before the responder bus's own query_timeout (5 s) would cancel it.
+        await asyncio.wait_for(cancelled.wait(), 3)
+        await eventually(lambda: hub.router.in_flight == 0, timeout=3)

@@ -149,7 +149,7 @@ class HubServices:
             try:
                 status, reply, text = await future
             finally:
-                router.forget(rid)  # cancelled at the dispatch's deadline: nothing to wait for
+                router.cancel(rid)  # cancelled (deadline, caller): the process stops too
             if status == pb.UNAVAILABLE:
                 raise ConnectionError(text or f"the process serving {name!r} went away")
             if status != pb.OK:

@@ -42,6 +42,9 @@ class HubBus(BrokerTransport):
         self.deliveries.handle(delivery)
         return True
 
+    def cancel(self, rid: int) -> None:
+        self.deliveries.cancel(rid)
+
     def _respond(self, response: pb.Response) -> None:
         self.router.respond(self, response)
 

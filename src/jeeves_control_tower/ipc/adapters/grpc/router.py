@@ -22,8 +22,8 @@ A peer may answer only what was delivered to it: an answer naming another peer's
 delivery, or none, is ignored (and reported to ``on_stray``). At most ``max_in_flight``
 queries, dispatches and commands wait for their answers (beyond that a query is refused);
 a query's or dispatch's frame is not kept once delivered (only a command's is, to route
-it again). A caller that gives up calls :meth:`forget`: the entry goes at once (the
-peer's late answer is then stray). Event-loop-thread only.
+it again). A caller that gives up calls :meth:`cancel`: the entry goes at once and the
+peer is told to stop (its late answer is then stray). Event-loop-thread only.
 """
 
 from __future__ import annotations
@@ -52,6 +52,11 @@ class Peer(Protocol):
     def deliver(self, delivery: pb.Delivery) -> bool:
         """Hand ``delivery`` to the process without waiting; ``False`` if it cannot take
         it (gone, or too far behind: the peer then removes itself)."""
+        ...
+
+    def cancel(self, rid: int) -> None:
+        """Nobody waits for the answer to delivery ``rid`` any more: stop working on it
+        (no answer is needed; one that comes is ignored)."""
         ...
 
 
@@ -259,6 +264,13 @@ class Router:
         item = self._in_flight.pop(rid, None)
         if item is not None and item.timer is not None:
             item.timer.cancel()
+
+    def cancel(self, rid: int) -> None:
+        """:meth:`forget` request ``rid`` and tell its peer to stop working on it."""
+        item = self._in_flight.get(rid)
+        self.forget(rid)
+        if item is not None:
+            item.peer.cancel(rid)
 
     def _expired(self, rid: int) -> None:
         item = self._in_flight.pop(rid, None)

@@ -101,7 +101,7 @@ class _Methods:
             status, data, text = await future
         finally:
             if not future.done():  # the caller cancelled: nobody waits for the answer
-                router.forget(rid)
+                router.cancel(rid)
         if status == pb.OK:
             return pb.ReplyFrame(data=data)
         codes = self.grpc.StatusCode

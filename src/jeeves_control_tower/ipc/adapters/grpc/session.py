@@ -50,6 +50,8 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         #: Unanswered queries: the client's request id -> (the router's id, frame size).
         self._queries: dict[int, tuple[int, int]] = {}
+        #: Running dispatches: the client's request id -> the task running it.
+        self._dispatches: dict[int, asyncio.Task[Any]] = {}
         #: Bytes of the frames and envelopes of the client's unanswered requests.
         self.pending_bytes = 0
         #: Set once the session is closed: the Connect call then ends.
@@ -59,6 +61,9 @@ class Session:
 
     def deliver(self, delivery: pb.Delivery) -> bool:
         return self.put(pb.HubMessage(delivery=delivery), len(delivery.data))
+
+    def cancel(self, rid: int) -> None:
+        self.put(pb.HubMessage(cancel=pb.Cancel(id=rid)))
 
     def put(self, message: pb.HubMessage, size: int = 0) -> bool:
         """Queue ``message`` (of about ``size`` bytes) for the client; ``False`` (and the
@@ -81,7 +86,7 @@ class Session:
         self.closed_reason = reason
         self.hub.session_closed(self, reason)
         for routed, _ in self._queries.values():
-            self.hub.router.forget(routed)  # nobody is waiting for these answers now
+            self.hub.router.cancel(routed)  # nobody is waiting for these answers now
         self._queries.clear()
         self.ended.set()  # the stream ends now, whatever is still queued for it
 
@@ -155,7 +160,8 @@ class Session:
                 self.result(message.dispatch.id, pb.REFUSED, message="too many pending bytes")
             else:
                 self.pending_bytes += size
-                self._spawn(self._dispatch(message.dispatch, size))
+                rid = message.dispatch.id
+                self._dispatches[rid] = self._spawn(self._dispatch(message.dispatch, size))
         elif kind == "register_service":
             name = message.register_service.name
             problem = self.hub.services.register(self, message.register_service)
@@ -168,6 +174,8 @@ class Session:
             self.hub.services.unregister(self, message.unregister_service.type)
         elif kind == "heartbeat":
             self.hub.services.heartbeat(self, message.heartbeat)
+        elif kind == "cancel":
+            self._cancel(message.cancel.id)
         else:
             self.refuse("malformed", f"unexpected message {kind or 'without a kind'}")
 
@@ -220,6 +228,17 @@ class Session:
         if pending:  # delivered, waiting for its answer (or for forget)
             self._queries[rid] = (routed, size)
 
+    def _cancel(self, rid: int) -> None:
+        """The client gave up on its query or dispatch ``rid``: forget it, tell the
+        responder (a dispatch: cancelled in the hub's coordinator); no Result follows."""
+        query = self._queries.pop(rid, None)
+        if query is not None:
+            self.pending_bytes -= query[1]
+            self.hub.router.cancel(query[0])
+        task = self._dispatches.get(rid)
+        if task is not None:
+            task.cancel()
+
     def _over_budget(self, size: int) -> bool:
         return self.pending_bytes + size > self.hub.max_pending_bytes
 
@@ -228,12 +247,15 @@ class Session:
             status, data, text = await self.hub.services.dispatch(request.dispatch)
         finally:
             self.pending_bytes -= size
+            if self._dispatches.get(request.id) is asyncio.current_task():
+                del self._dispatches[request.id]
         self.result(request.id, status, data, text)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def finish(self) -> None:
         for task in list(self._tasks):
