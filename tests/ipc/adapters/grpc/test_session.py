@@ -112,10 +112,13 @@ async def test_a_unary_query_given_up_frees_its_entry(channel: Any) -> None:
             response_deserializer=pb.ReplyFrame.FromString,
         )
         frame = pb.Frame(type="Sink", pattern="query", data=query_frame("Sink"))
-        with pytest.raises(grpc.aio.AioRpcError) as ended:
-            await ask(frame, timeout=0.5)  # the hub would wait max_timeout (300 s)
-        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        call = ask(frame, timeout=60)  # the hub would wait 60 s for the answer
+        await eventually(lambda: hub.router.in_flight == 1)
+        call.cancel()
         await eventually(lambda: hub.router.in_flight == 0)
+        told = await asyncio.wait_for(responder.read(), 5)
+        while told.WhichOneof("kind") != "cancel":
+            told = await asyncio.wait_for(responder.read(), 5)
         responder.cancel()
 
 
@@ -141,3 +144,24 @@ async def test_a_query_its_caller_gives_up_is_cancelled_in_the_hub_and_the_respo
         # Well before the responder bus's own query_timeout (5 s) would cancel it.
         await asyncio.wait_for(cancelled.wait(), 3)
         await eventually(lambda: hub.router.in_flight == 0, timeout=3)
+
+
+async def test_a_query_from_the_hub_bus_given_up_is_cancelled_too() -> None:
+    async with hub_and_clients(1) as (hub, [(responder, _)]):
+        cancelled = asyncio.Event()
+
+        async def slow(query: DynamicQuery) -> int:
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return 1
+
+        responder.register_handler("slow.q", slow)
+        await eventually(lambda: hub.router.consumers("query", "slow.q") == 1)
+        asking = asyncio.ensure_future(hub.bus.query(DynamicQuery("slow.q", {}), timeout=60))
+        await eventually(lambda: hub.router.in_flight == 1)
+        asking.cancel()
+        await asyncio.wait_for(cancelled.wait(), 3)  # before the responder's own 5 s
+        assert hub.router.in_flight == 0

@@ -100,7 +100,7 @@ class _Methods:
         try:
             status, data, text = await future
         finally:
-            if not future.done():  # the caller cancelled: nobody waits for the answer
+            if future.cancelled() or not future.done():  # the caller gave up
                 router.cancel(rid)
         if status == pb.OK:
             return pb.ReplyFrame(data=data)
