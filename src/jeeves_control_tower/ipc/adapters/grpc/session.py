@@ -12,9 +12,9 @@ refused message is counted and answered with a ``Notice`` (or a ``Result`` for a
 never routed. A client may hold at most ``max_interests`` subscriptions and have
 :data:`MAX_DISPATCHES` dispatches running and ``max_pending`` queries unanswered, their
 frames (queries) and envelopes (dispatches) ``max_pending_bytes`` in all (beyond:
-``REFUSED``); a query runs for ``max_timeout`` at most. When the stream ends, the hub
-forgets the client's queries at once (their responders' late answers are dropped) and
-cancels its dispatches.
+``REFUSED``); a query runs for ``max_timeout`` at most. A ``cancel`` from the client, or
+its stream ending, makes the hub forget its queries at once and tell their responders to
+stop (a late answer is dropped), and cancels its dispatches.
 """
 
 from __future__ import annotations
