@@ -62,6 +62,15 @@ class QueryRunner:
         self._backlog.append((data, reply_to, message_type))
         return True
 
+    def drop(self, reply_to: str) -> bool:
+        """Forget the waiting query answering to ``reply_to`` (its caller gave up);
+        whether one was waiting. A linear scan of the backlog."""
+        for item in self._backlog:
+            if item[1] == reply_to:
+                self._backlog.remove(item)
+                return True
+        return False
+
     async def _run(self, data: bytes, reply_to: str, message_type: str) -> None:
         try:
             await self._answer(data, reply_to, message_type)

@@ -13,6 +13,10 @@ class FakePeer:
         self.process_id = process_id
         self.accept = accept
         self.got: list[pb.Delivery] = []
+        self.cancelled: list[int] = []
+
+    def cancel(self, rid: int) -> None:
+        self.cancelled.append(rid)
 
     def deliver(self, delivery: pb.Delivery) -> bool:
         if self.accept:
@@ -110,3 +114,20 @@ async def test_a_query_times_out_once_and_a_peer_may_answer_during_delivery() ->
     router.query("Q", b"q", 0.01, answer)
     await asyncio.sleep(0.05)  # past the timeout: still answered exactly once
     assert [s[0] for s in seen] == [pb.TIMEOUT, pb.UNAVAILABLE]
+
+
+async def test_a_cancelled_query_is_forgotten_and_its_peer_told() -> None:
+    strays: list[int] = []
+    router = Router(on_stray=lambda: strays.append(1))
+    a = FakePeer("a")
+    router.add_peer(a)
+    router.subscribe(a, "query", "Q")
+    seen, answer = answers()
+    rid = router.query("Q", b"{}", 300, answer)
+    assert rid and router.in_flight == 1
+    router.cancel(rid)
+    assert router.in_flight == 0 and a.cancelled == [rid]
+    router.respond(a, pb.Response(id=rid, status=pb.OK, data=b"late"))
+    assert seen == [] and strays == [1]
+    router.cancel(rid)  # twice, or after the answer: nothing to tell
+    assert a.cancelled == [rid]

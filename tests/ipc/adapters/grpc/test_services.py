@@ -144,3 +144,29 @@ async def test_the_hub_lists_its_processes_for_the_observability_endpoint() -> N
         await served.close()
         await tb.close()
         await eventually(lambda: listed().get(tb.process_id, (True,))[0] is False)
+
+
+async def test_a_dispatch_its_caller_gives_up_is_cancelled_in_the_serving_process() -> None:
+    async with hub_and_clients(2) as (hub, [(_, server), (_, caller)]):
+        served = await GrpcServices(server).start()
+        calling = await GrpcServices(caller).start()
+        started, cancelled = asyncio.Event(), asyncio.Event()
+
+        async def handler(envelope: Envelope) -> Envelope:
+            started.set()
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return envelope
+
+        served.register(ServiceDescriptor(name="slow", service_type="t"), handler)
+        await eventually(lambda: hub.coordinator.get_service("slow") is not None)
+        asking = asyncio.create_task(calling.dispatch(target("slow", timeout=60), envelope()))
+        await asyncio.wait_for(started.wait(), 10)
+        asking.cancel()  # the caller gives up long before the dispatch's 60 s
+        await asyncio.wait_for(cancelled.wait(), 10)
+        await eventually(lambda: hub.router.in_flight == 0)
+        await served.close()
+        await calling.close()

@@ -8,8 +8,10 @@ routed it by. A frame that fails is not routed; the reason is counted in
 ``commbus_wire_rejected_total{transport="grpc"}`` and told to the client in a ``Notice``.
 The receiving process decodes and checks every frame again (its codec is the authority).
 
-Names are bounded too (:data:`MAX_NAME`), and so is the nesting the parser accepts
-(:data:`MAX_DEPTH`, checked on the raw bytes before parsing).
+Names are bounded too (:data:`MAX_NAME`), and so is the nesting (:data:`MAX_DEPTH`): the
+frame is parsed by a bounded parser (orjson stops at 1024 levels, the stdlib fallback
+at its recursion limit: both ``too_deep``) and, when it has more brackets than the limit, the
+parsed value is walked (brackets inside strings count for nothing; never an under-count).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire import Signer
+from ..wire.formats import depth
 
 __all__ = ["MAX_DEPTH", "MAX_NAME", "PATTERNS", "frame_problem", "name_problem"]
 
@@ -49,19 +52,6 @@ def name_problem(name: str) -> str | None:
     return None
 
 
-def _too_deep(data: bytes) -> bool:
-    depth = 0
-    # Brackets inside strings count too: a conservative bound, never an under-count.
-    for byte in data:
-        if byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
 def frame_problem(
     data: bytes, pattern: str, message_type: str, signer: Signer | None = None
 ) -> str | None:
@@ -75,12 +65,15 @@ def frame_problem(
         if opened is None:
             return "bad_signature"
         data = opened
-    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _too_deep(data):
-        return "too_deep"
     try:
         frame = _loads(data)
-    except (ValueError, RecursionError):
-        return "malformed"
+    except RecursionError:
+        return "too_deep"
+    except ValueError as exc:  # orjson says "depth limit exceeded" past 1024 levels
+        return "too_deep" if "depth limit" in str(exc) else "malformed"
+    # Counting brackets is C-fast; only a frame that could be too deep is walked.
+    if data.count(b"[") + data.count(b"{") > MAX_DEPTH and depth(frame, MAX_DEPTH + 1) > MAX_DEPTH:
+        return "too_deep"
     if not isinstance(frame, dict) or frame.get("v") != 1:
         return "malformed"
     batch = frame.get("batch")

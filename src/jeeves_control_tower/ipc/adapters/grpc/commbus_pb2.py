@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4jeeves_control_tower/ipc/adapters/grpc/commbus.proto\x12\x11jeeves.commbus.v1\"@\n\x05\x46rame\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\n\n\x02id\x18\x04 \x01(\t\"\n\n\x08\x41\x63\x63\x65pted\"\x1a\n\nReplyFrame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xf6\x01\n\x0f\x44ispatchRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bmax_retries\x18\x05 \x01(\x05\x12\x10\n\x08\x65nvelope\x18\x06 \x01(\x0c\x12@\n\x07headers\x18\x07 \x03(\x0b\x32/.jeeves.commbus.v1.DispatchRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\rDispatchReply\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\xb5\x04\n\rClientMessage\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.jeeves.commbus.v1.HelloH\x00\x12\x30\n\tsubscribe\x18\x02 \x01(\x0b\x32\x1b.jeeves.commbus.v1.InterestH\x00\x12\x32\n\x0bunsubscribe\x18\x03 \x01(\x0b\x32\x1b.jeeves.commbus.v1.InterestH\x00\x12+\n\x07publish\x18\x04 \x01(\x0b\x32\x18.jeeves.commbus.v1.FrameH\x00\x12*\n\x04send\x18\x05 \x01(\x0b\x32\x1a.jeeves.commbus.v1.RequestH\x00\x12+\n\x05query\x18\x06 \x01(\x0b\x32\x1a.jeeves.commbus.v1.RequestH\x00\x12.\n\x08\x64ispatch\x18\x07 \x01(\x0b\x32\x1a.jeeves.commbus.v1.RequestH\x00\x12/\n\x08response\x18\x08 \x01(\x0b\x32\x1b.jeeves.commbus.v1.ResponseH\x00\x12\x36\n\x10register_service\x18\t \x01(\x0b\x32\x1a.jeeves.commbus.v1.ServiceH\x00\x12\x39\n\x12unregister_service\x18\n \x01(\x0b\x32\x1b.jeeves.commbus.v1.InterestH\x00\x12\x31\n\theartbeat\x18\x0b \x01(\x0b\x32\x1c.jeeves.commbus.v1.HeartbeatH\x00\x42\x06\n\x04kind\"\x1b\n\x05Hello\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"5\n\x08Interest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\x04\"\x85\x01\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.jeeves.commbus.v1.Frame\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\x12\x34\n\x08\x64ispatch\x18\x04 \x01(\x0b\x32\".jeeves.commbus.v1.DispatchRequest\"`\n\x08Response\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.jeeves.commbus.v1.Status\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07message\x18\x04 \x01(\t\"l\n\x07Service\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cservice_type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x16\n\x0emax_concurrent\x18\x05 \x01(\x05\".\n\rServiceHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\"?\n\tHeartbeat\x12\x32\n\x08services\x18\x01 \x03(\x0b\x32 .jeeves.commbus.v1.ServiceHealth\"\xce\x01\n\nHubMessage\x12-\n\x07welcome\x18\x01 \x01(\x0b\x32\x1a.jeeves.commbus.v1.WelcomeH\x00\x12/\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1b.jeeves.commbus.v1.DeliveryH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.jeeves.commbus.v1.ResultH\x00\x12+\n\x06notice\x18\x04 \x01(\x0b\x32\x19.jeeves.commbus.v1.NoticeH\x00\x42\x06\n\x04kind\"N\n\x07Welcome\x12\x0e\n\x06hub_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\x17\n\x0fmax_frame_bytes\x18\x03 \x01(\x03\"U\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x01\"^\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.jeeves.commbus.v1.Status\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07message\x18\x04 \x01(\t\"R\n\x06Notice\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.jeeves.commbus.v1.Status\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t*d\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0e\n\nNO_HANDLER\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x0f\n\x0bUNAVAILABLE\x10\x03\x12\x0b\n\x07REFUSED\x10\x04\x12\x0b\n\x07REQUEUE\x10\x05\x12\n\n\x06REJECT\x10\x06\x32\xee\x02\n\x07\x43ommBus\x12@\n\x07Publish\x12\x18.jeeves.commbus.v1.Frame\x1a\x1b.jeeves.commbus.v1.Accepted\x12=\n\x04Send\x12\x18.jeeves.commbus.v1.Frame\x1a\x1b.jeeves.commbus.v1.Accepted\x12@\n\x05Query\x12\x18.jeeves.commbus.v1.Frame\x1a\x1d.jeeves.commbus.v1.ReplyFrame\x12P\n\x08\x44ispatch\x12\".jeeves.commbus.v1.DispatchRequest\x1a .jeeves.commbus.v1.DispatchReply\x12N\n\x07\x43onnect\x12 .jeeves.commbus.v1.ClientMessage\x1a\x1d.jeeves.commbus.v1.HubMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4jeeves_control_tower/ipc/adapters/grpc/commbus.proto\x12\x11jeeves.commbus.v1\"@\n\x05\x46rame\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\n\n\x02id\x18\x04 \x01(\t\"\n\n\x08\x41\x63\x63\x65pted\"\x1a\n\nReplyFrame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xf6\x01\n\x0f\x44ispatchRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x03 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x04 \x01(\x01\x12\x13\n\x0bmax_retries\x18\x05 \x01(\x05\x12\x10\n\x08\x65nvelope\x18\x06 \x01(\x0c\x12@\n\x07headers\x18\x07 \x03(\x0b\x32/.jeeves.commbus.v1.DispatchRequest.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"!\n\rDispatchReply\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\xe2\x04\n\rClientMessage\x12)\n\x05hello\x18\x01 \x01(\x0b\x32\x18.jeeves.commbus.v1.HelloH\x00\x12\x30\n\tsubscribe\x18\x02 \x01(\x0b\x32\x1b.jeeves.commbus.v1.InterestH\x00\x12\x32\n\x0bunsubscribe\x18\x03 \x01(\x0b\x32\x1b.jeeves.commbus.v1.InterestH\x00\x12+\n\x07publish\x18\x04 \x01(\x0b\x32\x18.jeeves.commbus.v1.FrameH\x00\x12*\n\x04send\x18\x05 \x01(\x0b\x32\x1a.jeeves.commbus.v1.RequestH\x00\x12+\n\x05query\x18\x06 \x01(\x0b\x32\x1a.jeeves.commbus.v1.RequestH\x00\x12.\n\x08\x64ispatch\x18\x07 \x01(\x0b\x32\x1a.jeeves.commbus.v1.RequestH\x00\x12/\n\x08response\x18\x08 \x01(\x0b\x32\x1b.jeeves.commbus.v1.ResponseH\x00\x12\x36\n\x10register_service\x18\t \x01(\x0b\x32\x1a.jeeves.commbus.v1.ServiceH\x00\x12\x39\n\x12unregister_service\x18\n \x01(\x0b\x32\x1b.jeeves.commbus.v1.InterestH\x00\x12\x31\n\theartbeat\x18\x0b \x01(\x0b\x32\x1c.jeeves.commbus.v1.HeartbeatH\x00\x12+\n\x06\x63\x61ncel\x18\x0c \x01(\x0b\x32\x19.jeeves.commbus.v1.CancelH\x00\x42\x06\n\x04kind\"\x1b\n\x05Hello\x12\x12\n\nprocess_id\x18\x01 \x01(\t\"5\n\x08Interest\x12\x0f\n\x07pattern\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\x04\"\x85\x01\n\x07Request\x12\n\n\x02id\x18\x01 \x01(\x04\x12\'\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x18.jeeves.commbus.v1.Frame\x12\x0f\n\x07timeout\x18\x03 \x01(\x01\x12\x34\n\x08\x64ispatch\x18\x04 \x01(\x0b\x32\".jeeves.commbus.v1.DispatchRequest\"`\n\x08Response\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.jeeves.commbus.v1.Status\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07message\x18\x04 \x01(\t\"l\n\x07Service\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cservice_type\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12\x16\n\x0emax_concurrent\x18\x05 \x01(\x05\".\n\rServiceHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\"?\n\tHeartbeat\x12\x32\n\x08services\x18\x01 \x03(\x0b\x32 .jeeves.commbus.v1.ServiceHealth\"\xfb\x01\n\nHubMessage\x12-\n\x07welcome\x18\x01 \x01(\x0b\x32\x1a.jeeves.commbus.v1.WelcomeH\x00\x12/\n\x08\x64\x65livery\x18\x02 \x01(\x0b\x32\x1b.jeeves.commbus.v1.DeliveryH\x00\x12+\n\x06result\x18\x03 \x01(\x0b\x32\x19.jeeves.commbus.v1.ResultH\x00\x12+\n\x06notice\x18\x04 \x01(\x0b\x32\x19.jeeves.commbus.v1.NoticeH\x00\x12+\n\x06\x63\x61ncel\x18\x05 \x01(\x0b\x32\x19.jeeves.commbus.v1.CancelH\x00\x42\x06\n\x04kind\"N\n\x07Welcome\x12\x0e\n\x06hub_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\x17\n\x0fmax_frame_bytes\x18\x03 \x01(\x03\"U\n\x08\x44\x65livery\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0f\n\x07pattern\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x01\"^\n\x06Result\x12\n\n\x02id\x18\x01 \x01(\x04\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.jeeves.commbus.v1.Status\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x0f\n\x07message\x18\x04 \x01(\t\"R\n\x06Notice\x12)\n\x06status\x18\x01 \x01(\x0e\x32\x19.jeeves.commbus.v1.Status\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\"\x14\n\x06\x43\x61ncel\x12\n\n\x02id\x18\x01 \x01(\x04*d\n\x06Status\x12\x06\n\x02OK\x10\x00\x12\x0e\n\nNO_HANDLER\x10\x01\x12\x0b\n\x07TIMEOUT\x10\x02\x12\x0f\n\x0bUNAVAILABLE\x10\x03\x12\x0b\n\x07REFUSED\x10\x04\x12\x0b\n\x07REQUEUE\x10\x05\x12\n\n\x06REJECT\x10\x06\x32\xee\x02\n\x07\x43ommBus\x12@\n\x07Publish\x12\x18.jeeves.commbus.v1.Frame\x1a\x1b.jeeves.commbus.v1.Accepted\x12=\n\x04Send\x12\x18.jeeves.commbus.v1.Frame\x1a\x1b.jeeves.commbus.v1.Accepted\x12@\n\x05Query\x12\x18.jeeves.commbus.v1.Frame\x1a\x1d.jeeves.commbus.v1.ReplyFrame\x12P\n\x08\x44ispatch\x12\".jeeves.commbus.v1.DispatchRequest\x1a .jeeves.commbus.v1.DispatchReply\x12N\n\x07\x43onnect\x12 .jeeves.commbus.v1.ClientMessage\x1a\x1d.jeeves.commbus.v1.HubMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -23,8 +23,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DISPATCHREQUEST_HEADERSENTRY']._loaded_options = None
   _globals['_DISPATCHREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_STATUS']._serialized_start=2130
-  _globals['_STATUS']._serialized_end=2230
+  _globals['_STATUS']._serialized_start=2242
+  _globals['_STATUS']._serialized_end=2342
   _globals['_FRAME']._serialized_start=75
   _globals['_FRAME']._serialized_end=139
   _globals['_ACCEPTED']._serialized_start=141
@@ -38,31 +38,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DISPATCHREPLY']._serialized_start=430
   _globals['_DISPATCHREPLY']._serialized_end=463
   _globals['_CLIENTMESSAGE']._serialized_start=466
-  _globals['_CLIENTMESSAGE']._serialized_end=1031
-  _globals['_HELLO']._serialized_start=1033
-  _globals['_HELLO']._serialized_end=1060
-  _globals['_INTEREST']._serialized_start=1062
-  _globals['_INTEREST']._serialized_end=1115
-  _globals['_REQUEST']._serialized_start=1118
-  _globals['_REQUEST']._serialized_end=1251
-  _globals['_RESPONSE']._serialized_start=1253
-  _globals['_RESPONSE']._serialized_end=1349
-  _globals['_SERVICE']._serialized_start=1351
-  _globals['_SERVICE']._serialized_end=1459
-  _globals['_SERVICEHEALTH']._serialized_start=1461
-  _globals['_SERVICEHEALTH']._serialized_end=1507
-  _globals['_HEARTBEAT']._serialized_start=1509
-  _globals['_HEARTBEAT']._serialized_end=1572
-  _globals['_HUBMESSAGE']._serialized_start=1575
-  _globals['_HUBMESSAGE']._serialized_end=1781
-  _globals['_WELCOME']._serialized_start=1783
-  _globals['_WELCOME']._serialized_end=1861
-  _globals['_DELIVERY']._serialized_start=1863
-  _globals['_DELIVERY']._serialized_end=1948
-  _globals['_RESULT']._serialized_start=1950
-  _globals['_RESULT']._serialized_end=2044
-  _globals['_NOTICE']._serialized_start=2046
-  _globals['_NOTICE']._serialized_end=2128
-  _globals['_COMMBUS']._serialized_start=2233
-  _globals['_COMMBUS']._serialized_end=2599
+  _globals['_CLIENTMESSAGE']._serialized_end=1076
+  _globals['_HELLO']._serialized_start=1078
+  _globals['_HELLO']._serialized_end=1105
+  _globals['_INTEREST']._serialized_start=1107
+  _globals['_INTEREST']._serialized_end=1160
+  _globals['_REQUEST']._serialized_start=1163
+  _globals['_REQUEST']._serialized_end=1296
+  _globals['_RESPONSE']._serialized_start=1298
+  _globals['_RESPONSE']._serialized_end=1394
+  _globals['_SERVICE']._serialized_start=1396
+  _globals['_SERVICE']._serialized_end=1504
+  _globals['_SERVICEHEALTH']._serialized_start=1506
+  _globals['_SERVICEHEALTH']._serialized_end=1552
+  _globals['_HEARTBEAT']._serialized_start=1554
+  _globals['_HEARTBEAT']._serialized_end=1617
+  _globals['_HUBMESSAGE']._serialized_start=1620
+  _globals['_HUBMESSAGE']._serialized_end=1871
+  _globals['_WELCOME']._serialized_start=1873
+  _globals['_WELCOME']._serialized_end=1951
+  _globals['_DELIVERY']._serialized_start=1953
+  _globals['_DELIVERY']._serialized_end=2038
+  _globals['_RESULT']._serialized_start=2040
+  _globals['_RESULT']._serialized_end=2134
+  _globals['_NOTICE']._serialized_start=2136
+  _globals['_NOTICE']._serialized_end=2218
+  _globals['_CANCEL']._serialized_start=2220
+  _globals['_CANCEL']._serialized_end=2240
+  _globals['_COMMBUS']._serialized_start=2345
+  _globals['_COMMBUS']._serialized_end=2711
 # @@protoc_insertion_point(module_scope)

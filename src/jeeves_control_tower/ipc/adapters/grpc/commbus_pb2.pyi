@@ -78,7 +78,7 @@ class DispatchReply(_message.Message):
     def __init__(self, envelope: _Optional[bytes] = ...) -> None: ...
 
 class ClientMessage(_message.Message):
-    __slots__ = ("hello", "subscribe", "unsubscribe", "publish", "send", "query", "dispatch", "response", "register_service", "unregister_service", "heartbeat")
+    __slots__ = ("hello", "subscribe", "unsubscribe", "publish", "send", "query", "dispatch", "response", "register_service", "unregister_service", "heartbeat", "cancel")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
     UNSUBSCRIBE_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class ClientMessage(_message.Message):
     REGISTER_SERVICE_FIELD_NUMBER: _ClassVar[int]
     UNREGISTER_SERVICE_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     subscribe: Interest
     unsubscribe: Interest
@@ -101,7 +102,8 @@ class ClientMessage(_message.Message):
     register_service: Service
     unregister_service: Interest
     heartbeat: Heartbeat
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Union[Interest, _Mapping]] = ..., unsubscribe: _Optional[_Union[Interest, _Mapping]] = ..., publish: _Optional[_Union[Frame, _Mapping]] = ..., send: _Optional[_Union[Request, _Mapping]] = ..., query: _Optional[_Union[Request, _Mapping]] = ..., dispatch: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., register_service: _Optional[_Union[Service, _Mapping]] = ..., unregister_service: _Optional[_Union[Interest, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
+    cancel: Cancel
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., subscribe: _Optional[_Union[Interest, _Mapping]] = ..., unsubscribe: _Optional[_Union[Interest, _Mapping]] = ..., publish: _Optional[_Union[Frame, _Mapping]] = ..., send: _Optional[_Union[Request, _Mapping]] = ..., query: _Optional[_Union[Request, _Mapping]] = ..., dispatch: _Optional[_Union[Request, _Mapping]] = ..., response: _Optional[_Union[Response, _Mapping]] = ..., register_service: _Optional[_Union[Service, _Mapping]] = ..., unregister_service: _Optional[_Union[Interest, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("process_id",)
@@ -172,16 +174,18 @@ class Heartbeat(_message.Message):
     def __init__(self, services: _Optional[_Iterable[_Union[ServiceHealth, _Mapping]]] = ...) -> None: ...
 
 class HubMessage(_message.Message):
-    __slots__ = ("welcome", "delivery", "result", "notice")
+    __slots__ = ("welcome", "delivery", "result", "notice", "cancel")
     WELCOME_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     NOTICE_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
     welcome: Welcome
     delivery: Delivery
     result: Result
     notice: Notice
-    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., notice: _Optional[_Union[Notice, _Mapping]] = ...) -> None: ...
+    cancel: Cancel
+    def __init__(self, welcome: _Optional[_Union[Welcome, _Mapping]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., result: _Optional[_Union[Result, _Mapping]] = ..., notice: _Optional[_Union[Notice, _Mapping]] = ..., cancel: _Optional[_Union[Cancel, _Mapping]] = ...) -> None: ...
 
 class Welcome(_message.Message):
     __slots__ = ("hub_id", "heartbeat_interval", "max_frame_bytes")
@@ -228,3 +232,9 @@ class Notice(_message.Message):
     message: str
     type: str
     def __init__(self, status: _Optional[_Union[Status, str]] = ..., message: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class Cancel(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...

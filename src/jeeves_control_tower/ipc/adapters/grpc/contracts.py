@@ -27,6 +27,8 @@ class Host(Protocol):
     max_queue_bytes: int
     max_interests: int
     max_timeout: float
+    max_pending: int
+    max_pending_bytes: int
 
     def authorized(self, context: Any) -> bool: ...
 

@@ -9,15 +9,19 @@ into the transport's inbound side, and the answers back.
 - queries: each in a task (at most ``max_concurrency`` at once, the rest waiting in
   order: :class:`~..responder.QueryRunner`), the reply frame goes back;
 - dispatches (to a service this process registered with the hub): ``dispatch(delivery)``
-  gives the answer, when the process serves services.
+  gives the answer, when the process serves services;
+- a ``cancel`` from the hub (the caller gave up): :meth:`Deliveries.cancel` cancels the
+  task answering that query or dispatch, or drops the query still waiting; nothing is
+  answered for it.
 
 Event-loop-thread only.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..inbound import ACK, REQUEUE
 from ..metrics import SENT
@@ -47,6 +51,8 @@ class Deliveries:
         self.respond = respond
         self.dispatch: DispatchServer | None = None
         self._pumps: dict[str, OrderedPump] = {}
+        #: The tasks answering queries and dispatches, by delivery id.
+        self._running: dict[int, asyncio.Task[Any]] = {}
         self.queries = QueryRunner(
             self._answer,
             transport.spawn,
@@ -81,6 +87,23 @@ class Deliveries:
                 pb.Response(id=delivery.id, status=pb.NO_HANDLER, message=f"no {pattern} here")
             )
 
+    def cancel(self, rid: int) -> None:
+        """The hub no longer waits for the answer to delivery ``rid``: stop it."""
+        task = self._running.pop(rid, None)
+        if task is not None:
+            task.cancel()
+        else:
+            self.queries.drop(str(rid))
+
+    def _started(self, rid: int) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running[rid] = task
+
+    def _ended(self, rid: int) -> None:
+        if self._running.get(rid) is asyncio.current_task():
+            del self._running[rid]
+
     async def close(self) -> None:
         for pump in self._pumps.values():
             await pump.close()
@@ -98,6 +121,7 @@ class Deliveries:
 
     async def _answer(self, data: bytes, rid: str, message_type: str) -> None:
         transport = self.transport
+        self._started(int(rid))
         try:
             _, _, reply = await transport.inbound.handle_query(
                 data, message_type, has_return_address=True
@@ -105,6 +129,8 @@ class Deliveries:
         except Exception as exc:  # handle_query answers errors itself: this is a bug
             transport.logger.error("grpc_query_failed", error_type=type(exc).__name__)
             reply = None
+        finally:
+            self._ended(int(rid))
         if reply is None:
             self.respond(pb.Response(id=int(rid), status=pb.REJECT, message="not answered"))
             return
@@ -112,12 +138,15 @@ class Deliveries:
         transport.metrics.wire(SENT, "reply")
 
     async def _dispatch(self, serve: DispatchServer, delivery: pb.Delivery) -> None:
+        self._started(delivery.id)
         try:
             response = await serve(delivery)
         except Exception as exc:
             response = pb.Response(
                 status=pb.UNAVAILABLE, message=f"{type(exc).__name__}: {str(exc)[:300]}"
             )
+        finally:
+            self._ended(delivery.id)
         response.id = delivery.id
         self.respond(response)
 

@@ -4,6 +4,8 @@
 ``jeeves-ipc hub --port N``) exposes the bus to any process that speaks the proto: a
 Python process joins with :class:`~.transport.GrpcTransport`, any other language with the
 generated stubs of ``commbus.proto`` (``jeeves_control_tower/ipc/adapters/grpc/commbus.proto``).
+Given a bus, the hub builds its coordinator instrumented as the bus is (same registry and
+providers: dispatches through the hub get spans and metrics), uninstrumented when it is not.
 
 Limits (everything a client sends is hostile):
 
@@ -14,7 +16,14 @@ Limits (everything a client sends is hostile):
   (``slow_consumer``).
 - ``max_clients`` (1,000), ``max_interests`` (10,000 subscriptions per client),
   ``max_waiting`` (10,000 commands held for want of a handler), ``max_timeout`` (300 s,
-  the longest a query from a client runs).
+  the longest a query or a dispatch from a client runs; a dispatch asking for more
+  than :data:`~.hubservices.MAX_RETRIES` (10) retries is refused).
+- ``max_in_flight`` (100,000): queries, dispatch attempts and commands the hub waits
+  answers for, all clients together (beyond: a query is refused); per client
+  ``max_pending`` (1,000) unanswered queries and ``max_pending_bytes`` (64 MiB) of their
+  frames and of its dispatches' envelopes (beyond: refused), so that one client cannot
+  take every slot. A query's frame is not kept once delivered. A caller that gives up
+  (its stream or its unary call ends) frees its entries at once.
 - ``token``: with one, every call must carry ``authorization: Bearer <token>`` (compared
   in constant time), else ``UNAUTHENTICATED``. ``tls=(private_key_pem, certificate_pem)``
   serves TLS only. Loopback (``127.0.0.1``) by default.
@@ -64,6 +73,9 @@ class GrpcHub:
         max_interests: int = 10_000,
         max_waiting: int = 10_000,
         max_timeout: float = 300.0,
+        max_in_flight: int = 100_000,
+        max_pending: int = 1000,
+        max_pending_bytes: int = 64 << 20,
         heartbeat_interval: float = 1.0,
         check_frames: bool = True,
         signing_key: bytes | str | None = None,
@@ -75,7 +87,9 @@ class GrpcHub:
         if isinstance(bus_or_coordinator, CommBusCoordinator):
             self.coordinator = bus_or_coordinator
         else:
-            self.coordinator = CommBusCoordinator(None, bus_or_coordinator, instrument=False)
+            # Instrumented as the bus is (its registry and providers are inherited).
+            instrumented = getattr(bus_or_coordinator, "telemetry", None) is not None
+            self.coordinator = CommBusCoordinator(None, bus_or_coordinator, instrument=instrumented)
         self.bus = self.coordinator.commbus
         self.host, self.port = host, port
         self._token = None if token is None else f"Bearer {token}".encode()
@@ -84,6 +98,7 @@ class GrpcHub:
         self.max_queue, self.max_clients = max_queue, max_clients
         self.max_queue_bytes = max_queue_bytes
         self.max_interests, self.max_timeout = max_interests, max_timeout
+        self.max_pending, self.max_pending_bytes = max_pending, max_pending_bytes
         self.heartbeat_interval = heartbeat_interval
         self.check_frames = check_frames
         self.logger = ensure_logger(logger, "jeeves_control_tower.adapters.grpc.hub")
@@ -91,10 +106,11 @@ class GrpcHub:
         self.hub_metrics = HubMetrics(metrics_registry, enabled=metrics)
         self.router = Router(
             max_waiting=max_waiting,
+            max_in_flight=max_in_flight,
             on_redelivered=self.metrics.redelivered,
             on_stray=lambda: self.metrics.rejected("unexpected_reply"),
         )
-        self.services = HubServices(self.coordinator, self.router, heartbeat_interval)
+        self.services = HubServices(self.coordinator, self.router, heartbeat_interval, max_timeout)
         self.local = HubBus(
             self.bus,
             self.router,

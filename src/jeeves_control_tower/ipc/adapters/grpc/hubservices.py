@@ -30,7 +30,10 @@ from . import commbus_pb2 as pb
 from .checks import name_problem
 from .router import Peer, Router
 
-__all__ = ["Client", "HubServices"]
+__all__ = ["MAX_RETRIES", "Client", "HubServices"]
+
+#: The most retries a dispatch request may ask for (as the HTTP face; beyond: refused).
+MAX_RETRIES = 10
 
 
 class Client(Peer, Protocol):
@@ -52,9 +55,14 @@ _UNBOUNDED = 3600.0
 
 class HubServices:
     def __init__(
-        self, coordinator: CommBusCoordinator, router: Router, heartbeat_interval: float
+        self,
+        coordinator: CommBusCoordinator,
+        router: Router,
+        heartbeat_interval: float,
+        max_timeout: float = 300.0,
     ) -> None:
         self.coordinator = coordinator
+        self.max_timeout = max_timeout
         self.router = router
         self.heartbeat_interval = heartbeat_interval
         self._owners: dict[str, Client] = {}
@@ -141,7 +149,7 @@ class HubServices:
             try:
                 status, reply, text = await future
             finally:
-                router.forget(rid)  # cancelled at the dispatch's deadline: nothing to wait for
+                router.cancel(rid)  # cancelled (deadline, caller): the process stops too
             if status == pb.UNAVAILABLE:
                 raise ConnectionError(text or f"the process serving {name!r} went away")
             if status != pb.OK:
@@ -152,7 +160,9 @@ class HubServices:
 
     async def dispatch(self, request: pb.DispatchRequest) -> tuple[pb.Status, bytes, str]:
         """Run a ``Dispatch`` request through the hub's coordinator (the caller's trace
-        context, from ``request.headers``, is current meanwhile)."""
+        context, from ``request.headers``, is current meanwhile). Its ``timeout_seconds``
+        (30 s when unset) is capped at ``max_timeout``; a ``max_retries`` outside
+        ``0..MAX_RETRIES`` is ``REFUSED``."""
         token = attach_trace(self.coordinator.commbus, dict(request.headers) or None)
         try:
             return await self._dispatch(request)
@@ -161,12 +171,14 @@ class HubServices:
 
     async def _dispatch(self, request: pb.DispatchRequest) -> tuple[pb.Status, bytes, str]:
         try:
+            if not 0 <= request.max_retries <= MAX_RETRIES:
+                raise ValueError(f"max_retries must be within 0..{MAX_RETRIES}")
             envelope = Envelope.from_dict(json.loads(request.envelope or b"{}"))
             target = DispatchTarget(
                 service_name=request.service,
                 method=request.method or "process",
                 priority=SchedulingPriority(request.priority or "normal"),
-                timeout_seconds=request.timeout_seconds or 30.0,
+                timeout_seconds=min(request.timeout_seconds or 30.0, self.max_timeout),
                 max_retries=request.max_retries,
             )
         except (ValueError, TypeError) as exc:

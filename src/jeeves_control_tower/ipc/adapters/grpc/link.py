@@ -49,6 +49,7 @@ class HubLink:
         on_connected: Callable[[], list[pb.ClientMessage]],
         logger: Any,
         on_reconnect: Callable[[], None] = lambda: None,
+        on_cancel: Callable[[int], None] = lambda rid: None,
         credentials: Any = None,
         token: str | None = None,
         channel_options: list[tuple[str, Any]] | None = None,
@@ -58,6 +59,8 @@ class HubLink:
         self.target = target
         self.process_id = process_id
         self.on_delivery = on_delivery
+        #: ``on_cancel(delivery_id)``: the hub no longer waits for that delivery's answer.
+        self.on_cancel = on_cancel
         self.on_connected = on_connected
         self.on_reconnect = on_reconnect
         self.logger = logger
@@ -224,6 +227,8 @@ class HubLink:
                 if future is not None and not future.done():
                     future.set_result(message.result)
                     await _after_waiters()
+            elif kind == "cancel":
+                self.on_cancel(message.cancel.id)
             elif kind == "notice":
                 notice = message.notice
                 self.logger.warning(
@@ -269,7 +274,9 @@ class HubLink:
 
     async def request(self, message: pb.ClientMessage, rid: int, timeout: float) -> pb.Result:
         """Send ``message`` (a request numbered ``rid``) and wait for its ``Result``;
-        ``TimeoutError`` after ``timeout`` seconds. (A timer on the future itself, not
+        ``TimeoutError`` after ``timeout`` seconds. Given up without a result (timed out,
+        or the caller cancelled), the hub is sent a ``cancel`` for ``rid`` (it forgets the
+        request and tells the responder). (A timer on the future itself, not
         ``asyncio.wait_for``: one event-loop iteration less per request.)"""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[pb.Result] = loop.create_future()
@@ -283,6 +290,12 @@ class HubLink:
                 timer.cancel()
         finally:
             self._pending.pop(rid, None)
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                self._give_up(rid)
+
+    def _give_up(self, rid: int) -> None:
+        if self.connected and not self._closed:
+            self.post(pb.ClientMessage(cancel=pb.Cancel(id=rid)))
 
     def next_id(self) -> int:
         return next(self._ids)

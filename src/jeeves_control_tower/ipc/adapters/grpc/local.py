@@ -42,6 +42,9 @@ class HubBus(BrokerTransport):
         self.deliveries.handle(delivery)
         return True
 
+    def cancel(self, rid: int) -> None:
+        self.deliveries.cancel(rid)
+
     def _respond(self, response: pb.Response) -> None:
         self.router.respond(self, response)
 
@@ -68,8 +71,12 @@ class HubBus(BrokerTransport):
             if not future.done():
                 future.set_result((status, reply, message))
 
-        self.router.query(message_type, self.seal(data), timeout, answer)
-        status, reply, message = await future
+        rid = self.router.query(message_type, self.seal(data), timeout, answer)
+        try:
+            status, reply, message = await future
+        finally:
+            if future.cancelled() or not future.done():  # the caller gave up
+                self.router.cancel(rid)
         return answer_of(status, reply, message, message_type, self)
 
     async def _start_consuming(self, pattern: str, message_type: str) -> None:

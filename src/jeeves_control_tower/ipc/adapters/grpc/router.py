@@ -20,7 +20,10 @@ bytes between peers by ``(pattern, type)``:
 
 A peer may answer only what was delivered to it: an answer naming another peer's
 delivery, or none, is ignored (and reported to ``on_stray``). At most ``max_in_flight``
-queries wait for their answers (beyond that a query is refused). Event-loop-thread only.
+queries, dispatches and commands wait for their answers (beyond that a query is refused);
+a query's or dispatch's frame is not kept once delivered (only a command's is, to route
+it again). A caller that gives up calls :meth:`cancel`: the entry goes at once and the
+peer is told to stop (its late answer is then stray). Event-loop-thread only.
 """
 
 from __future__ import annotations
@@ -49,6 +52,11 @@ class Peer(Protocol):
     def deliver(self, delivery: pb.Delivery) -> bool:
         """Hand ``delivery`` to the process without waiting; ``False`` if it cannot take
         it (gone, or too far behind: the peer then removes itself)."""
+        ...
+
+    def cancel(self, rid: int) -> None:
+        """Nobody waits for the answer to delivery ``rid`` any more: stop working on it
+        (no answer is needed; one that comes is ignored)."""
         ...
 
 
@@ -199,25 +207,32 @@ class Router:
                 self._route_command(message_type, data)
 
     @property
+    def in_flight(self) -> int:
+        """Queries, dispatch attempts and commands waiting for their answers."""
+        return len(self._in_flight)
+
+    @property
     def waiting(self) -> int:
         """Commands held for want of a handler."""
         return self._waiting_count
 
-    def query(self, message_type: str, data: bytes, timeout: float, answer: Answer) -> None:
+    def query(self, message_type: str, data: bytes, timeout: float, answer: Answer) -> int:
         """Ask one consumer of ``("query", type)``; ``answer`` is called exactly once
         (``REFUSED`` at once while ``max_in_flight`` queries, dispatches and commands are
-        unanswered: a flood cannot grow the hub's memory without bound)."""
+        unanswered: a flood cannot grow the hub's memory without bound), unless
+        :meth:`forget` is called with the request id returned (0: answered already)."""
         if len(self._in_flight) >= self.max_in_flight:
             answer(pb.REFUSED, b"", f"the hub has {self.max_in_flight} requests in flight")
-            return
+            return 0
         key = ("query", message_type)
         for _ in range(len(self._routes.get(key, ()))):
             peer = self._next(key)
-            if peer is not None and self.request(
-                peer, "query", message_type, data, timeout, answer
-            ):  # fmt: skip
-                return
+            if peer is not None:
+                rid = self.request(peer, "query", message_type, data, timeout, answer)
+                if rid:
+                    return rid
         answer(pb.NO_HANDLER, b"", f"no process handles query type {message_type[:200]!r}")
+        return 0
 
     def request(
         self,
@@ -232,7 +247,8 @@ class Router:
         called exactly once, unless :meth:`forget` is), or 0 when the peer could not take
         it (nothing was sent)."""
         rid = next(self._ids)
-        item = _InFlight(peer, pattern, message_type, data, answer, None)
+        # The frame is not kept: a query or dispatch is answered, never routed again.
+        item = _InFlight(peer, pattern, message_type, b"", answer, None)
         self._in_flight[rid] = item
         delivery = pb.Delivery(
             id=rid, pattern=pattern, type=message_type, data=data, deadline=time.time() + timeout
@@ -251,6 +267,13 @@ class Router:
         item = self._in_flight.pop(rid, None)
         if item is not None and item.timer is not None:
             item.timer.cancel()
+
+    def cancel(self, rid: int) -> None:
+        """:meth:`forget` request ``rid`` and tell its peer to stop working on it."""
+        item = self._in_flight.get(rid)
+        self.forget(rid)
+        if item is not None:
+            item.peer.cancel(rid)
 
     def _expired(self, rid: int) -> None:
         item = self._in_flight.pop(rid, None)

@@ -95,8 +95,13 @@ class _Methods:
             if not future.done():
                 future.set_result((status, data, text))
 
-        self.hub.router.query(frame.type, frame.data, max(timeout, 0.001), answer)
-        status, data, text = await future
+        router = self.hub.router
+        rid = router.query(frame.type, frame.data, max(timeout, 0.001), answer)
+        try:
+            status, data, text = await future
+        finally:
+            if future.cancelled() or not future.done():  # the caller gave up
+                router.cancel(rid)
         if status == pb.OK:
             return pb.ReplyFrame(data=data)
         codes = self.grpc.StatusCode

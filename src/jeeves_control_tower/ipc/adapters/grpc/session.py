@@ -10,7 +10,11 @@ hub's memory grow; likewise when the frames waiting for it reach ``max_queue_byt
 Everything the client sends is checked first (:mod:`.checks`); a
 refused message is counted and answered with a ``Notice`` (or a ``Result`` for a request),
 never routed. A client may hold at most ``max_interests`` subscriptions and have
-:data:`MAX_DISPATCHES` dispatches running; a query runs for ``max_timeout`` at most.
+:data:`MAX_DISPATCHES` dispatches running and ``max_pending`` queries unanswered, their
+frames (queries) and envelopes (dispatches) ``max_pending_bytes`` in all (beyond:
+``REFUSED``); a query runs for ``max_timeout`` at most. A ``cancel`` from the client, or
+its stream ending, makes the hub forget its queries at once and tell their responders to
+stop (a late answer is dropped), and cancels its dispatches.
 """
 
 from __future__ import annotations
@@ -44,6 +48,12 @@ class Session:
         self.closed_reason: str | None = None
         self.last_heard = asyncio.get_running_loop().time()
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Unanswered queries: the client's request id -> (the router's id, frame size).
+        self._queries: dict[int, tuple[int, int]] = {}
+        #: Running dispatches: the client's request id -> the task running it.
+        self._dispatches: dict[int, asyncio.Task[Any]] = {}
+        #: Bytes of the frames and envelopes of the client's unanswered requests.
+        self.pending_bytes = 0
         #: Set once the session is closed: the Connect call then ends.
         self.ended = asyncio.Event()
 
@@ -51,6 +61,9 @@ class Session:
 
     def deliver(self, delivery: pb.Delivery) -> bool:
         return self.put(pb.HubMessage(delivery=delivery), len(delivery.data))
+
+    def cancel(self, rid: int) -> None:
+        self.put(pb.HubMessage(cancel=pb.Cancel(id=rid)))
 
     def put(self, message: pb.HubMessage, size: int = 0) -> bool:
         """Queue ``message`` (of about ``size`` bytes) for the client; ``False`` (and the
@@ -72,6 +85,9 @@ class Session:
             return
         self.closed_reason = reason
         self.hub.session_closed(self, reason)
+        for routed, _ in self._queries.values():
+            self.hub.router.cancel(routed)  # nobody is waiting for these answers now
+        self._queries.clear()
         self.ended.set()  # the stream ends now, whatever is still queued for it
 
     def result(self, rid: int, status: pb.Status, data: bytes = b"", message: str = "") -> None:
@@ -137,10 +153,15 @@ class Session:
         elif kind == "unsubscribe":
             router.unsubscribe(self, message.unsubscribe.pattern, message.unsubscribe.type)
         elif kind == "dispatch":
+            size = len(message.dispatch.dispatch.envelope)
             if len(self._tasks) >= MAX_DISPATCHES:
                 self.result(message.dispatch.id, pb.REFUSED, message="too many dispatches")
+            elif self._over_budget(size):
+                self.result(message.dispatch.id, pb.REFUSED, message="too many pending bytes")
             else:
-                self._spawn(self._dispatch(message.dispatch))
+                self.pending_bytes += size
+                rid = message.dispatch.id
+                self._dispatches[rid] = self._spawn(self._dispatch(message.dispatch, size))
         elif kind == "register_service":
             name = message.register_service.name
             problem = self.hub.services.register(self, message.register_service)
@@ -153,6 +174,8 @@ class Session:
             self.hub.services.unregister(self, message.unregister_service.type)
         elif kind == "heartbeat":
             self.hub.services.heartbeat(self, message.heartbeat)
+        elif kind == "cancel":
+            self._cancel(message.cancel.id)
         else:
             self.refuse("malformed", f"unexpected message {kind or 'without a kind'}")
 
@@ -179,22 +202,60 @@ class Session:
         if not request.timeout > 0:
             self.result(request.id, pb.REFUSED, message="a query needs a timeout")
             return
+        rid, size = request.id, len(frame.data)
+        if rid in self._queries:
+            self.result(rid, pb.REFUSED, message="a query with this id is pending")
+            return
+        if len(self._queries) >= self.hub.max_pending:
+            self.result(rid, pb.REFUSED, message=f"more than {self.hub.max_pending} queries")
+            return
+        if self._over_budget(size):
+            self.result(rid, pb.REFUSED, message="too many pending bytes")
+            return
         timeout = min(request.timeout, self.hub.max_timeout)
-        rid = request.id
+        self.pending_bytes += size
+        pending = True
 
         def answer(status: pb.Status, data: bytes, text: str) -> None:
+            nonlocal pending
+            if pending:  # once: at once (refused, no handler) or when answered later
+                pending = False
+                self.pending_bytes -= size
+                self._queries.pop(rid, None)
             self.result(rid, status, data, text)
 
-        self.hub.router.query(frame.type, frame.data, timeout, answer)
+        routed = self.hub.router.query(frame.type, frame.data, timeout, answer)
+        if pending:  # delivered, waiting for its answer (or for forget)
+            self._queries[rid] = (routed, size)
 
-    async def _dispatch(self, request: pb.Request) -> None:
-        status, data, text = await self.hub.services.dispatch(request.dispatch)
+    def _cancel(self, rid: int) -> None:
+        """The client gave up on its query or dispatch ``rid``: forget it, tell the
+        responder (a dispatch: cancelled in the hub's coordinator); no Result follows."""
+        query = self._queries.pop(rid, None)
+        if query is not None:
+            self.pending_bytes -= query[1]
+            self.hub.router.cancel(query[0])
+        task = self._dispatches.get(rid)
+        if task is not None:
+            task.cancel()
+
+    def _over_budget(self, size: int) -> bool:
+        return self.pending_bytes + size > self.hub.max_pending_bytes
+
+    async def _dispatch(self, request: pb.Request, size: int) -> None:
+        try:
+            status, data, text = await self.hub.services.dispatch(request.dispatch)
+        finally:
+            self.pending_bytes -= size
+            if self._dispatches.get(request.id) is asyncio.current_task():
+                del self._dispatches[request.id]
         self.result(request.id, status, data, text)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def finish(self) -> None:
         self.writer.close()

@@ -151,6 +151,7 @@ class GrpcTransport(BrokerTransport):
             on_delivery=self.deliveries.handle,
             on_connected=self._replay,
             on_reconnect=self.metrics.reconnected,
+            on_cancel=self.deliveries.cancel,
             logger=self.logger,
             credentials=self._credentials(),
             token=self._token,
