@@ -26,7 +26,7 @@ import statistics
 import uuid
 from typing import Any
 
-from bench_adapters import (
+from adapter_sides import (
     RAW,
     REGISTRY,
     Ask,
