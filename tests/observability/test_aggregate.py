@@ -8,10 +8,12 @@ import asyncio
 import gc
 import threading
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import get_metrics
+from jeeves_control_tower.observability.aggregate import Aggregate
 from jeeves_control_tower.observability.metrics import LATENCY_BUCKETS
 
 from .support import DoThing, GetState, Stored, echo, envelope, register, target
@@ -165,3 +167,57 @@ async def test_a_failing_series_lookup_does_not_leak_in_flight() -> None:
     await bus.publish(Stored())
     assert value(registry, "commbus_telemetry_errors_total", component="metrics") == 1
     assert value(registry, "commbus_inflight_messages", pattern="publish") == 0
+
+
+def test_a_bus_collected_in_the_middle_of_a_scrape_does_not_hang_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cycle collector may finalize a bus on the scraping thread while the scrape holds
+    the collector's lock (a service that subscribes its own method is a cycle): it used to
+    wait for that lock forever, and every scrape and new bus after it with it."""
+    registry = CollectorRegistry()
+
+    class Service:
+        def __init__(self) -> None:
+            self.bus = InMemoryCommBus(registry=registry, flow=False)
+            self.bus.subscribe("Ev", self.on)
+
+        def on(self, event: object) -> None:
+            pass
+
+    async def publish_one(bus: InMemoryCommBus) -> None:
+        await bus.publish(DoThing())
+
+    gc.disable()
+    try:
+        service = Service()
+        service.bus.subscribe("DoThing", lambda m: None)
+        asyncio.run(publish_one(service.bus))
+        del service  # unreachable now, collectable only by the cycle collector
+        merge = Aggregate.merge
+
+        def merge_then_collect(self: Aggregate, other: Aggregate) -> None:
+            gc.collect()  # as an allocation inside the scrape may trigger it
+            merge(self, other)
+
+        monkeypatch.setattr(Aggregate, "merge", merge_then_collect)
+        scraped: list[bytes] = []
+        scraper = threading.Thread(target=lambda: scraped.append(generate_latest(registry)))
+        scraper.daemon = True
+        scraper.start()
+        scraper.join(timeout=10)
+        assert not scraper.is_alive(), "the scrape hangs"
+    finally:
+        gc.enable()
+    monkeypatch.setattr(Aggregate, "merge", merge)
+    assert (
+        value(
+            registry,
+            "commbus_messages_total",
+            pattern="publish",
+            message_type="DoThing",
+            outcome="ok",
+        )
+        == 1
+    )
+    InMemoryCommBus(registry=registry, flow=False)  # a new bus still attaches

@@ -26,6 +26,7 @@ prometheus_client's files, and :mod:`.metrics` keeps its prometheus_client child
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import weakref
@@ -155,18 +156,25 @@ class AggregateCollector(Collector):
         self._lock = threading.Lock()
         self._live: set[Aggregate] = set()
         self._retired = Aggregate(self.bounds)
+        #: Aggregates whose owner was garbage-collected, folded into the retired totals
+        #: under the lock by the next attach or scrape. The finalizer only appends (atomic,
+        #: no lock): it may run on any thread, in the middle of a scrape holding the lock.
+        self._dying: collections.deque[Aggregate] = collections.deque()
 
     def attach(self, owner: object) -> Aggregate:
         """A new aggregate for ``owner``, summed into every scrape; when ``owner`` is
         garbage-collected its counts stay (moved to the retired totals)."""
         aggregate = Aggregate(self.bounds)
         with self._lock:
+            self._fold_dying()
             self._live.add(aggregate)
-        weakref.finalize(owner, self._retire, aggregate).atexit = False
+        weakref.finalize(owner, self._dying.append, aggregate).atexit = False
         return aggregate
 
-    def _retire(self, aggregate: Aggregate) -> None:
-        with self._lock:
+    def _fold_dying(self) -> None:
+        """Move the aggregates of collected owners to the retired totals (lock held)."""
+        while self._dying:
+            aggregate = self._dying.popleft()
             self._live.discard(aggregate)
             aggregate.inflight.clear()  # nothing of a dead recorder is in progress
             self._retired.merge(aggregate)
@@ -176,6 +184,7 @@ class AggregateCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         with self._lock:
+            self._fold_dying()
             total = Aggregate(self.bounds)
             total.merge(self._retired)
             for aggregate in list(self._live):
