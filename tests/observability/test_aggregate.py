@@ -221,3 +221,30 @@ def test_a_bus_collected_in_the_middle_of_a_scrape_does_not_hang_it(
         == 1
     )
     InMemoryCommBus(registry=registry, flow=False)  # a new bus still attaches
+
+
+async def test_a_sync_handler_raising_a_base_exception_is_counted_and_leaves_nothing_inflight() -> (
+    None
+):
+    """Without tracing, local messages run no middleware: the probed path itself must
+    report a message that a BaseException (here CancelledError) ends."""
+    for subscribers in (1, 2):
+        registry = CollectorRegistry()
+        bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
+
+        def cancelled(message: object) -> None:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            future.result()  # raises CancelledError
+
+        for _ in range(subscribers):
+            bus.subscribe("DoThing", cancelled)
+        bus.register_handler("GetState", cancelled)
+        with pytest.raises(asyncio.CancelledError):
+            await bus.publish(DoThing())
+        with pytest.raises(asyncio.CancelledError):
+            await bus.send(GetState())
+        for pattern, message_type in (("publish", "DoThing"), ("send", "GetState")):
+            labels = {"pattern": pattern, "message_type": message_type, "outcome": "cancelled"}
+            assert value(registry, "commbus_messages_total", **labels) == 1, (subscribers, labels)
+            assert value(registry, "commbus_inflight_messages", pattern=pattern) == 0

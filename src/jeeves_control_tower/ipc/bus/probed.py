@@ -93,6 +93,9 @@ class ProbedDelivery:
                 subscriber_failed(self._logger, message_type, sub, exc)
                 self._done("publish", message_type, started, "error", subs, [exc], None, event)
                 return "error"
+            except BaseException as exc:  # cancelled, or exiting: reported, then raised
+                self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
+                raise
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
                 return self._publish_rest(event, message_type, subs, started, result, errors)
             try:  # _done(), written out on the common path (perf)
@@ -102,7 +105,11 @@ class ProbedDelivery:
             except Exception as exc:
                 self._probe_failed(exc)
             return "ok"
-        outcome = self._delivery.fan_out(event, message_type, subs, None, errors)
+        try:
+            outcome = self._delivery.fan_out(event, message_type, subs, None, errors)
+        except BaseException as exc:  # what fan_out does not catch: reported, then raised
+            self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
+            raise
         if outcome.__class__ is str:
             self._done("publish", message_type, started, outcome, subs, errors or None, None, event)
             return outcome
@@ -165,6 +172,9 @@ class ProbedDelivery:
             command_failed(self._logger, message_type, handler, exc)
             self._done("send", message_type, started, "error", (handler,), exc, None, command)
             return "error"
+        except BaseException as exc:  # cancelled, or exiting: reported, then raised
+            self._done("send", message_type, started, _ended(exc), (handler,), exc, None, command)
+            raise
         if handler.is_async or (result is not None and inspect.isawaitable(result)):
             return self._send_rest(command, message_type, handler, started, result)
         try:  # _done(), written out on the common path (perf)
