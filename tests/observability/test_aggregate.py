@@ -248,3 +248,28 @@ async def test_a_sync_handler_raising_a_base_exception_is_counted_and_leaves_not
             labels = {"pattern": pattern, "message_type": message_type, "outcome": "cancelled"}
             assert value(registry, "commbus_messages_total", **labels) == 1, (subscribers, labels)
             assert value(registry, "commbus_inflight_messages", pattern=pattern) == 0
+
+
+async def test_a_message_cancelled_in_a_middleware_after_hook_is_reported() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, flow=False)
+    entered = asyncio.Event()
+
+    class SlowAfter:
+        async def after(
+            self, ctx: object, message: object, result: object, error: object
+        ) -> object:
+            entered.set()
+            await asyncio.sleep(10)
+            return result
+
+    bus.add_middleware(SlowAfter())
+    bus.subscribe("DoThing", lambda m: None)
+    task = asyncio.create_task(bus.publish(DoThing()))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    labels = {"pattern": "publish", "message_type": "DoThing", "outcome": "cancelled"}
+    assert value(registry, "commbus_messages_total", **labels) == 1
+    assert value(registry, "commbus_inflight_messages", pattern="publish") == 0

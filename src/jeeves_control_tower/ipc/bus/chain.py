@@ -320,6 +320,11 @@ class ChainRoute:
                 result = out
             except Exception as exc:
                 self._after_failed(ctx, name, exc)
+            except BaseException as exc:  # cancelled in an ``after`` hook: reported, raised
+                _failed(ctx, exc)
+                if self.probe is not None:
+                    self._report(ctx, exc)
+                raise
         if self.probe is not None:
             self._report(ctx, error)
         return self._conclude(ctx, result, error, reached)
