@@ -131,6 +131,29 @@ def test_uninstrument_takes_the_seams_telemetry_off_and_leaves_hand_made_telemet
     hand_made.close()
 
 
+def test_a_bus_instrumented_by_hand_after_uninstrument_points_at_its_new_telemetry(
+    instrumentor: CommBusInstrumentor, tel: Telemetry
+) -> None:
+    """Transports find a bus's telemetry as ``bus.telemetry`` (trace context of their own
+    traffic): after ``uninstrument()`` it must not stay the closed handle."""
+    from jeeves_control_tower.observability import instrument_bus, instrument_coordinator
+
+    instrumentor.instrument(registry=tel.registry, flow=False)
+    bus = InMemoryCommBus()
+    coordinator = CommBusCoordinator(None, bus)
+    instrumentor.uninstrument()
+    assert bus.telemetry.closed and coordinator.telemetry.closed
+    again = instrument_bus(bus, tracer_provider=tel.provider, registry=tel.registry, flow=False)
+    coordinated = instrument_coordinator(
+        coordinator, tracer_provider=tel.provider, registry=tel.registry, flow=False
+    )
+    assert bus.telemetry is again and coordinator.telemetry is coordinated
+    with tel.provider.get_tracer("test").start_as_current_span("caller"):
+        assert "traceparent" in bus.telemetry.inject({})
+    coordinated.close()
+    again.close()
+
+
 def test_instrument_again_after_uninstrument(
     instrumentor: CommBusInstrumentor, tel: Telemetry
 ) -> None:

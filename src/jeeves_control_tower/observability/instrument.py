@@ -283,7 +283,8 @@ def instrument_bus(
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
     handle = BusTelemetry(bus, tuple(middlewares), probe, options=options, **kw)
     _buses[bus] = handle
-    if getattr(bus, "telemetry", None) is None:  # instrumented by hand: make it findable
+    current = getattr(bus, "telemetry", None)
+    if current is None or current.closed:  # instrumented by hand (again): make it findable
         bus.telemetry = handle
     return handle
 
@@ -345,6 +346,7 @@ def instrument_coordinator(
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
     handle = CoordinatorTelemetry(coordinator, fanout, bus_handle, options=options, **kw)
     _coordinators[coordinator] = handle
-    if getattr(coordinator, "telemetry", None) is None:
+    current = getattr(coordinator, "telemetry", None)
+    if current is None or current.closed:
         coordinator.telemetry = handle
     return handle
