@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -239,3 +240,28 @@ def test_a_connection_computing_history_does_not_hold_the_last_slot() -> None:
         while history.running:  # its computation ends (and frees the slot) all the same
             assert time.monotonic() < deadline
             time.sleep(0.01)
+
+
+def test_a_change_handed_off_while_a_snapshot_is_read_never_lifts_the_average_above_the_peak() -> (
+    None
+):
+    """A writer on another thread records a change between the reader's start and its
+    drain: the snapshot must not integrate load past its own end."""
+    times = [T0 + 100.0]
+    writer: list[Callable[[], None]] = []
+
+    def clock() -> float:
+        if writer:  # the reader's clock call: a writer hands a change off meanwhile
+            record = writer.pop()
+            now = times[0]
+            times[0] = T0 + 100.9
+            record()
+            return now
+        return times[0]
+
+    h = History(horizon=60, clock=clock)
+    h.service_state("s", 4, 0, 10)  # load 4 from T0 + 100
+    times[0] = T0 + 100.5
+    writer.append(lambda: h.service_state("s", 0, 0, 10))  # back to 0 at T0 + 100.9
+    load = h.snapshot(1, 1)["services"]["s"]["load"]
+    assert load["avg"] <= load["peak"] == 4.0

@@ -213,11 +213,14 @@ class History:
             raise ValueError(f"window must be within 1..{self.horizon}")
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= window:
             raise ValueError("step must be an int within 1..window")
-        now = self._clock()
         # Only the newest stored second of a series is ever mutated: copy it, share the rest
         # (the lock is held for pointer copies, not for the computation).
         with self._lock:
             self._drain_locked()
+            # Read after the drain: every change applied was stamped before it (a change
+            # stamped after ``now`` would add load past the end of the span it is averaged
+            # over); a change handed off later waits for the next read.
+            now = self._clock()
             gauges = {
                 n: (g[0].first, _copy(g[0].buckets), _copy(g[1].buckets))
                 for n, g in self._gauges.items()
