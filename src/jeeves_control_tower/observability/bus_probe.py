@@ -114,67 +114,71 @@ class BusProbe:
         """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`).
         The common case is written out in one frame (perf: every call here is per message)."""
         seconds = _perf() - started
-        self.inflight[pattern] -= 1
-        if trace_id is None:
-            current = _get_current()
-            trace_id = 0 if not current else recording_trace_id()
-        destination = message_type
-        if self.metrics is not None:
-            try:
-                cells = self._cells.get((pattern, message_type))
-                if cells is not None:  # the aggregate path, bound: Cell.observe, inlined
-                    cell, destination = cells
-                    outcomes = cell.outcomes
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                    i = _bisect(cell.bounds, seconds)
-                    cell.counts[i] += 1
-                    cell.sum += seconds
-                    if trace_id:
-                        cell.exemplars[i] = (trace_id, seconds, _now())
-                    if outcome == "timeout":
-                        cell.extra[0] += 1
-                elif self._aggregate is not None:
-                    destination = self._count(pattern, message_type, seconds, outcome, trace_id)
-                else:
-                    destination = self._record(pattern, message_type, seconds, outcome, trace_id)
-                if outcome == "error" and error is not None and handlers:
-                    self._handler_errors(pattern, message_type, error)
-            except Exception as exc:
-                self._on_error("metrics", "message", exc)
-            otel = self.otel
-            if otel is not None:
+        try:  # counted, then out of flight: a reader never sees a message in neither
+            if trace_id is None:
+                current = _get_current()
+                trace_id = 0 if not current else recording_trace_id()
+            destination = message_type
+            if self.metrics is not None:
                 try:
-                    if otel.live or (started >= otel.next_look and otel.look(started)):
-                        self._otel(
-                            otel,
-                            direction,
-                            system,
-                            pattern,
-                            destination,
-                            seconds,
-                            outcome,
-                            handlers,
-                            error,
+                    cells = self._cells.get((pattern, message_type))
+                    if cells is not None:  # the aggregate path, bound: Cell.observe, inlined
+                        cell, destination = cells
+                        outcomes = cell.outcomes
+                        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                        i = _bisect(cell.bounds, seconds)
+                        cell.counts[i] += 1
+                        cell.sum += seconds
+                        if trace_id:
+                            cell.exemplars[i] = (trace_id, seconds, _now())
+                        if outcome == "timeout":
+                            cell.extra[0] += 1
+                    elif self._aggregate is not None:
+                        destination = self._count(pattern, message_type, seconds, outcome, trace_id)
+                    else:
+                        destination = self._record(
+                            pattern, message_type, seconds, outcome, trace_id
                         )
+                    if outcome == "error" and error is not None and handlers:
+                        self._handler_errors(pattern, message_type, error)
                 except Exception as exc:
-                    self._on_error("otel_metrics", "message", exc)
-        flow = self.flow
-        if flow is not None:
-            try:
-                raw = (
-                    started, pattern, message_type, handlers, seconds, outcome,
-                    _flow_error(error) if error is not None else None, trace_id,
-                    payload_repr(message) if self._record_payloads else None, 0,
-                )  # fmt: skip
-                handoff = self._handoff
-                if flow.sink is None and handoff is flow.handoff:  # the lock-free hand-off
-                    handoff.append(raw)
-                    if len(handoff) >= self._drain_at:
-                        flow.drain()
-                else:
-                    flow.store(raw)
-            except Exception as exc:
-                self._on_error("flow", "message", exc)
+                    self._on_error("metrics", "message", exc)
+                otel = self.otel
+                if otel is not None:
+                    try:
+                        if otel.live or (started >= otel.next_look and otel.look(started)):
+                            self._otel(
+                                otel,
+                                direction,
+                                system,
+                                pattern,
+                                destination,
+                                seconds,
+                                outcome,
+                                handlers,
+                                error,
+                            )
+                    except Exception as exc:
+                        self._on_error("otel_metrics", "message", exc)
+            flow = self.flow
+            if flow is not None:
+                try:
+                    raw = (
+                        started, pattern, message_type, handlers, seconds, outcome,
+                        _flow_error(error) if error is not None else None, trace_id,
+                        payload_repr(message) if self._record_payloads else None, 0,
+                    )  # fmt: skip
+                    handoff = self._handoff
+                    if flow.sink is None and handoff is flow.handoff:  # the lock-free hand-off
+                        handoff.append(raw)
+                        if len(handoff) >= self._drain_at:
+                            flow.drain()
+                    else:
+                        flow.store(raw)
+                except Exception as exc:
+                    self._on_error("flow", "message", exc)
+        finally:
+            self.inflight[pattern] -= 1
 
     def _otel(
         self,

@@ -13,10 +13,13 @@ on any threads, may share one recorder); the readers (:meth:`flow`, :meth:`servi
 appends its record to :attr:`handoff` (a ``deque``, whose ``append`` is atomic), and the
 reader, under the recorder's lock, moves what was handed off into the ring, numbering the
 records in hand-off order and counting them (:meth:`drain`; a writer drains too, once per
-``capacity`` records, so the hand-off stays bounded when nobody reads). Every answer is
-exact as of its read. In-flight counts are kept per writer (single-writer dicts) and
-summed by the reader. Descriptors are read live (single attribute reads, atomic under the
-GIL); the recorder never calls into the coordinator, so a busy loop never stalls a reader.
+``capacity`` records, so the hand-off stays bounded when nobody reads). Every message
+handed off before a read is in its answer. In-flight counts are kept per writer
+(single-writer dicts) and summed by the reader before it drains; a writer hands its record
+off before the message leaves flight, so a message is never in neither: one that ends
+during a read may count in both, for that read only. Descriptors are read live (single
+attribute reads, atomic under the GIL); the recorder never calls into the coordinator, so a
+busy loop never stalls a reader.
 Never raises into the message path: failures, a raising ``sink`` too, go to ``on_error``.
 """
 
@@ -359,12 +362,13 @@ class FlowRecorder(WholeDispatchObserver):
     def stats(self) -> dict[str, Any]:
         """Totals since the recorder was created (the ``/api/stats`` body)."""
         with self._lock:
-            self._drain()
-            counts = list(self._counts.items())
+            # In flight first, then the drain (see the module docstring).
             inflight = dict(self._inflight)
             for writer in list(self._writers):
                 for pattern, n in list(writer.inflight.items()):
                     inflight[pattern] = inflight.get(pattern, 0) + n
+            self._drain()
+            counts = list(self._counts.items())
             descriptors = [row[0] for row in self._services.values()]
             last = self._seq
         messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
