@@ -90,6 +90,9 @@ class DispatchMetrics(WholeDispatchObserver):
         collector = self.metrics.aggregate
         self._aggregate = collector.attach(self) if collector is not None else None
         self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, service)
+        # the gauges read the live descriptor at scrape time (see watch), so a change of
+        # load alone (every dispatch, twice) needs no call here; multiprocess mode sets them
+        self.observes_load = self._aggregate is None
 
     # ------------------------------------------------------------------ dispatch
 

@@ -203,6 +203,8 @@ class DispatchTracer:
         except Exception as exc:
             self._on_error("tracing", "dispatch_end", exc)
 
+    observes_load = False  # nothing to do when a service's load changes
+
     def service_changed(self, service: Any, queue_depth: int) -> None:
         return None
 

@@ -145,6 +145,14 @@ class _Fanout:
         self.parts = parts
         # no part watches attempts (no tracer): the dispatcher then copies no context
         self.observes_attempts = any(getattr(p, "observes_attempts", True) for p in parts)
+        # what a change of a service's load alone calls (see RegistryObserver): only the
+        # parts that want it (in practice the flow recorder's history), no others
+        self.load_hooks = tuple(_load_hook(p) for p in parts if _load_hook(p) is not None)
+
+    def close(self) -> None:
+        """Stop: dispatches started from now on, and registry changes, reach no part."""
+        self.parts = ()
+        self.load_hooks = ()
 
     def dispatch_start(self, target: Any, envelope: Any) -> tuple[tuple[Any, ...], list[Any]]:
         parts = self.parts
@@ -170,9 +178,21 @@ class _Fanout:
         for p in self.parts:
             p.service_changed(service, queue_depth)
 
+    def load_changed(self, service: Any, queue_depth: int) -> None:
+        for hook in self.load_hooks:
+            hook(service, queue_depth)
+
     def service_removed(self, service: Any) -> None:
         for p in self.parts:
             p.service_removed(service)
+
+
+def _load_hook(part: Any) -> Any:
+    """What a change of load alone calls on ``part`` (see RegistryObserver), or ``None``."""
+    hook = getattr(part, "load_changed", None)
+    if hook is None and getattr(part, "observes_load", True):
+        hook = part.service_changed
+    return hook
 
 
 class CoordinatorTelemetry(_Telemetry):
@@ -194,7 +214,7 @@ class CoordinatorTelemetry(_Telemetry):
         if self.closed:
             return
         self.closed = True
-        self._fanout.parts = ()
+        self._fanout.close()
         coordinator = self._coordinator()
         if coordinator is not None and _coordinators.get(coordinator) is self:
             del _coordinators[coordinator]
