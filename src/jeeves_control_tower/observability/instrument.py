@@ -148,29 +148,46 @@ class _Fanout:
         # what a change of a service's load alone calls (see RegistryObserver): only the
         # parts that want it (in practice the flow recorder's history), no others
         self.load_hooks = tuple(_load_hook(p) for p in parts if _load_hook(p) is not None)
+        # the parts, with (index, watches_attempts or None) of those that watch attempts
+        self._attempts: tuple[tuple[Any, ...], tuple[tuple[int, Any], ...]] = (
+            parts,
+            tuple(
+                (i, getattr(p, "watches_attempts", None))
+                for i, p in enumerate(parts)
+                if getattr(p, "observes_attempts", True)
+            ),
+        )
 
     def close(self) -> None:
         """Stop: dispatches started from now on, and registry changes, reach no part."""
         self.parts = ()
         self.load_hooks = ()
+        self._attempts = ((), ())
 
-    def dispatch_start(self, target: Any, envelope: Any) -> tuple[tuple[Any, ...], list[Any]]:
-        parts = self.parts
-        return parts, [p.dispatch_start(target, envelope) for p in parts]
+    def dispatch_start(self, target: Any, envelope: Any) -> tuple[Any, ...]:
+        parts, watch = self._attempts
+        return parts, [p.dispatch_start(target, envelope) for p in parts], watch
+
+    def watches_attempts(self, token: Any) -> bool:
+        """Whether a part wants this dispatch's attempts (the tracer: only when its
+        dispatch span records); otherwise they run with no context copy and no hooks."""
+        _, tokens, watch = token
+        return any(asks is None or asks(tokens[i]) for i, asks in watch)
 
     def attempt_start(self, token: Any, target: Any, attempt: int) -> list[Any]:
-        parts, tokens = token
-        return [p.attempt_start(t, target, attempt) for p, t in zip(parts, tokens, strict=True)]
+        parts, tokens, watch = token  # only the parts that watch attempts
+        return [parts[i].attempt_start(tokens[i], target, attempt) for i, _ in watch]
 
     def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
-        parts, tokens = token
-        for i in range(len(parts) - 1, -1, -1):
-            parts[i].attempt_end(tokens[i], attempt_token[i], error)
+        parts, tokens, watch = token
+        for k in range(len(watch) - 1, -1, -1):
+            i = watch[k][0]
+            parts[i].attempt_end(tokens[i], attempt_token[k], error)
 
     def dispatch_end(
         self, token: Any, target: Any, outcome: str, attempts: int, error: Any, duration: float
     ) -> None:
-        parts, tokens = token
+        parts, tokens, _ = token
         for i in range(len(parts) - 1, -1, -1):
             parts[i].dispatch_end(tokens[i], target, outcome, attempts, error, duration)
 
