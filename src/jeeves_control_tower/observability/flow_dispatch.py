@@ -42,6 +42,11 @@ class FlowDispatch(WholeDispatchObserver):
             self._on_error("flow", "dispatch_start", exc)
             return 0
 
+    def started(self, trace_id: int) -> int:
+        """:meth:`dispatch_start` with the current recording trace id already looked up."""
+        self.inflight["dispatch"] += 1
+        return trace_id
+
     def dispatch_end(
         self,
         token: Any,
