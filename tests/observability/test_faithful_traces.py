@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 from opentelemetry.trace import SpanKind
@@ -151,3 +151,23 @@ async def test_kinds_and_schema_follow_one_semconv_version() -> None:
     assert {s.instrumentation_scope.schema_url for s in tel.spans()} == {SCHEMA_URL}  # type: ignore[union-attr]
     assert f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}" == SCHEMA_URL
     tel.provider.shutdown()
+
+
+async def test_an_unsampled_dispatch_keeps_its_decision_current_in_the_handler(
+    tel: Telemetry,
+) -> None:
+    """No attempt span under a dispatch span that does not record (the attempt runs with no
+    hooks), yet the handler sees the dispatch's context: the caller's trace, not sampled."""
+    seen: list[trace.SpanContext] = []
+    coordinator = CommBusCoordinator(tel.logger, InMemoryCommBus(instrument=False), **tel.options)
+
+    async def handler(e: Envelope) -> Envelope:
+        seen.append(trace.get_current_span().get_span_context())
+        return e
+
+    register(coordinator, handler=handler)
+    await dispatch_detached(coordinator, envelope(trace_carrier=carrier("00")))
+    (context,) = seen
+    assert f"{context.trace_id:032x}" == TRACE and not context.trace_flags.sampled
+    assert context.span_id != int(SPAN, 16)  # the dispatch's own (dropped) span
+    assert tel.spans() == []

@@ -117,7 +117,9 @@ async def test_raising_metrics_backend(provider: TracerProvider) -> None:
     metrics.services_registered = Broken()
     coordinator = CommBusCoordinator(None, bus)
     await exercise(bus, coordinator)
-    assert errors(registry, "metrics") >= 8
+    # every failing path reports (a dispatch's slot taken / given back reaches no metrics
+    # code: the gauges read the registry's descriptor when scraped)
+    assert errors(registry, "metrics") >= 6
 
 
 async def test_broken_flow_sink(provider: TracerProvider) -> None:

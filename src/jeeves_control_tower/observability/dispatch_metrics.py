@@ -90,6 +90,9 @@ class DispatchMetrics(WholeDispatchObserver):
         collector = self.metrics.aggregate
         self._aggregate = collector.attach(self) if collector is not None else None
         self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, service)
+        # the gauges read the live descriptor at scrape time (see watch), so a change of
+        # load alone (every dispatch, twice) needs no call here; multiprocess mode sets them
+        self.observes_load = self._aggregate is None
 
     # ------------------------------------------------------------------ dispatch
 
@@ -97,18 +100,27 @@ class DispatchMetrics(WholeDispatchObserver):
         """Returns the trace id current at the start (the dispatch span's, when the tracer
         runs first), for the exemplar."""
         try:
+            trace_id = recording_trace_id()
+        except Exception as exc:
+            self._on_error("metrics", "dispatch_start", exc)
+            trace_id = 0
+        return self.started(trace_id)
+
+    def started(self, trace_id: int) -> int:
+        """:meth:`dispatch_start` with the current recording trace id already looked up (an
+        instrumented coordinator looks it up once for metrics and flow)."""
+        try:
             aggregate = self._aggregate
             if aggregate is not None:
                 counts = aggregate.inflight
                 counts["dispatch"] = counts.get("dispatch", 0) + 1
-                return recording_trace_id()
+                return trace_id
             if self._inflight is None:
                 self._inflight = self.metrics.inflight_for("dispatch")
             self._inflight.inc()
-            return recording_trace_id()
         except Exception as exc:
             self._on_error("metrics", "dispatch_start", exc)
-            return 0
+        return trace_id
 
     def dispatch_end(
         self,

@@ -60,6 +60,7 @@ __all__ = ["DispatchTracer"]
 
 _CACHE_LIMIT = 4096
 _INVALID = trace.INVALID_SPAN_CONTEXT
+_PRODUCER, _CONSUMER = SpanKind.PRODUCER, SpanKind.CONSUMER
 
 
 def _caller_parent(rc: RequestContext) -> Context | None:
@@ -97,6 +98,7 @@ class DispatchTracer:
         self._noop = NoopWatch(tracer_provider)
         self._on_error = on_error or ErrorReporter()
         self._specs: dict[tuple[str, str, Any], tuple[str, dict[str, Any]]] = {}
+        self._attempts: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {}
 
     def _spec(self, target: DispatchTarget) -> tuple[str, dict[str, Any]]:
         """The span name and attributes of a dispatch to ``target`` (cached, bounded)."""
@@ -119,17 +121,19 @@ class DispatchTracer:
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any:
         try:
+            rc = envelope.request_context
+            if not rc.trace_carrier and self._noop.is_noop(time.perf_counter()):
+                return None  # no SDK and no caller's context to carry: nothing to do
             parent = links = None
             current = trace.get_current_span().get_span_context()
             if not current.is_valid:
-                rc = envelope.request_context
                 parent = _caller_parent(rc)
                 if parent is None and rc.trace_id:
                     links = _caller_link(rc)  # a root span the sampler decides, linked
             if parent is None and self._noop.is_noop(time.perf_counter()):
                 return None  # no SDK: no span to start, switch or end
             name, attributes = self._spec(target)
-            span = self._tracer.start_span(name, parent, SpanKind.PRODUCER, attributes, links)
+            span = self._tracer.start_span(name, parent, _PRODUCER, attributes, links)
             recording = span.is_recording()
             if not recording:
                 made = span.get_span_context()
@@ -143,24 +147,39 @@ class DispatchTracer:
             self._on_error("tracing", "dispatch_start", exc)
             return None
 
+    def watches_attempts(self, token: Any) -> bool:
+        """Attempt spans only under a recording dispatch span: otherwise the attempts run
+        with no context copy and no hooks (the dispatch's context, if any, is current)."""
+        return token is not None and token[2]
+
+    def _attempt_spec(self, target: DispatchTarget, attempt: int) -> tuple[str, dict[str, Any]]:
+        """The name and attributes of an attempt span (cached, bounded; the SDK copies the
+        attributes into the span, so one dict serves every span)."""
+        key = (target.service_name, target.method, attempt)
+        spec = self._attempts.get(key)
+        if spec is None:
+            name = key[0]
+            attributes = {
+                MESSAGING_SYSTEM: SYSTEM,
+                MESSAGING_OPERATION_TYPE: OP_PROCESS,
+                MESSAGING_OPERATION_NAME: "process",
+                MESSAGING_DESTINATION_NAME: name,
+                DISPATCH_SERVICE: name,
+                DISPATCH_METHOD: key[1],
+                DISPATCH_ATTEMPT: attempt,
+            }
+            spec = (f"process {name}", attributes)
+            if len(self._attempts) < _CACHE_LIMIT:
+                self._attempts[key] = spec
+        return spec
+
     def attempt_start(self, token: Any, target: DispatchTarget, attempt: int) -> Any:
         if token is None or not token[2]:
             return None
         try:
-            name = target.service_name
-            span = self._tracer.start_span(
-                f"process {name}",
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    MESSAGING_SYSTEM: SYSTEM,
-                    MESSAGING_OPERATION_TYPE: OP_PROCESS,
-                    MESSAGING_OPERATION_NAME: "process",
-                    MESSAGING_DESTINATION_NAME: name,
-                    DISPATCH_SERVICE: name,
-                    DISPATCH_METHOD: target.method,
-                    DISPATCH_ATTEMPT: attempt,
-                },
-            )  # the parent is the dispatch span, current in the copied context
+            name, attributes = self._attempt_spec(target, attempt)
+            # the parent is the dispatch span, current in the copied context
+            span = self._tracer.start_span(name, None, _CONSUMER, attributes)
             otel_context.attach(trace.set_span_in_context(span))  # this attempt's copy only
             return span
         except Exception as exc:
@@ -202,6 +221,8 @@ class DispatchTracer:
             span.end()
         except Exception as exc:
             self._on_error("tracing", "dispatch_end", exc)
+
+    observes_load = False  # nothing to do when a service's load changes
 
     def service_changed(self, service: Any, queue_depth: int) -> None:
         return None

@@ -30,6 +30,8 @@ class FlowDispatch(WholeDispatchObserver):
         self.recorder = recorder
         self.inflight = {"dispatch": 0}
         self._on_error = on_error
+        # a change of a service's load alone goes straight to the recorder (no frame here)
+        self.load_changed = recorder.service_changed
         recorder.add_writer(self)
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> int:
@@ -39,6 +41,11 @@ class FlowDispatch(WholeDispatchObserver):
         except Exception as exc:
             self._on_error("flow", "dispatch_start", exc)
             return 0
+
+    def started(self, trace_id: int) -> int:
+        """:meth:`dispatch_start` with the current recording trace id already looked up."""
+        self.inflight["dispatch"] += 1
+        return trace_id
 
     def dispatch_end(
         self,

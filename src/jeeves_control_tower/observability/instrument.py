@@ -26,6 +26,7 @@ from ..instrumentation import propagation
 from ..types import LoggerProtocol
 from ._guard import ErrorReporter
 from .bus_probe import BusProbe
+from .dispatch_fanout import DispatchFanout
 from .dispatch_metrics import DispatchMetrics
 from .dispatch_tracing import DispatchTracer
 from .flow import FlowRecorder, default_flow
@@ -135,51 +136,13 @@ class BusTelemetry(_Telemetry):
             del _buses[bus]
 
 
-class _Fanout:
-    """One dispatch observer fanning out to the pieces: starts in order, ends in reverse,
-    so the tracer's span is still current when the others finish. ``close`` empties
-    ``parts`` (the coordinator has no ``remove_observer``); a dispatch already started
-    keeps the parts it started with, so its span is still ended and detached."""
-
-    def __init__(self, parts: tuple[Any, ...]) -> None:
-        self.parts = parts
-        # no part watches attempts (no tracer): the dispatcher then copies no context
-        self.observes_attempts = any(getattr(p, "observes_attempts", True) for p in parts)
-
-    def dispatch_start(self, target: Any, envelope: Any) -> tuple[tuple[Any, ...], list[Any]]:
-        parts = self.parts
-        return parts, [p.dispatch_start(target, envelope) for p in parts]
-
-    def attempt_start(self, token: Any, target: Any, attempt: int) -> list[Any]:
-        parts, tokens = token
-        return [p.attempt_start(t, target, attempt) for p, t in zip(parts, tokens, strict=True)]
-
-    def attempt_end(self, token: Any, attempt_token: Any, error: BaseException | None) -> None:
-        parts, tokens = token
-        for i in range(len(parts) - 1, -1, -1):
-            parts[i].attempt_end(tokens[i], attempt_token[i], error)
-
-    def dispatch_end(
-        self, token: Any, target: Any, outcome: str, attempts: int, error: Any, duration: float
-    ) -> None:
-        parts, tokens = token
-        for i in range(len(parts) - 1, -1, -1):
-            parts[i].dispatch_end(tokens[i], target, outcome, attempts, error, duration)
-
-    def service_changed(self, service: Any, queue_depth: int) -> None:
-        for p in self.parts:
-            p.service_changed(service, queue_depth)
-
-    def service_removed(self, service: Any) -> None:
-        for p in self.parts:
-            p.service_removed(service)
-
-
 class CoordinatorTelemetry(_Telemetry):
     """Handle of an instrumented coordinator (dispatch telemetry); ``bus`` is the bus's
     handle, if the bus is instrumented. ``close()`` stops the dispatch telemetry only."""
 
-    def __init__(self, coordinator: Any, fanout: _Fanout, bus: BusTelemetry | None, **kw: Any):
+    def __init__(
+        self, coordinator: Any, fanout: DispatchFanout, bus: BusTelemetry | None, **kw: Any
+    ):
         super().__init__(**kw)
         self._coordinator = weakref.ref(coordinator)
         self.bus = bus
@@ -194,7 +157,7 @@ class CoordinatorTelemetry(_Telemetry):
         if self.closed:
             return
         self.closed = True
-        self._fanout.parts = ()
+        self._fanout.close()
         coordinator = self._coordinator()
         if coordinator is not None and _coordinators.get(coordinator) is self:
             del _coordinators[coordinator]
@@ -341,7 +304,7 @@ def instrument_coordinator(
         parts.append(DispatchMetrics(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"]))
     if kw["flow"] is not None:
         parts.append(FlowDispatch(kw["flow"], on_error))
-    fanout = _Fanout(tuple(parts))
+    fanout = DispatchFanout(tuple(parts))
     coordinator.add_observer(fanout)
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
     handle = CoordinatorTelemetry(coordinator, fanout, bus_handle, options=options, **kw)

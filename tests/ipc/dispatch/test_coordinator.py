@@ -577,3 +577,53 @@ def test_update_remote_service_notifies_observers(coordinator: CommBusCoordinato
     )
     assert seen[-1] == ("mirror", 3, 8, 2, False)
     assert coordinator.list_services(healthy_only=True) == []
+
+
+async def test_a_change_of_load_alone_goes_to_load_changed(
+    coordinator: CommBusCoordinator,
+) -> None:
+    """A slot taken / given back (queue depth and capacity as last told) calls
+    ``load_changed`` when an observer has one, nothing when it says ``observes_load =
+    False``, ``service_changed`` otherwise; any other change calls ``service_changed``."""
+    calls: dict[str, list[tuple[str, int, int, int]]] = {"fast": [], "full": [], "plain": []}
+
+    def row(service: Any, depth: int) -> tuple[str, int, int, int]:
+        return (service.name, service.current_load, depth, service.max_concurrent)
+
+    class Fast(_Recorder):
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            calls["full"].append(row(service, queue_depth))
+
+        def load_changed(self, service: Any, queue_depth: int) -> None:
+            calls["fast"].append(row(service, queue_depth))
+
+    class Plain(_Recorder):
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            calls["plain"].append(row(service, queue_depth))
+
+    class Blind(_Recorder):
+        observes_load = False
+
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            calls.setdefault("blind", []).append(row(service, queue_depth))
+
+    for observer in (Fast(), Plain(), Blind()):
+        coordinator.add_observer(observer)
+    register(coordinator, max_concurrent=1)
+    gate = asyncio.Event()
+    coordinator.register_handler("svc", gated(gate))
+    first = asyncio.create_task(coordinator.dispatch(target(), env()))
+    await asyncio.sleep(0)  # holds the one slot
+    second = asyncio.create_task(coordinator.dispatch(target(), env("r2")))
+    await asyncio.sleep(0)  # queued: the depth changed
+    gate.set()
+    await asyncio.gather(first, second)
+    coordinator.set_service_capacity("svc", 2)  # capacity alone: a full change
+
+    registered = ("svc", 0, 0, 1)
+    took, queued, handed_on = ("svc", 1, 0, 1), ("svc", 1, 1, 1), ("svc", 1, 0, 1)
+    gave_back, capacity = ("svc", 0, 0, 1), ("svc", 0, 0, 2)
+    assert calls["fast"] == [took, gave_back]  # the load alone changed
+    assert calls["full"] == [registered, queued, handed_on, capacity]
+    assert calls["plain"] == [registered, took, queued, handed_on, gave_back, capacity]
+    assert calls["blind"] == [registered, queued, handed_on, capacity]

@@ -49,7 +49,10 @@ class DispatchObserver(RegistryObserver, Protocol):
 
     ``attempt_start`` runs inside the attempt's own context copy, so what it makes current
     (a span) is what the handler sees. An observer with ``observes_attempts = False`` is
-    not called per attempt (see :class:`WholeDispatchObserver`).
+    not called per attempt (see :class:`WholeDispatchObserver`); one with a method
+    ``watches_attempts(token) -> bool`` is asked once per dispatch, right after its
+    ``dispatch_start`` returned ``token``, and when no observer of a dispatch wants its
+    attempts they run as unobserved ones (no context copy, no attempt hooks).
     """
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any: ...

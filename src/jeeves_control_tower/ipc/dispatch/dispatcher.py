@@ -71,6 +71,8 @@ class Dispatcher:
         self._attempt_aware: set[str] = set()
         self._observers: tuple[DispatchObserver, ...] = ()
         self._per_attempt = False  # some observer wants the attempt hooks
+        # (index, its watches_attempts or None) of each observer that watches attempts
+        self._attempt_watch: tuple[tuple[int, Any], ...] = ()
         #: Where dispatches to a service with no local handler go (``None``: they end
         #: ``no_handler``).
         self.remote = remote
@@ -93,6 +95,11 @@ class Dispatcher:
         """Dispatches started from now on are observed by ``observer`` too."""
         self._observers += (observer,)
         self._per_attempt = observes_attempts(self._observers)
+        self._attempt_watch = tuple(
+            (i, getattr(obs, "watches_attempts", None))
+            for i, obs in enumerate(self._observers)
+            if observes_attempts((obs,))
+        )
 
     def dispatch(self, target: DispatchTarget, envelope: Envelope) -> Coroutine[Any, Any, Envelope]:
         """The dispatch of a checked ``(target, envelope)``, to await: the resulting
@@ -116,7 +123,7 @@ class Dispatcher:
         per_attempt = False
         if observers is not None:
             seen = Observation(observers, target, envelope, self._observer_failed)
-            per_attempt = self._per_attempt
+            per_attempt = self._per_attempt and seen.wants_attempts(self._attempt_watch)
         attempt = 0
         try:
             name = target.service_name

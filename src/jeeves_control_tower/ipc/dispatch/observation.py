@@ -61,6 +61,21 @@ class Observation:
                 failed(obs, exc)
         self.tokens = tokens
 
+    def wants_attempts(self, watch: tuple[tuple[int, Any], ...]) -> bool:
+        """Whether some observer wants this dispatch's attempt hooks: ``watch`` holds
+        (index, ``watches_attempts`` or ``None``) of each observer that watches attempts."""
+        tokens = self.tokens
+        for i, asks in watch:
+            if asks is None:
+                return True
+            try:
+                if asks(tokens[i]):
+                    return True
+            except Exception as exc:
+                self.failed(self.observers[i], exc)
+                return True
+        return False
+
     def end(self, target: DispatchTarget) -> None:
         """Every observer's ``dispatch_end``, with how the dispatch went."""
         duration = _perf() - self.started

@@ -16,7 +16,15 @@ class ServiceGone(Exception):
 
 
 class RegistryObserver(Protocol):
-    """Told about every registry change; methods must be fast and must not raise."""
+    """Told about every registry change; methods must be fast and must not raise.
+
+    A change of a service's load alone (a slot taken or given back, queue depth, capacity
+    and health as last told) is the per-dispatch case: it goes to the observer's
+    ``load_changed(service, queue_depth)`` when it has one, is skipped when the observer
+    says ``observes_load = False`` (it reads ``current_load`` when it needs it), and goes
+    to ``service_changed`` otherwise. Both are optional attributes, read once, when the
+    observer is added.
+    """
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         """Registered, or its load, queue depth, capacity or health changed."""
@@ -40,10 +48,19 @@ class ServiceRegistry:
         self._admission: dict[str, Admission] = {}
         self._max_queue = max_queue
         self._observers: tuple[RegistryObserver, ...] = ()
+        # what a change of load alone calls, one per observer that wants it (see
+        # RegistryObserver), and the (queue depth, capacity) each service was last told with
+        self._load_hooks: tuple[tuple[Any, Callable[[ServiceDescriptor, int], None]], ...] = ()
+        self._told: dict[str, tuple[int, int]] = {}
         self._on_error = on_error
 
     def add_observer(self, observer: RegistryObserver) -> None:
         self._observers += (observer,)
+        hook = getattr(observer, "load_changed", None)
+        if hook is None and getattr(observer, "observes_load", True):
+            hook = getattr(observer, "service_changed", None)
+        if hook is not None:
+            self._load_hooks += ((observer, hook),)
         for name, svc in self._services.items():
             self._notify(svc, self._admission[name].queue_depth)
 
@@ -63,6 +80,7 @@ class ServiceRegistry:
         if descriptor is None:
             return None
         admission = self._admission.pop(name)
+        self._told.pop(name, None)
         admission.close(ServiceGone(f"service {name!r} was unregistered"))
         for obs in self._observers:
             try:
@@ -125,9 +143,18 @@ class ServiceRegistry:
     def _load_changed(self, descriptor: ServiceDescriptor, admission: Admission) -> None:
         descriptor.current_load = admission.in_use
         if self._observers and self._services.get(descriptor.name) is descriptor:
-            self._notify(descriptor, admission.queue_depth)
+            depth = admission.queue_depth
+            if self._told.get(descriptor.name) == (depth, descriptor.max_concurrent):
+                for obs, hook in self._load_hooks:  # the load alone changed
+                    try:
+                        hook(descriptor, depth)
+                    except Exception as exc:
+                        self._on_error(obs, exc)
+                return
+            self._notify(descriptor, depth)
 
     def _notify(self, descriptor: ServiceDescriptor, queue_depth: int) -> None:
+        self._told[descriptor.name] = (queue_depth, descriptor.max_concurrent)
         for obs in self._observers:
             try:
                 obs.service_changed(descriptor, queue_depth)
