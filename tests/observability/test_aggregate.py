@@ -273,3 +273,20 @@ async def test_a_message_cancelled_in_a_middleware_after_hook_is_reported() -> N
     labels = {"pattern": "publish", "message_type": "DoThing", "outcome": "cancelled"}
     assert value(registry, "commbus_messages_total", **labels) == 1
     assert value(registry, "commbus_inflight_messages", pattern="publish") == 0
+
+
+async def test_a_message_ended_by_a_sync_after_hook_raising_a_base_exception_is_reported() -> None:
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, flow=False)
+
+    class CancellingAfter:
+        def after(self, ctx: object, message: object, result: object, exc: object) -> object:
+            raise asyncio.CancelledError
+
+    bus.add_middleware(CancellingAfter())
+    bus.subscribe("DoThing", lambda m: None)
+    with pytest.raises(asyncio.CancelledError):
+        await bus.publish(DoThing())
+    labels = {"pattern": "publish", "message_type": "DoThing", "outcome": "cancelled"}
+    assert value(registry, "commbus_messages_total", **labels) == 1
+    assert value(registry, "commbus_inflight_messages", pattern="publish") == 0

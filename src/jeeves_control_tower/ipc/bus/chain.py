@@ -237,6 +237,11 @@ class ChainRoute:
                 result = after(ctx, message, result, error)
             except Exception as exc:
                 self._after_failed(ctx, name, exc)
+            except BaseException as exc:  # as in ``run``: reported, then raised
+                _failed(ctx, exc)
+                if self.probe is not None:
+                    self._report(ctx, exc)
+                raise
         return result
 
     def _after_failed(self, ctx: MiddlewareContext, name: str, exc: Exception) -> None:
