@@ -171,3 +171,30 @@ async def test_an_unsampled_dispatch_keeps_its_decision_current_in_the_handler(
     assert f"{context.trace_id:032x}" == TRACE and not context.trace_flags.sampled
     assert context.span_id != int(SPAN, 16)  # the dispatch's own (dropped) span
     assert tel.spans() == []
+
+
+_SET_BY: contextvars.ContextVar[str] = contextvars.ContextVar("set_by", default="caller")
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, ALWAYS_OFF], ids=["sampled", "unsampled"])
+async def test_what_a_dispatch_handler_sets_in_its_context_stays_its_own_either_way(
+    sampler: object,
+) -> None:
+    """Whether the caller sees a handler's context changes must not depend on the trace's
+    sampling decision (it used to leak only when unsampled)."""
+    from prometheus_client import CollectorRegistry
+
+    provider = TracerProvider(sampler=sampler)  # type: ignore[arg-type]
+    bus = InMemoryCommBus(registry=CollectorRegistry(), flow=False, tracer_provider=provider)
+    coordinator = CommBusCoordinator(
+        None, bus, registry=CollectorRegistry(), flow=False, tracer_provider=provider
+    )
+
+    async def handler(env: Envelope) -> Envelope:
+        _SET_BY.set("handler")
+        return env
+
+    register(coordinator, handler=handler)
+    _SET_BY.set("caller")
+    await coordinator.dispatch(target(), envelope())
+    assert _SET_BY.get() == "caller"

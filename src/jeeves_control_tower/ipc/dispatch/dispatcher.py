@@ -151,9 +151,14 @@ class Dispatcher:
                 error: BaseException | None = None
                 try:
                     if not per_attempt:  # no task, no timer unless the handler suspends
-                        if aware:  # it reads current_attempt(): set in a context of its own
+                        # In a context of its own when it reads current_attempt(), and when
+                        # observed: what the handler sets stays its own whatever the trace's
+                        # sampling decision (as on the attempt-hooks path).
+                        if aware or seen is not None:
                             context = copy_context()
-                            context.run(_current.set, DispatchAttempt(target, attempt, deadline))
+                            if aware:
+                                attempt_now = DispatchAttempt(target, attempt, deadline)
+                                context.run(_current.set, attempt_now)
                             result = start_in(context, handler.fn, handler.is_async, envelope)
                         else:
                             result = start(handler.fn, handler.is_async, envelope)
