@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,3 +57,17 @@ def test_closing_brackets_in_a_string_do_not_hide_deep_nesting() -> None:
     data = _frame({"pad": "]" * 1000, "z": nested})
     assert data.index(b"]]]") < data.index(b"[[[")  # the closers come first
     assert frame_problem(data, "query", "T") == "too_deep"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'"' + b'\\"' * 131_072, b'"\\' * 131_072, b'"' * 262_144],
+    ids=["escaped-quotes", "quote-backslash", "quotes"],
+)
+def test_an_unterminated_string_cannot_make_the_check_backtrack(body: bytes) -> None:
+    """The check runs on the hub's event loop: a 256 KiB hostile frame took minutes with a
+    backtracking string pattern (quadratic), milliseconds now. The bound is ~1,000 times
+    what it takes here, so only a return of the quadratic case can fail it."""
+    started = time.perf_counter()
+    assert frame_problem(b"[" * 65 + body, "publish", "x") in ("too_deep", "malformed")
+    assert time.perf_counter() - started < 5.0

@@ -12,8 +12,9 @@ Names are bounded too (:data:`MAX_NAME`), and so is the nesting (:data:`MAX_DEPT
 measured before the frame is parsed, by the same rule whatever the JSON parser (orjson
 before 3.10 has no depth limit of its own): a frame with more opening brackets than the
 limit has its strings (escapes included) cut out and its brackets' running depth taken —
-brackets inside strings count for nothing, and an unterminated string over-counts, never
-under-counts.
+brackets inside strings count for nothing. The string pattern is possessive (no
+backtracking: linear on any input); an unterminated string runs to the end of the frame,
+which the parser then refuses as malformed.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ except ImportError:  # pragma: no cover - orjson comes with the grpc extra's nei
     _loads = json.loads
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
