@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -290,3 +291,29 @@ async def test_a_message_ended_by_a_sync_after_hook_raising_a_base_exception_is_
     labels = {"pattern": "publish", "message_type": "DoThing", "outcome": "cancelled"}
     assert value(registry, "commbus_messages_total", **labels) == 1
     assert value(registry, "commbus_inflight_messages", pattern="publish") == 0
+
+
+async def test_a_dispatch_ending_is_in_flight_or_counted_for_a_reader_never_in_neither() -> None:
+    """A reader (another thread) may look at any point of a dispatch's end: the flow feed
+    records it before it leaves flight."""
+    from jeeves_control_tower.observability import FlowRecorder
+
+    flow = FlowRecorder()
+    coordinator = CommBusCoordinator(
+        None, InMemoryCommBus(instrument=False), registry=CollectorRegistry(), flow=flow,
+        tracing=False,
+    )  # fmt: skip
+    register(coordinator, handler=echo)
+    seen: list[int] = []
+    record = flow.dispatched
+
+    def dispatched(*args: Any, **kwargs: Any) -> None:  # as a reader between the steps
+        stats = flow.stats()
+        seen.append(stats["inflight"]["dispatch"] + sum(stats["dispatch"].values()))
+        record(*args, **kwargs)
+
+    flow.dispatched = dispatched  # type: ignore[method-assign]
+    await coordinator.dispatch(target(), envelope())
+    assert seen == [1]
+    stats = flow.stats()
+    assert stats["inflight"]["dispatch"] == 0 and stats["dispatch"] == {"ok": 1}

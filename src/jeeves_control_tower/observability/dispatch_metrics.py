@@ -154,22 +154,24 @@ class DispatchMetrics(WholeDispatchObserver):
     ) -> str:
         """The aggregate path (see :meth:`.aggregate.Cell.observe`); the folded service."""
         assert self._aggregate is not None
-        self._aggregate.inflight["dispatch"] -= 1
-        key = (target.service_name, target.method)
-        found = self._cells.get(key)
-        if found is None:
-            metrics = self.metrics
-            service = metrics.services(key[0])
-            found = (self._aggregate.dispatch_cell(service, metrics.methods(key[1])), service)
-            if len(self._cells) < _CACHE_LIMIT:
-                self._cells[key] = found
-        cell = found[0]
-        cell.observe(outcome, duration, token or 0)
-        if attempts > 1:
-            cell.extra[1] += attempts - 1
-        if outcome == "timeout":
-            cell.extra[0] += 1
-        return found[1]
+        try:  # counted, then out of flight
+            key = (target.service_name, target.method)
+            found = self._cells.get(key)
+            if found is None:
+                metrics = self.metrics
+                service = metrics.services(key[0])
+                found = (self._aggregate.dispatch_cell(service, metrics.methods(key[1])), service)
+                if len(self._cells) < _CACHE_LIMIT:
+                    self._cells[key] = found
+            cell = found[0]
+            cell.observe(outcome, duration, token or 0)
+            if attempts > 1:
+                cell.extra[1] += attempts - 1
+            if outcome == "timeout":
+                cell.extra[0] += 1
+            return found[1]
+        finally:
+            self._aggregate.inflight["dispatch"] -= 1
 
     def _record(
         self, token: Any, target: DispatchTarget, outcome: str, attempts: int, duration: float

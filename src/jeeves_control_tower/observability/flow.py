@@ -254,12 +254,13 @@ class FlowRecorder(WholeDispatchObserver):
         error: BaseException | None,
         duration: float,
     ) -> None:
-        try:
-            with self._lock:
-                self._inflight["dispatch"] -= 1
+        try:  # recorded, then out of flight (see the module docstring)
             self.dispatched(token or 0, target, outcome, attempts, error, duration)
         except Exception as exc:
             self._report("flow", "dispatch_end", exc)
+        finally:
+            with self._lock:
+                self._inflight["dispatch"] -= 1
 
     def dispatched(
         self,

@@ -56,11 +56,12 @@ class FlowDispatch(WholeDispatchObserver):
         error: BaseException | None,
         duration: float,
     ) -> None:
-        self.inflight["dispatch"] -= 1
-        try:
+        try:  # recorded, then out of flight: a reader never sees it in neither
             self.recorder.dispatched(token or 0, target, outcome, attempts, error, duration)
         except Exception as exc:
             self._on_error("flow", "dispatch_end", exc)
+        finally:
+            self.inflight["dispatch"] -= 1
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         self.recorder.service_changed(service, queue_depth)  # guarded there
