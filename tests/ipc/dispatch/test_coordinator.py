@@ -627,3 +627,27 @@ async def test_a_change_of_load_alone_goes_to_load_changed(
     assert calls["full"] == [registered, queued, handed_on, capacity]
     assert calls["plain"] == [registered, took, queued, handed_on, gave_back, capacity]
     assert calls["blind"] == [registered, queued, handed_on, capacity]
+
+
+async def test_a_slot_of_a_replaced_registration_does_not_set_the_new_ones_load() -> None:
+    """The same descriptor unregistered and registered again while a dispatch of the old
+    registration runs: its end must not overwrite the new registration's load."""
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), instrument=False)
+    descriptor = ServiceDescriptor(name="svc", service_type="t", max_concurrent=5)
+    coordinator.register_service(descriptor)
+    first, second = asyncio.Event(), asyncio.Event()
+    coordinator.register_handler("svc", gated(first))
+    old = asyncio.create_task(coordinator.dispatch(target(), env("a")))
+    await asyncio.sleep(0.01)
+    coordinator.unregister_service("svc")
+    coordinator.register_service(descriptor)  # the same object again
+    coordinator.register_handler("svc", gated(second))
+    new = asyncio.create_task(coordinator.dispatch(target(), env("b")))
+    await asyncio.sleep(0.01)
+    assert descriptor.current_load == 1
+    first.set()
+    await old
+    assert descriptor.current_load == 1  # the new registration's dispatch still runs
+    second.set()
+    await new
+    assert descriptor.current_load == 0

@@ -141,6 +141,8 @@ class ServiceRegistry:
         return True
 
     def _load_changed(self, descriptor: ServiceDescriptor, admission: Admission) -> None:
+        if self._admission.get(descriptor.name) is not admission:
+            return  # a slot of a registration since replaced (the same descriptor, maybe)
         descriptor.current_load = admission.in_use
         if self._observers and self._services.get(descriptor.name) is descriptor:
             depth = admission.queue_depth
