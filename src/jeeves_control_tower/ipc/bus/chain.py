@@ -12,7 +12,6 @@ the bus calls the step directly (see :mod:`.delivery`), with no context made.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ from ...types import LoggerProtocol
 from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
 from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext
-from .observation import enter, report
+from .observation import enter, outcome_of, report
 
 __all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
 
@@ -196,8 +195,7 @@ class ChainRoute:
             error = exc
             _failed(ctx, exc)
         result = self._afters_sync(ctx, message, result, error, called)
-        if self.probe is not None:
-            self._report(ctx, error)
+        self._report(ctx, error)
         result = self._conclude(ctx, result, error, reached)
         if self.is_query and (result.__class__ is Resume or result.__class__ is CoroutineType):
             return _value(result)  # a result that is itself awaitable is never awaited
@@ -213,8 +211,7 @@ class ChainRoute:
             error = exc
             _failed(ctx, exc)
         result = self._afters_sync(ctx, message, result, error, called)
-        if self.probe is not None:
-            self._report(ctx, error)
+        self._report(ctx, error)
         return self._conclude(ctx, result, error, True)
 
     def _afters_sync(
@@ -239,8 +236,7 @@ class ChainRoute:
                 self._after_failed(ctx, name, exc)
             except BaseException as exc:  # as in ``run``: reported, then raised
                 _failed(ctx, exc)
-                if self.probe is not None:
-                    self._report(ctx, exc)
+                self._report(ctx, exc)
                 raise
         return result
 
@@ -327,16 +323,16 @@ class ChainRoute:
                 self._after_failed(ctx, name, exc)
             except BaseException as exc:  # cancelled in an ``after`` hook: reported, raised
                 _failed(ctx, exc)
-                if self.probe is not None:
-                    self._report(ctx, exc)
+                self._report(ctx, exc)
                 raise
-        if self.probe is not None:
-            self._report(ctx, error)
+        self._report(ctx, error)
         return self._conclude(ctx, result, error, reached)
 
     def _report(self, ctx: MiddlewareContext, error: BaseException | None) -> None:
         """Tell the probe how the message ended (after every hook: the duration covers
-        them, as a middleware outermost would see it)."""
+        them, as a middleware outermost would see it); nothing without a probe."""
+        if self.probe is None:
+            return
         report(
             self.probe, self.logger, self.pattern, self.direction, self.system,
             ctx.message_type, ctx.started, ctx.outcome, ctx.handlers, error, ctx.trace_id,
@@ -372,13 +368,7 @@ class ChainRoute:
 def _failed(ctx: MiddlewareContext, exc: BaseException) -> None:
     """Record on ``ctx`` the outcome ``exc`` makes, unless one was recorded already."""
     if ctx.outcome == "ok":
-        ctx.outcome = (
-            "timeout"
-            if isinstance(exc, TimeoutError)
-            else "cancelled"
-            if isinstance(exc, asyncio.CancelledError)
-            else "error"
-        )
+        ctx.outcome = outcome_of(exc)
 
 
 async def _value(value: Any) -> Any:

@@ -4,12 +4,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from ...types import LoggerProtocol
 
-__all__ = ["enter", "report"]
+__all__ = ["enter", "outcome_of", "report"]
 
 _perf = time.perf_counter
 
@@ -44,3 +45,12 @@ def report(
         )  # fmt: skip
     except Exception as exc:
         logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The outcome a message ends with when ``exc`` is raised through it."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return "error"

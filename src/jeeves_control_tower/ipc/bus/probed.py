@@ -13,7 +13,6 @@ from :class:`~.chain.ChainRoute`, with the same call. Event-loop-thread only.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from .delivery import Delivery
 from .eager import CoroutineType, Resume
 from .errors import NoHandlerError
 from .handlers import HandlerEntry, command_failed, subscriber_failed
+from .observation import outcome_of as _ended
 
 __all__ = ["ProbedDelivery"]
 
@@ -269,12 +269,3 @@ class ProbedDelivery:
             self._done("query", message_type, started, "no_handler", (), None, None, query)
             return
         self._done("query", message_type, started, _ended(exc), handlers, exc, None, query)
-
-
-def _ended(exc: BaseException) -> str:
-    """The outcome a message ends with when ``exc`` is raised through it."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, asyncio.CancelledError):
-        return "cancelled"
-    return "error"
