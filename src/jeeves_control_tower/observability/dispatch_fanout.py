@@ -59,7 +59,7 @@ class DispatchFanout:
 
     def watches_attempts(self, token: Any) -> bool:
         """Whether a part wants this dispatch's attempts (the tracer: only when its
-        dispatch span records); otherwise they run with no context copy and no hooks."""
+        dispatch span records); otherwise they run with no attempt hooks."""
         _, tokens, watch = token
         return any(asks is None or asks(tokens[i]) for i, asks in watch)
 

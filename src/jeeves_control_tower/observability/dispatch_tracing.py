@@ -149,7 +149,7 @@ class DispatchTracer:
 
     def watches_attempts(self, token: Any) -> bool:
         """Attempt spans only under a recording dispatch span: otherwise the attempts run
-        with no context copy and no hooks (the dispatch's context, if any, is current)."""
+        with no attempt hooks (the dispatch's context, if any, is current)."""
         return token is not None and token[2]
 
     def _attempt_spec(self, target: DispatchTarget, attempt: int) -> tuple[str, dict[str, Any]]:

@@ -52,7 +52,7 @@ class DispatchObserver(RegistryObserver, Protocol):
     not called per attempt (see :class:`WholeDispatchObserver`); one with a method
     ``watches_attempts(token) -> bool`` is asked once per dispatch, right after its
     ``dispatch_start`` returned ``token``, and when no observer of a dispatch wants its
-    attempts they run as unobserved ones (no context copy, no attempt hooks).
+    attempts they run with no attempt hooks (still in a context of their own).
     """
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any: ...
@@ -75,8 +75,8 @@ class DispatchObserver(RegistryObserver, Protocol):
 class WholeDispatchObserver:
     """Base for dispatch observers that only watch whole dispatches: the per-attempt hooks
     of :class:`DispatchObserver` do nothing, and ``observes_attempts = False`` tells the
-    dispatcher so (when no observer of a dispatch watches attempts, they run as unobserved
-    ones: no context copy per attempt)."""
+    dispatcher so (when no observer of a dispatch watches attempts, they run with no
+    attempt hooks)."""
 
     observes_attempts = False
 

@@ -2,8 +2,9 @@
 
 An observer that only watches whole dispatches says so with ``observes_attempts = False``
 (:class:`~.contracts.WholeDispatchObserver` does): when no observer of a dispatch watches
-attempts, the dispatcher runs its attempts exactly as unobserved ones (no context copy, no
-attempt hooks). Event-loop-thread only; observer errors go to ``failed(observer, exc)``.
+attempts, the dispatcher runs its attempts with no attempt hooks (each still in a context
+of its own, so what a handler sets never depends on the trace's sampling decision).
+Event-loop-thread only; observer errors go to ``failed(observer, exc)``.
 """
 
 from __future__ import annotations
