@@ -141,9 +141,10 @@ class ServiceRegistry:
         return True
 
     def _load_changed(self, descriptor: ServiceDescriptor, admission: Admission) -> None:
-        if self._admission.get(descriptor.name) is not admission:
+        current = self._admission.get(descriptor.name)
+        if current is not None and current is not admission:
             return  # a slot of a registration since replaced (the same descriptor, maybe)
-        descriptor.current_load = admission.in_use
+        descriptor.current_load = admission.in_use  # unregistered: its load still falls
         if self._observers and self._services.get(descriptor.name) is descriptor:
             depth = admission.queue_depth
             if self._told.get(descriptor.name) == (depth, descriptor.max_concurrent):
