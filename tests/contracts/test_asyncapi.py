@@ -5,7 +5,6 @@ resolves, and each transport's channels are where the transport really sends."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from jeeves_control_tower.ipc.adapters.http.contract import HttpFaceDescription
 from jeeves_control_tower.ipc.adapters.nats import NatsTransport
 from jeeves_control_tower.ipc.adapters.rabbitmq import RabbitMQTransport
 from jeeves_control_tower.ipc.adapters.redis import RedisTransport
+from tests.helpers import unavailable
 from tests.ipc.adapters.http.messages import registry
 
 SPECS = Path(__file__).parents[1] / "asyncapi_schema" / "node_modules" / "@asyncapi" / "specs"
@@ -28,9 +28,7 @@ SCHEMA = SPECS / "schemas" / "3.0.0-without-$id.json"
 @pytest.fixture(scope="module")
 def official() -> dict[str, Any]:
     if not SCHEMA.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{SCHEMA} is missing: scripts/setup runs npm ci in tests/asyncapi_schema")
-        pytest.skip("run `npm ci` in tests/asyncapi_schema (scripts/setup does)")
+        unavailable(f"{SCHEMA} is missing: run `npm ci` in tests/asyncapi_schema (setup does)")
     return json.loads(SCHEMA.read_text())  # type: ignore[no-any-return]
 
 
