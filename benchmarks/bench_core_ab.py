@@ -8,9 +8,10 @@ publish and query through a transport that accepts at once (``publish_out``,
 ``query_out``: the bus's own cost on the way out) and in from a transport (``publish_in``,
 ``query_in``), for both, interleaved round by round so
 that the noise of a shared machine hits both alike. ``--mode`` picks the column: ``off``
-(``instrument=False``, the default), ``no_sdk`` (the built-in telemetry, no tracer
-provider) or ``on`` (every message traced by an SDK provider with a batch processor
-exporting nowhere). Prints µs/message (median over rounds) and the change after/before.
+(``instrument=False``, the default), ``metrics`` (the built-in metrics and flow,
+``tracing=False``), ``no_sdk`` (the built-in telemetry, no tracer provider) or ``on``
+(every message traced by an SDK provider with a batch processor exporting nowhere). Prints
+µs/message (median over rounds) and the change after/before.
 
 Run::
 
@@ -82,6 +83,8 @@ def telemetry_options(mode: str) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
 
     options: dict[str, Any] = {"registry": CollectorRegistry()}
+    if mode == "metrics":
+        options["tracing"] = False
     if mode == "on":
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import (
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("before", type=Path, help="the other tree's jeeves_control_tower dir")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--mode", choices=("off", "no_sdk", "on"), default="off")
+    parser.add_argument("--mode", choices=("off", "metrics", "no_sdk", "on"), default="off")
     args = parser.parse_args(argv)
     load_as("jct_before", args.before.resolve())
     sides = {

@@ -13,13 +13,15 @@ injected provider is judged once. A provider set later is picked up within that 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, TracerProvider
 
 from .otel_metrics import RECHECK_SECONDS
 
-__all__ = ["NoopWatch"]
+__all__ = ["LocalGate", "NoopWatch"]
 
 
 class NoopWatch:
@@ -47,3 +49,47 @@ class NoopWatch:
             self._noop_until = math.inf
             return True
         return False
+
+
+class LocalGate:
+    """Whether a tracing middleware applies to messages produced and handled here
+    (direction ``local``), for its ``applies_to``.
+
+    With no ``refresh`` (the bus's ``refresh_routes``), always. With it, not while the tracer
+    is a no-op: such a message would get no span and no context switch from the middleware,
+    so it takes the bus's direct path instead of a chain whose one hook only steps aside.
+    Messages crossing a transport always apply (their context still goes on and comes off
+    the wire). :meth:`look`, called by the bus's message probe once the time it returned
+    has come, calls ``refresh`` when an SDK provider has appeared since, so local messages
+    are traced again from the next one (within about :data:`.otel_metrics.RECHECK_SECONDS`
+    of the provider being set, as with the middleware's own check). Event-loop thread.
+    """
+
+    __slots__ = ("_clock", "_noop", "_refresh", "_shut")
+
+    def __init__(
+        self,
+        noop: NoopWatch,
+        refresh: Callable[[], None] | None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._noop = noop
+        self._refresh = refresh
+        self._clock = clock
+        self._shut = False
+
+    def applies(self, direction: str) -> bool:
+        if direction != "local" or self._refresh is None:
+            return True
+        self._shut = self._noop.is_noop(self._clock())
+        return not self._shut
+
+    def look(self, now: float) -> float:
+        """Open the gate if it is shut and the tracer is no longer a no-op; when to look
+        next (``inf``: never, without ``refresh``). ``now``: ``time.perf_counter()``."""
+        if self._refresh is None:
+            return math.inf
+        if self._shut and not self._noop.is_noop(now):
+            self._shut = False
+            self._refresh()
+        return now + RECHECK_SECONDS

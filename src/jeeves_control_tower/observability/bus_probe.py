@@ -21,6 +21,7 @@ event-loop thread; never raises (failures go to ``on_error``).
 
 from __future__ import annotations
 
+import math
 import time
 from bisect import bisect_left
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from opentelemetry.context import get_current as _get_current
 
 from ._context import recording_trace_id
 from .aggregate import Cell
+from .fast_report import common_case
 from .metrics import BusSeries, CommBusMetrics
 from .otel_metrics import OtelMetrics, outcome_error
 from .semconv import error_type
@@ -97,8 +99,46 @@ class BusProbe:
         self._drain_at = getattr(flow, "capacity", 0)
         if flow is not None:
             flow.add_writer(self)
+        self._watches: list[Callable[[float], float]] = []
+        self._watch_at = [math.inf]  # when the next message runs the watches (add_watch)
+        #: :meth:`MessageProbe.message <jeeves_control_tower.ipc.telemetry.MessageProbe.message>`:
+        #: :meth:`report`, or, when counts go to the aggregate, a function that does the
+        #: common case of :meth:`report` with its state in local variables and hands every
+        #: other case to it (perf: it runs once per message).
+        self.message: Callable[..., None] = (
+            self._fast_report() if self._aggregate is not None else self.report
+        )
 
-    def message(
+    def add_watch(self, watch: Callable[[float], float]) -> None:
+        """Call ``watch(now)`` with the start (a ``time.perf_counter()`` reading) of the next
+        message reported, then of the first one at or after the time it returns
+        (``math.inf``: never). On the bus's event-loop thread, before the message is
+        counted; a watch that raises is reported to ``on_error`` and not called again.
+        What keeps a polled state (no tracer provider yet, say) off the per-message path."""
+        self._watches.append(watch)
+        self._watch_at[0] = -math.inf
+
+    def _look(self, now: float) -> None:
+        soonest = math.inf
+        for watch in list(self._watches):
+            try:
+                soonest = min(soonest, watch(now))
+            except Exception as exc:
+                self._watches.remove(watch)
+                self._on_error("probe", "watch", exc)
+        self._watch_at[0] = soonest
+
+    def _fast_report(self) -> Callable[..., None]:
+        """:func:`.fast_report.common_case` over this probe's state, or :meth:`report`."""
+        flow = self.flow
+        if flow is not None and (self._record_payloads or self._handoff is None):
+            return self.report
+        return common_case(
+            self._cells, self.inflight, self.otel, flow, self._handoff, self._drain_at,
+            self._watch_at, self.report, self._on_error,
+        )  # fmt: skip
+
+    def report(
         self,
         pattern: str,
         direction: str,
@@ -111,9 +151,11 @@ class BusProbe:
         trace_id: int | None,
         message: Any,
     ) -> None:
-        """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`).
-        The common case is written out in one frame (perf: every call here is per message)."""
+        """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`),
+        whatever the case. The common case is written out in one frame (perf)."""
         seconds = _perf() - started
+        if started >= self._watch_at[0]:
+            self._look(started)
         try:  # counted, then out of flight: a reader never sees a message in neither
             if trace_id is None:
                 current = _get_current()

@@ -222,21 +222,28 @@ def instrument_bus(
     )
     on_error = kw["reporter"]
     middlewares: list[Any] = []
-    if tracing:
-        bus_ref = weakref.ref(bus)  # a strong one would keep the bus alive through _buses
-        middlewares.append(
-            TracingMiddleware(
-                tracer_provider,
-                record_payloads=record_payloads,
-                on_error=on_error,
-                broker=lambda: getattr(bus_ref(), "transport", None),
-            )
-        )
-    else:  # no spans, but the trace context still crosses the transports
-        middlewares.append(propagation.PropagationMiddleware(on_error))
     probe = None
     if kw["metrics"] is not None or kw["flow"] is not None:
         probe = BusProbe(kw["metrics"], otel=kw["otel_metrics"], flow=kw["flow"], on_error=on_error)
+    if tracing:
+        bus_ref = weakref.ref(bus)  # a strong one would keep the bus alive through _buses
+        tracer = TracingMiddleware(
+            tracer_provider,
+            record_payloads=record_payloads,
+            on_error=on_error,
+            broker=lambda: getattr(bus_ref(), "transport", None),
+            # local messages skip it while the tracer is a no-op, if the probe can watch
+            refresh=(
+                (lambda: _refresh(bus_ref))
+                if probe is not None and callable(getattr(bus, "refresh_routes", None))
+                else None
+            ),
+        )
+        middlewares.append(tracer)
+        if probe is not None:
+            probe.add_watch(tracer.look)
+    else:  # no spans, but the trace context still crosses the transports
+        middlewares.append(propagation.PropagationMiddleware(on_error))
     if callable(getattr(kw["flow"], "handler_start", None)):
         middlewares.append(HandlerRuns(kw["flow"]))  # opt-in per-handler history
     for mw in middlewares:
@@ -250,6 +257,12 @@ def instrument_bus(
     if current is None or current.closed:  # instrumented by hand (again): make it findable
         bus.telemetry = handle
     return handle
+
+
+def _refresh(bus_ref: weakref.ref[Any]) -> None:
+    bus = bus_ref()
+    if bus is not None:
+        bus.refresh_routes()
 
 
 def instrument_coordinator(

@@ -45,7 +45,7 @@ from .. import __version__
 from ..instrumentation import propagation as propagate  # the one place it happens
 from ..ipc import MiddlewareContext
 from ._guard import ErrorReporter
-from ._noop import NoopWatch
+from ._noop import LocalGate, NoopWatch
 from .batch_receive import BatchReceive
 from .semconv import (
     CODE_FUNCTION_NAME,
@@ -144,9 +144,14 @@ class TracingMiddleware:
         record_payloads: bool = False,
         on_error: OnError | None = None,
         broker: Callable[[], Any] | None = None,
+        refresh: Callable[[], None] | None = None,
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
         self._noop = NoopWatch(tracer_provider)
+        # Given the bus's refresh_routes, local messages skip this middleware while the
+        # tracer is a no-op (see LocalGate); the bus's probe calls look() to end that.
+        self._gate = LocalGate(self._noop, refresh)
+        self.look = self._gate.look
         # The bus's transport, read for each message crossing the wire: its
         # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in
         # ipc.adapters) labels broker spans; the cached specs are dropped when it changes.
@@ -160,6 +165,10 @@ class TracingMiddleware:
         # every message of a chain the same tuple), so dropping out costs no new tuple.
         self._hooks_seen: tuple[Any, ...] | None = None
         self._hooks_left: tuple[Any, ...] = ()
+
+    def applies_to(self, pattern: str, direction: str) -> bool:
+        """Every message but, while the gate is shut, local ones (see :class:`.LocalGate`)."""
+        return self._gate.applies(direction)
 
     def _leave_hooks(self, ctx: MiddlewareContext) -> None:
         hooks = ctx.hooks

@@ -188,9 +188,15 @@ class InMemoryCommBus:
         for i, mw in enumerate(self._middlewares):
             if mw is middleware:
                 del self._middlewares[i]
-                self._set_routes(CompiledChain.build(self._middlewares))
+                self.refresh_routes()
                 return True
         return False
+
+    def refresh_routes(self) -> None:
+        """Compile the routes again, asking every middleware's ``applies_to`` anew: what a
+        middleware whose answer changed calls (on the bus's event-loop thread; messages
+        already under way finish on the routes they started on)."""
+        self._set_routes(CompiledChain.build(self._middlewares))
 
     def _set_routes(self, chain: CompiledChain | None) -> None:
         """Compile the routes from ``chain`` (the compiled middleware list) and the
@@ -213,7 +219,7 @@ class InMemoryCommBus:
         if probe is not None and not isinstance(probe, MessageProbe):
             raise TypeError(f"not a MessageProbe: {type(probe).__name__}")
         self._probe = probe
-        self._set_routes(CompiledChain.build(self._middlewares))
+        self.refresh_routes()
 
     # ------------------------------------------------------------------ transport
 
@@ -232,12 +238,12 @@ class InMemoryCommBus:
         if self._transport is not None and self._transport is not transport:
             raise ValueError("a transport is already attached; detach it first")
         self._transport = transport
-        self._set_routes(CompiledChain.build(self._middlewares))
+        self.refresh_routes()
 
     def detach_transport(self) -> None:
         """Go back to in-process delivery."""
         self._transport = None
-        self._set_routes(CompiledChain.build(self._middlewares))
+        self.refresh_routes()
 
     def deliver_incoming(
         self,

@@ -16,8 +16,9 @@ A middleware may also implement the :class:`HandlerHook` pair to observe each ha
 A middleware that only concerns some messages may say so with ``applies_to(pattern,
 direction) -> bool`` (``pattern``: publish, send, query; ``direction``: local, out, in; see
 :class:`MiddlewareContext`). It is asked when the chain is compiled (when middleware is
-added or removed, or a transport attached), never per message, so its answer must depend
-only on its arguments and on configuration fixed while the middleware is on a bus. A
+added or removed, a transport attached, or ``bus.refresh_routes()`` called), never per
+message, so its answer must depend only on its arguments and on state that changes only
+with a call of ``bus.refresh_routes()`` (a middleware whose answer changes makes that call). A
 message it does not apply to skips both its hooks, and a message no middleware applies to
 runs through the empty chain (no context is made for it). Without ``applies_to`` a
 middleware sees every message.

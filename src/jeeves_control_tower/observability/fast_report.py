@@ -1,0 +1,114 @@
+"""The common case of :meth:`.bus_probe.BusProbe.report`, as one function over local state.
+
+Per message, the probe's ``message`` is called once (see
+:class:`jeeves_control_tower.ipc.telemetry.MessageProbe`). Most messages are the same case:
+their series is bound, nothing raised, the OpenTelemetry metrics are neither live nor due
+for a look, no watch is due, and the flow (if any) hands records off without a sink or
+payloads. :func:`common_case` makes that case a closure whose state is in local variables
+(perf: no attribute lookups, no branches for the other cases) and hands every other
+message to ``report`` unchanged, so both paths count exactly the same things. Event-loop
+thread only, like the probe.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.context import get_current
+
+from ._context import recording_trace_id
+
+__all__ = ["common_case"]
+
+_perf = time.perf_counter
+_now = time.time
+
+
+class _NeverLive:
+    """Stands in for absent OpenTelemetry metrics."""
+
+    live = False
+    next_look = float("inf")
+
+
+def common_case(
+    cells: dict[tuple[str, str], Any],
+    inflight: dict[str, int],
+    otel: Any,
+    flow: Any,
+    handoff: Any,
+    drain_at: int,
+    watch_at: list[float],
+    report: Callable[..., None],
+    on_error: Callable[[str, str, BaseException], None],
+) -> Callable[..., None]:
+    """The probe's ``message``: ``cells`` maps a raw ``(pattern, message_type)`` to its bound
+    ``(Cell, folded type)``; ``inflight`` is the probe's; ``otel`` its
+    :class:`~.otel_metrics.OtelMetrics` or ``None``; ``flow`` its recorder or ``None``, with
+    ``handoff`` and ``drain_at`` read from it; ``watch_at[0]``: when the probe's watches are
+    due; ``report``: the probe's general path; ``on_error``: its error reporter."""
+    cells_get = cells.get
+    otel = otel if otel is not None else _NeverLive
+
+    def message(
+        pattern: str,
+        direction: str,
+        system: str,
+        message_type: str,
+        started: float,
+        outcome: str,
+        handlers: Any,
+        error: Any,
+        trace_id: int | None,
+        message: Any,
+    ) -> None:
+        seconds = _perf() - started
+        found = cells_get((pattern, message_type))
+        if (
+            found is None
+            or error is not None
+            or otel.live
+            or started >= otel.next_look
+            or started >= watch_at[0]
+            or (flow is not None and flow.sink is not None)
+        ):
+            report(
+                pattern, direction, system, message_type, started, outcome, handlers, error,
+                trace_id, message,
+            )  # fmt: skip
+            return
+        try:  # counted, then out of flight, as in report()
+            try:
+                if trace_id is None:
+                    trace_id = recording_trace_id() if get_current() else 0
+                cell = found[0]
+                outcomes = cell.outcomes
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                i = bisect_left(cell.bounds, seconds)
+                cell.counts[i] += 1
+                cell.sum += seconds
+                if trace_id:
+                    cell.exemplars[i] = (trace_id, seconds, _now())
+                if outcome == "timeout":
+                    cell.extra[0] += 1
+            except Exception as exc:
+                on_error("metrics", "message", exc)
+            if flow is not None:
+                try:
+                    handoff.append(
+                        (
+                            started, pattern, message_type, handlers, seconds, outcome, None,
+                            trace_id, None, 0,
+                        )
+                    )  # fmt: skip
+                    if len(handoff) >= drain_at:
+                        flow.drain()
+                except Exception as exc:
+                    on_error("flow", "message", exc)
+        finally:
+            inflight[pattern] -= 1
+
+    return message
