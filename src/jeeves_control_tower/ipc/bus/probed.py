@@ -84,7 +84,6 @@ class ProbedDelivery:
         if not subs:
             self._done("publish", message_type, started, "no_handler", (), None, None, event)
             return "no_handler"
-        errors: list[BaseException] = []
         if len(subs) == 1:  # alone: simply called, as on the unprobed path
             sub = subs[0]
             try:
@@ -97,7 +96,7 @@ class ProbedDelivery:
                 self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
                 raise
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
-                return self._publish_rest(event, message_type, subs, started, result, errors)
+                return self._publish_one(event, message_type, subs, started, result)
             try:  # _done(), written out on the common path (perf)
                 self._message(
                     "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
@@ -105,6 +104,7 @@ class ProbedDelivery:
             except Exception as exc:
                 self._probe_failed(exc)
             return "ok"
+        errors: list[BaseException] = []
         try:
             outcome = self._delivery.fan_out(event, message_type, subs, None, errors)
         except BaseException as exc:  # what fan_out does not catch: reported, then raised
@@ -115,6 +115,32 @@ class ProbedDelivery:
             return outcome
         return self._publish_rest(event, message_type, subs, started, outcome, errors)
 
+    async def _publish_one(
+        self,
+        event: Any,
+        message_type: str,
+        subs: tuple[HandlerEntry, ...],
+        started: float,
+        running: Any,
+    ) -> str:
+        """The rest of a publish to a lone subscriber that returned an awaitable."""
+        try:
+            await running
+        except Exception as exc:
+            subscriber_failed(self._logger, message_type, subs[0], exc)
+            self._done("publish", message_type, started, "error", subs, [exc], None, event)
+            return "error"
+        except BaseException as exc:
+            self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
+            raise
+        try:  # _done(), written out on the common path (perf)
+            self._message(
+                "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
+            )
+        except Exception as exc:
+            self._probe_failed(exc)
+        return "ok"
+
     async def _publish_rest(
         self,
         event: Any,
@@ -124,16 +150,9 @@ class ProbedDelivery:
         running: Any,
         errors: list[BaseException],
     ) -> str:
+        """The rest of a publish fanned out to several subscribers."""
         try:
-            if len(subs) == 1:
-                try:
-                    await running
-                except Exception as exc:
-                    subscriber_failed(self._logger, message_type, subs[0], exc)
-                    errors.append(exc)
-                outcome = "error" if errors else "ok"
-            else:
-                outcome = await running
+            outcome: str = await running
         except BaseException as exc:
             self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
             raise
