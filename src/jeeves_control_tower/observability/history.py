@@ -183,8 +183,21 @@ class History:
             kind = event[0]
             if kind == _LOAD:
                 pair = gauges.get(event[2])
-                if pair is not None:
-                    pair[0].set(event[3], event[1])
+                if pair is None:
+                    continue
+                at, value = event[1], event[3]
+                buckets = pair[0].buckets
+                b = buckets[-1] if buckets else None
+                # _GaugeSeries.set's common case inline: a change later in the same second
+                if b is not None and b[4] <= at < b[0] + 1.0:
+                    if b[3] != value:
+                        b[1] += b[3] * (at - b[4])
+                        b[3] = value = float(value)
+                        b[4] = at
+                        if value > b[2]:
+                            b[2] = value
+                else:
+                    pair[0].set(value, at)
             elif kind == _DISPATCH:
                 _, at, name, outcome, retries, seconds = event
                 series = services.get(name)
@@ -192,7 +205,10 @@ class History:
                     series = self._counter(services, name, len(SERVICE_COUNTERS))
                     if series is None:
                         continue
-                row = series.row(at)
+                rows = series.buckets
+                row = rows[-1] if rows else None
+                if row is None or not row[0] <= at < row[0] + 1.0:
+                    row = series.row(at)
                 row[1] += 1
                 if outcome == "ok":
                     pass
