@@ -161,3 +161,32 @@ def test_handles_do_not_keep_their_bus_or_coordinator_alive(tel: Telemetry) -> N
     assert [r() for r in refs] == [None, None]
     assert handle.coordinator is None
     handle.close()  # harmless
+
+
+async def test_close_without_tracing_mid_dispatch(tel: Telemetry) -> None:
+    """Metrics and flow only (the fan-out's whole-dispatch path): a dispatch running at
+    ``close`` is still counted once and leaves flight; later ones reach nothing."""
+    coordinator = CommBusCoordinator(
+        None, InMemoryCommBus(instrument=False), registry=tel.registry, flow=tel.flow, tracing=False
+    )
+    gate = asyncio.Event()
+
+    async def slow(e: Envelope) -> Envelope:
+        await gate.wait()
+        return e
+
+    register(coordinator, "slow", handler=slow)
+    running = asyncio.ensure_future(coordinator.dispatch(target("slow"), envelope()))
+    await asyncio.sleep(0)
+    assert tel.sample("commbus_inflight_messages", pattern="dispatch") == 1
+    assert tel.flow.stats()["inflight"]["dispatch"] == 1
+    coordinator.telemetry.close()
+    gate.set()
+    await running
+    await coordinator.dispatch(target("slow"), envelope())  # after close: nothing
+    ok = {"service": "slow", "method": "run", "outcome": "ok"}
+    assert tel.sample("commbus_dispatch_total", **ok) == 1
+    # out of flight (the closed recorder, collected, leaves no in-flight series behind)
+    assert not tel.sample("commbus_inflight_messages", pattern="dispatch")
+    assert tel.flow.last_seq == 1 and tel.flow.stats()["inflight"]["dispatch"] == 0
+    assert tel.flow.history.snapshot(60, 60)["services"]["slow"]["requests"]["total"] == 1

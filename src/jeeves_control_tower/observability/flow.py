@@ -39,6 +39,7 @@ from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
 from .bus_probe import payload_repr as _payload
+from .flow_stats import ServiceStats
 from .flow_views import record_dict, service_row
 from .history import History
 from .semconv import TIMEOUT, error_type
@@ -106,7 +107,7 @@ class FlowRecorder(WholeDispatchObserver):
         self._counts: Counter[tuple[str, str]] = Counter()  # (pattern, outcome) -> records
         self._inflight = dict.fromkeys((*_BUS_PATTERNS, "dispatch"), 0)
         self._services: dict[str, list[Any]] = {}  # name -> [descriptor, queue_depth]
-        self._stats: dict[str, list[float]] = {}  # name -> [req, err, timeouts, retries, secs]
+        self._stats = ServiceStats(max_services)  # dispatch counts per service
         self._started = _now()
         self._offset = self._started - _perf()
         self.history = history if history is not None else History()
@@ -172,25 +173,8 @@ class FlowRecorder(WholeDispatchObserver):
         counted = Counter(map(_COUNT_KEY, batch))
         self._counts.update(counted)
         if any(pattern == "dispatch" for pattern, _ in counted):
-            for raw in batch:
-                if raw[1] == "dispatch":
-                    self._dispatched(raw[3][0], raw[5], raw[9], raw[4])
+            self._stats.fold(batch, self._services)
         self._seq += n
-
-    def _dispatched(self, name: str, outcome: str, attempts: int, duration: float) -> None:
-        """Under the lock: a drained dispatch record into the service statistics."""
-        stats = self._stats.get(name)
-        if stats is None:
-            if name not in self._services or len(self._stats) >= self._max_services:
-                return
-            stats = self._stats[name] = [0, 0, 0, 0, 0.0]
-        stats[0] += 1
-        if outcome == "timeout":
-            stats[2] += 1
-        elif outcome != "ok":
-            stats[1] += 1
-        stats[3] += max(0, attempts - 1)
-        stats[4] += duration
 
     def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
@@ -286,13 +270,13 @@ class FlowRecorder(WholeDispatchObserver):
         )  # fmt: skip
         self.store(raw)
         if name in self._services:
-            self.history.dispatch(name, outcome, max(0, attempts - 1), duration)
+            self.history.dispatch(name, outcome, attempts - 1 if attempts > 1 else 0, duration)
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         try:
             row = self._services.get(service.name)
             if row is not None and row[0] is service:
-                row[1] = queue_depth  # perf: one atomic store, no lock (every dispatch twice)
+                row[1] = queue_depth  # one atomic store, no lock
             else:
                 with self._lock:
                     row = self._services.get(service.name)
@@ -308,11 +292,26 @@ class FlowRecorder(WholeDispatchObserver):
         except Exception as exc:
             self._report("flow", "service_changed", exc)
 
+    def load_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
+        """A service's load alone changed (see ``RegistryObserver``): one load step handed
+        off to the history when this recorder shows that service and queue depth, else
+        :meth:`service_changed`."""
+        try:
+            name = service.name
+            row = self._services.get(name)
+            if row is not None and row[0] is service and row[1] == queue_depth:
+                self.history.service_load(name, service.current_load)
+                return
+        except Exception as exc:
+            self._report("flow", "load_changed", exc)
+            return
+        self.service_changed(service, queue_depth)
+
     def service_removed(self, service: ServiceDescriptor) -> None:
         try:
             with self._lock:
                 self._services.pop(service.name, None)
-                self._stats.pop(service.name, None)
+                self._stats.remove(service.name)
             self.history.service_removed(service.name)
         except Exception as exc:
             self._report("flow", "service_removed", exc)
@@ -357,7 +356,7 @@ class FlowRecorder(WholeDispatchObserver):
         """The registry as last reported, in registration order, with dispatch counts."""
         with self._lock:
             self._drain()
-            rows = [(d, q, list(self._stats.get(n, ()))) for n, (d, q) in self._services.items()]
+            rows = [(d, q, self._stats.of(n)) for n, (d, q) in self._services.items()]
         return [service_row(d, queue_depth, stats) for d, queue_depth, stats in rows]
 
     def stats(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class FlowDispatch(WholeDispatchObserver):
         self.inflight = {"dispatch": 0}
         self._on_error = on_error
         # a change of a service's load alone goes straight to the recorder (no frame here)
-        self.load_changed = recorder.service_changed
+        self.load_changed = recorder.load_changed
         recorder.add_writer(self)
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> int:

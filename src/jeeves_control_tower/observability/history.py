@@ -15,10 +15,13 @@ Two kinds of series, both at one-second resolution and kept for ``horizon`` seco
 Bounds: at most ``horizon`` stored seconds per series (a ring), at most ``max_series``
 services and as many handlers (later ones are not tracked). Writers (hooks on event-loop
 threads) take no lock: each change is handed off with the time it happened (a ``deque``
-append, atomic) and applied in hand-off order, under one short lock, by the next reader
-(or by a writer once per 64 changes, so memory stays bounded when nobody reads).
-So readers on the HTTP server's threads see every change up to their read, exactly;
-:meth:`History.snapshot` copies under the lock and computes outside it.
+append of a plain tuple, atomic) and applied in hand-off order, under one short lock, by
+the next reader (or by a writer once per 128 changes, so at most 128 changes wait and
+memory stays bounded when nobody reads). So readers on the HTTP server's threads see every
+change up to their read, exactly; :meth:`History.snapshot` copies under the lock and
+computes outside it (:mod:`.history_views`). A dispatch costs three hand-offs (its slot
+taken and given back: :meth:`History.service_load`, and its count), applied in one loop
+with no call per change.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
+
+from .history_views import bucket_grid, copy_series, counter_view, gauge_view
 
 __all__ = ["DEFAULT_HORIZON", "MAX_BUCKETS", "History", "history_body", "history_params"]
 
@@ -43,7 +48,9 @@ SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 HANDLER_COUNTERS = ("events", "errors", "seconds")
 
 #: Changes a writer hands off before it applies them itself (nobody read them meanwhile).
-_DRAIN_AT = 64
+_DRAIN_AT = 128
+#: Kinds of hand-off (the first item of one).
+_LOAD, _DISPATCH, _STATE, _HANDLER, _REMOVED = range(5)
 # A stored gauge second: [second, integral up to t_last, peak, last value, t_last].
 _Gauge = list[float]
 
@@ -57,21 +64,24 @@ class _GaugeSeries:
 
     def set(self, value: float, at: float) -> None:
         buckets = self.buckets
-        if buckets and buckets[-1][3] == value:
+        if not buckets:  # the series starts here: no time before ``at`` is covered
+            value = float(value)
+            buckets.append([float(math.floor(at)), 0.0, value, value, at])
+            return
+        b = buckets[-1]
+        before = b[3]
+        if before == value:
             return  # no change: nothing to store (the step function goes on as it was)
-        second = math.floor(at)
-        if buckets and buckets[-1][0] == second:
-            b = buckets[-1]
-            b[1] += b[3] * max(0.0, at - b[4])
+        value = float(value)
+        if b[0] <= at < b[0] + 1.0:  # the same second
+            if at > b[4]:
+                b[1] += before * (at - b[4])
             b[3] = value
             b[4] = at
             if value > b[2]:
                 b[2] = value
             return
-        if not buckets:  # the series starts here: no time before ``at`` is covered
-            buckets.append([second, 0.0, value, value, at])
-            return
-        before = buckets[-1][3]
+        second = float(math.floor(at))
         buckets.append([second, before * (at - second), max(before, value), value, at])
 
 
@@ -82,14 +92,17 @@ class _CounterSeries:
         self.buckets: deque[list[float]] = deque(maxlen=horizon)
         self.width = width
 
-    def add(self, at: float, values: Iterable[float]) -> None:
-        second = math.floor(at)
+    def row(self, at: float) -> list[float]:
+        """The stored second of ``at`` (the newest, made when it is not there yet):
+        ``[second, *sums]``."""
         buckets = self.buckets
-        if not buckets or buckets[-1][0] != second:
-            buckets.append([second, *([0.0] * self.width)])
-        row = buckets[-1]
-        for i, v in enumerate(values, start=1):
-            row[i] += v
+        if buckets:
+            row = buckets[-1]
+            if row[0] <= at < row[0] + 1.0:
+                return row
+        row = [float(math.floor(at)), *([0.0] * self.width)]
+        buckets.append(row)
+        return row
 
 
 class History:
@@ -117,32 +130,41 @@ class History:
         self.started = clock()
 
     # ------------------------------------------------------------------ recording
-    # Writers take no lock: each change is handed off with its time (a deque append, atomic)
-    # and applied, in hand-off order, under the lock by the next reader (or by a writer,
-    # once per _DRAIN_AT changes, so the hand-off stays bounded when nobody reads).
+    # Writers take no lock: each change is handed off with its time (a deque append of a
+    # plain tuple, atomic) and applied, in hand-off order, under the lock by the next reader
+    # (or by a writer once per _DRAIN_AT changes, so the hand-off stays bounded when nobody
+    # reads). A hand-off is (kind, time, name, ...), kind one of the _LOAD.. codes below.
 
     def service_state(self, name: str, load: int, queue_depth: int, capacity: int) -> None:
         """A service's load, queue depth or capacity changed (or it registered)."""
         pending = self._pending
-        pending.append((self._service_state, self._clock(), name, load, queue_depth, capacity))
+        pending.append((_STATE, self._clock(), name, load, queue_depth, capacity))
+        if len(pending) >= _DRAIN_AT:
+            self._drain()
+
+    def service_load(self, name: str, load: int) -> None:
+        """A service's load alone changed: its queue depth and capacity are as last told
+        (the per-dispatch case; one for the slot taken, one for the slot given back)."""
+        pending = self._pending
+        pending.append((_LOAD, self._clock(), name, load))
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
     def service_removed(self, name: str) -> None:
-        self._pending.append((self._service_removed, 0.0, name))
+        self._pending.append((_REMOVED, 0.0, name))
         self._drain()
 
     def dispatch(self, name: str, outcome: str, retries: int, seconds: float) -> None:
         """A dispatch to ``name`` ended with ``outcome`` after ``retries`` extra attempts."""
         pending = self._pending
-        pending.append((self._dispatch, self._clock(), name, outcome, retries, seconds))
+        pending.append((_DISPATCH, self._clock(), name, outcome, retries, seconds))
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
     def handler_run(self, name: str, failed: bool, seconds: float) -> None:
         """A bus handler (subscriber, send or query handler) finished one run."""
         pending = self._pending
-        pending.append((self._handler_run, self._clock(), name, failed, seconds))
+        pending.append((_HANDLER, self._clock(), name, failed, seconds))
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
@@ -151,11 +173,57 @@ class History:
             self._drain_locked()
 
     def _drain_locked(self) -> None:
+        """Apply what was handed off, in hand-off order (the lock is held). The per-dispatch
+        kinds (a load step, a dispatch) are applied inline: this is where their cost is."""
         pending = self._pending
         popleft = pending.popleft
+        gauges, services = self._gauges, self._services
         for _ in range(len(pending)):
             event = popleft()
-            event[0](*event[1:])
+            kind = event[0]
+            if kind == _LOAD:
+                pair = gauges.get(event[2])
+                if pair is None:
+                    continue
+                at, value = event[1], event[3]
+                buckets = pair[0].buckets
+                b = buckets[-1] if buckets else None
+                # _GaugeSeries.set's common case inline: a change later in the same second
+                if b is not None and b[4] <= at < b[0] + 1.0:
+                    if b[3] != value:
+                        b[1] += b[3] * (at - b[4])
+                        b[3] = value = float(value)
+                        b[4] = at
+                        if value > b[2]:
+                            b[2] = value
+                else:
+                    pair[0].set(value, at)
+            elif kind == _DISPATCH:
+                _, at, name, outcome, retries, seconds = event
+                series = services.get(name)
+                if series is None:
+                    series = self._counter(services, name, len(SERVICE_COUNTERS))
+                    if series is None:
+                        continue
+                rows = series.buckets
+                row = rows[-1] if rows else None
+                if row is None or not row[0] <= at < row[0] + 1.0:
+                    row = series.row(at)
+                row[1] += 1
+                if outcome == "ok":
+                    pass
+                elif outcome == "timeout":
+                    row[3] += 1
+                else:
+                    row[2] += 1
+                row[4] += retries
+                row[5] += seconds
+            elif kind == _STATE:
+                self._service_state(*event[1:])
+            elif kind == _HANDLER:
+                self._handler_run(*event[1:])
+            else:
+                self._service_removed(event[2])
 
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int
@@ -168,26 +236,23 @@ class History:
                 _GaugeSeries(self.horizon, at),
                 _GaugeSeries(self.horizon, at),
             )
-        pair[0].set(float(load), at)
-        pair[1].set(float(queue_depth), at)
+        pair[0].set(load, at)
+        pair[1].set(queue_depth, at)
         self._capacity[name] = capacity
 
-    def _service_removed(self, at: float, name: str) -> None:
+    def _service_removed(self, name: str) -> None:
         self._gauges.pop(name, None)
         self._capacity.pop(name, None)
         self._services.pop(name, None)
 
-    def _dispatch(self, at: float, name: str, outcome: str, retries: int, seconds: float) -> None:
-        error = 1.0 if outcome not in ("ok", "timeout") else 0.0
-        timeout = 1.0 if outcome == "timeout" else 0.0
-        series = self._counter(self._services, name, len(SERVICE_COUNTERS))
-        if series is not None:
-            series.add(at, (1.0, error, timeout, float(retries), seconds))
-
     def _handler_run(self, at: float, name: str, failed: bool, seconds: float) -> None:
         series = self._counter(self._handlers, name, len(HANDLER_COUNTERS))
         if series is not None:
-            series.add(at, (1.0, 1.0 if failed else 0.0, seconds))
+            row = series.row(at)
+            row[1] += 1
+            if failed:
+                row[2] += 1
+            row[3] += seconds
 
     def _counter(
         self, table: dict[str, _CounterSeries], name: str, width: int
@@ -222,22 +287,22 @@ class History:
             # over); a change handed off later waits for the next read.
             now = self._clock()
             gauges = {
-                n: (g[0].first, _copy(g[0].buckets), _copy(g[1].buckets))
+                n: (g[0].first, copy_series(g[0].buckets), copy_series(g[1].buckets))
                 for n, g in self._gauges.items()
             }
             capacity = dict(self._capacity)
-            services = {n: _copy(s.buckets) for n, s in self._services.items()}
-            handlers = {n: _copy(s.buckets) for n, s in self._handlers.items()}
+            services = {n: copy_series(s.buckets) for n, s in self._services.items()}
+            handlers = {n: copy_series(s.buckets) for n, s in self._handlers.items()}
         since = float(math.floor(max(now - window, self.started)))
-        grid = _grid(since, now, step)
+        grid = bucket_grid(since, now, step)
         out_services: dict[str, Any] = {}
         for name in sorted(set(gauges) | set(services)):
             entry: dict[str, Any] = {"capacity": capacity.get(name, 0)}
             if name in gauges:
                 first, load, queue = gauges[name]
-                entry["load"] = _gauge(load, first, grid, now)
-                entry["queue"] = _gauge(queue, first, grid, now)
-            entry.update(_counters(services.get(name, []), SERVICE_COUNTERS, grid))
+                entry["load"] = gauge_view(load, first, grid, now)
+                entry["queue"] = gauge_view(queue, first, grid, now)
+            entry.update(counter_view(services.get(name, []), SERVICE_COUNTERS, grid))
             out_services[name] = entry
         return {
             "generated_at": round(now, 3),
@@ -245,101 +310,8 @@ class History:
             "step": step,
             "buckets": [round(start, 3) for start, _ in grid],
             "services": out_services,
-            "handlers": {n: _counters(b, HANDLER_COUNTERS, grid) for n, b in handlers.items()},
+            "handlers": {n: counter_view(b, HANDLER_COUNTERS, grid) for n, b in handlers.items()},
         }
-
-
-def _copy(buckets: deque[list[float]]) -> list[list[float]]:
-    out = list(buckets)
-    if out:
-        out[-1] = list(out[-1])
-    return out
-
-
-def _grid(since: float, now: float, step: int) -> list[tuple[float, float]]:
-    """``[start, end)`` buckets aligned to multiples of ``step``, clipped to
-    ``[since, now]``."""
-    out = []
-    start = math.floor(since / step) * step
-    while start < now:
-        out.append((max(start, since), min(start + step, now)))
-        start += step
-    return out
-
-
-def _gauge(buckets: list[_Gauge], first: float, grid: list[tuple[float, float]], now: float) -> Any:
-    """Time-weighted average and peak per grid bucket and over the whole grid.
-
-    Grid boundaries are whole seconds (the last ends at ``now``), so a stored second lies
-    inside one grid bucket; a second without a stored entry holds the last value before
-    it. Time before the series began (``first``) is not covered."""
-    avgs: list[float | None] = []
-    peaks: list[float | None] = []
-    total = covered = 0.0
-    overall: float | None = None
-    n = len(buckets)
-    i = 0
-    value: float | None = None  # the value holding at ``position``
-    for start, end in grid:
-        integral = span = 0.0
-        peak: float | None = None
-        position = max(start, first)
-        while position < end:
-            while i < n and buckets[i][0] + 1 <= position:
-                value = buckets[i][3]
-                i += 1
-            if i < n and buckets[i][0] <= position:
-                b = buckets[i]
-                hi = min(b[0] + 1, now)
-                integral += b[1] + b[3] * max(0.0, hi - b[4])
-                span += hi - max(b[0], first)
-                peak = b[2] if peak is None else max(peak, b[2])
-                value = b[3]
-                i += 1
-                position = b[0] + 1
-                continue
-            nxt = min(end, float(buckets[i][0])) if i < n else end
-            if value is not None:
-                integral += value * (nxt - position)
-                span += nxt - position
-                peak = value if peak is None else max(peak, value)
-            position = nxt
-        avgs.append(round(integral / span, 3) if span > 0 else None)
-        peaks.append(peak)
-        total += integral
-        covered += span
-        if peak is not None:
-            overall = peak if overall is None else max(overall, peak)
-    return {
-        "avg": round(total / covered, 3) if covered > 0 else None,
-        "peak": overall,
-        "avgs": avgs,
-        "peaks": peaks,
-    }
-
-
-def _counters(
-    buckets: list[list[float]], names: tuple[str, ...], grid: list[tuple[float, float]]
-) -> dict[str, Any]:
-    """Per grid bucket and total sums of each counter in ``names``."""
-    sums = [[0.0] * len(grid) for _ in names]
-    if grid:
-        lo = grid[0][0]
-        starts = [s for s, _ in grid]
-        j = 0
-        for row in buckets:
-            second = row[0]
-            if second + 1 <= lo or second >= grid[-1][1]:
-                continue
-            while j + 1 < len(starts) and starts[j + 1] <= second:
-                j += 1
-            for k in range(len(names)):
-                sums[k][j] += row[k + 1]
-    out: dict[str, Any] = {}
-    for name, values in zip(names, sums, strict=True):
-        rounded = [round(v, 6) for v in values]
-        out[name] = {"total": round(sum(values), 6), "buckets": rounded}
-    return out
 
 
 def history_params(history: History, query: str) -> tuple[int, int]:

@@ -80,7 +80,16 @@ class Observation:
     def end(self, target: DispatchTarget) -> None:
         """Every observer's ``dispatch_end``, with how the dispatch went."""
         duration = _perf() - self.started
-        for obs, token in zip(self.observers, self.tokens, strict=True):
+        observers = self.observers
+        if len(observers) == 1:  # perf: the common case, one observer
+            try:
+                observers[0].dispatch_end(
+                    self.tokens[0], target, self.outcome, self.attempts, self.error, duration
+                )
+            except Exception as exc:
+                self.failed(observers[0], exc)
+            return
+        for obs, token in zip(observers, self.tokens, strict=True):
             try:
                 obs.dispatch_end(token, target, self.outcome, self.attempts, self.error, duration)
             except Exception as exc:

@@ -1,0 +1,256 @@
+"""The history's hand-off: changes recorded without a lock on the loop and folded when read
+(or when the hand-off is full) give exactly what recording them one by one would."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import tracemalloc
+from typing import Any
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.observability import FlowRecorder
+from jeeves_control_tower.observability.history import History
+from jeeves_control_tower.types import Envelope
+
+from .support import envelope, register, target
+
+T0 = 1_000_000.0  # with times on a 1/128 s grid and small integer values every sum is exact
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _reference_gauge(
+    steps: list[tuple[float, float]], grid: list[float], now: float, step: int
+) -> tuple[list[float | None], list[float | None]]:
+    """Time-weighted average and peak per bucket of a step function, by brute force:
+    ``steps`` are (time, value) in order, the first one where the series begins."""
+    avgs: list[float | None] = []
+    peaks: list[float | None] = []
+    for start in grid:
+        end = min(start - start % step + step, now) if start % step else min(start + step, now)
+        integral = span = 0.0
+        peak: float | None = None
+        for i, (at, value) in enumerate(steps):
+            until = steps[i + 1][0] if i + 1 < len(steps) else now
+            lo, hi = max(at, start), min(until, end)
+            if at < end and until >= start and (hi > lo or start <= at < end):
+                peak = value if peak is None else max(peak, value)
+            if hi > lo:
+                integral += value * (hi - lo)
+                span += hi - lo
+        avgs.append(round(integral / span, 3) if span > 0 else None)
+        peaks.append(peak)
+    return avgs, peaks
+
+
+def test_many_changes_between_reads_fold_exactly() -> None:
+    """Thousands of load steps, queue changes and dispatches (many hand-off batches) between
+    two reads: every bucket's average, peak and count is what a brute-force replay gives."""
+    rng = random.Random(15)
+    clock = Clock(T0 + 1 / 128)  # changes fall between whole seconds (bucket edges)
+    h = History(horizon=120, clock=clock)
+    h.service_state("svc", 0, 0, 4)
+    load_steps: list[tuple[float, float]] = [(clock.now, 0.0)]
+    queue_steps: list[tuple[float, float]] = [(clock.now, 0.0)]
+    requests: dict[float, int] = {}
+    errors = 0
+    load = queue = 0
+    for _ in range(5000):
+        clock.now += rng.choice((0.0, 1 / 64, 1 / 64, 1 / 32, 1 / 16))
+        if rng.random() < 0.005:
+            clock.now += 2.5  # seconds with no change at all
+        kind = rng.random()
+        if kind < 0.6:
+            load = max(0, min(4, load + rng.choice((-1, 1))))
+            h.service_load("svc", load)
+            load_steps.append((clock.now, float(load)))
+        elif kind < 0.7:
+            queue = rng.randrange(3)
+            h.service_state("svc", load, queue, 4)
+            queue_steps.append((clock.now, float(queue)))
+            load_steps.append((clock.now, float(load)))
+        else:
+            outcome = rng.choice(("ok", "ok", "error", "timeout"))
+            errors += outcome == "error"
+            h.dispatch("svc", outcome, 0, 0.125)
+            second = float(int(clock.now))
+            requests[second] = requests.get(second, 0) + 1
+    clock.now += 0.5
+    now = clock.now
+    snap = h.snapshot(120, 4)
+    svc = snap["services"]["svc"]
+    grid = snap["buckets"]
+    for name, steps in (("load", load_steps), ("queue", queue_steps)):
+        avgs, peaks = _reference_gauge(steps, grid, now, 4)
+        assert svc[name]["avgs"] == avgs, name
+        assert svc[name]["peaks"] == peaks, name
+    expected = [
+        float(sum(n for s, n in requests.items() if start <= s < start - start % 4 + 4))
+        for start in grid
+    ]
+    assert svc["requests"]["buckets"] == expected
+    in_window = sum(n for s, n in requests.items() if s >= snap["since"])
+    assert svc["requests"]["total"] == in_window > 100
+    assert 0 < svc["errors"]["total"] <= errors
+
+
+def test_a_removed_service_keeps_nothing_of_its_earlier_registration() -> None:
+    clock = Clock(T0)
+    h = History(horizon=60, clock=clock)
+    h.service_state("svc", 0, 0, 2)
+    for i in range(300):  # more than one hand-off batch
+        clock.now += 0.125
+        h.service_load("svc", i % 3)
+        h.dispatch("svc", "ok", 0, 0.0)
+    h.service_removed("svc")
+    assert h.snapshot(60, 1)["services"] == {}
+    clock.now += 1.0
+    h.service_load("svc", 2)  # not registered again yet: nothing to step
+    h.service_state("svc", 1, 0, 5)
+    clock.now += 1.0
+    svc = h.snapshot(60, 1)["services"]["svc"]
+    assert svc["capacity"] == 5 and svc["requests"]["total"] == 0
+    assert svc["load"]["peak"] == 1.0 and svc["load"]["avg"] == 1.0
+
+
+def test_nobody_reading_keeps_memory_bounded() -> None:
+    """Writers fold the hand-off themselves when it is full: 100,000 load steps (or
+    dispatches) with no read retain the stored seconds only, and the read after is exact."""
+    retained, snaps = [], []
+    for kind in ("load", "dispatch"):
+        clock = Clock(T0)
+        h = History(horizon=60, clock=clock)
+        h.service_state("svc", 0, 0, 2)
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(1, 100_001):  # 1,024 a second, ending at T0 + 97.65625
+                clock.now = T0 + i / 1024
+                if kind == "load":
+                    h.service_load("svc", i & 1)  # 1, 0, 1, ... for 1/1024 s each
+                else:
+                    h.dispatch("svc", "ok", 0, 0.001)
+            retained.append(tracemalloc.get_traced_memory()[0] - before)
+        finally:
+            tracemalloc.stop()
+        snaps.append(h.snapshot(30, 30))
+    assert max(retained) < 40_000, f"{retained} bytes retained"
+    load = snaps[0]["services"]["svc"]["load"]
+    assert load["avg"] == 0.5 and load["peak"] == 1.0
+    since = snaps[1]["since"]
+    dispatched = sum(T0 + i / 1024 >= since for i in range(1, 100_001))
+    assert snaps[1]["services"]["svc"]["requests"]["total"] == dispatched > 30_000
+
+
+async def test_a_read_in_the_middle_of_a_dispatch_sees_its_slot_and_not_its_end() -> None:
+    flow = FlowRecorder(history=History())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    seen: list[dict[str, Any]] = []
+
+    async def handler(e: Envelope) -> Envelope:
+        seen.append(flow.history.snapshot(60, 60)["services"]["svc"])
+        reader = threading.Thread(
+            target=lambda: seen.append(flow.history.snapshot(60, 60)["services"]["svc"])
+        )
+        reader.start()
+        await asyncio.to_thread(reader.join)
+        return e
+
+    register(coordinator, handler=handler, max_concurrent=3)
+    for _ in range(3):
+        assert not (await coordinator.dispatch(target(), envelope())).terminated
+    after = flow.history.snapshot(60, 60)["services"]["svc"]
+    for i, during in enumerate(seen):  # the i // 2-th dispatch is in flight
+        assert during["load"]["peaks"][-1] == 1.0
+        assert during["requests"]["total"] == i // 2
+    assert after["requests"]["total"] == 3 and after["load"]["peak"] == 1.0
+    assert after["capacity"] == 3
+    coordinator.telemetry.close()
+
+
+async def test_readers_racing_the_loop_see_every_dispatch_exactly_once() -> None:
+    """A reader thread reads the history and the flow's statistics while the loop dispatches
+    (several hand-off batches): totals only grow, never past what was done, and the last
+    read counts every dispatch; the load never reads above the slots."""
+    flow = FlowRecorder(capacity=64, history=History())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    done = 0
+
+    async def handler(e: Envelope) -> Envelope:
+        await asyncio.sleep(0)
+        return e
+
+    register(coordinator, handler=handler, max_concurrent=2)
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def read() -> None:
+        last = 0.0
+        while not stop.is_set():
+            before = done
+            svc = flow.history.snapshot(60, 60)["services"]["svc"]
+            total = svc["requests"]["total"]
+            if not before <= total <= done + 4 or total < last:  # 4 at a time
+                failures.append(f"requests {total} after {last}, done {before}..{done}")
+            if svc["load"]["peak"] > 2 or (svc["load"]["avg"] or 0) > svc["load"]["peak"]:
+                failures.append(f"load {svc['load']}")
+            last = total
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            results = await asyncio.gather(
+                *(coordinator.dispatch(target(), envelope()) for _ in range(4))
+            )
+            assert not any(r.terminated for r in results)
+            done += 4
+    finally:
+        stop.set()
+        reader.join()
+    assert failures == []
+    svc = flow.history.snapshot(60, 60)["services"]["svc"]
+    assert svc["requests"]["total"] == 1200 and svc["load"]["peak"] == 2.0
+    assert svc["queue"]["peak"] == 2.0  # four at once, two slots
+    row = {r["name"]: r for r in flow.services()}["svc"]
+    assert (row["requests"], row["current_load"]) == (1200, 0)
+    coordinator.telemetry.close()
+
+
+async def test_service_statistics_stay_exact_past_the_ring() -> None:
+    """Many more dispatches than the flow ring holds, of every outcome, between two reads."""
+    flow = FlowRecorder(capacity=7, history=History())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+
+    async def handler(e: Envelope) -> Envelope:
+        mode = e.metadata["mode"]
+        if mode == "flaky" and not e.processing_history:
+            raise ConnectionError()
+        if mode == "broken":
+            raise KeyError()
+        return e
+
+    register(coordinator, handler=handler)
+    modes = ["ok"] * 50 + ["flaky"] * 30 + ["broken"] * 20
+    random.Random(6).shuffle(modes)
+    for mode in modes:
+        e = envelope()
+        e.metadata["mode"] = mode
+        await coordinator.dispatch(target(max_retries=1, timeout_seconds=5), e)
+    row = {r["name"]: r for r in flow.services()}["svc"]
+    assert (row["requests"], row["errors"], row["timeouts"]) == (100, 20, 0)
+    assert row["retries"] == 30 + 20  # a flaky one retries once, a broken one too
+    assert flow.stats()["dispatch"] == {"ok": 80, "error": 20}
+    assert flow.last_seq == 100
+    history = flow.history.snapshot(60, 60)["services"]["svc"]
+    assert history["requests"]["total"] == 100 and history["errors"]["total"] == 20
+    assert history["retries"]["total"] == 50
+    coordinator.telemetry.close()
