@@ -1,0 +1,112 @@
+"""Review of the local gate (commits 3cce953..00c267b): what an outsider hits.
+
+The tracing middleware leaves local messages while no SDK is configured and is meant to
+come back "within about a second" of a provider being set globally. Setting the global
+provider can happen once per process, so those cases run in a subprocess."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import weakref
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.observability import FlowRecorder
+
+from .support import DoThing
+
+_SCRIPT = """
+import asyncio, json, sys
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.observability.otel_metrics import RECHECK_SECONDS
+
+class DoThing:
+    pass
+
+async def main(case):
+    bus = InMemoryCommBus(registry=CollectorRegistry(), flow=False)  # the default: no SDK
+    bus.register_handler("DoThing", lambda c: None)
+    if case == "probe_removed":
+        bus.set_message_probe(None)  # the seam's own way to stop metrics for this bus
+    await bus.send(DoThing())  # before any SDK: nothing to trace
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    await asyncio.sleep(1.5 * RECHECK_SECONDS)  # idle, well past the recheck interval
+    names = []
+    for _ in range(3 if case == "probe_removed" else 1):
+        await bus.send(DoThing())
+        names.append(sorted(s.name for s in exporter.get_finished_spans()))
+        exporter.clear()
+        await asyncio.sleep(0.6 * RECHECK_SECONDS)
+    print(json.dumps(names))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def _run(case: str) -> Any:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_SDK_DISABLED"):
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(_SCRIPT), case],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_review_first_message_after_an_sdk_set_while_idle_is_traced() -> None:
+    """REVIEW defect 1 (red until fixed): the gate is reopened from the *end* of a message
+    (the probe's report), so the first message after a provider was set on an idle bus
+    runs the direct path: no span, and its handlers' nested messages lose their parent.
+    Before the change, the middleware's own check at the start of the message traced it."""
+    assert _run("idle") == [["process DoThing", "send DoThing"]]
+
+
+def test_review_local_tracing_comes_back_after_the_probe_is_removed() -> None:
+    """REVIEW defect 2 (red until fixed): with the bus's probe removed
+    (``set_message_probe(None)``, or replaced by another probe), nobody calls the gate's
+    ``look``, so local messages are never traced again, however long an SDK has been set."""
+    assert _run("probe_removed")[1:] == [["process DoThing", "send DoThing"]] * 2
+
+
+async def test_review_a_dropped_bus_probe_is_freed_without_the_cycle_collector() -> None:
+    """REVIEW defect 3: ``probe.message`` (the fast_report closure) holds ``probe.report``,
+    a bound method of the probe: the probe sits in a reference cycle, so a dropped bus's
+    probe (its aggregate, cells and flow writer entry) outlives the bus until a full
+    collection instead of going with it, as it did before the change."""
+    registry = CollectorRegistry()
+    bus = InMemoryCommBus(registry=registry, flow=FlowRecorder(), tracing=False)
+    bus.register_handler("DoThing", lambda c: None)
+    await bus.send(DoThing())
+    probe = weakref.ref(bus.message_probe)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del bus
+        assert probe() is None
+    finally:
+        if enabled:
+            gc.enable()
+    gc.collect()  # the aggregate is retired: the count stays
+    labels = {"pattern": "send", "message_type": "DoThing", "outcome": "ok"}
+    assert registry.get_sample_value("commbus_messages_total", labels) == 1
