@@ -55,31 +55,38 @@ class LocalGate:
     """Whether a tracing middleware applies to messages produced and handled here
     (direction ``local``), for its ``applies_to``.
 
-    With no ``refresh`` (the bus's ``refresh_routes``), always. With it, not while the tracer
-    is a no-op: such a message would get no span and no context switch from the middleware,
-    so it takes the bus's direct path instead of a chain whose one hook only steps aside.
-    Messages crossing a transport always apply (their context still goes on and comes off
-    the wire). :meth:`look`, called by the bus's message probe once the time it returned
-    has come, calls ``refresh`` when an SDK provider has appeared since, so local messages
-    are traced again from the next one (within about :data:`.otel_metrics.RECHECK_SECONDS`
-    of the provider being set, as with the middleware's own check). Event-loop thread.
+    With no ``refresh`` (the bus's ``refresh_routes``), or while ``watched()`` is false (the
+    probe that calls :meth:`look` is not the bus's any more), always. Otherwise not while
+    the tracer is a no-op: such a message would get no span and no context switch from the
+    middleware, so it takes the bus's direct path instead of a chain whose one hook only
+    steps aside. Messages crossing a transport always apply (their context still goes on
+    and comes off the wire). :meth:`look`, called by the bus's message probe once the time
+    it returned has come, calls ``refresh`` when an SDK provider has appeared since, so
+    local messages are traced again from the next one (within about
+    :data:`.otel_metrics.RECHECK_SECONDS` of the provider being set, as with the
+    middleware's own check). Event-loop thread.
     """
 
-    __slots__ = ("_clock", "_noop", "_refresh", "_shut")
+    __slots__ = ("_clock", "_noop", "_refresh", "_shut", "_watched")
 
     def __init__(
         self,
         noop: NoopWatch,
         refresh: Callable[[], None] | None,
         clock: Callable[[], float] = time.perf_counter,
+        watched: Callable[[], bool] | None = None,
     ) -> None:
         self._noop = noop
         self._refresh = refresh
+        self._watched = watched
         self._clock = clock
         self._shut = False
 
     def applies(self, direction: str) -> bool:
         if direction != "local" or self._refresh is None:
+            return True
+        if self._watched is not None and not self._watched():
+            self._shut = False  # nobody would reopen it: the middleware checks for itself
             return True
         self._shut = self._noop.is_noop(self._clock())
         return not self._shut

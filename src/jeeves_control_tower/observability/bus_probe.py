@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -135,7 +136,7 @@ class BusProbe:
             return self.report
         return common_case(
             self._cells, self.inflight, self.otel, flow, self._handoff, self._drain_at,
-            self._watch_at, self.report, self._on_error,
+            self._watch_at, _weak_report(self), self._on_error,
         )  # fmt: skip
 
     def report(
@@ -326,6 +327,25 @@ class BusProbe:
                     pattern, series.message_type, label
                 )
             child.inc()
+
+
+def _weak_report(probe: BusProbe) -> Callable[..., None]:
+    """``probe.report`` through a weak reference, for the closure kept as ``probe.message``:
+    a bound method there would put the probe in a reference cycle, so a dropped bus's probe
+    (its aggregate, cells, flow writer entry) would outlive the bus until a full collection.
+    The routes hold the probe itself while they can report to it; should it be gone, the
+    message still leaves ``inflight``, as the probe contract says."""
+    ref = weakref.ref(probe)
+    inflight = probe.inflight
+
+    def report(pattern: str, *rest: Any) -> None:
+        live = ref()
+        if live is not None:
+            live.report(pattern, *rest)
+        else:
+            inflight[pattern] -= 1
+
+    return report
 
 
 def _one(error: Any) -> BaseException | None:

@@ -227,6 +227,7 @@ def instrument_bus(
         probe = BusProbe(kw["metrics"], otel=kw["otel_metrics"], flow=kw["flow"], on_error=on_error)
     if tracing:
         bus_ref = weakref.ref(bus)  # a strong one would keep the bus alive through _buses
+        probe_ref = weakref.ref(probe) if probe is not None else None  # no cycle via watches
         tracer = TracingMiddleware(
             tracer_provider,
             record_payloads=record_payloads,
@@ -238,6 +239,8 @@ def instrument_bus(
                 if probe is not None and callable(getattr(bus, "refresh_routes", None))
                 else None
             ),
+            # ... as long as that probe is the bus's (it is the one that calls look())
+            watched=((lambda: _watched(bus_ref, probe_ref)) if probe_ref is not None else None),
         )
         middlewares.append(tracer)
         if probe is not None:
@@ -263,6 +266,11 @@ def _refresh(bus_ref: weakref.ref[Any]) -> None:
     bus = bus_ref()
     if bus is not None:
         bus.refresh_routes()
+
+
+def _watched(bus_ref: weakref.ref[Any], probe_ref: weakref.ref[Any] | None) -> bool:
+    bus, probe = bus_ref(), probe_ref() if probe_ref is not None else None
+    return bus is not None and probe is not None and getattr(bus, "message_probe", None) is probe
 
 
 def instrument_coordinator(

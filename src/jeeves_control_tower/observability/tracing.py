@@ -145,12 +145,14 @@ class TracingMiddleware:
         on_error: OnError | None = None,
         broker: Callable[[], Any] | None = None,
         refresh: Callable[[], None] | None = None,
+        watched: Callable[[], bool] | None = None,
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
         self._noop = NoopWatch(tracer_provider)
         # Given the bus's refresh_routes, local messages skip this middleware while the
-        # tracer is a no-op (see LocalGate); the bus's probe calls look() to end that.
-        self._gate = LocalGate(self._noop, refresh)
+        # tracer is a no-op (see LocalGate), while ``watched()`` says the bus's probe calls
+        # look() to end that.
+        self._gate = LocalGate(self._noop, refresh, watched=watched)
         self.look = self._gate.look
         # The bus's transport, read for each message crossing the wire: its
         # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in

@@ -36,6 +36,7 @@ class ProbedDelivery:
 
     def __init__(self, delivery: Delivery, probe: Any, logger: LoggerProtocol) -> None:
         self._delivery = delivery
+        self._probe = probe  # kept while this route can report to it (its message may not)
         self._subscribers = delivery.subscribers
         self._handlers = delivery.handlers
         self._inflight = probe.inflight
