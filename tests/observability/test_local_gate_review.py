@@ -15,6 +15,7 @@ import textwrap
 import weakref
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
@@ -89,13 +90,26 @@ def test_review_local_tracing_comes_back_after_the_probe_is_removed() -> None:
     assert _run("probe_removed")[1:] == [["process DoThing", "send DoThing"]] * 2
 
 
-async def test_review_a_dropped_bus_probe_is_freed_without_the_cycle_collector() -> None:
-    """REVIEW defect 3: ``probe.message`` (the fast_report closure) holds ``probe.report``,
-    a bound method of the probe: the probe sits in a reference cycle, so a dropped bus's
-    probe (its aggregate, cells and flow writer entry) outlives the bus until a full
-    collection instead of going with it, as it did before the change."""
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"flow": "plain"},  # the fast_report closure
+        {"flow": "payloads"},  # the general report (the flow takes payloads)
+        {"flow": "plain", "metrics": False},  # no aggregate: the general report
+    ],
+    ids=["fast", "payloads", "flow-only"],
+)
+async def test_review_a_dropped_bus_probe_is_freed_without_the_cycle_collector(
+    options: dict[str, Any],
+) -> None:
+    """REVIEW defect 3: ``probe.message`` kept on the probe (the fast_report closure holding
+    ``probe.report``, or ``probe.report`` itself) puts the probe in a reference cycle, so a
+    dropped bus's probe (its aggregate, cells and flow writer entry) outlives the bus until
+    a full collection instead of going with it, as it did before the change."""
     registry = CollectorRegistry()
-    bus = InMemoryCommBus(registry=registry, flow=FlowRecorder(), tracing=False)
+    flow = FlowRecorder(record_payloads=options["flow"] == "payloads")
+    metrics = options.get("metrics", True)
+    bus = InMemoryCommBus(registry=registry, flow=flow, tracing=False, metrics=metrics)
     bus.register_handler("DoThing", lambda c: None)
     await bus.send(DoThing())
     probe = weakref.ref(bus.message_probe)
@@ -109,4 +123,6 @@ async def test_review_a_dropped_bus_probe_is_freed_without_the_cycle_collector()
             gc.enable()
     gc.collect()  # the aggregate is retired: the count stays
     labels = {"pattern": "send", "message_type": "DoThing", "outcome": "ok"}
-    assert registry.get_sample_value("commbus_messages_total", labels) == 1
+    expected = 1 if metrics else None
+    assert registry.get_sample_value("commbus_messages_total", labels) == expected
+    assert flow.stats()["messages"]["send"] == {"ok": 1}

@@ -103,12 +103,13 @@ class BusProbe:
         self._watches: list[Callable[[float], float]] = []
         self._watch_at = [math.inf]  # when the next message runs the watches (add_watch)
         #: :meth:`MessageProbe.message <jeeves_control_tower.ipc.telemetry.MessageProbe.message>`:
-        #: :meth:`report`, or, when counts go to the aggregate, a function that does the
-        #: common case of :meth:`report` with its state in local variables and hands every
-        #: other case to it (perf: it runs once per message).
-        self.message: Callable[..., None] = (
-            self._fast_report() if self._aggregate is not None else self.report
-        )
+        #: :meth:`report` (the class's), or, when counts go to the aggregate, a function that
+        #: does the common case of :meth:`report` with its state in local variables and hands
+        #: every other case to it (perf: it runs once per message). Never a bound method kept
+        #: on the instance: that would put the probe in a reference cycle.
+        fast = self._fast_report() if self._aggregate is not None else None
+        if fast is not None:
+            self.message = fast
 
     def add_watch(self, watch: Callable[[float], float]) -> None:
         """Call ``watch(now)`` with the start (a ``time.perf_counter()`` reading) of the next
@@ -129,11 +130,12 @@ class BusProbe:
                 self._on_error("probe", "watch", exc)
         self._watch_at[0] = soonest
 
-    def _fast_report(self) -> Callable[..., None]:
-        """:func:`.fast_report.common_case` over this probe's state, or :meth:`report`."""
+    def _fast_report(self) -> Callable[..., None] | None:
+        """:func:`.fast_report.common_case` over this probe's state, or ``None`` (the flow
+        takes payloads or has no hand-off: :meth:`report` it is)."""
         flow = self.flow
         if flow is not None and (self._record_payloads or self._handoff is None):
-            return self.report
+            return None
         return common_case(
             self._cells, self.inflight, self.otel, flow, self._handoff, self._drain_at,
             self._watch_at, _weak_report(self), self._on_error,
@@ -327,6 +329,10 @@ class BusProbe:
                     pattern, series.message_type, label
                 )
             child.inc()
+
+
+# What the bus calls when no fast path was made (on the class: see BusProbe.__init__).
+BusProbe.message = BusProbe.report
 
 
 def _weak_report(probe: BusProbe) -> Callable[..., None]:
