@@ -64,7 +64,9 @@ class LocalGate:
     it returned has come, calls ``refresh`` when an SDK provider has appeared since, so
     local messages are traced again from the next one (within about
     :data:`.otel_metrics.RECHECK_SECONDS` of the provider being set, as with the
-    middleware's own check). Event-loop thread.
+    middleware's own check; the probe calls it at the end of a message, so on a bus idle
+    since the provider was set, the message that finds it is the last one untraced).
+    Event-loop thread.
     """
 
     __slots__ = ("_clock", "_noop", "_refresh", "_shut", "_watched")
