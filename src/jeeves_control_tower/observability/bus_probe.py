@@ -134,7 +134,9 @@ class BusProbe:
         """:func:`.fast_report.common_case` over this probe's state, or ``None`` (the flow
         takes payloads or has no hand-off: :meth:`report` it is)."""
         flow = self.flow
-        if flow is not None and (self._record_payloads or self._handoff is None):
+        if flow is not None and (
+            self._record_payloads or self._handoff is None or not hasattr(flow, "sink")
+        ):
             return None
         return common_case(
             self._cells, self.inflight, self.otel, flow, self._handoff, self._drain_at,
