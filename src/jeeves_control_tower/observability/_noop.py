@@ -33,6 +33,12 @@ class NoopWatch:
         if isinstance(tracer_provider, NoOpTracerProvider):
             self._noop_until = math.inf
 
+    @property
+    def settled(self) -> bool:
+        """True once the spans are known to come from a real SDK for good (an injected SDK
+        provider, or a real global one seen): :meth:`is_noop` is ``False`` from then on."""
+        return not self._global and self._noop_until == -math.inf
+
     def is_noop(self, now: float) -> bool:
         if now < self._noop_until:
             return True

@@ -147,6 +147,7 @@ class TracingMiddleware:
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
         self._noop = NoopWatch(tracer_provider)
+        self._sdk = self._noop.settled  # a real SDK for good: no look per message (perf)
         # The bus's transport, read for each message crossing the wire: its
         # ``broker_settings(pattern, type)`` (a settings provider; see BrokerSettings in
         # ipc.adapters) labels broker spans; the cached specs are dropped when it changes.
@@ -171,57 +172,68 @@ class TracingMiddleware:
     # ------------------------------------------------------------------ producer span
 
     def before(self, ctx: MiddlewareContext, message: Any) -> Any:
-        try:
-            self._start(ctx, message)
+        try:  # the whole start written out in one frame (perf: once per message)
+            direction = ctx.direction
+            remote = None
+            if direction == "in" and ctx.headers:
+                remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
+            if remote is None and not self._sdk and self._is_noop(ctx):
+                return message
+            if direction != "local" and self._broker is not None:
+                self._check_transport()
+            key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
+            spec = self._producers.get(key)
+            if spec is None:
+                spec = self._producer_spec(key, direction != "local")
+            span = self._tracer.start_span(spec[0], remote, spec[1], spec[2])
+            if span.is_recording():
+                message_id = ctx._message_id
+                if message_id is None:
+                    message_id = ctx.message_id
+                span.set_attribute(MESSAGING_MESSAGE_ID, message_id)
+                if self._record_payloads:
+                    span.set_attribute(MESSAGE_PAYLOAD, payload_repr(message))
+                parent = trace.set_span_in_context(span, remote)
+                entry = (span, otel_context.attach(parent), parent, message_id)
+                metadata = ctx._metadata  # (perf: not through the property)
+                if metadata is None:
+                    ctx._metadata = {_KEY: entry}
+                else:
+                    metadata[_KEY] = entry
+            else:
+                self._not_recording(ctx, span, remote)
+            if direction == "out":  # a transport carries it: put our context on the wire
+                if ctx.headers is None:
+                    ctx.headers = {}
+                propagate.inject(ctx.headers)
         except Exception as exc:
             self._on_error("tracing", "before", exc)
         return message
 
-    def _start(self, ctx: MiddlewareContext, message: Any) -> None:
-        direction = ctx.direction
-        remote = None
-        if direction == "in" and ctx.headers:
-            remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
-        if remote is None and self._noop.is_noop(ctx.started):
-            # No SDK: the no-op tracer's span would be the current one (or an invalid one),
-            # nothing to start, switch or end, and no handler spans for this message.
-            self._leave_hooks(ctx)
-            if direction == "out":
-                if ctx.headers is None:
-                    ctx.headers = {}
-                propagate.inject(ctx.headers)
-            return
-        if direction != "local" and self._broker is not None:
-            self._check_transport()
-        key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
-        spec = self._producers.get(key)
-        if spec is None:
-            spec = self._producer_spec(key, direction != "local")
-        name, kind, attributes = spec
-        span = self._tracer.start_span(name, remote, kind, attributes)
-        if span.is_recording():
-            message_id = ctx.message_id
-            span.set_attribute(MESSAGING_MESSAGE_ID, message_id)
-            if self._record_payloads:
-                span.set_attribute(MESSAGE_PAYLOAD, payload_repr(message))
-            parent = trace.set_span_in_context(span, remote)
-            ctx.metadata[_KEY] = (span, otel_context.attach(parent), parent, message_id)
-        else:
-            # Not recording: no handler spans for this message, so leave its handler hooks.
-            self._leave_hooks(ctx)
-            context = span.get_span_context()
-            if context is not _INVALID and (
-                remote is not None or context != _current_span_context()
-            ):
-                # Sampled out: still make it current so nested messages inherit the decision.
-                parent = trace.set_span_in_context(span, remote)
-                ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
-            # else: no SDK (OpenTelemetry's no-op tracer hands back the current span, or an
-            # invalid one): there is no decision to carry and nothing to switch.
-        if direction == "out":  # a transport carries it: put our context on the wire
+    def _is_noop(self, ctx: MiddlewareContext) -> bool:
+        """No SDK: nothing to start, switch or end, and no handler spans for this message
+        (the no-op tracer's span would be the current or an invalid one); the current
+        context still goes on the wire."""
+        if not self._noop.is_noop(ctx.started):
+            self._sdk = self._noop.settled
+            return False
+        self._leave_hooks(ctx)
+        if ctx.direction == "out":
             if ctx.headers is None:
                 ctx.headers = {}
             propagate.inject(ctx.headers)
+        return True
+
+    def _not_recording(self, ctx: MiddlewareContext, span: Span, remote: Any) -> None:
+        """A span that does not record: no handler spans for this message (it leaves its
+        handler hooks); made current only when it carries a decision."""
+        self._leave_hooks(ctx)
+        context = span.get_span_context()
+        # Sampled out: still made current, so nested messages inherit the decision; not with
+        # no SDK (the no-op tracer hands back the current span, or an invalid one).
+        if context is not _INVALID and (remote is not None or context != _current_span_context()):
+            parent = trace.set_span_in_context(span, remote)
+            ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
 
     def after(
         self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
@@ -257,7 +269,8 @@ class TracingMiddleware:
 
     def handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any:
         try:
-            entry = ctx.metadata.get(_KEY)
+            metadata = ctx._metadata  # (perf: not through the property)
+            entry = metadata.get(_KEY) if metadata else None
             if entry is None or entry[2] is None:
                 return None  # not recording: the handler inherits the producer's context
             _, _, parent, message_id = entry
