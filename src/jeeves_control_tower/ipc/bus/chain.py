@@ -1,10 +1,11 @@
 """The middleware chain: compiled once when the middleware list changes, run per message.
 
-:class:`CompiledChain` turns a middleware list into the bound hooks each message runs
-(``before`` in order, ``after`` in reverse, the :class:`~.middleware.HandlerHook` pairs), per
-``(pattern, direction)`` when some middleware has ``applies_to``. :class:`ChainRoute` is a
-compiled chain bound to the step it leads to (the handlers, or the transport): it makes the
-message's :class:`~.middleware.MiddlewareContext` and runs the hooks around that step.
+:class:`~.compiled.CompiledChain` turns a middleware list into the bound hooks each message
+runs (``before`` in order, ``after`` in reverse, the :class:`~.middleware.HandlerHook`
+pairs), per ``(pattern, direction)`` when some middleware has ``applies_to``.
+:class:`ChainRoute` is a compiled chain bound to the step it leads to (the handlers, or the
+transport): it makes the message's :class:`~.middleware.MiddlewareContext` and runs the
+hooks around that step.
 
 A message no middleware applies to has the empty chain, which compiles to no route at all:
 the bus calls the step directly (see :mod:`.delivery`), with no context made.
@@ -12,15 +13,14 @@ the bus calls the step directly (see :mod:`.delivery`), with no context made.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from ...types import LoggerProtocol
+from .compiled import CompiledChain
 from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
-from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext, validate_middleware
+from .middleware import MiddlewareContext, validate_middleware
 from .observation import enter, outcome_of
 
 __all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
@@ -51,64 +51,6 @@ class Step(Protocol):
         ctx: MiddlewareContext,
         /,
     ) -> Any: ...
-
-
-@dataclass(frozen=True)
-class CompiledChain:
-    """A middleware list compiled once when it changes, never per message.
-
-    ``scopes`` holds, when some middleware has ``applies_to``, the chain of each
-    ``(pattern, direction)`` (``None`` where no middleware applies); see :meth:`scoped`.
-    """
-
-    befores: tuple[tuple[Any, bool], ...]
-    afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
-    hooks: tuple[Any, ...]
-    scopes: Mapping[tuple[str, str], CompiledChain | None] | None = None
-
-    def scoped(self, pattern: str, direction: str) -> CompiledChain | None:
-        """The chain a ``pattern`` message going ``direction`` runs (``None``: none)."""
-        if self.scopes is None:
-            return self
-        return self.scopes[pattern, direction]
-
-    @classmethod
-    def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
-        """Compile ``middlewares``; ``None`` for an empty list."""
-        if not middlewares:
-            return None
-        chain = cls._compile(middlewares)
-        if not any(getattr(mw, "applies_to", None) is not None for mw in middlewares):
-            return chain
-        scopes: dict[tuple[str, str], CompiledChain | None] = {}
-        for pattern in PATTERNS:
-            for direction in DIRECTIONS:
-                sub = [mw for mw in middlewares if _applies(mw, pattern, direction)]
-                if len(sub) == len(middlewares):
-                    scopes[pattern, direction] = chain
-                else:
-                    scopes[pattern, direction] = cls._compile(sub) if sub else None
-        return replace(chain, scopes=scopes)
-
-    @classmethod
-    def _compile(cls, middlewares: Sequence[Any]) -> CompiledChain:
-        befores = []
-        afters = []
-        hooks = []
-        for mw in middlewares:
-            before = getattr(mw, "before", None)
-            after = getattr(mw, "after", None)
-            befores.append((before, _is_async(before)) if before is not None else (None, False))
-            afters.append(
-                (after, _is_async(after), type(mw).__name__)
-                if after is not None
-                else (None, False, type(mw).__name__)
-            )
-            if callable(getattr(mw, "handler_start", None)) and callable(
-                getattr(mw, "handler_end", None)
-            ):
-                hooks.append(mw)
-        return cls(tuple(befores), tuple(reversed(afters)), tuple(hooks))
 
 
 class ChainRoute:
@@ -378,12 +320,3 @@ def _failed(ctx: MiddlewareContext, exc: BaseException) -> None:
 
 async def _value(value: Any) -> Any:
     return value
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn)
-
-
-def _applies(middleware: Any, pattern: str, direction: str) -> bool:
-    applies_to = getattr(middleware, "applies_to", None)
-    return applies_to is None or bool(applies_to(pattern, direction))
