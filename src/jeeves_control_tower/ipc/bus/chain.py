@@ -138,8 +138,12 @@ class ChainRoute:
             error = exc
             _failed(ctx, exc)
         result = self._afters_sync(ctx, message, result, error, called)
-        self._report(ctx, error)
-        result = self._conclude(ctx, result, error, reached)
+        if self.probe is not None:
+            self._report(ctx, error)
+        if error is not None or ctx.outcome == "aborted":
+            result = self._conclude(ctx, result, error, reached)
+        elif not self.is_query:  # what _conclude returns then, written out (perf)
+            return ctx.outcome
         if self.is_query and (result.__class__ is Resume or result.__class__ is CoroutineType):
             return _value(result)  # a result that is itself awaitable is never awaited
         return result
