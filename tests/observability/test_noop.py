@@ -19,6 +19,9 @@ from jeeves_control_tower.observability.otel_metrics import RECHECK_SECONDS
 def test_injected_providers_are_judged_once() -> None:
     assert NoopWatch(trace.NoOpTracerProvider()).is_noop(0.0)
     assert not NoopWatch(TracerProvider(shutdown_on_exit=False)).is_noop(0.0)
+    # settled: an SDK for good, so callers may stop asking
+    assert NoopWatch(TracerProvider(shutdown_on_exit=False)).settled
+    assert not NoopWatch(trace.NoOpTracerProvider()).settled
 
 
 def test_the_global_placeholder_is_looked_at_again_once_per_interval(
@@ -39,7 +42,9 @@ def test_the_global_placeholder_is_looked_at_again_once_per_interval(
         assert watch.is_noop(10.0 + RECHECK_SECONDS / 2) and len(looks) == 1
         current[0] = TracerProvider(shutdown_on_exit=False)  # set globally in between
         assert watch.is_noop(10.0 + RECHECK_SECONDS * 0.9)  # not looked at yet
+        assert not watch.settled
         assert not watch.is_noop(10.0 + RECHECK_SECONDS) and len(looks) == 2
+        assert watch.settled  # a real global provider is one for good
         assert not watch.is_noop(1e6) and len(looks) == 2  # a real provider stays
 
 
@@ -47,6 +52,7 @@ def test_a_global_noop_provider_stays_noop(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(trace, "get_tracer_provider", trace.NoOpTracerProvider)
     watch = NoopWatch(None)
     assert watch.is_noop(0.0) and watch.is_noop(1e9)
+    assert not watch.settled
 
 
 def test_the_local_gate_shuts_only_local_messages_and_only_with_a_refresh(

@@ -35,6 +35,14 @@ class NoopWatch:
         if isinstance(tracer_provider, NoOpTracerProvider):
             self._noop_until = math.inf
 
+    @property
+    def settled(self) -> bool:
+        """True once the spans are known to come from a real SDK for good (an injected SDK
+        provider, or a real global one seen): :meth:`is_noop` is ``False`` from then on."""
+        # Once the global provider is judged (or for an injected one) only a no-op provider
+        # is noop for good (``inf``); a past ``_noop_until`` is never looked at again.
+        return not self._global and self._noop_until != math.inf
+
     def is_noop(self, now: float) -> bool:
         if now < self._noop_until:
             return True

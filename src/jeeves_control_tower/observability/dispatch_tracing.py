@@ -96,6 +96,7 @@ class DispatchTracer:
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
         self._noop = NoopWatch(tracer_provider)
+        self._sdk = self._noop.settled  # a real SDK for good: no look per dispatch (perf)
         self._on_error = on_error or ErrorReporter()
         self._specs: dict[tuple[str, str, Any], tuple[str, dict[str, Any]]] = {}
         self._attempts: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {}
@@ -122,30 +123,42 @@ class DispatchTracer:
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any:
         try:
             rc = envelope.request_context
-            if not rc.trace_carrier and self._noop.is_noop(time.perf_counter()):
-                return None  # no SDK and no caller's context to carry: nothing to do
-            parent = links = None
-            current = trace.get_current_span().get_span_context()
-            if not current.is_valid:
-                parent = _caller_parent(rc)
-                if parent is None and rc.trace_id:
-                    links = _caller_link(rc)  # a root span the sampler decides, linked
-            if parent is None and self._noop.is_noop(time.perf_counter()):
+            parent = links = current = None
+            if rc.trace_carrier or rc.trace_id:  # a caller's context, unless one is current
+                current = trace.get_current_span().get_span_context()
+                if not current.is_valid:
+                    parent = _caller_parent(rc)
+                    if parent is None and rc.trace_id:
+                        links = _caller_link(rc)  # a root span the sampler decides, linked
+            if parent is None and not self._sdk and self._is_noop():
                 return None  # no SDK: no span to start, switch or end
             name, attributes = self._spec(target)
             span = self._tracer.start_span(name, parent, _PRODUCER, attributes, links)
             recording = span.is_recording()
             if not recording:
                 made = span.get_span_context()
-                # A tracer with no SDK behind it hands back the current span's context (or
-                # the invalid one): no decision to carry, nothing to switch (perf: identity).
-                if made is current or made is _INVALID or not made.is_valid:
+                if made is _INVALID or not made.is_valid:
                     return None
+                # A tracer with no SDK behind it hands back the current span's context: no
+                # decision to carry, nothing to switch (a real SDK's span is always new).
+                if not self._sdk:
+                    if current is None:
+                        current = trace.get_current_span().get_span_context()
+                    if made is current:
+                        return None
             context = trace.set_span_in_context(span, parent)
             return (span, otel_context.attach(context), recording)
         except Exception as exc:
             self._on_error("tracing", "dispatch_start", exc)
             return None
+
+    def _is_noop(self) -> bool:
+        """Whether the spans come from the no-op tracer (no SDK); remembers a real SDK
+        seen for good, so that it is not asked again (perf: once per dispatch)."""
+        if self._noop.is_noop(time.perf_counter()):
+            return True
+        self._sdk = self._noop.settled
+        return False
 
     def watches_attempts(self, token: Any) -> bool:
         """Attempt spans only under a recording dispatch span: otherwise the attempts run

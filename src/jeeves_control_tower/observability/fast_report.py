@@ -98,6 +98,8 @@ def common_case(
                 on_error("metrics", "message", exc)
             if flow is not None:
                 try:
+                    if handlers.__class__ is list:  # a chain's: as report() does (GC, perf)
+                        handlers = tuple(handlers)
                     handoff.append(
                         (
                             started, pattern, message_type, handlers, seconds, outcome, None,

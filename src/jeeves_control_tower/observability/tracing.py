@@ -10,19 +10,19 @@ is injected into ``ctx.headers`` with the global propagator (W3C ``traceparent``
 ``tracestate`` by default); on the way in (``"in"``) the span is ``receive <type>``
 (CLIENT, ``receive``) with the context extracted from ``ctx.headers`` as its parent, so
 the producer's sampling decision and tracestate hold, and the handler spans are its
-children: one trace spans processes. The producer span
-is made current for the duration of the message (attached in ``before``, detached in
-``after``; the bus runs both in the caller's context), so a handler that publishes or
-queries continues the same trace. Each handler span is current only inside its handler
-(attached in ``handler_start``, which the bus runs in the handler's own context copy).
+children: one trace spans processes. The producer span is made current for the duration
+of the message (attached in ``before``, detached in ``after``; the bus runs both in the
+caller's context), so a handler that publishes or queries continues the same trace. Each
+handler span is current only inside its handler (attached in ``handler_start``, which the
+bus runs in the handler's own context copy).
 
 Cheap when nothing is sampled: attribute work is done only for recording spans, span names
 and attribute dicts are built once per ``(pattern, type[, handler])`` (bounded cache),
 and a no-op tracer (no SDK configured) costs no span and no context switch (see
 :class:`._noop.NoopWatch`: public API only; a global provider set later is picked up within
 a second). A span that does not record is made current only when it carries a decision
-(``get_span_context()`` valid and not the current one). Payloads are
-recorded only with ``record_payloads=True``. Never raises: failures go to ``on_error``.
+(``get_span_context()`` valid and not the current one). Payloads are recorded only with
+``record_payloads=True``. Never raises: failures go to ``on_error``.
 """
 
 from __future__ import annotations
@@ -86,9 +86,7 @@ _PAYLOAD_LIMIT = 1000
 # Messaging conventions (SCHEMA_URL): a ``send`` span whose context is the creation
 # context of the message is PRODUCER, a ``receive`` span CLIENT, a ``process`` span
 # CONSUMER, whatever the pattern (a query is a message with a reply, not an RPC).
-_SEND_KIND = SpanKind.PRODUCER
-_RECEIVE_KIND = SpanKind.CLIENT
-_PROCESS_KIND = SpanKind.CONSUMER
+_SEND_KIND, _RECEIVE_KIND, _PROCESS_KIND = SpanKind.PRODUCER, SpanKind.CLIENT, SpanKind.CONSUMER
 # The context of the no-op tracer's span when nothing is current (perf: an identity check).
 _INVALID = trace.INVALID_SPAN_CONTEXT
 # The parent of a batch receive span: none (a batch has no one parent; it links them).
@@ -149,6 +147,7 @@ class TracingMiddleware:
     ) -> None:
         self._tracer = get_tracer(tracer_provider)
         self._noop = NoopWatch(tracer_provider)
+        self._sdk = self._noop.settled  # a real SDK for good: no look per message (perf)
         # Given the bus's refresh_routes, local messages skip this middleware while the
         # tracer is a no-op (see LocalGate), while ``watched()`` says the bus's probe calls
         # look() to end that.
@@ -182,93 +181,106 @@ class TracingMiddleware:
     # ------------------------------------------------------------------ producer span
 
     def before(self, ctx: MiddlewareContext, message: Any) -> Any:
-        try:
-            self._start(ctx, message)
+        try:  # the whole start written out in one frame (perf: once per message)
+            direction = ctx.direction
+            remote = None
+            if direction == "in" and ctx.headers:
+                remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
+            if remote is None and not self._sdk and self._is_noop(ctx):
+                return message
+            if direction != "local" and self._broker is not None:
+                self._check_transport()
+            key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
+            spec = self._producers.get(key)
+            if spec is None:
+                spec = self._producer_spec(key, direction != "local")
+            span = self._tracer.start_span(spec[0], remote, spec[1], spec[2])
+            if span.is_recording():
+                message_id = ctx._message_id
+                if message_id is None:
+                    message_id = ctx.message_id
+                span.set_attribute(MESSAGING_MESSAGE_ID, message_id)
+                if self._record_payloads:
+                    span.set_attribute(MESSAGE_PAYLOAD, payload_repr(message))
+                parent = trace.set_span_in_context(span, remote)
+                entry = (span, otel_context.attach(parent), parent, message_id)
+                metadata = ctx._metadata  # (perf: not through the property)
+                if metadata is None:
+                    ctx._metadata = {_KEY: entry}
+                else:
+                    metadata[_KEY] = entry
+            else:
+                self._not_recording(ctx, span, remote)
+            if direction == "out":  # a transport carries it: put our context on the wire
+                if ctx.headers is None:
+                    ctx.headers = {}
+                propagate.inject(ctx.headers)
         except Exception as exc:
             self._on_error("tracing", "before", exc)
         return message
 
-    def _start(self, ctx: MiddlewareContext, message: Any) -> None:
-        direction = ctx.direction
-        remote = None
-        if direction == "in" and ctx.headers:
-            remote = propagate.extract(ctx.headers)  # the producer's context, off the wire
-        if remote is None and self._noop.is_noop(ctx.started):
-            # No SDK: the no-op tracer's span would be the current one (or an invalid one),
-            # nothing to start, switch or end, and no handler spans for this message.
-            self._leave_hooks(ctx)
-            if direction == "out":
-                if ctx.headers is None:
-                    ctx.headers = {}
-                propagate.inject(ctx.headers)
-            return
-        if direction != "local" and self._broker is not None:
-            self._check_transport()
-        key = (ctx.pattern, ctx.message_type, direction == "in", ctx.system)
-        spec = self._producers.get(key)
-        if spec is None:
-            spec = self._producer_spec(key, direction != "local")
-        name, kind, attributes = spec
-        span = self._tracer.start_span(name, remote, kind, attributes)
-        if span.is_recording():
-            message_id = ctx.message_id
-            span.set_attribute(MESSAGING_MESSAGE_ID, message_id)
-            if self._record_payloads:
-                span.set_attribute(MESSAGE_PAYLOAD, payload_repr(message))
-            parent = trace.set_span_in_context(span, remote)
-            ctx.metadata[_KEY] = (span, otel_context.attach(parent), parent, message_id)
-        else:
-            # Not recording: no handler spans for this message, so leave its handler hooks.
-            self._leave_hooks(ctx)
-            context = span.get_span_context()
-            if context is not _INVALID and (
-                remote is not None or context != _current_span_context()
-            ):
-                # Sampled out: still make it current so nested messages inherit the decision.
-                parent = trace.set_span_in_context(span, remote)
-                ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
-            # else: no SDK (OpenTelemetry's no-op tracer hands back the current span, or an
-            # invalid one): there is no decision to carry and nothing to switch.
-        if direction == "out":  # a transport carries it: put our context on the wire
+    def _is_noop(self, ctx: MiddlewareContext) -> bool:
+        """No SDK: no span to start, switch or end, no handler spans; the current context
+        still goes on the wire."""
+        if not self._noop.is_noop(ctx.started):
+            self._sdk = self._noop.settled
+            return False
+        self._leave_hooks(ctx)
+        if ctx.direction == "out":
             if ctx.headers is None:
                 ctx.headers = {}
             propagate.inject(ctx.headers)
+        return True
+
+    def _not_recording(self, ctx: MiddlewareContext, span: Span, remote: Any) -> None:
+        """A span that does not record: no handler spans; current only if it carries a decision."""
+        self._leave_hooks(ctx)
+        context = span.get_span_context()
+        # Sampled out: still made current, so nested messages inherit the decision; not with
+        # no SDK (the no-op tracer hands back the current or an invalid span; a real SDK's
+        # span is always new: no look at the current one then, perf).
+        if context is not _INVALID and (
+            remote is not None or self._sdk or context != _current_span_context()
+        ):
+            parent = trace.set_span_in_context(span, remote)
+            ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
 
     def after(
         self, ctx: MiddlewareContext, message: Any, result: Any, error: BaseException | None
     ) -> Any:
         try:
-            # Read the metadata dict only if someone made one (perf: the property creates it).
-            metadata = ctx._metadata
+            metadata = ctx._metadata  # read only if someone made it (the property makes it)
             entry = metadata.pop(_KEY, None) if metadata else None
-            if entry is not None:
-                self._finish(ctx, entry, error)
+            if entry is not None:  # the end written out here (perf: once per message)
+                span = entry[0]
+                otel_context.detach(entry[1])
+                if entry[2] is not None:  # recording: its trace id for the probe (told next)
+                    ctx.trace_id = span.get_span_context().trace_id
+                    if error is not None or ctx.outcome != "ok":
+                        self._failed(ctx, span, error)
+                span.end()
         except Exception as exc:
             self._on_error("tracing", "after", exc)
         return result
 
-    def _finish(self, ctx: MiddlewareContext, entry: Any, error: BaseException | None) -> None:
-        span, token, parent, _ = entry
-        otel_context.detach(token)
-        if parent is not None:
-            # the message's recording span, for the probe (called once this span is detached)
-            ctx.trace_id = span.get_span_context().trace_id
-            outcome = ctx.outcome
-            if outcome != "ok":
-                span.set_attribute(MESSAGE_OUTCOME, outcome)
-            if error is not None:
-                set_error(span, error)
-            elif outcome != "ok" and ctx.pattern == "query":
-                # An aborted query raises QueryAbortedError to its caller after this hook.
-                span.set_attribute(ERROR_TYPE, outcome)
-                span.set_status(Status(StatusCode.ERROR, f"query {outcome}"))
-        span.end()
+    @staticmethod
+    def _failed(ctx: MiddlewareContext, span: Span, error: BaseException | None) -> None:
+        outcome = ctx.outcome
+        if outcome != "ok":
+            span.set_attribute(MESSAGE_OUTCOME, outcome)
+        if error is not None:
+            set_error(span, error)
+        elif ctx.pattern == "query":
+            # An aborted query raises QueryAbortedError to its caller after this hook.
+            span.set_attribute(ERROR_TYPE, outcome)
+            span.set_status(Status(StatusCode.ERROR, f"query {outcome}"))
 
     # ------------------------------------------------------------------ handler spans
 
     def handler_start(self, ctx: MiddlewareContext, handler_name: str) -> Any:
         try:
-            entry = ctx.metadata.get(_KEY)
+            metadata = ctx._metadata  # (perf: not through the property)
+            entry = metadata.get(_KEY) if metadata else None
             if entry is None or entry[2] is None:
                 return None  # not recording: the handler inherits the producer's context
             _, _, parent, message_id = entry

@@ -1,10 +1,11 @@
 """The middleware chain: compiled once when the middleware list changes, run per message.
 
-:class:`CompiledChain` turns a middleware list into the bound hooks each message runs
-(``before`` in order, ``after`` in reverse, the :class:`~.middleware.HandlerHook` pairs), per
-``(pattern, direction)`` when some middleware has ``applies_to``. :class:`ChainRoute` is a
-compiled chain bound to the step it leads to (the handlers, or the transport): it makes the
-message's :class:`~.middleware.MiddlewareContext` and runs the hooks around that step.
+:class:`~.compiled.CompiledChain` turns a middleware list into the bound hooks each message
+runs (``before`` in order, ``after`` in reverse, the :class:`~.middleware.HandlerHook`
+pairs), per ``(pattern, direction)`` when some middleware has ``applies_to``.
+:class:`ChainRoute` is a compiled chain bound to the step it leads to (the handlers, or the
+transport): it makes the message's :class:`~.middleware.MiddlewareContext` and runs the
+hooks around that step.
 
 A message no middleware applies to has the empty chain, which compiles to no route at all:
 the bus calls the step directly (see :mod:`.delivery`), with no context made.
@@ -12,16 +13,15 @@ the bus calls the step directly (see :mod:`.delivery`), with no context made.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from ...types import LoggerProtocol
+from .compiled import CompiledChain
 from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
-from .middleware import DIRECTIONS, PATTERNS, MiddlewareContext
-from .observation import enter, outcome_of, report
+from .middleware import MiddlewareContext, validate_middleware
+from .observation import enter, outcome_of
 
 __all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
 
@@ -51,64 +51,6 @@ class Step(Protocol):
         ctx: MiddlewareContext,
         /,
     ) -> Any: ...
-
-
-@dataclass(frozen=True)
-class CompiledChain:
-    """A middleware list compiled once when it changes, never per message.
-
-    ``scopes`` holds, when some middleware has ``applies_to``, the chain of each
-    ``(pattern, direction)`` (``None`` where no middleware applies); see :meth:`scoped`.
-    """
-
-    befores: tuple[tuple[Any, bool], ...]
-    afters: tuple[tuple[Any, bool, str], ...]  # reversed: (bound after, is_async, name)
-    hooks: tuple[Any, ...]
-    scopes: Mapping[tuple[str, str], CompiledChain | None] | None = None
-
-    def scoped(self, pattern: str, direction: str) -> CompiledChain | None:
-        """The chain a ``pattern`` message going ``direction`` runs (``None``: none)."""
-        if self.scopes is None:
-            return self
-        return self.scopes[pattern, direction]
-
-    @classmethod
-    def build(cls, middlewares: Sequence[Any]) -> CompiledChain | None:
-        """Compile ``middlewares``; ``None`` for an empty list."""
-        if not middlewares:
-            return None
-        chain = cls._compile(middlewares)
-        if not any(getattr(mw, "applies_to", None) is not None for mw in middlewares):
-            return chain
-        scopes: dict[tuple[str, str], CompiledChain | None] = {}
-        for pattern in PATTERNS:
-            for direction in DIRECTIONS:
-                sub = [mw for mw in middlewares if _applies(mw, pattern, direction)]
-                if len(sub) == len(middlewares):
-                    scopes[pattern, direction] = chain
-                else:
-                    scopes[pattern, direction] = cls._compile(sub) if sub else None
-        return replace(chain, scopes=scopes)
-
-    @classmethod
-    def _compile(cls, middlewares: Sequence[Any]) -> CompiledChain:
-        befores = []
-        afters = []
-        hooks = []
-        for mw in middlewares:
-            before = getattr(mw, "before", None)
-            after = getattr(mw, "after", None)
-            befores.append((before, _is_async(before)) if before is not None else (None, False))
-            afters.append(
-                (after, _is_async(after), type(mw).__name__)
-                if after is not None
-                else (None, False, type(mw).__name__)
-            )
-            if callable(getattr(mw, "handler_start", None)) and callable(
-                getattr(mw, "handler_end", None)
-            ):
-                hooks.append(mw)
-        return cls(tuple(befores), tuple(reversed(afters)), tuple(hooks))
 
 
 class ChainRoute:
@@ -167,8 +109,9 @@ class ChainRoute:
             message, message_type, None, None, self.pattern, None, self.direction, self.system
         )
         ctx.hooks = self.hooks
-        if self.probe is not None:
-            enter(self.probe, self.pattern)
+        if self.probe is not None:  # observation.enter(), written out (perf)
+            inflight = self.probe.inflight
+            inflight[self.pattern] = inflight.get(self.pattern, 0) + 1
         if not self.sync:
             return self.run(ctx, message, timeout)
         error: BaseException | None = None
@@ -195,8 +138,12 @@ class ChainRoute:
             error = exc
             _failed(ctx, exc)
         result = self._afters_sync(ctx, message, result, error, called)
-        self._report(ctx, error)
-        result = self._conclude(ctx, result, error, reached)
+        if self.probe is not None:
+            self._report(ctx, error)
+        if error is not None or ctx.outcome == "aborted":
+            result = self._conclude(ctx, result, error, reached)
+        elif not self.is_query:  # what _conclude returns then, written out (perf)
+            return ctx.outcome
         if self.is_query and (result.__class__ is Resume or result.__class__ is CoroutineType):
             return _value(result)  # a result that is itself awaitable is never awaited
         return result
@@ -330,14 +277,18 @@ class ChainRoute:
 
     def _report(self, ctx: MiddlewareContext, error: BaseException | None) -> None:
         """Tell the probe how the message ended (after every hook: the duration covers
-        them, as a middleware outermost would see it); nothing without a probe."""
-        if self.probe is None:
+        them, as a middleware outermost would see it); nothing without a probe. What
+        :func:`~.observation.report` does, written out (perf: once per message)."""
+        probe = self.probe
+        if probe is None:
             return
-        report(
-            self.probe, self.logger, self.pattern, self.direction, self.system,
-            ctx.message_type, ctx.started, ctx.outcome, ctx.handlers, error, ctx.trace_id,
-            ctx.message,
-        )  # fmt: skip
+        try:
+            probe.message(
+                self.pattern, self.direction, self.system, ctx.message_type, ctx.started,
+                ctx.outcome, ctx.handlers, error, ctx.trace_id, ctx.message,
+            )  # fmt: skip
+        except Exception as exc:
+            self.logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
 
     def _conclude(
         self, ctx: MiddlewareContext, result: Any, error: BaseException | None, reached: bool
@@ -373,26 +324,3 @@ def _failed(ctx: MiddlewareContext, exc: BaseException) -> None:
 
 async def _value(value: Any) -> Any:
     return value
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn)
-
-
-def _applies(middleware: Any, pattern: str, direction: str) -> bool:
-    applies_to = getattr(middleware, "applies_to", None)
-    return applies_to is None or bool(applies_to(pattern, direction))
-
-
-def validate_middleware(middleware: Any) -> None:
-    """Raise ``TypeError`` unless ``middleware`` has a callable ``before`` or ``after``."""
-    before = getattr(middleware, "before", None)
-    after = getattr(middleware, "after", None)
-    if before is None and after is None:
-        raise TypeError(
-            f"middleware {type(middleware).__name__} has neither a 'before' nor an 'after' hook"
-        )
-    applies_to = getattr(middleware, "applies_to", None)
-    for name, hook in (("before", before), ("after", after), ("applies_to", applies_to)):
-        if hook is not None and not callable(hook):
-            raise TypeError(f"middleware {type(middleware).__name__}.{name} is not callable")

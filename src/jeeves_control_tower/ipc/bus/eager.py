@@ -103,7 +103,16 @@ def start(fn: Callable[[Any], Any], is_async: bool, message: Any) -> Any:
 
 def start_in(context: Context, fn: Callable[[Any], Any], is_async: bool, message: Any) -> Any:
     """:func:`start` with every step of the handler running inside ``context``."""
-    result = context.run(start, fn, is_async, message)
+    if is_async:
+        # Calling a coroutine function runs none of its code: only its steps need the
+        # context (perf: no frame of start() inside it).
+        coro = fn(message)
+        try:
+            pending = context.run(coro.send, None)
+        except StopIteration as stop:
+            return stop.value
+        return Resume(coro, pending, context)
+    result = context.run(start, fn, False, message)
     if result.__class__ is Resume:
         result.context = context
     return result

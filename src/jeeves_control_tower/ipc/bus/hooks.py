@@ -18,8 +18,17 @@ __all__ = ["end_hooks", "start_hooks"]
 
 def start_hooks(
     hooks: tuple[Any, ...], ctx: MiddlewareContext, name: str, logger: LoggerProtocol
-) -> list[Any]:
-    """Call every hook's ``handler_start`` for the handler ``name``; their tokens."""
+) -> Any:
+    """Call every hook's ``handler_start`` for the handler ``name``; what :func:`end_hooks`
+    takes for the same ``hooks``: the token of a lone hook (the common case: no list),
+    else the list of their tokens."""
+    if len(hooks) == 1:
+        hook = hooks[0]
+        try:
+            return hook.handler_start(ctx, name)
+        except Exception as exc:
+            _failed(logger, hook, "handler_start", exc)
+            return None
     tokens = []
     for hook in hooks:
         try:
@@ -33,11 +42,19 @@ def start_hooks(
 def end_hooks(
     hooks: tuple[Any, ...],
     ctx: MiddlewareContext,
-    tokens: list[Any],
+    tokens: Any,
     error: BaseException | None,
     logger: LoggerProtocol,
 ) -> None:
-    """Call every hook's ``handler_end``, innermost first, with what the handler ended by."""
+    """Call every hook's ``handler_end``, innermost first, with what the handler ended by;
+    ``tokens`` is what :func:`start_hooks` returned for the same ``hooks``."""
+    if len(hooks) == 1:
+        hook = hooks[0]
+        try:
+            hook.handler_end(ctx, tokens, error)
+        except Exception as exc:
+            _failed(logger, hook, "handler_end", exc)
+        return
     for hook, token in zip(reversed(hooks), reversed(tokens), strict=True):
         try:
             hook.handler_end(ctx, token, error)
