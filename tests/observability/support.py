@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import urllib.error
@@ -98,3 +102,22 @@ class CountingHistory(History):
         finally:
             with self._counting:
                 self.running -= 1
+
+
+def run_fresh_process(script: str, *args: str, unset: tuple[str, ...] = ()) -> Any:
+    """Run ``script`` (dedented) in a new interpreter with this one's ``sys.path`` and the
+    environment variables ``unset`` removed (what sets a global OpenTelemetry provider can
+    only do it once per process); the JSON it prints."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    for name in unset:
+        env.pop(name, None)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

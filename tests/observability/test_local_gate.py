@@ -9,11 +9,6 @@ a subprocess. The gate must not keep a dropped bus's probe alive either."""
 from __future__ import annotations
 
 import gc
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import weakref
 from typing import Any
 
@@ -23,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder
 
-from .support import DoThing
+from .support import DoThing, run_fresh_process
 
 _SCRIPT = """
 import asyncio, json, sys
@@ -62,19 +57,9 @@ asyncio.run(main(sys.argv[1]))
 
 
 def _run(case: str) -> Any:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_SDK_DISABLED"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_SCRIPT), case],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
+    return run_fresh_process(
+        _SCRIPT, case, unset=("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_SDK_DISABLED")
     )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_after_an_sdk_is_set_on_an_idle_bus_the_message_that_finds_it_is_the_last_untraced() -> (

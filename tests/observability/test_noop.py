@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from jeeves_control_tower.observability._noop import LocalGate, NoopWatch
 from jeeves_control_tower.observability.otel_metrics import RECHECK_SECONDS
+
+from .support import run_fresh_process
 
 
 def test_injected_providers_are_judged_once() -> None:
@@ -136,19 +132,7 @@ asyncio.run(main())
 
 
 def test_local_messages_are_traced_once_an_sdk_provider_is_set_later() -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    for name in ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_SDK_DISABLED"):
-        env.pop(name, None)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_LATE_SDK)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = run_fresh_process(_LATE_SDK, unset=("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_SDK_DISABLED"))
     assert out["gated"] == [False, True]  # no SDK: local messages skip the middleware
     assert out["sent"] >= 1  # picked up by a later message, within the recheck interval
     # after: each bus's send has its producer span and its handler's process span under it

@@ -5,11 +5,6 @@ one; a failing instrument is counted, never raised."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +28,7 @@ from jeeves_control_tower.observability.otel_metrics import (
 from jeeves_control_tower.types import Envelope
 
 from .conftest import Telemetry
-from .support import DoThing, GetState, Stored, envelope, register, target
+from .support import DoThing, GetState, Stored, envelope, register, run_fresh_process, target
 
 SENT = "messaging.client.sent.messages"
 CONSUMED = "messaging.client.consumed.messages"
@@ -376,18 +371,7 @@ asyncio.run(main())
 
 
 def test_a_global_sdk_provider_is_used_when_none_is_injected() -> None:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    env.pop("OTEL_PYTHON_METER_PROVIDER", None)
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_GLOBAL)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout)
+    out = run_fresh_process(_GLOBAL, unset=("OTEL_PYTHON_METER_PROVIDER",))
     points = out["points"]
     assert points["DoThing"] == 3  # built after the provider was set: every message
     # built before: the message sent with no provider is not recorded; one sent after it
