@@ -1,0 +1,92 @@
+"""REVIEW (review3): what a bus handler sees and sets in its context, with tracing on.
+
+- A subscriber started after another one of the same publish has suspended runs in its
+  own context copy like the others (its span current inside it, what it sets its own), also
+  when it is a plain function or a plain function returning an awaitable.
+- Whether the publisher sees what a handler sets in its context must not depend on the
+  trace's sampling decision (sampled: never; the dispatch path was made so in round 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+from prometheus_client import CollectorRegistry
+
+from jeeves_control_tower.ipc import InMemoryCommBus
+
+from .conftest import Telemetry
+from .support import DoThing, GetState, Stored
+
+_SET_BY: contextvars.ContextVar[str] = contextvars.ContextVar("set_by", default="nobody")
+
+
+async def _suspends(e: Stored) -> None:
+    await asyncio.sleep(0)
+
+
+def _plain(e: Stored) -> None:
+    _SET_BY.set("handler")
+    _plain.seen.append(trace.get_current_span().get_span_context().span_id)  # type: ignore[attr-defined]
+
+
+async def _later() -> None:
+    await asyncio.sleep(0)
+
+
+def _returns_awaitable(e: Stored) -> Awaitable[None]:
+    _SET_BY.set("handler")
+    _returns_awaitable.seen.append(trace.get_current_span().get_span_context().span_id)  # type: ignore[attr-defined]
+    return _later()
+
+
+@pytest.mark.parametrize("late", [_plain, _returns_awaitable], ids=["plain", "returns_awaitable"])
+async def test_a_subscriber_after_one_that_suspended_runs_in_its_own_context(
+    instrumented_bus: InMemoryCommBus, tel: Telemetry, late: Any
+) -> None:
+    late.seen = []
+    instrumented_bus.subscribe("Stored", _suspends)
+    instrumented_bus.subscribe("Stored", late)
+    _SET_BY.set("caller")
+    await instrumented_bus.publish(Stored())
+    assert _SET_BY.get() == "caller"
+    (own,) = [
+        s
+        for s in tel.spans()
+        if s.name == "process Stored"
+        and str((s.attributes or {})["code.function.name"]).endswith(late.__name__)
+    ]
+    assert late.seen == [own.context.span_id]  # its own span, not the producer's
+
+
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, ALWAYS_OFF], ids=["sampled", "unsampled"])
+@pytest.mark.parametrize("pattern", ["publish", "send", "query"])
+async def test_what_a_bus_handler_sets_in_its_context_stays_its_own_either_way(
+    sampler: Any, pattern: str
+) -> None:
+    provider = TracerProvider(sampler=sampler, shutdown_on_exit=False)
+    bus = InMemoryCommBus(registry=CollectorRegistry(), flow=False, tracer_provider=provider)
+
+    async def handler(message: Any) -> int:
+        _SET_BY.set("handler")
+        return 1
+
+    if pattern == "publish":
+        bus.subscribe("Stored", handler)
+    else:
+        bus.register_handler("DoThing" if pattern == "send" else "GetState", handler)
+    _SET_BY.set("caller")
+    if pattern == "publish":
+        await bus.publish(Stored())
+    elif pattern == "send":
+        await bus.send(DoThing())
+    else:
+        assert await bus.query(GetState()) == 1
+    assert _SET_BY.get() == "caller"
