@@ -139,13 +139,12 @@ class DispatchTracer:
                 made = span.get_span_context()
                 if made is _INVALID or not made.is_valid:
                     return None
-                # A tracer with no SDK behind it hands back the current span's context: no
-                # decision to carry, nothing to switch (a real SDK's span is always new).
-                if not self._sdk:
-                    if current is None:
-                        current = trace.get_current_span().get_span_context()
-                    if made is current:
-                        return None
+                # A tracer with no SDK behind it (or one its provider disabled) hands back
+                # the current span's context: no decision to carry, nothing to switch.
+                if current is None:
+                    current = trace.get_current_span().get_span_context()
+                if made is current:
+                    return None
             context = trace.set_span_in_context(span, parent)
             return (span, otel_context.attach(context), recording)
         except Exception as exc:

@@ -236,12 +236,11 @@ class TracingMiddleware:
         """A span that does not record: no handler spans; current only if it carries a decision."""
         self._leave_hooks(ctx)
         context = span.get_span_context()
-        # Sampled out: still made current, so nested messages inherit the decision; not with
-        # no SDK (the no-op tracer hands back the current or an invalid span; a real SDK's
-        # span is always new: no look at the current one then, perf).
-        if context is not _INVALID and (
-            remote is not None or self._sdk or context != _current_span_context()
-        ):
+        # Sampled out: still made current, so nested messages inherit the decision; not when
+        # the tracer handed back the current span's context (the no-op tracer, or an SDK
+        # tracer disabled by its provider: no decision of its own, nothing to switch; its
+        # copy made current would hide the caller's recording span from the handlers).
+        if context is not _INVALID and (remote is not None or context != _current_span_context()):
             parent = trace.set_span_in_context(span, remote)
             ctx.metadata[_KEY] = (span, otel_context.attach(parent), None, None)
 
