@@ -302,7 +302,10 @@ class Delivery:
                         inline = (sub, result, tokens)
                         continue
                 else:  # the publisher's task is taken: this one gets a task of its own
-                    awaitable = sub.fn(event)  # an async handler's coroutine: made, not started
+                    if context is None or sub.is_async:  # its coroutine: made, not started
+                        awaitable = sub.fn(event)
+                    else:  # a plain handler runs now, in its own context as the others
+                        awaitable = context.run(sub.fn, event)
                     if sub.is_async or inspect.isawaitable(awaitable):
                         tasks.append(
                             asyncio.get_running_loop().create_task(
