@@ -92,3 +92,22 @@ def test_is_async_callable() -> None:
 
     assert is_async_callable(C()) and is_async_callable(f)
     assert not is_async_callable(lambda x: x)
+
+
+async def test_a_class_whose_instances_are_async_callable_is_a_plain_handler() -> None:
+    """REVIEW (review3): calling the class makes an instance (its ``__init__`` runs), not a
+    coroutine; taken for an async handler it failed with AttributeError (no ``send``)."""
+    from jeeves_control_tower.ipc import InMemoryCommBus
+
+    class Made:
+        def __init__(self, query: Any) -> None:
+            self.query = query
+
+        async def __call__(self) -> None: ...
+
+    assert not is_async_callable(Made)
+    for instrument in (False, True):
+        bus = InMemoryCommBus(instrument=instrument)
+        bus.register_handler("GetState", Made)
+        made = await bus.query(type("GetState", (), {})())
+        assert isinstance(made, Made)
