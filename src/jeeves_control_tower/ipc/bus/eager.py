@@ -69,9 +69,12 @@ class Resume:
 
 
 def is_async_callable(fn: Any) -> bool:
-    """True for coroutine functions, including callable objects with an async ``__call__``."""
+    """True for coroutine functions, including callable objects with an async ``__call__``
+    (not a class: calling one makes an instance, whatever its instances' ``__call__``)."""
     if inspect.iscoroutinefunction(fn):
         return True
+    if isinstance(fn, type):
+        return False
     call = getattr(fn, "__call__", None)  # noqa: B004 - we want the bound dunder itself
     return call is not None and inspect.iscoroutinefunction(call)
 
