@@ -1,0 +1,42 @@
+"""REVIEW (wt-review2): defects found in the dispatch-telemetry rework (5a56b10..05b1bfa).
+
+Each test states what the public behaviour was before the rework and what it must stay."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.observability import FlowRecorder
+from jeeves_control_tower.observability.history import History
+from jeeves_control_tower.types import Envelope
+
+from .support import envelope, register, target
+
+
+async def test_a_service_past_max_series_gets_its_load_once_a_series_is_free() -> None:
+    """History keeps at most ``max_series`` services; a service past that is not tracked.
+    Once one is unregistered there is room again: the next dispatch to the untracked
+    service must show its load (as it did when every load step was a full state step),
+    not counts with no load or queue at all."""
+    flow = FlowRecorder(history=History(max_series=1))
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    seen: list[dict[str, Any]] = []
+
+    async def handler(e: Envelope) -> Envelope:
+        seen.append(flow.history.snapshot(60, 60)["services"].get("b", {}))
+        return e
+
+    register(coordinator, "a", handler=handler)
+    register(coordinator, "b", handler=handler, max_concurrent=2)
+    assert "b" not in flow.history.snapshot(60, 60)["services"]
+    assert coordinator.unregister_service("a")
+    await asyncio.sleep(0.01)
+    assert not (await coordinator.dispatch(target("b"), envelope())).terminated
+    after = flow.history.snapshot(60, 60)["services"]["b"]
+    assert after["requests"]["total"] == 1
+    assert "load" in after, after
+    assert after["load"]["peak"] == 1.0
+    assert seen[0].get("load", {}).get("peaks", [None])[-1] == 1.0  # mid-dispatch
+    coordinator.telemetry.close()
