@@ -300,7 +300,9 @@ class FlowRecorder(WholeDispatchObserver):
             name = service.name
             row = self._services.get(name)
             if row is not None and row[0] is service and row[1] == queue_depth:
-                self.history.service_load(name, service.current_load)
+                self.history.service_load(
+                    name, service.current_load, queue_depth, service.max_concurrent
+                )
                 return
         except Exception as exc:
             self._report("flow", "load_changed", exc)

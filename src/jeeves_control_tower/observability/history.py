@@ -142,11 +142,16 @@ class History:
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
-    def service_load(self, name: str, load: int) -> None:
+    def service_load(
+        self, name: str, load: int, queue_depth: int | None = None, capacity: int | None = None
+    ) -> None:
         """A service's load alone changed: its queue depth and capacity are as last told
-        (the per-dispatch case; one for the slot taken, one for the slot given back)."""
+        (the per-dispatch case; one for the slot taken, one for the slot given back).
+        ``queue_depth`` and ``capacity``, when given, start the service's series here if it
+        has none yet (one past ``max_series`` once another was removed), as
+        :meth:`service_state` would; without them such a step is dropped."""
         pending = self._pending
-        pending.append((_LOAD, self._clock(), name, load))
+        pending.append((_LOAD, self._clock(), name, load, queue_depth, capacity))
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
@@ -183,7 +188,9 @@ class History:
             kind = event[0]
             if kind == _LOAD:
                 pair = gauges.get(event[2])
-                if pair is None:
+                if pair is None:  # not tracked (yet): start it when the step says enough
+                    if event[4] is not None and event[5] is not None:
+                        self._service_state(*event[1:])
                     continue
                 at, value = event[1], event[3]
                 buckets = pair[0].buckets
