@@ -40,3 +40,34 @@ async def test_a_service_past_max_series_gets_its_load_once_a_series_is_free() -
     assert after["load"]["peak"] == 1.0
     assert seen[0].get("load", {}).get("peaks", [None])[-1] == 1.0  # mid-dispatch
     coordinator.telemetry.close()
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_wall_clock_step_back_never_makes_an_average_above_the_peak() -> None:
+    """History stamps changes with ``time.time`` (a wall clock: NTP may step it back), and
+    two loops sharing a recorder hand off stamps out of order. A change stamped before the
+    series' last change must not integrate the same time twice: the load was never above
+    4, so no average may be above 4 (pre-existing since the history exists; the rework's
+    fold keeps it)."""
+    clock = _Clock(1000.0)
+    h = History(horizon=60, clock=clock)
+    h.service_state("svc", 4, 0, 4)
+    clock.now = 1000.9
+    h.service_load("svc", 3)
+    clock.now = 1000.1  # the wall clock stepped back
+    h.service_load("svc", 2)
+    clock.now = 1000.99
+    h.service_load("svc", 0)
+    clock.now = 1001.5
+    load = h.snapshot(2, 1)["services"]["svc"]["load"]
+    assert load["peak"] == 4.0
+    for avg in (load["avg"], *load["avgs"]):
+        assert avg is None or avg <= load["peak"], load
+
