@@ -73,9 +73,10 @@ class _GaugeSeries:
         if before == value:
             return  # no change: nothing to store (the step function goes on as it was)
         value = float(value)
-        if b[0] <= at < b[0] + 1.0:  # the same second
-            if at > b[4]:
-                b[1] += before * (at - b[4])
+        if at < b[4]:  # stamped before the last change (the wall clock stepped back, or
+            at = b[4]  # another writer thread's stamp came first): no time counted twice
+        if at < b[0] + 1.0:  # the same second
+            b[1] += before * (at - b[4])
             b[3] = value
             b[4] = at
             if value > b[2]:
