@@ -71,3 +71,26 @@ def test_a_wall_clock_step_back_never_makes_an_average_above_the_peak() -> None:
     for avg in (load["avg"], *load["avgs"]):
         assert avg is None or avg <= load["peak"], load
 
+
+
+async def test_a_re_registered_service_starts_with_no_dispatches_in_api_services() -> None:
+    """``/api/services`` counts a registration's dispatches: a dispatch that ended before
+    the service was unregistered (its record handed off, not drained yet) must not be
+    counted for the next registration of the same name (``/api/history`` drops it, so
+    the two disagreed). Pre-existing; the per-batch fold (flow_stats) keeps it."""
+    flow = FlowRecorder(history=History())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+
+    async def handler(e: Envelope) -> Envelope:
+        return e
+
+    register(coordinator, "svc", handler=handler)
+    for _ in range(3):
+        assert not (await coordinator.dispatch(target("svc"), envelope())).terminated
+    assert coordinator.unregister_service("svc")
+    register(coordinator, "svc", handler=handler)
+    row = {r["name"]: r for r in flow.services()}["svc"]
+    history = flow.history.snapshot(60, 60)["services"]["svc"]
+    assert history["requests"]["total"] == 0
+    assert row["requests"] == 0, row
+    coordinator.telemetry.close()
