@@ -312,6 +312,7 @@ class FlowRecorder(WholeDispatchObserver):
     def service_removed(self, service: ServiceDescriptor) -> None:
         try:
             with self._lock:
+                self._drain()  # what it dispatched before, counted before it goes
                 self._services.pop(service.name, None)
                 self._stats.remove(service.name)
             self.history.service_removed(service.name)
