@@ -94,3 +94,23 @@ async def test_a_re_registered_service_starts_with_no_dispatches_in_api_services
     assert history["requests"]["total"] == 0
     assert row["requests"] == 0, row
     coordinator.telemetry.close()
+
+
+def test_a_full_window_keeps_its_first_second() -> None:
+    """``window == horizon`` is allowed, and ``since`` is ``floor(now - window)``: the
+    answer spans ``horizon + 1`` seconds (the first and the current one partly), so a
+    history that stores only ``horizon`` seconds has dropped the first second's counts
+    while its rate is still taken over ``generated_at - since`` (pre-existing)."""
+    clock = _Clock(1000.5)
+    h = History(horizon=10, clock=clock)
+    h.service_state("svc", 0, 0, 1)
+    for i in range(30):  # one dispatch and one load step in every second
+        clock.now = 1000.5 + i
+        h.dispatch("svc", "ok", 0, 0.25)
+        h.service_load("svc", i % 2)
+    clock.now = 1029.75
+    snap = h.snapshot(10, 1)
+    svc = snap["services"]["svc"]
+    assert snap["since"] == 1019.0 and len(snap["buckets"]) == 11
+    assert svc["requests"]["buckets"] == [1.0] * 11
+    assert svc["load"]["avgs"][0] is not None
