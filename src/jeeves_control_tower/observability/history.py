@@ -12,7 +12,8 @@ Two kinds of series, both at one-second resolution and kept for ``horizon`` seco
 * **counters** (dispatches, errors, timeouts and retries of a service; events, errors and
   handler seconds of a bus handler) are summed per second.
 
-Bounds: at most ``horizon`` stored seconds per series (a ring), at most ``max_series``
+Bounds: at most ``horizon + 1`` stored seconds per series (a ring: a full window
+reaches back to ``floor(now - horizon)``), at most ``max_series``
 services and as many handlers (later ones are not tracked). Writers (hooks on event-loop
 threads) take no lock: each change is handed off with the time it happened (a ``deque``
 append of a plain tuple, atomic) and applied in hand-off order, under one short lock, by
@@ -59,7 +60,7 @@ class _GaugeSeries:
     __slots__ = ("buckets", "first")
 
     def __init__(self, horizon: int, at: float) -> None:
-        self.buckets: deque[_Gauge] = deque(maxlen=horizon)
+        self.buckets: deque[_Gauge] = deque(maxlen=horizon + 1)
         self.first = at  # the series is defined from here on
 
     def set(self, value: float, at: float) -> None:
@@ -90,7 +91,7 @@ class _CounterSeries:
     __slots__ = ("buckets", "width")
 
     def __init__(self, horizon: int, width: int) -> None:
-        self.buckets: deque[list[float]] = deque(maxlen=horizon)
+        self.buckets: deque[list[float]] = deque(maxlen=horizon + 1)
         self.width = width
 
     def row(self, at: float) -> list[float]:
