@@ -72,7 +72,6 @@ def test_a_wall_clock_step_back_never_makes_an_average_above_the_peak() -> None:
         assert avg is None or avg <= load["peak"], load
 
 
-
 async def test_a_re_registered_service_starts_with_no_dispatches_in_api_services() -> None:
     """``/api/services`` counts a registration's dispatches: a dispatch that ended before
     the service was unregistered (its record handed off, not drained yet) must not be
