@@ -113,3 +113,25 @@ def test_a_full_window_keeps_its_first_second() -> None:
     assert snap["since"] == 1019.0 and len(snap["buckets"]) == 11
     assert svc["requests"]["buckets"] == [1.0] * 11
     assert svc["load"]["avgs"][0] is not None
+
+
+def test_dispatch_seconds_retries_and_outcomes_fold_per_second() -> None:
+    """The fold's per-dispatch counters, each on its own (a ``seconds`` sum of zero
+    passed every suite before): requests, errors, timeouts, retries, seconds."""
+    clock = _Clock(1000.25)
+    h = History(horizon=10, clock=clock)
+    for at, outcome, retries, seconds in (
+        (1000.25, "ok", 0, 0.5),
+        (1000.75, "timeout", 2, 0.25),
+        (1001.0, "error", 1, 0.125),
+        (1001.5, "cancelled", 0, 0.0625),
+    ):
+        clock.now = at
+        h.dispatch("svc", outcome, retries, seconds)
+    clock.now = 1002.0
+    svc = h.snapshot(2, 1)["services"]["svc"]
+    assert svc["requests"]["buckets"] == [2.0, 2.0]
+    assert svc["timeouts"]["buckets"] == [1.0, 0.0]
+    assert svc["errors"]["buckets"] == [0.0, 2.0]
+    assert svc["retries"]["buckets"] == [2.0, 1.0]
+    assert svc["seconds"]["buckets"] == [0.75, 0.1875]
