@@ -135,3 +135,19 @@ def test_dispatch_seconds_retries_and_outcomes_fold_per_second() -> None:
     assert svc["errors"]["buckets"] == [0.0, 2.0]
     assert svc["retries"]["buckets"] == [2.0, 1.0]
     assert svc["seconds"]["buckets"] == [0.75, 0.1875]
+
+
+def test_a_read_stamped_before_the_last_change_never_averages_above_the_peak() -> None:
+    """A read whose clock reading is earlier than the last change applied (the wall clock
+    stepped back in between) must not average a second's integral up to that change over
+    a shorter span: load 2 then 4, never more, so no average above 4 (pre-existing)."""
+    clock = _Clock(1000.0)
+    h = History(horizon=10, clock=clock)
+    h.service_state("svc", 2, 0, 4)
+    clock.now = 1000.8
+    h.service_load("svc", 4)
+    clock.now = 1000.3  # stepped back before the read
+    load = h.snapshot(1, 1)["services"]["svc"]["load"]
+    assert load["peak"] == 4.0
+    for avg in (load["avg"], *load["avgs"]):
+        assert avg is None or avg <= 4.0, load
