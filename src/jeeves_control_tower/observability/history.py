@@ -302,6 +302,10 @@ class History:
             capacity = dict(self._capacity)
             services = {n: copy_series(s.buckets) for n, s in self._services.items()}
             handlers = {n: copy_series(s.buckets) for n, s in self._handlers.items()}
+        for _, load, queue in gauges.values():  # the wall clock stepped back since a change:
+            for stored in (load, queue):  # the answer ends no earlier than that change
+                if stored and stored[-1][4] > now:
+                    now = stored[-1][4]
         since = float(math.floor(max(now - window, self.started)))
         grid = bucket_grid(since, now, step)
         out_services: dict[str, Any] = {}
