@@ -295,7 +295,9 @@ class FlowRecorder(WholeDispatchObserver):
             name = service.name
             row = self._services.get(name)
             if row is not None and row[0] is service and row[1] == queue_depth:
-                self.history.service_load(name, service.current_load)
+                self.history.service_load(
+                    name, service.current_load, queue_depth, service.max_concurrent
+                )
                 return
         except Exception as exc:
             self._report("flow", "load_changed", exc)
@@ -305,6 +307,7 @@ class FlowRecorder(WholeDispatchObserver):
     def service_removed(self, service: ServiceDescriptor) -> None:
         try:
             with self._lock:
+                self._drain()  # what it dispatched before, counted before it goes
                 self._services.pop(service.name, None)
                 self._stats.remove(service.name)
             self.history.service_removed(service.name)

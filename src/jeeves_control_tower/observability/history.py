@@ -12,7 +12,8 @@ Two kinds of series, both at one-second resolution and kept for ``horizon`` seco
 * **counters** (dispatches, errors, timeouts and retries of a service; events, errors and
   handler seconds of a bus handler) are summed per second.
 
-Bounds: at most ``horizon`` stored seconds per series (a ring), at most ``max_series``
+Bounds: at most ``horizon + 1`` stored seconds per series (a ring: a full window
+reaches back to ``floor(now - horizon)``), at most ``max_series``
 services and as many handlers (later ones are not tracked). Writers (hooks on event-loop
 threads) take no lock: each change is handed off with the time it happened (a ``deque``
 append of a plain tuple, atomic) and applied in hand-off order, under one short lock, by
@@ -59,7 +60,7 @@ class _GaugeSeries:
     __slots__ = ("buckets", "first")
 
     def __init__(self, horizon: int, at: float) -> None:
-        self.buckets: deque[_Gauge] = deque(maxlen=horizon)
+        self.buckets: deque[_Gauge] = deque(maxlen=horizon + 1)
         self.first = at  # the series is defined from here on
 
     def set(self, value: float, at: float) -> None:
@@ -73,9 +74,10 @@ class _GaugeSeries:
         if before == value:
             return  # no change: nothing to store (the step function goes on as it was)
         value = float(value)
-        if b[0] <= at < b[0] + 1.0:  # the same second
-            if at > b[4]:
-                b[1] += before * (at - b[4])
+        if at < b[4]:  # stamped before the last change (the wall clock stepped back, or
+            at = b[4]  # another writer thread's stamp came first): no time counted twice
+        if at < b[0] + 1.0:  # the same second
+            b[1] += before * (at - b[4])
             b[3] = value
             b[4] = at
             if value > b[2]:
@@ -89,7 +91,7 @@ class _CounterSeries:
     __slots__ = ("buckets", "width")
 
     def __init__(self, horizon: int, width: int) -> None:
-        self.buckets: deque[list[float]] = deque(maxlen=horizon)
+        self.buckets: deque[list[float]] = deque(maxlen=horizon + 1)
         self.width = width
 
     def row(self, at: float) -> list[float]:
@@ -142,11 +144,16 @@ class History:
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
-    def service_load(self, name: str, load: int) -> None:
+    def service_load(
+        self, name: str, load: int, queue_depth: int | None = None, capacity: int | None = None
+    ) -> None:
         """A service's load alone changed: its queue depth and capacity are as last told
-        (the per-dispatch case; one for the slot taken, one for the slot given back)."""
+        (the per-dispatch case; one for the slot taken, one for the slot given back).
+        ``queue_depth`` and ``capacity``, when given, start the service's series here if it
+        has none yet (one past ``max_series`` once another was removed), as
+        :meth:`service_state` would; without them such a step is dropped."""
         pending = self._pending
-        pending.append((_LOAD, self._clock(), name, load))
+        pending.append((_LOAD, self._clock(), name, load, queue_depth, capacity))
         if len(pending) >= _DRAIN_AT:
             self._drain()
 
@@ -183,7 +190,9 @@ class History:
             kind = event[0]
             if kind == _LOAD:
                 pair = gauges.get(event[2])
-                if pair is None:
+                if pair is None:  # not tracked (yet): start it when the step says enough
+                    if event[4] is not None and event[5] is not None:
+                        self._service_state(*event[1:])
                     continue
                 at, value = event[1], event[3]
                 buckets = pair[0].buckets
@@ -293,6 +302,10 @@ class History:
             capacity = dict(self._capacity)
             services = {n: copy_series(s.buckets) for n, s in self._services.items()}
             handlers = {n: copy_series(s.buckets) for n, s in self._handlers.items()}
+        for _, load, queue in gauges.values():  # the wall clock stepped back since a change:
+            for stored in (load, queue):  # the answer ends no earlier than that change
+                if stored and stored[-1][4] > now:
+                    now = stored[-1][4]
         since = float(math.floor(max(now - window, self.started)))
         grid = bucket_grid(since, now, step)
         out_services: dict[str, Any] = {}
