@@ -1,4 +1,4 @@
-"""REVIEW (review3): a tracer that hands back the caller's span context (a provider that
+"""A tracer that hands back the caller's span context (a provider that
 disables this package's tracer) must not replace the caller's span in the handler.
 
 Such a tracer (``trace.NoOpTracer`` from a provider that is not ``NoOpTracerProvider``, or an

@@ -95,7 +95,7 @@ def test_is_async_callable() -> None:
 
 
 async def test_a_class_whose_instances_are_async_callable_is_a_plain_handler() -> None:
-    """REVIEW (review3): calling the class makes an instance (its ``__init__`` runs), not a
+    """Calling the class makes an instance (its ``__init__`` runs), not a
     coroutine; taken for an async handler it failed with AttributeError (no ``send``)."""
     from jeeves_control_tower.ipc import InMemoryCommBus
 

@@ -1,6 +1,7 @@
-"""REVIEW (wt-review2): defects found in the dispatch-telemetry rework (5a56b10..05b1bfa).
+"""The history's edges: services past ``max_series``, a wall clock that steps back, a
+registration replaced before its records were drained, a window as long as the horizon.
 
-Each test states what the public behaviour was before the rework and what it must stay."""
+Each test states the public behaviour that must hold."""
 
 from __future__ import annotations
 
