@@ -21,7 +21,7 @@ from .compiled import CompiledChain
 from .eager import CoroutineType, Resume
 from .errors import QueryAbortedError, TransportError
 from .middleware import MiddlewareContext, validate_middleware
-from .observation import enter, outcome_of
+from .observation import enter, outcome_of, probe_failed
 
 __all__ = ["ChainRoute", "CompiledChain", "Route", "Step", "validate_middleware"]
 
@@ -288,7 +288,7 @@ class ChainRoute:
                 ctx.outcome, ctx.handlers, error, ctx.trace_id, ctx.message,
             )  # fmt: skip
         except Exception as exc:
-            self.logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
+            probe_failed(self.logger, exc)
 
     def _conclude(
         self, ctx: MiddlewareContext, result: Any, error: BaseException | None, reached: bool

@@ -10,7 +10,7 @@ from typing import Any
 
 from ...types import LoggerProtocol
 
-__all__ = ["enter", "outcome_of", "report"]
+__all__ = ["enter", "outcome_of", "probe_failed", "report"]
 
 _perf = time.perf_counter
 
@@ -44,7 +44,13 @@ def report(
             trace_id, message,
         )  # fmt: skip
     except Exception as exc:
-        logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
+        probe_failed(logger, exc)
+
+
+def probe_failed(logger: LoggerProtocol, exc: Exception) -> None:
+    """Log a probe that raised (``message_probe_failed``): what every route does instead of
+    raising it into the message path."""
+    logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
 
 
 def outcome_of(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from .eager import CoroutineType, Resume
 from .errors import NoHandlerError
 from .handlers import HandlerEntry, command_failed, subscriber_failed
 from .observation import outcome_of as _ended
+from .observation import probe_failed, report
 
 __all__ = ["ProbedDelivery"]
 
@@ -62,17 +63,12 @@ class ProbedDelivery:
         trace_id: int | None,
         message: Any,
     ) -> None:
-        """:func:`~.observation.report` for a message of this route."""
-        try:
-            self._message(
-                pattern, "local", SYSTEM, message_type, started, outcome, handlers, error,
-                trace_id, message,
-            )  # fmt: skip
-        except Exception as exc:
-            self._probe_failed(exc)
-
-    def _probe_failed(self, exc: Exception) -> None:
-        self._logger.error("message_probe_failed", error_type=type(exc).__name__, error=str(exc))
+        """:func:`~.observation.report` for a message of this route (the common case writes
+        the call out instead: perf)."""
+        report(
+            self._probe, self._logger, pattern, "local", SYSTEM, message_type, started,
+            outcome, handlers, error, trace_id, message,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ publish
 
@@ -103,7 +99,7 @@ class ProbedDelivery:
                     "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
                 )
             except Exception as exc:
-                self._probe_failed(exc)
+                probe_failed(self._logger, exc)
             return "ok"
         errors: list[BaseException] = []
         try:
@@ -139,7 +135,7 @@ class ProbedDelivery:
                 "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
             )
         except Exception as exc:
-            self._probe_failed(exc)
+            probe_failed(self._logger, exc)
         return "ok"
 
     async def _publish_rest(
@@ -171,7 +167,7 @@ class ProbedDelivery:
                 event,
             )
         except Exception as exc:
-            self._probe_failed(exc)
+            probe_failed(self._logger, exc)
         return outcome
 
     # ------------------------------------------------------------------ send
@@ -211,7 +207,7 @@ class ProbedDelivery:
                 command,
             )
         except Exception as exc:
-            self._probe_failed(exc)
+            probe_failed(self._logger, exc)
         return "ok"
 
     async def _send_rest(
@@ -240,7 +236,7 @@ class ProbedDelivery:
                 command,
             )
         except Exception as exc:
-            self._probe_failed(exc)
+            probe_failed(self._logger, exc)
         return "ok"
 
     # ------------------------------------------------------------------ query
@@ -263,7 +259,7 @@ class ProbedDelivery:
                 "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
             )
         except Exception as exc:
-            self._probe_failed(exc)
+            probe_failed(self._logger, exc)
         return result
 
     async def _query_rest(
@@ -279,7 +275,7 @@ class ProbedDelivery:
                 "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
             )
         except Exception as exc:
-            self._probe_failed(exc)
+            probe_failed(self._logger, exc)
         return result
 
     def _query_failed(
