@@ -164,7 +164,7 @@ def test_handles_do_not_keep_their_bus_or_coordinator_alive(tel: Telemetry) -> N
 
 
 async def test_close_without_tracing_mid_dispatch(tel: Telemetry) -> None:
-    """Metrics and flow only (the fan-out's whole-dispatch path): a dispatch running at
+    """Metrics and flow only (the coordinator's probe, no observer): a dispatch running at
     ``close`` is still counted once and leaves flight; later ones reach nothing."""
     coordinator = CommBusCoordinator(
         None, InMemoryCommBus(instrument=False), registry=tel.registry, flow=tel.flow, tracing=False

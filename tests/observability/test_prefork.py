@@ -132,6 +132,13 @@ def test_one_scrape_reports_every_worker(workers: list[Worker]) -> None:
     assert _get(s, bucket, **charge, le="+Inf") == WORKERS * per_worker
     wire = {"transport": "redis", "direction": "sent", "pattern": "publish"}
     assert _get(s, "commbus_wire_messages_total", **wire) == _sum(w.publishes, every)
+    # A real coordinator per worker: its dispatches, retries, and the one each holds.
+    post = {"service": "ledger", "method": "post"}
+    assert _get(s, "commbus_dispatch_total", **post, outcome="ok") == _sum(w.ledger_posts, every)
+    assert _get(s, "commbus_dispatch_retries_total", **post) == _sum(w.ledger_posts, every)
+    assert _get(s, "commbus_inflight_messages", pattern="dispatch") == WORKERS
+    assert _get(s, "commbus_service_load", service="ledger") == WORKERS  # livesum
+    assert _get(s, "commbus_service_capacity", service="ledger") == 4 * WORKERS
     # Gauges, each by its mode, with no per-pid series.
     assert _get(s, "commbus_inflight_messages", pattern="query") == _sum(w.held_inflight, every)
     assert _get(s, "commbus_service_capacity", service="billing") == 4 * WORKERS  # livesum

@@ -49,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "ENTRY_POINT_GROUP",
     "MISSING",
+    "DispatchProbe",
     "Instrumentation",
     "MessageProbe",
     "default_instrumentation",
@@ -126,6 +127,49 @@ class MessageProbe(Protocol):
         errors; ``None`` for none), ``trace_id``: the trace id of its recording span when a
         tracing middleware set one (``None``: not looked up; the current context is the
         caller's), and the ``message`` itself."""
+
+
+@runtime_checkable
+class DispatchProbe(Protocol):
+    """The one observation seam of a coordinator for metrics and flow: the dispatch twin of
+    :class:`MessageProbe` (``coordinator.set_dispatch_probe(probe)``).
+
+    For every dispatch, on the coordinator's event-loop thread:
+
+    - when it starts: ``probe.inflight["dispatch"] += 1`` (the coordinator does this
+      itself: ``inflight`` is a plain ``dict[str, int]`` holding the key ``"dispatch"``,
+      written only by this coordinator, so a reader on another thread may read it at any
+      time);
+    - when it ends (whatever the outcome, cancellation included): one call of
+      :meth:`dispatched`, which takes it out of ``inflight`` again. It runs in the
+      dispatch's own context, before the dispatch observers' ``dispatch_end``, so a
+      dispatch span an observer made current is current still.
+
+    The probe is also a :class:`~jeeves_control_tower.ipc.RegistryObserver` (registry
+    changes, and a change of a service's load alone through ``load_changed`` or
+    ``observes_load``, read when the probe is set). A probe that raises is logged by the
+    coordinator (``telemetry_observer_failed``), never raised into the dispatch; it should
+    never raise, and it must be cheap: it runs once per dispatch and per slot change.
+    """
+
+    inflight: dict[str, int]
+
+    def dispatched(
+        self,
+        target: Any,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
+        """One dispatch done: its ``target`` (a ``DispatchTarget``), ``outcome`` (one of
+        ``DISPATCH_OUTCOMES``), ``attempts`` made, ``error`` (what ended it, when it did not
+        end ``ok``; ``None`` otherwise), ``started`` (the ``time.perf_counter()`` reading
+        when it started: the duration is from then to this call)."""
+
+    def service_changed(self, service: Any, queue_depth: int) -> None: ...
+
+    def service_removed(self, service: Any) -> None: ...
 
 
 _lock = threading.Lock()

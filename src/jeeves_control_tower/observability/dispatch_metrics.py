@@ -35,7 +35,21 @@ __all__ = ["DispatchMetrics"]
 _CACHE_LIMIT = 4096
 _bisect = bisect_left
 _now = time.time
+_perf = time.perf_counter
 _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "service_healthy")
+
+
+class _GaugeCounts(dict[str, int]):
+    """Multiprocess mode: in-flight counts that also set this process's gauge (its file)."""
+
+    def __init__(self, metrics: CommBusMetrics) -> None:
+        super().__init__(dispatch=0)
+        self._metrics = metrics
+
+    def __setitem__(self, pattern: str, value: int) -> None:
+        delta = value - self.get(pattern, 0)
+        super().__setitem__(pattern, value)
+        self._metrics.inflight_for(pattern).inc(delta)  # other coordinators share the child
 
 
 class _ServiceGauges:
@@ -135,11 +149,44 @@ class DispatchMetrics(WholeDispatchObserver):
         error: BaseException | None,
         duration: float,
     ) -> None:
+        try:  # counted, then out of flight
+            self.count(token, target, outcome, attempts, error, duration)
+        finally:
+            try:
+                if self._aggregate is not None:
+                    self._aggregate.inflight["dispatch"] -= 1
+                else:
+                    if self._inflight is None:
+                        self._inflight = self.metrics.inflight_for("dispatch")
+                    self._inflight.dec()
+            except Exception as exc:
+                self._on_error("metrics", "dispatch_end", exc)
+
+    def inflight_counts(self) -> dict[str, int]:
+        """In-flight counts for a :class:`~.dispatch_probe.DispatchProbe` to keep for these
+        metrics (key ``"dispatch"``): the aggregate's, or in multiprocess mode a new dict that
+        sets this process's gauge."""
+        if self._aggregate is not None:
+            counts = self._aggregate.inflight
+            counts.setdefault("dispatch", 0)
+            return counts
+        return _GaugeCounts(self.metrics)
+
+    def count(
+        self,
+        trace_id: int,
+        target: DispatchTarget,
+        outcome: str,
+        attempts: int,
+        error: BaseException | None,
+        duration: float,
+    ) -> None:
+        """Count one dispatch done (not its in-flight count): ``trace_id`` (0: none) is the
+        exemplar's. Never raises."""
         metrics = self.metrics
         aggregate = self._aggregate
         if aggregate is not None:
-            # The aggregate path, in one frame (perf: every dispatch): Cell.observe inlined;
-            # counted, then out of flight.
+            # The aggregate path, in one frame (perf: every dispatch): Cell.observe inlined.
             try:
                 found = self._cells.get((target.service_name, target.method))
                 if found is None:
@@ -150,8 +197,8 @@ class DispatchMetrics(WholeDispatchObserver):
                 i = _bisect(cell.bounds, duration)
                 cell.counts[i] += 1
                 cell.sum += duration
-                if token:
-                    cell.exemplars[i] = (token, duration, _now())
+                if trace_id:
+                    cell.exemplars[i] = (trace_id, duration, _now())
                 if attempts > 1:
                     cell.extra[1] += attempts - 1
                 if outcome == "timeout":
@@ -159,18 +206,16 @@ class DispatchMetrics(WholeDispatchObserver):
             except Exception as exc:
                 self._on_error("metrics", "dispatch_end", exc)
                 return
-            finally:
-                aggregate.inflight["dispatch"] -= 1
         else:
             try:
-                destination = self._record(token, target, outcome, attempts, duration)
+                destination = self._record(trace_id, target, outcome, attempts, duration)
             except Exception as exc:
                 self._on_error("metrics", "dispatch_end", exc)
                 return
         otel = self.otel
         if otel is not None:
             try:
-                if otel.live or otel.look_now():
+                if otel.live or (_perf() >= otel.next_look and otel.look_now()):
                     etype = outcome_error(outcome, error, metrics.error_types)
                     otel.sent(SYSTEM, "dispatch", destination, etype, duration)
             except Exception as exc:
@@ -191,12 +236,9 @@ class DispatchMetrics(WholeDispatchObserver):
     def _record(
         self, token: Any, target: DispatchTarget, outcome: str, attempts: int, duration: float
     ) -> str:
-        """The multiprocess path: prometheus_client children; the folded service."""
+        """The multiprocess path: prometheus_client children; the folded service (the
+        in-flight count is the caller's)."""
         metrics = self.metrics
-        inflight = self._inflight
-        if inflight is None:
-            inflight = metrics.inflight_for("dispatch")
-        inflight.dec()
         key = (target.service_name, target.method)
         series = self._series.get(key)  # perf: one lookup, not two label limiters
         if series is None:

@@ -27,6 +27,7 @@ with no call per change.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
@@ -49,9 +50,9 @@ SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 HANDLER_COUNTERS = ("events", "errors", "seconds")
 
 #: Changes a writer hands off before it applies them itself (nobody read them meanwhile).
-_DRAIN_AT = 128
+DRAIN_AT = 128
 #: Kinds of hand-off (the first item of one).
-_LOAD, _DISPATCH, _STATE, _HANDLER, _REMOVED = range(5)
+LOAD, DISPATCH, _STATE, _HANDLER, _REMOVED = range(5)
 # A stored gauge second: [second, integral up to t_last, peak, last value, t_last].
 _Gauge = list[float]
 
@@ -122,9 +123,10 @@ class History:
             raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
         self.horizon = horizon
         self.max_series = max_series
-        self._clock = clock
+        self.clock = clock
         self._lock = threading.Lock()
-        self._pending: deque[tuple[Any, ...]] = deque()  # changes handed off, not applied yet
+        #: Changes handed off, not applied yet (see "recording" below); ``clock`` stamps them.
+        self.handoff: deque[tuple[Any, ...]] = deque()
         self._gauges: dict[str, tuple[_GaugeSeries, _GaugeSeries]] = {}  # load, queue
         self._capacity: dict[str, int] = {}
         self._services: dict[str, _CounterSeries] = {}
@@ -134,15 +136,18 @@ class History:
     # ------------------------------------------------------------------ recording
     # Writers take no lock: each change is handed off with its time (a deque append of a
     # plain tuple, atomic) and applied, in hand-off order, under the lock by the next reader
-    # (or by a writer once per _DRAIN_AT changes, so the hand-off stays bounded when nobody
-    # reads). A hand-off is (kind, time, name, ...), kind one of the _LOAD.. codes below.
+    # (or by a writer once per DRAIN_AT changes, so the hand-off stays bounded when nobody
+    # reads). A hand-off is (kind, time, name, ...), kind one of the LOAD.. codes below.
+    # The flow recorder's per-dispatch writers append the LOAD and DISPATCH tuples of
+    # service_load and dispatch to ``handoff`` themselves (perf: no frame), stamped with
+    # ``clock``, and call drain() once DRAIN_AT wait: the same hand-off, written out.
 
     def service_state(self, name: str, load: int, queue_depth: int, capacity: int) -> None:
         """A service's load, queue depth or capacity changed (or it registered)."""
-        pending = self._pending
-        pending.append((_STATE, self._clock(), name, load, queue_depth, capacity))
-        if len(pending) >= _DRAIN_AT:
-            self._drain()
+        pending = self.handoff
+        pending.append((_STATE, self.clock(), name, load, queue_depth, capacity))
+        if len(pending) >= DRAIN_AT:
+            self.drain()
 
     def service_load(
         self, name: str, load: int, queue_depth: int | None = None, capacity: int | None = None
@@ -152,72 +157,86 @@ class History:
         ``queue_depth`` and ``capacity``, when given, start the service's series here if it
         has none yet (one past ``max_series`` once another was removed), as
         :meth:`service_state` would; without them such a step is dropped."""
-        pending = self._pending
-        pending.append((_LOAD, self._clock(), name, load, queue_depth, capacity))
-        if len(pending) >= _DRAIN_AT:
-            self._drain()
+        pending = self.handoff
+        pending.append((LOAD, self.clock(), name, load, queue_depth, capacity))
+        if len(pending) >= DRAIN_AT:
+            self.drain()
 
     def service_removed(self, name: str) -> None:
-        self._pending.append((_REMOVED, 0.0, name))
-        self._drain()
+        self.handoff.append((_REMOVED, 0.0, name))
+        self.drain()
 
     def dispatch(self, name: str, outcome: str, retries: int, seconds: float) -> None:
         """A dispatch to ``name`` ended with ``outcome`` after ``retries`` extra attempts."""
-        pending = self._pending
-        pending.append((_DISPATCH, self._clock(), name, outcome, retries, seconds))
-        if len(pending) >= _DRAIN_AT:
-            self._drain()
+        pending = self.handoff
+        pending.append((DISPATCH, self.clock(), name, outcome, retries, seconds))
+        if len(pending) >= DRAIN_AT:
+            self.drain()
 
     def handler_run(self, name: str, failed: bool, seconds: float) -> None:
         """A bus handler (subscriber, send or query handler) finished one run."""
-        pending = self._pending
-        pending.append((_HANDLER, self._clock(), name, failed, seconds))
-        if len(pending) >= _DRAIN_AT:
-            self._drain()
+        pending = self.handoff
+        pending.append((_HANDLER, self.clock(), name, failed, seconds))
+        if len(pending) >= DRAIN_AT:
+            self.drain()
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
+        """Apply what was handed off (any thread; a writer calls it once ``DRAIN_AT``
+        changes wait)."""
         with self._lock:
             self._drain_locked()
 
     def _drain_locked(self) -> None:
         """Apply what was handed off, in hand-off order (the lock is held). The per-dispatch
-        kinds (a load step, a dispatch) are applied inline: this is where their cost is."""
-        pending = self._pending
-        popleft = pending.popleft
+        kinds (a load step, a dispatch) are applied inline: this is where their cost is.
+        The newest stored second last written (of a load series, of a service's counters)
+        is kept across events: consecutive steps of one service mostly fall in it."""
+        pending = self.handoff
+        batch = list(itertools.islice(iter(pending.popleft, None), len(pending)))  # in C
         gauges, services = self._gauges, self._services
-        for _ in range(len(pending)):
-            event = popleft()
+        load_name: str | None = None  # its load series' newest second is b, until b_end
+        b: _Gauge = []
+        b_end = 0.0
+        row_name: str | None = None  # its counters' newest second is row, until row_end
+        row: list[float] = []
+        row_end = 0.0
+        for event in batch:
             kind = event[0]
-            if kind == _LOAD:
-                pair = gauges.get(event[2])
-                if pair is None:  # not tracked (yet): start it when the step says enough
-                    if event[4] is not None and event[5] is not None:
-                        self._service_state(*event[1:])
-                    continue
-                at, value = event[1], event[3]
-                buckets = pair[0].buckets
-                b = buckets[-1] if buckets else None
-                # _GaugeSeries.set's common case inline: a change later in the same second
-                if b is not None and b[4] <= at < b[0] + 1.0:
-                    if b[3] != value:
-                        b[1] += b[3] * (at - b[4])
-                        b[3] = value = float(value)
-                        b[4] = at
-                        if value > b[2]:
-                            b[2] = value
-                else:
-                    pair[0].set(value, at)
-            elif kind == _DISPATCH:
-                _, at, name, outcome, retries, seconds = event
-                series = services.get(name)
-                if series is None:
-                    series = self._counter(services, name, len(SERVICE_COUNTERS))
-                    if series is None:
+            if kind == LOAD:
+                at, name, value = event[1], event[2], event[3]
+                if name is not load_name or not b[4] <= at < b_end:
+                    pair = gauges.get(name)
+                    if pair is None:  # not tracked (yet): start it when the step says enough
+                        if event[4] is not None and event[5] is not None:
+                            self._service_state(*event[1:])
+                        load_name = None
                         continue
-                rows = series.buckets
-                row = rows[-1] if rows else None
-                if row is None or not row[0] <= at < row[0] + 1.0:
+                    buckets = pair[0].buckets
+                    if not buckets or not buckets[-1][4] <= at < buckets[-1][0] + 1.0:
+                        pair[0].set(value, at)  # a new second, or the series' first
+                        b = buckets[-1]
+                        load_name, b_end = name, b[0] + 1.0
+                        continue
+                    b = buckets[-1]
+                    load_name, b_end = name, b[0] + 1.0
+                # _GaugeSeries.set's common case inline: a change later in the same second
+                if b[3] != value:
+                    b[1] += b[3] * (at - b[4])
+                    b[3] = value = float(value)
+                    b[4] = at
+                    if value > b[2]:
+                        b[2] = value
+            elif kind == DISPATCH:
+                _, at, name, outcome, retries, seconds = event
+                if name is not row_name or not row[0] <= at < row_end:
+                    series = services.get(name)
+                    if series is None:
+                        series = self._counter(services, name, len(SERVICE_COUNTERS))
+                        if series is None:
+                            row_name = None
+                            continue
                     row = series.row(at)
+                    row_name, row_end = name, row[0] + 1.0
                 row[1] += 1
                 if outcome == "ok":
                     pass
@@ -227,12 +246,14 @@ class History:
                     row[2] += 1
                 row[4] += retries
                 row[5] += seconds
-            elif kind == _STATE:
-                self._service_state(*event[1:])
-            elif kind == _HANDLER:
-                self._handler_run(*event[1:])
-            else:
-                self._service_removed(event[2])
+            else:  # these may replace or drop a series: nothing kept across them
+                load_name = row_name = None
+                if kind == _STATE:
+                    self._service_state(*event[1:])
+                elif kind == _HANDLER:
+                    self._handler_run(*event[1:])
+                else:
+                    self._service_removed(event[2])
 
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int
@@ -294,7 +315,7 @@ class History:
             # Read after the drain: every change applied was stamped before it (a change
             # stamped after ``now`` would add load past the end of the span it is averaged
             # over); a change handed off later waits for the next read.
-            now = self._clock()
+            now = self.clock()
             gauges = {
                 n: (g[0].first, copy_series(g[0].buckets), copy_series(g[1].buckets))
                 for n, g in self._gauges.items()

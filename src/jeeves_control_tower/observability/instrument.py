@@ -26,11 +26,10 @@ from ..instrumentation import propagation
 from ..types import LoggerProtocol
 from ._guard import ErrorReporter
 from .bus_probe import BusProbe
-from .dispatch_fanout import DispatchFanout
 from .dispatch_metrics import DispatchMetrics
+from .dispatch_probe import DispatchProbe
 from .dispatch_tracing import DispatchTracer
 from .flow import FlowRecorder, default_flow
-from .flow_dispatch import FlowDispatch
 from .handler_runs import HandlerRuns
 from .metrics import DEFAULT_MAX_LABEL_VALUES, CommBusMetrics, get_metrics
 from .otel_metrics import OtelMetrics
@@ -138,15 +137,23 @@ class BusTelemetry(_Telemetry):
 
 class CoordinatorTelemetry(_Telemetry):
     """Handle of an instrumented coordinator (dispatch telemetry); ``bus`` is the bus's
-    handle, if the bus is instrumented. ``close()`` stops the dispatch telemetry only."""
+    handle, if the bus is instrumented; ``tracer`` the dispatch observer making spans and
+    ``probe`` the coordinator's metrics and flow (each ``None`` when off). ``close()`` stops
+    the dispatch telemetry only (a dispatch already started still ends with it)."""
 
     def __init__(
-        self, coordinator: Any, fanout: DispatchFanout, bus: BusTelemetry | None, **kw: Any
+        self,
+        coordinator: Any,
+        tracer: DispatchTracer | None,
+        probe: DispatchProbe | None,
+        bus: BusTelemetry | None,
+        **kw: Any,
     ):
         super().__init__(**kw)
         self._coordinator = weakref.ref(coordinator)
         self.bus = bus
-        self._fanout = fanout
+        self.tracer = tracer
+        self.probe = probe
 
     @property
     def coordinator(self) -> Any:
@@ -157,9 +164,14 @@ class CoordinatorTelemetry(_Telemetry):
         if self.closed:
             return
         self.closed = True
-        self._fanout.close()
         coordinator = self._coordinator()
-        if coordinator is not None and _coordinators.get(coordinator) is self:
+        if coordinator is None:
+            return
+        if self.tracer is not None:
+            coordinator.remove_observer(self.tracer)
+        if self.probe is not None and coordinator.dispatch_probe is self.probe:
+            coordinator.set_dispatch_probe(None)
+        if _coordinators.get(coordinator) is self:
             del _coordinators[coordinator]
 
 
@@ -318,17 +330,21 @@ def instrument_coordinator(
     ):
         kw["otel_metrics"] = bus_handle.otel_metrics  # one set of instruments and cache
     on_error = kw["reporter"]
-    parts: list[Any] = []
-    if tracing:
-        parts.append(DispatchTracer(tracer_provider, on_error=on_error))
-    if kw["metrics"] is not None:
-        parts.append(DispatchMetrics(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"]))
-    if kw["flow"] is not None:
-        parts.append(FlowDispatch(kw["flow"], on_error))
-    fanout = DispatchFanout(tuple(parts))
-    coordinator.add_observer(fanout)
+    tracer = DispatchTracer(tracer_provider, on_error=on_error) if tracing else None
+    metrics_part = (
+        DispatchMetrics(kw["metrics"], on_error=on_error, otel=kw["otel_metrics"])
+        if kw["metrics"] is not None
+        else None
+    )
+    probe = None
+    if metrics_part is not None or kw["flow"] is not None:
+        probe = DispatchProbe(metrics_part, kw["flow"], on_error=on_error)
+    if tracer is not None:
+        coordinator.add_observer(tracer)
+    if probe is not None:
+        coordinator.set_dispatch_probe(probe)
     options = {"record_payloads": record_payloads, "max_label_values": max_label_values}
-    handle = CoordinatorTelemetry(coordinator, fanout, bus_handle, options=options, **kw)
+    handle = CoordinatorTelemetry(coordinator, tracer, probe, bus_handle, options=options, **kw)
     _coordinators[coordinator] = handle
     current = getattr(coordinator, "telemetry", None)
     if current is None or current.closed:

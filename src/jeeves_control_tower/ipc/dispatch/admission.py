@@ -23,10 +23,21 @@ class Admission:
     """Slots for one service. Event-loop-thread only; not thread-safe.
 
     ``capacity`` is read on every acquire/release so a changed ``max_concurrent`` takes
-    effect at once (a lowered capacity drains as running attempts finish).
+    effect at once (a lowered capacity drains as running attempts finish). ``in_use`` (slots
+    taken) and ``queue_depth`` (callers waiting for a slot, not yet granted or cancelled)
+    are read-only outside this class; ``on_change()`` is called after every change of
+    either.
     """
 
-    __slots__ = ("_capacity", "_live", "_max_queue", "_seq", "_waiters", "in_use", "on_change")
+    __slots__ = (
+        "_capacity",
+        "_max_queue",
+        "_seq",
+        "_waiters",
+        "in_use",
+        "on_change",
+        "queue_depth",
+    )
 
     def __init__(
         self,
@@ -38,20 +49,17 @@ class Admission:
         self._max_queue = max_queue
         self.in_use = 0
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._live = 0  # waiters not yet granted or cancelled
+        self.queue_depth = 0  # waiters not yet granted or cancelled
         self._seq = itertools.count()
         self.on_change = on_change
 
-    @property
-    def queue_depth(self) -> int:
-        """Callers waiting for a slot right now."""
-        return self._live
-
     def try_acquire(self) -> bool:
         """Take a slot without waiting if one is free and nobody is queued."""
-        if self._live == 0 and self.in_use < self._capacity():
+        if self.queue_depth == 0 and self.in_use < self._capacity():
             self.in_use += 1
-            self._changed()
+            on_change = self.on_change  # perf: inline, every dispatch (not _changed)
+            if on_change is not None:
+                on_change()
             return True
         return False
 
@@ -62,11 +70,11 @@ class Admission:
         """
         if self.try_acquire():
             return
-        if self._max_queue is not None and self._live >= self._max_queue:
-            raise QueueFull(f"{self._live} dispatches already waiting")
+        if self._max_queue is not None and self.queue_depth >= self._max_queue:
+            raise QueueFull(f"{self.queue_depth} dispatches already waiting")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (rank, next(self._seq), fut))
-        self._live += 1
+        self.queue_depth += 1
         self._changed()
         try:
             await fut
@@ -76,10 +84,10 @@ class Admission:
                 self.release()
             elif not fut.done():
                 fut.cancel()
-                self._live -= 1
+                self.queue_depth -= 1
                 self._changed()
             elif fut.cancelled():  # cancelled while queued; the heap entry is skipped later
-                self._live -= 1
+                self.queue_depth -= 1
                 self._changed()
             raise  # (closed: close() already took the entry out of the count)
 
@@ -89,14 +97,17 @@ class Admission:
             if not fut.done():
                 fut.set_exception(error)
         self._waiters.clear()
-        self._live = 0
+        self.queue_depth = 0
         self._changed()
 
     def release(self) -> None:
         """Give back a slot; the next live waiter (if any) gets one."""
         self.in_use -= 1
-        self._grant()
-        self._changed()
+        if self._waiters:
+            self._grant()
+        on_change = self.on_change  # perf: inline, every dispatch (not _changed)
+        if on_change is not None:
+            on_change()
 
     def refill(self) -> None:
         """Admit waiters after the capacity was raised."""
@@ -109,7 +120,7 @@ class Admission:
             _, _, fut = heapq.heappop(waiters)
             if fut.done():  # cancelled while waiting
                 continue
-            self._live -= 1
+            self.queue_depth -= 1
             self.in_use += 1
             fut.set_result(None)
 

@@ -17,7 +17,7 @@ from ...logging import ensure_logger
 from ...types import DispatchTarget, Envelope, LoggerProtocol, ServiceDescriptor
 from ..bus import InMemoryCommBus, NoHandlerError, QueryAbortedError, get_commbus
 from ..messages import DynamicEvent, DynamicQuery, HandlerFunc
-from ..telemetry import instrument_new
+from ..telemetry import DispatchProbe, instrument_new
 from .contracts import (
     DISPATCH_OUTCOMES,
     DispatchHandler,
@@ -145,6 +145,37 @@ class CommBusCoordinator:
         """Attach dispatch telemetry (it is told the current registry at once)."""
         self._dispatcher.add_observer(observer)
         self._registry.add_observer(observer)
+
+    def remove_observer(self, observer: DispatchObserver) -> None:
+        """Detach ``observer``: dispatches started from now on and registry changes are not
+        told to it (a dispatch already started still ends with it). No-op when it is not
+        attached."""
+        self._dispatcher.remove_observer(observer)
+        self._registry.remove_observer(observer)
+
+    @property
+    def dispatch_probe(self) -> DispatchProbe | None:
+        """The :class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe` set, or ``None``."""
+        probe: DispatchProbe | None = self._dispatcher.probe
+        return probe
+
+    def set_dispatch_probe(self, probe: DispatchProbe | None) -> None:
+        """Report every dispatch, and every registry change, to ``probe`` from now on
+        (``None``: stop); the telemetry seam for metrics and flow
+        (:class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe` says what the
+        coordinator calls and when). One probe at a time: the one set before is told nothing
+        more (a dispatch it saw start still ends with it). It is told the current registry
+        at once."""
+        if probe is not None and not isinstance(probe, DispatchProbe):
+            raise TypeError(f"not a DispatchProbe: {type(probe).__name__}")
+        previous = self._dispatcher.probe
+        if previous is probe:
+            return
+        if previous is not None:
+            self._registry.remove_observer(previous)
+        self._dispatcher.probe = probe
+        if probe is not None:
+            self._registry.add_observer(probe)
 
     def _observer_failed(self, observer: Any, exc: BaseException) -> None:
         self._logger.error(

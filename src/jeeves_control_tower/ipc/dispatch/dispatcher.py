@@ -11,7 +11,9 @@ backoff); at most ``max_concurrent`` attempts run per service and the rest wait 
 order (FIFO within a priority); every dispatch ends with exactly one outcome of
 :data:`~.contracts.DISPATCH_OUTCOMES` and gives its slot back, cancellation included;
 observers are called in registration order, each attempt's hooks inside the attempt's own
-context copy, and their exceptions are logged, never raised into the dispatch.
+context copy, and their exceptions are logged, never raised into the dispatch. The probe
+(:class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe`, metrics and flow) is told of
+each dispatch once, at its end, before the observers' ``dispatch_end``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from .contracts import DISPATCH_OUTCOMES, DispatchHandler, DispatchObserver, Rem
 from .observation import Observation, observes_attempts
 from .retry import RetryPolicy
 from .service_registry import ServiceGone, ServiceRegistry
+
+_perf = time.perf_counter
 
 __all__ = ["Dispatcher"]
 
@@ -76,6 +80,8 @@ class Dispatcher:
         #: Where dispatches to a service with no local handler go (``None``: they end
         #: ``no_handler``).
         self.remote = remote
+        #: The :class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe` (``None``: none).
+        self.probe: Any = None
 
     def add_handler(self, service_name: str, handler: DispatchHandler) -> None:
         self._handlers[service_name] = HandlerEntry(handler)
@@ -93,7 +99,15 @@ class Dispatcher:
 
     def add_observer(self, observer: DispatchObserver) -> None:
         """Dispatches started from now on are observed by ``observer`` too."""
-        self._observers += (observer,)
+        self._set_observers((*self._observers, observer))
+
+    def remove_observer(self, observer: DispatchObserver) -> None:
+        """Dispatches started from now on are not observed by ``observer`` (a dispatch
+        already started still ends with it)."""
+        self._set_observers(tuple(obs for obs in self._observers if obs is not observer))
+
+    def _set_observers(self, observers: tuple[DispatchObserver, ...]) -> None:
+        self._observers = observers
         self._per_attempt = observes_attempts(self._observers)
         self._attempt_watch = tuple(
             (i, getattr(obs, "watches_attempts", None))
@@ -119,12 +133,18 @@ class Dispatcher:
         no local handler goes to the remote dispatcher. (One coroutine for the whole
         unobserved dispatch: the attempt loop is not split out, its frame would cost a few
         per cent of the dispatch.)"""
+        probe = self.probe
+        if probe is not None:
+            probe.inflight["dispatch"] += 1
+            started = _perf()
         seen = None
         per_attempt = False
         if observers is not None:
             seen = Observation(observers, target, envelope, self._observer_failed)
             per_attempt = self._per_attempt and seen.wants_attempts(self._attempt_watch)
         attempt = 0
+        # how it ended, for the probe and the observers
+        outcome, attempts, failure = "ok", 0, None
         try:
             name = target.service_name
             service = self._services.get(name)
@@ -137,8 +157,7 @@ class Dispatcher:
             handler = self._handlers.get(name)
             if handler is None:
                 result = await self._run_remote(target, envelope, deadline)
-                if seen is not None:
-                    seen.attempts = 1
+                attempts = 1
                 return result
             admission = self._services.admission(name)
             rank = target.priority.rank
@@ -187,8 +206,7 @@ class Dispatcher:
                     )
                 if error is None:
                     self._record(result, target, attempt, "ok", began, None)
-                    if seen is not None:
-                        seen.attempts = attempt
+                    attempts = attempt
                     return result
                 self._record(envelope, target, attempt, "error", began, error)
                 delay = self._retry.delay(attempt)
@@ -210,18 +228,20 @@ class Dispatcher:
                 )
                 await asyncio.sleep(delay)
         except _Ended as ended:
-            if seen is not None:
-                seen.outcome, seen.error = ended.outcome, ended.error or ended
-                seen.attempts = ended.attempts
+            outcome, failure, attempts = ended.outcome, ended.error or ended, ended.attempts
             return ended.envelope or self._terminate(envelope, target, ended)
         except BaseException as exc:
-            if seen is not None:
-                seen.outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-                seen.error = exc
+            outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
+            failure = exc
             raise
         finally:
+            if probe is not None:
+                try:
+                    probe.dispatched(target, outcome, attempts, failure, started)
+                except Exception as exc:
+                    self._observer_failed(probe, exc)
             if seen is not None:
-                seen.end(target)
+                seen.end(target, outcome, attempts, failure)
 
     async def _run_remote(
         self, target: DispatchTarget, envelope: Envelope, deadline: float

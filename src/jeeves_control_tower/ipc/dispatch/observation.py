@@ -27,10 +27,10 @@ def observes_attempts(observers: tuple[DispatchObserver, ...]) -> bool:
 
 
 class Observation:
-    """How an observed dispatch went: started when made (every observer's
-    ``dispatch_start``, in registration order), ended with :meth:`end`."""
+    """An observed dispatch: started when made (every observer's ``dispatch_start``, in
+    registration order), ended with :meth:`end`."""
 
-    __slots__ = ("attempts", "error", "failed", "observers", "outcome", "started", "tokens")
+    __slots__ = ("failed", "observers", "started", "tokens")
 
     def __init__(
         self,
@@ -42,9 +42,6 @@ class Observation:
         self.started = _perf()
         self.observers = observers
         self.failed = failed
-        self.outcome = "ok"
-        self.attempts = 0
-        self.error: BaseException | None = None
         if len(observers) == 1:  # perf: the common case, one observer
             obs = observers[0]
             try:
@@ -77,20 +74,22 @@ class Observation:
                 return True
         return False
 
-    def end(self, target: DispatchTarget) -> None:
+    def end(
+        self, target: DispatchTarget, outcome: str, attempts: int, error: BaseException | None
+    ) -> None:
         """Every observer's ``dispatch_end``, with how the dispatch went."""
         duration = _perf() - self.started
         observers = self.observers
         if len(observers) == 1:  # perf: the common case, one observer
             try:
                 observers[0].dispatch_end(
-                    self.tokens[0], target, self.outcome, self.attempts, self.error, duration
+                    self.tokens[0], target, outcome, attempts, error, duration
                 )
             except Exception as exc:
                 self.failed(observers[0], exc)
             return
         for obs, token in zip(observers, self.tokens, strict=True):
             try:
-                obs.dispatch_end(token, target, self.outcome, self.attempts, self.error, duration)
+                obs.dispatch_end(token, target, outcome, attempts, error, duration)
             except Exception as exc:
                 self.failed(obs, exc)

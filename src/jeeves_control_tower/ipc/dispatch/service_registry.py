@@ -55,6 +55,7 @@ class ServiceRegistry:
         self._on_error = on_error
 
     def add_observer(self, observer: RegistryObserver) -> None:
+        """Tell ``observer`` every change from now on (and each service now, at once)."""
         self._observers += (observer,)
         hook = getattr(observer, "load_changed", None)
         if hook is None and getattr(observer, "observes_load", True):
@@ -62,7 +63,12 @@ class ServiceRegistry:
         if hook is not None:
             self._load_hooks += ((observer, hook),)
         for name, svc in self._services.items():
-            self._notify(svc, self._admission[name].queue_depth)
+            self._notify(svc, self._admission[name].queue_depth, (observer,))
+
+    def remove_observer(self, observer: RegistryObserver) -> None:
+        """Tell ``observer`` nothing more (no-op when it is not one)."""
+        self._observers = tuple(obs for obs in self._observers if obs is not observer)
+        self._load_hooks = tuple(pair for pair in self._load_hooks if pair[0] is not observer)
 
     def add(self, descriptor: ServiceDescriptor) -> bool:
         if descriptor.name in self._services:
@@ -70,7 +76,7 @@ class ServiceRegistry:
         self._services[descriptor.name] = descriptor
         descriptor.current_load = 0
         admission = Admission(lambda: descriptor.max_concurrent, self._max_queue)
-        admission.on_change = lambda: self._load_changed(descriptor, admission)
+        admission.on_change = self._watch(descriptor, admission)
         self._admission[descriptor.name] = admission
         self._notify(descriptor, 0)
         return True
@@ -140,25 +146,41 @@ class ServiceRegistry:
         self._notify(svc, queue_depth)
         return True
 
-    def _load_changed(self, descriptor: ServiceDescriptor, admission: Admission) -> None:
-        current = self._admission.get(descriptor.name)
-        if current is not None and current is not admission:
-            return  # a slot of a registration since replaced (the same descriptor, maybe)
-        descriptor.current_load = admission.in_use  # unregistered: its load still falls
-        if self._observers and self._services.get(descriptor.name) is descriptor:
-            depth = admission.queue_depth
-            if self._told.get(descriptor.name) == (depth, descriptor.max_concurrent):
-                for obs, hook in self._load_hooks:  # the load alone changed
-                    try:
-                        hook(descriptor, depth)
-                    except Exception as exc:
-                        self._on_error(obs, exc)
-                return
-            self._notify(descriptor, depth)
+    def _watch(self, descriptor: ServiceDescriptor, admission: Admission) -> Callable[[], None]:
+        """What ``admission`` calls after each change of its slots or queue: keeps
+        ``descriptor.current_load`` equal to the slots in use and tells the observers (a
+        change of load alone to the load hooks, see :class:`RegistryObserver`). One function
+        per registration (perf: it runs twice per dispatch)."""
+        name = descriptor.name
+        admissions, services, told = self._admission, self._services, self._told
 
-    def _notify(self, descriptor: ServiceDescriptor, queue_depth: int) -> None:
+        def changed() -> None:
+            current = admissions.get(name)
+            if current is not admission and current is not None:
+                return  # a slot of a registration since replaced (the same descriptor, maybe)
+            descriptor.current_load = admission.in_use  # unregistered: its load still falls
+            if self._observers and services.get(name) is descriptor:
+                depth = admission.queue_depth
+                if told.get(name) == (depth, descriptor.max_concurrent):
+                    for obs, hook in self._load_hooks:  # the load alone changed
+                        try:
+                            hook(descriptor, depth)
+                        except Exception as exc:
+                            self._on_error(obs, exc)
+                    return
+                self._notify(descriptor, depth)
+
+        return changed
+
+    def _notify(
+        self,
+        descriptor: ServiceDescriptor,
+        queue_depth: int,
+        observers: tuple[RegistryObserver, ...] | None = None,
+    ) -> None:
+        """Tell ``observers`` (every observer by default) of ``descriptor``'s state."""
         self._told[descriptor.name] = (queue_depth, descriptor.max_concurrent)
-        for obs in self._observers:
+        for obs in self._observers if observers is None else observers:
             try:
                 obs.service_changed(descriptor, queue_depth)
             except Exception as exc:
