@@ -7,6 +7,8 @@
   span is current only inside it and what it sets there stays its own; a handler of a
   message that is not traced (sampled out) runs as it would with no telemetry at all
   (docs/observability.md, "Handler context").
+- A dispatch handler with a tracer observing runs in a context copy whatever the sampling
+  decision; with metrics and flow only (no observer) as with no telemetry.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 from prometheus_client import CollectorRegistry
 
-from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.types import Envelope
 
 from .conftest import Telemetry
-from .support import DoThing, GetState, Stored
+from .support import DoThing, GetState, Stored, envelope, register, target
 
 _SET_BY: contextvars.ContextVar[str] = contextvars.ContextVar("set_by", default="nobody")
 
@@ -105,3 +108,50 @@ async def test_an_unsampled_message_handler_runs_as_with_no_telemetry(pattern: s
     assert await _what_the_caller_sees(traced, pattern) == await _what_the_caller_sees(
         plain, pattern
     )
+
+
+async def _what_the_dispatch_caller_sees(coordinator: CommBusCoordinator) -> str:
+    async def handler(e: Envelope) -> Envelope:
+        _SET_BY.set("handler")
+        return e
+
+    register(coordinator, handler=handler)
+    token = _SET_BY.set("caller")
+    try:
+        result = await coordinator.dispatch(target(), envelope())
+        assert not result.terminated
+        return _SET_BY.get()
+    finally:
+        _SET_BY.reset(token)
+
+
+async def test_a_recorded_dispatch_attempt_sets_its_context_for_itself_alone() -> None:
+    provider = TracerProvider(sampler=ALWAYS_ON, shutdown_on_exit=False)
+    coordinator = CommBusCoordinator(
+        None, InMemoryCommBus(instrument=False), registry=CollectorRegistry(), flow=False,
+        tracer_provider=provider,
+    )  # fmt: skip
+    assert await _what_the_dispatch_caller_sees(coordinator) == "caller"
+
+
+@pytest.mark.parametrize("options", ["sampled_out", "no_sdk"])
+async def test_a_traced_dispatch_keeps_its_handlers_context_whatever_the_sampling(
+    options: str,
+) -> None:
+    """With a tracer observing, what a handler sets never depends on the sampling decision
+    (nor on whether an SDK is configured): every attempt runs in a context of its own."""
+    kw: dict[str, Any] = {"registry": CollectorRegistry(), "flow": False}
+    if options == "sampled_out":
+        kw["tracer_provider"] = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), **kw)
+    assert await _what_the_dispatch_caller_sees(coordinator) == "caller"
+
+
+async def test_a_dispatch_with_metrics_and_flow_only_runs_its_handler_as_with_no_telemetry() -> (
+    None
+):
+    kw: dict[str, Any] = {"registry": CollectorRegistry(), "tracing": False}
+    observed = CommBusCoordinator(None, InMemoryCommBus(instrument=False), **kw)
+    plain = CommBusCoordinator(None, InMemoryCommBus(instrument=False), instrument=False)
+    seen = await _what_the_dispatch_caller_sees(observed)
+    assert seen == await _what_the_dispatch_caller_sees(plain) == "handler"

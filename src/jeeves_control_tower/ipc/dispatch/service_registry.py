@@ -51,7 +51,7 @@ class ServiceRegistry:
         # what a change of load alone calls, one per observer that wants it (see
         # RegistryObserver), and the (queue depth, capacity) each service was last told with
         self._load_hooks: tuple[tuple[Any, Callable[[ServiceDescriptor, int], None]], ...] = ()
-        self._told: dict[str, tuple[int, int]] = {}
+        self._told: dict[str, list[int]] = {}
         self._on_error = on_error
 
     def add_observer(self, observer: RegistryObserver) -> None:
@@ -152,7 +152,8 @@ class ServiceRegistry:
         change of load alone to the load hooks, see :class:`RegistryObserver`). One function
         per registration (perf: it runs twice per dispatch)."""
         name = descriptor.name
-        admissions, services, told = self._admission, self._services, self._told
+        admissions, services = self._admission, self._services
+        told = self._told[name] = [-1, -1]  # this registration's, updated in place by _notify
 
         def changed() -> None:
             current = admissions.get(name)
@@ -161,7 +162,7 @@ class ServiceRegistry:
             descriptor.current_load = admission.in_use  # unregistered: its load still falls
             if self._observers and services.get(name) is descriptor:
                 depth = admission.queue_depth
-                if told.get(name) == (depth, descriptor.max_concurrent):
+                if told[0] == depth and told[1] == descriptor.max_concurrent:
                     for obs, hook in self._load_hooks:  # the load alone changed
                         try:
                             hook(descriptor, depth)
@@ -179,7 +180,10 @@ class ServiceRegistry:
         observers: tuple[RegistryObserver, ...] | None = None,
     ) -> None:
         """Tell ``observers`` (every observer by default) of ``descriptor``'s state."""
-        self._told[descriptor.name] = (queue_depth, descriptor.max_concurrent)
+        told = self._told.get(descriptor.name)
+        if told is None:  # a service with no slots here (a mirror of a remote one)
+            told = self._told[descriptor.name] = [-1, -1]
+        told[0], told[1] = queue_depth, descriptor.max_concurrent
         for obs in self._observers if observers is None else observers:
             try:
                 obs.service_changed(descriptor, queue_depth)
