@@ -7,8 +7,8 @@
   span is current only inside it and what it sets there stays its own; a handler of a
   message that is not traced (sampled out) runs as it would with no telemetry at all
   (docs/observability.md, "Handler context").
-- A dispatch handler with a tracer observing runs in a context copy whatever the sampling
-  decision; with metrics and flow only (no observer) as with no telemetry.
+- A dispatch handler under a dispatch span runs in a context copy whatever the sampling
+  decision; with no span (no SDK, or metrics and flow only) as with no telemetry.
 """
 
 from __future__ import annotations
@@ -134,23 +134,26 @@ async def test_a_recorded_dispatch_attempt_sets_its_context_for_itself_alone() -
     assert await _what_the_dispatch_caller_sees(coordinator) == "caller"
 
 
-@pytest.mark.parametrize("options", ["sampled_out", "no_sdk"])
-async def test_a_traced_dispatch_keeps_its_handlers_context_whatever_the_sampling(
-    options: str,
-) -> None:
-    """With a tracer observing, what a handler sets never depends on the sampling decision
-    (nor on whether an SDK is configured): every attempt runs in a context of its own."""
-    kw: dict[str, Any] = {"registry": CollectorRegistry(), "flow": False}
-    if options == "sampled_out":
-        kw["tracer_provider"] = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
-    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), **kw)
+async def test_a_sampled_out_dispatch_keeps_its_handlers_context_too() -> None:
+    """With a dispatch span, what a handler sets never depends on the sampling decision:
+    every attempt runs in a context of its own, sampled or not."""
+    provider = TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)
+    coordinator = CommBusCoordinator(
+        None, InMemoryCommBus(instrument=False), registry=CollectorRegistry(), flow=False,
+        tracer_provider=provider,
+    )  # fmt: skip
     assert await _what_the_dispatch_caller_sees(coordinator) == "caller"
 
 
-async def test_a_dispatch_with_metrics_and_flow_only_runs_its_handler_as_with_no_telemetry() -> (
-    None
-):
-    kw: dict[str, Any] = {"registry": CollectorRegistry(), "tracing": False}
+@pytest.mark.parametrize("options", ["no_sdk", "metrics_only"])
+async def test_a_dispatch_with_no_span_runs_its_handler_as_with_no_telemetry(
+    options: str,
+) -> None:
+    """No SDK configured (a dispatch observer with nothing going) or metrics and flow only
+    (no observer): the handler runs in the caller's context, as with ``instrument=False``."""
+    kw: dict[str, Any] = {"registry": CollectorRegistry(), "flow": False}
+    if options == "metrics_only":
+        kw["tracing"] = False
     observed = CommBusCoordinator(None, InMemoryCommBus(instrument=False), **kw)
     plain = CommBusCoordinator(None, InMemoryCommBus(instrument=False), instrument=False)
     seen = await _what_the_dispatch_caller_sees(observed)

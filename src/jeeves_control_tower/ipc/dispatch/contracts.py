@@ -52,7 +52,9 @@ class DispatchObserver(RegistryObserver, Protocol):
     not called per attempt (see :class:`WholeDispatchObserver`); one with a method
     ``watches_attempts(token) -> bool`` is asked once per dispatch, right after its
     ``dispatch_start`` returned ``token``, and when no observer of a dispatch wants its
-    attempts they run with no attempt hooks (still in a context of their own).
+    attempts they run with no attempt hooks: each in a context of its own when some
+    observer's ``dispatch_start`` returned a token other than ``None`` (a dispatch span, say,
+    sampled or not), otherwise in the caller's context as with no observer.
     """
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any: ...

@@ -171,9 +171,10 @@ class Dispatcher:
                 try:
                     if not per_attempt:  # no task, no timer unless the handler suspends
                         # In a context of its own when it reads current_attempt(), and when
-                        # observed: what the handler sets stays its own whatever the trace's
-                        # sampling decision (as on the attempt-hooks path).
-                        if aware or seen is not None:
+                        # an observer has something going (a span, sampled or not): what
+                        # the handler sets stays its own whatever the trace's sampling
+                        # decision (as on the attempt-hooks path).
+                        if aware or (seen is not None and seen.live):
                             context = copy_context()
                             if aware:
                                 attempt_now = DispatchAttempt(target, attempt, deadline)

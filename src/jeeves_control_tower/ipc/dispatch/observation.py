@@ -2,8 +2,10 @@
 
 An observer that only watches whole dispatches says so with ``observes_attempts = False``
 (:class:`~.contracts.WholeDispatchObserver` does): when no observer of a dispatch watches
-attempts, the dispatcher runs its attempts with no attempt hooks (each still in a context
-of its own, so what a handler sets never depends on the trace's sampling decision).
+attempts, the dispatcher runs its attempts with no attempt hooks: each still in a context of
+its own when the dispatch is :attr:`Observation.live` (so what a handler sets never depends
+on the trace's sampling decision), in the caller's context otherwise (no observer had
+anything going: no SDK, say), as with no observer.
 Event-loop-thread only; observer errors go to ``failed(observer, exc)``.
 """
 
@@ -30,7 +32,7 @@ class Observation:
     """An observed dispatch: started when made (every observer's ``dispatch_start``, in
     registration order), ended with :meth:`end`."""
 
-    __slots__ = ("failed", "observers", "started", "tokens")
+    __slots__ = ("failed", "live", "observers", "started", "tokens")
 
     def __init__(
         self,
@@ -45,10 +47,12 @@ class Observation:
         if len(observers) == 1:  # perf: the common case, one observer
             obs = observers[0]
             try:
-                self.tokens = [obs.dispatch_start(target, envelope)]
+                token = obs.dispatch_start(target, envelope)
             except Exception as exc:
-                self.tokens = [None]
+                token = None
                 failed(obs, exc)
+            self.tokens = [token]
+            self.live = token is not None
             return
         tokens = []
         for obs in observers:
@@ -58,6 +62,8 @@ class Observation:
                 tokens.append(None)
                 failed(obs, exc)
         self.tokens = tokens
+        #: Whether some observer's ``dispatch_start`` returned a token (not ``None``).
+        self.live = any(token is not None for token in tokens)
 
     def wants_attempts(self, watch: tuple[tuple[int, Any], ...]) -> bool:
         """Whether some observer wants this dispatch's attempt hooks: ``watch`` holds
