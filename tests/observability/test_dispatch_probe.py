@@ -4,6 +4,7 @@ through the coordinator's probe seam; counts exact, failures reported, never rai
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -120,6 +121,52 @@ async def test_load_steps_reach_the_history_while_a_dispatch_runs(tel: Telemetry
     load = tel.flow.history.snapshot(60, 60)["services"]["svc"]["load"]
     assert load["peak"] == 2 and 0 < load["avg"] < 2
     assert tel.sample("commbus_service_load", service="svc") == 0
+
+
+async def test_a_failing_in_flight_gauge_never_breaks_a_dispatch_in_multiprocess_mode(
+    tel: Telemetry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Multiprocess mode: the in-flight gauge (this process's file) failing to update is
+    reported, never raised into the dispatch; the flow's count stays exact and the gauge
+    is right again at its next update."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    coordinator = _coordinator(tel, tracing=False)
+    probe = coordinator.dispatch_probe
+    assert isinstance(probe, DispatchProbe) and probe.metrics is not None
+    metrics = probe.metrics.metrics
+    assert metrics.aggregate is None  # multiprocess mode
+    real = metrics.inflight_for
+    down = [True]
+
+    class Full:
+        def inc(self, amount: float = 1) -> None:
+            raise OSError("No space left on device")
+
+    def inflight_for(pattern: str) -> Any:
+        return Full() if down[0] else real(pattern)
+
+    monkeypatch.setattr(metrics, "inflight_for", inflight_for)
+    gate = asyncio.Event()
+
+    async def handler(e: Envelope) -> Envelope:
+        if e.request_context.request_id == "held":
+            await gate.wait()
+        return e
+
+    register(coordinator, handler=handler)
+    result = await coordinator.dispatch(target(), envelope())
+    assert not result.terminated
+    assert tel.sample("commbus_telemetry_errors_total", component="metrics")
+    assert tel.flow.stats()["dispatch"] == {"ok": 1}
+    assert tel.flow.stats()["inflight"]["dispatch"] == 0
+    down[0] = False
+    held = asyncio.ensure_future(coordinator.dispatch(target(), envelope("held")))
+    await asyncio.sleep(0)
+    assert tel.sample("commbus_inflight_messages", pattern="dispatch") == 1
+    gate.set()
+    await held
+    assert tel.sample("commbus_inflight_messages", pattern="dispatch") == 0
+    assert tel.flow.stats()["dispatch"] == {"ok": 2}
 
 
 async def _echo(e: Envelope) -> Envelope:

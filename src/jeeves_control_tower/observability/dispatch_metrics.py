@@ -40,16 +40,25 @@ _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "serv
 
 
 class _GaugeCounts(dict[str, int]):
-    """Multiprocess mode: in-flight counts that also set this process's gauge (its file)."""
+    """Multiprocess mode: in-flight counts that also set this process's gauge (its file).
+    Never raises (the coordinator counts a dispatch in with no guard): a gauge update that
+    fails is reported, and the next one brings the gauge level with the count again."""
 
-    def __init__(self, metrics: CommBusMetrics) -> None:
+    def __init__(self, metrics: CommBusMetrics, on_error: OnError) -> None:
         super().__init__(dispatch=0)
         self._metrics = metrics
+        self._on_error = on_error
+        self._gauged: dict[str, int] = {}  # what the gauge was given, per pattern
 
     def __setitem__(self, pattern: str, value: int) -> None:
-        delta = value - self.get(pattern, 0)
         super().__setitem__(pattern, value)
-        self._metrics.inflight_for(pattern).inc(delta)  # other coordinators share the child
+        try:
+            delta = value - self._gauged.get(pattern, 0)
+            if delta:  # other coordinators share the child: by steps, not set()
+                self._metrics.inflight_for(pattern).inc(delta)
+                self._gauged[pattern] = value
+        except Exception as exc:
+            self._on_error("metrics", "inflight", exc)
 
 
 class _ServiceGauges:
@@ -170,7 +179,7 @@ class DispatchMetrics(WholeDispatchObserver):
             counts = self._aggregate.inflight
             counts.setdefault("dispatch", 0)
             return counts
-        return _GaugeCounts(self.metrics)
+        return _GaugeCounts(self.metrics, self._on_error)
 
     def count(
         self,
