@@ -187,6 +187,7 @@ async def test_cancelled_dispatch(
     assert attrs(span)["jeeves.dispatch.outcome"] == "cancelled"
     assert attrs(span)["error.type"] == "cancelled"
     assert attrs(attempts(tel)[0])["error.type"] == "cancelled"
+    assert attrs(span)["jeeves.dispatch.attempts"] == len(attempts(tel)) == 1  # the one made
 
 
 async def test_handler_continues_the_trace(

@@ -140,7 +140,7 @@ async def test_every_outcome_is_told_once_with_its_attempts_and_error(
         ("sick", "unhealthy", 0),
         ("far", "no_handler", 0),
         ("full", "overloaded", 0),
-        ("svc", "cancelled", 0),
+        ("svc", "cancelled", 1),  # its attempt ran (cancelled in it)
         ("full", "ok", 1),
     ]
     errors = [error for *_, error, _, _ in probe.done]
@@ -152,6 +152,48 @@ async def test_every_outcome_is_told_once_with_its_attempts_and_error(
     assert all(started <= ended for *_, started, ended in probe.done)
     assert probe.inflight == {"dispatch": 0}
     assert inside[0] == 1  # counted in flight while it ran
+
+
+async def test_attempts_told_are_the_attempts_made_whatever_ends_the_dispatch(
+    coordinator: CommBusCoordinator,
+) -> None:
+    """``attempts`` is what was made (metrics count ``attempts - 1`` retries): a dispatch
+    cancelled in its second attempt made two, one refused a slot for its retry made one."""
+    probe = Probe()
+    coordinator.set_dispatch_probe(probe)
+    coordinator.register_service(ServiceDescriptor(name="svc", service_type="t"))
+    coordinator.register_service(ServiceDescriptor(name="one", service_type="t", max_concurrent=1))
+    tries: dict[str, int] = {}
+    gate, retrying = asyncio.Event(), asyncio.Event()
+
+    async def handler(e: Envelope) -> Envelope:
+        rid = e.request_context.request_id
+        tries[rid] = tries.get(rid, 0) + 1
+        if rid == "hold":
+            await gate.wait()
+        elif tries[rid] == 1:
+            raise RuntimeError("first attempt fails")
+        elif rid == "slow":
+            retrying.set()
+            await asyncio.sleep(5)
+        return e
+
+    coordinator.register_handler("svc", handler)
+    coordinator.register_handler("one", handler)
+    slow = asyncio.create_task(coordinator.dispatch(target(max_retries=1), env("slow")))
+    await retrying.wait()  # in its second attempt
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    # the retry finds the one slot taken and no room to wait (max_queue=0): overloaded
+    retry = asyncio.create_task(coordinator.dispatch(target("one", max_retries=1), env("r")))
+    hold = asyncio.create_task(coordinator.dispatch(target("one"), env("hold")))
+    overloaded = await retry
+    gate.set()
+    await hold
+    assert overloaded.terminated and tries["r"] == 1
+    told = [(name, outcome, attempts) for name, outcome, attempts, *_ in probe.done]
+    assert told == [("svc", "cancelled", 2), ("one", "overloaded", 1), ("one", "ok", 1)]
 
 
 async def test_the_probe_is_told_before_the_observers_end(

@@ -229,11 +229,13 @@ class Dispatcher:
                 )
                 await asyncio.sleep(delay)
         except _Ended as ended:
-            outcome, failure, attempts = ended.outcome, ended.error or ended, ended.attempts
+            # attempts made: those before a slot refused for a retry too (a remote one: 1)
+            outcome, failure = ended.outcome, ended.error or ended
+            attempts = ended.attempts if ended.attempts > attempt else attempt
             return ended.envelope or self._terminate(envelope, target, ended)
         except BaseException as exc:
             outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
-            failure = exc
+            failure, attempts = exc, attempt  # the attempts made, the running one included
             raise
         finally:
             if probe is not None:
