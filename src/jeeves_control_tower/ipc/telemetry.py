@@ -30,7 +30,10 @@ raises ``ImportError`` (:data:`MISSING`) when there is no default either.
 :class:`MessageProbe` (``bus.set_message_probe(probe)``). The bus then reports every message
 to it once, from the step that delivered it (or handed it to a transport), with what
 happened: one Python call per message, and the handlers' own path otherwise unchanged.
-Middleware (tracing spans) stays for what must run *around* the handlers.
+Middleware (tracing spans) stays for what must run *around* the handlers. A coordinator
+handle likewise may give the coordinator a :class:`DispatchProbe`
+(``coordinator.set_dispatch_probe(probe)``), told of each dispatch once, at its end; dispatch
+spans stay a dispatch observer (``coordinator.add_observer``).
 
 Switching the instrumentation changes what objects built *afterwards* get; an existing
 object keeps its handle (``CommBusInstrumentor().uninstrument()`` closes the handles the
