@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder
 from jeeves_control_tower.observability.history import History
@@ -152,3 +154,22 @@ def test_a_read_stamped_before_the_last_change_never_averages_above_the_peak() -
     assert load["peak"] == 4.0
     for avg in (load["avg"], *load["avgs"]):
         assert avg is None or avg <= 4.0, load
+
+
+def test_a_failing_event_in_a_drain_leaves_the_rest_for_the_next() -> None:
+    """The hand-off is taken as one batch; an event that fails to apply (a bug) is dropped
+    alone, and what was handed off after it is applied, in order, by the next drain."""
+    now = [100.0]
+    h = History(horizon=10, clock=lambda: now[0])
+    now[0] = 100.5
+    h.service_state("svc", 0, 0, 4)
+    h.handoff.append(("broken",))  # no name: applying it raises
+    h.dispatch("svc", "ok", 0, 0.5)
+    h.dispatch("svc", "error", 1, 0.25)
+    with pytest.raises(IndexError):
+        h.drain()
+    assert len(h.handoff) == 2
+    now[0] = 102.0
+    counters = h.snapshot(5, 5)["services"]["svc"]
+    assert counters["requests"]["total"] == 2 and counters["errors"]["total"] == 1
+    assert counters["retries"]["total"] == 1

@@ -200,60 +200,67 @@ class History:
         row_name: str | None = None  # its counters' newest second is row, until row_end
         row: list[float] = []
         row_end = 0.0
-        for event in batch:
-            kind = event[0]
-            if kind == LOAD:
-                at, name, value = event[1], event[2], event[3]
-                if name is not load_name or not b[4] <= at < b_end:
-                    pair = gauges.get(name)
-                    if pair is None:  # not tracked (yet): start it when the step says enough
-                        if event[4] is not None and event[5] is not None:
-                            self._service_state(*event[1:])
-                        load_name = None
-                        continue
-                    buckets = pair[0].buckets
-                    if not buckets or not buckets[-1][4] <= at < buckets[-1][0] + 1.0:
-                        pair[0].set(value, at)  # a new second, or the series' first
+        events = iter(batch)
+        try:
+            for event in events:
+                kind = event[0]
+                if kind == LOAD:
+                    at, name, value = event[1], event[2], event[3]
+                    if name is not load_name or not b[4] <= at < b_end:
+                        pair = gauges.get(name)
+                        if pair is None:  # not tracked (yet): start it when the step says enough
+                            if event[4] is not None and event[5] is not None:
+                                self._service_state(*event[1:])
+                            load_name = None
+                            continue
+                        buckets = pair[0].buckets
+                        if not buckets or not buckets[-1][4] <= at < buckets[-1][0] + 1.0:
+                            pair[0].set(value, at)  # a new second, or the series' first
+                            b = buckets[-1]
+                            load_name, b_end = name, b[0] + 1.0
+                            continue
                         b = buckets[-1]
                         load_name, b_end = name, b[0] + 1.0
-                        continue
-                    b = buckets[-1]
-                    load_name, b_end = name, b[0] + 1.0
-                # _GaugeSeries.set's common case inline: a change later in the same second
-                if b[3] != value:
-                    b[1] += b[3] * (at - b[4])
-                    b[3] = value = float(value)
-                    b[4] = at
-                    if value > b[2]:
-                        b[2] = value
-            elif kind == DISPATCH:
-                _, at, name, outcome, retries, seconds = event
-                if name is not row_name or not row[0] <= at < row_end:
-                    series = services.get(name)
-                    if series is None:
-                        series = self._counter(services, name, len(SERVICE_COUNTERS))
+                    # _GaugeSeries.set's common case inline: a change later in the same second
+                    if b[3] != value:
+                        b[1] += b[3] * (at - b[4])
+                        b[3] = value = float(value)
+                        b[4] = at
+                        if value > b[2]:
+                            b[2] = value
+                elif kind == DISPATCH:
+                    _, at, name, outcome, retries, seconds = event
+                    if name is not row_name or not row[0] <= at < row_end:
+                        series = services.get(name)
                         if series is None:
-                            row_name = None
-                            continue
-                    row = series.row(at)
-                    row_name, row_end = name, row[0] + 1.0
-                row[1] += 1
-                if outcome == "ok":
-                    pass
-                elif outcome == "timeout":
-                    row[3] += 1
-                else:
-                    row[2] += 1
-                row[4] += retries
-                row[5] += seconds
-            else:  # these may replace or drop a series: nothing kept across them
-                load_name = row_name = None
-                if kind == _STATE:
-                    self._service_state(*event[1:])
-                elif kind == _HANDLER:
-                    self._handler_run(*event[1:])
-                else:
-                    self._service_removed(event[2])
+                            series = self._counter(services, name, len(SERVICE_COUNTERS))
+                            if series is None:
+                                row_name = None
+                                continue
+                        row = series.row(at)
+                        row_name, row_end = name, row[0] + 1.0
+                    row[1] += 1
+                    if outcome == "ok":
+                        pass
+                    elif outcome == "timeout":
+                        row[3] += 1
+                    else:
+                        row[2] += 1
+                    row[4] += retries
+                    row[5] += seconds
+                else:  # these may replace or drop a series: nothing kept across them
+                    load_name = row_name = None
+                    if kind == _STATE:
+                        self._service_state(*event[1:])
+                    elif kind == _HANDLER:
+                        self._handler_run(*event[1:])
+                    else:
+                        self._service_removed(event[2])
+        except BaseException:
+            # a failing event is dropped (as one taken off alone would be); the rest wait
+            # for the next drain, in order
+            pending.extendleft(reversed(list(events)))
+            raise
 
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int

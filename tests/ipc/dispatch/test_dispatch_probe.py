@@ -241,10 +241,52 @@ async def test_a_raising_probe_is_logged_and_the_dispatch_goes_on(
     assert "telemetry_observer_failed" in caplog.text
 
 
-async def test_a_probe_removed_or_replaced_is_told_nothing_more_but_ends_what_it_began(
+async def test_a_replaced_probe_hears_the_registry_until_its_dispatches_end(
     coordinator: CommBusCoordinator,
 ) -> None:
+    """A probe replaced (or removed) while dispatches it counted run: it counts no new
+    dispatch, each of its dispatches still ends with it, and it hears registry changes (the
+    slots they give back among them) until the last one ended; then nothing more."""
     first, second = Probe(), Probe()
+    coordinator.set_dispatch_probe(first)
+    coordinator.register_service(ServiceDescriptor(name="svc", service_type="t"))
+    gates = [asyncio.Event(), asyncio.Event()]
+
+    async def handler(e: Envelope) -> Envelope:
+        await gates[int(e.request_context.request_id)].wait()
+        return e
+
+    coordinator.register_handler("svc", handler)
+    running = [asyncio.create_task(coordinator.dispatch(target(), env(str(i)))) for i in (0, 1)]
+    await asyncio.sleep(0)
+    coordinator.set_dispatch_probe(second)
+    later = asyncio.create_task(coordinator.dispatch(target(), env("1")))  # second's
+    await asyncio.sleep(0)
+    coordinator.set_service_health("svc", False)
+    gates[0].set()
+    await running[0]
+    assert first.changes[-1] == ("svc", 2, 0)  # one of its own still runs: it still hears
+    gates[1].set()
+    await asyncio.gather(running[1], later)
+    assert [d[1] for d in first.done] == ["ok", "ok"] and first.inflight == {"dispatch": 0}
+    assert [d[1] for d in second.done] == ["ok"] and second.inflight == {"dispatch": 0}
+    # first heard the slots given back up to its own last one, and nothing after it
+    assert first.changes[-1][0] == "svc" and first.changes[-1][1] in (0, 1)
+    heard = len(first.changes)
+    coordinator.set_service_health("svc", True)
+    assert len(first.changes) == heard and second.changes[-1] == ("svc", 0, 0)
+
+    coordinator.set_dispatch_probe(None)  # none in flight: detached at once
+    assert coordinator.dispatch_probe is None
+    coordinator.unregister_service("svc")
+    await coordinator.dispatch(target(), env())
+    assert second.removed == [] and len(second.done) == 1
+
+
+async def test_a_probe_set_again_before_its_dispatches_ended_is_told_each_change_once(
+    coordinator: CommBusCoordinator,
+) -> None:
+    first = Probe()
     coordinator.set_dispatch_probe(first)
     coordinator.register_service(ServiceDescriptor(name="svc", service_type="t"))
     gate = asyncio.Event()
@@ -256,18 +298,16 @@ async def test_a_probe_removed_or_replaced_is_told_nothing_more_but_ends_what_it
     coordinator.register_handler("svc", handler)
     running = asyncio.create_task(coordinator.dispatch(target(), env()))
     await asyncio.sleep(0)
-    coordinator.set_dispatch_probe(second)
+    coordinator.set_dispatch_probe(None)
+    coordinator.set_dispatch_probe(first)  # back while its dispatch runs
+    before = len(first.changes)
     coordinator.set_service_health("svc", False)
+    assert len(first.changes) == before + 1  # once, not twice
     gate.set()
     await running
-    assert [d[1] for d in first.done] == ["ok"] and first.inflight == {"dispatch": 0}
-    assert first.changes[-1] == ("svc", 1, 0)  # its last: the slot taken
-    assert second.done == [] and second.changes[-1] == ("svc", 0, 0)
-    coordinator.set_dispatch_probe(None)
-    assert coordinator.dispatch_probe is None
-    coordinator.unregister_service("svc")
-    await coordinator.dispatch(target(), env())
-    assert second.removed == [] and second.done == []
+    assert coordinator.dispatch_probe is first and first.inflight == {"dispatch": 0}
+    coordinator.set_service_health("svc", True)
+    assert first.changes[-1] == ("svc", 0, 0)  # still its coordinator's probe
 
 
 async def test_remove_observer_detaches_it_from_new_dispatches_and_the_registry(

@@ -163,19 +163,13 @@ class CommBusCoordinator:
         """Report every dispatch, and every registry change, to ``probe`` from now on
         (``None``: stop); the telemetry seam for metrics and flow
         (:class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe` says what the
-        coordinator calls and when). One probe at a time: the one set before is told nothing
-        more (a dispatch it saw start still ends with it). It is told the current registry
-        at once."""
+        coordinator calls and when). One probe at a time: the one set before counts no new
+        dispatch, and once the dispatches it saw start have ended (each still ends with it,
+        the slots they give back included) it is told nothing more. A new probe is told the
+        current registry at once."""
         if probe is not None and not isinstance(probe, DispatchProbe):
             raise TypeError(f"not a DispatchProbe: {type(probe).__name__}")
-        previous = self._dispatcher.probe
-        if previous is probe:
-            return
-        if previous is not None:
-            self._registry.remove_observer(previous)
-        self._dispatcher.probe = probe
-        if probe is not None:
-            self._registry.add_observer(probe)
+        self._dispatcher.set_probe(probe)
 
     def _observer_failed(self, observer: Any, exc: BaseException) -> None:
         self._logger.error(

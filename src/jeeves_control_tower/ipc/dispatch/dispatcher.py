@@ -80,8 +80,12 @@ class Dispatcher:
         #: Where dispatches to a service with no local handler go (``None``: they end
         #: ``no_handler``).
         self.remote = remote
-        #: The :class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe` (``None``: none).
+        #: The :class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe` (``None``: none);
+        #: set with :meth:`set_probe`.
         self.probe: Any = None
+        # probes replaced while dispatches they counted were in flight: registry observers
+        # still, until the last of those ends (see _retire)
+        self._retiring: list[Any] = []
 
     def add_handler(self, service_name: str, handler: DispatchHandler) -> None:
         self._handlers[service_name] = HandlerEntry(handler)
@@ -114,6 +118,36 @@ class Dispatcher:
             for i, obs in enumerate(self._observers)
             if observes_attempts((obs,))
         )
+
+    def set_probe(self, probe: Any) -> None:
+        """Count dispatches started from now on with ``probe`` (``None``: none), and make it
+        a registry observer (told the current registry at once). The probe set before stays
+        one until the dispatches it counted have ended, so the slots they give back reach it
+        too; then it is told nothing more."""
+        previous = self.probe
+        if previous is probe:
+            return
+        self.probe = probe
+        if probe is not None:
+            if probe in self._retiring:  # back before its dispatches ended: still observing
+                self._retiring.remove(probe)
+            else:
+                self._services.add_observer(probe)
+        if previous is not None:
+            self._retiring.append(previous)
+            self._retire(previous)
+
+    def _retire(self, probe: Any) -> None:
+        """Stop telling a replaced ``probe`` of registry changes once no dispatch it counted
+        is in flight (its ``inflight["dispatch"]``, which the probe keeps exact)."""
+        try:
+            done = probe.inflight["dispatch"] <= 0
+        except Exception as exc:
+            self._observer_failed(probe, exc)
+            done = True
+        if done and probe in self._retiring:
+            self._retiring.remove(probe)
+            self._services.remove_observer(probe)
 
     def dispatch(self, target: DispatchTarget, envelope: Envelope) -> Coroutine[Any, Any, Envelope]:
         """The dispatch of a checked ``(target, envelope)``, to await: the resulting
@@ -243,6 +277,8 @@ class Dispatcher:
                     probe.dispatched(target, outcome, attempts, failure, started)
                 except Exception as exc:
                     self._observer_failed(probe, exc)
+                if probe is not self.probe:  # replaced meanwhile: maybe its last dispatch
+                    self._retire(probe)
             if seen is not None:
                 seen.end(target, outcome, attempts, failure)
 
