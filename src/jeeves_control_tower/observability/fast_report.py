@@ -21,7 +21,7 @@ from opentelemetry.context import get_current
 
 from ._context import recording_trace_id
 
-__all__ = ["common_case"]
+__all__ = ["common_case", "ok_case"]
 
 _perf = time.perf_counter
 _now = time.time
@@ -114,3 +114,77 @@ def common_case(
             inflight[pattern] -= 1
 
     return message
+
+
+def ok_case(
+    pattern: str,
+    direction: str,
+    system: str,
+    cells: dict[str, Any],
+    bounds: tuple[float, ...],
+    inflight: dict[str, int],
+    otel: Any,
+    flow: Any,
+    handoff: Any,
+    drain_at: int,
+    watch_at: list[float],
+    report: Callable[..., None],
+    on_error: Callable[[str, str, BaseException], None],
+) -> Callable[[str, float, Any, Any], None]:
+    """The probe's ``ended_ok(pattern, direction, system)``: :func:`common_case` for the
+    messages of one route that ended ``"ok"`` with no error and no trace id looked up
+    (``handlers`` a tuple), called with the four arguments that vary. ``cells`` maps a raw
+    message type of ``pattern`` to its bound ``(Cell, folded type)``; ``bounds``: the cells'
+    bucket bounds. Every other case goes to ``report`` as it came."""
+    cells_get = cells.get
+    otel = otel if otel is not None else _NeverLive
+    first = bounds[0]
+
+    def ok(message_type: str, started: float, handlers: Any, message: Any) -> None:
+        seconds = _perf() - started
+        found = cells_get(message_type)
+        if (
+            found is None
+            or otel.live
+            or started >= otel.next_look
+            or started >= watch_at[0]
+            or (flow is not None and flow.sink is not None)
+        ):
+            report(
+                pattern, direction, system, message_type, started, "ok", handlers, None, None,
+                message,
+            )  # fmt: skip
+            return
+        trace_id = 0
+        try:  # counted, then out of flight, as in report()
+            try:
+                trace_id = recording_trace_id() if get_current() else 0
+                cell = found[0]
+                outcomes = cell.outcomes
+                try:
+                    outcomes["ok"] += 1
+                except KeyError:
+                    outcomes["ok"] = 1
+                i = 0 if seconds <= first else bisect_left(bounds, seconds)
+                cell.counts[i] += 1
+                cell.sum += seconds
+                if trace_id:
+                    cell.exemplars[i] = (trace_id, seconds, _now())
+            except Exception as exc:
+                on_error("metrics", "message", exc)
+            if flow is not None:
+                try:
+                    handoff.append(
+                        (
+                            started, pattern, message_type, handlers, seconds, "ok", None,
+                            trace_id, None, 0,
+                        )
+                    )  # fmt: skip
+                    if len(handoff) >= drain_at:
+                        flow.drain()
+                except Exception as exc:
+                    on_error("flow", "message", exc)
+        finally:
+            inflight[pattern] -= 1
+
+    return ok

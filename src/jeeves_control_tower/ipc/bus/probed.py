@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ...types import LoggerProtocol
@@ -41,8 +42,10 @@ class ProbedDelivery:
         self._subscribers = delivery.subscribers
         self._handlers = delivery.handlers
         self._inflight = probe.inflight
-        self._message = probe.message
         self._logger = logger
+        self._ok_publish = ended_ok(probe, "publish", logger)
+        self._ok_send = ended_ok(probe, "send", logger)
+        self._ok_query = ended_ok(probe, "query", logger)
 
     def step(self, pattern: str) -> Route:
         """The route of a ``pattern`` message produced and delivered here."""
@@ -95,9 +98,7 @@ class ProbedDelivery:
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
                 return self._publish_one(event, message_type, subs, started, result)
             try:  # _done(), written out on the common path (perf)
-                self._message(
-                    "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
-                )
+                self._ok_publish(message_type, started, subs, event)
             except Exception as exc:
                 probe_failed(self._logger, exc)
             return "ok"
@@ -131,9 +132,7 @@ class ProbedDelivery:
             self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
             raise
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
-            )
+            self._ok_publish(message_type, started, subs, event)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return "ok"
@@ -153,21 +152,13 @@ class ProbedDelivery:
         except BaseException as exc:
             self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
             raise
-        try:  # _done(), written out on the common path (perf)
-            self._message(
-                "publish",
-                "local",
-                SYSTEM,
-                message_type,
-                started,
-                outcome,
-                subs,
-                errors or None,
-                None,
-                event,
-            )
-        except Exception as exc:
-            probe_failed(self._logger, exc)
+        if outcome == "ok" and not errors:
+            try:  # _done(), written out on the common path (perf)
+                self._ok_publish(message_type, started, subs, event)
+            except Exception as exc:
+                probe_failed(self._logger, exc)
+        else:
+            self._done("publish", message_type, started, outcome, subs, errors or None, None, event)
         return outcome
 
     # ------------------------------------------------------------------ send
@@ -194,18 +185,7 @@ class ProbedDelivery:
         if handler.is_async or (result is not None and inspect.isawaitable(result)):
             return self._send_rest(command, message_type, handler, started, result)
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "send",
-                "local",
-                SYSTEM,
-                message_type,
-                started,
-                "ok",
-                (handler,),
-                None,
-                None,
-                command,
-            )
+            self._ok_send(message_type, started, (handler,), command)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return "ok"
@@ -223,18 +203,7 @@ class ProbedDelivery:
             self._done("send", message_type, started, _ended(exc), (handler,), exc, None, command)
             raise
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "send",
-                "local",
-                SYSTEM,
-                message_type,
-                started,
-                "ok",
-                (handler,),
-                None,
-                None,
-                command,
-            )
+            self._ok_send(message_type, started, (handler,), command)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return "ok"
@@ -255,9 +224,7 @@ class ProbedDelivery:
         if result.__class__ is Resume or result.__class__ is CoroutineType:
             return self._query_rest(query, message_type, started, handlers, result)
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
-            )
+            self._ok_query(message_type, started, handlers, query)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return result
@@ -271,9 +238,7 @@ class ProbedDelivery:
             self._query_failed(query, message_type, started, handlers, exc)
             raise
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
-            )
+            self._ok_query(message_type, started, handlers, query)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return result
@@ -285,3 +250,25 @@ class ProbedDelivery:
             self._done("query", message_type, started, "no_handler", (), None, None, query)
             return
         self._done("query", message_type, started, _ended(exc), handlers, exc, None, query)
+
+
+def ended_ok(probe: Any, pattern: str, logger: LoggerProtocol) -> Callable[..., None]:
+    """``ok(message_type, started, handlers, message)``: how this route tells ``probe`` of a
+    ``pattern`` message that ended "ok" (no error, no trace id looked up): the probe's own
+    ``ended_ok(pattern, "local", SYSTEM)`` when it offers one (see
+    :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`), else its ``message`` with
+    the constant arguments filled in. A probe whose ``ended_ok`` raises is logged and told
+    through ``message``."""
+    ended = getattr(probe, "ended_ok", None)
+    if ended is not None:
+        try:
+            found: Callable[..., None] = ended(pattern, "local", SYSTEM)
+            return found
+        except Exception as exc:
+            probe_failed(logger, exc)
+    message = probe.message
+
+    def ok(message_type: str, started: float, handlers: Any, event: Any) -> None:
+        message(pattern, "local", SYSTEM, message_type, started, "ok", handlers, None, None, event)
+
+    return ok
