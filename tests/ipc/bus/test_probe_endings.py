@@ -29,6 +29,12 @@ class Ask:
     category = "query"
 
 
+def short(handlers: Any) -> tuple[str, ...]:
+    """The handlers' names (entries with a ``name``, or names) without their module."""
+    names = (h if h.__class__ is str else h.name for h in handlers)
+    return tuple(name.rsplit(".", 1)[-1] for name in names)
+
+
 class Probe:
     """Records ``message`` calls as ``(pattern, outcome, message_type, names, error?)``."""
 
@@ -51,7 +57,7 @@ class Probe:
     ) -> None:
         assert direction == "local" and system == "jeeves.commbus" and trace_id is None
         assert isinstance(started, float)
-        names = tuple(h.name.rsplit(".", 1)[-1] for h in handlers)
+        names = short(handlers)
         self.calls.append((pattern, outcome, message_type, names, error is not None))
         self.inflight[pattern] -= 1
 
@@ -68,7 +74,7 @@ class OkProbe(Probe):
 
         def ok(message_type: str, started: float, handlers: Any, message: Any) -> None:
             assert handlers.__class__ is tuple and isinstance(started, float)
-            names = tuple(h.name.rsplit(".", 1)[-1] for h in handlers)
+            names = short(handlers)
             self.calls.append(("ended_ok", pattern, message_type, names, message.__class__))
             self.inflight[pattern] -= 1
 
@@ -194,3 +200,80 @@ async def test_a_raising_ok_function_is_logged_not_raised() -> None:
     await bus.send(Cmd())
     assert await bus.query(Ask()) == 7
     assert logger.messages("error") == ["message_probe_failed"] * 4
+
+
+async def test_every_query_ending_on_the_direct_route() -> None:
+    """The probed query route, handler by handler: what the caller gets, what the probe
+    hears (the async case is written out there: it must end as the unprobed one)."""
+    probe = OkProbe()
+    bus = InMemoryCommBus(instrument=False, query_timeout=5.0)
+    bus.set_message_probe(probe)
+    loop = asyncio.get_running_loop()
+    made: list[Any] = []
+
+    async def later() -> int:
+        return 1
+
+    async def coroutine_value(q: Any) -> Any:
+        made.append(later())
+        return made[-1]
+
+    async def suspends(q: Any) -> int:
+        await asyncio.sleep(0)
+        return 2
+
+    async def too_slow(q: Any) -> int:
+        await asyncio.sleep(1)
+        return 3
+
+    async def fails_at_once(q: Any) -> int:
+        raise KeyError("k")
+
+    async def fails_later(q: Any) -> int:
+        await asyncio.sleep(0)
+        raise KeyError("k")
+
+    def future(q: Any) -> asyncio.Future[int]:
+        fut: asyncio.Future[int] = loop.create_future()
+        loop.call_soon(fut.set_result, 4)
+        return fut
+
+    for name, handler in (
+        ("Value", coroutine_value), ("Later", suspends), ("Slow", too_slow),
+        ("Fails", fails_at_once), ("FailsLater", fails_later), ("Future", future),
+    ):  # fmt: skip
+        bus.register_handler(name, handler)
+
+    def typed(name: str) -> Any:
+        return type(name, (), {"category": "query"})()
+
+    try:
+        assert await bus.query(typed("Value")) is made[0]
+    finally:
+        made[0].close()
+    assert await bus.query(typed("Later")) == 2
+    with pytest.raises(TimeoutError):
+        await bus.query(typed("Slow"), timeout=0.01)
+    with pytest.raises(KeyError):
+        await bus.query(typed("Fails"))
+    with pytest.raises(KeyError):
+        await bus.query(typed("FailsLater"))
+    assert await bus.query(typed("Future")) == 4
+    with pytest.raises(Exception, match="no handler"):
+        await bus.query(typed("Nobody"))
+    waiting = asyncio.ensure_future(bus.query(typed("Slow")))
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert [c[:4] for c in probe.calls] == [
+        ("ended_ok", "query", "Value", ("coroutine_value",)),
+        ("ended_ok", "query", "Later", ("suspends",)),
+        ("query", "timeout", "Slow", ("too_slow",)),
+        ("query", "error", "Fails", ("fails_at_once",)),
+        ("query", "error", "FailsLater", ("fails_later",)),
+        ("ended_ok", "query", "Future", ("future",)),
+        ("query", "no_handler", "Nobody", ()),
+        ("query", "cancelled", "Slow", ("too_slow",)),
+    ]
+    assert probe.inflight == {"query": 0}
