@@ -3,11 +3,12 @@
 Per message, the probe's ``message`` is called once (see
 :class:`jeeves_control_tower.ipc.telemetry.MessageProbe`). Most messages are the same case:
 their series is bound, nothing raised, the OpenTelemetry metrics are neither live nor due
-for a look, no watch is due, and the flow (if any) hands records off without a sink or
-payloads. :func:`common_case` makes that case a closure whose state is in local variables
-(perf: no attribute lookups, no branches for the other cases) and hands every other
-message to ``report`` unchanged, so both paths count exactly the same things. Event-loop
-thread only, like the probe.
+for a look and no watch is due (one comparison with the probe's ``due`` time), and the flow
+(if any) hands records off without a sink or payloads. :func:`common_case` makes that case
+a closure whose state is in local variables (perf: no attribute lookups, no branches for
+the other cases) and hands every other message to ``report`` unchanged, so both paths
+count exactly the same things; :func:`ok_case` does the same for the messages of one route
+that ended "ok" (``BusProbe.ended_ok``). Event-loop thread only, like the probe.
 """
 
 from __future__ import annotations
@@ -27,31 +28,23 @@ _perf = time.perf_counter
 _now = time.time
 
 
-class _NeverLive:
-    """Stands in for absent OpenTelemetry metrics."""
-
-    live = False
-    next_look = float("inf")
-
-
 def common_case(
     cells: dict[tuple[str, str], Any],
     inflight: dict[str, int],
-    otel: Any,
     flow: Any,
     handoff: Any,
     drain_at: int,
-    watch_at: list[float],
+    due: list[float],
     report: Callable[..., None],
     on_error: Callable[[str, str, BaseException], None],
 ) -> Callable[..., None]:
     """The probe's ``message``: ``cells`` maps a raw ``(pattern, message_type)`` to its bound
-    ``(Cell, folded type)``; ``inflight`` is the probe's; ``otel`` its
-    :class:`~.otel_metrics.OtelMetrics` or ``None``; ``flow`` its recorder or ``None``, with
-    ``handoff`` and ``drain_at`` read from it; ``watch_at[0]``: when the probe's watches are
-    due; ``report``: the probe's general path; ``on_error``: its error reporter."""
+    ``(Cell, folded type)``; ``inflight`` is the probe's; ``flow`` its recorder or ``None``,
+    with ``handoff`` and ``drain_at`` read from it; ``due[0]``: the start time from which
+    every message goes to ``report`` (the probe's watches or its OpenTelemetry metrics are
+    due, or those are live); ``report``: the probe's general path; ``on_error``: its error
+    reporter."""
     cells_get = cells.get
-    otel = otel if otel is not None else _NeverLive
 
     def message(
         pattern: str,
@@ -70,9 +63,7 @@ def common_case(
         if (
             found is None
             or error is not None
-            or otel.live
-            or started >= otel.next_look
-            or started >= watch_at[0]
+            or started >= due[0]
             or (flow is not None and flow.sink is not None)
         ):
             report(
@@ -123,11 +114,10 @@ def ok_case(
     cells: dict[str, Any],
     bounds: tuple[float, ...],
     inflight: dict[str, int],
-    otel: Any,
     flow: Any,
     handoff: Any,
     drain_at: int,
-    watch_at: list[float],
+    due: list[float],
     report: Callable[..., None],
     on_error: Callable[[str, str, BaseException], None],
 ) -> Callable[[str, float, Any, Any], None]:
@@ -137,19 +127,12 @@ def ok_case(
     message type of ``pattern`` to its bound ``(Cell, folded type)``; ``bounds``: the cells'
     bucket bounds. Every other case goes to ``report`` as it came."""
     cells_get = cells.get
-    otel = otel if otel is not None else _NeverLive
     first = bounds[0]
 
     def ok(message_type: str, started: float, handlers: Any, message: Any) -> None:
         seconds = _perf() - started
         found = cells_get(message_type)
-        if (
-            found is None
-            or otel.live
-            or started >= otel.next_look
-            or started >= watch_at[0]
-            or (flow is not None and flow.sink is not None)
-        ):
+        if found is None or started >= due[0] or (flow is not None and flow.sink is not None):
             report(
                 pattern, direction, system, message_type, started, "ok", handlers, None, None,
                 message,
