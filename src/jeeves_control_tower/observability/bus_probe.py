@@ -94,7 +94,7 @@ class BusProbe:
         )
         self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, type)
         #: The same, by pattern then raw type (what :meth:`ended_ok`'s functions look in).
-        self._typed: dict[str, dict[str, tuple[Cell, str]]] = {}
+        self._typed: dict[str, dict[str, Cell]] = {}
         self._series: dict[tuple[str, str], BusSeries] = {}  # multiprocess: raw key -> children
         self._record_payloads = bool(getattr(flow, "record_payloads", False))
         self._handoff = getattr(flow, "handoff", None)
@@ -324,7 +324,7 @@ class BusProbe:
         found = (self._aggregate.bus_cell(key[0], message_type), message_type)
         if len(self._cells) < _CACHE_LIMIT:
             self._cells[key] = found
-            self._typed.setdefault(key[0], {})[key[1]] = found
+            self._typed.setdefault(key[0], {})[key[1]] = found[0]
         return found
 
     def _record(

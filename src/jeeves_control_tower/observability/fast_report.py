@@ -124,8 +124,8 @@ def ok_case(
     """The probe's ``ended_ok(pattern, direction, system)``: :func:`common_case` for the
     messages of one route that ended ``"ok"`` with no error and no trace id looked up
     (``handlers`` a tuple), called with the four arguments that vary. ``cells`` maps a raw
-    message type of ``pattern`` to its bound ``(Cell, folded type)``; ``bounds``: the cells'
-    bucket bounds. Every other case goes to ``report`` as it came."""
+    message type of ``pattern`` to its bound :class:`~.aggregate.Cell`; ``bounds``: the
+    cells' bucket bounds. Every other case goes to ``report`` as it came."""
     cells_get = cells.get
     first = bounds[0]
 
@@ -142,17 +142,19 @@ def ok_case(
         try:  # counted, then out of flight, as in report()
             try:
                 trace_id = recording_trace_id() if get_current() else 0
-                cell = found[0]
-                outcomes = cell.outcomes
-                try:
-                    outcomes["ok"] += 1
-                except KeyError:
-                    outcomes["ok"] = 1
-                i = 0 if seconds <= first else bisect_left(bounds, seconds)
-                cell.counts[i] += 1
-                cell.sum += seconds
-                if trace_id:
-                    cell.exemplars[i] = (trace_id, seconds, _now())
+                if seconds <= first and not trace_id:
+                    found.quick += 1  # "ok" in the first bucket (Cell.quick)
+                else:
+                    outcomes = found.outcomes
+                    try:
+                        outcomes["ok"] += 1
+                    except KeyError:
+                        outcomes["ok"] = 1
+                    i = bisect_left(bounds, seconds)
+                    found.counts[i] += 1
+                    if trace_id:
+                        found.exemplars[i] = (trace_id, seconds, _now())
+                found.sum += seconds
             except Exception as exc:
                 on_error("metrics", "message", exc)
             if flow is not None:
