@@ -76,15 +76,19 @@ def common_case(
                 if trace_id is None:
                     trace_id = recording_trace_id() if get_current() else 0
                 cell = found[0]
-                outcomes = cell.outcomes
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                i = bisect_left(cell.bounds, seconds)
-                cell.counts[i] += 1
+                bounds = cell.bounds
+                if outcome == "ok" and not trace_id and seconds <= bounds[0]:
+                    cell.quick += 1  # as in ok_case
+                else:
+                    outcomes = cell.outcomes
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    i = bisect_left(bounds, seconds)
+                    cell.counts[i] += 1
+                    if trace_id:
+                        cell.exemplars[i] = (trace_id, seconds, _now())
+                    if outcome == "timeout":
+                        cell.extra[0] += 1
                 cell.sum += seconds
-                if trace_id:
-                    cell.exemplars[i] = (trace_id, seconds, _now())
-                if outcome == "timeout":
-                    cell.extra[0] += 1
             except Exception as exc:
                 on_error("metrics", "message", exc)
             if flow is not None:
