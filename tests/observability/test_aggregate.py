@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import get_metrics
-from jeeves_control_tower.observability.aggregate import Aggregate
+from jeeves_control_tower.observability.aggregate import Aggregate, Cell
 from jeeves_control_tower.observability.metrics import LATENCY_BUCKETS
 
 from .support import DoThing, GetState, Stored, echo, envelope, register, target
@@ -98,6 +98,21 @@ def assert_histograms_consistent(registry: CollectorRegistry) -> None:
                 counts[key] = sample.value
         for key, values in buckets.items():
             assert values == sorted(values) and values[-1] == counts[key]
+
+
+def test_quick_counts_fold_into_ok_and_the_first_bucket() -> None:
+    """``Cell.quick`` ("ok" in the first bucket, counted as one number) is in both the "ok"
+    count and the first bucket once merged, and in neither twice."""
+    cell = Cell(LATENCY_BUCKETS)
+    cell.quick = 3
+    cell.outcomes.update({"ok": 2, "error": 1})
+    cell.counts[0], cell.counts[4] = 1, 2
+    total = Cell(LATENCY_BUCKETS)
+    total.merge(cell)
+    total.merge(cell)
+    assert total.outcomes == {"ok": 2 * (2 + 3), "error": 2}
+    assert total.counts[0] == 2 * (1 + 3) and total.counts[4] == 2 * 2 and total.quick == 0
+    assert sum(total.counts) == sum(total.outcomes.values())
 
 
 def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:

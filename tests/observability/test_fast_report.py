@@ -1,18 +1,24 @@
-"""The probe's common-case path (fast_report) counts exactly what its general path does.
+"""The probe's common-case paths (fast_report) count exactly what its general path does.
 
 A bus with metrics and flow and tracing off reports most messages through
-:func:`~jeeves_control_tower.observability.fast_report.common_case`; the first message of a
-type, a failing one and every message while a watch is due go to ``BusProbe.report``.
-Mixed in any order, every exposed count must match what happened."""
+:func:`~jeeves_control_tower.observability.fast_report.ok_case` (a local message that
+ended "ok", through ``BusProbe.ended_ok``) or
+:func:`~jeeves_control_tower.observability.fast_report.common_case` (``probe.message``);
+the first message of a type, a failing one and every message while a watch is due go to
+``BusProbe.report``. Mixed in any order, every exposed count must match what happened."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import re
+import time
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import generate_latest
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder
@@ -115,3 +121,70 @@ async def test_a_raising_watch_is_reported_and_dropped_and_messages_still_count(
     assert sample(registry, "commbus_telemetry_errors_total", component="probe") == 1
     total = "commbus_messages_total"
     assert sample(registry, total, pattern="send", message_type="DoThing", outcome="ok") == 3
+
+
+def buckets(registry: CollectorRegistry, pattern: str, message_type: str) -> dict[str, float]:
+    """``le -> cumulative count`` of one series."""
+    found: dict[str, float] = {}
+    for metric in registry.collect():
+        for s in metric.samples:
+            if (
+                s.name == "commbus_message_duration_seconds_bucket"
+                and s.labels.get("pattern") == pattern
+                and s.labels.get("message_type") == message_type
+            ):
+                found[s.labels["le"]] = s.value
+    return found
+
+
+async def test_ok_endings_land_in_the_buckets_and_sum_of_their_durations() -> None:
+    """The three paths side by side, the same durations (past the first bucket too): the
+    same buckets, counts and sum for the series each of them fed."""
+    registry, flow = CollectorRegistry(), FlowRecorder(capacity=3)
+    bus = InMemoryCommBus(registry=registry, flow=flow, tracing=False)
+    probe = bus.message_probe
+    ok = probe.ended_ok("send", "local", "jeeves.commbus")
+    durations = (0.00002, 0.0007, 0.003, 0.0007, 40.0)
+    for message_type in ("Ok", "Common", "General"):
+        for seconds in durations:
+            probe.inflight["send"] = probe.inflight.get("send", 0) + 1
+            started = time.perf_counter() - seconds
+            if message_type == "Ok":
+                ok(message_type, started, (), None)
+            else:
+                tell = probe.message if message_type == "Common" else probe.report
+                tell("send", "local", "s", message_type, started, "ok", (), None, None, 0)
+    first = buckets(registry, "send", "Ok")
+    assert first["5e-05"] == 1 and first["0.001"] == 3 and first["0.005"] == 4
+    assert first["30.0"] == 4 and first["+Inf"] == 5
+    for message_type in ("Common", "General"):
+        assert buckets(registry, "send", message_type) == first
+        total = sample(registry, "commbus_messages_total", pattern="send",
+                       message_type=message_type, outcome="ok")  # fmt: skip
+        assert total == 5
+    sums = [
+        sample(registry, "commbus_message_duration_seconds_sum", pattern="send", message_type=t)
+        for t in ("Ok", "Common", "General")
+    ]
+    assert all(sum(durations) <= s < sum(durations) + 0.05 for s in sums)
+    assert probe.inflight["send"] == 0
+    assert flow.stats()["messages"]["send"] == {"ok": 15}
+
+
+async def test_the_ok_path_keeps_the_callers_recording_span_as_exemplar() -> None:
+    """Tracing off: the exemplar and the flow record's trace id are the caller's span's."""
+    registry, flow = CollectorRegistry(), FlowRecorder()
+    bus = InMemoryCommBus(registry=registry, flow=flow, tracing=False)
+    bus.register_handler("DoThing", lambda c: None)
+    await bus.send(DoThing())  # binds the series (the general path)
+    tracer = TracerProvider().get_tracer("caller")
+    with tracer.start_as_current_span("caller") as span:
+        await bus.send(DoThing())
+    trace_id = f"{span.get_span_context().trace_id:032x}"
+    text = generate_latest(registry).decode()  # type: ignore[no-untyped-call]
+    found = re.findall(
+        r'le="5e-05",message_type="DoThing",pattern="send"\} \S+ # \{trace_id="(\w+)"', text
+    )
+    assert found == [trace_id]
+    records = flow.flow()["records"]
+    assert [r["trace_id"] for r in records] == [None, trace_id]

@@ -103,6 +103,15 @@ class MessageProbe(Protocol):
     A probe that raises is logged by the bus (``message_probe_failed``), never raised into
     the message path; it should never raise, and it must be cheap: it runs once per
     message, inside the caller's ``publish``/``send``/``query``.
+
+    Optionally, for the common ending of a message produced and handled here with no
+    middleware, a probe may offer ``ended_ok(pattern, direction, system) -> ok``: the bus
+    asks for it once per route when it compiles its routes, and then, for each message of
+    that route that ended ``"ok"`` with no error and no trace id looked up, calls
+    ``ok(message_type, started, handlers, message)`` (``handlers`` a tuple) instead of
+    ``message(pattern, direction, system, message_type, started, "ok", handlers, None, None,
+    message)``, which it must equal (fewer arguments per message: perf). Without it, or
+    when it raises, the bus calls :meth:`message`.
     """
 
     inflight: dict[str, int]

@@ -78,9 +78,15 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 
 class Cell:
     """One series of a bus message kind ``(pattern, message_type)`` or a dispatch target
-    ``(service, method)``: outcome counts, a histogram, error / timeout / retry counts."""
+    ``(service, method)``: outcome counts, a histogram, error / timeout / retry counts.
 
-    __slots__ = ("bounds", "counts", "errors", "exemplars", "extra", "outcomes", "sum")
+    ``quick`` counts the messages that ended "ok" in the first bucket with no exemplar,
+    as one number (perf: one increment per such message, the common one, instead of two);
+    they are in neither ``outcomes["ok"]`` nor ``counts[0]`` until :meth:`merge` folds them
+    into both (every scrape reads cells through it), from one read, so a scrape sees the
+    two agree."""
+
+    __slots__ = ("bounds", "counts", "errors", "exemplars", "extra", "outcomes", "quick", "sum")
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = bounds
@@ -90,6 +96,7 @@ class Cell:
         self.exemplars: list[tuple[int, float, float] | None] = [None] * (len(bounds) + 1)
         self.errors: dict[str, int] = {}  # error_type -> handler runs that raised it
         self.extra = [0, 0]  # [timeouts, retries]
+        self.quick = 0
 
     def observe(self, outcome: str, seconds: float, trace_id: int) -> None:
         """Count one message of ``outcome`` that took ``seconds`` (``trace_id``: exemplar)."""
@@ -102,6 +109,12 @@ class Cell:
             self.exemplars[i] = (trace_id, seconds, time.time())
 
     def merge(self, other: Cell) -> None:
+        """Add ``other``'s counts to this cell's (``other.quick`` into "ok" and the first
+        bucket)."""
+        quick = other.quick
+        if quick:
+            self.outcomes["ok"] = self.outcomes.get("ok", 0) + quick
+            self.counts[0] += quick
         for key, n in list(other.outcomes.items()):
             self.outcomes[key] = self.outcomes.get(key, 0) + n
         for key, n in list(other.errors.items()):

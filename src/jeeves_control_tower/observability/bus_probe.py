@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
@@ -32,9 +31,10 @@ from opentelemetry.context import get_current as _get_current
 
 from ._context import recording_trace_id
 from .aggregate import Cell
-from .fast_report import common_case
+from .fast_report import common_case, ok_case
 from .metrics import BusSeries, CommBusMetrics
 from .otel_metrics import OtelMetrics, outcome_error
+from .probe_support import flow_error, one_error, payload_repr, weak_report
 from .semconv import error_type
 
 __all__ = ["BusProbe", "payload_repr"]
@@ -46,7 +46,6 @@ _bisect = bisect_left
 #: Most raw ``(pattern, message_type)`` keys cached per probe; past it, the (bounded,
 #: folding) lookup in :class:`CommBusMetrics` is used for the new ones.
 _CACHE_LIMIT = 4096
-_PAYLOAD_LIMIT = 200
 
 
 class _GaugeCounts(dict[str, int]):
@@ -94,6 +93,8 @@ class BusProbe:
             else {}
         )
         self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, type)
+        #: The same, by pattern then raw type (what :meth:`ended_ok`'s functions look in).
+        self._typed: dict[str, dict[str, Cell]] = {}
         self._series: dict[tuple[str, str], BusSeries] = {}  # multiprocess: raw key -> children
         self._record_payloads = bool(getattr(flow, "record_payloads", False))
         self._handoff = getattr(flow, "handoff", None)
@@ -101,13 +102,20 @@ class BusProbe:
         if flow is not None:
             flow.add_writer(self)
         self._watches: list[Callable[[float], float]] = []
-        self._watch_at = [math.inf]  # when the next message runs the watches (add_watch)
+        self._watch_next = math.inf  # when the next message runs the watches (add_watch)
+        #: The start time from which the common-case functions (:mod:`.fast_report`) hand
+        #: every message to :meth:`report`: the soonest of the watches' time and the
+        #: OpenTelemetry metrics' next look, ``-inf`` while those metrics are live. Set by
+        #: :meth:`report` after each message it sees (so OpenTelemetry metrics made live by
+        #: another of their users, a coordinator sharing them, record this bus's messages
+        #: from the first one that starts after the look that was due).
+        self._due = [-math.inf]
         #: :meth:`MessageProbe.message <jeeves_control_tower.ipc.telemetry.MessageProbe.message>`:
         #: :meth:`report` (the class's), or, when counts go to the aggregate, a function that
         #: does the common case of :meth:`report` with its state in local variables and hands
         #: every other case to it (perf: it runs once per message). Never a bound method kept
         #: on the instance: that would put the probe in a reference cycle.
-        fast = self._fast_report() if self._aggregate is not None else None
+        fast = self._fast_report()
         if fast is not None:
             self.message = fast
 
@@ -118,7 +126,7 @@ class BusProbe:
         counted; a watch that raises is reported to ``on_error`` and not called again.
         What keeps a polled state (no tracer provider yet, say) off the per-message path."""
         self._watches.append(watch)
-        self._watch_at[0] = -math.inf
+        self._watch_next = self._due[0] = -math.inf
 
     def _look(self, now: float) -> None:
         soonest = math.inf
@@ -128,19 +136,55 @@ class BusProbe:
             except Exception as exc:
                 self._watches.remove(watch)
                 self._on_error("probe", "watch", exc)
-        self._watch_at[0] = soonest
+        self._watch_next = soonest
+
+    def _next_due(self) -> float:
+        """What :attr:`_due` is after a message (see there)."""
+        otel = self.otel
+        if otel is None:
+            return self._watch_next
+        return -math.inf if otel.live else min(self._watch_next, otel.next_look)
+
+    def _fast(self) -> bool:
+        """Whether the common case can be written out (:mod:`.fast_report`): counts go to
+        the aggregate, and the flow, if any, hands records off without payloads."""
+        flow = self.flow
+        return self._aggregate is not None and (
+            flow is None
+            or not (self._record_payloads or self._handoff is None or not hasattr(flow, "sink"))
+        )
 
     def _fast_report(self) -> Callable[..., None] | None:
-        """:func:`.fast_report.common_case` over this probe's state, or ``None`` (the flow
-        takes payloads or has no hand-off: :meth:`report` it is)."""
-        flow = self.flow
-        if flow is not None and (
-            self._record_payloads or self._handoff is None or not hasattr(flow, "sink")
-        ):
+        """:func:`.fast_report.common_case` over this probe's state, or ``None`` (not
+        :meth:`_fast`: :meth:`report` it is)."""
+        if not self._fast():
             return None
         return common_case(
-            self._cells, self.inflight, self.otel, flow, self._handoff, self._drain_at,
-            self._watch_at, _weak_report(self), self._on_error,
+            self._cells, self.inflight, self.flow, self._handoff, self._drain_at, self._due,
+            weak_report(self), self._on_error,
+        )  # fmt: skip
+
+    def ended_ok(self, pattern: str, direction: str, system: str) -> Callable[..., None]:
+        """``ok(message_type, started, handlers, message)``: the same as
+        ``message(pattern, direction, system, message_type, started, "ok", handlers, None,
+        None, message)`` (``handlers`` a tuple), for a route whose messages mostly end so
+        (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`). With counts in the
+        aggregate, :func:`.fast_report.ok_case` (perf: four arguments, one dict lookup)."""
+        report = weak_report(self)
+        if not self._fast():
+
+            def ok(message_type: str, started: float, handlers: Any, message: Any) -> None:
+                report(
+                    pattern, direction, system, message_type, started, "ok", handlers, None,
+                    None, message,
+                )  # fmt: skip
+
+            return ok
+        assert self._aggregate is not None
+        return ok_case(
+            pattern, direction, system, self._typed.setdefault(pattern, {}),
+            tuple(self._aggregate.bounds), self.inflight, self.flow, self._handoff,
+            self._drain_at, self._due, report, self._on_error,
         )  # fmt: skip
 
     def report(
@@ -159,7 +203,7 @@ class BusProbe:
         """One message done (see :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`),
         whatever the case. The common case is written out in one frame (perf)."""
         seconds = _perf() - started
-        if started >= self._watch_at[0]:
+        if started >= self._watch_next:
             self._look(started)
         try:  # counted, then out of flight: a reader never sees a message in neither
             if trace_id is None:
@@ -217,7 +261,7 @@ class BusProbe:
                         handlers = tuple(handlers)
                     raw = (
                         started, pattern, message_type, handlers, seconds, outcome,
-                        _flow_error(error) if error is not None else None, trace_id,
+                        flow_error(error) if error is not None else None, trace_id,
                         payload_repr(message) if self._record_payloads else None, 0,
                     )  # fmt: skip
                     handoff = self._handoff
@@ -231,6 +275,7 @@ class BusProbe:
                     self._on_error("flow", "message", exc)
         finally:
             self.inflight[pattern] -= 1
+            self._due[0] = self._next_due()
 
     def _otel(
         self,
@@ -247,7 +292,7 @@ class BusProbe:
         """The OpenTelemetry side: a message produced here is sent (direction local/out);
         one delivered to local handlers (local/in) is consumed and processed."""
         assert self.metrics is not None
-        etype = outcome_error(outcome, _one(error), self.metrics.error_types)
+        etype = outcome_error(outcome, one_error(error), self.metrics.error_types)
         if direction != "in":
             otel.sent(system, pattern, destination, etype, seconds)
         if direction != "out" and handlers:
@@ -279,6 +324,7 @@ class BusProbe:
         found = (self._aggregate.bus_cell(key[0], message_type), message_type)
         if len(self._cells) < _CACHE_LIMIT:
             self._cells[key] = found
+            self._typed.setdefault(key[0], {})[key[1]] = found[0]
         return found
 
     def _record(
@@ -340,47 +386,3 @@ class BusProbe:
 
 # What the bus calls when no fast path was made (on the class: see BusProbe.__init__).
 BusProbe.message = BusProbe.report
-
-
-def _weak_report(probe: BusProbe) -> Callable[..., None]:
-    """``probe.report`` through a weak reference, for the closure kept as ``probe.message``:
-    a bound method there would put the probe in a reference cycle, so a dropped bus's probe
-    (its aggregate, cells, flow writer entry) would outlive the bus until a full collection.
-    The routes hold the probe itself while they can report to it; should it be gone, the
-    message still leaves ``inflight``, as the probe contract says."""
-    ref = weakref.ref(probe)
-    inflight = probe.inflight
-
-    def report(pattern: str, *rest: Any) -> None:
-        live = ref()
-        if live is not None:
-            live.report(pattern, *rest)
-        else:
-            inflight[pattern] -= 1
-
-    return report
-
-
-def _one(error: Any) -> BaseException | None:
-    """One exception for ``error`` (a list of subscriber errors becomes its only one, or a
-    group of them)."""
-    if isinstance(error, list):
-        if len(error) == 1:
-            return error[0]  # type: ignore[no-any-return]
-        return ExceptionGroup(f"{len(error)} subscribers failed", error)
-    return error  # type: ignore[no-any-return]
-
-
-def _flow_error(error: Any) -> str:
-    if isinstance(error, list):
-        return error_type(error[0]) if len(error) == 1 else "ExceptionGroup"
-    return error_type(error)
-
-
-def payload_repr(message: Any) -> str:
-    """A message's ``repr`` for a flow record, cut to 200 characters."""
-    try:
-        text = repr(message)
-    except Exception:
-        return f"<unrepresentable {type(message).__name__}>"
-    return text[:_PAYLOAD_LIMIT]

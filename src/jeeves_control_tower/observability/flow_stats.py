@@ -18,21 +18,28 @@ def count_outcomes(
     counts: Counter[tuple[str, str]], batch: Sequence[tuple[Any, ...]]
 ) -> Counter[str]:
     """Add ``batch``'s records (see :data:`~.flow.Raw`) to ``counts`` by ``(pattern,
-    outcome)``; the batch's patterns. A batch with one outcome or one pattern (the common
-    case) is counted one key at a time, a third faster than a pair per record."""
-    patterns = Counter(map(_PATTERN, batch))
-    outcomes = Counter(map(_OUTCOME, batch))
-    if len(outcomes) == 1:
-        (outcome,) = outcomes
-        for pattern, n in patterns.items():
-            counts[pattern, outcome] += n
-    elif len(patterns) == 1:
-        (pattern,) = patterns
-        for outcome, n in outcomes.items():
-            counts[pattern, outcome] += n
+    outcome)``; the batch's patterns. A batch with one pattern or one outcome (the common
+    case: one key) is found so with ``list.count`` and counted one key at a time, in C
+    (perf: the drain runs this over every record)."""
+    patterns = list(map(_PATTERN, batch))
+    outcomes = list(map(_OUTCOME, batch))
+    n = len(patterns)
+    if n and patterns.count(patterns[0]) == n:
+        pattern = patterns[0]
+        if outcomes.count(outcomes[0]) == n:
+            counts[pattern, outcomes[0]] += n
+        else:
+            for outcome, k in Counter(outcomes).items():
+                counts[pattern, outcome] += k
+        return Counter({pattern: n})
+    by_pattern = Counter(patterns)
+    if n and outcomes.count(outcomes[0]) == n:
+        outcome = outcomes[0]
+        for pattern, k in by_pattern.items():
+            counts[pattern, outcome] += k
     else:
         counts.update(Counter(map(_BOTH, batch)))
-    return patterns
+    return by_pattern
 
 
 class ServiceStats:

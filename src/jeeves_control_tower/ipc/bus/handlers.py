@@ -27,12 +27,15 @@ __all__ = [
 class HandlerEntry:
     """A registered subscriber or handler, with what the hot path needs precomputed."""
 
-    __slots__ = ("fn", "is_async", "name")
+    __slots__ = ("fn", "is_async", "name", "names")
 
     def __init__(self, fn: HandlerFunc) -> None:
         self.fn = fn
         self.is_async = is_async_callable(fn)
         self.name = handler_name(fn)
+        #: ``(name,)``: what a message probe is told this handler was, made once (a tuple
+        #: of a string: a record holding it is nothing the garbage collector tracks).
+        self.names = (self.name,)
 
 
 def handler_name(fn: Any) -> str:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ...types import LoggerProtocol
 from .chain import Route
 from .delivery import Delivery
-from .eager import CoroutineType, Resume
+from .eager import CoroutineType, Resume, resume_within
 from .errors import NoHandlerError
 from .handlers import HandlerEntry, command_failed, subscriber_failed
 from .observation import outcome_of as _ended
@@ -41,8 +42,10 @@ class ProbedDelivery:
         self._subscribers = delivery.subscribers
         self._handlers = delivery.handlers
         self._inflight = probe.inflight
-        self._message = probe.message
         self._logger = logger
+        self._ok_publish = ended_ok(probe, "publish", logger)
+        self._ok_send = ended_ok(probe, "send", logger)
+        self._ok_query = ended_ok(probe, "query", logger)
 
     def step(self, pattern: str) -> Route:
         """The route of a ``pattern`` message produced and delivered here."""
@@ -75,7 +78,10 @@ class ProbedDelivery:
     def publish(self, event: Any, message_type: str, timeout: float | None) -> Any:
         """As :meth:`~.delivery.Delivery.to_subscribers`, reported."""
         inflight = self._inflight  # enter(), written out (perf)
-        inflight["publish"] = inflight.get("publish", 0) + 1
+        try:
+            inflight["publish"] += 1
+        except KeyError:
+            inflight["publish"] = 1
         started = _perf()
         subs = self._subscribers.get(message_type)
         if not subs:
@@ -83,21 +89,20 @@ class ProbedDelivery:
             return "no_handler"
         if len(subs) == 1:  # alone: simply called, as on the unprobed path
             sub = subs[0]
+            names = sub.names
             try:
                 result = sub.fn(event)
             except Exception as exc:
                 subscriber_failed(self._logger, message_type, sub, exc)
-                self._done("publish", message_type, started, "error", subs, [exc], None, event)
+                self._done("publish", message_type, started, "error", names, [exc], None, event)
                 return "error"
             except BaseException as exc:  # cancelled, or exiting: reported, then raised
-                self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
+                self._done("publish", message_type, started, _ended(exc), names, exc, None, event)
                 raise
             if sub.is_async or (result is not None and inspect.isawaitable(result)):
-                return self._publish_one(event, message_type, subs, started, result)
+                return self._publish_one(event, message_type, sub, started, result)
             try:  # _done(), written out on the common path (perf)
-                self._message(
-                    "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
-                )
+                self._ok_publish(message_type, started, names, event)
             except Exception as exc:
                 probe_failed(self._logger, exc)
             return "ok"
@@ -113,27 +118,21 @@ class ProbedDelivery:
         return self._publish_rest(event, message_type, subs, started, outcome, errors)
 
     async def _publish_one(
-        self,
-        event: Any,
-        message_type: str,
-        subs: tuple[HandlerEntry, ...],
-        started: float,
-        running: Any,
+        self, event: Any, message_type: str, sub: HandlerEntry, started: float, running: Any
     ) -> str:
         """The rest of a publish to a lone subscriber that returned an awaitable."""
+        names = sub.names
         try:
             await running
         except Exception as exc:
-            subscriber_failed(self._logger, message_type, subs[0], exc)
-            self._done("publish", message_type, started, "error", subs, [exc], None, event)
+            subscriber_failed(self._logger, message_type, sub, exc)
+            self._done("publish", message_type, started, "error", names, [exc], None, event)
             return "error"
         except BaseException as exc:
-            self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
+            self._done("publish", message_type, started, _ended(exc), names, exc, None, event)
             raise
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "publish", "local", SYSTEM, message_type, started, "ok", subs, None, None, event
-            )
+            self._ok_publish(message_type, started, names, event)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return "ok"
@@ -153,21 +152,13 @@ class ProbedDelivery:
         except BaseException as exc:
             self._done("publish", message_type, started, _ended(exc), subs, exc, None, event)
             raise
-        try:  # _done(), written out on the common path (perf)
-            self._message(
-                "publish",
-                "local",
-                SYSTEM,
-                message_type,
-                started,
-                outcome,
-                subs,
-                errors or None,
-                None,
-                event,
-            )
-        except Exception as exc:
-            probe_failed(self._logger, exc)
+        if outcome == "ok" and not errors:
+            try:  # _done(), written out on the common path (perf)
+                self._ok_publish(message_type, started, subs, event)
+            except Exception as exc:
+                probe_failed(self._logger, exc)
+        else:
+            self._done("publish", message_type, started, outcome, subs, errors or None, None, event)
         return outcome
 
     # ------------------------------------------------------------------ send
@@ -175,7 +166,10 @@ class ProbedDelivery:
     def send(self, command: Any, message_type: str, timeout: float | None) -> Any:
         """As :meth:`~.delivery.Delivery.to_command_handler`, reported."""
         inflight = self._inflight  # enter(), written out (perf)
-        inflight["send"] = inflight.get("send", 0) + 1
+        try:
+            inflight["send"] += 1
+        except KeyError:
+            inflight["send"] = 1
         started = _perf()
         handler = self._handlers.get(message_type)
         if handler is None:
@@ -186,26 +180,17 @@ class ProbedDelivery:
             result = handler.fn(command)
         except Exception as exc:
             command_failed(self._logger, message_type, handler, exc)
-            self._done("send", message_type, started, "error", (handler,), exc, None, command)
+            self._done("send", message_type, started, "error", handler.names, exc, None, command)
             return "error"
         except BaseException as exc:  # cancelled, or exiting: reported, then raised
-            self._done("send", message_type, started, _ended(exc), (handler,), exc, None, command)
+            self._done(
+                "send", message_type, started, _ended(exc), handler.names, exc, None, command
+            )
             raise
         if handler.is_async or (result is not None and inspect.isawaitable(result)):
             return self._send_rest(command, message_type, handler, started, result)
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "send",
-                "local",
-                SYSTEM,
-                message_type,
-                started,
-                "ok",
-                (handler,),
-                None,
-                None,
-                command,
-            )
+            self._ok_send(message_type, started, handler.names, command)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return "ok"
@@ -217,24 +202,15 @@ class ProbedDelivery:
             await running
         except Exception as exc:
             command_failed(self._logger, message_type, handler, exc)
-            self._done("send", message_type, started, "error", (handler,), exc, None, command)
+            self._done("send", message_type, started, "error", handler.names, exc, None, command)
             return "error"
         except BaseException as exc:
-            self._done("send", message_type, started, _ended(exc), (handler,), exc, None, command)
+            self._done(
+                "send", message_type, started, _ended(exc), handler.names, exc, None, command
+            )
             raise
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "send",
-                "local",
-                SYSTEM,
-                message_type,
-                started,
-                "ok",
-                (handler,),
-                None,
-                None,
-                command,
-            )
+            self._ok_send(message_type, started, handler.names, command)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return "ok"
@@ -244,20 +220,54 @@ class ProbedDelivery:
     def query(self, query: Any, message_type: str, timeout: float | None) -> Any:
         """As :meth:`~.delivery.Delivery.to_query_handler`, reported."""
         inflight = self._inflight  # enter(), written out (perf)
-        inflight["query"] = inflight.get("query", 0) + 1
+        try:
+            inflight["query"] += 1
+        except KeyError:
+            inflight["query"] = 1
         started = _perf()
-        handlers = (self._handlers.get(message_type),)
+        handler = self._handlers.get(message_type)
+        if handler is None or not handler.is_async:
+            return self._query_plain(query, message_type, timeout, started, handler)
+        names = handler.names
+        try:  # Delivery.to_query_handler's async case, written out (perf: one frame less)
+            coro: Any = handler.fn(query)
+            pending = coro.send(None)
+        except StopIteration as stop:
+            result = stop.value
+        except BaseException as exc:
+            self._query_failed(query, message_type, started, names, exc)
+            raise
+        else:  # suspended: the timer is armed from here, as on the unprobed path
+            resume = Resume(coro, pending)
+            running = resume if timeout is None else resume_within(resume, timeout)
+            return self._query_rest(query, message_type, started, names, running)
+        if result.__class__ is CoroutineType:  # a coroutine as the value: not to be awaited
+            return self._query_rest(query, message_type, started, names, _value(result))
+        try:  # _done(), written out on the common path (perf)
+            self._ok_query(message_type, started, names, query)
+        except Exception as exc:
+            probe_failed(self._logger, exc)
+        return result
+
+    def _query_plain(
+        self,
+        query: Any,
+        message_type: str,
+        timeout: float | None,
+        started: float,
+        handler: HandlerEntry | None,
+    ) -> Any:
+        """:meth:`query` with a plain function for a handler, or none."""
+        names = handler.names if handler is not None else ()
         try:
             result = self._delivery.to_query_handler(query, message_type, timeout)
         except BaseException as exc:
-            self._query_failed(query, message_type, started, handlers, exc)
+            self._query_failed(query, message_type, started, names, exc)
             raise
         if result.__class__ is Resume or result.__class__ is CoroutineType:
-            return self._query_rest(query, message_type, started, handlers, result)
+            return self._query_rest(query, message_type, started, names, result)
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
-            )
+            self._ok_query(message_type, started, names, query)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return result
@@ -271,9 +281,7 @@ class ProbedDelivery:
             self._query_failed(query, message_type, started, handlers, exc)
             raise
         try:  # _done(), written out on the common path (perf)
-            self._message(
-                "query", "local", SYSTEM, message_type, started, "ok", handlers, None, None, query
-            )
+            self._ok_query(message_type, started, handlers, query)
         except Exception as exc:
             probe_failed(self._logger, exc)
         return result
@@ -285,3 +293,29 @@ class ProbedDelivery:
             self._done("query", message_type, started, "no_handler", (), None, None, query)
             return
         self._done("query", message_type, started, _ended(exc), handlers, exc, None, query)
+
+
+def ended_ok(probe: Any, pattern: str, logger: LoggerProtocol) -> Callable[..., None]:
+    """``ok(message_type, started, handlers, message)``: how this route tells ``probe`` of a
+    ``pattern`` message that ended "ok" (no error, no trace id looked up): the probe's own
+    ``ended_ok(pattern, "local", SYSTEM)`` when it offers one (see
+    :class:`~jeeves_control_tower.ipc.telemetry.MessageProbe`), else its ``message`` with
+    the constant arguments filled in. A probe whose ``ended_ok`` raises is logged and told
+    through ``message``."""
+    ended = getattr(probe, "ended_ok", None)
+    if ended is not None:
+        try:
+            found: Callable[..., None] = ended(pattern, "local", SYSTEM)
+            return found
+        except Exception as exc:
+            probe_failed(logger, exc)
+    message = probe.message
+
+    def ok(message_type: str, started: float, handlers: Any, event: Any) -> None:
+        message(pattern, "local", SYSTEM, message_type, started, "ok", handlers, None, None, event)
+
+    return ok
+
+
+async def _value(value: Any) -> Any:
+    return value
