@@ -32,6 +32,7 @@ from opentelemetry.context import get_current as _get_current
 from ._context import recording_trace_id
 from .aggregate import Cell
 from .fast_report import common_case, ok_case
+from .inflight_counts import InflightCounts
 from .metrics import BusSeries, CommBusMetrics
 from .otel_metrics import OtelMetrics, outcome_error
 from .probe_support import flow_error, one_error, payload_repr, weak_report
@@ -46,19 +47,6 @@ _bisect = bisect_left
 #: Most raw ``(pattern, message_type)`` keys cached per probe; past it, the (bounded,
 #: folding) lookup in :class:`CommBusMetrics` is used for the new ones.
 _CACHE_LIMIT = 4096
-
-
-class _GaugeCounts(dict[str, int]):
-    """Multiprocess mode: in-flight counts that also set this process's gauge (its file)."""
-
-    def __init__(self, metrics: CommBusMetrics) -> None:
-        super().__init__()
-        self._metrics = metrics
-
-    def __setitem__(self, pattern: str, value: int) -> None:
-        delta = value - self.get(pattern, 0)
-        super().__setitem__(pattern, value)
-        self._metrics.inflight_for(pattern).inc(delta)  # other buses share the child
 
 
 class BusProbe:
@@ -88,7 +76,7 @@ class BusProbe:
         self.inflight: dict[str, int] = (
             self._aggregate.inflight
             if self._aggregate is not None
-            else _GaugeCounts(metrics)
+            else InflightCounts(metrics, on_error)
             if metrics is not None
             else {}
         )

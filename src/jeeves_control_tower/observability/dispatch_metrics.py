@@ -26,6 +26,7 @@ from ._context import recording_trace_id
 from ._guard import ErrorReporter
 from .aggregate import Cell
 from .bus_metrics import OnError
+from .inflight_counts import InflightCounts
 from .metrics import OTHER, CommBusMetrics, DispatchSeries, get_metrics
 from .otel_metrics import OtelMetrics, outcome_error
 from .semconv import SYSTEM
@@ -37,28 +38,6 @@ _bisect = bisect_left
 _now = time.time
 _perf = time.perf_counter
 _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "service_healthy")
-
-
-class _GaugeCounts(dict[str, int]):
-    """Multiprocess mode: in-flight counts that also set this process's gauge (its file).
-    Never raises (the coordinator counts a dispatch in with no guard): a gauge update that
-    fails is reported, and the next one brings the gauge level with the count again."""
-
-    def __init__(self, metrics: CommBusMetrics, on_error: OnError) -> None:
-        super().__init__(dispatch=0)
-        self._metrics = metrics
-        self._on_error = on_error
-        self._gauged: dict[str, int] = {}  # what the gauge was given, per pattern
-
-    def __setitem__(self, pattern: str, value: int) -> None:
-        super().__setitem__(pattern, value)
-        try:
-            delta = value - self._gauged.get(pattern, 0)
-            if delta:  # other coordinators share the child: by steps, not set()
-                self._metrics.inflight_for(pattern).inc(delta)
-                self._gauged[pattern] = value
-        except Exception as exc:
-            self._on_error("metrics", "inflight", exc)
 
 
 class _ServiceGauges:
@@ -179,7 +158,7 @@ class DispatchMetrics(WholeDispatchObserver):
             counts = self._aggregate.inflight
             counts.setdefault("dispatch", 0)
             return counts
-        return _GaugeCounts(self.metrics, self._on_error)
+        return InflightCounts(self.metrics, self._on_error, ("dispatch",))
 
     def count(
         self,
@@ -201,13 +180,17 @@ class DispatchMetrics(WholeDispatchObserver):
                 if found is None:
                     found = self._bind_cell(target)
                 cell, destination = found
-                outcomes = cell.outcomes
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                i = _bisect(cell.bounds, duration)
-                cell.counts[i] += 1
+                bounds = cell.bounds
+                if outcome == "ok" and not trace_id and duration <= bounds[0]:
+                    cell.quick += 1  # "ok" in the first bucket (Cell.quick)
+                else:
+                    outcomes = cell.outcomes
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+                    i = _bisect(bounds, duration)
+                    cell.counts[i] += 1
+                    if trace_id:
+                        cell.exemplars[i] = (trace_id, duration, _now())
                 cell.sum += duration
-                if trace_id:
-                    cell.exemplars[i] = (trace_id, duration, _now())
                 if attempts > 1:
                     cell.extra[1] += attempts - 1
                 if outcome == "timeout":
