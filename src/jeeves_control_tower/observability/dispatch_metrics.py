@@ -96,6 +96,7 @@ class DispatchMetrics(WholeDispatchObserver):
         collector = self.metrics.aggregate
         self._aggregate = collector.attach(self) if collector is not None else None
         self._cells: dict[tuple[str, str], tuple[Cell, str]] = {}  # raw key -> (cell, service)
+        self._closed = False  # close(): registry changes no longer reach the metrics
         # the gauges read the live descriptor at scrape time (see watch), so a change of
         # load alone (every dispatch, twice) needs no call here; multiprocess mode sets them
         self.observes_load = self._aggregate is None
@@ -256,6 +257,8 @@ class DispatchMetrics(WholeDispatchObserver):
     # ------------------------------------------------------------------ registry
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
+        if self._closed:
+            return
         try:
             name = service.name
             if name not in self._types:
@@ -286,8 +289,22 @@ class DispatchMetrics(WholeDispatchObserver):
             self._on_error("metrics", "service_changed", exc)
 
     def service_removed(self, service: ServiceDescriptor) -> None:
+        if not self._closed:
+            self._withdraw(service.name, "service_removed")
+
+    def close(self) -> None:
+        """Withdraw what the registry's changes put in the metrics (each service's
+        ``commbus_services_registered`` count and per-service gauges), and take no more
+        registry changes: the coordinator is no longer watched through these metrics (a
+        dispatch still in flight is counted when it ends). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for name in list(self._types) + list(self._gauges):
+            self._withdraw(name, "close")
+
+    def _withdraw(self, name: str, hook: str) -> None:
         try:
-            name = service.name
             service_type = self._types.pop(name, None)
             if service_type is not None:
                 self.metrics.services_registered.labels(service_type).dec()
@@ -296,4 +313,4 @@ class DispatchMetrics(WholeDispatchObserver):
                     with contextlib.suppress(KeyError):
                         getattr(self.metrics, attr).remove(name)
         except Exception as exc:
-            self._on_error("metrics", "service_removed", exc)
+            self._on_error("metrics", hook, exc)

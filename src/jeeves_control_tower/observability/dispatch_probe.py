@@ -111,6 +111,14 @@ class DispatchProbe:
         if self.flow is not None:
             self.flow.service_changed(service, queue_depth)  # guarded there
 
+    def close(self) -> None:
+        """The coordinator is no longer watched through this probe (its telemetry was
+        closed): the metrics withdraw what registry changes put in them (see
+        :meth:`.dispatch_metrics.DispatchMetrics.close`). A dispatch still in flight is
+        counted when it ends, and the flow hears the slot it gives back."""
+        if self.metrics is not None:
+            self.metrics.close()
+
     def service_removed(self, service: ServiceDescriptor) -> None:
         if self.metrics is not None:
             self.metrics.service_removed(service)  # guarded there

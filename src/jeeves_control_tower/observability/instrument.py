@@ -169,8 +169,10 @@ class CoordinatorTelemetry(_Telemetry):
             return
         if self.tracer is not None:
             coordinator.remove_observer(self.tracer)
-        if self.probe is not None and coordinator.dispatch_probe is self.probe:
-            coordinator.set_dispatch_probe(None)
+        if self.probe is not None:
+            if coordinator.dispatch_probe is self.probe:
+                coordinator.set_dispatch_probe(None)
+            self.probe.close()
         if _coordinators.get(coordinator) is self:
             del _coordinators[coordinator]
 
