@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 from typing import Any
 
@@ -113,6 +114,34 @@ def test_quick_counts_fold_into_ok_and_the_first_bucket() -> None:
     assert total.outcomes == {"ok": 2 * (2 + 3), "error": 2}
     assert total.counts[0] == 2 * (1 + 3) and total.counts[4] == 2 * 2 and total.quick == 0
     assert sum(total.counts) == sum(total.outcomes.values())
+
+
+def test_a_merge_racing_its_writer_sees_outcomes_and_buckets_agree() -> None:
+    """A scrape (``Cell.merge``) on one thread while the loop thread records messages: the
+    outcome counts and the buckets it takes hold the same messages (``messages_total``
+    and the histogram's ``_count`` agree), however the threads interleave (a tiny switch
+    interval makes them interleave inside merges and inside messages)."""
+    cell = Cell(LATENCY_BUCKETS)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            cell.observe("ok", 0.001, 0)  # the outcome counted, then the bucket
+            cell.quick += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(20_000):
+            total = Cell(LATENCY_BUCKETS)
+            total.merge(cell)
+            assert total.outcomes.get("ok", 0) == sum(total.counts)
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
 
 
 def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
