@@ -150,9 +150,12 @@ def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
     registry = CollectorRegistry()
     per_thread = 20_000
     labels = {"pattern": "publish", "message_type": "Stored", "outcome": "ok"}
+    scraping = threading.Event()  # the writers start once a scrape ran (else, on a loaded
+    # machine, they may be done before the main thread is scheduled again: no race tested)
 
     def writer() -> None:
         async def run() -> None:
+            scraping.wait()
             bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
             bus.subscribe("Stored", lambda e: None)
             for i in range(per_thread):
@@ -168,12 +171,16 @@ def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
         t.start()
     last = 0.0
     scrapes = 0
-    while any(t.is_alive() for t in threads):
-        scrapes += 1
-        seen = value(registry, "commbus_messages_total", **labels)
-        assert seen >= last
-        last = seen
-        assert_histograms_consistent(registry)
+    try:
+        while any(t.is_alive() for t in threads):
+            scrapes += 1
+            seen = value(registry, "commbus_messages_total", **labels)
+            assert seen >= last
+            last = seen
+            assert_histograms_consistent(registry)
+            scraping.set()
+    finally:
+        scraping.set()  # a failed scrape leaves no writer waiting
     for t in threads:
         t.join()
     assert scrapes > 0 and last <= 2 * per_thread  # scrapes ran while the writers wrote
