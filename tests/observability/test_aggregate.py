@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 import threading
 from typing import Any
 
@@ -115,15 +116,46 @@ def test_quick_counts_fold_into_ok_and_the_first_bucket() -> None:
     assert sum(total.counts) == sum(total.outcomes.values())
 
 
+def test_a_merge_racing_its_writer_sees_outcomes_and_buckets_agree() -> None:
+    """A scrape (``Cell.merge``) on one thread while the loop thread records messages: the
+    outcome counts and the buckets it takes hold the same messages (``messages_total``
+    and the histogram's ``_count`` agree), however the threads interleave (a tiny switch
+    interval makes them interleave inside merges and inside messages)."""
+    cell = Cell(LATENCY_BUCKETS)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            cell.observe("ok", 0.001, 0)  # the outcome counted, then the bucket
+            cell.quick += 1
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(20_000):
+            total = Cell(LATENCY_BUCKETS)
+            total.merge(cell)
+            assert total.outcomes.get("ok", 0) == sum(total.counts)
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+
+
 def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
     """Buses on two event-loop threads share a registry; the main thread scrapes all along:
     every scrape is monotonic and each series consistent, and the last one is exact."""
     registry = CollectorRegistry()
     per_thread = 20_000
     labels = {"pattern": "publish", "message_type": "Stored", "outcome": "ok"}
+    scraping = threading.Event()  # the writers start once a scrape ran (else, on a loaded
+    # machine, they may be done before the main thread is scheduled again: no race tested)
 
     def writer() -> None:
         async def run() -> None:
+            scraping.wait()
             bus = InMemoryCommBus(registry=registry, tracing=False, flow=False)
             bus.subscribe("Stored", lambda e: None)
             for i in range(per_thread):
@@ -139,12 +171,16 @@ def test_scrapes_racing_writers_on_other_threads_lose_nothing() -> None:
         t.start()
     last = 0.0
     scrapes = 0
-    while any(t.is_alive() for t in threads):
-        scrapes += 1
-        seen = value(registry, "commbus_messages_total", **labels)
-        assert seen >= last
-        last = seen
-        assert_histograms_consistent(registry)
+    try:
+        while any(t.is_alive() for t in threads):
+            scrapes += 1
+            seen = value(registry, "commbus_messages_total", **labels)
+            assert seen >= last
+            last = seen
+            assert_histograms_consistent(registry)
+            scraping.set()
+    finally:
+        scraping.set()  # a failed scrape leaves no writer waiting
     for t in threads:
         t.join()
     assert scrapes > 0 and last <= 2 * per_thread  # scrapes ran while the writers wrote

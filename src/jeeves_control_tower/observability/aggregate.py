@@ -14,9 +14,11 @@ live aggregate, plus what aggregates of collected recorders left behind, into th
 Exactness: an aggregate has one writer, the event-loop thread of the bus or coordinator
 that owns its recorder (every update is a plain read-modify-write of a value only that
 thread writes, so none is lost); a scrape on another thread only reads (a dict is copied
-with ``list(d.items())``, which the GIL makes atomic) and may see a message half recorded
-(its count before its bucket) but never loses one, and a histogram's ``_count`` is the sum
-of its buckets, so each series is consistent in itself. When a recorder is
+with ``list(d.items())``, which the GIL makes atomic) and never loses one. A series' outcome
+counts and buckets are copied as a pair that holds the same messages (:meth:`Cell.merge`
+reads them again while their totals differ), so its ``messages_total`` and its histogram's
+``_count`` (the sum of its buckets) agree in every scrape (unless the writer stays
+stopped inside one message through 100 reads). When a recorder is
 garbage-collected, its counts move to the collector's retired totals under the
 collector's lock: counters never go back.
 
@@ -75,6 +77,9 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
 }  # fmt: skip
 
+#: Most reads of a cell's outcome and bucket counts by :meth:`Cell.merge` until they agree.
+_READS = 100
+
 
 class Cell:
     """One series of a bus message kind ``(pattern, message_type)`` or a dispatch target
@@ -110,16 +115,25 @@ class Cell:
 
     def merge(self, other: Cell) -> None:
         """Add ``other``'s counts to this cell's (``other.quick`` into "ok" and the first
-        bucket)."""
+        bucket). Its outcome counts and bucket counts are read as one consistent pair: every
+        message adds one to each, so they are read again (the writer let run meanwhile)
+        while their totals differ, i.e. while a message is in one and not the other (at most
+        :data:`_READS` times; then as read)."""
         quick = other.quick
         if quick:
             self.outcomes["ok"] = self.outcomes.get("ok", 0) + quick
             self.counts[0] += quick
-        for key, n in list(other.outcomes.items()):
+        for _ in range(_READS):
+            outcomes = list(other.outcomes.items())
+            counts = list(other.counts)
+            if sum(n for _, n in outcomes) == sum(counts):
+                break
+            time.sleep(0)  # the writer is inside a message (or wrote some in between)
+        for key, n in outcomes:
             self.outcomes[key] = self.outcomes.get(key, 0) + n
         for key, n in list(other.errors.items()):
             self.errors[key] = self.errors.get(key, 0) + n
-        for i, n in enumerate(other.counts):
+        for i, n in enumerate(counts):
             self.counts[i] += n
             theirs, ours = other.exemplars[i], self.exemplars[i]
             if theirs is not None and (ours is None or theirs[2] >= ours[2]):

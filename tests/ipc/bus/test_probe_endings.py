@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jeeves_control_tower.ipc import InMemoryCommBus
+from jeeves_control_tower.ipc import InMemoryCommBus, MiddlewareContext, NoHandlerError
 from tests.helpers import ListLogger
 
 
@@ -276,4 +276,53 @@ async def test_every_query_ending_on_the_direct_route() -> None:
         ("query", "no_handler", "Nobody", ()),
         ("query", "cancelled", "Slow", ("too_slow",)),
     ]
+    assert probe.inflight == {"query": 0}
+
+
+class Passing:
+    """A middleware that changes nothing: the bus's messages take the chain route."""
+
+    def before(self, ctx: MiddlewareContext, message: Any) -> Any:
+        return message
+
+    def after(self, ctx: MiddlewareContext, message: Any, result: Any, error: Any) -> Any:
+        return result
+
+
+class AnyProbe(Probe):
+    """:class:`Probe` for either route (the chain's may tell a trace id)."""
+
+    def message(self, pattern: str, direction: str, system: str, *rest: Any) -> None:
+        message_type, _, outcome, handlers, error = rest[:5]
+        self.calls.append((pattern, outcome, message_type, short(handlers), error is not None))
+        self.inflight[pattern] -= 1
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["direct", "chain"])
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_handler_raising_no_handler_error_ended_in_error(
+    chained: bool, is_async: bool
+) -> None:
+    """A query whose handler ran and raised NoHandlerError (its own, or a nested query's)
+    ended "error", told with the handler, on either route: "no_handler" is for a query
+    that found no handler."""
+    bus = InMemoryCommBus(instrument=False)
+    if chained:
+        bus.add_middleware(Passing())
+    probe = AnyProbe()
+    bus.set_message_probe(probe)
+
+    async def outer_async(q: Any) -> Any:
+        return await bus.query(type("Missing", (), {"category": "query"})())
+
+    def outer_sync(q: Any) -> Any:
+        raise NoHandlerError("raised by the handler itself")
+
+    bus.register_handler("Outer", outer_async if is_async else outer_sync)
+    with pytest.raises(NoHandlerError):
+        await bus.query(type("Outer", (), {"category": "query"})())
+    name = "outer_async" if is_async else "outer_sync"
+    assert probe.calls[-1] == ("query", "error", "Outer", (name,), True)
+    if is_async:
+        assert probe.calls[0][:4] == ("query", "no_handler", "Missing", ())
     assert probe.inflight == {"query": 0}

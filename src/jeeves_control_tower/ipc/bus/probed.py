@@ -289,7 +289,7 @@ class ProbedDelivery:
     def _query_failed(
         self, query: Any, message_type: str, started: float, handlers: Any, exc: BaseException
     ) -> None:
-        if isinstance(exc, NoHandlerError):
+        if not handlers and isinstance(exc, NoHandlerError):  # none found (not a handler's own)
             self._done("query", message_type, started, "no_handler", (), None, None, query)
             return
         self._done("query", message_type, started, _ended(exc), handlers, exc, None, query)
