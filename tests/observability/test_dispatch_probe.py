@@ -174,13 +174,6 @@ async def _echo(e: Envelope) -> Envelope:
     return e
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a replaced DispatchProbe's metrics keep their commbus_services_registered"
-    " increments once it is retired (no seam tells it it was retired): re-instrumenting a"
-    " coordinator on the same registry counts each service twice, and unregistering it"
-    " leaves 1 (also so at 7b09240, with the fan-out observer)",
-)
 async def test_re_instrumenting_a_coordinator_counts_each_service_once(tel: Telemetry) -> None:
     coordinator = _coordinator(tel, tracing=False)
     register(coordinator, handler=_echo)
