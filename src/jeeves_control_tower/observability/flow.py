@@ -39,8 +39,8 @@ from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
 from .bus_probe import payload_repr as _payload
 from .flow_stats import ServiceStats, count_outcomes
-from .flow_views import record_dict, service_row
-from .history import DISPATCH, DRAIN_AT, LOAD, History
+from .flow_views import BUS_PATTERNS, record_dict, service_row, stats_body
+from .history import History
 from .semconv import TIMEOUT, error_type
 
 __all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
@@ -55,7 +55,6 @@ Raw = tuple[Any, ...]
 DEFAULT_CAPACITY = 2000
 #: Most records one :meth:`FlowRecorder.flow` call returns.
 MAX_LIMIT = 1000
-_BUS_PATTERNS = ("publish", "send", "query")
 _perf = time.perf_counter
 _now = time.time
 
@@ -103,7 +102,7 @@ class FlowRecorder(WholeDispatchObserver):
         self._records: deque[Raw] = deque(maxlen=capacity)  # the newest _seq is the last
         self._seq = 0
         self._counts: Counter[tuple[str, str]] = Counter()  # (pattern, outcome) -> records
-        self._inflight = dict.fromkeys((*_BUS_PATTERNS, "dispatch"), 0)
+        self._inflight = dict.fromkeys((*BUS_PATTERNS, "dispatch"), 0)
         self._services: dict[str, list[Any]] = {}  # name -> [descriptor, queue_depth]
         self._stats = ServiceStats(max_services)  # dispatch counts per service
         self._started = _now()
@@ -252,7 +251,7 @@ class FlowRecorder(WholeDispatchObserver):
     ) -> None:
         """One dispatch done: its record handed off (no lock), the history told. For
         a writer that counts its own in-flight dispatches (see :meth:`add_writer`).
-        (:meth:`store` and :meth:`History.dispatch` written out: perf, every dispatch.)"""
+        (:meth:`store`'s hand-off written out: perf, every dispatch.)"""
         name = target.service_name
         if outcome == "ok":
             etype = None
@@ -272,14 +271,7 @@ class FlowRecorder(WholeDispatchObserver):
         else:
             self.store(raw)
         if name in self._services:
-            history = self.history
-            pending = history.handoff
-            pending.append(
-                (DISPATCH, history.clock(), name, outcome, attempts - 1 if attempts > 1 else 0,
-                 duration)
-            )  # fmt: skip
-            if len(pending) >= DRAIN_AT:
-                history.drain()
+            self.history.dispatch(name, outcome, attempts - 1 if attempts > 1 else 0, duration)
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         try:
@@ -309,15 +301,9 @@ class FlowRecorder(WholeDispatchObserver):
             name = service.name
             row = self._services.get(name)
             if row is not None and row[0] is service and row[1] == queue_depth:
-                # History.service_load written out (perf: twice per dispatch)
-                history = self.history
-                pending = history.handoff
-                pending.append(
-                    (LOAD, history.clock(), name, service.current_load, queue_depth,
-                     service.max_concurrent)
-                )  # fmt: skip
-                if len(pending) >= DRAIN_AT:
-                    history.drain()
+                self.history.service_load(
+                    name, service.current_load, queue_depth, service.max_concurrent
+                )
                 return
         except Exception as exc:
             self._report("flow", "load_changed", exc)
@@ -389,21 +375,9 @@ class FlowRecorder(WholeDispatchObserver):
             counts = list(self._counts.items())
             descriptors = [row[0] for row in self._services.values()]
             last = self._seq
-        messages: dict[str, dict[str, int]] = {p: {} for p in _BUS_PATTERNS}
-        dispatch: dict[str, int] = {}
-        for (pattern, outcome), n in counts:
-            messages.get(pattern, dispatch)[outcome] = n  # a pattern not on the bus: dispatch
-        return {
-            "uptime_seconds": round(_now() - self._started, 3),
-            "messages": messages,
-            "dispatch": dispatch,
-            "inflight": inflight,
-            "services": {
-                "registered": len(descriptors),
-                "healthy": sum(1 for d in descriptors if d.healthy),
-            },
-            "flow": {"last_seq": last, "capacity": self.capacity},
-        }
+        return stats_body(
+            _now() - self._started, counts, inflight, descriptors, last, self.capacity
+        )
 
 
 _default: FlowRecorder | None = None

@@ -1,10 +1,14 @@
-"""How the flow recorder shows a record (``/api/flow``) and a service (``/api/services``)."""
+"""How the flow recorder shows a record (``/api/flow``), a service (``/api/services``) and
+its totals (``/api/stats``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["record_dict", "service_row"]
+__all__ = ["BUS_PATTERNS", "record_dict", "service_row", "stats_body"]
+
+#: The patterns of bus messages (a record of any other pattern is a dispatch).
+BUS_PATTERNS = ("publish", "send", "query")
 
 
 def service_row(descriptor: Any, queue_depth: int, stats: list[float]) -> dict[str, Any]:
@@ -53,3 +57,30 @@ def record_dict(seq: int, raw: tuple[Any, ...], offset: float, payloads: bool) -
     if payloads:
         out["payload"] = payload
     return out
+
+
+def stats_body(
+    uptime: float,
+    counts: list[tuple[tuple[str, str], int]],
+    inflight: dict[str, int],
+    descriptors: list[Any],
+    last_seq: int,
+    capacity: int,
+) -> dict[str, Any]:
+    """The ``/api/stats`` body: records by ``(pattern, outcome)`` (a pattern not on the bus
+    counts as dispatch), in-flight counts, the services (descriptors read live), the ring."""
+    messages: dict[str, dict[str, int]] = {p: {} for p in BUS_PATTERNS}
+    dispatch: dict[str, int] = {}
+    for (pattern, outcome), n in counts:
+        messages.get(pattern, dispatch)[outcome] = n
+    return {
+        "uptime_seconds": round(uptime, 3),
+        "messages": messages,
+        "dispatch": dispatch,
+        "inflight": inflight,
+        "services": {
+            "registered": len(descriptors),
+            "healthy": sum(1 for d in descriptors if d.healthy),
+        },
+        "flow": {"last_seq": last_seq, "capacity": capacity},
+    }

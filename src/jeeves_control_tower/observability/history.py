@@ -50,9 +50,9 @@ SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 HANDLER_COUNTERS = ("events", "errors", "seconds")
 
 #: Changes a writer hands off before it applies them itself (nobody read them meanwhile).
-DRAIN_AT = 128
+_DRAIN_AT = 128
 #: Kinds of hand-off (the first item of one).
-LOAD, DISPATCH, _STATE, _HANDLER, _REMOVED = range(5)
+_LOAD, _DISPATCH, _STATE, _HANDLER, _REMOVED = range(5)
 # A stored gauge second: [second, integral up to t_last, peak, last value, t_last].
 _Gauge = list[float]
 
@@ -136,17 +136,14 @@ class History:
     # ------------------------------------------------------------------ recording
     # Writers take no lock: each change is handed off with its time (a deque append of a
     # plain tuple, atomic) and applied, in hand-off order, under the lock by the next reader
-    # (or by a writer once per DRAIN_AT changes, so the hand-off stays bounded when nobody
-    # reads). A hand-off is (kind, time, name, ...), kind one of the LOAD.. codes below.
-    # The flow recorder's per-dispatch writers append the LOAD and DISPATCH tuples of
-    # service_load and dispatch to ``handoff`` themselves (perf: no frame), stamped with
-    # ``clock``, and call drain() once DRAIN_AT wait: the same hand-off, written out.
+    # (or by a writer once per _DRAIN_AT changes, so the hand-off stays bounded when nobody
+    # reads). A hand-off is (kind, time, name, ...), kind one of the _LOAD.. codes below.
 
     def service_state(self, name: str, load: int, queue_depth: int, capacity: int) -> None:
         """A service's load, queue depth or capacity changed (or it registered)."""
         pending = self.handoff
         pending.append((_STATE, self.clock(), name, load, queue_depth, capacity))
-        if len(pending) >= DRAIN_AT:
+        if len(pending) >= _DRAIN_AT:
             self.drain()
 
     def service_load(
@@ -158,8 +155,8 @@ class History:
         has none yet (one past ``max_series`` once another was removed), as
         :meth:`service_state` would; without them such a step is dropped."""
         pending = self.handoff
-        pending.append((LOAD, self.clock(), name, load, queue_depth, capacity))
-        if len(pending) >= DRAIN_AT:
+        pending.append((_LOAD, self.clock(), name, load, queue_depth, capacity))
+        if len(pending) >= _DRAIN_AT:
             self.drain()
 
     def service_removed(self, name: str) -> None:
@@ -169,19 +166,19 @@ class History:
     def dispatch(self, name: str, outcome: str, retries: int, seconds: float) -> None:
         """A dispatch to ``name`` ended with ``outcome`` after ``retries`` extra attempts."""
         pending = self.handoff
-        pending.append((DISPATCH, self.clock(), name, outcome, retries, seconds))
-        if len(pending) >= DRAIN_AT:
+        pending.append((_DISPATCH, self.clock(), name, outcome, retries, seconds))
+        if len(pending) >= _DRAIN_AT:
             self.drain()
 
     def handler_run(self, name: str, failed: bool, seconds: float) -> None:
         """A bus handler (subscriber, send or query handler) finished one run."""
         pending = self.handoff
         pending.append((_HANDLER, self.clock(), name, failed, seconds))
-        if len(pending) >= DRAIN_AT:
+        if len(pending) >= _DRAIN_AT:
             self.drain()
 
     def drain(self) -> None:
-        """Apply what was handed off (any thread; a writer calls it once ``DRAIN_AT``
+        """Apply what was handed off (any thread; a writer calls it once ``_DRAIN_AT``
         changes wait)."""
         with self._lock:
             self._drain_locked()
@@ -204,7 +201,7 @@ class History:
         try:
             for event in events:
                 kind = event[0]
-                if kind == LOAD:
+                if kind == _LOAD:
                     at, name, value = event[1], event[2], event[3]
                     if name is not load_name or not b[4] <= at < b_end:
                         pair = gauges.get(name)
@@ -228,7 +225,7 @@ class History:
                         b[4] = at
                         if value > b[2]:
                             b[2] = value
-                elif kind == DISPATCH:
+                elif kind == _DISPATCH:
                     _, at, name, outcome, retries, seconds = event
                     if name is not row_name or not row[0] <= at < row_end:
                         series = services.get(name)

@@ -30,6 +30,7 @@ from ..bus.handlers import HandlerEntry
 from .admission import Admission, QueueFull
 from .attempt import AttemptFailed, DispatchAttempt, _current
 from .contracts import DISPATCH_OUTCOMES, DispatchHandler, DispatchObserver, RemoteDispatcher
+from .ending import Ended, record_attempt, retry_or_end, terminate
 from .observation import Observation, observes_attempts
 from .retry import RetryPolicy
 from .service_registry import ServiceGone, ServiceRegistry
@@ -37,19 +38,6 @@ from .service_registry import ServiceGone, ServiceRegistry
 _perf = time.perf_counter
 
 __all__ = ["Dispatcher"]
-
-
-class _Ended(Exception):
-    """Raised and caught inside :meth:`Dispatcher._run`: the dispatch ended with a non-ok
-    outcome."""
-
-    def __init__(self, outcome: str, reason: str, error: BaseException | None = None) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.reason = reason
-        self.error = error
-        self.attempts = 0
-        self.envelope: Envelope | None = None  # already terminated elsewhere (remote)
 
 
 class Dispatcher:
@@ -183,9 +171,9 @@ class Dispatcher:
             name = target.service_name
             service = self._services.get(name)
             if service is None:
-                raise _Ended("unknown_service", f"unknown service {name!r}")
+                raise Ended("unknown_service", f"unknown service {name!r}")
             if not service.healthy:
-                raise _Ended("unhealthy", f"service {name!r} is unhealthy")
+                raise Ended("unhealthy", f"service {name!r} is unhealthy")
             loop = asyncio.get_running_loop()
             deadline = loop.time() + target.timeout_seconds
             handler = self._handlers.get(name)
@@ -226,8 +214,8 @@ class Dispatcher:
                         result = await self._observed_attempt(
                             handler, envelope, deadline, target, attempt, seen, aware
                         )
-                except _Ended as ended:
-                    self._record(envelope, target, attempt, "timeout", began, None)
+                except Ended as ended:
+                    record_attempt(envelope, target, attempt, "timeout", began, None)
                     ended.attempts = attempt
                     raise
                 except Exception as exc:
@@ -240,16 +228,14 @@ class Dispatcher:
                         " expected Envelope"
                     )
                 if error is None:
-                    self._record(result, target, attempt, "ok", began, None)
+                    record_attempt(result, target, attempt, "ok", began, None)
                     attempts = attempt
                     return result
-                self._record(envelope, target, attempt, "error", began, error)
+                record_attempt(envelope, target, attempt, "error", began, error)
                 delay = self._retry.delay(attempt)
                 if isinstance(error, AttemptFailed) and error.retry_after is not None:
                     delay = max(delay, error.retry_after)
-                ended_error = self._retry_or_end(
-                    target, attempt, error, deadline, loop.time() + delay
-                )
+                ended_error = retry_or_end(target, attempt, error, deadline, loop.time() + delay)
                 if ended_error is not None:
                     ended_error.attempts = attempt
                     raise ended_error
@@ -262,11 +248,11 @@ class Dispatcher:
                     error=str(error),
                 )
                 await asyncio.sleep(delay)
-        except _Ended as ended:
+        except Ended as ended:
             # attempts made: those before a slot refused for a retry too (a remote one: 1)
             outcome, failure = ended.outcome, ended.error or ended
             attempts = ended.attempts if ended.attempts > attempt else attempt
-            return ended.envelope or self._terminate(envelope, target, ended)
+            return ended.envelope or terminate(envelope, target, ended, self._logger)
         except BaseException as exc:
             outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else "error"
             failure, attempts = exc, attempt  # the attempts made, the running one included
@@ -287,7 +273,7 @@ class Dispatcher:
     ) -> Envelope:
         remote = self.remote
         if remote is None:
-            raise _Ended(
+            raise Ended(
                 "no_handler",
                 f"service {target.service_name!r} has no local handler and no CommBus adapter"
                 " is configured",
@@ -296,44 +282,13 @@ class Dispatcher:
         if result.terminated:  # ended remotely: keep its reason, count its outcome
             last = result.errors[-1] if result.errors else {}
             outcome = last.get("outcome") if isinstance(last, dict) else None
-            ended = _Ended(
+            ended = Ended(
                 outcome if outcome in DISPATCH_OUTCOMES else "error",
                 result.termination_reason or "terminated remotely",
             )
             ended.attempts, ended.envelope = 1, result
             raise ended
         return result
-
-    def _retry_or_end(
-        self,
-        target: DispatchTarget,
-        attempt: int,
-        error: BaseException,
-        deadline: float,
-        retry_at: float,
-    ) -> _Ended | None:
-        described = f"{type(error).__name__}: {error}"
-        name = target.service_name
-        if isinstance(error, AttemptFailed) and not error.retryable:
-            return _Ended(
-                "error",
-                f"service {name!r} failed after {attempt} attempt(s), not retryable: {described}",
-                error,
-            )
-        if attempt > target.max_retries:
-            return _Ended(
-                "error",
-                f"service {name!r} failed after {attempt} attempt(s): {described}",
-                error,
-            )
-        if retry_at >= deadline:
-            return _Ended(
-                "error",
-                f"service {name!r} failed after {attempt} attempt(s), no time left before the"
-                f" deadline to retry: {described}",
-                error,
-            )
-        return None
 
     @staticmethod
     async def _wait_for_slot(
@@ -344,7 +299,7 @@ class Dispatcher:
             async with asyncio.timeout_at(deadline):
                 await admission.acquire(rank)
         except TimeoutError:
-            ended = _Ended(
+            ended = Ended(
                 "timeout",
                 f"service {name!r} timed out after {target.timeout_seconds}s"
                 " waiting for a free slot",
@@ -353,9 +308,9 @@ class Dispatcher:
             ended.attempts = attempt
             raise ended from None
         except QueueFull as exc:
-            raise _Ended("overloaded", f"service {name!r} is overloaded: {exc}", exc) from None
+            raise Ended("overloaded", f"service {name!r} is overloaded: {exc}", exc) from None
         except ServiceGone as exc:
-            raise _Ended("unknown_service", str(exc), exc) from None
+            raise Ended("unknown_service", str(exc), exc) from None
 
     async def _observed_attempt(
         self,
@@ -381,7 +336,7 @@ class Dispatcher:
             return result
         except BaseException as exc:
             # observers see what the attempt died of, not the internal end-of-dispatch signal
-            error = exc.error if isinstance(exc, _Ended) and exc.error is not None else exc
+            error = exc.error if isinstance(exc, Ended) and exc.error is not None else exc
             raise
         finally:
             for obs, token, atoken in zip(observers, tokens, attempt_tokens, strict=True):
@@ -411,49 +366,10 @@ class Dispatcher:
                 return await resume
         except TimeoutError as exc:
             if timeout.expired():
-                raise _Ended(
+                raise Ended(
                     "timeout",
                     f"service {target.service_name!r} timed out after"
                     f" {target.timeout_seconds}s (attempt {attempt})",
                     exc,
                 ) from None
             raise
-
-    @staticmethod
-    def _record(
-        envelope: Envelope,
-        target: DispatchTarget,
-        attempt: int,
-        outcome: str,
-        began: float,
-        error: BaseException | None,
-    ) -> None:
-        entry: dict[str, Any] = {
-            "service": target.service_name,
-            "method": target.method,
-            "attempt": attempt,
-            "outcome": outcome,
-            "duration_ms": round((time.perf_counter() - began) * 1000.0, 3),
-        }
-        if error is not None:
-            entry["error"] = f"{type(error).__name__}: {error}"
-        envelope.processing_history.append(entry)
-
-    def _terminate(self, envelope: Envelope, target: DispatchTarget, ended: _Ended) -> Envelope:
-        envelope.terminate(ended.reason)
-        envelope.errors.append(
-            {
-                "service": target.service_name,
-                "method": target.method,
-                "outcome": ended.outcome,
-                "reason": ended.reason,
-            }
-        )
-        self._logger.warning(
-            "dispatch_ended",
-            service=target.service_name,
-            method=target.method,
-            outcome=ended.outcome,
-            reason=ended.reason,
-        )
-        return envelope
