@@ -104,14 +104,19 @@ class Cell:
         self.quick = 0
 
     def observe(self, outcome: str, seconds: float, trace_id: int) -> None:
-        """Count one message of ``outcome`` that took ``seconds`` (``trace_id``: exemplar)."""
-        outcomes = self.outcomes
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
-        i = bisect_left(self.bounds, seconds)
-        self.counts[i] += 1
+        """Count one message of ``outcome`` that took ``seconds`` (``trace_id``: exemplar;
+        an "ok" one in the first bucket with none goes to :attr:`quick`)."""
+        bounds = self.bounds
+        if outcome == "ok" and not trace_id and seconds <= bounds[0]:
+            self.quick += 1
+        else:
+            outcomes = self.outcomes
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            i = bisect_left(bounds, seconds)
+            self.counts[i] += 1
+            if trace_id:
+                self.exemplars[i] = (trace_id, seconds, time.time())
         self.sum += seconds
-        if trace_id:
-            self.exemplars[i] = (trace_id, seconds, time.time())
 
     def merge(self, other: Cell) -> None:
         """Add ``other``'s counts to this cell's (``other.quick`` into "ok" and the first

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -34,8 +33,6 @@ from .semconv import SYSTEM
 __all__ = ["DispatchMetrics"]
 
 _CACHE_LIMIT = 4096
-_bisect = bisect_left
-_now = time.time
 _perf = time.perf_counter
 _PER_SERVICE = ("service_load", "service_capacity", "service_queue_depth", "service_healthy")
 
@@ -175,23 +172,12 @@ class DispatchMetrics(WholeDispatchObserver):
         metrics = self.metrics
         aggregate = self._aggregate
         if aggregate is not None:
-            # The aggregate path, in one frame (perf: every dispatch): Cell.observe inlined.
             try:
                 found = self._cells.get((target.service_name, target.method))
                 if found is None:
                     found = self._bind_cell(target)
                 cell, destination = found
-                bounds = cell.bounds
-                if outcome == "ok" and not trace_id and duration <= bounds[0]:
-                    cell.quick += 1  # "ok" in the first bucket (Cell.quick)
-                else:
-                    outcomes = cell.outcomes
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
-                    i = _bisect(bounds, duration)
-                    cell.counts[i] += 1
-                    if trace_id:
-                        cell.exemplars[i] = (trace_id, duration, _now())
-                cell.sum += duration
+                cell.observe(outcome, duration, trace_id)
                 if attempts > 1:
                     cell.extra[1] += attempts - 1
                 if outcome == "timeout":
