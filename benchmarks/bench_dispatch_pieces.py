@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from benchmarks.bench_hotpath import build_cases
+from bench_hotpath import build_cases  # benchmarks/ (run from this folder)
 from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import CommBusCoordinator
