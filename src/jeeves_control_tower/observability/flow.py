@@ -250,8 +250,7 @@ class FlowRecorder(WholeDispatchObserver):
         duration: float,
     ) -> None:
         """One dispatch done: its record handed off (no lock), the history told. For
-        a writer that counts its own in-flight dispatches (see :meth:`add_writer`).
-        (:meth:`store`'s hand-off written out: perf, every dispatch.)"""
+        a writer that counts its own in-flight dispatches (see :meth:`add_writer`)."""
         name = target.service_name
         if outcome == "ok":
             etype = None
@@ -263,13 +262,7 @@ class FlowRecorder(WholeDispatchObserver):
             _perf() - duration, "dispatch", target.method, (name,), duration, outcome,
             etype, trace_id, None, attempts,
         )  # fmt: skip
-        if self.sink is None:
-            handoff = self.handoff
-            handoff.append(raw)
-            if len(handoff) >= self.capacity:
-                self.drain()
-        else:
-            self.store(raw)
+        self.store(raw)
         if name in self._services:
             self.history.dispatch(name, outcome, attempts - 1 if attempts > 1 else 0, duration)
 
