@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -57,3 +58,13 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{message} (CI is set: this test must run)")
     pytest.skip(message)
+
+
+def gated(gate: asyncio.Event) -> Any:
+    """A dispatch handler that holds its slot until ``gate`` is set."""
+
+    async def handler(envelope: Any) -> Any:
+        await gate.wait()
+        return envelope
+
+    return handler

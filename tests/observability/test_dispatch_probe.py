@@ -13,6 +13,7 @@ from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryP
 from jeeves_control_tower.observability import instrument_coordinator
 from jeeves_control_tower.observability.dispatch_probe import DispatchProbe
 from jeeves_control_tower.types import Envelope
+from tests.helpers import gated
 from tests.observability.conftest import Telemetry
 from tests.observability.support import envelope, register, target
 
@@ -104,12 +105,7 @@ async def test_load_steps_reach_the_history_while_a_dispatch_runs(tel: Telemetry
     multiprocess mode read the live descriptor): a slot held shows now, not at the end."""
     coordinator = _coordinator(tel, tracing=False)
     gate = asyncio.Event()
-
-    async def slow(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    register(coordinator, handler=slow, max_concurrent=3)
+    register(coordinator, handler=gated(gate), max_concurrent=3)
     running = [
         asyncio.ensure_future(coordinator.dispatch(target(), envelope(str(i)))) for i in range(2)
     ]

@@ -22,7 +22,7 @@ from jeeves_control_tower.observability import (
 )
 from jeeves_control_tower.observability.bus_probe import BusProbe
 from jeeves_control_tower.observability.history import History
-from jeeves_control_tower.types import Envelope
+from tests.helpers import gated
 
 from .conftest import Telemetry
 from .support import Stored, echo, envelope, register, target
@@ -127,12 +127,7 @@ async def test_close(tel: Telemetry) -> None:
     assert tel.spans() == []
 
     gate = asyncio.Event()
-
-    async def slow(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    register(coordinator, "slow", handler=slow)
+    register(coordinator, "slow", handler=gated(gate))
     running = asyncio.ensure_future(coordinator.dispatch(target("slow"), envelope()))
     await asyncio.sleep(0)
     coordinator.telemetry.close()  # mid-dispatch: that dispatch still ends its span
@@ -171,12 +166,7 @@ async def test_close_without_tracing_mid_dispatch(tel: Telemetry) -> None:
         None, InMemoryCommBus(instrument=False), registry=tel.registry, flow=tel.flow, tracing=False
     )
     gate = asyncio.Event()
-
-    async def slow(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    register(coordinator, "slow", handler=slow)
+    register(coordinator, "slow", handler=gated(gate))
     running = asyncio.ensure_future(coordinator.dispatch(target("slow"), envelope()))
     await asyncio.sleep(0)
     assert tel.sample("commbus_inflight_messages", pattern="dispatch") == 1
@@ -202,12 +192,7 @@ async def test_close_mid_dispatch_still_tells_the_history_the_slot_given_back(
         None, InMemoryCommBus(instrument=False), registry=tel.registry, flow=flow, tracing=False
     )
     gate = asyncio.Event()
-
-    async def slow(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    register(coordinator, "slow", handler=slow)
+    register(coordinator, "slow", handler=gated(gate))
     running = asyncio.ensure_future(coordinator.dispatch(target("slow"), envelope()))
     await asyncio.sleep(0)
     now[0] += 0.5

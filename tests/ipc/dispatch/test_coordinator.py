@@ -21,6 +21,7 @@ from jeeves_control_tower.types import (
     SchedulingPriority,
     ServiceDescriptor,
 )
+from tests.helpers import gated
 
 
 def env(rid: str = "r1") -> Envelope:
@@ -29,16 +30,6 @@ def env(rid: str = "r1") -> Envelope:
 
 def target(service: str = "svc", **kw: Any) -> DispatchTarget:
     return DispatchTarget(service_name=service, method="run", **kw)
-
-
-def gated(gate: asyncio.Event) -> Any:
-    """A dispatch handler that holds its slot until ``gate`` is set."""
-
-    async def handler(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    return handler
 
 
 def register(c: CommBusCoordinator, name: str = "svc", **kw: Any) -> ServiceDescriptor:

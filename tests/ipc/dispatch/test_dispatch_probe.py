@@ -18,6 +18,7 @@ from jeeves_control_tower.types import (
     RequestContext,
     ServiceDescriptor,
 )
+from tests.helpers import gated
 
 
 class Probe:
@@ -290,12 +291,7 @@ async def test_a_probe_set_again_before_its_dispatches_ended_is_told_each_change
     coordinator.set_dispatch_probe(first)
     coordinator.register_service(ServiceDescriptor(name="svc", service_type="t"))
     gate = asyncio.Event()
-
-    async def handler(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    coordinator.register_handler("svc", handler)
+    coordinator.register_handler("svc", gated(gate))
     running = asyncio.create_task(coordinator.dispatch(target(), env()))
     await asyncio.sleep(0)
     coordinator.set_dispatch_probe(None)
@@ -334,12 +330,7 @@ async def test_remove_observer_detaches_it_from_new_dispatches_and_the_registry(
     coordinator.add_observer(observer)  # type: ignore[arg-type]
     coordinator.register_service(ServiceDescriptor(name="svc", service_type="t"))
     gate = asyncio.Event()
-
-    async def handler(e: Envelope) -> Envelope:
-        await gate.wait()
-        return e
-
-    coordinator.register_handler("svc", handler)
+    coordinator.register_handler("svc", gated(gate))
     running = asyncio.create_task(coordinator.dispatch(target(), env()))
     await asyncio.sleep(0)
     coordinator.remove_observer(observer)  # type: ignore[arg-type]
