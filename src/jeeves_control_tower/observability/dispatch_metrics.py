@@ -101,19 +101,14 @@ class DispatchMetrics(WholeDispatchObserver):
     # ------------------------------------------------------------------ dispatch
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> int:
-        """Returns the trace id current at the start (the dispatch span's, when the tracer
-        runs first), for the exemplar."""
+        """Counts the dispatch in flight; returns the trace id current at the start (the
+        dispatch span's, when the tracer runs first), for the exemplar."""
         try:
             trace_id = recording_trace_id()
         except Exception as exc:
             self._on_error("metrics", "dispatch_start", exc)
             trace_id = 0
-        return self.started(trace_id)
-
-    def started(self, trace_id: int) -> int:
-        """:meth:`dispatch_start` with the current recording trace id already looked up (an
-        instrumented coordinator looks it up once for metrics and flow)."""
-        try:
+        try:  # counted in flight whatever the lookup did: dispatch_end takes it out
             aggregate = self._aggregate
             if aggregate is not None:
                 counts = aggregate.inflight
@@ -194,7 +189,7 @@ class DispatchMetrics(WholeDispatchObserver):
         otel = self.otel
         if otel is not None:
             try:
-                if otel.live or (_perf() >= otel.next_look and otel.look_now()):
+                if otel.live or ((now := _perf()) >= otel.next_look and otel.look(now)):
                     etype = outcome_error(outcome, error, metrics.error_types)
                     otel.sent(SYSTEM, "dispatch", destination, etype, duration)
             except Exception as exc:
