@@ -76,10 +76,11 @@ def cases() -> dict[str, Loop]:
     out["null probe"] = loop
     out["metrics + flow"] = _instrumented()[0]
     loop, coordinator, _ = _instrumented()
-    coordinator._registry._load_hooks = ()
+    coordinator._registry._load_hooks = coordinator._registry._load_logs = ()
     out["- load steps"] = loop
     loop, _, flow = _instrumented()
     flow.history._drain_locked = flow.history.handoff.clear  # type: ignore[method-assign]
+    flow.history.dispatches = lambda *args: flow.history.handoff.clear()  # type: ignore[method-assign]
     out["- history fold"] = loop
     loop, _, flow = _instrumented()
     flow._drain = flow.handoff.clear  # type: ignore[method-assign]

@@ -14,7 +14,7 @@ from jeeves_control_tower.observability import FlowRecorder
 from jeeves_control_tower.observability.history import History
 from jeeves_control_tower.types import Envelope
 
-from .support import envelope, register, target
+from .support import echo, envelope, register, target
 
 T0 = 1_000_000.0  # with times on a 1/128 s grid and small integer values every sum is exact
 
@@ -253,4 +253,41 @@ async def test_service_statistics_stay_exact_past_the_ring() -> None:
     history = flow.history.snapshot(60, 60)["services"]["svc"]
     assert history["requests"]["total"] == 100 and history["errors"]["total"] == 20
     assert history["retries"]["total"] == 50
+    coordinator.telemetry.close()
+
+
+async def test_an_unread_coordinator_keeps_both_hand_offs_short() -> None:
+    """The registry writes load steps straight into the history's hand-off, and the flow
+    recorder counts dispatches from its records: with nobody reading, the recorder's drain
+    (once per 128 records) empties both, so neither holds more than a drain's worth; the
+    read after counts every dispatch and every slot."""
+    flow = FlowRecorder(history=History())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    register(coordinator, handler=echo, max_concurrent=4)
+    longest = 0
+    for _ in range(3000):
+        assert not (await coordinator.dispatch(target(), envelope())).terminated
+        longest = max(longest, len(flow.history.handoff))
+        assert len(flow.handoff) < 128
+    assert longest <= 2 * 128
+    svc = flow.history.snapshot(60, 60)["services"]["svc"]
+    assert svc["requests"]["total"] == 3000 and svc["load"]["peak"] == 1.0
+    assert flow.services()[0]["requests"] == 3000
+    coordinator.telemetry.close()
+
+
+async def test_a_service_the_history_does_not_keep_is_still_counted_by_the_flow() -> None:
+    """Past the history's ``max_series`` a service has no history, but the recorder's own
+    per-service counts (one loop counts both) still count its dispatches."""
+    flow = FlowRecorder(history=History(max_series=1))
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    register(coordinator, "a", handler=echo)
+    register(coordinator, "b", handler=echo)
+    for name, times in (("a", 2), ("b", 3), ("a", 1)):
+        for _ in range(times):
+            assert not (await coordinator.dispatch(target(name), envelope())).terminated
+    rows = {row["name"]: row["requests"] for row in flow.services()}
+    assert rows == {"a": 3, "b": 3}
+    assert set(flow.history.snapshot(60, 60)["services"]) == {"a"}
+    assert flow.history.snapshot(60, 60)["services"]["a"]["requests"]["total"] == 3
     coordinator.telemetry.close()

@@ -45,15 +45,17 @@ Thread-safe; the entry point is looked up at most once until :func:`reset_instru
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "MISSING",
     "DispatchProbe",
     "Instrumentation",
+    "LoadLog",
+    "LoadStep",
     "MessageProbe",
     "default_instrumentation",
     "get_instrumentation",
@@ -157,11 +159,13 @@ class DispatchProbe(Protocol):
       dispatch's own context, before the dispatch observers' ``dispatch_end``, so a
       dispatch span an observer made current is current still.
 
-    The probe is also a :class:`~jeeves_control_tower.ipc.RegistryObserver` (registry
-    changes, and a change of a service's load alone through ``load_changed`` or
-    ``observes_load``, read when the probe is set). A probe that raises is logged by the
-    coordinator (``telemetry_observer_failed``), never raised into the dispatch; it should
-    never raise, and it must be cheap: it runs once per dispatch and per slot change.
+    The probe is also a
+    :class:`~jeeves_control_tower.ipc.dispatch.service_registry.RegistryObserver` (registry
+    changes, and a change of a service's load alone through ``load_log`` (a
+    :class:`LoadLog`), ``load_changed`` or ``observes_load``, read when the probe is set).
+    A probe that raises is logged by the coordinator (``telemetry_observer_failed``), never
+    raised into the dispatch; it should never raise, and it must be cheap: it runs once per
+    dispatch and per slot change.
     """
 
     inflight: dict[str, int]
@@ -182,6 +186,24 @@ class DispatchProbe(Protocol):
     def service_changed(self, service: Any, queue_depth: int) -> None: ...
 
     def service_removed(self, service: Any) -> None: ...
+
+
+#: One change of a service's load alone: ``(at, name, load, queue_depth, capacity)``,
+#: ``at`` read from the log's ``clock`` when the change was made, ``load`` the slots in use
+#: after it, ``queue_depth`` and ``capacity`` as last told (see :class:`LoadLog`).
+LoadStep = tuple[float, str, int, int, int]
+
+
+class LoadLog(NamedTuple):
+    """Where a registry observer takes each change of a service's load alone, as a
+    :data:`LoadStep` (the per-dispatch case, twice per dispatch: a slot taken, a slot given
+    back), at no call into Python when both are C functions (a ``deque``'s ``append``,
+    ``time.time``). The registry calls ``append(step)`` on its event-loop thread, right after
+    the change; it must not raise, and it must stay bounded by the steps' consumer (the
+    registry hands off and forgets)."""
+
+    append: Callable[[LoadStep], Any]
+    clock: Callable[[], float]
 
 
 _lock = threading.Lock()

@@ -57,9 +57,11 @@ class DispatchProbe:
             metrics.inflight_counts() if metrics is not None else {"dispatch": 0}
         )
         hooks: list[Callable[[ServiceDescriptor, int], None]] = []
+        #: the flow's history takes each change of load alone (see RegistryObserver)
+        self.load_log = None
         if flow is not None:
             flow.add_writer(self)
-            hooks.append(flow.load_changed)
+            self.load_log = flow.load_log
         if metrics is not None and metrics.observes_load:
             hooks.append(metrics.service_changed)
         # what a change of load alone calls (see RegistryObserver): the one part that wants
@@ -75,7 +77,7 @@ class DispatchProbe:
                     hook(service, queue_depth)  # each guarded itself
 
             self.load_changed = load_changed
-        self.observes_load = bool(hooks)
+        self.observes_load = bool(hooks) or self.load_log is not None
 
     def dispatched(
         self,
@@ -99,7 +101,7 @@ class DispatchProbe:
             flow = self.flow
             if flow is not None:
                 try:
-                    flow.dispatched(trace_id, target, outcome, attempts, error, duration)
+                    flow.dispatched(trace_id, target, outcome, attempts, error, started, duration)
                 except Exception as exc:
                     self._on_error("flow", "dispatch_end", exc)
         finally:

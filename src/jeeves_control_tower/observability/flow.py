@@ -13,7 +13,9 @@ on any threads, may share one recorder); the readers (:meth:`flow`, :meth:`servi
 appends its record to :attr:`handoff` (a ``deque``, whose ``append`` is atomic), and the
 reader, under the recorder's lock, moves what was handed off into the ring, numbering the
 records in hand-off order and counting them (:meth:`drain`; a writer drains too, once per
-``capacity`` records, so the hand-off stays bounded when nobody reads). Every message
+128 records, or ``capacity`` when smaller, so the hand-off stays bounded and is still in
+the cache when nobody reads). A drain counts its dispatch records in the :attr:`history`
+too, and the history drains the recorder before each read. Every message
 handed off before a read is in its answer. In-flight counts are kept per writer
 (single-writer dicts) and summed by the reader before it drains; a writer hands its record
 off before the message leaves flight, so a message is never in neither: one that ends
@@ -53,6 +55,7 @@ OnError = Callable[[str, str, BaseException], None]
 Raw = tuple[Any, ...]
 
 DEFAULT_CAPACITY = 2000
+_DRAIN_AT = 128
 #: Most records one :meth:`FlowRecorder.flow` call returns.
 MAX_LIMIT = 1000
 _perf = time.perf_counter
@@ -90,6 +93,9 @@ class FlowRecorder(WholeDispatchObserver):
         if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError(f"capacity must be an int >= 1, got {capacity!r}")
         self.capacity = capacity
+        #: Records a writer hands off before it drains them itself (nobody read them
+        #: meanwhile): few, so a drain finds them still in the cache.
+        self._drain_at = min(capacity, _DRAIN_AT)
         self.record_payloads = record_payloads
         self.sink = sink
         self._on_error: OnError | None = on_error
@@ -108,6 +114,9 @@ class FlowRecorder(WholeDispatchObserver):
         self._started = _now()
         self._offset = self._started - _perf()
         self.history = history if history is not None else History()
+        self.history.add_upstream(self.drain)
+        #: Changes of a service's load alone go straight to the history (``RegistryObserver``).
+        self.load_log = self.history.load_log
         if handler_runs:  # the bus finds the hook pair by attribute when it compiles
             self.handler_start = self._handler_start
             self.handler_end = self._handler_end
@@ -145,7 +154,7 @@ class FlowRecorder(WholeDispatchObserver):
         if self.sink is None:
             handoff = self.handoff
             handoff.append(raw)
-            if len(handoff) >= self.capacity:
+            if len(handoff) >= self._drain_at:
                 self.drain()
             return
         with self._lock:
@@ -167,7 +176,8 @@ class FlowRecorder(WholeDispatchObserver):
         batch = list(itertools.islice(iter(handoff.popleft, None), n))  # the first n, in C
         self._records.extend(batch)
         if "dispatch" in count_outcomes(self._counts, batch):
-            self._stats.fold(batch, self._services)
+            history = self.history
+            history.dispatches(batch, self._services, history.clock() - _perf(), self._stats)
         self._seq += n
 
     def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
@@ -233,7 +243,9 @@ class FlowRecorder(WholeDispatchObserver):
         duration: float,
     ) -> None:
         try:  # recorded, then out of flight (see the module docstring)
-            self.dispatched(token or 0, target, outcome, attempts, error, duration)
+            self.dispatched(
+                token or 0, target, outcome, attempts, error, _perf() - duration, duration
+            )
         except Exception as exc:
             self._report("flow", "dispatch_end", exc)
         finally:
@@ -247,10 +259,13 @@ class FlowRecorder(WholeDispatchObserver):
         outcome: str,
         attempts: int,
         error: BaseException | None,
+        started: float,
         duration: float,
     ) -> None:
-        """One dispatch done: its record handed off (no lock), the history told. For
-        a writer that counts its own in-flight dispatches (see :meth:`add_writer`)."""
+        """One dispatch done, ``duration`` seconds after ``started`` (a
+        ``time.perf_counter()`` reading): its record handed off (no lock; the history counts
+        it when the record is drained). For a writer that counts its own in-flight
+        dispatches (see :meth:`add_writer`)."""
         name = target.service_name
         if outcome == "ok":
             etype = None
@@ -259,12 +274,10 @@ class FlowRecorder(WholeDispatchObserver):
         else:
             etype = TIMEOUT if outcome == "timeout" else outcome
         raw = (
-            _perf() - duration, "dispatch", target.method, (name,), duration, outcome,
+            started, "dispatch", target.method, (name,), duration, outcome,
             etype, trace_id, None, attempts,
         )  # fmt: skip
         self.store(raw)
-        if name in self._services:
-            self.history.dispatch(name, outcome, attempts - 1 if attempts > 1 else 0, duration)
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
         try:
@@ -285,23 +298,6 @@ class FlowRecorder(WholeDispatchObserver):
             )
         except Exception as exc:
             self._report("flow", "service_changed", exc)
-
-    def load_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
-        """A service's load alone changed (see ``RegistryObserver``): one load step handed
-        off to the history when this recorder shows that service and queue depth, else
-        :meth:`service_changed`."""
-        try:
-            name = service.name
-            row = self._services.get(name)
-            if row is not None and row[0] is service and row[1] == queue_depth:
-                self.history.service_load(
-                    name, service.current_load, queue_depth, service.max_concurrent
-                )
-                return
-        except Exception as exc:
-            self._report("flow", "load_changed", exc)
-            return
-        self.service_changed(service, queue_depth)
 
     def service_removed(self, service: ServiceDescriptor) -> None:
         try:

@@ -17,12 +17,19 @@ reaches back to ``floor(now - horizon)``), at most ``max_series``
 services and as many handlers (later ones are not tracked). Writers (hooks on event-loop
 threads) take no lock: each change is handed off with the time it happened (a ``deque``
 append of a plain tuple, atomic) and applied in hand-off order, under one short lock, by
-the next reader (or by a writer once per 128 changes, so at most 128 changes wait and
-memory stays bounded when nobody reads). So readers on the HTTP server's threads see every
-change up to their read, exactly; :meth:`History.snapshot` copies under the lock and
-computes outside it (:mod:`.history_views`). A dispatch costs three hand-offs (its slot
-taken and given back: :meth:`History.service_load`, and its count), applied in one loop
-with no call per change.
+the next reader (or by a writer once per 128 changes, so memory stays bounded when nobody
+reads). So readers on the HTTP server's threads see every change up to their read, exactly;
+:meth:`History.snapshot` copies under the lock and computes outside it
+(:mod:`.history_views`).
+
+A dispatch costs two hand-offs, its slot taken and given back: the registry writes each
+straight into the hand-off through :attr:`History.load_log` (a ``LoadLog``: no call into
+Python). Its count comes from its flow record: the :class:`~.flow.FlowRecorder` that feeds
+this history counts each drained batch of records here (:meth:`History.dispatches`, one
+loop), drains itself once per 128 records (and so this history's hand-off with it: the
+load steps wait no longer than the records of their dispatches), and is drained by every
+read of this history first (:meth:`History.add_upstream`). A dispatch that ends while a
+read runs may show in the next read only.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ import itertools
 import math
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 from urllib.parse import parse_qs
 
+from ..ipc.telemetry import LoadLog
+from .flow_stats import ServiceStats
 from .history_views import bucket_grid, copy_series, counter_view, gauge_view
 
 __all__ = ["DEFAULT_HORIZON", "MAX_BUCKETS", "History", "history_body", "history_params"]
@@ -48,11 +58,13 @@ MAX_BUCKETS = 300
 SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 #: Per bus handler: runs, failed runs, seconds (handler durations summed).
 HANDLER_COUNTERS = ("events", "errors", "seconds")
+_ZEROS = (0.0,) * len(SERVICE_COUNTERS)
 
 #: Changes a writer hands off before it applies them itself (nobody read them meanwhile).
 _DRAIN_AT = 128
-#: Kinds of hand-off (the first item of one).
-_LOAD, _DISPATCH, _STATE, _HANDLER, _REMOVED = range(5)
+#: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
+#: time instead: a number, never a string).
+_DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
 # A stored gauge second: [second, integral up to t_last, peak, last value, t_last].
 _Gauge = list[float]
 
@@ -127,6 +139,11 @@ class History:
         self._lock = threading.Lock()
         #: Changes handed off, not applied yet (see "recording" below); ``clock`` stamps them.
         self.handoff: deque[tuple[Any, ...]] = deque()
+        #: What a registry writes a change of a service's load alone to (straight into the
+        #: hand-off, stamped with ``clock``): see ``RegistryObserver``.
+        self.load_log = LoadLog(self.handoff.append, clock)
+        # drains of the recorders that fold dispatches into this history (see dispatches())
+        self._upstream: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._gauges: dict[str, tuple[_GaugeSeries, _GaugeSeries]] = {}  # load, queue
         self._capacity: dict[str, int] = {}
         self._services: dict[str, _CounterSeries] = {}
@@ -137,7 +154,8 @@ class History:
     # Writers take no lock: each change is handed off with its time (a deque append of a
     # plain tuple, atomic) and applied, in hand-off order, under the lock by the next reader
     # (or by a writer once per _DRAIN_AT changes, so the hand-off stays bounded when nobody
-    # reads). A hand-off is (kind, time, name, ...), kind one of the _LOAD.. codes below.
+    # reads). A hand-off is (kind, time, name, ...), kind one of the codes above, or a
+    # load step (LoadStep: its time first).
 
     def service_state(self, name: str, load: int, queue_depth: int, capacity: int) -> None:
         """A service's load, queue depth or capacity changed (or it registered)."""
@@ -155,7 +173,7 @@ class History:
         has none yet (one past ``max_series`` once another was removed), as
         :meth:`service_state` would; without them such a step is dropped."""
         pending = self.handoff
-        pending.append((_LOAD, self.clock(), name, load, queue_depth, capacity))
+        pending.append((self.clock(), name, load, queue_depth, capacity))
         if len(pending) >= _DRAIN_AT:
             self.drain()
 
@@ -200,14 +218,14 @@ class History:
         events = iter(batch)
         try:
             for event in events:
-                kind = event[0]
-                if kind == _LOAD:
-                    at, name, value = event[1], event[2], event[3]
+                at = event[0]
+                if at.__class__ is not str:  # a load step (LoadStep)
+                    name, value = event[1], event[2]
                     if name is not load_name or not b[4] <= at < b_end:
                         pair = gauges.get(name)
                         if pair is None:  # not tracked (yet): start it when the step says enough
-                            if event[4] is not None and event[5] is not None:
-                                self._service_state(*event[1:])
+                            if event[3] is not None and event[4] is not None:
+                                self._service_state(*event)
                             load_name = None
                             continue
                         buckets = pair[0].buckets
@@ -225,7 +243,7 @@ class History:
                         b[4] = at
                         if value > b[2]:
                             b[2] = value
-                elif kind == _DISPATCH:
+                elif at == _DISPATCH:
                     _, at, name, outcome, retries, seconds = event
                     if name is not row_name or not row[0] <= at < row_end:
                         series = services.get(name)
@@ -247,9 +265,9 @@ class History:
                     row[5] += seconds
                 else:  # these may replace or drop a series: nothing kept across them
                     load_name = row_name = None
-                    if kind == _STATE:
+                    if at == _STATE:
                         self._service_state(*event[1:])
-                    elif kind == _HANDLER:
+                    elif at == _HANDLER:
                         self._handler_run(*event[1:])
                     else:
                         self._service_removed(event[2])
@@ -258,6 +276,71 @@ class History:
             # for the next drain, in order
             pending.extendleft(reversed(list(events)))
             raise
+
+    def add_upstream(self, drain: Callable[[], None]) -> None:
+        """Call ``drain`` (a bound method, held weakly) before each read: a recorder that
+        folds its dispatch records in with :meth:`dispatches` hands its pending ones over."""
+        self._upstream.append(weakref.WeakMethod(drain))
+
+    def dispatches(
+        self,
+        records: Iterable[tuple[Any, ...]],
+        services: Container[str],
+        offset: float,
+        totals: ServiceStats | None = None,
+    ) -> None:
+        """Count the dispatch records among ``records`` (flow records, see
+        :data:`~.flow.Raw`; others are skipped) of services in ``services``, each in the
+        second it ended (``started + seconds + offset`` on :attr:`clock`), and in
+        ``totals`` too when given (the recorder's all-time counts: one loop for both, no
+        call per record; this runs for every dispatch). Any thread; the changes handed off
+        before are applied first."""
+        table = totals.table if totals is not None else {}
+        limit = totals.limit if totals is not None else 0
+        with self._lock:
+            self._drain_locked()
+            series_table = self._services
+            name_now: str | None = None  # the service of row and total, until row_end
+            row: list[float] = []
+            total: list[float] = []
+            row_end = 0.0
+            for raw in records:
+                if raw[1] != "dispatch":
+                    continue
+                name = raw[3][0]
+                seconds = raw[4]
+                at = raw[0] + seconds + offset
+                if name is not name_now or not row[0] <= at < row_end:
+                    if name not in services:
+                        name_now = None
+                        continue
+                    series = series_table.get(name)
+                    if series is None:
+                        series = self._counter(series_table, name, len(SERVICE_COUNTERS))
+                    # not kept (a table full): counted in a row nobody keeps
+                    row = series.row(at) if series is not None else [math.floor(at), *_ZEROS]
+                    found = table.get(name)
+                    if found is None:
+                        found = [0, 0, 0, 0, 0.0]
+                        if len(table) < limit:
+                            table[name] = found
+                    name_now, row_end, total = name, row[0] + 1.0, found
+                row[1] += 1
+                total[0] += 1
+                outcome = raw[5]
+                if outcome != "ok":
+                    if outcome == "timeout":
+                        row[3] += 1
+                        total[2] += 1
+                    else:
+                        row[2] += 1
+                        total[1] += 1
+                retries = raw[9] - 1
+                if retries > 0:
+                    row[4] += retries
+                    total[3] += retries
+                row[5] += seconds
+                total[4] += seconds
 
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int
@@ -312,6 +395,10 @@ class History:
             raise ValueError(f"window must be within 1..{self.horizon}")
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= window:
             raise ValueError("step must be an int within 1..window")
+        for ref in self._upstream:  # (outside the lock: they take theirs, then this one)
+            drain = ref()
+            if drain is not None:
+                drain()
         # Only the newest stored second of a series is ever mutated: copy it, share the rest
         # (the lock is held for pointer copies, not for the computation).
         with self._lock:

@@ -14,6 +14,7 @@ from jeeves_control_tower.ipc import (
     InMemoryCommBus,
     RetryPolicy,
 )
+from jeeves_control_tower.ipc.telemetry import LoadLog
 from jeeves_control_tower.types import (
     DispatchTarget,
     Envelope,
@@ -642,3 +643,43 @@ async def test_a_slot_of_a_replaced_registration_does_not_set_the_new_ones_load(
     second.set()
     await new
     assert descriptor.current_load == 0
+
+
+async def test_a_change_of_load_alone_goes_to_a_load_log_stamped_with_its_clock(
+    coordinator: CommBusCoordinator,
+) -> None:
+    """An observer with a ``load_log`` gets each slot taken / given back as a ``LoadStep``
+    (its clock's time, name, load, queue depth, capacity as last told), not as a
+    ``service_changed``; the other changes still go to ``service_changed``. Once the
+    service is unregistered, its slots given back reach the log no more."""
+    steps: list[tuple[float, str, int, int, int]] = []
+    full: list[tuple[str, int, int]] = []
+    ticks = iter(range(100, 200))
+
+    class Logged(_Recorder):
+        load_log = LoadLog(steps.append, lambda: float(next(ticks)))
+
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            full.append((service.name, service.current_load, queue_depth))
+
+    coordinator.add_observer(Logged())
+    register(coordinator, max_concurrent=1)
+    gate = asyncio.Event()
+    coordinator.register_handler("svc", gated(gate))
+    first = asyncio.create_task(coordinator.dispatch(target(), env()))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(coordinator.dispatch(target(), env("r2")))
+    await asyncio.sleep(0)  # queued: a full change
+    gate.set()
+    await asyncio.gather(first, second)
+    assert steps == [(100.0, "svc", 1, 0, 1), (101.0, "svc", 0, 0, 1)]
+    assert full == [("svc", 0, 0), ("svc", 1, 1), ("svc", 1, 0)]
+
+    gate.clear()
+    running = asyncio.create_task(coordinator.dispatch(target(), env("r3")))
+    await asyncio.sleep(0)
+    assert steps[-1] == (102.0, "svc", 1, 0, 1)
+    coordinator.unregister_service("svc")
+    gate.set()
+    await running
+    assert len(steps) == 3  # the slot given back after: not told

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ...types import ServiceDescriptor
+from ..telemetry import LoadLog, LoadStep
 from .admission import Admission
 
 __all__ = ["RegistryObserver", "ServiceGone", "ServiceRegistry"]
@@ -20,10 +21,11 @@ class RegistryObserver(Protocol):
 
     A change of a service's load alone (a slot taken or given back, queue depth, capacity
     and health as last told) is the per-dispatch case: it goes to the observer's
-    ``load_changed(service, queue_depth)`` when it has one, is skipped when the observer
-    says ``observes_load = False`` (it reads ``current_load`` when it needs it), and goes
-    to ``service_changed`` otherwise. Both are optional attributes, read once, when the
-    observer is added.
+    ``load_log`` (a :class:`~jeeves_control_tower.ipc.telemetry.LoadLog`) and
+    ``load_changed(service, queue_depth)`` when it has them, is skipped when the observer
+    has neither and says ``observes_load = False`` (it reads ``current_load`` when it needs
+    it), and goes to ``service_changed`` otherwise. All three are optional attributes, read
+    once, when the observer is added.
     """
 
     def service_changed(self, service: ServiceDescriptor, queue_depth: int) -> None:
@@ -51,14 +53,18 @@ class ServiceRegistry:
         # what a change of load alone calls, one per observer that wants it (see
         # RegistryObserver), and the (queue depth, capacity) each service was last told with
         self._load_hooks: tuple[tuple[Any, Callable[[ServiceDescriptor, int], None]], ...] = ()
+        self._load_logs: tuple[tuple[Any, Callable[[LoadStep], Any], Callable[[], float]], ...] = ()
         self._told: dict[str, list[int]] = {}
         self._on_error = on_error
 
     def add_observer(self, observer: RegistryObserver) -> None:
         """Tell ``observer`` every change from now on (and each service now, at once)."""
         self._observers += (observer,)
+        log: LoadLog | None = getattr(observer, "load_log", None)
+        if log is not None:
+            self._load_logs += ((observer, log.append, log.clock),)
         hook = getattr(observer, "load_changed", None)
-        if hook is None and getattr(observer, "observes_load", True):
+        if hook is None and log is None and getattr(observer, "observes_load", True):
             hook = getattr(observer, "service_changed", None)
         if hook is not None:
             self._load_hooks += ((observer, hook),)
@@ -69,6 +75,7 @@ class ServiceRegistry:
         """Tell ``observer`` nothing more (no-op when it is not one)."""
         self._observers = tuple(obs for obs in self._observers if obs is not observer)
         self._load_hooks = tuple(pair for pair in self._load_hooks if pair[0] is not observer)
+        self._load_logs = tuple(log for log in self._load_logs if log[0] is not observer)
 
     def add(self, descriptor: ServiceDescriptor) -> bool:
         if descriptor.name in self._services:
@@ -86,7 +93,9 @@ class ServiceRegistry:
         if descriptor is None:
             return None
         admission = self._admission.pop(name)
-        self._told.pop(name, None)
+        told = self._told.pop(name, None)
+        if told is not None:
+            told[2] = False  # its slots' changes go to nobody now (see _watch)
         admission.close(ServiceGone(f"service {name!r} was unregistered"))
         for obs in self._observers:
             try:
@@ -149,21 +158,29 @@ class ServiceRegistry:
     def _watch(self, descriptor: ServiceDescriptor, admission: Admission) -> Callable[[], None]:
         """What ``admission`` calls after each change of its slots or queue: keeps
         ``descriptor.current_load`` equal to the slots in use and tells the observers (a
-        change of load alone to the load hooks, see :class:`RegistryObserver`). One function
-        per registration (perf: it runs twice per dispatch)."""
+        change of load alone to the load logs and hooks, see :class:`RegistryObserver`).
+        One function per registration (perf: it runs twice per dispatch)."""
         name = descriptor.name
-        admissions, services = self._admission, self._services
-        told = self._told[name] = [-1, -1]  # this registration's, updated in place by _notify
+        admissions = self._admission
+        # this registration's (queue depth, capacity) last told, updated in place by
+        # _notify, and whether it is still registered (remove() clears it)
+        told = self._told[name] = [-1, -1, True]
 
         def changed() -> None:
-            current = admissions.get(name)
-            if current is not admission and current is not None:
-                return  # a slot of a registration since replaced (the same descriptor, maybe)
-            descriptor.current_load = admission.in_use  # unregistered: its load still falls
-            if self._observers and services.get(name) is descriptor:
+            if not told[2]:  # unregistered: its load still falls, unless the name is
+                if admissions.get(name) is None:  # registered again (maybe the same
+                    descriptor.current_load = admission.in_use  # descriptor): not its slots
+                return
+            descriptor.current_load = load = admission.in_use
+            if self._observers:
                 depth = admission.queue_depth
                 if told[0] == depth and told[1] == descriptor.max_concurrent:
-                    for obs, hook in self._load_hooks:  # the load alone changed
+                    for obs, append, clock in self._load_logs:  # the load alone changed
+                        try:
+                            append((clock(), name, load, depth, told[1]))
+                        except Exception as exc:
+                            self._on_error(obs, exc)
+                    for obs, hook in self._load_hooks:
                         try:
                             hook(descriptor, depth)
                         except Exception as exc:
@@ -182,7 +199,7 @@ class ServiceRegistry:
         """Tell ``observers`` (every observer by default) of ``descriptor``'s state."""
         told = self._told.get(descriptor.name)
         if told is None:  # a service with no slots here (a mirror of a remote one)
-            told = self._told[descriptor.name] = [-1, -1]
+            told = self._told[descriptor.name] = [-1, -1, True]
         told[0], told[1] = queue_depth, descriptor.max_concurrent
         for obs in self._observers if observers is None else observers:
             try:
