@@ -8,7 +8,7 @@ Cases (each a coordinator of its own, ``bench_hotpath.build_cases``' dispatch lo
   own cost: the in-flight count, the clock, the call, the registry telling an observer);
 - ``metrics + flow``: the instrumented coordinator;
 - then the same with one piece replaced by nothing: the load steps (the registry's load
-  hooks), the history's fold, the flow drain, the flow record (``FlowRecorder.dispatched``,
+  logs and hooks), the history's fold, the flow drain, the flow record (``FlowRecorder.dispatched``,
   with what it feeds), the metrics update (``DispatchMetrics.count``).
 
 A piece's cost is what taking it out saves. Diagnostic only (the pieces overlap: the flow

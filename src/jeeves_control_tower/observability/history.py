@@ -40,12 +40,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..ipc.telemetry import LoadLog
+from .dispatch_counts import count_dispatches
 from .flow_stats import ServiceStats
+from .history_series import CounterSeries, Gauge, GaugeSeries
 from .history_views import bucket_grid, copy_series, counter_view, gauge_view
 
 __all__ = ["DEFAULT_HORIZON", "MAX_BUCKETS", "History", "history_body", "history_params"]
@@ -65,59 +67,6 @@ _DRAIN_AT = 128
 #: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
 #: time instead: a number, never a string).
 _DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
-# A stored gauge second: [second, integral up to t_last, peak, last value, t_last].
-_Gauge = list[float]
-
-
-class _GaugeSeries:
-    __slots__ = ("buckets", "first")
-
-    def __init__(self, horizon: int, at: float) -> None:
-        self.buckets: deque[_Gauge] = deque(maxlen=horizon + 1)
-        self.first = at  # the series is defined from here on
-
-    def set(self, value: float, at: float) -> None:
-        buckets = self.buckets
-        if not buckets:  # the series starts here: no time before ``at`` is covered
-            value = float(value)
-            buckets.append([float(math.floor(at)), 0.0, value, value, at])
-            return
-        b = buckets[-1]
-        before = b[3]
-        if before == value:
-            return  # no change: nothing to store (the step function goes on as it was)
-        value = float(value)
-        if at < b[4]:  # stamped before the last change (the wall clock stepped back, or
-            at = b[4]  # another writer thread's stamp came first): no time counted twice
-        if at < b[0] + 1.0:  # the same second
-            b[1] += before * (at - b[4])
-            b[3] = value
-            b[4] = at
-            if value > b[2]:
-                b[2] = value
-            return
-        second = float(math.floor(at))
-        buckets.append([second, before * (at - second), max(before, value), value, at])
-
-
-class _CounterSeries:
-    __slots__ = ("buckets", "width")
-
-    def __init__(self, horizon: int, width: int) -> None:
-        self.buckets: deque[list[float]] = deque(maxlen=horizon + 1)
-        self.width = width
-
-    def row(self, at: float) -> list[float]:
-        """The stored second of ``at`` (the newest, made when it is not there yet):
-        ``[second, *sums]``."""
-        buckets = self.buckets
-        if buckets:
-            row = buckets[-1]
-            if row[0] <= at < row[0] + 1.0:
-                return row
-        row = [float(math.floor(at)), *([0.0] * self.width)]
-        buckets.append(row)
-        return row
 
 
 class History:
@@ -144,10 +93,10 @@ class History:
         self.load_log = LoadLog(self.handoff.append, clock)
         # drains of the recorders that fold dispatches into this history (see dispatches())
         self._upstream: list[weakref.WeakMethod[Callable[[], None]]] = []
-        self._gauges: dict[str, tuple[_GaugeSeries, _GaugeSeries]] = {}  # load, queue
+        self._gauges: dict[str, tuple[GaugeSeries, GaugeSeries]] = {}  # load, queue
         self._capacity: dict[str, int] = {}
-        self._services: dict[str, _CounterSeries] = {}
-        self._handlers: dict[str, _CounterSeries] = {}
+        self._services: dict[str, CounterSeries] = {}
+        self._handlers: dict[str, CounterSeries] = {}
         self.started = clock()
 
     # ------------------------------------------------------------------ recording
@@ -210,7 +159,7 @@ class History:
         batch = list(itertools.islice(iter(pending.popleft, None), len(pending)))  # in C
         gauges, services = self._gauges, self._services
         load_name: str | None = None  # its load series' newest second is b, until b_end
-        b: _Gauge = []
+        b: Gauge = []
         b_end = 0.0
         row_name: str | None = None  # its counters' newest second is row, until row_end
         row: list[float] = []
@@ -236,7 +185,7 @@ class History:
                             continue
                         b = buckets[-1]
                         load_name, b_end = name, b[0] + 1.0
-                    # _GaugeSeries.set's common case inline: a change later in the same second
+                    # GaugeSeries.set's common case inline: a change later in the same second
                     if b[3] != value:
                         b[1] += b[3] * (at - b[4])
                         b[3] = value = float(value)
@@ -284,7 +233,7 @@ class History:
 
     def dispatches(
         self,
-        records: Iterable[tuple[Any, ...]],
+        records: Sequence[tuple[Any, ...]],
         services: Container[str],
         offset: float,
         totals: ServiceStats | None = None,
@@ -292,55 +241,20 @@ class History:
         """Count the dispatch records among ``records`` (flow records, see
         :data:`~.flow.Raw`; others are skipped) of services in ``services``, each in the
         second it ended (``started + seconds + offset`` on :attr:`clock`), and in
-        ``totals`` too when given (the recorder's all-time counts: one loop for both, no
-        call per record; this runs for every dispatch). Any thread; the changes handed off
-        before are applied first."""
+        ``totals`` too when given (the recorder's all-time counts, in the same pass: see
+        :mod:`.dispatch_counts`). Any thread; the changes handed off before are applied
+        first."""
         table = totals.table if totals is not None else {}
         limit = totals.limit if totals is not None else 0
         with self._lock:
             self._drain_locked()
-            series_table = self._services
-            name_now: str | None = None  # the service of row and total, until row_end
-            row: list[float] = []
-            total: list[float] = []
-            row_end = 0.0
-            for raw in records:
-                if raw[1] != "dispatch":
-                    continue
-                name = raw[3][0]
-                seconds = raw[4]
-                at = raw[0] + seconds + offset
-                if name is not name_now or not row[0] <= at < row_end:
-                    if name not in services:
-                        name_now = None
-                        continue
-                    series = series_table.get(name)
-                    if series is None:
-                        series = self._counter(series_table, name, len(SERVICE_COUNTERS))
-                    # not kept (a table full): counted in a row nobody keeps
-                    row = series.row(at) if series is not None else [math.floor(at), *_ZEROS]
-                    found = table.get(name)
-                    if found is None:
-                        found = [0, 0, 0, 0, 0.0]
-                        if len(table) < limit:
-                            table[name] = found
-                    name_now, row_end, total = name, row[0] + 1.0, found
-                row[1] += 1
-                total[0] += 1
-                outcome = raw[5]
-                if outcome != "ok":
-                    if outcome == "timeout":
-                        row[3] += 1
-                        total[2] += 1
-                    else:
-                        row[2] += 1
-                        total[1] += 1
-                retries = raw[9] - 1
-                if retries > 0:
-                    row[4] += retries
-                    total[3] += retries
-                row[5] += seconds
-                total[4] += seconds
+            count_dispatches(records, services, offset, self._service_row, table, limit)
+
+    def _service_row(self, name: str, at: float) -> list[float]:
+        """The row counting ``name``'s dispatches ended at ``at``: its stored second, or,
+        past ``max_series``, a row nobody keeps (the lock is held)."""
+        series = self._counter(self._services, name, len(SERVICE_COUNTERS))
+        return series.row(at) if series is not None else [math.floor(at), *_ZEROS]
 
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int
@@ -350,8 +264,8 @@ class History:
             if len(self._gauges) >= self.max_series:
                 return
             pair = self._gauges[name] = (
-                _GaugeSeries(self.horizon, at),
-                _GaugeSeries(self.horizon, at),
+                GaugeSeries(self.horizon, at),
+                GaugeSeries(self.horizon, at),
             )
         pair[0].set(load, at)
         pair[1].set(queue_depth, at)
@@ -372,11 +286,11 @@ class History:
             row[3] += seconds
 
     def _counter(
-        self, table: dict[str, _CounterSeries], name: str, width: int
-    ) -> _CounterSeries | None:
+        self, table: dict[str, CounterSeries], name: str, width: int
+    ) -> CounterSeries | None:
         series = table.get(name)
         if series is None and len(table) < self.max_series:
-            series = table[name] = _CounterSeries(self.horizon, width)
+            series = table[name] = CounterSeries(self.horizon, width)
         return series
 
     # ------------------------------------------------------------------ reading
