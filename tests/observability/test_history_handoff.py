@@ -291,3 +291,34 @@ async def test_a_service_the_history_does_not_keep_is_still_counted_by_the_flow(
     assert set(flow.history.snapshot(60, 60)["services"]) == {"a"}
     assert flow.history.snapshot(60, 60)["services"]["a"]["requests"]["total"] == 3
     coordinator.telemetry.close()
+
+
+def test_a_batch_of_one_services_steps_in_one_second_folds_as_one_by_one() -> None:
+    """Steps of one service within its newest stored second are applied at once: each
+    second's average and peak are still what a brute-force replay gives, and a step
+    stamped out of order (a clock stepped back) is still counted from the one before."""
+    rng = random.Random(7)
+    for out_of_order in (False, True):
+        clock = Clock(T0 + 1 / 128)
+        h = History(horizon=60, clock=clock)
+        h.service_state("svc", 0, 0, 8)
+        steps: list[tuple[float, float]] = [(clock.now, 0.0)]
+        load = 0
+        for second in range(3):
+            h.drain()
+            clock.now = T0 + second + 1 / 128
+            for i in range(100):  # one batch, inside one second
+                clock.now += 1 / 128 if i < 98 else 0.0
+                load = max(0, min(8, load + rng.choice((-1, 1, 1))))
+                h.service_load("svc", load)
+                steps.append((clock.now, float(load)))
+            if out_of_order:
+                clock.now -= 1 / 64
+                h.service_load("svc", load + 1)
+                steps.append((steps[-1][0], float(load + 1)))  # counted from the last step
+                load += 1
+        clock.now = T0 + 3.5
+        snap = h.snapshot(60, 1)
+        avgs, peaks = _reference_gauge(steps, snap["buckets"], clock.now, 1)
+        load_view = snap["services"]["svc"]["load"]
+        assert load_view["avgs"] == avgs and load_view["peaks"] == peaks

@@ -41,21 +41,19 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Container, Sequence
+from operator import itemgetter
 from typing import Any
-from urllib.parse import parse_qs
 
 from ..ipc.telemetry import LoadLog
 from .dispatch_counts import count_dispatches
 from .flow_stats import ServiceStats
+from .history_query import MAX_BUCKETS, history_body, history_params
 from .history_series import CounterSeries, Gauge, GaugeSeries
 from .history_views import bucket_grid, copy_series, counter_view, gauge_view
 
 __all__ = ["DEFAULT_HORIZON", "MAX_BUCKETS", "History", "history_body", "history_params"]
 
 DEFAULT_HORIZON = 900
-#: Most buckets one ``/api/history`` answer may ask for: ``window / step`` above this is
-#: refused (each bucket costs a number per series, and there may be 512 series).
-MAX_BUCKETS = 300
 #: Per service: dispatches, errors, timeouts, retries, seconds (dispatch durations summed).
 SERVICE_COUNTERS = ("requests", "errors", "timeouts", "retries", "seconds")
 #: Per bus handler: runs, failed runs, seconds (handler durations summed).
@@ -67,6 +65,7 @@ _DRAIN_AT = 128
 #: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
 #: time instead: a number, never a string).
 _DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
+_FIRST, _NAME, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)  # of a load step
 
 
 class History:
@@ -157,6 +156,8 @@ class History:
         is kept across events: consecutive steps of one service mostly fall in it."""
         pending = self.handoff
         batch = list(itertools.islice(iter(pending.popleft, None), len(pending)))  # in C
+        if len(batch) > 1 and self._steps_at_once(batch):
+            return
         gauges, services = self._gauges, self._services
         load_name: str | None = None  # its load series' newest second is b, until b_end
         b: Gauge = []
@@ -256,6 +257,20 @@ class History:
         series = self._counter(self._services, name, len(SERVICE_COUNTERS))
         return series.row(at) if series is not None else [math.floor(at), *_ZEROS]
 
+    def _steps_at_once(self, batch: list[tuple[Any, ...]]) -> bool:
+        """Apply ``batch`` at once, in C, when it is load steps of one tracked service, all
+        in its newest stored second (the common case of a busy service: a drain takes the
+        steps of 128 dispatches, a fraction of a millisecond); ``False``, nothing applied,
+        otherwise."""
+        times = list(map(_FIRST, batch))
+        if list(map(type, times)).count(str):
+            return False  # not only load steps
+        names = list(map(_NAME, batch))
+        if names.count(names[0]) != len(names):
+            return False
+        pair = self._gauges.get(names[0])
+        return pair is not None and pair[0].steps_in_second(times, list(map(_VALUE, batch)))
+
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int
     ) -> None:
@@ -351,32 +366,3 @@ class History:
             "services": out_services,
             "handlers": {n: counter_view(b, HANDLER_COUNTERS, grid) for n, b in handlers.items()},
         }
-
-
-def history_params(history: History, query: str) -> tuple[int, int]:
-    """``(window, step)`` of a raw ``/api/history`` query string ``window=S&step=S``
-    (defaults 300 and 5; ``window / step`` at most :data:`MAX_BUCKETS`), or
-    ``ValueError`` with a client-facing message."""
-    params = parse_qs(query, keep_blank_values=True)
-    unknown = set(params) - {"window", "step"}
-    if unknown:
-        raise ValueError(f"unknown parameter(s): {', '.join(sorted(unknown))[:200]}")
-    values = {}
-    for name, default, high in (("window", 300, history.horizon), ("step", 5, history.horizon)):
-        given = params.get(name)
-        if given and len(given) > 1:
-            raise ValueError(f"{name} given more than once")
-        text = given[0].strip() if given else str(default)
-        if not (text.isascii() and text.isdigit()) or len(text) > 6 or not 1 <= int(text) <= high:
-            raise ValueError(f"{name} must be an integer within 1..{high}")
-        values[name] = int(text)
-    window = min(values["window"], history.horizon)
-    step = min(values["step"], window)
-    if window > MAX_BUCKETS * step:
-        raise ValueError(f"window / step must be at most {MAX_BUCKETS} (buckets per answer)")
-    return window, step
-
-
-def history_body(history: History, query: str) -> dict[str, Any]:
-    """The ``/api/history`` body for a raw query string (see :func:`history_params`)."""
-    return history.snapshot(*history_params(history, query))
