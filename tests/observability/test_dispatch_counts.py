@@ -1,5 +1,5 @@
-"""count_dispatches: a drained batch of flow records counted per second and all time, the
-same whether the batch is counted whole (one service, one second) or record by record."""
+"""count_dispatches: a drained batch of flow records counted per second and all time, as
+counting its records one by one, in a reference written plainly, gives."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def same(a: dict[Any, list[float]], b: dict[Any, list[float]]) -> bool:
 
 @pytest.mark.parametrize("seed", range(40))
 def test_a_batch_counts_as_its_records_one_by_one(seed: int) -> None:
-    """Batches of one service in one second (counted whole) and every other kind: another
-    service, a second boundary, bus records, services not shown, empty."""
+    """Batches of one service in one second and every other kind: another service, a
+    second boundary, bus records, services not shown, empty."""
     rng = random.Random(seed)
     offset = rng.choice((0.0, 1_000_000.25, -3.5))
     base = 500.0 + rng.random() * 0.5
@@ -82,7 +82,7 @@ def test_a_batch_counts_as_its_records_one_by_one(seed: int) -> None:
     assert same(rows, want_rows) and same(totals, want_totals)
 
 
-def test_a_whole_batch_with_retries_and_no_attempts() -> None:
+def test_retries_and_dispatches_with_no_attempt() -> None:
     """One service, one second: 0 attempts (refused before any) count no retry, 3 count
     two; every outcome but ok and timeout is an error."""
     records = [

@@ -294,9 +294,10 @@ async def test_a_service_the_history_does_not_keep_is_still_counted_by_the_flow(
 
 
 def test_a_batch_of_one_services_steps_in_one_second_folds_as_one_by_one() -> None:
-    """Steps of one service within its newest stored second are applied at once: each
-    second's average and peak are still what a brute-force replay gives, and a step
-    stamped out of order (a clock stepped back) is still counted from the one before."""
+    """A batch of one service's steps within its newest stored second (what the registry's
+    load log hands off for a busy service): each second's average and peak are what a
+    brute-force replay gives, and a step stamped out of order (a clock stepped back) is
+    counted from the one before."""
     rng = random.Random(7)
     for out_of_order in (False, True):
         clock = Clock(T0 + 1 / 128)

@@ -40,8 +40,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Container, Sequence
-from operator import itemgetter
+from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from ..ipc.telemetry import LoadLog
@@ -65,7 +64,6 @@ _DRAIN_AT = 128
 #: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
 #: time instead: a number, never a string).
 _DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
-_FIRST, _NAME, _VALUE = itemgetter(0), itemgetter(1), itemgetter(2)  # of a load step
 
 
 class History:
@@ -156,8 +154,6 @@ class History:
         is kept across events: consecutive steps of one service mostly fall in it."""
         pending = self.handoff
         batch = list(itertools.islice(iter(pending.popleft, None), len(pending)))  # in C
-        if len(batch) > 1 and self._steps_at_once(batch):
-            return
         gauges, services = self._gauges, self._services
         load_name: str | None = None  # its load series' newest second is b, until b_end
         b: Gauge = []
@@ -234,7 +230,7 @@ class History:
 
     def dispatches(
         self,
-        records: Sequence[tuple[Any, ...]],
+        records: Iterable[tuple[Any, ...]],
         services: Container[str],
         offset: float,
         totals: ServiceStats | None = None,
@@ -256,20 +252,6 @@ class History:
         past ``max_series``, a row nobody keeps (the lock is held)."""
         series = self._counter(self._services, name, len(SERVICE_COUNTERS))
         return series.row(at) if series is not None else [math.floor(at), *_ZEROS]
-
-    def _steps_at_once(self, batch: list[tuple[Any, ...]]) -> bool:
-        """Apply ``batch`` at once, in C, when it is load steps of one tracked service, all
-        in its newest stored second (the common case of a busy service: a drain takes the
-        steps of 128 dispatches, a fraction of a millisecond); ``False``, nothing applied,
-        otherwise."""
-        times = list(map(_FIRST, batch))
-        if list(map(type, times)).count(str):
-            return False  # not only load steps
-        names = list(map(_NAME, batch))
-        if names.count(names[0]) != len(names):
-            return False
-        pair = self._gauges.get(names[0])
-        return pair is not None and pair[0].steps_in_second(times, list(map(_VALUE, batch)))
 
     def _service_state(
         self, at: float, name: str, load: int, queue_depth: int, capacity: int

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Sequence
-from itertools import islice
-from operator import le, mul, sub
 
 __all__ = ["CounterSeries", "Gauge", "GaugeSeries"]
 
@@ -47,30 +44,6 @@ class GaugeSeries:
             return
         second = float(math.floor(at))
         buckets.append([second, before * (at - second), max(before, value), value, at])
-
-    def steps_in_second(self, times: Sequence[float], values: Sequence[float]) -> bool:
-        """Apply the changes ``values[i]`` at ``times[i]`` at once, in C, when they all fall
-        in order in the newest stored second, after its last change (``False``, nothing
-        applied, otherwise): what :meth:`set` would store, one by one."""
-        buckets = self.buckets
-        if not buckets or not times:
-            return False
-        b = buckets[-1]
-        if not b[4] <= times[0] or not times[-1] < b[0] + 1.0:
-            return False
-        if not all(map(le, times, islice(times, 1, None))):
-            return False  # (stamped out of order: set() handles it)
-        befores = [b[3], *values]
-        befores.pop()
-        starts = [b[4], *times]
-        starts.pop()
-        b[1] += sum(map(mul, befores, map(sub, times, starts)))  # value before x time held
-        peak = max(values)
-        if peak > b[2]:
-            b[2] = float(peak)
-        b[3] = float(values[-1])
-        b[4] = times[-1]
-        return True
 
 
 class CounterSeries:
