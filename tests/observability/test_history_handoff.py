@@ -9,7 +9,7 @@ import threading
 import tracemalloc
 from typing import Any
 
-from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
+from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from jeeves_control_tower.observability import FlowRecorder
 from jeeves_control_tower.observability.history import History
 from jeeves_control_tower.types import Envelope
@@ -323,3 +323,132 @@ def test_a_batch_of_one_services_steps_in_one_second_folds_as_one_by_one() -> No
         avgs, peaks = _reference_gauge(steps, snap["buckets"], clock.now, 1)
         load_view = snap["services"]["svc"]["load"]
         assert load_view["avgs"] == avgs and load_view["peaks"] == peaks
+
+
+async def _dispatch(coordinator: CommBusCoordinator, times: int = 1, **kw: Any) -> None:
+    for _ in range(times):
+        await coordinator.dispatch(target(**kw), envelope())
+
+
+async def test_the_load_log_stays_bounded_when_no_record_drains_it() -> None:
+    """Load steps with no flow record to drain them: a dispatch retrying thousands of times
+    (two steps per attempt, one record), and dispatches after the telemetry was closed
+    while one ran (the closed probe still hears the slots; the records go nowhere). The
+    registry drains the log itself (at 4 x 128 steps)."""
+    flow = FlowRecorder(history=History())
+    peak = 0
+
+    async def failing(e: Envelope) -> Envelope:
+        nonlocal peak
+        peak = max(peak, len(flow.history.handoff))
+        raise ConnectionError("down")
+
+    retrying = CommBusCoordinator(
+        None,
+        InMemoryCommBus(instrument=False),
+        flow=flow,
+        retry_policy=RetryPolicy(initial_delay=0, max_delay=0),
+    )
+    register(retrying, handler=failing)
+    await _dispatch(retrying, max_retries=3000, timeout_seconds=600)
+    assert 0 < peak <= 4 * 128
+    retrying.telemetry.close()
+
+    flow = FlowRecorder(history=History())
+    gate = asyncio.Event()
+    first = [True]
+
+    async def first_waits(e: Envelope) -> Envelope:
+        if first.pop() if first else False:
+            await gate.wait()
+        return e
+
+    closed = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    register(closed, handler=first_waits, max_concurrent=8)
+    stuck = asyncio.ensure_future(closed.dispatch(target(), envelope()))
+    await asyncio.sleep(0)
+    closed.telemetry.close()
+    for _ in range(3000):
+        await _dispatch(closed)
+        peak = max(peak, len(flow.history.handoff))
+    assert peak <= 4 * 128
+    gate.set()
+    await stuck
+
+
+async def test_a_late_count_lands_in_the_second_it_ended() -> None:
+    """Two recorders on one history: one drains its records late (after the other counted
+    a later second), and a read long after a dispatch: each count is in the second the
+    dispatch ended, on the history's clock."""
+    clock = Clock(T0 + 0.5)
+    history = History(horizon=60, clock=clock)
+    quiet, busy = FlowRecorder(history=history), FlowRecorder(history=history)
+    late = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=quiet)
+    early = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=busy)
+    register(late, handler=echo)
+    register(early, handler=echo)
+    await _dispatch(late, 3)  # fewer than a drain's worth: waits in quiet's hand-off
+    clock.now = T0 + 2.5
+    await _dispatch(early, 128)  # drained at once, into second T0 + 2
+    clock.now = T0 + 9.5
+    snap = history.snapshot(60, 1)
+    counted = dict(
+        zip(snap["buckets"], snap["services"]["svc"]["requests"]["buckets"], strict=True)
+    )
+    assert {at: n for at, n in counted.items() if n} == {T0: 3.0, T0 + 2: 128.0}
+    early.telemetry.close()
+    late.telemetry.close()
+
+
+def test_counts_handed_off_late_keep_the_seconds_in_order() -> None:
+    """A count for an older second goes to that second's row, made in its place when
+    missing (the full ring gives up its oldest second for it), or nowhere when it is older
+    than all the full ring keeps."""
+    clock = Clock(T0)
+    h = History(horizon=4, clock=clock)  # keeps 5 seconds
+    for at in (5.25, 3.5, 1.0, 0.5, 4.5, 2.5, 0.25, 5.75, 3.25):
+        clock.now = T0 + at
+        h.dispatch("svc", "ok", 0, 0.0)
+    clock.now = T0 + 5.9
+    snap = h.snapshot(4, 1)
+    counted = dict(
+        zip(snap["buckets"], snap["services"]["svc"]["requests"]["buckets"], strict=True)
+    )
+    assert counted == {T0 + 1: 1.0, T0 + 2: 1.0, T0 + 3: 2.0, T0 + 4: 1.0, T0 + 5: 2.0}
+
+
+def test_a_history_outlives_the_recorders_it_served() -> None:
+    """Every recorder made on one history registers a drain with it: the dead ones are
+    forgotten, so neither memory nor a read grows with the recorders made."""
+    h = History()
+    FlowRecorder(history=h)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(20_000):
+            FlowRecorder(history=h)
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert retained < 50_000, f"{retained} bytes retained"
+
+
+async def test_a_failing_history_leaves_the_flow_numbered_and_reports_it() -> None:
+    """The history raising while a drain counts dispatches (here: a malformed hand-off):
+    every record is still in the ring with its number, the recorder's own counts are
+    kept, the failure is reported, and the next drain counts again."""
+    failures: list[str] = []
+    flow = FlowRecorder(
+        history=History(), on_error=lambda part, hook, exc: failures.append(f"{part}:{hook}")
+    )
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    register(coordinator, handler=echo)
+    await _dispatch(coordinator, 2)
+    flow.history.handoff.append(("removed",))  # no name: applying it raises
+    await _dispatch(coordinator)
+    assert flow.last_seq == 3 and failures == ["flow:history"]
+    assert [r["seq"] for r in flow.flow()["records"]] == [1, 2, 3]
+    assert flow.services()[0]["requests"] == 3
+    await _dispatch(coordinator)
+    assert flow.history.snapshot(60, 60)["services"]["svc"]["requests"]["total"] == 4
+    coordinator.telemetry.close()

@@ -45,7 +45,7 @@ Thread-safe; the entry point is looked up at most once until :func:`reset_instru
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -197,13 +197,17 @@ LoadStep = tuple[float, str, int, int, int]
 class LoadLog(NamedTuple):
     """Where a registry observer takes each change of a service's load alone, as a
     :data:`LoadStep` (the per-dispatch case, twice per dispatch: a slot taken, a slot given
-    back), at no call into Python when both are C functions (a ``deque``'s ``append``,
-    ``time.time``). The registry calls ``append(step)`` on its event-loop thread, right after
-    the change; it must not raise, and it must stay bounded by the steps' consumer (the
-    registry hands off and forgets)."""
+    back), at no call into Python when ``append``, ``clock`` and ``len(pending)`` are C
+    functions (a ``deque``'s ``append``, ``time.time``, the deque). The registry calls
+    ``append(step)`` on its event-loop thread right after the change, then ``drain()`` when
+    ``pending`` holds ``limit`` steps or more: that keeps the log bounded whoever else
+    drains it. Neither may raise (a failure is logged, never raised into the dispatch)."""
 
     append: Callable[[LoadStep], Any]
     clock: Callable[[], float]
+    pending: Sized
+    limit: int
+    drain: Callable[[], Any]
 
 
 _lock = threading.Lock()

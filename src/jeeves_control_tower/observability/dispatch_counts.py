@@ -18,14 +18,13 @@ RowOf = Callable[[str, float], list[float]]
 def count_dispatches(
     records: Iterable[tuple[Any, ...]],
     services: Container[str],
-    offset: float,
     row_of: RowOf,
     totals: dict[str, list[float]],
     limit: int,
 ) -> None:
     """Count the dispatch records among ``records`` (flow records, see
     :data:`~.flow.Raw`; others are skipped) of services in ``services``: each in the row of
-    the second it ended (``started + seconds + offset``) and in ``totals[name]``
+    the second it ended (its ``ended``) and in ``totals[name]``
     (``[requests, errors, timeouts, retries, seconds]``, made for a new name while ``totals``
     has fewer than ``limit``). The row and total of the last service and second are kept
     across records: a batch is mostly one service's, in one second."""
@@ -38,7 +37,7 @@ def count_dispatches(
             continue
         name = raw[3][0]
         seconds = raw[4]
-        at = raw[0] + seconds + offset
+        at = raw[10]
         if name is not name_now or not row[0] <= at < row_end:
             if name not in services:
                 name_now = None

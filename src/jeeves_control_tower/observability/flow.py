@@ -49,9 +49,11 @@ __all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
 
 OnError = Callable[[str, str, BaseException], None]
 #: A record as handed off and kept: (started, pattern, type, handlers, seconds, outcome,
-#: error_type, trace_id, payload, attempts); ``started``: a ``time.perf_counter()`` reading
-#: (made wall-clock time when read); ``handlers``: entries with a ``name``, or names;
-#: ``attempts``: a dispatch's, 0 for a bus message. Its number is its place in the order.
+#: error_type, trace_id, payload, attempts), and for a dispatch ``ended`` too;
+#: ``started``: a ``time.perf_counter()`` reading (made wall-clock time when read);
+#: ``handlers``: entries with a ``name``, or names; ``attempts``: a dispatch's, 0 for a bus
+#: message; ``ended``: when a dispatch ended, on the history's clock (the second its
+#: history counts it in). Its number is its place in the order.
 Raw = tuple[Any, ...]
 
 DEFAULT_CAPACITY = 2000
@@ -115,6 +117,7 @@ class FlowRecorder(WholeDispatchObserver):
         self._offset = self._started - _perf()
         self.history = history if history is not None else History()
         self.history.add_upstream(self.drain)
+        self._stamp = self.history.clock  # a dispatch record's end, on the history's clock
         #: Changes of a service's load alone go straight to the history (``RegistryObserver``).
         self.load_log = self.history.load_log
         if handler_runs:  # the bus finds the hook pair by attribute when it compiles
@@ -175,10 +178,12 @@ class FlowRecorder(WholeDispatchObserver):
             return
         batch = list(itertools.islice(iter(handoff.popleft, None), n))  # the first n, in C
         self._records.extend(batch)
-        if "dispatch" in count_outcomes(self._counts, batch):
-            history = self.history
-            history.dispatches(batch, self._services, history.clock() - _perf(), self._stats)
         self._seq += n
+        if "dispatch" in count_outcomes(self._counts, batch):
+            try:
+                self.history.dispatches(batch, self._services, self._stats)
+            except Exception as exc:  # numbered and counted here all the same
+                self._report("flow", "history", exc)
 
     def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
@@ -275,7 +280,7 @@ class FlowRecorder(WholeDispatchObserver):
             etype = TIMEOUT if outcome == "timeout" else outcome
         raw = (
             started, "dispatch", target.method, (name,), duration, outcome,
-            etype, trace_id, None, attempts,
+            etype, trace_id, None, attempts, self._stamp(),
         )  # fmt: skip
         self.store(raw)
 

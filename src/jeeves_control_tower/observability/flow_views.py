@@ -42,7 +42,7 @@ def service_row(descriptor: Any, queue_depth: int, stats: list[float]) -> dict[s
 def record_dict(seq: int, raw: tuple[Any, ...], offset: float, payloads: bool) -> dict[str, Any]:
     """Record ``seq`` (a :data:`~.flow.Raw`) as the feed shows it (``offset``: wall clock
     minus perf clock; ``payloads``: with its ``payload``)."""
-    started, pattern, mtype, handlers, seconds, outcome, etype, trace_id, payload, _ = raw
+    started, pattern, mtype, handlers, seconds, outcome, etype, trace_id, payload = raw[:9]
     out: dict[str, Any] = {
         "seq": seq,
         "time": round(started + offset, 6),

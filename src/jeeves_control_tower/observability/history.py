@@ -17,19 +17,20 @@ reaches back to ``floor(now - horizon)``), at most ``max_series``
 services and as many handlers (later ones are not tracked). Writers (hooks on event-loop
 threads) take no lock: each change is handed off with the time it happened (a ``deque``
 append of a plain tuple, atomic) and applied in hand-off order, under one short lock, by
-the next reader (or by a writer once per 128 changes, so memory stays bounded when nobody
-reads). So readers on the HTTP server's threads see every change up to their read, exactly;
-:meth:`History.snapshot` copies under the lock and computes outside it
-(:mod:`.history_views`).
+the next reader (or by a writer once 128 changes wait, 512 for the registry's load log,
+so memory stays bounded when nobody reads). So readers on the HTTP server's threads see
+every change up to their read, exactly; :meth:`History.snapshot` copies under the lock
+and computes outside it (:mod:`.history_views`).
 
 A dispatch costs two hand-offs, its slot taken and given back: the registry writes each
 straight into the hand-off through :attr:`History.load_log` (a ``LoadLog``: no call into
-Python). Its count comes from its flow record: the :class:`~.flow.FlowRecorder` that feeds
+Python but for the backstop drain). Its count comes from its flow record, stamped with
+this history's clock when the dispatch ended: the :class:`~.flow.FlowRecorder` that feeds
 this history counts each drained batch of records here (:meth:`History.dispatches`, one
-loop), drains itself once per 128 records (and so this history's hand-off with it: the
-load steps wait no longer than the records of their dispatches), and is drained by every
-read of this history first (:meth:`History.add_upstream`). A dispatch that ends while a
-read runs may show in the next read only.
+loop, in the second each ended, however late it is drained), drains itself once per 128
+records (and this history's hand-off with it, so the backstop is seldom reached), and is
+drained by every read of this history first (:meth:`History.add_upstream`). A dispatch
+that ends while a read runs may show in the next read only.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ _ZEROS = (0.0,) * len(SERVICE_COUNTERS)
 
 #: Changes a writer hands off before it applies them itself (nobody read them meanwhile).
 _DRAIN_AT = 128
+#: The same for the registry's load log: a backstop (a feeding flow recorder drains this
+#: history with its own records, once per 128 dispatches, so about 256 steps).
+_LOG_LIMIT = 4 * _DRAIN_AT
 #: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
 #: time instead: a number, never a string).
 _DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
@@ -87,7 +91,7 @@ class History:
         self.handoff: deque[tuple[Any, ...]] = deque()
         #: What a registry writes a change of a service's load alone to (straight into the
         #: hand-off, stamped with ``clock``): see ``RegistryObserver``.
-        self.load_log = LoadLog(self.handoff.append, clock)
+        self.load_log = LoadLog(self.handoff.append, clock, self.handoff, _LOG_LIMIT, self.drain)
         # drains of the recorders that fold dispatches into this history (see dispatches())
         self._upstream: list[weakref.WeakMethod[Callable[[], None]]] = []
         self._gauges: dict[str, tuple[GaugeSeries, GaugeSeries]] = {}  # load, queue
@@ -226,26 +230,29 @@ class History:
     def add_upstream(self, drain: Callable[[], None]) -> None:
         """Call ``drain`` (a bound method, held weakly) before each read: a recorder that
         folds its dispatch records in with :meth:`dispatches` hands its pending ones over."""
-        self._upstream.append(weakref.WeakMethod(drain))
+        with self._lock:
+            self._upstream = [ref for ref in self._upstream if ref() is not None]
+            self._upstream.append(weakref.WeakMethod(drain))
 
     def dispatches(
         self,
         records: Iterable[tuple[Any, ...]],
         services: Container[str],
-        offset: float,
         totals: ServiceStats | None = None,
     ) -> None:
         """Count the dispatch records among ``records`` (flow records, see
         :data:`~.flow.Raw`; others are skipped) of services in ``services``, each in the
-        second it ended (``started + seconds + offset`` on :attr:`clock`), and in
-        ``totals`` too when given (the recorder's all-time counts, in the same pass: see
+        second it ended (its ``ended``, read from :attr:`clock`), and in ``totals`` too
+        when given (the recorder's all-time counts, in the same pass: see
         :mod:`.dispatch_counts`). Any thread; the changes handed off before are applied
         first."""
         table = totals.table if totals is not None else {}
         limit = totals.limit if totals is not None else 0
         with self._lock:
-            self._drain_locked()
-            count_dispatches(records, services, offset, self._service_row, table, limit)
+            try:
+                self._drain_locked()
+            finally:  # counted even when a change handed off before failed (then raised)
+                count_dispatches(records, services, self._service_row, table, limit)
 
     def _service_row(self, name: str, at: float) -> list[float]:
         """The row counting ``name``'s dispatches ended at ``at``: its stored second, or,
@@ -306,7 +313,9 @@ class History:
             raise ValueError(f"window must be within 1..{self.horizon}")
         if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= window:
             raise ValueError("step must be an int within 1..window")
-        for ref in self._upstream:  # (outside the lock: they take theirs, then this one)
+        with self._lock:
+            upstream = self._upstream = [ref for ref in self._upstream if ref() is not None]
+        for ref in upstream:  # (outside the lock: they take theirs, then this one)
             drain = ref()
             if drain is not None:
                 drain()

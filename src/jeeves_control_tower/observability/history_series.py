@@ -56,13 +56,34 @@ class CounterSeries:
         self.width = width
 
     def row(self, at: float) -> list[float]:
-        """The stored second of ``at`` (the newest, made when it is not there yet):
-        ``[second, *sums]``."""
+        """The stored second of ``at``, ``[second, *sums]``: the newest (made when it is not
+        there yet), or an older one (a count handed off late: by a recorder that drained
+        after another one, or stamped by a clock that stepped back), made in its place
+        when missing; older than all the ring keeps when it is full: a row nobody keeps."""
         buckets = self.buckets
         if buckets:
             row = buckets[-1]
             if row[0] <= at < row[0] + 1.0:
                 return row
+            if at < row[0]:
+                return self._older(float(math.floor(at)))
         row = [float(math.floor(at)), *([0.0] * self.width)]
         buckets.append(row)
         return row
+
+    def _older(self, second: float) -> list[float]:
+        buckets = self.buckets
+        made = [second, *([0.0] * self.width)]
+        for i in range(len(buckets) - 1, -1, -1):  # newest first: late counts are recent
+            found = buckets[i]
+            if found[0] == second:
+                return found
+            if found[0] < second:
+                if len(buckets) == buckets.maxlen:  # full: the oldest second goes first
+                    buckets.popleft()
+                    i -= 1
+                buckets.insert(i + 1, made)
+                return made
+        if len(buckets) != buckets.maxlen:
+            buckets.appendleft(made)
+        return made

@@ -650,14 +650,18 @@ async def test_a_change_of_load_alone_goes_to_a_load_log_stamped_with_its_clock(
 ) -> None:
     """An observer with a ``load_log`` gets each slot taken / given back as a ``LoadStep``
     (its clock's time, name, load, queue depth, capacity as last told), not as a
-    ``service_changed``; the other changes still go to ``service_changed``. Once the
-    service is unregistered, its slots given back reach the log no more."""
+    ``service_changed``; the other changes still go to ``service_changed``. The log's
+    ``drain`` is called each time ``pending`` holds ``limit`` steps. Once the service is
+    unregistered, its slots given back reach the log no more."""
     steps: list[tuple[float, str, int, int, int]] = []
     full: list[tuple[str, int, int]] = []
     ticks = iter(range(100, 200))
+    drained: list[int] = []
 
     class Logged(_Recorder):
-        load_log = LoadLog(steps.append, lambda: float(next(ticks)))
+        load_log = LoadLog(
+            steps.append, lambda: float(next(ticks)), steps, 2, lambda: drained.append(len(steps))
+        )
 
         def service_changed(self, service: Any, queue_depth: int) -> None:
             full.append((service.name, service.current_load, queue_depth))
@@ -674,12 +678,13 @@ async def test_a_change_of_load_alone_goes_to_a_load_log_stamped_with_its_clock(
     await asyncio.gather(first, second)
     assert steps == [(100.0, "svc", 1, 0, 1), (101.0, "svc", 0, 0, 1)]
     assert full == [("svc", 0, 0), ("svc", 1, 1), ("svc", 1, 0)]
+    assert drained == [2]  # (a list: nothing drains it, so once at 2, then at every step)
 
     gate.clear()
     running = asyncio.create_task(coordinator.dispatch(target(), env("r3")))
     await asyncio.sleep(0)
-    assert steps[-1] == (102.0, "svc", 1, 0, 1)
+    assert steps[-1] == (102.0, "svc", 1, 0, 1) and drained == [2, 3]
     coordinator.unregister_service("svc")
     gate.set()
     await running
-    assert len(steps) == 3  # the slot given back after: not told
+    assert len(steps) == 3 and drained == [2, 3]  # the slot given back after: not told

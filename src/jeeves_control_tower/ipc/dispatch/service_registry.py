@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ...types import ServiceDescriptor
-from ..telemetry import LoadLog, LoadStep
+from ..telemetry import LoadLog
 from .admission import Admission
 
 __all__ = ["RegistryObserver", "ServiceGone", "ServiceRegistry"]
@@ -53,7 +53,7 @@ class ServiceRegistry:
         # what a change of load alone calls, one per observer that wants it (see
         # RegistryObserver), and the (queue depth, capacity) each service was last told with
         self._load_hooks: tuple[tuple[Any, Callable[[ServiceDescriptor, int], None]], ...] = ()
-        self._load_logs: tuple[tuple[Any, Callable[[LoadStep], Any], Callable[[], float]], ...] = ()
+        self._load_logs: tuple[tuple[Any, LoadLog], ...] = ()
         self._told: dict[str, list[int]] = {}
         self._on_error = on_error
 
@@ -62,7 +62,7 @@ class ServiceRegistry:
         self._observers += (observer,)
         log: LoadLog | None = getattr(observer, "load_log", None)
         if log is not None:
-            self._load_logs += ((observer, log.append, log.clock),)
+            self._load_logs += ((observer, log),)
         hook = getattr(observer, "load_changed", None)
         if hook is None and log is None and getattr(observer, "observes_load", True):
             hook = getattr(observer, "service_changed", None)
@@ -175,9 +175,11 @@ class ServiceRegistry:
             if self._observers:
                 depth = admission.queue_depth
                 if told[0] == depth and told[1] == descriptor.max_concurrent:
-                    for obs, append, clock in self._load_logs:  # the load alone changed
-                        try:
+                    for obs, (append, clock, pending, limit, drain) in self._load_logs:
+                        try:  # the load alone changed
                             append((clock(), name, load, depth, told[1]))
+                            if len(pending) >= limit:
+                                drain()
                         except Exception as exc:
                             self._on_error(obs, exc)
                     for obs, hook in self._load_hooks:
