@@ -88,7 +88,8 @@ class DispatchProbe:
         started: float,
     ) -> None:
         """One dispatch done (see :class:`~jeeves_control_tower.ipc.telemetry.DispatchProbe`)."""
-        duration = _perf() - started
+        now = _perf()
+        duration = now - started
         try:  # counted, then out of flight: a reader never sees a dispatch in neither
             try:
                 trace_id = recording_trace_id() if _get_current() else 0
@@ -97,7 +98,7 @@ class DispatchProbe:
                 trace_id = 0
             metrics = self.metrics
             if metrics is not None:
-                metrics.count(trace_id, target, outcome, attempts, error, duration)
+                metrics.count(trace_id, target, outcome, attempts, error, duration, now)
             flow = self.flow
             if flow is not None:
                 try:

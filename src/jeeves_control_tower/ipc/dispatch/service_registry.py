@@ -53,7 +53,7 @@ class ServiceRegistry:
         # what a change of load alone calls, one per observer that wants it (see
         # RegistryObserver), and the (queue depth, capacity) each service was last told with
         self._load_hooks: tuple[tuple[Any, Callable[[ServiceDescriptor, int], None]], ...] = ()
-        self._load_logs: tuple[tuple[Any, LoadLog], ...] = ()
+        self._load_logs: tuple[tuple[Any, ...], ...] = ()  # (observer, *its LoadLog)
         self._told: dict[str, list[int]] = {}
         self._on_error = on_error
 
@@ -62,7 +62,7 @@ class ServiceRegistry:
         self._observers += (observer,)
         log: LoadLog | None = getattr(observer, "load_log", None)
         if log is not None:
-            self._load_logs += ((observer, log),)
+            self._load_logs += ((observer, *log),)
         hook = getattr(observer, "load_changed", None)
         if hook is None and log is None and getattr(observer, "observes_load", True):
             hook = getattr(observer, "service_changed", None)
@@ -175,7 +175,7 @@ class ServiceRegistry:
             if self._observers:
                 depth = admission.queue_depth
                 if told[0] == depth and told[1] == descriptor.max_concurrent:
-                    for obs, (append, clock, pending, limit, drain) in self._load_logs:
+                    for obs, append, clock, pending, limit, drain in self._load_logs:
                         try:  # the load alone changed
                             append((clock(), name, load, depth, told[1]))
                             if len(pending) >= limit:
