@@ -252,3 +252,29 @@ async def test_a_noop_provider_keeps_the_callers_span_current(tel: Telemetry) ->
         assert trace.get_current_span() is caller
     assert seen == [caller.get_span_context()]
     assert [s.name for s in tel.spans()] == ["caller"]
+
+
+async def test_with_no_sdk_a_callers_carrier_still_reaches_the_handler(tel: Telemetry) -> None:
+    """No SDK behind the coordinator's tracer: a dispatch with no caller's context in its
+    envelope runs unobserved by the tracer (its ``wants_dispatch`` says no), one with a
+    carrier still has the caller's context current in the handler, for it to pass along."""
+    coordinator = CommBusCoordinator(
+        None,
+        InMemoryCommBus(instrument=False),
+        tracer_provider=trace.NoOpTracerProvider(),
+        registry=tel.registry,
+    )
+    seen: list[trace.SpanContext] = []
+
+    async def handler(e: Envelope) -> Envelope:
+        seen.append(trace.get_current_span().get_span_context())
+        return e
+
+    register(coordinator, handler=handler)
+    trace_hex = "4bf92f3577b34da6a3ce929d0e0e4736"
+    carrier = {"traceparent": f"00-{trace_hex}-00f067aa0ba902b7-01"}
+    await coordinator.dispatch(target(), envelope(trace_carrier=carrier))
+    await coordinator.dispatch(target(), envelope())
+    assert f"{seen[0].trace_id:032x}" == trace_hex and seen[0].is_remote
+    assert not seen[1].is_valid
+    assert tel.spans() == []

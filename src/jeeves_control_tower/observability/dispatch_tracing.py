@@ -120,6 +120,16 @@ class DispatchTracer:
                 self._specs[key] = spec
         return spec
 
+    def wants_dispatch(self, envelope: Envelope) -> bool:
+        """Whether :meth:`dispatch_start` may have something to do: a real SDK, or a
+        caller's context in the envelope (with no SDK it goes on, for the handler to pass
+        along). Otherwise the coordinator runs the dispatch unobserved (its own
+        ``dispatch_start`` would return ``None``)."""
+        if self._sdk:
+            return True
+        rc = envelope.request_context
+        return bool(rc.trace_carrier) or not self._is_noop()
+
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any:
         try:
             rc = envelope.request_context

@@ -688,3 +688,37 @@ async def test_a_change_of_load_alone_goes_to_a_load_log_stamped_with_its_clock(
     gate.set()
     await running
     assert len(steps) == 3 and drained == [2, 3]  # the slot given back after: not told
+
+
+async def test_the_only_observer_may_pass_on_a_dispatch(coordinator: CommBusCoordinator) -> None:
+    """An only observer with ``wants_dispatch``: asked before each dispatch; on ``False``
+    none of its hooks run for that dispatch, on ``True`` all do; one that raises is
+    reported and observes the dispatch. With a second observer it is not asked."""
+    asked: list[str] = []
+    failures: list[BaseException] = []
+    coordinator._dispatcher._observer_failed = lambda obs, exc: failures.append(exc)
+
+    class Choosy(_Recorder):
+        def wants_dispatch(self, envelope: Envelope) -> bool:
+            rid = envelope.request_context.request_id
+            asked.append(rid)
+            if rid == "boom":
+                raise RuntimeError("asked")
+            return rid != "skip"
+
+    async def echo(e: Envelope) -> Envelope:
+        return e
+
+    choosy = Choosy()
+    coordinator.add_observer(choosy)
+    register(coordinator)
+    coordinator.register_handler("svc", echo)
+    for rid in ("skip", "take", "boom"):
+        await coordinator.dispatch(target(), env(rid))
+    assert asked == ["skip", "take", "boom"]
+    assert len(choosy.outcomes) == 2 and [str(e) for e in failures] == ["asked"]
+    other = _Recorder()
+    coordinator.add_observer(other)
+    await coordinator.dispatch(target(), env("skip"))
+    assert asked == ["skip", "take", "boom"]  # two observers: not asked
+    assert len(choosy.outcomes) == 3 and len(other.outcomes) == 1

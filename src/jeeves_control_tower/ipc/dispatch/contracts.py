@@ -55,6 +55,12 @@ class DispatchObserver(RegistryObserver, Protocol):
     attempts they run with no attempt hooks: each in a context of its own when some
     observer's ``dispatch_start`` returned a token other than ``None`` (a dispatch span, say,
     sampled or not), otherwise in the caller's context as with no observer.
+
+    An observer may also have a method ``wants_dispatch(envelope) -> bool``: the coordinator
+    may ask it before a dispatch starts (it does when the observer is its only one), and on
+    ``False`` the dispatch runs unobserved by it: no hook of it is called for that dispatch
+    (a tracer with no SDK behind it and no caller's context in the envelope has nothing to
+    do). One that raises is reported and observes the dispatch.
     """
 
     def dispatch_start(self, target: DispatchTarget, envelope: Envelope) -> Any: ...

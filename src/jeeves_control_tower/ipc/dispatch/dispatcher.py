@@ -65,6 +65,8 @@ class Dispatcher:
         self._per_attempt = False  # some observer wants the attempt hooks
         # (index, its watches_attempts or None) of each observer that watches attempts
         self._attempt_watch: tuple[tuple[int, Any], ...] = ()
+        # the only observer's wants_dispatch, asked before each dispatch (None: not asked)
+        self._gate: Any = None
         #: Where dispatches to a service with no local handler go (``None``: they end
         #: ``no_handler``).
         self.remote = remote
@@ -100,6 +102,7 @@ class Dispatcher:
 
     def _set_observers(self, observers: tuple[DispatchObserver, ...]) -> None:
         self._observers = observers
+        self._gate = getattr(observers[0], "wants_dispatch", None) if len(observers) == 1 else None
         self._per_attempt = observes_attempts(self._observers)
         self._attempt_watch = tuple(
             (i, getattr(obs, "watches_attempts", None))
@@ -140,6 +143,13 @@ class Dispatcher:
     def dispatch(self, target: DispatchTarget, envelope: Envelope) -> Coroutine[Any, Any, Envelope]:
         """The dispatch of a checked ``(target, envelope)``, to await: the resulting
         envelope, terminated with the reason when it did not end ``ok``."""
+        gate = self._gate
+        if gate is not None:  # the only observer may pass on this one (see DispatchObserver)
+            try:
+                if not gate(envelope):
+                    return self._run(target, envelope, None)
+            except Exception as exc:
+                self._observer_failed(self._observers[0], exc)
         return self._run(target, envelope, self._observers or None)
 
     async def _run(
