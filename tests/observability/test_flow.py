@@ -236,3 +236,36 @@ async def test_readers_on_another_thread_never_fail() -> None:
 
 def test_default_flow_is_one_per_process() -> None:
     assert default_flow() is default_flow()
+
+
+async def test_a_recorder_that_wants_every_load_step_as_a_change_gets_it() -> None:
+    """The documented recipe: a subclass sets ``load_log = None`` and overrides
+    ``service_changed``; behind the coordinator's probe it then hears every slot taken
+    and given back."""
+    loads: list[int] = []
+
+    class EveryStep(FlowRecorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.load_log = None
+
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            loads.append(service.current_load)
+            super().service_changed(service, queue_depth)
+
+    flow = EveryStep()
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    register(coordinator, handler=echo)
+    for _ in range(2):
+        await coordinator.dispatch(target(), envelope())
+    assert loads == [0, 1, 0, 1, 0]
+    assert flow.history.snapshot(60, 60)["services"]["svc"]["load"]["peak"] == 1.0
+    coordinator.telemetry.close()
+
+
+def test_a_dispatch_told_without_its_start_is_recorded() -> None:
+    """``dispatched`` with the six arguments it took before ``started`` (keyword, later)."""
+    flow = FlowRecorder()
+    flow.dispatched(0, target(), "ok", 1, None, 0.25)
+    (record,) = flow.flow()["records"]
+    assert record["pattern"] == "dispatch" and record["duration_ms"] == 250.0

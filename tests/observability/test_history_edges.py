@@ -13,6 +13,7 @@ import pytest
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder
 from jeeves_control_tower.observability.history import History
+from jeeves_control_tower.observability.history_series import CounterSeries
 from jeeves_control_tower.types import Envelope
 
 from .support import envelope, register, target
@@ -173,3 +174,17 @@ def test_a_failing_event_in_a_drain_leaves_the_rest_for_the_next() -> None:
     counters = h.snapshot(5, 5)["services"]["svc"]
     assert counters["requests"]["total"] == 2 and counters["errors"]["total"] == 1
     assert counters["retries"]["total"] == 1
+
+
+def test_a_late_count_never_changes_a_stored_row_a_read_may_share() -> None:
+    """A read copies only the newest stored second and shares the others; a count for an
+    older second goes to a new copy of its row, so a shared row never changes."""
+    series = CounterSeries(horizon=10, width=5)
+    older = series.row(5.5)
+    older[1] += 1
+    series.row(6.25)[1] += 1
+    shared = list(series.buckets)
+    late = series.row(5.75)
+    late[1] += 1
+    assert shared[0] is older and older[1] == 1  # the row a read holds: unchanged
+    assert series.buckets[0] is late and late[1] == 2

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import threading
 import tracemalloc
@@ -14,7 +15,7 @@ from jeeves_control_tower.observability import FlowRecorder
 from jeeves_control_tower.observability.history import History
 from jeeves_control_tower.types import Envelope
 
-from .support import echo, envelope, register, target
+from .support import DoThing, echo, envelope, register, target
 
 T0 = 1_000_000.0  # with times on a 1/128 s grid and small integer values every sum is exact
 
@@ -452,3 +453,65 @@ async def test_a_failing_history_leaves_the_flow_numbered_and_reports_it() -> No
     await _dispatch(coordinator)
     assert flow.history.snapshot(60, 60)["services"]["svc"]["requests"]["total"] == 4
     coordinator.telemetry.close()
+
+
+async def test_a_recorder_gone_still_has_its_dispatches_counted_in_a_shared_history() -> None:
+    """A recorder feeding a shared history is closed and collected with dispatches still
+    handed off (fewer than a drain's worth): they are counted in the history as it goes."""
+    history = History()
+    flow: FlowRecorder | None = FlowRecorder(history=history)
+    coordinator: CommBusCoordinator | None = CommBusCoordinator(
+        None, InMemoryCommBus(instrument=False), flow=flow
+    )
+    assert coordinator is not None
+    register(coordinator, handler=echo)
+    await _dispatch(coordinator, 50)
+    coordinator.telemetry.close()
+    flow = coordinator = None
+    gc.collect()
+    assert history.snapshot(60, 60)["services"]["svc"]["requests"]["total"] == 50
+
+
+async def test_a_dispatch_to_a_service_not_shown_yet_is_not_counted_once_it_registers() -> None:
+    flow = FlowRecorder(history=History())
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    for _ in range(5):
+        assert (await coordinator.dispatch(target("late"), envelope())).terminated
+    register(coordinator, "late", handler=echo)
+    await _dispatch(coordinator, 2, service="late")
+    assert flow.history.snapshot(60, 60)["services"]["late"]["requests"]["total"] == 2
+    assert flow.services()[0]["requests"] == 2
+    coordinator.telemetry.close()
+
+
+async def test_a_reporter_that_reads_the_recorder_does_not_hang_a_drain() -> None:
+    """A failure counting into the history is reported once the recorder's lock is
+    released: a reporter may read the recorder."""
+    seen: list[int] = []
+    flow = FlowRecorder(history=History())
+    flow.adopt_reporter(lambda part, hook, exc: seen.append(flow.last_seq))
+    coordinator = CommBusCoordinator(None, InMemoryCommBus(instrument=False), flow=flow)
+    register(coordinator, handler=echo)
+    await _dispatch(coordinator)
+    flow.history.handoff.append(("removed",))  # applying it raises
+    reader = threading.Thread(target=flow.drain, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive() and seen == [1]
+    coordinator.telemetry.close()
+
+
+async def test_bus_traffic_alone_is_drained_once_per_128_records() -> None:
+    flow = FlowRecorder(history=History())
+    bus = InMemoryCommBus(flow=flow, tracing=False)
+    longest = 0
+
+    async def handler(message: Any) -> None:
+        return None
+
+    bus.register_handler("DoThing", handler)
+    for _ in range(1000):
+        await bus.send(DoThing())
+        longest = max(longest, len(flow.handoff))
+    assert longest < 128 and flow.last_seq == 1000
+    bus.telemetry.close()

@@ -16,7 +16,8 @@ logged (rate-limited) and counted in ``commbus_telemetry_errors_total``.
 from .bus_metrics import MetricsMiddleware
 from .dispatch_metrics import DispatchMetrics
 from .dispatch_tracing import DispatchTracer
-from .flow import FlowRecorder, default_flow
+from .flow import FlowRecorder
+from .flow_default import default_flow
 from .instrument import BusTelemetry, CoordinatorTelemetry, instrument_bus, instrument_coordinator
 from .metrics import METRIC_NAMES, CommBusMetrics, get_metrics
 from .server import ObservabilityServer, serve

@@ -86,7 +86,7 @@ class BusProbe:
         self._series: dict[tuple[str, str], BusSeries] = {}  # multiprocess: raw key -> children
         self._record_payloads = bool(getattr(flow, "record_payloads", False))
         self._handoff = getattr(flow, "handoff", None)
-        self._drain_at = getattr(flow, "capacity", 0)
+        self._drain_at = getattr(flow, "drain_at", getattr(flow, "capacity", 0))
         if flow is not None:
             flow.add_writer(self)
         self._watches: list[Callable[[float], float]] = []

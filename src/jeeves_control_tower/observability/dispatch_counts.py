@@ -24,7 +24,7 @@ def count_dispatches(
 ) -> None:
     """Count the dispatch records among ``records`` (flow records, see
     :data:`~.flow.Raw`; others are skipped) of services in ``services``: each in the row of
-    the second it ended (its ``ended``) and in ``totals[name]``
+    the second it ended (its ``ended``; ``None``: not counted) and in ``totals[name]``
     (``[requests, errors, timeouts, retries, seconds]``, made for a new name while ``totals``
     has fewer than ``limit``). The row and total of the last service and second are kept
     across records: a batch is mostly one service's, in one second."""
@@ -35,9 +35,11 @@ def count_dispatches(
     for raw in records:
         if raw[1] != "dispatch":
             continue
+        at = raw[10]
+        if at is None:  # its service was not shown when it ended
+            continue
         name = raw[3][0]
         seconds = raw[4]
-        at = raw[10]
         if name is not name_now or not row[0] <= at < row_end:
             if name not in services:
                 name_now = None

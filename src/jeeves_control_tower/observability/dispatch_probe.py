@@ -62,6 +62,8 @@ class DispatchProbe:
         if flow is not None:
             flow.add_writer(self)
             self.load_log = flow.load_log
+            if self.load_log is None:  # (a recorder that wants every step as a change)
+                hooks.append(flow.service_changed)
         if metrics is not None and metrics.observes_load:
             hooks.append(metrics.service_changed)
         # what a change of load alone calls (see RegistryObserver): the one part that wants
@@ -102,7 +104,7 @@ class DispatchProbe:
             flow = self.flow
             if flow is not None:
                 try:
-                    flow.dispatched(trace_id, target, outcome, attempts, error, started, duration)
+                    flow.dispatched(trace_id, target, outcome, attempts, error, duration, started)
                 except Exception as exc:
                     self._on_error("flow", "dispatch_end", exc)
         finally:

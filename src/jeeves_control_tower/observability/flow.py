@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..ipc import MiddlewareContext, WholeDispatchObserver
+from ..ipc.telemetry import LoadLog
 from ..types import DispatchTarget, Envelope, ServiceDescriptor
 from ._context import message_trace_id, recording_trace_id
 from ._guard import ErrorReporter
@@ -45,7 +46,7 @@ from .flow_views import BUS_PATTERNS, record_dict, service_row, stats_body
 from .history import History
 from .semconv import TIMEOUT, error_type
 
-__all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder", "default_flow"]
+__all__ = ["DEFAULT_CAPACITY", "MAX_LIMIT", "FlowRecorder"]
 
 OnError = Callable[[str, str, BaseException], None]
 #: A record as handed off and kept: (started, pattern, type, handlers, seconds, outcome,
@@ -97,7 +98,8 @@ class FlowRecorder(WholeDispatchObserver):
         self.capacity = capacity
         #: Records a writer hands off before it drains them itself (nobody read them
         #: meanwhile): few, so a drain finds them still in the cache.
-        self._drain_at = min(capacity, _DRAIN_AT)
+        self.drain_at = min(capacity, _DRAIN_AT)
+        self._failures: list[BaseException] = []  # a drain's, reported after the lock
         self.record_payloads = record_payloads
         self.sink = sink
         self._on_error: OnError | None = on_error
@@ -117,9 +119,13 @@ class FlowRecorder(WholeDispatchObserver):
         self._offset = self._started - _perf()
         self.history = history if history is not None else History()
         self.history.add_upstream(self.drain)
+        # what is still handed off when this recorder goes is counted in the history then
+        weakref.finalize(
+            self, self.history.dispatches_left, self.handoff, self._services, self._stats
+        ).atexit = False
         self._stamp = self.history.clock  # a dispatch record's end, on the history's clock
         #: Changes of a service's load alone go straight to the history (``RegistryObserver``).
-        self.load_log = self.history.load_log
+        self.load_log: LoadLog | None = self.history.load_log
         if handler_runs:  # the bus finds the hook pair by attribute when it compiles
             self.handler_start = self._handler_start
             self.handler_end = self._handler_end
@@ -139,6 +145,7 @@ class FlowRecorder(WholeDispatchObserver):
         """The newest sequence number assigned (0 before the first record)."""
         with self._lock:
             self._drain()
+        self._report_failures()
         return self._seq
 
     def add_writer(self, writer: Any) -> None:
@@ -150,6 +157,7 @@ class FlowRecorder(WholeDispatchObserver):
     def drain(self) -> None:  # what was handed off, into the ring (see the module docstring)
         with self._lock:
             self._drain()
+        self._report_failures()
 
     def store(self, raw: Raw) -> None:
         """Hand ``raw`` off (no lock), or, with a sink, store it at once and give it to the
@@ -157,7 +165,7 @@ class FlowRecorder(WholeDispatchObserver):
         if self.sink is None:
             handoff = self.handoff
             handoff.append(raw)
-            if len(handoff) >= self._drain_at:
+            if len(handoff) >= self.drain_at:
                 self.drain()
             return
         with self._lock:
@@ -165,6 +173,7 @@ class FlowRecorder(WholeDispatchObserver):
             self.handoff.append(raw)
             self._drain()
             seq = self._seq
+        self._report_failures()
         sink = self.sink
         if sink is not None:
             self._to_sink(sink, seq, raw)
@@ -182,8 +191,15 @@ class FlowRecorder(WholeDispatchObserver):
         if "dispatch" in count_outcomes(self._counts, batch):
             try:
                 self.history.dispatches(batch, self._services, self._stats)
-            except Exception as exc:  # numbered and counted here all the same
-                self._report("flow", "history", exc)
+            except Exception as exc:  # numbered and counted here all the same; reported
+                self._failures.append(exc)  # once the lock is released (_report_failures)
+
+    def _report_failures(self) -> None:
+        """Report what a drain could not count into the history (outside the lock: a
+        reporter may read this recorder)."""
+        failures = self._failures
+        while failures:
+            self._report("flow", "history", failures.pop(0))
 
     def _to_sink(self, sink: Callable[[dict[str, Any]], Any], seq: int, raw: Raw) -> None:
         try:
@@ -248,9 +264,7 @@ class FlowRecorder(WholeDispatchObserver):
         duration: float,
     ) -> None:
         try:  # recorded, then out of flight (see the module docstring)
-            self.dispatched(
-                token or 0, target, outcome, attempts, error, _perf() - duration, duration
-            )
+            self.dispatched(token or 0, target, outcome, attempts, error, duration)
         except Exception as exc:
             self._report("flow", "dispatch_end", exc)
         finally:
@@ -264,13 +278,14 @@ class FlowRecorder(WholeDispatchObserver):
         outcome: str,
         attempts: int,
         error: BaseException | None,
-        started: float,
         duration: float,
+        started: float | None = None,
     ) -> None:
         """One dispatch done, ``duration`` seconds after ``started`` (a
-        ``time.perf_counter()`` reading): its record handed off (no lock; the history counts
-        it when the record is drained). For a writer that counts its own in-flight
-        dispatches (see :meth:`add_writer`)."""
+        ``time.perf_counter()`` reading; ``None``: now minus ``duration``): its record handed
+        off (no lock; the history counts it when the record is drained, in the second it
+        ended, if this recorder showed its service then). For a writer that counts its own
+        in-flight dispatches (see :meth:`add_writer`)."""
         name = target.service_name
         if outcome == "ok":
             etype = None
@@ -279,8 +294,9 @@ class FlowRecorder(WholeDispatchObserver):
         else:
             etype = TIMEOUT if outcome == "timeout" else outcome
         raw = (
-            started, "dispatch", target.method, (name,), duration, outcome,
-            etype, trace_id, None, attempts, self._stamp(),
+            _perf() - duration if started is None else started, "dispatch", target.method,
+            (name,), duration, outcome, etype, trace_id, None, attempts,
+            self._stamp() if name in self._services else None,
         )  # fmt: skip
         self.store(raw)
 
@@ -310,6 +326,7 @@ class FlowRecorder(WholeDispatchObserver):
                 self._drain()  # what it dispatched before, counted before it goes
                 self._services.pop(service.name, None)
                 self._stats.remove(service.name)
+            self._report_failures()
             self.history.service_removed(service.name)
         except Exception as exc:
             self._report("flow", "service_removed", exc)
@@ -340,6 +357,7 @@ class FlowRecorder(WholeDispatchObserver):
             first = last - len(records) + 1  # the number of the oldest record kept
             start = max(0, after + 1 - first)
             chosen = list(itertools.islice(records, start, start + limit))
+        self._report_failures()
         offset = self._clock_offset()
         first += start
         return {
@@ -355,6 +373,7 @@ class FlowRecorder(WholeDispatchObserver):
         with self._lock:
             self._drain()
             rows = [(d, q, self._stats.of(n)) for n, (d, q) in self._services.items()]
+        self._report_failures()
         return [service_row(d, queue_depth, stats) for d, queue_depth, stats in rows]
 
     def stats(self) -> dict[str, Any]:
@@ -369,20 +388,7 @@ class FlowRecorder(WholeDispatchObserver):
             counts = list(self._counts.items())
             descriptors = [row[0] for row in self._services.values()]
             last = self._seq
+        self._report_failures()
         return stats_body(
             _now() - self._started, counts, inflight, descriptors, last, self.capacity
         )
-
-
-_default: FlowRecorder | None = None
-_default_lock = threading.Lock()
-
-
-def default_flow() -> FlowRecorder:
-    """The process-wide recorder that instrumented buses and coordinators share unless
-    given their own."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = FlowRecorder()
-        return _default

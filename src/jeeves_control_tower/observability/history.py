@@ -45,6 +45,7 @@ from collections.abc import Callable, Container, Iterable
 from typing import Any
 
 from ..ipc.telemetry import LoadLog
+from ._guard import ErrorReporter
 from .dispatch_counts import count_dispatches
 from .flow_stats import ServiceStats
 from .history_query import MAX_BUCKETS, history_body, history_params
@@ -253,6 +254,17 @@ class History:
                 self._drain_locked()
             finally:  # counted even when a change handed off before failed (then raised)
                 count_dispatches(records, services, self._service_row, table, limit)
+
+    def dispatches_left(
+        self, handoff: deque[tuple[Any, ...]], services: Container[str], totals: ServiceStats
+    ) -> None:
+        """Count the dispatch records still in a recorder's ``handoff`` (it is gone: its
+        finalizer calls this). Never raises."""
+        try:
+            batch = list(itertools.islice(iter(handoff.popleft, None), len(handoff)))
+            self.dispatches(batch, services, totals)
+        except Exception as exc:
+            ErrorReporter()("history", "dispatches_left", exc)
 
     def _service_row(self, name: str, at: float) -> list[float]:
         """The row counting ``name``'s dispatches ended at ``at``: its stored second, or,

@@ -76,7 +76,8 @@ class CounterSeries:
         made = [second, *([0.0] * self.width)]
         for i in range(len(buckets) - 1, -1, -1):  # newest first: late counts are recent
             found = buckets[i]
-            if found[0] == second:
+            if found[0] == second:  # a new copy: a read may share the one stored (it copies
+                found = buckets[i] = list(found)  # only the newest second, which changes)
                 return found
             if found[0] < second:
                 if len(buckets) == buckets.maxlen:  # full: the oldest second goes first

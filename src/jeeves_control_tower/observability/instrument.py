@@ -7,7 +7,7 @@ hand on an object built with ``instrument=False``. Both are idempotent (a second
 live handle) and never set any global (tracer provider, registry).
 
 Defaults: the global tracer and meter providers, ``prometheus_client.REGISTRY``, the process-wide
-:func:`~.flow.default_flow` recorder. A coordinator inherits whatever its bus was
+:func:`~.flow_default.default_flow` recorder. A coordinator inherits whatever its bus was
 instrumented with unless told otherwise, and instruments *dispatch only*: its bus's
 messages are the bus's business (a bus built with ``instrument=False`` stays quiet; call
 :func:`instrument_bus` on it to change that).
@@ -29,7 +29,8 @@ from .bus_probe import BusProbe
 from .dispatch_metrics import DispatchMetrics
 from .dispatch_probe import DispatchProbe
 from .dispatch_tracing import DispatchTracer
-from .flow import FlowRecorder, default_flow
+from .flow import FlowRecorder
+from .flow_default import default_flow
 from .handler_runs import HandlerRuns
 from .metrics import DEFAULT_MAX_LABEL_VALUES, CommBusMetrics, get_metrics
 from .otel_metrics import OtelMetrics

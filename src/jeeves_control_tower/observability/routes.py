@@ -31,7 +31,8 @@ from ..logging import ensure_logger
 from ..types import LoggerProtocol
 from ._computations import Busy, Computations
 from .fleet import peers_document
-from .flow import MAX_LIMIT, FlowRecorder, default_flow
+from .flow import MAX_LIMIT, FlowRecorder
+from .flow_default import default_flow
 from .history import history_params
 
 if TYPE_CHECKING:

@@ -372,7 +372,7 @@ def serve(
 
     ``target`` (a coordinator or a bus, optional) supplies the defaults: the registry and
     flow recorder its telemetry was built with. Otherwise ``prometheus_client.REGISTRY`` and
-    the process-wide :func:`~.flow.default_flow`. ``port=0`` picks a free port.
+    the process-wide :func:`~.flow_default.default_flow`. ``port=0`` picks a free port.
     """
     sources = Sources.of(target, registry, flow)
     return ObservabilityServer(

@@ -722,3 +722,22 @@ async def test_the_only_observer_may_pass_on_a_dispatch(coordinator: CommBusCoor
     await coordinator.dispatch(target(), env("skip"))
     assert asked == ["skip", "take", "boom"]  # two observers: not asked
     assert len(choosy.outcomes) == 3 and len(other.outcomes) == 1
+
+
+async def test_an_observer_with_a_load_log_of_another_kind_is_added_whole(
+    coordinator: CommBusCoordinator,
+) -> None:
+    """A ``load_log`` attribute that is not a ``LoadLog`` is not one: the observer is added
+    and told the registry as any other."""
+    told: list[str] = []
+
+    class Other(_Recorder):
+        def load_log(self) -> None:  # something else of that name
+            return None
+
+        def service_changed(self, service: Any, queue_depth: int) -> None:
+            told.append(service.name)
+
+    register(coordinator)
+    coordinator.add_observer(Other())
+    assert told == ["svc"]

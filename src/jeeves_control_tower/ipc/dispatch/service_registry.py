@@ -59,8 +59,10 @@ class ServiceRegistry:
 
     def add_observer(self, observer: RegistryObserver) -> None:
         """Tell ``observer`` every change from now on (and each service now, at once)."""
+        log = getattr(observer, "load_log", None)
+        if not isinstance(log, LoadLog):  # (an attribute of that name that is not one)
+            log = None
         self._observers += (observer,)
-        log: LoadLog | None = getattr(observer, "load_log", None)
         if log is not None:
             self._load_logs += ((observer, *log),)
         hook = getattr(observer, "load_changed", None)
