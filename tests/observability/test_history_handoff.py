@@ -515,3 +515,25 @@ async def test_bus_traffic_alone_is_drained_once_per_128_records() -> None:
         longest = max(longest, len(flow.handoff))
     assert longest < 128 and flow.last_seq == 1000
     bus.telemetry.close()
+
+
+def test_a_gone_recorders_records_are_handed_off_without_the_lock() -> None:
+    """The finalizer of a recorder may run wherever the collector interrupts, the
+    history's lock held, maybe: it hands the records off and returns; the next read
+    counts them."""
+    from collections import deque
+
+    clock = Clock(T0 + 0.5)
+    history = History(clock=clock)
+    record = (0.0, "dispatch", "run", ("svc",), 0.0, "ok", None, 0, None, 1, T0 + 0.25)
+    done = threading.Event()
+
+    def finalize() -> None:
+        history.dispatches_left(deque([record]), {"svc"})
+        done.set()
+
+    with history._lock:  # as if the collector ran inside a drain
+        threading.Thread(target=finalize, daemon=True).start()
+        assert done.wait(10)
+    clock.now = T0 + 1.5
+    assert history.snapshot(60, 60)["services"]["svc"]["requests"]["total"] == 1

@@ -121,7 +121,7 @@ class FlowRecorder(WholeDispatchObserver):
         self.history.add_upstream(self.drain)
         # what is still handed off when this recorder goes is counted in the history then
         weakref.finalize(
-            self, self.history.dispatches_left, self.handoff, self._services, self._stats
+            self, self.history.dispatches_left, self.handoff, self._services
         ).atexit = False
         self._stamp = self.history.clock  # a dispatch record's end, on the history's clock
         #: Changes of a service's load alone go straight to the history (``RegistryObserver``).

@@ -69,6 +69,7 @@ _LOG_LIMIT = 4 * _DRAIN_AT
 #: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
 #: time instead: a number, never a string).
 _DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
+_RECORDS = "records"  # a gone recorder's dispatch records (see dispatches_left)
 
 
 class History:
@@ -220,6 +221,8 @@ class History:
                         self._service_state(*event[1:])
                     elif at == _HANDLER:
                         self._handler_run(*event[1:])
+                    elif at == _RECORDS:
+                        count_dispatches(event[2], event[3], self._service_row, {}, 0)
                     else:
                         self._service_removed(event[2])
         except BaseException:
@@ -255,14 +258,15 @@ class History:
             finally:  # counted even when a change handed off before failed (then raised)
                 count_dispatches(records, services, self._service_row, table, limit)
 
-    def dispatches_left(
-        self, handoff: deque[tuple[Any, ...]], services: Container[str], totals: ServiceStats
-    ) -> None:
-        """Count the dispatch records still in a recorder's ``handoff`` (it is gone: its
-        finalizer calls this). Never raises."""
+    def dispatches_left(self, handoff: deque[tuple[Any, ...]], services: Container[str]) -> None:
+        """Count the dispatch records still in a recorder's ``handoff``, in the next drain:
+        the recorder is gone (its finalizer calls this, from whatever the collector
+        interrupted, this history's lock held maybe: so it only hands them off, no lock).
+        Never raises."""
         try:
             batch = list(itertools.islice(iter(handoff.popleft, None), len(handoff)))
-            self.dispatches(batch, services, totals)
+            if batch:
+                self.handoff.append((_RECORDS, 0.0, batch, services))
         except Exception as exc:
             ErrorReporter()("history", "dispatches_left", exc)
 

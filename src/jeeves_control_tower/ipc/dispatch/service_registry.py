@@ -169,9 +169,10 @@ class ServiceRegistry:
         told = self._told[name] = [-1, -1, True]
 
         def changed() -> None:
-            if not told[2]:  # unregistered: its load still falls, unless the name is
-                if admissions.get(name) is None:  # registered again (maybe the same
-                    descriptor.current_load = admission.in_use  # descriptor): not its slots
+            if not told[2]:  # unregistered: nobody is told; its load still falls, unless
+                # the name is registered again (the same descriptor, maybe): not its slots
+                if admissions.get(name) is None:
+                    descriptor.current_load = admission.in_use
                 return
             descriptor.current_load = load = admission.in_use
             if self._observers:
