@@ -68,8 +68,10 @@ _DRAIN_AT = 128
 _LOG_LIMIT = 4 * _DRAIN_AT
 #: Kinds of hand-off (the first item of one; a load step, :data:`LoadStep`, starts with its
 #: time instead: a number, never a string).
-_DISPATCH, _STATE, _HANDLER, _REMOVED = "dispatch", "state", "handler", "removed"
-_RECORDS = "records"  # a gone recorder's dispatch records (see dispatches_left)
+_STATE, _HANDLER, _REMOVED = "state", "handler", "removed"
+# dispatch records, counted as History.dispatches counts them: a gone recorder's (see
+# dispatches_left), or the one record of a dispatch told by History.dispatch
+_RECORDS = "records"
 
 
 class History:
@@ -134,9 +136,11 @@ class History:
         self.drain()
 
     def dispatch(self, name: str, outcome: str, retries: int, seconds: float) -> None:
-        """A dispatch to ``name`` ended with ``outcome`` after ``retries`` extra attempts."""
+        """A dispatch to ``name`` ended with ``outcome`` after ``retries`` extra attempts
+        (counted as a recorder's flow record of it would be, see :meth:`dispatches`)."""
+        record = (0.0, "dispatch", "", (name,), seconds, outcome, None, 0, None, retries + 1)
         pending = self.handoff
-        pending.append((_DISPATCH, self.clock(), name, outcome, retries, seconds))
+        pending.append((_RECORDS, 0.0, ((*record, self.clock()),), (name,)))
         if len(pending) >= _DRAIN_AT:
             self.drain()
 
@@ -155,18 +159,16 @@ class History:
 
     def _drain_locked(self) -> None:
         """Apply what was handed off, in hand-off order (the lock is held). The per-dispatch
-        kinds (a load step, a dispatch) are applied inline: this is where their cost is.
-        The newest stored second last written (of a load series, of a service's counters)
-        is kept across events: consecutive steps of one service mostly fall in it."""
+        kind (a load step) is applied inline: this is where its cost is. The newest stored
+        second a load series last wrote is kept across events: consecutive steps of one
+        service mostly fall in it. (A dispatch's count is not an event: a recorder's drain
+        counts its records, :meth:`dispatches`.)"""
         pending = self.handoff
         batch = list(itertools.islice(iter(pending.popleft, None), len(pending)))  # in C
-        gauges, services = self._gauges, self._services
+        gauges = self._gauges
         load_name: str | None = None  # its load series' newest second is b, until b_end
         b: Gauge = []
         b_end = 0.0
-        row_name: str | None = None  # its counters' newest second is row, until row_end
-        row: list[float] = []
-        row_end = 0.0
         events = iter(batch)
         try:
             for event in events:
@@ -195,28 +197,8 @@ class History:
                         b[4] = at
                         if value > b[2]:
                             b[2] = value
-                elif at == _DISPATCH:
-                    _, at, name, outcome, retries, seconds = event
-                    if name is not row_name or not row[0] <= at < row_end:
-                        series = services.get(name)
-                        if series is None:
-                            series = self._counter(services, name, len(SERVICE_COUNTERS))
-                            if series is None:
-                                row_name = None
-                                continue
-                        row = series.row(at)
-                        row_name, row_end = name, row[0] + 1.0
-                    row[1] += 1
-                    if outcome == "ok":
-                        pass
-                    elif outcome == "timeout":
-                        row[3] += 1
-                    else:
-                        row[2] += 1
-                    row[4] += retries
-                    row[5] += seconds
                 else:  # these may replace or drop a series: nothing kept across them
-                    load_name = row_name = None
+                    load_name = None
                     if at == _STATE:
                         self._service_state(*event[1:])
                     elif at == _HANDLER:
