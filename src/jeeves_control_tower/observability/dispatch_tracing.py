@@ -34,6 +34,7 @@ from opentelemetry.trace import (
 
 from ..instrumentation import propagation as propagate  # the one place it happens
 from ..types import DispatchTarget, Envelope, RequestContext
+from ._context import current_span
 from ._guard import ErrorReporter
 from ._noop import NoopWatch
 from .bus_metrics import OnError
@@ -70,7 +71,7 @@ def _caller_parent(rc: RequestContext) -> Context | None:
     if not carrier:
         return None
     context = propagate.extract(carrier)
-    return context if trace.get_current_span(context).get_span_context().is_valid else None
+    return context if current_span(context).get_span_context().is_valid else None
 
 
 def _caller_link(rc: RequestContext) -> list[Link] | None:
@@ -135,7 +136,7 @@ class DispatchTracer:
             rc = envelope.request_context
             parent = links = current = None
             if rc.trace_carrier or rc.trace_id:  # a caller's context, unless one is current
-                current = trace.get_current_span().get_span_context()
+                current = current_span().get_span_context()
                 if not current.is_valid:
                     parent = _caller_parent(rc)
                     if parent is None and rc.trace_id:
@@ -152,7 +153,7 @@ class DispatchTracer:
                 # A tracer with no SDK behind it (or one its provider disabled) hands back
                 # the current span's context: no decision to carry, nothing to switch.
                 if current is None:
-                    current = trace.get_current_span().get_span_context()
+                    current = current_span().get_span_context()
                 if made is current:
                     return None
             context = trace.set_span_in_context(span, parent)

@@ -44,6 +44,7 @@ from opentelemetry.trace import (
 from .. import __version__
 from ..instrumentation import propagation as propagate  # the one place it happens
 from ..ipc import MiddlewareContext
+from ._context import current_span
 from ._guard import ErrorReporter
 from ._noop import LocalGate, NoopWatch
 from .batch_receive import BatchReceive
@@ -94,7 +95,7 @@ _EMPTY = otel_context.Context()
 
 
 def _current_span_context() -> trace.SpanContext:
-    return trace.get_current_span().get_span_context()
+    return current_span().get_span_context()
 
 
 def get_tracer(tracer_provider: TracerProvider | None = None) -> trace.Tracer:
