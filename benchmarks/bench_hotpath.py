@@ -31,6 +31,7 @@ import asyncio
 import importlib
 import json
 import platform
+import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -250,15 +251,30 @@ def span_floor_cases(provider: Any) -> dict[str, Loop]:
     return {"sdk_1span": one, "sdk_2spans": two}
 
 
-async def measure(cases: dict[str, Loop], rounds: int, messages: int) -> dict[str, float]:
+async def measure_rounds(
+    cases: dict[str, Loop], rounds: int, messages: int, seed: int | None = None
+) -> dict[str, list[float]]:
+    """µs per message of each case in each round, after a warm-up of every case. Each round
+    runs every case once: in the given order, or with ``seed`` in an order drawn anew each
+    round (so the machine's drift within a round favours no case)."""
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for loop in cases.values():  # warm-up
-        await loop(messages // 10)
+        await loop(max(messages // 10, 1000))
+    order = list(cases.items())
+    shuffle = random.Random(seed).shuffle if seed is not None else None
     for _ in range(rounds):
-        for name, loop in cases.items():
+        if shuffle is not None:
+            shuffle(order)
+        for name, loop in order:
             t0 = time.perf_counter()
             await loop(messages)
             samples[name].append((time.perf_counter() - t0) / messages * 1e6)
+    return samples
+
+
+async def measure(cases: dict[str, Loop], rounds: int, messages: int) -> dict[str, float]:
+    """The median over ``rounds`` of each case's µs per message (see :func:`measure_rounds`)."""
+    samples = await measure_rounds(cases, rounds, messages)
     return {name: statistics.median(xs) for name, xs in samples.items()}
 
 
