@@ -76,7 +76,9 @@ def cases() -> dict[str, Loop]:
     out["null probe"] = loop
     out["metrics + flow"] = _instrumented()[0]
     loop, coordinator, _ = _instrumented()
-    coordinator._registry._load_hooks = coordinator._registry._load_logs = ()
+    registry = coordinator._registry
+    registry._load_hooks = registry._load_logs = ()
+    registry._one_log = None
     out["- load steps"] = loop
     loop, _, flow = _instrumented()
     flow.history._drain_locked = flow.history.handoff.clear  # type: ignore[method-assign]

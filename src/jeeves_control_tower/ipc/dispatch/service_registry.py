@@ -54,6 +54,8 @@ class ServiceRegistry:
         # RegistryObserver), and the (queue depth, capacity) each service was last told with
         self._load_hooks: tuple[tuple[Any, Callable[[ServiceDescriptor, int], None]], ...] = ()
         self._load_logs: tuple[tuple[Any, ...], ...] = ()  # (observer, *its LoadLog)
+        # the common case, one load log and no load hook: (observer, *its LoadLog), else None
+        self._one_log: tuple[Any, ...] | None = None
         self._told: dict[str, list[int]] = {}
         self._on_error = on_error
 
@@ -70,6 +72,7 @@ class ServiceRegistry:
             hook = getattr(observer, "service_changed", None)
         if hook is not None:
             self._load_hooks += ((observer, hook),)
+        self._single_log()
         for name, svc in self._services.items():
             self._notify(svc, self._admission[name].queue_depth, (observer,))
 
@@ -78,6 +81,11 @@ class ServiceRegistry:
         self._observers = tuple(obs for obs in self._observers if obs is not observer)
         self._load_hooks = tuple(pair for pair in self._load_hooks if pair[0] is not observer)
         self._load_logs = tuple(log for log in self._load_logs if log[0] is not observer)
+        self._single_log()
+
+    def _single_log(self) -> None:
+        one = len(self._load_logs) == 1 and not self._load_hooks
+        self._one_log = self._load_logs[0] if one else None
 
     def add(self, descriptor: ServiceDescriptor) -> bool:
         if descriptor.name in self._services:
@@ -178,6 +186,15 @@ class ServiceRegistry:
             if self._observers:
                 depth = admission.queue_depth
                 if told[0] == depth and told[1] == descriptor.max_concurrent:
+                    one = self._one_log
+                    if one is not None:  # perf: the common case (twice per dispatch)
+                        try:  # the load alone changed
+                            one[1]((one[2](), name, load, depth, told[1]))
+                            if len(one[3]) >= one[4]:
+                                one[5]()
+                        except Exception as exc:
+                            self._on_error(one[0], exc)
+                        return
                     for obs, append, clock, pending, limit, drain in self._load_logs:
                         try:  # the load alone changed
                             append((clock(), name, load, depth, told[1]))
