@@ -204,18 +204,23 @@ async def run(rounds: int, messages: int) -> dict[str, Any]:
 
 
 def paired_ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
-    """Every target ratio computed within each round (its cases ran back to back, in a
-    shuffled order), then the median over the rounds, with the rounds' own values: a round
-    the machine slowed down moves its ratios less than the cases' medians taken apart."""
+    """Every target ratio computed within each round (from its cases' runs in that round,
+    in the round's shuffled order), then the median over the rounds, with the quartiles of
+    the rounds' values (inclusive: within the values measured) and the values themselves
+    in round order: a round the machine slowed down moves its ratios less than the cases'
+    medians taken apart would."""
     rounds = len(next(iter(samples.values())))
     each = [ratios({name: xs[i] for name, xs in samples.items()}) for i in range(rounds)]
     out: dict[str, dict[str, Any]] = {}
     for line, first in each[0].items():
-        values = sorted(r[line]["value"] for r in each)
+        values = [r[line]["value"] for r in each]
         out[line] = {
             "value": statistics.median(values),
             "target": first["target"],
-            "quartiles": statistics.quantiles(values, n=4) if rounds > 1 else values * 3,
+            "quartiles": (
+                statistics.quantiles(values, n=4, method="inclusive") if rounds > 1 else values * 3
+            ),
+            "per_round": values,
         }
     return out
 

@@ -6,6 +6,9 @@ import asyncio
 import os
 import signal
 import subprocess
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import pytest
@@ -68,3 +71,33 @@ def gated(gate: asyncio.Event) -> Any:
         return envelope
 
     return handler
+
+
+class Memory:
+    """What :func:`traced_memory` measured: bytes allocated since it began and still held
+    (``retained``) and at most held at once (``peak``), read with :meth:`read`."""
+
+    def __init__(self) -> None:
+        self.before = tracemalloc.get_traced_memory()[0]
+        self.retained = self.peak = 0
+
+    def read(self) -> tuple[int, int]:
+        current, peak = tracemalloc.get_traced_memory()
+        self.retained, self.peak = current - self.before, peak - self.before
+        return self.retained, self.peak
+
+
+@contextmanager
+def traced_memory() -> Iterator[Memory]:
+    """Trace allocations for the block (when something traces already, ``PYTHONTRACEMALLOC``
+    say, it is left on and only its peak is reset); the block reads with ``Memory.read``."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    memory = Memory()
+    try:
+        yield memory
+    finally:
+        if started:
+            tracemalloc.stop()

@@ -76,6 +76,44 @@ def test_a_value_that_is_no_span_stays_no_span_after_real_spans_were_seen() -> N
     assert NotASpan not in _context._SPAN_CLASSES
 
 
+def test_a_proxy_that_reports_another_class_does_not_make_that_class_a_span() -> None:
+    """A Span subclass whose ``__class__`` says ``Plain``: it is a span; a ``Plain`` after
+    it is still none."""
+
+    class Plain:
+        pass
+
+    class Disguised(NonRecordingSpan):
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:
+            return Plain
+
+    key = _context._SPAN_KEY
+    assert key is not None
+    disguised = Disguised(SpanContext(1, 2, False))
+    assert current_span(trace.set_span_in_context(disguised)) is disguised
+    plain = otel_context.set_value(key, Plain(), Context())
+    assert current_span(plain) is INVALID_SPAN is trace.get_current_span(plain)
+
+
+def test_an_api_that_stores_the_span_otherwise_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One key, but the span kept in a holder: the round trip at import finds the API's
+    lookup reads something else, so the API's own function answers."""
+    real = trace.set_span_in_context
+
+    class Holder:
+        def __init__(self, span: object) -> None:
+            self.span = span
+
+    def held(span: object, context: Context | None = None) -> Context:
+        return otel_context.set_value("current-span-held", Holder(span), context or Context())
+
+    monkeypatch.setattr(trace, "set_span_in_context", held)
+    assert _context._span_key() is None
+    monkeypatch.setattr(trace, "set_span_in_context", real)
+    assert _context._span_key() == _context._SPAN_KEY
+
+
 def test_an_api_whose_context_has_no_single_key_falls_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -7,7 +7,6 @@ import gc
 import json
 import threading
 import time
-import tracemalloc
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus
 from jeeves_control_tower.observability import FlowRecorder, serve
 from jeeves_control_tower.observability.history import MAX_BUCKETS, History, history_body
+from tests.helpers import traced_memory
 
 from .conftest import Telemetry
 from .support import CountingHistory, Stored, echo, envelope, http_get, register, target
@@ -90,22 +90,20 @@ def test_bounds() -> None:
         h.dispatch("a", "ok", 0, 0.0)
     snap = h.snapshot(5, 1)
     assert set(snap["services"]) == {"a", "b"} and set(snap["handlers"]) == {"a", "b"}
-    # The ring keeps ``horizon`` stored seconds per series: 2,000 more seconds of
-    # dispatches retain nothing (unbounded, each stored second would hold a bucket).
+    # The rings keep ``horizon`` stored seconds per series: 2,000 more seconds of
+    # dispatches and load steps retain nothing (unbounded, each stored second of the
+    # counter and of the gauge would hold a bucket).
     gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+    with traced_memory() as memory:
         for second in range(100, 2100):
             clock.now = T0 + second
             h.dispatch("a", "ok", 0, 0.0)
+            h.service_load("a", second & 1)
         h.drain()  # what waits in the hand-off (fewer than 128 changes) is not kept
         gc.collect()  # empties the free lists: what they hold is not the history's
-        retained, peak = (n - before for n in tracemalloc.get_traced_memory())
-    finally:
-        tracemalloc.stop()
+        retained, peak = memory.read()
     assert retained < 20_000, f"{retained} bytes retained by 2,000 stored seconds"
-    assert peak < 200_000, f"{peak} bytes at the peak"  # 2,000 changes waiting: ~600 kB
+    assert peak < 200_000, f"{peak} bytes at the peak"  # 4,000 changes waiting: ~1 MB
     with pytest.raises(ValueError):
         h.snapshot(6, 1)
     with pytest.raises(ValueError):

@@ -7,13 +7,13 @@ import asyncio
 import gc
 import random
 import threading
-import tracemalloc
 from typing import Any
 
 from jeeves_control_tower.ipc import CommBusCoordinator, InMemoryCommBus, RetryPolicy
 from jeeves_control_tower.observability import FlowRecorder
 from jeeves_control_tower.observability.history import History
 from jeeves_control_tower.types import Envelope
+from tests.helpers import traced_memory
 
 from .support import DoThing, echo, envelope, register, target
 
@@ -131,9 +131,7 @@ def test_nobody_reading_keeps_memory_bounded() -> None:
         h = History(horizon=60, clock=clock)
         h.service_state("svc", 0, 0, 2)
         gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
+        with traced_memory() as memory:
             for i in range(1, 100_001):  # 1,024 a second, ending at T0 + 97.65625
                 clock.now = T0 + i / 1024
                 if kind == "load":
@@ -141,14 +139,12 @@ def test_nobody_reading_keeps_memory_bounded() -> None:
                 else:
                     h.dispatch("svc", "ok", 0, 0.001)
             assert len(h.handoff) < 128  # the writers drained it
-            peaks.append(tracemalloc.get_traced_memory()[1] - before)
+            peaks.append(memory.read()[1])
             h.drain()
             # a full collection empties the interpreter's free lists (of tuples and floats):
             # what they hold for reuse is not retained by the history
             gc.collect()
-            retained.append(tracemalloc.get_traced_memory()[0] - before)
-        finally:
-            tracemalloc.stop()
+            retained.append(memory.read()[0])
         snaps.append(h.snapshot(30, 30))
     assert max(retained) < 40_000, f"{retained} bytes retained"
     # at most 128 changes wait at any time (100,000 waiting would hold ~30 MB)
@@ -432,14 +428,10 @@ def test_a_history_outlives_the_recorders_it_served() -> None:
     forgotten, so neither memory nor a read grows with the recorders made."""
     h = History()
     FlowRecorder(history=h)
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+    with traced_memory() as memory:
         for _ in range(20_000):
             FlowRecorder(history=h)
-        retained = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+        retained = memory.read()[0]
     assert retained < 50_000, f"{retained} bytes retained"
 
 

@@ -6,22 +6,36 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context, get_current
-from opentelemetry.trace import INVALID_SPAN, Span, get_current_span
+from opentelemetry.context import Context, get_current, set_value
+from opentelemetry.trace import INVALID_SPAN, NonRecordingSpan, Span, SpanContext, get_current_span
 
 __all__ = ["current_span", "exemplar", "message_trace_id", "recording_trace_id"]
 
 
 def _span_key() -> str | None:
     """The key the API keeps the current span under in a context, found with public API
-    only: the one key ``set_span_in_context`` puts in an empty :class:`Context` (a mapping).
-    ``None`` if that is not one string (an API shaped otherwise): then :func:`current_span`
-    is the API's own function."""
+    only: the one key ``set_span_in_context`` puts in an empty :class:`Context` (a
+    mapping), kept only if a round trip shows the API's ``get_current_span`` reads just
+    that (a span stored as it is under that key; anything else there is no span). ``None``
+    for an API shaped otherwise: then :func:`current_span` is the API's own function."""
     try:
-        keys = list(trace.set_span_in_context(INVALID_SPAN, Context()))
+        probe = NonRecordingSpan(SpanContext(1, 1, False))
+        stored = trace.set_span_in_context(probe, Context())
+        keys = list(stored)
+        if len(keys) != 1 or not isinstance(keys[0], str):
+            return None
+        key = keys[0]
+        other = set_value(key, object(), Context())
+        if (
+            stored.get(key) is not probe
+            or get_current_span(stored) is not probe
+            or get_current_span(other) is not INVALID_SPAN
+            or get_current_span(Context()) is not INVALID_SPAN
+        ):
+            return None
+        return key
     except Exception:
         return None
-    return keys[0] if len(keys) == 1 and isinstance(keys[0], str) else None
 
 
 _SPAN_KEY = _span_key()
@@ -41,12 +55,12 @@ def current_span(context: Context | None = None) -> Span:
     span = (get_current() if context is None else context).get(key)
     if span is None:
         return INVALID_SPAN
-    cls = span.__class__
+    cls = type(span)  # (not __class__, which a proxy may report otherwise)
     if cls in _SPAN_CLASSES:
-        return span  # type: ignore[return-value]  # (a class found to be a Span)
+        return span  # type: ignore[return-value]  # (a subclass of Span)
     if isinstance(span, Span):
-        if len(_SPAN_CLASSES) < 64:
-            _SPAN_CLASSES.add(cls)
+        if issubclass(cls, Span) and len(_SPAN_CLASSES) < 64:
+            _SPAN_CLASSES.add(cls)  # its every instance is a Span (a proxy's type is not)
         return span
     return INVALID_SPAN
 

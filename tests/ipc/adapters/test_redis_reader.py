@@ -20,6 +20,7 @@ from jeeves_control_tower.ipc.adapters.redis import RedisTransport, fallback, re
 from jeeves_control_tower.testing import eventually
 from jeeves_control_tower.testing.messages import REGISTRY, Ask, DoWork, Happened
 from tests import brokers
+from tests.helpers import traced_memory
 
 from . import test_redis_transport as transport_tests
 
@@ -96,9 +97,8 @@ async def retained(consumer: Consumer, work: Callable[[], Awaitable[None]]) -> i
 
 @pytest.fixture
 def traced() -> Any:
-    tracemalloc.start()
-    yield
-    tracemalloc.stop()
+    with traced_memory():
+        yield
 
 
 @pytest.mark.usefixtures("traced")

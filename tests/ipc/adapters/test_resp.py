@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tracemalloc
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from jeeves_control_tower.ipc.adapters.redis.resp import (
     make_writer,
 )
 from jeeves_control_tower.testing import eventually
+from tests.helpers import traced_memory
 
 WIRE = (
     b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhe\r\nl\r\n"  # a bulk string holding CRLF
@@ -159,12 +159,9 @@ async def test_a_skipped_reply_is_never_held() -> None:
     limit = 1 << 20
     stream = Lazy([*big_message(64 << 20), message(b"next")], 1 << 16)
     reader = SkippingReader(stream, max_reply=limit)
-    tracemalloc.start()
-    try:
+    with traced_memory() as memory:
         skipped = await reader.read()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+        peak = memory.read()[1]
     assert isinstance(skipped, Skipped) and skipped.size > 64 << 20
     assert peak < 1 << 20, f"{peak} bytes allocated at the peak for a 64 MB message"
     assert await reader.read() == [b"message", b"ch", b"next"]
