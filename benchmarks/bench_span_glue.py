@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import random
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -176,8 +178,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-gc", action="store_true", help="collect before each case, then no collection in it"
     )
+    parser.add_argument("--output", type=Path, help="also write the figures there (JSON)")
     args = parser.parse_args(argv)
+    date = datetime.now(UTC).isoformat(timespec="seconds")
     us = asyncio.run(run(args.rounds, args.messages, collect=not args.no_gc))
+    if args.output is not None:
+        args.output.write_text(
+            json.dumps(
+                {
+                    "date": date,
+                    "rounds": args.rounds,
+                    "messages": args.messages,
+                    "collect": not args.no_gc,
+                    "us_per_message": us,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     print(f"{'µs per message':<16}{'total':>9}{'in SDK':>9}{'outside':>9}")
     for name, row in us.items():
         print(f"{name:<16}{row['total']:>9.2f}{row['inside']:>9.2f}{row['outside']:>9.2f}")

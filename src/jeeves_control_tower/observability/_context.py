@@ -1,5 +1,5 @@
-"""The span current in a context (:func:`current_span`, the API's ``get_current_span`` at a
-third of its cost), and its trace id for exemplars and flow records."""
+"""The span current in a context (:func:`current_span`, the API's ``get_current_span`` at
+less than half its cost), and its trace id for exemplars and flow records."""
 
 from __future__ import annotations
 

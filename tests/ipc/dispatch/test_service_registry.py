@@ -100,6 +100,41 @@ async def test_one_log_alone_and_beside_a_hook_sees_every_step() -> None:
     assert len(steps) == 6 and failures == []
 
 
+class Quiet(Observer):
+    """An observer that wants no load steps (so the one log beside it is on the shortcut)."""
+
+    observes_load = False
+
+
+async def test_the_shortcut_drains_at_the_limit_and_forgets_a_removed_log() -> None:
+    coordinator, failures = coordinator_with_failures()
+    steps: list[Any] = []
+    drains: list[int] = []
+    log = logged(steps, drains)
+    coordinator.add_observer(Quiet())
+    coordinator.add_observer(log)
+    await dispatch(coordinator)
+    await dispatch(coordinator)
+    assert drains == [3, 4]  # from the step that makes ``limit`` (3) wait, not after it
+    coordinator.remove_observer(log)
+    await dispatch(coordinator)
+    assert len(steps) == 4 and failures == []  # removed beside another: told nothing more
+
+
+async def test_a_failing_log_beside_another_observer_is_the_one_reported() -> None:
+    coordinator, failures = coordinator_with_failures()
+
+    def broken(step: Any) -> None:
+        raise RuntimeError("log full")
+
+    observer = Observer()
+    observer.load_log = LoadLog(broken, lambda: 0.0, [], 3, lambda: None)  # type: ignore[attr-defined]
+    coordinator.add_observer(Quiet())
+    coordinator.add_observer(observer)
+    await dispatch(coordinator)
+    assert [obs for obs, _ in failures] == [observer, observer]
+
+
 async def test_two_logs_each_see_every_step() -> None:
     coordinator, failures = coordinator_with_failures()
     first: list[Any] = []
