@@ -74,17 +74,15 @@ def gated(gate: asyncio.Event) -> Any:
 
 
 class Memory:
-    """What :func:`traced_memory` measured: bytes allocated since it began and still held
-    (``retained``) and at most held at once (``peak``), read with :meth:`read`."""
+    """What :func:`traced_memory` measures, from where it began."""
 
     def __init__(self) -> None:
         self.before = tracemalloc.get_traced_memory()[0]
-        self.retained = self.peak = 0
 
     def read(self) -> tuple[int, int]:
+        """Bytes allocated since it began and still held, and at most held at once."""
         current, peak = tracemalloc.get_traced_memory()
-        self.retained, self.peak = current - self.before, peak - self.before
-        return self.retained, self.peak
+        return current - self.before, peak - self.before
 
 
 @contextmanager
