@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import json
 import platform
@@ -109,32 +110,70 @@ class Telemetry:
         return self.ended - self.exported
 
 
+class _Setup:
+    """The buses, coordinator and messages the cases run, built with ``opts``."""
+
+    def __init__(self, opts: dict[str, Any], package: str) -> None:
+        ipc = importlib.import_module(f"{package}.ipc")
+        types = importlib.import_module(f"{package}.types")
+        null = importlib.import_module(f"{package}.logging").NullLogger
+        self.bus1 = ipc.InMemoryCommBus(logger=null(), **opts)
+        self.bus10 = ipc.InMemoryCommBus(logger=null(), **opts)
+
+        async def handler(msg: Any) -> int:
+            return 1
+
+        self.envelope = types.Envelope(
+            request_context=types.RequestContext(request_id="r", capability="c")
+        )
+
+        async def dispatch_handler(env: Any) -> Any:
+            return env
+
+        self.bus1.subscribe("Ev", handler)
+        self.bus1.register_handler("Cmd", handler)
+        self.bus1.register_handler("Ask", handler)
+        for _ in range(10):
+            self.bus10.subscribe("Ev", handler)
+        self.coordinator = ipc.CommBusCoordinator(null(), self.bus1, **opts)
+        self.coordinator.register_service(
+            types.ServiceDescriptor(name="svc", service_type="worker")
+        )
+        self.coordinator.register_handler("svc", dispatch_handler)
+        self.target = types.DispatchTarget(service_name="svc", method="run")
+
+
+def one_message_ops(
+    opts: dict[str, Any], package: str = "jeeves_control_tower"
+) -> dict[str, Callable[[], Awaitable[Any]]]:
+    """send, query and dispatch of one message each (the same buses, handlers and messages as
+    :func:`build_cases`), as calls returning the awaitable: for a reference that runs the
+    bus's operation inside code of its own. The dispatch clears the envelope's history after
+    each message, as the dispatch loop does."""
+    setup = _Setup(opts, package)
+    cmd, ask = Cmd(), Ask()
+    dispatch_once = setup.coordinator.dispatch
+    target, envelope = setup.target, setup.envelope
+    history = envelope.processing_history
+
+    async def dispatch() -> Any:
+        result = await dispatch_once(target, envelope)
+        history.clear()
+        return result
+
+    return {
+        "send": functools.partial(setup.bus1.send, cmd),
+        "query": functools.partial(setup.bus1.query, ask),
+        "dispatch": dispatch,
+    }
+
+
 def build_cases(opts: dict[str, Any], package: str = "jeeves_control_tower") -> dict[str, Loop]:
     """publish_1, publish_10, send, query and dispatch with ``opts``, on the package
     imported as ``package`` (``bench_core_ab`` loads a second tree under another name)."""
-    ipc = importlib.import_module(f"{package}.ipc")
-    types = importlib.import_module(f"{package}.types")
-    null = importlib.import_module(f"{package}.logging").NullLogger
-    bus1 = ipc.InMemoryCommBus(logger=null(), **opts)
-    bus10 = ipc.InMemoryCommBus(logger=null(), **opts)
-
-    async def handler(msg: Any) -> int:
-        return 1
-
-    envelope = types.Envelope(request_context=types.RequestContext(request_id="r", capability="c"))
-
-    async def dispatch_handler(env: Any) -> Any:
-        return env
-
-    bus1.subscribe("Ev", handler)
-    bus1.register_handler("Cmd", handler)
-    bus1.register_handler("Ask", handler)
-    for _ in range(10):
-        bus10.subscribe("Ev", handler)
-    coordinator = ipc.CommBusCoordinator(null(), bus1, **opts)
-    coordinator.register_service(types.ServiceDescriptor(name="svc", service_type="worker"))
-    coordinator.register_handler("svc", dispatch_handler)
-    target = types.DispatchTarget(service_name="svc", method="run")
+    setup = _Setup(opts, package)
+    bus1, bus10, coordinator = setup.bus1, setup.bus10, setup.coordinator
+    target, envelope = setup.target, setup.envelope
     ev, cmd, ask = Ev(), Cmd(), Ask()
 
     async def publish_1(n: int) -> None:
