@@ -33,7 +33,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_hotpath import Cmd, Loop, Telemetry, build_cases, measure_rounds, one_message_ops
+from bench_hotpath import (
+    Cmd,
+    Loop,
+    Telemetry,
+    build_cases,
+    measure_rounds,
+    one_message_ops,
+    send_span_attributes,
+)
 from bench_telemetry_cost import SEED, sdk_cases
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -57,18 +65,7 @@ def sketch_case(provider: Any) -> Loop:
     start, current = tracer.start_span, trace.set_span_in_context
     attach, detach = otel_context.attach, otel_context.detach
     producer_kind, consumer_kind = trace.SpanKind.PRODUCER, trace.SpanKind.CONSUMER
-    producer = {
-        "messaging.system": "jeeves.commbus",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "send",
-        "messaging.destination.name": "Cmd",
-    }
-    consumer = {
-        **producer,
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "code.function.name": "bench.handler",
-    }
+    producer, consumer = send_span_attributes()
     producers = {("send", "Cmd"): ("send Cmd", producer)}
     consumers = {("send", "Cmd"): ("process Cmd", consumer)}
     ids, head = itertools.count(), "0123456789ab_"
