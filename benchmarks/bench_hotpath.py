@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import importlib
 import json
 import platform
@@ -145,26 +144,24 @@ class _Setup:
 
 def one_message_ops(
     opts: dict[str, Any], package: str = "jeeves_control_tower"
-) -> dict[str, Callable[[], Awaitable[Any]]]:
-    """send, query and dispatch of one message each (the same buses, handlers and messages as
-    :func:`build_cases`), as calls returning the awaitable: for a reference that runs the
-    bus's operation inside code of its own. The dispatch clears the envelope's history after
-    each message, as the dispatch loop does."""
+) -> dict[str, tuple[Callable[[Any], Awaitable[Any]], Any]]:
+    """send, query and dispatch of one message each, on the same buses, handlers and messages
+    as :func:`build_cases`, as ``(call, argument)``: ``await call(argument)`` runs one, for a
+    reference that runs the bus's operation inside code of its own. The dispatch is a
+    wrapper (one coroutine more) that clears the envelope's history after each message, as
+    the dispatch loop does."""
     setup = _Setup(opts, package)
-    cmd, ask = Cmd(), Ask()
-    dispatch_once = setup.coordinator.dispatch
-    target, envelope = setup.target, setup.envelope
-    history = envelope.processing_history
+    dispatch_once, target = setup.coordinator.dispatch, setup.target
 
-    async def dispatch() -> Any:
+    async def dispatch(envelope: Any) -> Any:
         result = await dispatch_once(target, envelope)
-        history.clear()
+        envelope.processing_history.clear()
         return result
 
     return {
-        "send": functools.partial(setup.bus1.send, cmd),
-        "query": functools.partial(setup.bus1.query, ask),
-        "dispatch": dispatch,
+        "send": (setup.bus1.send, Cmd()),
+        "query": (setup.bus1.query, Ask()),
+        "dispatch": (dispatch, setup.envelope),
     }
 
 

@@ -1,22 +1,31 @@
-"""How close a traced send could get to the bound: a sketch of the instrumented send written
-out in one frame, against the "every span sampled" reference and its bound, in one run.
+"""What a traced send written out in one frame could cost: a sketch of the instrumented send
+against the "every span sampled" reference, in one run.
 
-``bench_telemetry_cost.py`` shows the bound of that ratio (the SDK's own two spans around the
-uninstrumented send, with the metrics at their target cost and no glue) and how far the
-instrumented send is above it. This asks what is left once the bus's chain and hooks are
-gone: ``sketch`` does, for one send, every piece of work the instrumentation must do, in one
-loop body and with no error handling: the producer span from a cached name and attributes, a
-generated message id set on it, the span made current; the handler's span started in a
-copied context and made current there, the handler driven in that context; the spans ended,
-the trace id read; the message told to the real metrics + flow probe of a bus
-(``BusProbe.message``, with the in-flight count taken first). It is not the library's code
-and handles no error, so it is what a written-out traced path could at best reach.
+``bench_telemetry_cost.py`` shows the SDK's own two spans around the uninstrumented send
+(``bare``) and how far the instrumented send is above that. This asks what is left once the
+bus's chain and hooks are gone. ``sketch`` does, for one send, every piece of work the
+instrumentation must do, in one loop body:
+
+- the producer span, from a cached name and attributes, with a generated message id set on
+  it, made current;
+- the handler's span, started in a copied context and made current there, and the handler
+  driven in that context;
+- the spans ended and the trace id read;
+- the message told to the real metrics + flow probe of a bus (``BusProbe.message``, with
+  the in-flight count taken first).
+
+It is not the library's code and handles no error, so it is what a written-out traced path
+could at best reach.
+
+It measures a handler that never suspends (the sketch drives it one step), as the other
+benchmarks do.
 
 Cases, interleaved round by round in a shuffled order (``bench_hotpath.measure_rounds``):
-``sdk`` (the reference), ``bound`` (its lower bound), ``on`` (the instrumented send),
-``sketch``. Each ratio is taken within each round; the median and quartiles are printed.
-Diagnostic only. Run: ``PYTHONPATH=$PWD/src:$PWD .venv/bin/python
-benchmarks/bench_written_out.py``.
+``sdk`` (the reference), ``bare`` (those spans around the uninstrumented send), ``on`` (the
+instrumented send), ``sketch``. Each ratio is taken within each round; the median and
+quartiles are printed and written to ``benchmarks/results/written_out.json`` unless
+``--output`` says otherwise (``-``: not written). Diagnostic only. Run:
+``PYTHONPATH=$PWD/src:$PWD .venv/bin/python benchmarks/bench_written_out.py``.
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import statistics
 import sys
 import time
 from contextvars import copy_context
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +60,8 @@ from prometheus_client import CollectorRegistry
 
 from jeeves_control_tower.ipc import InMemoryCommBus
 from jeeves_control_tower.logging import NullLogger
+
+RESULTS = Path(__file__).parent / "results" / "written_out.json"
 
 
 def sketch_case(provider: Any) -> Loop:
@@ -117,7 +130,7 @@ async def run(rounds: int, messages: int) -> dict[str, list[float]]:
     reference = sdk_cases(on.provider, off.provider, one_message_ops({"instrument": False}))
     cases: dict[str, Loop] = {
         "sdk": reference["sdk/send"],
-        "bound": reference["bound/send"],
+        "bare": reference["bare/send"],
         "on": build_cases(on.options())["send"],
         "sketch": sketch_case(on.provider),
     }
@@ -131,14 +144,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
+    date = datetime.now(UTC).isoformat(timespec="seconds")
     samples = asyncio.run(run(args.rounds, args.messages))
     medians = {name: statistics.median(xs) for name, xs in samples.items()}
-    print("µs per message: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
-    for name in ("bound", "on", "sketch"):
+    print(f"run {date}; µs per message: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+    ratios: dict[str, Any] = {}
+    for name in ("bare", "on", "sketch"):
         per_round = [a / b for a, b in zip(samples[name], samples["sdk"], strict=True)]
         q1, median, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
+        ratios[f"{name} / sdk"] = {"value": median, "quartiles": [q1, median, q3]}
         print(f"send, {name} / sdk spans: {median:.2f} (quartiles {q1:.2f} to {q3:.2f})")
+    if args.output != "-":
+        result = {
+            "date": date,
+            "rounds": args.rounds,
+            "messages_per_round": args.messages,
+            "us_per_message": medians,
+            "ratios": ratios,
+            "per_round_us": samples,
+        }
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
