@@ -40,6 +40,20 @@ def unwire(data: bytes) -> Any:
         return json.loads(data[:-TAG_BYTES])
 
 
+async def asked(queue: asyncio.Queue[Any], query: asyncio.Task[Any]) -> Any:
+    """The next request the fake responder got, while ``query`` runs: a query that ended
+    first (it never reached the responder) fails here at once, with what it ended by."""
+    get = asyncio.ensure_future(queue.get())
+    done, _ = await asyncio.wait({get, query}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    if get in done:
+        return get.result()
+    get.cancel()
+    if query in done:
+        ended = query.exception() or query.result()
+        raise AssertionError(f"the query ended before the responder got it: {ended!r}")
+    raise AssertionError("the responder got no request within 5 s")
+
+
 class Broker:
     """One broker seen by the transports under test and by a raw client (the attacker)."""
 
@@ -507,7 +521,7 @@ async def test_replies_must_carry_the_querys_unguessable_corr(broker: Broker) ->
 
     # A reply frame naming another corr (the old counter's first value, say) is refused
     first = asyncio.get_running_loop().create_task(ask(1))
-    request, reply = await asyncio.wait_for(queue.get(), 5)
+    request, reply = await asked(queue, first)
     seen.append(request)
     await reply(wire({"v": 1, "corr": "1", "ok": True, "result": 666}))
     with pytest.raises(RemoteError, match="unexpected_reply"):
@@ -515,7 +529,7 @@ async def test_replies_must_carry_the_querys_unguessable_corr(broker: Broker) ->
     assert broker.rejected("unexpected_reply") == 1
     # ...and the right one is accepted
     second = asyncio.get_running_loop().create_task(ask(2))
-    request, reply = await asyncio.wait_for(queue.get(), 5)
+    request, reply = await asked(queue, second)
     seen.append(request)
     await reply(wire({"v": 1, "corr": request["corr"], "ok": True, "result": 2}))
     assert await second == 2
@@ -535,7 +549,7 @@ async def test_a_redis_reply_on_the_reply_channel_needs_the_pending_corr() -> No
         t = await b.connect(requester)
         queue = await b.fake_responder(t, "Ask")
         task = asyncio.get_running_loop().create_task(requester.query(Ask(1), timeout=2))
-        request, _ = await asyncio.wait_for(queue.get(), 5)
+        request, _ = await asked(queue, task)
         forged = wire({"v": 1, "corr": "1", "ok": True, "result": 666})
         for corr in (b"1", b"2", b""):  # what a counter would have given: ignored
             await b.raw.publish(request["reply_to"], corr + b" " + forged)
@@ -644,12 +658,12 @@ async def test_with_a_signing_key_an_unsigned_reply_is_refused(broker: Broker) -
     t = await broker.connect(requester, signing_key=KEY)
     queue = await broker.fake_responder(t, "Ask")
     task = asyncio.get_running_loop().create_task(requester.query(Ask(1), timeout=5))
-    request, reply = await asyncio.wait_for(queue.get(), 5)
+    request, reply = await asked(queue, task)
     await reply(wire({"v": 1, "corr": request["corr"], "ok": True, "result": 666}))
     with pytest.raises(RemoteError, match="bad_signature"):
         await task
     task = asyncio.get_running_loop().create_task(requester.query(Ask(2), timeout=5))
-    request, reply = await asyncio.wait_for(queue.get(), 5)
+    request, reply = await asked(queue, task)
     await reply(Signer(KEY).seal(wire({"v": 1, "corr": request["corr"], "ok": True, "result": 2})))
     assert await task == 2
 
