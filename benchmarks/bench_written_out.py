@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import platform
 import statistics
 import sys
 import time
@@ -53,7 +54,7 @@ from bench_hotpath import (
     one_message_ops,
     send_span_attributes,
 )
-from bench_telemetry_cost import SEED, sdk_cases
+from bench_telemetry_cost import SEED, _loadavg, sdk_cases
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -146,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args(argv)
-    date = datetime.now(UTC).isoformat(timespec="seconds")
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the quartiles need two rounds)")
+    date, load = datetime.now(UTC).isoformat(timespec="seconds"), _loadavg()
     samples = asyncio.run(run(args.rounds, args.messages))
     medians = {name: statistics.median(xs) for name, xs in samples.items()}
     print(f"run {date}; µs per message: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
@@ -159,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.output != "-":
         result = {
             "date": date,
+            "loadavg_before": load,
+            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "python": platform.python_version(),
             "rounds": args.rounds,
             "messages_per_round": args.messages,
             "us_per_message": medians,

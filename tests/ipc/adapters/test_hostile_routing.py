@@ -49,8 +49,8 @@ async def asked(queue: asyncio.Queue[Any], query: asyncio.Task[Any]) -> Any:
         return get.result()
     get.cancel()
     if query in done:
-        ended = query.exception() or query.result()
-        raise AssertionError(f"the query ended before the responder got it: {ended!r}")
+        ended = "cancelled" if query.cancelled() else repr(query.exception() or query.result())
+        raise AssertionError(f"the query ended before the responder got it: {ended}")
     raise AssertionError("the responder got no request within 5 s")
 
 
