@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import platform
 import random
 import statistics
@@ -49,6 +50,19 @@ TARGETS: dict[str, tuple[float | None, float | None]] = {
     "query": (2.0, 25.0),
     "dispatch": (5.0, 30.0),
 }
+
+
+def machine() -> str:
+    """The machine a run is made on, for its results."""
+    return f"{platform.machine()} {platform.processor() or ''}".strip()
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages now, for a run's results ("n/a" where unknown)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 class Ev:
@@ -343,7 +357,7 @@ async def run(rounds: int, messages: int, only: Sequence[str] = MODES) -> dict[s
     medians = await measure(cases, rounds, messages)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine(),
         "python": platform.python_version(),
         "rounds": rounds,
         "messages_per_round": messages,

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import platform
 import statistics
 import sys
@@ -54,6 +53,8 @@ from bench_hotpath import (
     Loop,
     Telemetry,
     build_cases,
+    loadavg,
+    machine,
     measure_rounds,
     one_message_ops,
     reference_cases,
@@ -226,13 +227,13 @@ async def run(rounds: int, messages: int) -> dict[str, Any]:
     ops = one_message_ops({"instrument": False})
     cases.update(sdk_cases(on.provider, unsampled.provider, ops))
     cases.update(_bus_cases(modes))
-    date, load = datetime.now(UTC).isoformat(timespec="seconds"), _loadavg()
+    date, load = datetime.now(UTC).isoformat(timespec="seconds"), loadavg()
     samples = await measure_rounds(cases, rounds, messages, seed=SEED)
     medians = {name: statistics.median(xs) for name, xs in samples.items()}
     return {
         "date": date,
         "loadavg_before": load,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine(),
         "python": platform.python_version(),
         "rounds": rounds,
         "messages_per_round": messages,
@@ -300,13 +301,6 @@ def _limit(target: float | None) -> str:
     return "" if target is None else f" ≤{target:g}"
 
 
-def _loadavg() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def report(result: dict[str, Any]) -> str:
     us = result["us_per_message"]
     modes = ("off", "metrics", "no_sdk", "unsampled", "on")
@@ -338,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     result = asyncio.run(run(args.rounds, args.messages))
-    result["loadavg_after"] = _loadavg()
+    result["loadavg_after"] = loadavg()
     print(report(result))
     print(f"load average after {result['loadavg_after']}")
     if str(args.output) != "-":

@@ -50,11 +50,13 @@ from bench_hotpath import (
     Loop,
     Telemetry,
     build_cases,
+    loadavg,
+    machine,
     measure_rounds,
     one_message_ops,
     send_span_attributes,
 )
-from bench_telemetry_cost import SEED, _loadavg, sdk_cases
+from bench_telemetry_cost import SEED, sdk_cases
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds must be at least 2 (the quartiles need two rounds)")
-    date, load = datetime.now(UTC).isoformat(timespec="seconds"), _loadavg()
+    date, load = datetime.now(UTC).isoformat(timespec="seconds"), loadavg()
     samples = asyncio.run(run(args.rounds, args.messages))
     medians = {name: statistics.median(xs) for name, xs in samples.items()}
     print(f"run {date}; µs per message: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         result = {
             "date": date,
             "loadavg_before": load,
-            "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+            "machine": machine(),
             "python": platform.python_version(),
             "rounds": args.rounds,
             "messages_per_round": args.messages,
