@@ -192,6 +192,31 @@ async def test_a_service_gone_everywhere_ends_no_handler_then_is_forgotten(
     await eventually(lambda: a[0].get_service("flow") is None, timeout=5)  # forget_after
 
 
+async def test_the_goodbye_goes_out_only_once_this_process_serves_nothing(
+    node: Callable[[], Awaitable[Node]],
+) -> None:
+    # A peer that dispatches the moment it hears the goodbye must get "no live handler"
+    # at once: not a dispatch taken by a process on its way out, nor one lost on the way
+    # to it (on RabbitMQ a query routed to an auto-delete queue whose last consumer is
+    # being cancelled is dropped, and the caller waits out its timeout).
+    a, b = await node(), await node()
+    await serve(b, "flow", lambda env: env)
+    await eventually(lambda: a[0].get_service("flow") is not None)
+    transport = b[1].transport
+    publish = transport.publish_internal
+    at_goodbye: list[str | None] = []
+
+    async def dispatch_first(message: Any) -> None:
+        if message.payload.get("bye"):
+            target = DispatchTarget("flow", "run", timeout_seconds=2)
+            at_goodbye.append((await a[0].dispatch(target, envelope())).termination_reason)
+        await publish(message)
+
+    transport.publish_internal = dispatch_first  # type: ignore[method-assign]
+    await b[1].close()
+    assert len(at_goodbye) == 1 and "no live handler" in (at_goodbye[0] or ""), at_goodbye
+
+
 async def test_a_local_service_wins_over_a_remote_one(node: Callable[[], Awaitable[Node]]) -> None:
     a, b = await node(), await node()
     await serve(a, "flow", lambda env: env)

@@ -5,7 +5,8 @@ Every process runs one :class:`RemoteServices` beside its coordinator and transp
 - **Heartbeats.** Every ``interval`` seconds it publishes one heartbeat event
   (``jeeves.services.heartbeat``, outside the bus's middleware) listing the services
   that have a *local* handler in this process, with their load, capacity, queue depth
-  and health. A graceful :meth:`close` publishes a last heartbeat saying goodbye.
+  and health. A graceful :meth:`close` stops serving, then publishes a last heartbeat
+  saying goodbye.
 - **Mirrors.** A service heard of from another process is registered in the local
   coordinator as a mirror descriptor (``metadata["remote"] is True``, ``metadata
   ["processes"]`` the live processes serving it), so ``list_services`` shows it with its
@@ -44,6 +45,9 @@ __all__ = ["DISPATCH_PREFIX", "HEARTBEAT", "RemoteServices"]
 
 HEARTBEAT = "jeeves.services.heartbeat"
 DISPATCH_PREFIX = "jeeves.dispatch."
+#: The longest :meth:`RemoteServices.close` waits for the broker to stop handing this
+#: process dispatches before it says goodbye anyway (seconds).
+UNSERVE_WAIT = 5.0
 
 
 @dataclass
@@ -106,14 +110,24 @@ class RemoteServices:
         return self
 
     async def close(self) -> None:
-        """Say goodbye, stop serving remote dispatches and forget the mirrors' feed."""
+        """Stop serving remote dispatches, then say goodbye, and forget the mirrors' feed.
+
+        The order matters: the goodbye goes out only once the broker no longer hands this
+        process dispatches (waited for up to :data:`UNSERVE_WAIT` seconds), so a peer that
+        dispatches after hearing it gets ``no_handler`` at once, never a query lost on the
+        way to a responder that is going (RabbitMQ drops a message routed to an
+        auto-delete queue whose last consumer is being cancelled, and confirms it). A
+        dispatch this process had already taken still runs and is answered."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await self._beat(bye=True)
         for name in self._served:
             self.transport.remove_internal("query", DISPATCH_PREFIX + name)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(UNSERVE_WAIT):
+                await self.transport.sync()
+        with contextlib.suppress(Exception):
+            await self._beat(bye=True)
         self.transport.remove_internal("publish", HEARTBEAT)
         if self.coordinator.remote is self:
             self.coordinator.detach_remote()

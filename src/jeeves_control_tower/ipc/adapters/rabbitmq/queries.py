@@ -8,7 +8,9 @@ queue declared per query). A query is published to the default exchange with rou
 query still queued when the caller gives up is dropped by the broker, never answered
 late. When no process consumes the type its queue does not exist (it is auto-deleted with
 its last consumer), RabbitMQ returns the message and the query fails at once with
-:class:`NoHandlerError`. The confirm is awaited beside the reply, not before it.
+:class:`NoHandlerError`. One window stays: a query routed in the instant the last
+consumer is cancelled (the queue being deleted) is dropped, and confirmed, by the broker;
+its caller gets ``TimeoutError``. The confirm is awaited beside the reply, not before it.
 
 **Answering** (:class:`Responder`). Each responder consumes the type's queue with manual
 acknowledgement and ``basic.qos`` ``prefetch``: at most that many queries run at once per
