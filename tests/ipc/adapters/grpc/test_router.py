@@ -131,3 +131,50 @@ async def test_a_cancelled_query_is_forgotten_and_its_peer_told() -> None:
     assert seen == [] and strays == [1]
     router.cancel(rid)  # twice, or after the answer: nothing to tell
     assert a.cancelled == [rid]
+
+
+async def test_a_consumer_that_never_answers_holds_at_most_its_prefetch() -> None:
+    router = Router(max_unacked=2, max_waiting=3)
+    stuck = FakePeer("stuck")
+    router.subscribe(stuck, "send", "C")
+    sent = [router.send("C", str(i).encode()) for i in range(7)]
+    assert sent == [True] * 5 + [False] * 2  # 2 in flight, 3 waiting, then refused
+    assert len(stuck.got) == 2 and router.in_flight == 2 and router.waiting == 3
+    router.respond(stuck, pb.Response(id=stuck.got[0].id, status=pb.OK))
+    assert [d.data for d in stuck.got] == [b"0", b"1", b"2"]  # the oldest held moves on
+    assert router.waiting == 2
+    # another consumer takes what waits, in order, and round robin skips the full one
+    other = FakePeer("other")
+    router.subscribe(other, "send", "C")
+    assert [d.data for d in other.got] == [b"3", b"4"] and router.waiting == 0
+    assert router.send("C", b"5")
+    assert [d.data for d in other.got] == [b"3", b"4"] and router.waiting == 1  # both full
+    router.remove_peer(stuck)  # its two unanswered commands go back behind "5"
+    assert router.waiting == 3 and [d.data for d in other.got] == [b"3", b"4"]
+    for d in list(other.got):
+        router.respond(other, pb.Response(id=d.id, status=pb.OK))
+    assert [d.data for d in other.got][2:] == [b"5", b"1"]
+
+
+async def test_the_command_frames_held_are_bounded_in_bytes() -> None:
+    router = Router(max_command_bytes=10)
+    a = FakePeer("a")
+    router.subscribe(a, "send", "C")
+    assert router.send("C", b"x" * 6)
+    assert not router.send("C", b"y" * 5)  # 11 bytes would be held: refused, not kept
+    assert router.send("W", b"z" * 4)  # waiting frames count too (nobody consumes W)
+    assert router.command_bytes == 10 and not router.send("W", b"!")
+    router.respond(a, pb.Response(id=a.got[0].id, status=pb.REQUEUE))
+    assert router.command_bytes == 10  # routed again: still held
+    router.respond(a, pb.Response(id=a.got[1].id, status=pb.OK))
+    assert router.command_bytes == 4 and router.send("C", b"y" * 5)
+
+
+async def test_commands_wait_rather_than_pass_max_in_flight() -> None:
+    router = Router(max_in_flight=1)
+    a = FakePeer("a")
+    router.subscribe(a, "send", "C")
+    assert router.send("C", b"1") and router.send("C", b"2")
+    assert router.in_flight == 1 and router.waiting == 1
+    router.respond(a, pb.Response(id=a.got[0].id, status=pb.OK))
+    assert [d.data for d in a.got] == [b"1", b"2"] and router.waiting == 0

@@ -15,11 +15,15 @@ Limits (everything a client sends is hostile):
   written to one client; a client that falls that far behind is disconnected
   (``slow_consumer``).
 - ``max_clients`` (1,000), ``max_interests`` (10,000 subscriptions per client),
-  ``max_waiting`` (10,000 commands held for want of a handler), ``max_timeout`` (300 s,
+  ``max_waiting`` (10,000 commands held for want of a consumer with room), ``max_timeout`` (300 s,
   the longest a query or a dispatch from a client runs; a dispatch asking for more
   than :data:`~.hubservices.MAX_RETRIES` (10) retries is refused).
+- ``max_unacked`` (100): commands of one type a client has been handed and not answered
+  (its prefetch: the next ones wait in the hub, in order); ``max_command_bytes``
+  (256 MiB): the command frames the hub holds, waiting and in flight (beyond: ``send``
+  refused), so a client that never answers its commands cannot grow the hub's memory.
 - ``max_in_flight`` (100,000): queries, dispatch attempts and commands the hub waits
-  answers for, all clients together (beyond: a query is refused); per client
+  answers for, all clients together (beyond: a query is refused, a command waits); per client
   ``max_pending`` (1,000) unanswered queries and ``max_pending_bytes`` (64 MiB) of their
   frames and of its dispatches' envelopes (beyond: refused), so that one client cannot
   take every slot. A query's frame is not kept once delivered. A caller that gives up
@@ -74,6 +78,8 @@ class GrpcHub:
         max_waiting: int = 10_000,
         max_timeout: float = 300.0,
         max_in_flight: int = 100_000,
+        max_unacked: int = 100,
+        max_command_bytes: int = 256 << 20,
         max_pending: int = 1000,
         max_pending_bytes: int = 64 << 20,
         heartbeat_interval: float = 1.0,
@@ -107,6 +113,8 @@ class GrpcHub:
         self.router = Router(
             max_waiting=max_waiting,
             max_in_flight=max_in_flight,
+            max_unacked=max_unacked,
+            max_command_bytes=max_command_bytes,
             on_redelivered=self.metrics.redelivered,
             on_stray=lambda: self.metrics.rejected("unexpected_reply"),
         )

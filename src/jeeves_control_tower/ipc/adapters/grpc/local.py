@@ -60,7 +60,7 @@ class HubBus(BrokerTransport):
 
     async def _send_frame(self, message_type: str, data: bytes, message_id: str) -> None:
         if not self.router.send(message_type, self.seal(data)):
-            raise TransportError(f"the hub holds {self.router.max_waiting} commands already")
+            raise TransportError("the hub holds too many commands (max_waiting, max_command_bytes)")
 
     async def _request(self, message_type: str, data: bytes, corr: str, timeout: float) -> bytes:
         future: asyncio.Future[tuple[pb.Status, bytes, str]] = (

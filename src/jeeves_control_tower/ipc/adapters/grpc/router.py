@@ -7,12 +7,17 @@ bytes between peers by ``(pattern, type)``:
 - **publish**: to every peer consuming ``("publish", type)`` now (the sender included, if
   it consumes the type: its bus delivers to its own subscribers that way), in order per
   sender; at-most-once.
-- **send**: to exactly one peer consuming ``("send", type)`` (round robin). With none, the
-  command waits in the hub (at most ``max_waiting`` commands in all: beyond that ``send``
-  is refused) until one subscribes. A command stays *in flight* until its peer answers
-  (``OK``, ``REJECT``: done; ``REQUEUE``: routed again); when the peer goes away first it is
-  routed again (counted as a redelivery). Commands live in the hub's memory: a hub restart
-  loses those not yet answered.
+- **send**: to exactly one peer consuming ``("send", type)`` (round robin over those with
+  room: a peer holds at most ``max_unacked`` unanswered commands of one type, its
+  prefetch). With none that has room, the command waits in the hub, in order, until one
+  has (it subscribes, answers a command of the type, or another command of the type
+  arrives). A command stays *in flight* until its peer answers (``OK``, ``REJECT``: done;
+  ``REQUEUE``: routed again); when the peer goes away first it is routed again (counted as
+  a redelivery). ``send`` is refused when the command would wait and ``max_waiting``
+  commands wait already, or when the command frames the hub holds (waiting and in
+  flight) would pass ``max_command_bytes``: a consumer that never answers, or a type
+  nobody consumes, cannot grow the hub's memory without bound. Commands live in the
+  hub's memory: a hub restart loses those not yet answered.
 - **query** and **dispatch**: to one peer (round robin over the query's consumers; the
   dispatch's serving peer), answered through a callback exactly once: the peer's answer,
   ``NO_HANDLER`` (nobody consumes it), ``TIMEOUT`` (no answer in time) or ``UNAVAILABLE``
@@ -20,7 +25,8 @@ bytes between peers by ``(pattern, type)``:
 
 A peer may answer only what was delivered to it: an answer naming another peer's
 delivery, or none, is ignored (and reported to ``on_stray``). At most ``max_in_flight``
-queries, dispatches and commands wait for their answers (beyond that a query is refused);
+queries, dispatches and commands wait for their answers (beyond that a query is refused
+and a command waits);
 a query's or dispatch's frame is not kept once delivered (only a command's is, to route
 it again). A caller that gives up calls :meth:`cancel`: the entry goes at once and the
 peer is told to stop (its late answer is then stray). Event-loop-thread only.
@@ -79,11 +85,15 @@ class Router:
         *,
         max_waiting: int = 10_000,
         max_in_flight: int = 100_000,
+        max_unacked: int = 100,
+        max_command_bytes: int = 256 << 20,
         on_redelivered: Callable[[int], None] = lambda n: None,
         on_stray: Callable[[], None] = lambda: None,
     ) -> None:
         self.max_waiting = max_waiting
         self.max_in_flight = max_in_flight
+        self.max_unacked = max_unacked
+        self.max_command_bytes = max_command_bytes
         self._on_redelivered = on_redelivered
         self._on_stray = on_stray
         self._routes: dict[tuple[str, str], list[Peer]] = {}
@@ -92,6 +102,8 @@ class Router:
         self._waiting: dict[str, deque[bytes]] = {}
         self._waiting_count = 0
         self._in_flight: dict[int, _InFlight] = {}
+        self._unacked: dict[tuple[Peer, str], int] = {}  # (peer, type) -> commands unanswered
+        self._command_bytes = 0  # frames of the commands held: waiting or in flight
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------ peers
@@ -117,6 +129,7 @@ class Router:
                 item.timer.cancel()
             if item.answer is None:
                 redelivered += 1
+                self._release_slot((peer, item.type))
                 self._route_command(item.type, item.data)
             else:
                 item.answer(pb.UNAVAILABLE, b"", f"process {peer.process_id} went away")
@@ -178,33 +191,73 @@ class Router:
         return taken
 
     def send(self, message_type: str, data: bytes) -> bool:
-        """Route a command to one consumer, or hold it; ``False`` when the hub holds
-        ``max_waiting`` commands already (refused)."""
-        if not self._routes.get(("send", message_type)) and self._waiting_count >= self.max_waiting:
+        """Route a command to one consumer with room, or hold it; ``False`` (refused, nothing
+        kept) when it would be held and ``max_waiting`` commands wait already, or when the
+        command frames held would pass ``max_command_bytes``."""
+        if self._command_bytes + len(data) > self.max_command_bytes:
             return False
-        self._route_command(message_type, data)
+        if message_type in self._waiting:  # those held first: in order
+            self._release_waiting(message_type)
+        if message_type in self._waiting or not self._deliver_command(message_type, data):
+            if self._waiting_count >= self.max_waiting:
+                return False
+            self._hold(message_type, data)
+        self._command_bytes += len(data)
         return True
 
     def _route_command(self, message_type: str, data: bytes) -> None:
+        """Deliver or hold a command the hub has accepted already (never refused)."""
+        if message_type in self._waiting or not self._deliver_command(message_type, data):
+            self._hold(message_type, data)
+
+    def _deliver_command(self, message_type: str, data: bytes) -> bool:
+        """Hand a command to the next consumer with room; ``False`` when none took it."""
         key = ("send", message_type)
         for _ in range(len(self._routes.get(key, ()))):
+            if len(self._in_flight) >= self.max_in_flight:
+                return False
             peer = self._next(key)
             if peer is None:
                 break
+            slot = (peer, message_type)
+            taken = self._unacked.get(slot, 0)
+            if taken >= self.max_unacked:
+                continue
             rid = next(self._ids)
             self._in_flight[rid] = _InFlight(peer, "send", message_type, data, None, None)
+            self._unacked[slot] = taken + 1
             if peer.deliver(pb.Delivery(id=rid, pattern="send", type=message_type, data=data)):
-                return
-            self._in_flight.pop(rid, None)
+                return True
+            if self._in_flight.pop(rid, None) is None:
+                return True  # the peer went away inside deliver: routed again already
+            self._release_slot(slot)
+        return False
+
+    def _release_slot(self, slot: tuple[Peer, str]) -> None:
+        left = self._unacked.get(slot, 0) - 1
+        if left > 0:
+            self._unacked[slot] = left
+        else:
+            self._unacked.pop(slot, None)
+
+    def _hold(self, message_type: str, data: bytes) -> None:
         self._waiting.setdefault(message_type, deque()).append(data)
         self._waiting_count += 1
 
     def _release_waiting(self, message_type: str) -> None:
-        held = self._waiting.pop(message_type, None)
-        if held:
-            self._waiting_count -= len(held)
-            for data in held:
-                self._route_command(message_type, data)
+        """Deliver the held commands of ``message_type``, in order, while a consumer has
+        room. (A delivery may be answered inside ``deliver``, which comes back here.)"""
+        while True:
+            held = self._waiting.get(message_type)
+            if not held:
+                self._waiting.pop(message_type, None)
+                return
+            data = held.popleft()
+            self._waiting_count -= 1
+            if not self._deliver_command(message_type, data):
+                self._waiting.setdefault(message_type, deque()).appendleft(data)
+                self._waiting_count += 1
+                return
 
     @property
     def in_flight(self) -> int:
@@ -213,8 +266,13 @@ class Router:
 
     @property
     def waiting(self) -> int:
-        """Commands held for want of a handler."""
+        """Commands held for want of a consumer with room."""
         return self._waiting_count
+
+    @property
+    def command_bytes(self) -> int:
+        """Bytes of the command frames the hub holds (waiting or in flight)."""
+        return self._command_bytes
 
     def query(self, message_type: str, data: bytes, timeout: float, answer: Answer) -> int:
         """Ask one consumer of ``("query", type)``; ``answer`` is called exactly once
@@ -289,7 +347,12 @@ class Router:
         del self._in_flight[response.id]
         if item.answer is not None:
             item.answer(response.status, response.data, response.message)
-        elif response.status == pb.REQUEUE:
-            self._route_command(item.type, item.data)
+        else:
+            self._release_slot((peer, item.type))
+            if response.status == pb.REQUEUE:
+                self._route_command(item.type, item.data)
+            else:
+                self._command_bytes -= len(item.data)
+            self._release_waiting(item.type)
         if item.timer is not None:  # after the answer is on its way
             item.timer.cancel()
