@@ -17,7 +17,7 @@ from jeeves_control_tower.ipc import DynamicEvent, DynamicQuery, TransportError
 from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
 from jeeves_control_tower.ipc.adapters.grpc import commbus_pb2 as pb
 from jeeves_control_tower.testing import eventually
-from jeeves_control_tower.types import ServiceDescriptor
+from jeeves_control_tower.types import Envelope, RequestContext, ServiceDescriptor
 
 from .hubs import hub_and_clients, new_bus
 
@@ -207,6 +207,76 @@ async def test_a_name_another_process_holds_cannot_be_taken(channel_to: Any) -> 
         first.cancel()
         await eventually(lambda: "p1" not in hub.sessions)
         second.cancel()
+
+
+async def test_bad_dispatch_requests_each_get_one_refusal(channel_to: Any) -> None:
+    # An envelope nested past what the JSON parser takes, and a second dispatch under an id
+    # that is running: each is refused with its one Result (the unary call: an error), and
+    # the running dispatch, once cancelled, sends none.
+    async with hub_and_clients(0) as (hub, _):
+        hub.coordinator.register_service(ServiceDescriptor(name="slow", service_type="w"))
+        started = asyncio.Event()
+
+        async def slow(envelope: Envelope) -> Envelope:
+            started.set()
+            await asyncio.sleep(60)
+            return envelope
+
+        hub.coordinator.register_handler("slow", slow)
+        hub.coordinator.register_service(ServiceDescriptor(name="echo", service_type="w"))
+        hub.coordinator.register_handler("echo", _echo)
+        envelope = json.dumps(
+            Envelope(RequestContext(request_id="r", capability="c")).to_dict()
+        ).encode()
+        deep = b"[" * 100_000 + b"]" * 100_000
+        call = stream(channel_to(hub.address))
+        await call.write(pb.ClientMessage(hello=pb.Hello(process_id="p1")))
+        assert (await call.read()).WhichOneof("kind") == "welcome"
+
+        def dispatch(rid: int, service: str, data: bytes) -> pb.ClientMessage:
+            request = pb.DispatchRequest(service=service, envelope=data)
+            return pb.ClientMessage(dispatch=pb.Request(id=rid, dispatch=request))
+
+        await call.write(dispatch(1, "echo", deep))
+        result = (await asyncio.wait_for(call.read(), 5)).result
+        assert (result.id, result.status) == (1, pb.REFUSED) and "too deep" in result.message
+        await call.write(dispatch(7, "slow", envelope))
+        await asyncio.wait_for(started.wait(), 5)
+        await call.write(dispatch(7, "echo", envelope))
+        result = (await asyncio.wait_for(call.read(), 5)).result
+        assert (result.id, result.status) == (7, pb.REFUSED) and "runs" in result.message
+        await call.write(pb.ClientMessage(cancel=pb.Cancel(id=7)))
+        await call.write(dispatch(8, "echo", envelope))
+        result = (await asyncio.wait_for(call.read(), 5)).result
+        assert (result.id, result.status) == (8, pb.OK)  # nothing for 7 came first
+        call.cancel()
+        unary_call = unary(channel_to(hub.address), "Dispatch", pb.DispatchReply)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await unary_call(pb.DispatchRequest(service="echo", envelope=deep), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "too deep" in (refused.value.details() or "")
+
+
+async def test_a_dispatch_the_hub_fails_on_still_gets_its_result(channel_to: Any) -> None:
+    async with hub_and_clients(0) as (hub, _):
+
+        async def broken(request: pb.DispatchRequest) -> Any:
+            raise RuntimeError("a bug in the hub")
+
+        hub.services.dispatch = broken  # type: ignore[method-assign]
+        call = stream(channel_to(hub.address))
+        await call.write(pb.ClientMessage(hello=pb.Hello(process_id="p1")))
+        assert (await call.read()).WhichOneof("kind") == "welcome"
+        request = pb.Request(id=3, dispatch=pb.DispatchRequest(service="any"))
+        await call.write(pb.ClientMessage(dispatch=request))
+        result = (await asyncio.wait_for(call.read(), 5)).result
+        assert (result.id, result.status) == (3, pb.UNAVAILABLE)
+        assert "RuntimeError" in result.message
+        call.cancel()
+
+
+async def _echo(envelope: Envelope) -> Envelope:
+    return envelope
 
 
 async def test_with_a_signing_key_unsigned_frames_never_pass_the_hub() -> None:

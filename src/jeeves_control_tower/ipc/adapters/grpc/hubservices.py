@@ -183,5 +183,7 @@ class HubServices:
             )
         except (ValueError, TypeError) as exc:
             return pb.REFUSED, b"", f"bad dispatch request: {str(exc)[:300]}"
+        except RecursionError:
+            return pb.REFUSED, b"", "bad dispatch request: the envelope is nested too deep"
         result = await self.coordinator.dispatch(target, envelope)
         return pb.OK, json.dumps(result.to_dict()).encode(), ""

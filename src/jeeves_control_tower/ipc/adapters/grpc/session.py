@@ -12,7 +12,10 @@ refused message is counted and answered with a ``Notice`` (or a ``Result`` for a
 never routed. A client may hold at most ``max_interests`` subscriptions and have
 :data:`MAX_DISPATCHES` dispatches running and ``max_pending`` queries unanswered, their
 frames (queries) and envelopes (dispatches) ``max_pending_bytes`` in all (beyond:
-``REFUSED``); a query runs for ``max_timeout`` at most. A ``cancel`` from the client, or
+``REFUSED``, as is a query or dispatch whose id is pending already, or an envelope
+nested too deep to parse); a query runs for ``max_timeout`` at most. Every dispatch
+request gets its one ``Result`` (``UNAVAILABLE`` should the hub itself fail on it),
+unless the client cancels it. A ``cancel`` from the client, or
 its stream ending, makes the hub forget its queries at once and tell their responders to
 stop (a late answer is dropped), and cancels its dispatches.
 """
@@ -154,7 +157,9 @@ class Session:
             router.unsubscribe(self, message.unsubscribe.pattern, message.unsubscribe.type)
         elif kind == "dispatch":
             size = len(message.dispatch.dispatch.envelope)
-            if len(self._tasks) >= MAX_DISPATCHES:
+            if message.dispatch.id in self._dispatches:
+                self.result(message.dispatch.id, pb.REFUSED, message="a dispatch with this id runs")
+            elif len(self._tasks) >= MAX_DISPATCHES:
                 self.result(message.dispatch.id, pb.REFUSED, message="too many dispatches")
             elif self._over_budget(size):
                 self.result(message.dispatch.id, pb.REFUSED, message="too many pending bytes")
@@ -245,6 +250,11 @@ class Session:
     async def _dispatch(self, request: pb.Request, size: int) -> None:
         try:
             status, data, text = await self.hub.services.dispatch(request.dispatch)
+        except Exception as exc:  # the caller still gets its one Result
+            self.hub.logger.error(
+                "grpc_dispatch_failed", error_type=type(exc).__name__, error=str(exc)[:300]
+            )
+            status, data, text = pb.UNAVAILABLE, b"", f"the hub failed: {type(exc).__name__}"
         finally:
             self.pending_bytes -= size
             if self._dispatches.get(request.id) is asyncio.current_task():
