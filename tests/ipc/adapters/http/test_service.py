@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from jeeves_control_tower.ipc import CommBusCoordinator
@@ -232,6 +232,37 @@ async def test_garbage_answers_end_the_dispatch(
         out = await coordinator.dispatch(target(), env())
     assert out.terminated and words in (out.termination_reason or "")
     assert len(server.requests) == 1  # a broken answer is not retried
+
+
+async def test_an_answer_trickled_in_still_ends_at_the_timeout(pool: HttpPool) -> None:
+    # One byte every 50 ms passes each of httpx's per-read timeouts; the attempt as a
+    # whole must still end within its timeout (the answer would take about 6 s).
+    async def trickle() -> AsyncIterator[bytes]:
+        for byte in b'{"outputs": {}}' + b" " * 100:
+            yield bytes([byte])
+            await asyncio.sleep(0.05)
+
+    async def endpoint(_: StarletteRequest) -> Response:
+        return StreamingResponse(trickle(), media_type="application/json")
+
+    app = Starlette(routes=[Route("/dispatch", endpoint, methods=["POST"])])
+    async with uvicorn_app(app) as base:
+        call = service(f"{base}/dispatch", pool, timeout=0.5)
+        began = time.monotonic()
+        with pytest.raises(HttpServiceError) as info:
+            await call(env())
+        assert info.value.kind == "timeout" and info.value.retryable
+        assert time.monotonic() - began < 2.5
+
+
+async def test_a_retry_after_that_is_not_ascii_digits_is_no_crash(pool: HttpPool) -> None:
+    # "\xb2" is a valid header byte, read as "²", which str.isdigit accepts and float refuses
+    answer = b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n"
+    async with RawServer(lambda _: answer) as server:
+        with pytest.raises(HttpServiceError) as info:
+            await service(server.url, pool)(env())
+    assert info.value.status == 503 and info.value.retryable
+    assert info.value.retry_after is None
 
 
 async def test_broken_http_and_refused_connections_are_retried(

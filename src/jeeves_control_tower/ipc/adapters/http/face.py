@@ -170,7 +170,8 @@ class BusFace:
     async def _read(self, request: Request) -> bytes:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        digits = declared is not None and declared.isascii() and declared.isdigit()
+        if declared is not None and (not digits or int(declared) > limit):
             raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
         chunks: list[bytes] = []
         size = 0

@@ -40,6 +40,7 @@ the request is bounded by ``timeout`` (default 30 s).
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import time
@@ -174,12 +175,17 @@ class HttpService:
     async def _post(
         self, body: bytes, headers: dict[str, str], budget: float
     ) -> tuple[int, bytes | HttpServiceError]:
-        """``(status, answer body)`` of a 2xx, or ``(status, the error to raise)``."""
+        """``(status, answer body)`` of a 2xx, or ``(status, the error to raise)``, within
+        ``budget`` seconds for the whole exchange (httpx's own timeouts are per phase: a
+        service that trickles its answer would pass each of them)."""
         client = (self._pool or default_pool()).client()
         try:
-            async with client.stream(
-                "POST", self.url, content=body, headers=headers, timeout=budget
-            ) as response:
+            async with (
+                asyncio.timeout(budget),
+                client.stream(
+                    "POST", self.url, content=body, headers=headers, timeout=budget
+                ) as response,
+            ):
                 status = response.status_code
                 self._telemetry.metrics.wire(SENT, "query")
                 if 200 <= status < 300:
@@ -195,7 +201,7 @@ class HttpService:
                     if retryable
                     else None,
                 )
-        except httpx2.TimeoutException as exc:
+        except (httpx2.TimeoutException, TimeoutError) as exc:
             raise HttpServiceError(
                 f"no answer from {self._shown_url} within {budget:.3g}s ({type(exc).__name__})",
                 retryable=True,
@@ -211,7 +217,7 @@ class HttpService:
     async def _read_answer(self, response: httpx2.Response) -> bytes:
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and _digits(declared) and int(declared) > limit:
             raise self._rejected(
                 "oversized", f"answer of {declared} bytes exceeds {limit}", response.status_code
             )
@@ -281,7 +287,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _digits(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -290,3 +296,9 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _digits(text: str) -> bool:
+    """Whether ``text`` is ASCII digits only (``str.isdigit`` also takes ``"²"``, which
+    ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
