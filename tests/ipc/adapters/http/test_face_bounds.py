@@ -214,3 +214,29 @@ async def test_dispatch_identifiers_at_the_bound_are_taken() -> None:
     assert answer.json()["request_context"]["request_id"] == "r" * 256
     context = ENVELOPE_SCHEMA["properties"]["request_context"]["properties"]
     assert context["request_id"]["maxLength"] == MAX_ID == 256  # the contract says so too
+
+
+async def test_a_payload_the_wire_cannot_carry_is_refused_not_accepted() -> None:
+    # Valid for the message class, but nested deeper than the transport's wire allows: a
+    # receiver would drop it (too_deep), so the face must say 422, not 202.
+    from jeeves_control_tower.testing import TestTransport
+
+    def nest(levels: int) -> Any:
+        value: Any = "x"
+        for _ in range(levels):
+            value = {"k": value}
+        return value
+
+    wired = Wired()
+    transport = await TestTransport.connect(wired.bus, registry=registry())
+    try:
+        app = create_app(wired.coordinator, registry=registry(), metrics=False)
+        ok = await call(app, "/v1/publish/Untyped", [json.dumps({"value": nest(5)}).encode()])
+        assert ok.status == 202 and len(wired.events) == 1
+        body = json.dumps({"value": nest(40)}).encode()
+        deep = await call(app, "/v1/publish/Untyped", [body])
+        assert deep.status == 422, deep.body
+        assert deep.json()["type"].endswith(":problem:invalid-payload")
+        assert "max_depth=32" in deep.json()["detail"] and len(wired.events) == 1
+    finally:
+        await transport.close()

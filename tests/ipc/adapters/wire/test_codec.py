@@ -216,6 +216,29 @@ def test_encoding_problems_raise_wire_errors() -> None:
         c.encode(Strict(1, 0.5, True, "a", extra="x" * 2000), pattern="send", message_id="x")
 
 
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_what_a_receiver_would_refuse_as_too_deep_is_not_encoded(fmt: str) -> None:
+    # The frame is the first level and the payload the second: "extra" nested so that the
+    # frame is exactly max_depth deep travels; one level more is refused to the sender,
+    # as a receiver with the same max_depth would refuse it.
+    c = codec(max_depth=8, format=fmt)
+
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    fits = Strict(1, 0.5, True, "a", extra=nested(6))
+    data = c.encode(fits, pattern="send", message_id="x")
+    assert c.decode(data).message == fits
+    with pytest.raises(WireError) as info:
+        c.encode(Strict(1, 0.5, True, "a", extra=nested(7)), pattern="send", message_id="x")
+    assert info.value.reason == "too_deep" and "max_depth=8" in info.value.detail
+    reply = c.decode_reply(c.encode_reply("c", result={"deep": nested(20)}))
+    assert reply.ok is False and reply.kind == "error" and "max_depth=8" in reply.message
+
+
 def test_invalid_traceparent_is_dropped_but_the_message_delivered() -> None:
     reg = CollectorRegistry()
     c = codec(reg)

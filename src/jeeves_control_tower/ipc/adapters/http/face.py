@@ -159,10 +159,17 @@ class BusFace:
             result = await self.bus.query(message, deadline)
         except NoHandlerError:
             raise Problem("no-handler", f"nothing handles {name[:100]!r}") from None
+        except WireError as exc:  # valid here, but the wire cannot carry it (too deep, big)
+            raise self._rejected("invalid-payload", exc.reason, exc.detail) from None
+        except TransportError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, WireError):  # the same, from a publish or send
+                raise self._rejected("invalid-payload", cause.reason, cause.detail) from None
+            raise Problem("unavailable", "TransportError") from None
         except TimeoutError:
             raise Problem("timeout", f"no answer within {deadline:.3g}s") from None
-        except (QueryAbortedError, TransportError) as exc:
-            raise Problem("unavailable", f"{type(exc).__name__}") from None
+        except QueryAbortedError:
+            raise Problem("unavailable", "QueryAbortedError") from None
         except Exception as exc:
             raise Problem("handler-failed", f"the handler raised {type(exc).__name__}") from None
         return self._result(result)

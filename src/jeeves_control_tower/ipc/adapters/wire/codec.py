@@ -56,7 +56,7 @@ from ... import get_message_type
 from .classes import MessageRegistry, default_registry
 from .decoding import FrameDecoder
 from .errors import WireError
-from .formats import Json, Msgpack
+from .formats import Json, Msgpack, depth
 from .frames import (
     JSON_BATCH,
     MAX_ERROR_TEXT,
@@ -149,7 +149,7 @@ class WireCodec:
     ) -> bytes:
         """One frame for ``message`` (``message_type``: its routing type when the caller
         knows it); ``WireError`` when it cannot travel (class not registered, a value
-        JSON cannot carry, frame over the size limit)."""
+        JSON cannot carry, frame over the size limit or nested deeper than ``max_depth``)."""
         entry = self._by_cls.get(message.__class__)
         if entry is not None:  # MessageRegistry.to_payload, inlined (the per-message path)
             name, payload = entry.name, entry.encode(message)
@@ -309,6 +309,13 @@ class WireCodec:
             raise _unencodable(what, mtype, exc) from None
         if len(data) > self.max_frame_bytes:
             raise self._oversized(what, mtype, data)
+        # What a receiver would refuse as too deep is refused here, to the sender (a flat
+        # frame, ``plain``, is two levels deep: never too deep).
+        if not plain and depth(frame, self.max_depth + 1) > self.max_depth:
+            raise WireError(
+                "too_deep",
+                f"{describe(what, mtype)}: nesting deeper than max_depth={self.max_depth}",
+            )
         return data
 
     def _oversized(self, what: str, mtype: str, data: bytes) -> WireError:
