@@ -61,3 +61,16 @@ def test_asyncapi_over_rabbitmq_and_a_grpc_hub(capsys: pytest.CaptureFixture[str
     assert doc["servers"]["grpc"]["host"] == "hub:1"
     assert doc["channels"]["amqp.send.ChargeCard"]["address"] == "jeeves.cmd.ChargeCard"
     assert doc["channels"]["grpc.send.ChargeCard"]["address"] == "send:ChargeCard"
+
+
+def test_a_messages_spec_that_does_not_load_is_one_line_not_a_traceback() -> None:
+    from jeeves_control_tower.contracts.cli import load_registry
+
+    for spec, said in (
+        ("nosuch_module_here", "ModuleNotFoundError"),
+        ("jeeves_control_tower.testing.messages:nothere", "AttributeError"),
+        ("jeeves_control_tower.testing.messages:Point", "is not a MessageRegistry"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            load_registry([spec])
+        assert said in str(info.value)

@@ -62,9 +62,12 @@ def load_registry(specs: list[str]) -> Any:
     sys.path.insert(0, ".")
     for spec in specs:
         module_name, _, attribute = spec.partition(":")
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+            found = getattr(module, attribute) if attribute else None
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(f"cannot load {spec!r}: {type(exc).__name__}: {exc}") from None
         if attribute:
-            found = getattr(module, attribute)
             if not isinstance(found, MessageRegistry):
                 raise SystemExit(f"{spec} is not a MessageRegistry")
             chosen = found

@@ -10,3 +10,8 @@ REGISTRY = registry()
 
 async def build() -> CommBusCoordinator:
     return Wired().coordinator
+
+
+def forgot_return() -> None:
+    """A factory that builds a coordinator and forgets to return it."""
+    Wired()

@@ -299,3 +299,42 @@ async def test_documents_never_take_the_host_header(wired: Wired) -> None:
         assert openapi["servers"] == [{"url": "https://api.example/bus"}]
     with pytest.raises(ValueError, match="public_url"):
         create_app(wired.coordinator, registry=registry(), public_url="ftp://x")
+
+
+async def test_an_outside_callers_baggage_and_long_tracestate_stay_out(wired: Wired) -> None:
+    # What the face makes current goes into every frame the bus sends for the request: an
+    # outside caller's baggage only when asked for, its tracestate only up to 512 chars.
+    from opentelemetry import baggage, trace
+
+    seen: list[tuple[dict[str, object], str]] = []
+
+    def spy(_: Any) -> None:
+        state = trace.get_current_span().get_span_context().trace_state
+        seen.append((dict(baggage.get_all()), state.to_header()))
+
+    wired.bus.subscribe("OrderPlaced", spy)
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    long_state = ",".join(f"k{i}={'v' * 30}" for i in range(20))  # valid, 20 members, 699 chars
+    for allowed in (False, True):
+        app = create_app(
+            wired.coordinator,
+            registry=registry(),
+            tracer_provider=TracerProvider(),
+            metrics=False,
+            baggage=allowed,
+        )
+        async with client(app) as c:
+            for state in ("vendor=abc", long_state):
+                headers = {"traceparent": parent, "tracestate": state, "baggage": "user=alice"}
+                r = await c.post("/v1/publish/OrderPlaced", json=ORDER, headers=headers)
+                assert r.status_code == 202
+    no_baggage: dict[str, object] = {}
+    alice: dict[str, object] = {"user": "alice"}
+    assert seen == [
+        (no_baggage, "vendor=abc"),
+        (no_baggage, ""),
+        (alice, "vendor=abc"),
+        (alice, ""),
+    ]
+    with pytest.raises(TypeError, match="CommBusCoordinator or an InMemoryCommBus"):
+        create_app(object())

@@ -122,3 +122,23 @@ def test_serve_http_bounds_slow_and_large_requests() -> None:
             timeout=10,
         )
         assert r.status_code == 200
+
+
+def test_serve_http_refuses_a_target_that_is_no_bus() -> None:
+    # Not served quietly on the global bus: the process ends and says why.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    for target, said in (
+        ("tests.ipc.adapters.http.served:forgot_return", "TARGET gave NoneType"),
+        ("tests.ipc.adapters.http.messages:enum", "TARGET gave module"),
+        ("tests.ipc.adapters.http.nosuch:build", "cannot load 'tests.ipc.adapters.http.nosuch"),
+    ):
+        argv = ["serve-http", target, "--port", str(_free_port())]
+        done = subprocess.run(
+            [sys.executable, "-m", "jeeves_control_tower.cli", *argv],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0 and said in done.stderr, done.stderr[-2000:]

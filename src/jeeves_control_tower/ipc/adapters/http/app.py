@@ -23,6 +23,10 @@ and dispatches (a caller's ``Jeeves-Deadline-Ms`` may shorten it); ``max_body_by
 bounds request bodies (default 1 MiB) and ``read_timeout`` the time the whole body may
 take to arrive (default 5 s, else ``408``; the request line and headers are the ASGI
 server's to bound: see ``jeeves-ipc serve-http``).
+
+A request continues its caller's W3C ``traceparent`` (and ``tracestate`` of at most 512
+characters); the caller's ``baggage`` only with ``baggage=True``: what a request makes
+current goes into every frame the bus sends for it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ from .telemetry import HttpTelemetry
 
 __all__ = ["create_app"]
 
+#: Documents kept (one per kind and base URL the app is reached at).
+_MAX_DOCUMENTS = 32
+
 
 def create_app(
     target: CommBusCoordinator | InMemoryCommBus | None = None,
@@ -69,10 +76,16 @@ def create_app(
     tracer_provider: trace.TracerProvider | None = None,
     metrics_registry: Any = None,
     metrics: bool = True,
+    baggage: bool = False,
     logger: LoggerProtocol | None = None,
 ) -> Starlette:
     """The HTTP face of ``target`` (a coordinator: dispatch too; a bus: messages only;
-    ``None``: the global bus). See the module docstring."""
+    ``None``: the global bus; anything else: ``TypeError``). See the module docstring."""
+    if target is not None and not isinstance(target, (CommBusCoordinator, InMemoryCommBus)):
+        raise TypeError(
+            f"create_app needs a CommBusCoordinator or an InMemoryCommBus (or None for the"
+            f" global bus), not {type(target).__name__}"
+        )
     if max_body_bytes < 1 or not timeout > 0 or not read_timeout > 0:
         raise ValueError("max_body_bytes >= 1, timeout > 0 and read_timeout > 0 are required")
     if public_url is not None:
@@ -97,7 +110,10 @@ def create_app(
         timeout=timeout,
         read_timeout=read_timeout,
         telemetry=HttpTelemetry(
-            tracer_provider=tracer_provider, metrics_registry=metrics_registry, metrics=metrics
+            tracer_provider=tracer_provider,
+            metrics_registry=metrics_registry,
+            metrics=metrics,
+            baggage=baggage,
         ),
         logger=ensure_logger(logger, "jeeves_control_tower.adapters.http"),
     )
@@ -115,6 +131,8 @@ def create_app(
         key = (kind, base)
         body = documents.get(key)
         if body is None:
+            if len(documents) >= _MAX_DOCUMENTS:  # mount paths are few: never grow unbounded
+                documents.clear()
             if kind == "openapi":
                 doc = openapi_document(
                     registry,

@@ -89,7 +89,10 @@ def _load(spec: str) -> Any:
     if not attribute:
         raise SystemExit(f"TARGET must be module:attribute, got {spec!r}")
     sys.path.insert(0, ".")
-    return getattr(importlib.import_module(module_name), attribute)
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise SystemExit(f"cannot load {spec!r}: {type(exc).__name__}: {exc}") from None
 
 
 class _Deferred:
@@ -102,13 +105,20 @@ class _Deferred:
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:
+        from ... import InMemoryCommBus
+        from ...dispatch import CommBusCoordinator
         from .app import create_app
 
         target = self.target
-        if callable(target):
+        if callable(target) and not isinstance(target, (CommBusCoordinator, InMemoryCommBus)):
             target = target()
             if inspect.isawaitable(target):
                 target = await target
+        if not isinstance(target, (CommBusCoordinator, InMemoryCommBus)):
+            raise TypeError(
+                f"TARGET gave {type(target).__name__}: serve-http needs a CommBusCoordinator"
+                " or an InMemoryCommBus, or a callable (sync or async) returning one"
+            )
         self.face = create_app(target, **self.options)
         yield
 

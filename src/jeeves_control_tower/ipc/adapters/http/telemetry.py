@@ -46,6 +46,11 @@ __all__ = ["SCHEMA_URL", "HttpTelemetry", "dispatch_attributes"]
 #: the whole observability package; a test keeps the two equal).
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.44.0"
 
+#: The longest ``tracestate`` a server span continues (W3C's 512 characters): a longer
+#: one is dropped (the ``traceparent`` still continues), so an outside caller cannot make
+#: every frame the bus sends for it kilobytes larger.
+MAX_TRACESTATE = 512
+
 DISPATCH_SERVICE = "jeeves.dispatch.service"
 DISPATCH_METHOD = "jeeves.dispatch.method"
 DISPATCH_ATTEMPT = "jeeves.dispatch.attempt"
@@ -60,7 +65,10 @@ class HttpTelemetry:
         tracer_provider: trace.TracerProvider | None = None,
         metrics_registry: Any = None,
         metrics: bool = True,
+        baggage: bool = False,
     ) -> None:
+        #: whether a server span takes the caller's W3C ``baggage`` in too
+        self.baggage = baggage
         self.tracer = trace.get_tracer(
             "jeeves_control_tower.ipc.adapters.http", None, tracer_provider, schema_url=SCHEMA_URL
         )
@@ -102,18 +110,18 @@ class HttpTelemetry:
         self, headers: Mapping[str, str], route: str, path: str, scheme: str
     ) -> Iterator[Span]:
         """A current ``SERVER`` span continuing the caller's trace context (``traceparent``
-        in ``headers``), named ``POST {route}``."""
+        in ``headers``, with its ``tracestate`` up to :data:`MAX_TRACESTATE` characters,
+        and its ``baggage`` only when :attr:`baggage` is set: what is current here goes
+        into every frame the bus sends meanwhile), named ``POST {route}``."""
         token = None
         if "traceparent" in headers:
-            token = otel_context.attach(
-                propagate.extract(
-                    {
-                        k: headers[k]
-                        for k in ("traceparent", "tracestate", "baggage")
-                        if k in headers
-                    }
-                )
-            )
+            carrier = {"traceparent": headers["traceparent"]}
+            state = headers.get("tracestate")
+            if state is not None and len(state) <= MAX_TRACESTATE:
+                carrier["tracestate"] = state
+            if self.baggage and "baggage" in headers:
+                carrier["baggage"] = headers["baggage"]
+            token = otel_context.attach(propagate.extract(carrier))
         try:
             with self.tracer.start_as_current_span(
                 f"POST {route}",
