@@ -181,3 +181,27 @@ async def test_asyncapi_describes_the_hub_and_its_routes() -> None:
         channel = transport.asyncapi_channel("send", "DoWork")
         assert channel.address == "send:DoWork" and "Exactly one" in channel.description
         assert "jeeves.commbus.v1.CommBus/Connect" in channel.description
+
+
+async def test_the_hub_address_may_say_grpc_or_grpcs_and_nothing_else() -> None:
+    bus = new_bus()
+    plain = GrpcTransport(bus, "grpc://hub:50051", metrics=False)
+    assert (plain.target, plain.url, plain.asyncapi_server().protocol) == (
+        "hub:50051",
+        "grpc://hub:50051",
+        "grpc",
+    )
+    secure = GrpcTransport(bus, "grpcs://hub:443", metrics=False)
+    assert (secure.target, secure.url, secure.asyncapi_server().protocol) == (
+        "hub:443",
+        "grpcs://hub:443",
+        "grpcs",
+    )
+    with pytest.raises(ValueError) as info:
+        GrpcTransport(bus, "amqp://guest:secret@hub:5672/", metrics=False)
+    assert "secret" not in str(info.value) and "HOST:PORT" in str(info.value)
+    async with hub_and_clients(0) as (hub, _):
+        joined = await GrpcTransport.connect(bus, f"grpc://{hub.address}", metrics=False)
+        await joined.close()
+    with pytest.raises(TransportError, match="is it up"):
+        await GrpcTransport.connect(bus, f"127.0.0.1:{free_port()}", connect_timeout=0.3)

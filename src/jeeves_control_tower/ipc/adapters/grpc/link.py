@@ -112,8 +112,14 @@ class HubLink:
         except BaseException as exc:
             await self._channel.close()
             if isinstance(exc, TimeoutError):
+                hint = (
+                    "TLS on: is the hub serving TLS, with a certificate this process trusts?"
+                    if self._credentials is not None
+                    else "is it up, and not serving TLS only (then give tls=True)?"
+                )
                 raise TransportError(
-                    f"the gRPC hub at {self.target} did not answer within {self.connect_timeout}s"
+                    f"the gRPC hub at {self.target} did not answer within"
+                    f" {self.connect_timeout}s ({hint})"
                 ) from None
             if isinstance(exc, grpc.aio.AioRpcError):
                 raise TransportError(

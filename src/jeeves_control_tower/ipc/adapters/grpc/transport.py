@@ -21,10 +21,13 @@ seconds, then raises :class:`TransportError`. ``connect`` fails fast (see
 :class:`~.link.HubLink`); once connected the stream is reopened by itself and every
 subscription and service is registered again.
 
-Options: ``token`` (bearer token the hub requires), ``tls`` (``True`` for the system's
-roots, or the PEM bytes of the CA to trust), ``connect_timeout`` (2 s), ``buffer_messages``
-(10,000), ``send_timeout`` (30 s), ``batch_events`` (``True``), ``channel_options`` (extra
-``grpc.aio`` channel options), and those of :class:`BrokerTransport`. The largest frame is
+``target`` is the hub's ``HOST:PORT``, or ``grpc://HOST:PORT`` (``grpcs://HOST:PORT``:
+TLS with the system's roots unless ``tls`` says otherwise); another scheme is a
+``ValueError``. Options: ``token`` (bearer token the hub requires), ``tls`` (``True``
+for the system's roots, or the PEM bytes of the CA to trust), ``connect_timeout`` (2 s),
+``buffer_messages`` (10,000), ``send_timeout`` (30 s), ``batch_events`` (``True``),
+``channel_options`` (extra ``grpc.aio`` channel options), and those of
+:class:`BrokerTransport`. The largest frame is
 the codec's ``max_frame_bytes``; the channel refuses gRPC messages beyond it plus 64 KiB.
 """
 
@@ -32,11 +35,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any, Self
 
 from ... import InMemoryCommBus, TransportError
 from ..base import BrokerTransport, TransportFeatures
 from ..description import ChannelDescription, ServerDescription, default_server
+from ..features import redact_url
 from ..metrics import SENT
 from ..wire import TAG_BYTES, EventBatcher
 from . import commbus_pb2 as pb
@@ -84,8 +89,18 @@ class GrpcTransport(BrokerTransport):
         super().__init__(bus, **options)
         if send_timeout <= 0 or connect_timeout <= 0 or buffer_messages < 1:
             raise ValueError("send_timeout, connect_timeout > 0 and buffer_messages >= 1")
+        scheme, sep, rest = target.partition("://")
+        if sep:
+            if scheme.lower() not in ("grpc", "grpcs"):
+                raise ValueError(
+                    f"not a gRPC hub address: {redact_url(target)!r} (give HOST:PORT,"
+                    " grpc://HOST:PORT or grpcs://HOST:PORT)"
+                )
+            target = rest
+            if scheme.lower() == "grpcs" and tls is False:
+                tls = True
         self.target = target
-        self.url = f"grpc://{target}"
+        self.url = f"{'grpc' if tls is False else 'grpcs'}://{target}"
         self.send_timeout = float(send_timeout)
         self.batch_events = bool(batch_events)
         self._token = token
@@ -123,8 +138,10 @@ class GrpcTransport(BrokerTransport):
         return f"{pattern}:{message_type}"
 
     def asyncapi_server(self) -> ServerDescription:
-        """The AsyncAPI hook (:mod:`..description`): the hub this process joined."""
-        return default_server(self)
+        """The AsyncAPI hook (:mod:`..description`): the hub this process joined
+        (protocol ``grpcs`` over TLS)."""
+        described = default_server(self)
+        return described if self._tls is False else replace(described, protocol="grpcs")
 
     def asyncapi_channel(self, pattern: str, message_type: str) -> ChannelDescription:
         """The AsyncAPI hook: a ``(pattern, type)`` routed by the hub, and its guarantee."""
