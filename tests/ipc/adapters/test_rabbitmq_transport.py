@@ -295,6 +295,18 @@ async def test_first_connect_fails_fast_and_never_shows_credentials(caplog: Any)
     assert "s3cr3t" not in caplog.text
 
 
+async def test_a_url_that_is_no_rabbitmq_url_or_names_no_vhost_says_so() -> None:
+    bus = InMemoryCommBus(instrument=False)
+    for url in ("localhost:5672", "redis://app:s3cr3t-pw@localhost:6379/0", "amqp:///"):
+        with pytest.raises(ValueError, match="not a RabbitMQ URL") as info:
+            RabbitMQTransport(bus, url, metrics=False)
+        assert "s3cr3t" not in str(info.value)
+    url = brokers.require(brokers.RABBITMQ_URL, "RabbitMQ")
+    with pytest.raises(TransportError, match="virtual host"):
+        await RabbitMQTransport.connect(bus, url.rstrip("/") + "/no-such-vhost", metrics=False)
+    assert bus.transport is None
+
+
 async def test_credentials_are_never_logged_while_connected(caplog: Any) -> None:
     url = brokers.require(brokers.RABBITMQ_URL, "RabbitMQ")
     caplog.set_level(logging.DEBUG)

@@ -63,6 +63,8 @@ async def open_connection(
                 raise
         if isinstance(exc, TimeoutError):
             why = f"no answer within {connect_timeout}s"
+        elif "Connection.Close" in str(exc):  # refused after the handshake: a vhost, say
+            why = "the broker closed the connection at open (does the virtual host exist?)"
         else:
             why = f"{type(exc).__name__}: {scrub(str(exc))}"
         raise TransportError(f"cannot connect to {redacted}: {why}") from None
