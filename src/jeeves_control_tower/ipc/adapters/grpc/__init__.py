@@ -9,9 +9,12 @@
 
 from pathlib import Path
 
-from .hub import GrpcHub, serve_grpc
-from .services import GrpcServices
-from .transport import GrpcTransport
+from ..extras import needs_extra
+
+with needs_extra("grpc"):
+    from .hub import GrpcHub, serve_grpc
+    from .services import GrpcServices
+    from .transport import GrpcTransport
 
 __all__ = ["PROTO", "GrpcHub", "GrpcServices", "GrpcTransport", "serve_grpc"]
 

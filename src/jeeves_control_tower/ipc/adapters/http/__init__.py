@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ..extras import needs_extra
+
 __all__ = [
     "HttpPool",
     "HttpService",
@@ -41,4 +43,6 @@ def __getattr__(name: str) -> Any:
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(name)
-    return getattr(importlib.import_module(where, __name__), name)
+    with needs_extra("http"):
+        module = importlib.import_module(where, __name__)
+    return getattr(module, name)

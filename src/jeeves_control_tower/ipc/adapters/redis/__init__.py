@@ -1,5 +1,8 @@
 """Redis transport (needs the ``redis`` extra: ``pip install 'jeeves-control-tower[redis]'``)."""
 
-from .transport import RedisTransport
+from ..extras import needs_extra
+
+with needs_extra("redis"):
+    from .transport import RedisTransport
 
 __all__ = ["RedisTransport"]
