@@ -367,7 +367,20 @@ def _run_grafana_export(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    try:
+        return run(args)
+    except ModuleNotFoundError as exc:  # an extra this command needs is not installed
+        from .ipc.adapters.extras import extra_for
+
+        extra = extra_for(exc.name)
+        if extra is None:
+            raise
+        print(
+            f"jeeves-ipc: this needs the {extra} extra:"
+            f" pip install 'jeeves-control-tower[{extra}]' (no module {exc.name!r})",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -36,3 +36,22 @@ def test_a_missing_module_of_the_package_itself_is_not_blamed_on_an_extra() -> N
     with pytest.raises(ModuleNotFoundError) as info, needs_extra("redis"):
         raise ModuleNotFoundError("gone", name="jeeves_control_tower.ipc.nothing")
     assert "extra" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "missing", "extra"),
+    [
+        (["serve-http", "tests.ipc.adapters.http.served:build"], "uvicorn", "http"),
+        (["demo", "--port", "0"], "prometheus_client", "observability"),
+    ],
+)
+def test_a_command_without_its_extra_says_so_in_one_line(
+    argv: list[str], missing: str, extra: str
+) -> None:
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        f"from jeeves_control_tower.cli import main; sys.exit(main({argv!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"[{extra}]" in done.stderr and missing in done.stderr

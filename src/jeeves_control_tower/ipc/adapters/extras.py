@@ -5,7 +5,31 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["needs_extra"]
+__all__ = ["extra_for", "needs_extra"]
+
+#: The extra that installs each third-party top-level module the package may import.
+_EXTRAS = {
+    "aio_pika": "rabbitmq",
+    "aiormq": "rabbitmq",
+    "yarl": "rabbitmq",
+    "redis": "redis",
+    "hiredis": "redis",
+    "nats": "nats",
+    "grpc": "grpc",
+    "google": "grpc",
+    "httpx2": "http",
+    "uvicorn": "http",
+    "starlette": "asgi",
+    "prometheus_client": "observability",
+    "opentelemetry": "observability",
+    "streamlit": "dashboard",
+    "msgpack": "msgpack",
+}
+
+
+def extra_for(module: str | None) -> str | None:
+    """The extra that installs ``module`` (a dotted name), if it is one of ours."""
+    return _EXTRAS.get((module or "").partition(".")[0])
 
 
 @contextlib.contextmanager
