@@ -29,14 +29,19 @@ def add_asyncapi_command(commands: Any) -> None:
     parser = commands.add_parser(
         "asyncapi",
         help="print the AsyncAPI 3.0 document of the registered messages on their transports",
-        description=__doc__.split("::", 1)[0].strip() if __doc__ else None,
+        description="Print the AsyncAPI 3.0 document of a bus as deployed: its registered"
+        " messages on the transports given by URL (redis://, rediss://, nats://, tls://,"
+        " amqp://, amqps://, grpc://HOST:PORT, grpcs://HOST:PORT, http(s):// for an HTTP"
+        " face), described without connecting (each transport's extra must be installed: its"
+        " class is built, unconnected). No transport: the in-process bus.",
     )
     parser.add_argument(
         "--messages",
         action="append",
         default=[],
         metavar="MODULE[:REGISTRY]",
-        help="import MODULE (registering its messages), or use its MessageRegistry REGISTRY",
+        help="import MODULE (registering its messages), or use its MessageRegistry REGISTRY"
+        " (e.g. --messages myapp.messages)",
     )
     parser.add_argument(
         "--transport", action="append", default=[], metavar="URL", help="describe this transport"

@@ -338,3 +338,36 @@ async def test_an_outside_callers_baggage_and_long_tracestate_stay_out(wired: Wi
     ]
     with pytest.raises(TypeError, match="CommBusCoordinator or an InMemoryCommBus"):
         create_app(object())
+
+
+async def test_an_unknown_route_or_method_is_a_problem_too(wired: Wired) -> None:
+    app = Starlette(routes=[Mount("/bus", app=create_app(wired.coordinator, metrics=False))])
+    async with client(app) as c:
+        wrong_method = await c.get("/bus/v1/publish/OrderPlaced")
+        nowhere = await c.post("/bus/v2/nothing", json={})
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.headers["content-type"] == "application/problem+json"
+    assert wrong_method.json()["type"].endswith(":problem:method-not-allowed")
+    assert nowhere.status_code == 404 and nowhere.json()["type"].endswith(":problem:not-found")
+    assert nowhere.json()["instance"] == "/bus/v2/nothing"
+
+
+async def test_the_asyncapi_document_lists_the_buss_own_transport_by_default(
+    wired: Wired,
+) -> None:
+    from jeeves_control_tower.ipc.adapters.grpc import GrpcTransport
+
+    app = create_app(wired.coordinator, registry=registry(), metrics=False)
+    async with client(app) as c:
+        before = (await c.get("/asyncapi.json")).json()
+        # attached after the face was made (as serve-http's factories do), never connected
+        hub_transport = GrpcTransport(wired.bus, "grpcs://hub.example:443", metrics=False)
+        wired.bus.attach_transport(hub_transport)
+        after = (await c.get("/asyncapi.json")).json()
+    assert set(before["servers"]) == {"http"}
+    assert len(after["servers"]) == 2
+    hub = next(s for name, s in after["servers"].items() if name != "http")
+    assert (hub["host"], hub["protocol"]) == ("hub.example:443", "grpcs")
+    only_given = create_app(wired.coordinator, registry=registry(), metrics=False, transports=[])
+    async with client(only_given) as c:
+        assert set((await c.get("/asyncapi.json")).json()["servers"]) == {"http"}

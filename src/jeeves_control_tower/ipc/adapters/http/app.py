@@ -10,7 +10,8 @@ Routes (all ``POST`` but the two documents): ``/v1/publish/{type}``, ``/v1/send/
 ``/v1/dispatch/{service}`` (the :mod:`.envelope` contract); ``GET /openapi.json``
 (:mod:`.openapi`) and ``GET /asyncapi.json``
 (:func:`jeeves_control_tower.contracts.asyncapi_document`, listing this face and the
-``transports`` given, the face itself at ``public_url`` when given, else at the address
+``transports`` given (default: the bus's own transport, when it has one), the face itself
+at ``public_url`` when given, else at the address
 and mount path the connection reached: never a request header, since the documents are
 cached). How each request is checked and answered: :mod:`.face`; errors are
 RFC 9457 problem details (:mod:`.problems`). With ``token`` every route, documents
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -70,7 +72,7 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     timeout: float = 30.0,
     read_timeout: float = 5.0,
-    transports: Sequence[Any] = (),
+    transports: Sequence[Any] | None = None,
     public_url: str | None = None,
     title: str = "jeeves bus",
     tracer_provider: trace.TracerProvider | None = None,
@@ -117,7 +119,7 @@ def create_app(
         ),
         logger=ensure_logger(logger, "jeeves_control_tower.adapters.http"),
     )
-    documents: dict[tuple[str, str], bytes] = {}
+    documents: dict[tuple[str, str, int], bytes] = {}
 
     def document(request: Request, kind: str) -> Response:
         if not face.authorised(request):
@@ -128,7 +130,7 @@ def create_app(
         # served to everyone. The mount path and the socket's address are the server's.
         root = request.scope.get("root_path", "") or ""
         base = public_url or _local_base(request.scope, root)
-        key = (kind, base)
+        key = (kind, base, id(bus.transport))  # a transport attached later: a new document
         body = documents.get(key)
         if body is None:
             if len(documents) >= _MAX_DOCUMENTS:  # mount paths are few: never grow unbounded
@@ -145,7 +147,7 @@ def create_app(
             else:
                 doc = asyncapi_document(
                     registry,
-                    [HttpFaceDescription(base), *transports],
+                    [HttpFaceDescription(base), *_described(bus, transports)],
                     types=sorted(patterns),
                     title=title,
                 )
@@ -170,7 +172,33 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/asyncapi.json", asyncapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={HTTPException: _routing_problem})
+
+
+async def _routing_problem(request: Request, exc: Exception) -> Response:
+    """An unknown path (404) or a route's wrong method (405) as a problem, like every
+    other error of the face (``Allow`` kept)."""
+    status = getattr(exc, "status_code", 404)
+    if status == 405:
+        problem = Problem("method-not-allowed", f"{request.method[:20]} is not allowed here")
+    elif status == 404:
+        problem = Problem("not-found", "no such route")
+    else:  # (Starlette's routing raises no other)
+        return Response(str(getattr(exc, "detail", "")), status_code=status)
+    response = problem.response(request.url.path)
+    allow = (getattr(exc, "headers", None) or {}).get("Allow")
+    if allow is not None:
+        response.headers["Allow"] = allow
+    return response
+
+
+def _described(bus: InMemoryCommBus, transports: Sequence[Any] | None) -> list[Any]:
+    """The transports ``/asyncapi.json`` lists besides the face: those given, else the
+    bus's own when it has one that can be described (read when the document is made)."""
+    if transports is not None:
+        return list(transports)
+    own = bus.transport
+    return [own] if own is not None and hasattr(own, "asyncapi_server") else []
 
 
 def _checked_url(url: str) -> str:

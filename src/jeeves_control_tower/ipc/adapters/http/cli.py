@@ -38,9 +38,14 @@ def add_serve_http_command(commands: Any) -> None:
     parser = commands.add_parser(
         "serve-http",
         help="serve the bus's HTTP face (publish/send/query/dispatch, OpenAPI, AsyncAPI)",
-        description=__doc__.split("::", 1)[0].strip() if __doc__ else None,
+        description="Serve the bus's HTTP face with uvicorn (stops on Ctrl-C / SIGTERM).",
     )
-    parser.add_argument("target", metavar="TARGET", help="module:attribute (see above)")
+    parser.add_argument(
+        "target",
+        metavar="TARGET",
+        help="module:attribute: a CommBusCoordinator or InMemoryCommBus, or a callable"
+        " (sync or async) returning one, called once at startup",
+    )
     parser.add_argument("--messages", metavar="MODULE:REGISTRY", help="the MessageRegistry")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")

@@ -25,6 +25,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "unauthorized": (401, "A valid bearer token is required"),
     "not-found": (404, "No such message type or service"),
     "no-handler": (404, "Nothing handles this message type or service"),
+    "method-not-allowed": (405, "This route does not take this method"),
     "request-timeout": (408, "The request body did not arrive in time"),
     "too-large": (413, "The request body is too large"),
     "unsupported-media-type": (415, "The request body must be application/json"),
