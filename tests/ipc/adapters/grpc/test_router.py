@@ -178,3 +178,132 @@ async def test_commands_wait_rather_than_pass_max_in_flight() -> None:
     assert router.in_flight == 1 and router.waiting == 1
     router.respond(a, pb.Response(id=a.got[0].id, status=pb.OK))
     assert [d.data for d in a.got] == [b"1", b"2"] and router.waiting == 0
+
+
+async def test_held_commands_move_on_when_an_in_flight_slot_ends_any_way() -> None:
+    for end in ("answered", "timed out", "forgotten", "peer gone"):
+        router = Router(max_in_flight=1)
+        asker, consumer = FakePeer("asker"), FakePeer("consumer")
+        router.subscribe(asker, "query", "Q")
+        router.subscribe(consumer, "send", "C")
+        _, answer = answers()
+        rid = router.query("Q", b"q", 0.01 if end == "timed out" else 5.0, answer)
+        assert router.send("C", b"c") and router.waiting == 1  # the one slot is the query's
+        if end == "answered":
+            router.respond(asker, pb.Response(id=rid, status=pb.OK))
+        elif end == "timed out":
+            await asyncio.sleep(0.05)
+        elif end == "forgotten":
+            router.forget(rid)
+        else:
+            router.remove_peer(asker)
+        assert [d.data for d in consumer.got] == [b"c"] and router.waiting == 0, end
+
+
+async def test_a_clients_prefetch_counts_every_type_it_consumes() -> None:
+    router = Router(max_unacked=2)
+    greedy, other = FakePeer("greedy"), FakePeer("other")
+    for t in ("A", "B", "C"):
+        router.subscribe(greedy, "send", t)
+    for t in ("A", "B", "C"):
+        assert router.send(t, t.encode())
+    assert len(greedy.got) == 2 and router.waiting == 1  # C waits: greedy holds two
+    router.subscribe(other, "send", "C")
+    assert [d.data for d in other.got] == [b"C"]
+    router.respond(greedy, pb.Response(id=greedy.got[0].id, status=pb.OK))
+    assert router.send("B", b"B2") and [d.data for d in greedy.got][2:] == [b"B2"]
+
+
+async def test_random_traffic_ends_every_command_once_and_holds_nothing_after() -> None:
+    # Consumers that answer later, at once (inside deliver), refuse deliveries or vanish
+    # inside deliver; subscriptions, sends, answers (OK, REJECT, REQUEUE) and departures at
+    # random. Then one well-behaved consumer drains: every accepted command has ended
+    # exactly once, no consumer ever held more than its prefetch, and nothing is held.
+    import random
+
+    class Peer(FakePeer):
+        def __init__(self, name: str, mode: str, rng: random.Random) -> None:
+            super().__init__(name)
+            self.mode, self.rng, self.gone, self.busy = mode, rng, False, False
+            self.pending: list[pb.Delivery] = []
+            self.live: set[int] = set()  # handed to it and still its own to answer
+
+        def deliver(self, delivery: pb.Delivery) -> bool:
+            if self.gone:
+                return False
+            if self.mode == "vanishes" and self.rng.random() < 0.3:
+                leave(self)
+                return False
+            if self.mode == "refuses" and self.rng.random() < 0.3:
+                return False
+            self.live.add(delivery.id)
+            if self.mode == "at once" and not self.busy and self.rng.random() < 0.5:
+                self.busy = True
+                finish(self, delivery, self.rng.choice([pb.OK, pb.REJECT, pb.REQUEUE]))
+                self.busy = False
+                return True
+            self.pending.append(delivery)
+            assert len(self.pending) <= router.max_unacked
+            return True
+
+    ended: list[bytes] = []
+
+    def finish(peer: Peer, delivery: pb.Delivery, status: pb.Status) -> None:
+        its_own = delivery.id in peer.live
+        peer.live.discard(delivery.id)
+        router.respond(peer, pb.Response(id=delivery.id, status=status))
+        if its_own and status != pb.REQUEUE:
+            ended.append(delivery.data)
+
+    def leave(peer: Peer) -> None:
+        peer.gone = True
+        peer.live.clear()  # what it held is routed again
+        router.remove_peer(peer)
+
+    for seed in range(200):
+        rng = random.Random(seed)
+        ended.clear()
+        router = Router(
+            max_unacked=rng.randint(1, 3),
+            max_waiting=rng.randint(1, 20),
+            max_in_flight=rng.randint(2, 30),
+            max_command_bytes=rng.randint(20, 400),
+        )
+        peers: list[Peer] = []
+        accepted: list[bytes] = []
+        for step in range(300):
+            op, kind = rng.random(), rng.choice("AB")
+            if op < 0.12:
+                mode = rng.choice(["later", "later", "at once", "vanishes", "refuses"])
+                peers.append(Peer(f"p{len(peers)}", mode, rng))
+                router.add_peer(peers[-1])
+            elif op < 0.25 and peers:
+                peer = rng.choice(peers)
+                if not peer.gone:
+                    router.subscribe(peer, "send", kind)
+            elif op < 0.55:
+                data = f"{seed}.{step}".encode() * rng.randint(1, 5)
+                if router.send(kind, data):
+                    accepted.append(data)
+            elif op < 0.85:
+                busy = [p for p in peers if p.pending and not p.gone]
+                if busy:
+                    peer = rng.choice(busy)
+                    delivery = peer.pending.pop(rng.randrange(len(peer.pending)))
+                    finish(peer, delivery, rng.choice([pb.OK, pb.OK, pb.REJECT, pb.REQUEUE]))
+            elif op < 0.9 and peers:
+                peer = rng.choice(peers)
+                if not peer.gone:
+                    leave(peer)
+            elif peers:
+                router.unsubscribe(rng.choice(peers), "send", kind)
+        for peer in peers:
+            if not peer.gone:
+                leave(peer)
+        drain = Peer("drain", "later", rng)
+        for kind in "AB":
+            router.subscribe(drain, "send", kind)
+        while drain.pending:
+            finish(drain, drain.pending.pop(0), pb.OK)
+        assert sorted(ended) == sorted(accepted), seed
+        assert (router.waiting, router.in_flight, router.command_bytes) == (0, 0, 0), seed

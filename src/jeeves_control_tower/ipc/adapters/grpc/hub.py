@@ -18,10 +18,11 @@ Limits (everything a client sends is hostile):
   ``max_waiting`` (10,000 commands held for want of a consumer with room), ``max_timeout`` (300 s,
   the longest a query or a dispatch from a client runs; a dispatch asking for more
   than :data:`~.hubservices.MAX_RETRIES` (10) retries is refused).
-- ``max_unacked`` (100): commands of one type a client has been handed and not answered
-  (its prefetch: the next ones wait in the hub, in order); ``max_command_bytes``
-  (256 MiB): the command frames the hub holds, waiting and in flight (beyond: ``send``
-  refused), so a client that never answers its commands cannot grow the hub's memory.
+- ``max_unacked`` (100): commands a client has been handed and not answered, all types
+  together (its prefetch: the next ones wait in the hub, in order per type);
+  ``max_command_bytes`` (256 MiB): the command frames the hub holds, waiting and in
+  flight (beyond: ``send`` refused), so a client that never answers its commands can
+  neither grow the hub's memory nor take more than its prefetch of in-flight slots.
 - ``max_in_flight`` (100,000): queries, dispatch attempts and commands the hub waits
   answers for, all clients together (beyond: a query is refused, a command waits); per client
   ``max_pending`` (1,000) unanswered queries and ``max_pending_bytes`` (64 MiB) of their

@@ -8,16 +8,17 @@ bytes between peers by ``(pattern, type)``:
   it consumes the type: its bus delivers to its own subscribers that way), in order per
   sender; at-most-once.
 - **send**: to exactly one peer consuming ``("send", type)`` (round robin over those with
-  room: a peer holds at most ``max_unacked`` unanswered commands of one type, its
-  prefetch). With none that has room, the command waits in the hub, in order, until one
-  has (it subscribes, answers a command of the type, or another command of the type
-  arrives). A command stays *in flight* until its peer answers (``OK``, ``REJECT``: done;
-  ``REQUEUE``: routed again); when the peer goes away first it is routed again (counted as
-  a redelivery). ``send`` is refused when the command would wait and ``max_waiting``
-  commands wait already, or when the command frames the hub holds (waiting and in
-  flight) would pass ``max_command_bytes``: a consumer that never answers, or a type
-  nobody consumes, cannot grow the hub's memory without bound. Commands live in the
-  hub's memory: a hub restart loses those not yet answered.
+  room: a peer holds at most ``max_unacked`` unanswered commands, all types together, its
+  prefetch). With none that has room, or with ``max_in_flight`` reached, the command waits
+  in the hub, in order per type, and moves on as soon as room is made (a consumer
+  subscribes or answers, an in-flight entry ends). A command stays *in flight* until its
+  peer answers (``OK``, ``REJECT``: done; ``REQUEUE``: routed again); when the peer goes
+  away first it is routed again (counted as a redelivery). ``send`` is refused when the
+  command would wait and ``max_waiting`` commands wait already, or when the command
+  frames the hub holds (waiting and in flight) would pass ``max_command_bytes``: a
+  consumer that never answers, or a type nobody consumes, cannot grow the hub's memory
+  without bound, nor take more than ``max_unacked`` in-flight slots. Commands live in
+  the hub's memory: a hub restart loses those not yet answered.
 - **query** and **dispatch**: to one peer (round robin over the query's consumers; the
   dispatch's serving peer), answered through a callback exactly once: the peer's answer,
   ``NO_HANDLER`` (nobody consumes it), ``TIMEOUT`` (no answer in time) or ``UNAVAILABLE``
@@ -92,6 +93,10 @@ class Router:
     ) -> None:
         self.max_waiting = max_waiting
         self.max_in_flight = max_in_flight
+        if max_waiting < 0 or max_in_flight < 1 or max_unacked < 1 or max_command_bytes < 1:
+            raise ValueError(
+                "max_waiting >= 0, max_in_flight, max_unacked and max_command_bytes >= 1"
+            )
         self.max_unacked = max_unacked
         self.max_command_bytes = max_command_bytes
         self._on_redelivered = on_redelivered
@@ -102,7 +107,8 @@ class Router:
         self._waiting: dict[str, deque[bytes]] = {}
         self._waiting_count = 0
         self._in_flight: dict[int, _InFlight] = {}
-        self._unacked: dict[tuple[Peer, str], int] = {}  # (peer, type) -> commands unanswered
+        self._unacked: dict[Peer, int] = {}  # peer -> commands handed to it, unanswered
+        self._capped = False  # a command waits because max_in_flight was reached
         self._command_bytes = 0  # frames of the commands held: waiting or in flight
         self._ids = itertools.count(1)
 
@@ -129,12 +135,13 @@ class Router:
                 item.timer.cancel()
             if item.answer is None:
                 redelivered += 1
-                self._release_slot((peer, item.type))
+                self._release_slot(peer)
                 self._route_command(item.type, item.data)
             else:
                 item.answer(pb.UNAVAILABLE, b"", f"process {peer.process_id} went away")
         if redelivered:
             self._on_redelivered(redelivered)
+        self._in_flight_ended()
 
     def subscribe(self, peer: Peer, pattern: str, message_type: str) -> None:
         key = (pattern, message_type)
@@ -215,30 +222,44 @@ class Router:
         key = ("send", message_type)
         for _ in range(len(self._routes.get(key, ()))):
             if len(self._in_flight) >= self.max_in_flight:
+                self._capped = True
                 return False
             peer = self._next(key)
             if peer is None:
                 break
-            slot = (peer, message_type)
-            taken = self._unacked.get(slot, 0)
+            taken = self._unacked.get(peer, 0)
             if taken >= self.max_unacked:
                 continue
             rid = next(self._ids)
             self._in_flight[rid] = _InFlight(peer, "send", message_type, data, None, None)
-            self._unacked[slot] = taken + 1
+            self._unacked[peer] = taken + 1
             if peer.deliver(pb.Delivery(id=rid, pattern="send", type=message_type, data=data)):
                 return True
             if self._in_flight.pop(rid, None) is None:
                 return True  # the peer went away inside deliver: routed again already
-            self._release_slot(slot)
+            self._release_slot(peer)
         return False
 
-    def _release_slot(self, slot: tuple[Peer, str]) -> None:
-        left = self._unacked.get(slot, 0) - 1
+    def _release_slot(self, peer: Peer) -> None:
+        left = self._unacked.get(peer, 0) - 1
         if left > 0:
-            self._unacked[slot] = left
+            self._unacked[peer] = left
         else:
-            self._unacked.pop(slot, None)
+            self._unacked.pop(peer, None)
+
+    def _in_flight_ended(self) -> None:
+        """An in-flight entry ended: if commands wait for want of an in-flight slot, they
+        move on (every held type in turn, until the limit is reached again)."""
+        if self._capped and len(self._in_flight) < self.max_in_flight:
+            self._capped = False
+            self._release_held(lambda message_type: True)
+
+    def _release_held(self, wanted: Callable[[str], bool]) -> None:
+        for message_type in list(self._waiting):
+            if self._capped:
+                return
+            if wanted(message_type):
+                self._release_waiting(message_type)
 
     def _hold(self, message_type: str, data: bytes) -> None:
         self._waiting.setdefault(message_type, deque()).append(data)
@@ -323,8 +344,10 @@ class Router:
     def forget(self, rid: int) -> None:
         """Drop request ``rid`` unanswered (its caller gave up); a late answer is stray."""
         item = self._in_flight.pop(rid, None)
-        if item is not None and item.timer is not None:
-            item.timer.cancel()
+        if item is not None:
+            if item.timer is not None:
+                item.timer.cancel()
+            self._in_flight_ended()
 
     def cancel(self, rid: int) -> None:
         """:meth:`forget` request ``rid`` and tell its peer to stop working on it."""
@@ -337,6 +360,8 @@ class Router:
         item = self._in_flight.pop(rid, None)
         if item is not None and item.answer is not None:
             item.answer(pb.TIMEOUT, b"", f"{item.pattern} {item.type[:200]!r} timed out")
+        if item is not None:
+            self._in_flight_ended()
 
     def respond(self, peer: Peer, response: pb.Response) -> None:
         """A peer's answer to one of its deliveries."""
@@ -347,12 +372,18 @@ class Router:
         del self._in_flight[response.id]
         if item.answer is not None:
             item.answer(response.status, response.data, response.message)
+            self._in_flight_ended()
         else:
-            self._release_slot((peer, item.type))
+            was_full = self._unacked.get(peer, 0) >= self.max_unacked
+            self._release_slot(peer)
             if response.status == pb.REQUEUE:
                 self._route_command(item.type, item.data)
             else:
                 self._command_bytes -= len(item.data)
+            self._in_flight_ended()
             self._release_waiting(item.type)
+            if was_full:  # what waited for this peer's room, of any type it consumes
+                interests = self._interests.get(peer, set())
+                self._release_held(lambda message_type: ("send", message_type) in interests)
         if item.timer is not None:  # after the answer is on its way
             item.timer.cancel()

@@ -6,7 +6,7 @@ pattern   through the hub                                  guarantee
 publish   to every process consuming the type now (and     at-most-once; in order per
           the hub's own bus)                               producer
 send      to exactly one process consuming the type;       exactly one handler at a time;
-          held by the hub until one subscribes, routed     redelivered when its process
+          held by the hub until one has room, routed       redelivered when its process
           again if its process goes away unanswered       goes away; lost if the hub dies
 query     to one process answering the type                NoHandlerError / TimeoutError
 dispatch  :meth:`GrpcTransport.dispatch` through the hub's coordinator (see :mod:`.hubservices`)
@@ -57,8 +57,9 @@ __all__ = ["GrpcTransport"]
 _GUARANTEES = {
     "publish": "Every process consuming the type now, and the hub's own bus; at-most-once;"
     " in order per producer (events of one loop iteration may travel as one batch frame).",
-    "send": "Exactly one consuming process; held by the hub until one subscribes; routed"
-    " again when its process goes away unanswered; lost if the hub stops.",
+    "send": "Exactly one consuming process; held by the hub, in order, until one has room"
+    " (each takes a bounded number unanswered); routed again when its process goes away"
+    " unanswered; lost if the hub stops.",
     "query": "One answering process (round robin); no responder: NoHandlerError.",
 }
 _BATCH_FRAMES = 256
