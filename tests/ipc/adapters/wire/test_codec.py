@@ -235,6 +235,13 @@ def test_what_a_receiver_would_refuse_as_too_deep_is_not_encoded(fmt: str) -> No
     with pytest.raises(WireError) as info:
         c.encode(Strict(1, 0.5, True, "a", extra=nested(7)), pattern="send", message_id="x")
     assert info.value.reason == "too_deep" and "max_depth=8" in info.value.detail
+    as_tuples: Any = 1
+    for _ in range(7):  # written as arrays too, so they count
+        as_tuples = (as_tuples,)
+    with pytest.raises(WireError, match="too_deep"):
+        c.encode(Strict(1, 0.5, True, "a", extra=as_tuples), pattern="send", message_id="x")
+    with pytest.raises(WireError, match="too_deep"):  # the event path as well
+        c.encode_event(Strict(1, 0.5, True, "a", extra=nested(7)), "e", "Strict", None)
     reply = c.decode_reply(c.encode_reply("c", result={"deep": nested(20)}))
     assert reply.ok is False and reply.kind == "error" and "max_depth=8" in reply.message
 

@@ -310,8 +310,12 @@ class WireCodec:
         if len(data) > self.max_frame_bytes:
             raise self._oversized(what, mtype, data)
         # What a receiver would refuse as too deep is refused here, to the sender (a flat
-        # frame, ``plain``, is two levels deep: never too deep).
-        if not plain and depth(frame, self.max_depth + 1) > self.max_depth:
+        # frame, ``plain``, is two levels deep: never too deep). JSON with no more brackets
+        # than max_depth cannot nest deeper: only a frame that could is walked.
+        maybe_deep = not plain and (
+            not self._is_json or data.count(b"{") + data.count(b"[") > self.max_depth
+        )
+        if maybe_deep and depth(frame, self.max_depth + 1) > self.max_depth:
             raise WireError(
                 "too_deep",
                 f"{describe(what, mtype)}: nesting deeper than max_depth={self.max_depth}",

@@ -213,15 +213,22 @@ class Msgpack:
 
 
 def depth(obj: Any, limit: int) -> int:
-    """How many containers deep ``obj`` nests (a flat object is 1); stops at ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(obj, 1)]
-    while stack:
-        node, level = stack.pop()
-        if level > deepest:
-            deepest = level
-            if deepest >= limit:
-                return deepest
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((v, level + 1) for v in children if isinstance(v, (dict, list)))
-    return deepest
+    """How many containers deep ``obj`` nests (a flat object is 1); stops at ``limit``.
+    Tuples count as the arrays both formats write them as. Walked a level at a time (no
+    frame per node: the encoder runs it on every frame that could be too deep)."""
+    level, nodes = 1, [obj]
+    while level < limit:
+        below: list[Any] = []
+        add = below.append
+        for node in nodes:
+            for value in node.values() if isinstance(node, dict) else node:
+                if isinstance(value, _CONTAINERS):
+                    add(value)
+        if not below:
+            return level
+        nodes = below
+        level += 1
+    return level
+
+
+_CONTAINERS = (dict, list, tuple)
