@@ -200,6 +200,10 @@ async def test_the_hub_address_may_say_grpc_or_grpcs_and_nothing_else() -> None:
     with pytest.raises(ValueError) as info:
         GrpcTransport(bus, "amqp://guest:secret@hub:5672/", metrics=False)
     assert "secret" not in str(info.value) and "HOST:PORT" in str(info.value)
+    with pytest.raises(ValueError):
+        GrpcTransport(bus, "grpc://", metrics=False)
+    for resolved in ("dns:///hub:50051", "unix:///run/hub.sock"):  # gRPC's own: as given
+        assert GrpcTransport(bus, resolved, metrics=False).target == resolved
     async with hub_and_clients(0) as (hub, _):
         joined = await GrpcTransport.connect(bus, f"grpc://{hub.address}", metrics=False)
         await joined.close()

@@ -328,13 +328,18 @@ async def test_an_outside_callers_baggage_and_long_tracestate_stay_out(wired: Wi
                 headers = {"traceparent": parent, "tracestate": state, "baggage": "user=alice"}
                 r = await c.post("/v1/publish/OrderPlaced", json=ORDER, headers=headers)
                 assert r.status_code == 202
+            alone = {"baggage": "user=bob"}  # no trace context: baggage still as configured
+            r = await c.post("/v1/publish/OrderPlaced", json=ORDER, headers=alone)
+            assert r.status_code == 202
     no_baggage: dict[str, object] = {}
     alice: dict[str, object] = {"user": "alice"}
     assert seen == [
         (no_baggage, "vendor=abc"),
         (no_baggage, ""),
+        (no_baggage, ""),
         (alice, "vendor=abc"),
         (alice, ""),
+        ({"user": "bob"}, ""),
     ]
     with pytest.raises(TypeError, match="CommBusCoordinator or an InMemoryCommBus"):
         create_app(object())
@@ -371,3 +376,17 @@ async def test_the_asyncapi_document_lists_the_buss_own_transport_by_default(
     only_given = create_app(wired.coordinator, registry=registry(), metrics=False, transports=[])
     async with client(only_given) as c:
         assert set((await c.get("/asyncapi.json")).json()["servers"]) == {"http"}
+
+
+async def test_a_wire_error_a_local_query_handler_raises_is_not_the_callers_fault() -> None:
+    from jeeves_control_tower.ipc import InMemoryCommBus
+    from jeeves_control_tower.ipc.adapters.wire import WireError
+
+    def broken(_: Any) -> Any:
+        raise WireError("too_deep", "the handler's own decoding")
+
+    bus = InMemoryCommBus(instrument=False)
+    bus.register_handler("Untyped", broken)
+    async with client(create_app(bus, registry=registry(), metrics=False)) as c:
+        r = await c.post("/v1/query/Untyped", json={"value": 1})
+    assert r.status_code == 500 and r.json()["type"].endswith(":problem:handler-failed")

@@ -21,10 +21,12 @@ seconds, then raises :class:`TransportError`. ``connect`` fails fast (see
 :class:`~.link.HubLink`); once connected the stream is reopened by itself and every
 subscription and service is registered again.
 
-``target`` is the hub's ``HOST:PORT``, or ``grpc://HOST:PORT`` (``grpcs://HOST:PORT``:
-TLS with the system's roots unless ``tls`` says otherwise); another scheme is a
-``ValueError``. Options: ``token`` (bearer token the hub requires), ``tls`` (``True``
-for the system's roots, or the PEM bytes of the CA to trust), ``connect_timeout`` (2 s),
+``target`` is the hub's ``HOST:PORT`` or any target gRPC resolves (``dns:///HOST:PORT``,
+``unix:///PATH``, ...), or ``grpc://HOST:PORT`` (``grpcs://HOST:PORT``: TLS with the
+system's roots unless ``tls`` says otherwise); another transport's URL (``redis://``,
+``amqp://``, ``http://``, ...) is a ``ValueError``. Options: ``token`` (bearer token the
+hub requires), ``tls`` (``True`` for the system's roots, or the PEM bytes of the CA to
+trust), ``connect_timeout`` (2 s),
 ``buffer_messages`` (10,000), ``send_timeout`` (30 s), ``batch_events`` (``True``),
 ``channel_options`` (extra ``grpc.aio`` channel options), and those of
 :class:`BrokerTransport`. The largest frame is
@@ -52,6 +54,11 @@ from .local import answer_of
 from .service import SERVICE
 
 __all__ = ["GrpcTransport"]
+
+#: URL schemes of the other transports: a sure sign of an address meant for another one.
+_OTHER_SCHEMES = frozenset(
+    {"redis", "rediss", "nats", "tls", "amqp", "amqps", "http", "https", "ws", "wss"}
+)
 
 #: What each pattern guarantees through the hub (the AsyncAPI channel descriptions).
 _GUARANTEES = {
@@ -91,14 +98,15 @@ class GrpcTransport(BrokerTransport):
         if send_timeout <= 0 or connect_timeout <= 0 or buffer_messages < 1:
             raise ValueError("send_timeout, connect_timeout > 0 and buffer_messages >= 1")
         scheme, sep, rest = target.partition("://")
-        if sep:
-            if scheme.lower() not in ("grpc", "grpcs"):
-                raise ValueError(
-                    f"not a gRPC hub address: {redact_url(target)!r} (give HOST:PORT,"
-                    " grpc://HOST:PORT or grpcs://HOST:PORT)"
-                )
-            target = rest
-            if scheme.lower() == "grpcs" and tls is False:
+        scheme = scheme.lower() if sep else ""
+        if scheme in _OTHER_SCHEMES or (scheme in ("grpc", "grpcs") and not rest.strip("/")):
+            raise ValueError(
+                f"not a gRPC hub address: {redact_url(target)!r} (give HOST:PORT,"
+                " grpc://HOST:PORT or grpcs://HOST:PORT)"
+            )
+        if scheme in ("grpc", "grpcs"):
+            target = rest.rstrip("/")
+            if scheme == "grpcs" and tls is False:
                 tls = True
         self.target = target
         self.url = f"{'grpc' if tls is False else 'grpcs'}://{target}"

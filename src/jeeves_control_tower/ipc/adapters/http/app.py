@@ -119,7 +119,7 @@ def create_app(
         ),
         logger=ensure_logger(logger, "jeeves_control_tower.adapters.http"),
     )
-    documents: dict[tuple[str, str, int], bytes] = {}
+    documents: dict[tuple[str, str, tuple[str, str]], bytes] = {}
 
     def document(request: Request, kind: str) -> Response:
         if not face.authorised(request):
@@ -130,7 +130,7 @@ def create_app(
         # served to everyone. The mount path and the socket's address are the server's.
         root = request.scope.get("root_path", "") or ""
         base = public_url or _local_base(request.scope, root)
-        key = (kind, base, id(bus.transport))  # a transport attached later: a new document
+        key = (kind, base, _which(bus.transport))  # a transport attached later: a new one
         body = documents.get(key)
         if body is None:
             if len(documents) >= _MAX_DOCUMENTS:  # mount paths are few: never grow unbounded
@@ -190,6 +190,11 @@ async def _routing_problem(request: Request, exc: Exception) -> Response:
     if allow is not None:
         response.headers["Allow"] = allow
     return response
+
+
+def _which(transport: Any) -> tuple[str, str]:
+    """What tells one attached transport's document from another's."""
+    return type(transport).__name__, str(getattr(transport, "url", ""))
 
 
 def _described(bus: InMemoryCommBus, transports: Sequence[Any] | None) -> list[Any]:

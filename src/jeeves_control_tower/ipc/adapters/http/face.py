@@ -159,7 +159,10 @@ class BusFace:
             result = await self.bus.query(message, deadline)
         except NoHandlerError:
             raise Problem("no-handler", f"nothing handles {name[:100]!r}") from None
-        except WireError as exc:  # valid here, but the wire cannot carry it (too deep, big)
+        except WireError as exc:
+            if self.bus.has_handler(name):  # a local handler raised it: not the caller's fault
+                raise Problem("handler-failed", "the handler raised WireError") from None
+            # the query was valid here, but the wire cannot carry it (too deep, too big)
             raise self._rejected("invalid-payload", exc.reason, exc.detail) from None
         except TransportError as exc:
             cause = exc.__cause__

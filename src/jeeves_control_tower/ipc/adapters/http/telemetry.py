@@ -114,13 +114,15 @@ class HttpTelemetry:
         and its ``baggage`` only when :attr:`baggage` is set: what is current here goes
         into every frame the bus sends meanwhile), named ``POST {route}``."""
         token = None
+        carrier: dict[str, str] = {}
         if "traceparent" in headers:
-            carrier = {"traceparent": headers["traceparent"]}
+            carrier["traceparent"] = headers["traceparent"]
             state = headers.get("tracestate")
             if state is not None and len(state) <= MAX_TRACESTATE:
                 carrier["tracestate"] = state
-            if self.baggage and "baggage" in headers:
-                carrier["baggage"] = headers["baggage"]
+        if self.baggage and "baggage" in headers:
+            carrier["baggage"] = headers["baggage"]
+        if carrier:
             token = otel_context.attach(propagate.extract(carrier))
         try:
             with self.tracer.start_as_current_span(

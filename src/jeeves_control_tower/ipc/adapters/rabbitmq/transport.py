@@ -110,15 +110,15 @@ class RabbitMQTransport(BrokerTransport):
             raise ValueError("max_deliveries, prefetch, dispatch_prefetch >= 1; buffer_size >= 0")
         if send_timeout <= 0 or connect_timeout <= 0:
             raise ValueError("send_timeout and connect_timeout must be > 0")
-        scheme, sep, rest = url.partition("://")
-        if not sep or scheme.lower() not in ("amqp", "amqps") or not rest.split("/", 1)[0]:
+        scheme, sep, _ = url.partition("://")
+        if not sep or scheme.lower() not in ("amqp", "amqps"):
             raise ValueError(
                 f"not a RabbitMQ URL: {redact_url(url)!r}"
                 " (amqp://USER:PASSWORD@HOST:PORT/VHOST or amqps://...)"
             )
         self._url = url
         self.url = redact_url(url)
-        if url.startswith("amqps://") and ssl_context is None:
+        if scheme.lower() == "amqps" and ssl_context is None:
             ssl_context = ssl.create_default_context()
         self._ssl = ssl_context
         self.max_deliveries = max_deliveries
