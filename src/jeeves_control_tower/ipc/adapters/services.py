@@ -123,9 +123,10 @@ class RemoteServices:
             await asyncio.gather(self._task, return_exceptions=True)
         for name in self._served:
             self.transport.remove_internal("query", DISPATCH_PREFIX + name)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(UNSERVE_WAIT):
-                await self.transport.sync()
+        with contextlib.suppress(Exception):  # shielded: a refresh cut short could leave a
+            # consumer on the broker that the transport believes gone; past the wait it ends
+            # in the background
+            await asyncio.wait_for(asyncio.shield(self.transport.sync()), UNSERVE_WAIT)
         with contextlib.suppress(Exception):
             await self._beat(bye=True)
         self.transport.remove_internal("publish", HEARTBEAT)
