@@ -71,10 +71,10 @@ def main() -> None:
     registry = MessageRegistry()
     registry.register(Order)
     codec = WireCodec(registry)
-    real_depth = codec_module.__dict__["depth"]  # the check's walk, swapped out below
+    real_check = codec_module.__dict__["deeper_than"]  # the check, swapped out below
 
-    def without_check(obj: Any, limit: int) -> int:
-        return 1
+    def without_check(obj: Any, data: bytes, limit: int, *, json_text: bool) -> bool:
+        return False
 
     cases: list[tuple[str, str, Callable[[], Any]]] = []
     for shape, extra in SHAPES.items():
@@ -96,11 +96,12 @@ def main() -> None:
         rng.shuffle(order)
         this_round: dict[tuple[str, str], float] = {}
         for shape, kind, run in order:
-            setattr(codec_module, "depth", without_check if kind == "without" else real_depth)  # noqa: B010
+            check = without_check if kind == "without" else real_check
+            setattr(codec_module, "deeper_than", check)  # noqa: B010
             try:
                 this_round[shape, kind] = _per_call(run, args.number)
             finally:
-                setattr(codec_module, "depth", real_depth)  # noqa: B010
+                setattr(codec_module, "deeper_than", real_check)  # noqa: B010
         for key, value in this_round.items():
             times[key].append(value)
         for shape in SHAPES:

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._specs import load_spec
+
 __all__ = ["add_asyncapi_command", "describe_url", "load_registry"]
 
 
@@ -64,15 +66,9 @@ def load_registry(specs: list[str]) -> Any:
     from ..ipc.adapters.wire import MessageRegistry, default_registry
 
     chosen: Any = default_registry
-    sys.path.insert(0, ".")
     for spec in specs:
-        module_name, _, attribute = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-            found = getattr(module, attribute) if attribute else None
-        except (ImportError, AttributeError) as exc:
-            raise SystemExit(f"cannot load {spec!r}: {type(exc).__name__}: {exc}") from None
-        if attribute:
+        _, found = load_spec(spec)
+        if spec.partition(":")[2]:
             if not isinstance(found, MessageRegistry):
                 raise SystemExit(f"{spec} is not a MessageRegistry")
             chosen = found

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import inspect
 import os
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
+
+from ...._specs import load_spec
 
 __all__ = ["add_serve_http_command"]
 
@@ -90,14 +90,9 @@ def add_serve_http_command(commands: Any) -> None:
 
 
 def _load(spec: str) -> Any:
-    module_name, _, attribute = spec.partition(":")
-    if not attribute:
+    if not spec.partition(":")[2]:
         raise SystemExit(f"TARGET must be module:attribute, got {spec!r}")
-    sys.path.insert(0, ".")
-    try:
-        return getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise SystemExit(f"cannot load {spec!r}: {type(exc).__name__}: {exc}") from None
+    return load_spec(spec)[1]
 
 
 class _Deferred:

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_ID",
     "AnswerError",
     "apply_answer",
+    "ascii_digits",
     "check_identifiers",
     "request_body",
     "target_from_json",
@@ -40,6 +41,13 @@ __all__ = [
 
 DEADLINE_HEADER = "Jeeves-Deadline-Ms"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def ascii_digits(text: str) -> bool:
+    """Whether a header value is ASCII digits only (``str.isdigit`` also takes ``"²"``,
+    which ``int`` refuses): ``Content-Length``, ``Retry-After``."""
+    return text.isascii() and text.isdigit()
+
 
 #: The longest identifier a request may carry (characters, as gRPC's hub caps names):
 #: ``target`` ``service_name``/``method``/``priority`` and the envelope's ids.

@@ -45,7 +45,13 @@ from ... import InMemoryCommBus, NoHandlerError, QueryAbortedError, TransportErr
 from ...dispatch import CommBusCoordinator
 from ..metrics import RECEIVED, SENT
 from ..wire import MessageRegistry, WireError
-from .envelope import DEADLINE_HEADER, AnswerError, check_identifiers, target_from_json
+from .envelope import (
+    DEADLINE_HEADER,
+    AnswerError,
+    ascii_digits,
+    check_identifiers,
+    target_from_json,
+)
 from .problems import Problem
 from .telemetry import HttpTelemetry
 
@@ -180,8 +186,7 @@ class BusFace:
     async def _read(self, request: Request) -> bytes:
         limit = self.max_body_bytes
         declared = request.headers.get("content-length")
-        digits = declared is not None and declared.isascii() and declared.isdigit()
-        if declared is not None and (not digits or int(declared) > limit):
+        if declared is not None and (not ascii_digits(declared) or int(declared) > limit):
             raise self._rejected("too-large", "oversized", f"more than {limit} bytes")
         chunks: list[bytes] = []
         size = 0

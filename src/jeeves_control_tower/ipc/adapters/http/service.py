@@ -55,7 +55,14 @@ from ....types import DispatchTarget, Envelope
 from ...dispatch.attempt import AttemptFailed, current_attempt
 from ..features import redact_url
 from ..metrics import RECEIVED, SENT
-from .envelope import DEADLINE_HEADER, IDEMPOTENCY_HEADER, AnswerError, apply_answer, request_body
+from .envelope import (
+    DEADLINE_HEADER,
+    IDEMPOTENCY_HEADER,
+    AnswerError,
+    apply_answer,
+    ascii_digits,
+    request_body,
+)
 from .pool import HttpPool, default_pool
 from .telemetry import HttpTelemetry, dispatch_attributes
 
@@ -217,7 +224,7 @@ class HttpService:
     async def _read_answer(self, response: httpx2.Response) -> bytes:
         limit = self.max_response_bytes
         declared = response.headers.get("Content-Length")
-        if declared is not None and _digits(declared) and int(declared) > limit:
+        if declared is not None and ascii_digits(declared) and int(declared) > limit:
             raise self._rejected(
                 "oversized", f"answer of {declared} bytes exceeds {limit}", response.status_code
             )
@@ -287,7 +294,7 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if _digits(value):
+    if ascii_digits(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -296,9 +303,3 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-def _digits(text: str) -> bool:
-    """Whether ``text`` is ASCII digits only (``str.isdigit`` also takes ``"²"``, which
-    ``int`` refuses)."""
-    return text.isascii() and text.isdigit()

@@ -56,7 +56,7 @@ from ... import get_message_type
 from .classes import MessageRegistry, default_registry
 from .decoding import FrameDecoder
 from .errors import WireError
-from .formats import Json, Msgpack, depth
+from .formats import Json, Msgpack, deeper_than
 from .frames import (
     JSON_BATCH,
     MAX_ERROR_TEXT,
@@ -309,13 +309,9 @@ class WireCodec:
             raise _unencodable(what, mtype, exc) from None
         if len(data) > self.max_frame_bytes:
             raise self._oversized(what, mtype, data)
-        # What a receiver would refuse as too deep is refused here, to the sender (a flat
-        # frame, ``plain``, is two levels deep: never too deep). JSON with no more brackets
-        # than max_depth cannot nest deeper: only a frame that could is walked.
-        maybe_deep = not plain and (
-            not self._is_json or data.count(b"{") + data.count(b"[") > self.max_depth
-        )
-        if maybe_deep and depth(frame, self.max_depth + 1) > self.max_depth:
+        # What a receiver would refuse as too deep is refused here, to the sender, by the
+        # receiver's own check (a flat frame, ``plain``, is two levels deep: never too deep).
+        if not plain and deeper_than(frame, data, self.max_depth, json_text=self._is_json):
             raise WireError(
                 "too_deep",
                 f"{describe(what, mtype)}: nesting deeper than max_depth={self.max_depth}",

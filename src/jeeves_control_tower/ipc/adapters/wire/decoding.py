@@ -12,7 +12,7 @@ from typing import Any
 from ... import get_message_type
 from .classes import MessageRegistry
 from .errors import WireError
-from .formats import BIG_NUMBER, DEEP, NUMERALS, depth
+from .formats import BIG_NUMBER, DEEP, NUMERALS, deeper_than, depth
 from .frames import (
     JSON_BATCH,
     MAX_BATCH,
@@ -119,11 +119,7 @@ class FrameDecoder:
             raise WireError("malformed", f"not a valid {self.format} frame: {exc}") from None
         if obj.__class__ is not dict:
             raise WireError("malformed", "a frame must be an object")
-        # Counting brackets is C-fast; only a frame that could be too deep is walked.
-        maybe_deep = walk and (
-            not self._is_json or data.count(b"{") + data.count(b"[") > self.max_depth
-        )
-        if maybe_deep and depth(obj, self.max_depth + 1) > self.max_depth:
+        if walk and deeper_than(obj, data, self.max_depth, json_text=self._is_json):
             raise WireError("too_deep", f"nesting deeper than max_depth={self.max_depth}")
         check_version(obj)
         return obj

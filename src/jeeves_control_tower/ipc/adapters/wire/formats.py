@@ -232,3 +232,12 @@ def depth(obj: Any, limit: int) -> int:
 
 
 _CONTAINERS = (dict, list, tuple)
+
+
+def deeper_than(obj: Any, data: bytes, limit: int, *, json_text: bool) -> bool:
+    """Whether ``obj``, the value ``data`` encodes, nests deeper than ``limit``. JSON text
+    with no more brackets than ``limit`` cannot (counting them is C-fast), so only a value
+    that could is walked; other formats always are."""
+    if json_text and data.count(b"{") + data.count(b"[") <= limit:
+        return False
+    return depth(obj, limit + 1) > limit
